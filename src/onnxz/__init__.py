@@ -1,0 +1,51 @@
+"""onnxz: a compressed container format and codec for ONNX models.
+
+>>> import onnxz                                              # doctest: +SKIP
+>>> onnxz.save("model.onnx", "model.onnxz")                   # lossy default
+>>> onnxz.save("model.onnx", "exact.onnxz", lossless=True)    # bit-exact
+>>> model = onnxz.load("model.onnxz")                         # onnx.ModelProto
+>>> sess = onnxz.inference_session("model.onnxz")             # onnxruntime session
+>>> onnxz.info("model.onnxz").tensors[0].bits_per_weight
+"""
+
+__version__ = "0.1.0"
+
+from onnxz.api import inference_session, info, load, save, unpack
+from onnxz.container import ReadLimits
+from onnxz.errors import (
+    CorruptDataError,
+    FormatError,
+    InputNotFoundError,
+    InvalidModelError,
+    LimitExceededError,
+    OnnxzError,
+    OutputExistsError,
+    OutputPathError,
+    UnsupportedModelError,
+)
+from onnxz.policy import DEFAULT_DEADZONE, DEFAULT_STEP_REL, PackOptions
+from onnxz.report import ContainerInfo, TensorInfo
+
+__all__ = [
+    "DEFAULT_DEADZONE",
+    "DEFAULT_STEP_REL",
+    "ContainerInfo",
+    "CorruptDataError",
+    "FormatError",
+    "InputNotFoundError",
+    "InvalidModelError",
+    "LimitExceededError",
+    "OnnxzError",
+    "OutputExistsError",
+    "OutputPathError",
+    "PackOptions",
+    "ReadLimits",
+    "TensorInfo",
+    "UnsupportedModelError",
+    "__version__",
+    "inference_session",
+    "info",
+    "load",
+    "save",
+    "unpack",
+]

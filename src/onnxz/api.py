@@ -1,0 +1,264 @@
+"""The Python API: save, load, unpack, info, inference_session. The CLI calls only these."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx.external_data_helper import set_external_data
+
+from onnxz import __version__
+from onnxz.codecs import NotQuantizable, codec_class
+from onnxz.codecs.lossless import LosslessCodec
+from onnxz.container import (
+    MAGIC,
+    ContainerReader,
+    ContainerWriter,
+    ReadLimits,
+    TensorEntry,
+    crc32,
+)
+from onnxz.dtypes import BY_NAME
+from onnxz.errors import (
+    FormatError,
+    InvalidModelError,
+    LimitExceededError,
+    OnnxzError,
+    UnsupportedModelError,
+)
+from onnxz.fileio import atomic_outputs, check_input
+from onnxz.policy import PackOptions
+from onnxz.report import ContainerInfo
+from onnxz.walker import (
+    has_payload,
+    iter_tensor_slots,
+    payload_type,
+    put_payload,
+    read_payload,
+    resolve,
+    take_payload,
+)
+
+ModelSource = onnx.ModelProto | str | os.PathLike
+Progress = Callable[[int, int, str], None]
+"""Called as ``progress(done, total, tensor_name)`` after each tensor."""
+
+PROTOBUF_LIMIT = 2**31 - 1
+EXTERNAL_MIN_BYTES = 1024
+EXTERNAL_ALIGNMENT = 4096
+
+
+def save(
+    model: ModelSource,
+    path: str | os.PathLike,
+    *,
+    lossless: bool = False,
+    step_rel: float | None = None,
+    deadzone: float | None = None,
+    force: bool = False,
+    options: PackOptions | None = None,
+    progress: Progress | None = None,
+) -> ContainerInfo:
+    """Pack an ONNX model (a ModelProto or a path) into an onnxz file at ``path``.
+
+    The default is lossy: weight tensors get the dead-zone quantizer with step
+    ``step_rel`` × the tensor's standard deviation; ``lossless=True`` is bit-exact.
+    The output appears only when complete; an existing one needs ``force=True``.
+    Returns what :func:`info` would report on the new file.
+    """
+    base = options or PackOptions()
+    opts = PackOptions(
+        lossless=lossless or base.lossless,
+        step_rel=base.step_rel if step_rel is None else step_rel,
+        deadzone=base.deadzone if deadzone is None else deadzone,
+        min_quantized_elements=base.min_quantized_elements,
+        inline_max_bytes=base.inline_max_bytes,
+        chunk_elements=base.chunk_elements,
+    )
+    model_proto, source_path = _read_model(model)
+    inputs = [source_path] if source_path else []
+    with atomic_outputs([path], force, inputs) as (tmp,), open(tmp, "wb") as f:
+        writer = ContainerWriter(f, writer=f"onnxz {__version__}")
+        entries = _write_tensors(model_proto, writer, opts, progress)
+        extra = {"source_bytes": source_path.stat().st_size} if source_path else {}
+        writer.finish(model_proto.SerializeToString(), entries, extra)
+    return info(path)
+
+
+def _write_tensors(
+    model: onnx.ModelProto, writer: ContainerWriter, opts: PackOptions, progress: Progress | None
+) -> list[TensorEntry]:
+    slots = [s for s in iter_tensor_slots(model) if payload_type(s.tensor) is not None]
+    entries = []
+    for done, slot in enumerate(slots, 1):
+        etype = payload_type(slot.tensor)
+        assert etype is not None
+        values = read_payload(slot.tensor, etype)
+        if values.nbytes >= opts.inline_max_bytes:
+            codec = opts.codec_for(slot, etype, values.size)
+            try:
+                encoded = codec.encode(values, etype, opts.chunk_elements)
+            except NotQuantizable:
+                encoded = LosslessCodec().encode(values, etype, opts.chunk_elements)
+            decoded_crc = crc32(_decode(encoded.codec_id, encoded.params,
+                                        [(c.parts, c.count) for c in encoded.chunks],
+                                        etype.name, slot.tensor.name).tobytes())
+            entries.append(TensorEntry(
+                name=slot.tensor.name,
+                path=slot.path,
+                dtype=etype.name,
+                shape=tuple(slot.tensor.dims),
+                codec=encoded.codec_id,
+                params=encoded.params,
+                chunks=tuple(writer.add_chunk(c.parts, c.count) for c in encoded.chunks),
+                crc32=decoded_crc,
+                entropy_bits=encoded.entropy_bits,
+                table_bytes=encoded.table_bytes,
+            ))
+            take_payload(slot.tensor)
+        if progress:
+            progress(done, len(slots), slot.tensor.name)
+    return entries
+
+
+def load(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> onnx.ModelProto:
+    """Decode an onnxz file into an ``onnx.ModelProto`` with every weight restored."""
+    source = check_input(path)
+    with ContainerReader(source, limits) as reader:
+        try:
+            model = onnx.ModelProto.FromString(reader.graph_bytes())
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            raise FormatError(f"graph: not a valid ONNX ModelProto ({exc})") from exc
+        budget = reader.limits.output_budget(reader.file_size)
+        total = 0
+        for entry in reader.index.tensors:
+            etype = BY_NAME.get(entry.dtype)
+            if etype is None:
+                raise FormatError(f"tensor {entry.name!r}: unknown dtype {entry.dtype!r}")
+            total += entry.element_count * etype.width
+            if total > budget:
+                raise LimitExceededError(
+                    f"tensor {entry.name!r}: decoded size would exceed {budget} bytes "
+                    "(see ReadLimits.max_output_size)"
+                )
+        for entry in reader.index.tensors:
+            tensor = resolve(model, entry.path)
+            etype = BY_NAME[entry.dtype]
+            if (tensor.name, tensor.data_type, tuple(tensor.dims)) != (
+                entry.name, etype.onnx_type, entry.shape
+            ):
+                raise FormatError(f"tensor {entry.name!r}: index does not match the graph")
+            if payload_type(tensor) is None or has_payload(tensor):
+                raise FormatError(f"tensor {entry.name!r}: graph slot already holds data")
+            chunks = [(reader.chunk_parts(c, entry.name), c.count) for c in entry.chunks]
+            values = _decode(entry.codec, entry.params, chunks, entry.dtype, entry.name)
+            if crc32(values.tobytes()) != entry.crc32:
+                raise FormatError(f"tensor {entry.name!r}: decoded tensor checksum mismatch")
+            put_payload(tensor, values)
+    return model
+
+
+def _decode(codec_id, params, chunks, dtype: str, name: str) -> np.ndarray:
+    """Decode a tensor's chunks; any failure inside a codec becomes an OnnxzError."""
+    codec = codec_class(codec_id)
+    etype = BY_NAME[dtype]
+    try:
+        pieces = [codec.decode_chunk(params, parts, count, etype) for parts, count in chunks]
+    except OnnxzError as exc:
+        raise type(exc)(f"tensor {name!r}: {exc}") from exc
+    except (ValueError, TypeError, OverflowError, IndexError, KeyError) as exc:
+        raise FormatError(f"tensor {name!r}: malformed {codec_id} stream ({exc})") from exc
+    for piece, (_, count) in zip(pieces, chunks, strict=True):
+        if piece.size != count or piece.dtype != etype.numpy:
+            raise FormatError(f"tensor {name!r}: chunk decoded to the wrong size")
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=etype.numpy)
+
+
+def unpack(
+    path: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    force: bool = False,
+    external_data: bool | None = None,
+    limits: ReadLimits | None = None,
+) -> Path:
+    """Decode ``path`` and write a runnable ONNX model to ``output``.
+
+    Weights go to ``<output>.data`` beside it when ``external_data`` is True, or when None
+    and the model is too large for one protobuf (2 GiB). Returns the output path.
+    """
+    source = check_input(path)
+    model = load(source, limits=limits)
+    out = Path(output)
+    if external_data is None:
+        external_data = model.ByteSize() >= PROTOBUF_LIMIT
+    if not external_data:
+        with atomic_outputs([out], force, [source]) as (tmp,):
+            tmp.write_bytes(model.SerializeToString())
+        return out
+    data_name = out.name + ".data"
+    with atomic_outputs([out, out.with_name(data_name)], force, [source]) as (tmp, tmp_data):
+        with open(tmp_data, "wb") as data_file:
+            for slot in iter_tensor_slots(model):
+                if len(slot.tensor.raw_data) >= EXTERNAL_MIN_BYTES:
+                    data_file.write(b"\0" * (-data_file.tell() % EXTERNAL_ALIGNMENT))
+                    offset = data_file.tell()
+                    data_file.write(slot.tensor.raw_data)
+                    set_external_data(slot.tensor, data_name, offset, len(slot.tensor.raw_data))
+                    slot.tensor.ClearField("raw_data")
+                    slot.tensor.data_location = onnx.TensorProto.EXTERNAL
+        tmp.write_bytes(model.SerializeToString())
+    return out
+
+
+def info(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> ContainerInfo:
+    """Per-tensor codec, step, sizes and totals of an onnxz file (reads the index only)."""
+    source = check_input(path)
+    with ContainerReader(source, limits) as reader:
+        return ContainerInfo.from_index(str(source), reader.file_size, reader.index)
+
+
+def inference_session(
+    path: str | os.PathLike,
+    sess_options: object | None = None,
+    providers: list[str] | None = None,
+    *,
+    limits: ReadLimits | None = None,
+):
+    """An ``onnxruntime.InferenceSession`` of the decoded model, built in memory."""
+    import onnxruntime as ort
+
+    model = load(path, limits=limits)
+    return ort.InferenceSession(
+        model.SerializeToString(), sess_options, providers=providers or ["CPUExecutionProvider"]
+    )
+
+
+def _read_model(model: ModelSource) -> tuple[onnx.ModelProto, Path | None]:
+    """A private, fully loaded copy of the model, and its file path if it came from one."""
+    if isinstance(model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        if any(s.tensor.data_location == onnx.TensorProto.EXTERNAL
+               for s in iter_tensor_slots(copy)):
+            raise UnsupportedModelError(
+                "the ModelProto refers to external data files: pass its path instead"
+            )
+        return copy, None
+    path = check_input(model)
+    with open(path, "rb") as f:
+        if f.read(len(MAGIC)) == MAGIC:
+            raise InvalidModelError(f"{path}: is an onnxz file, not an ONNX model")
+    try:
+        proto = onnx.load(path, load_external_data=True)
+    except FileNotFoundError as exc:
+        raise InvalidModelError(f"{path}: external data file missing ({exc})") from exc
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise InvalidModelError(f"{path}: not a readable ONNX model ({exc})") from exc
+    if proto.ir_version <= 0 or not proto.HasField("graph") or not proto.opset_import:
+        raise InvalidModelError(f"{path}: not an ONNX model (no graph or no IR version)")
+    return proto, path

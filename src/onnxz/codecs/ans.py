@@ -1,0 +1,186 @@
+"""Order-0 entropy coding of small integer symbols with constriction's ANS coder.
+
+A :class:`FrequencyTable` is the integer model itself, stored in the file: the decoder
+never re-derives it from floats, so any decoder that implements the ANS arithmetic of
+SPEC.md (§ "ANS stream") decodes bit-identically.
+
+>>> import numpy as np
+>>> symbols = np.array([0, 0, 0, 1, -1, 0, 2, 0], dtype=np.int64)
+>>> table = FrequencyTable.fit(symbols)
+>>> table.offset, table.size
+(-1, 4)
+>>> stream = encode(symbols, table)
+>>> len(stream) % 4
+0
+>>> decode(stream, table, symbols.size).tolist()
+[0, 0, 0, 1, -1, 0, 2, 0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import constriction
+import numpy as np
+
+from onnxz.codecs.base import field
+from onnxz.codecs.varint import decode_uvarints, encode_uvarints
+from onnxz.errors import CorruptDataError, FormatError
+
+CODER_PRECISION = 24
+"""Bits of constriction's default categorical model: frequencies sum to 2**24."""
+
+MAX_ALPHABET = 1 << 16
+"""Largest alphabet a table may have (a reader limit; writers clip or escape above it)."""
+
+MIN_TABLE_PRECISION = 8
+
+
+@dataclass(frozen=True)
+class FrequencyTable:
+    """Integer frequencies of the symbols ``offset .. offset + size - 1``.
+
+    Invariants: every frequency >= 1, ``sum(freqs) == 2**precision``, ``size >= 2``,
+    ``precision <= 24``. The coder uses ``freqs << (24 - precision)``.
+    """
+
+    offset: int
+    precision: int
+    freqs: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.freqs.size)
+
+    def __post_init__(self) -> None:
+        f = self.freqs
+        if not 2 <= f.size <= MAX_ALPHABET:
+            raise FormatError(f"frequency table: {f.size} symbols (allowed 2..{MAX_ALPHABET})")
+        if not MIN_TABLE_PRECISION <= self.precision <= CODER_PRECISION:
+            raise FormatError(f"frequency table: precision {self.precision} out of range")
+        if int(f.min()) < 1 or int(f.sum(dtype=np.uint64)) != 1 << self.precision:
+            raise FormatError("frequency table: frequencies must be >= 1 and sum to 2**precision")
+
+    @classmethod
+    def fit(cls, symbols: np.ndarray, offset: int | None = None, size: int | None = None):
+        """The table of least total cost (coded bits + stored table) for ``symbols``.
+
+        ``offset``/``size`` widen the alphabet beyond the symbols' own range if given.
+        """
+        lo = int(symbols.min()) if offset is None else offset
+        hi = int(symbols.max()) if size is None else lo + size - 1
+        counts = np.bincount((symbols - lo).astype(np.intp), minlength=max(hi - lo + 1, 2))
+        return cls.fit_counts(counts, lo)
+
+    @classmethod
+    def fit_counts(cls, counts: np.ndarray, offset: int) -> FrequencyTable:
+        """Best table for a histogram (``counts[i]`` = occurrences of ``offset + i``)."""
+        counts = np.asarray(counts, dtype=np.int64)
+        if counts.size < 2:
+            counts = np.concatenate((counts, np.zeros(2 - counts.size, dtype=np.int64)))
+        least = max(MIN_TABLE_PRECISION, int(np.ceil(np.log2(counts.size))) + 1)
+        best: FrequencyTable | None = None
+        best_bits = np.inf
+        for precision in range(least, CODER_PRECISION + 1):
+            table = cls(offset, precision, _quantize_counts(counts, precision))
+            bits = table.cost_bits(counts) + 8 * len(table.to_bytes())
+            if bits < best_bits:
+                best, best_bits = table, bits
+        assert best is not None
+        return best
+
+    def cost_bits(self, counts: np.ndarray) -> float:
+        """Ideal coded size in bits of a histogram under this table (excluding the table)."""
+        nz = counts > 0
+        return float(-(counts[nz] * np.log2(self.freqs[nz] / 2.0**self.precision)).sum())
+
+    def to_bytes(self) -> bytes:
+        """The frequencies as unsigned LEB128 varints (the table's stored form)."""
+        return encode_uvarints(self.freqs)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, offset: int, precision: int, size: int) -> FrequencyTable:
+        if not 2 <= size <= MAX_ALPHABET:
+            raise FormatError(f"frequency table: {size} symbols (allowed 2..{MAX_ALPHABET})")
+        freqs = decode_uvarints(data, size)
+        if int(freqs.max()) > 1 << CODER_PRECISION:
+            raise FormatError("frequency table: a frequency exceeds 2**24")
+        return cls(offset, precision, freqs.astype(np.uint32))
+
+    def to_fields(self) -> dict[str, Any]:
+        """The table as index fields: ``offset``, ``precision``, ``size``, ``freqs``."""
+        return {
+            "offset": self.offset,
+            "precision": self.precision,
+            "size": self.size,
+            "freqs": self.to_bytes(),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> FrequencyTable:
+        return cls.from_bytes(
+            field(fields, "freqs", bytes),
+            field(fields, "offset", int),
+            field(fields, "precision", int),
+            field(fields, "size", int),
+        )
+
+    def _model(self):
+        # constriction's fast quantizer gives each symbol 1 + floor(prefix-sum scaling); with
+        # weights freq-1 summing to 2**24 - size the scale is exactly 1.0, so the coder's
+        # table is exactly freqs << (24 - precision).
+        scaled = self.freqs.astype(np.float64) * 2.0 ** (CODER_PRECISION - self.precision)
+        return constriction.stream.model.Categorical(scaled - 1.0, perfect=False)
+
+
+def entropy_bits(symbols: np.ndarray) -> float:
+    """Zeroth-order empirical entropy of ``symbols``, in bits for the whole array."""
+    if symbols.size == 0:
+        return 0.0
+    counts = np.unique(symbols, return_counts=True)[1].astype(np.float64)
+    return float(-(counts * np.log2(counts / symbols.size)).sum())
+
+
+def encode(symbols: np.ndarray, table: FrequencyTable) -> bytes:
+    """ANS-code ``symbols`` (all within the table's alphabet) into little-endian u32 words."""
+    if symbols.size == 0:
+        return b""
+    coder = constriction.stream.stack.AnsCoder()
+    coder.encode_reverse((symbols - table.offset).astype(np.int32), table._model())
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def decode(data: bytes | memoryview, table: FrequencyTable, count: int) -> np.ndarray:
+    """Decode ``count`` symbols from an ANS stream made by :func:`encode`; returns int64."""
+    if count == 0:
+        if len(data):
+            raise CorruptDataError("ANS stream: bytes present for zero symbols")
+        return np.zeros(0, dtype=np.int64)
+    if len(data) % 4 or not data:
+        raise CorruptDataError(f"ANS stream: {len(data)} bytes is not a positive multiple of 4")
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    if words[-1] == 0:
+        raise CorruptDataError("ANS stream: last word is zero")
+    try:
+        coder = constriction.stream.stack.AnsCoder(words)
+        symbols = coder.decode(table._model(), count)
+    except (ValueError, RuntimeError) as exc:
+        raise CorruptDataError(f"ANS stream: {exc}") from exc
+    return symbols.astype(np.int64) + table.offset
+
+
+def _quantize_counts(counts: np.ndarray, precision: int) -> np.ndarray:
+    """Frequencies >= 1 summing to 2**precision, close to proportional to ``counts``."""
+    total = 1 << precision
+    n = counts.size
+    free = total - n
+    mass = int(counts.sum())
+    share = np.full(n, free / n) if mass == 0 else counts * (free / mass)
+    freqs = 1 + np.floor(share).astype(np.int64)
+    remainder = total - int(freqs.sum())
+    if remainder:
+        order = np.argsort(-(share - np.floor(share)), kind="stable")
+        freqs[order[:remainder]] += 1
+    return freqs.astype(np.uint32)

@@ -1,0 +1,78 @@
+"""What every tensor codec provides, and the data that flows out of one."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from onnxz.dtypes import ElementType
+from onnxz.errors import FormatError
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One independently decodable piece of a tensor: ``count`` elements in ``parts``."""
+
+    count: int
+    parts: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class EncodedTensor:
+    """A codec's output: its parameters (as stored in the index) and the chunks.
+
+    ``entropy_bits`` is the zeroth-order entropy of the entropy-coded symbols (None if the
+    codec did not entropy-code any), ``table_bytes`` the bytes spent on frequency tables.
+    """
+
+    codec_id: str
+    params: dict[str, Any]
+    chunks: tuple[Chunk, ...]
+    entropy_bits: float | None = None
+    table_bytes: int = 0
+
+    @property
+    def coded_bytes(self) -> int:
+        return sum(len(p) for c in self.chunks for p in c.parts)
+
+
+class TensorCodec(ABC):
+    """Turns the flat little-endian elements of one tensor into chunks, and back.
+
+    Encoding settings live on the instance; decoding needs only the stored ``params``.
+    """
+
+    codec_id: ClassVar[str]
+
+    @abstractmethod
+    def encode(
+        self, values: np.ndarray, etype: ElementType, chunk_elements: int
+    ) -> EncodedTensor:
+        """Encode a flat array of dtype ``etype.numpy``."""
+
+    @classmethod
+    @abstractmethod
+    def decode_chunk(
+        cls, params: Mapping[str, Any], parts: Sequence[bytes], count: int, etype: ElementType
+    ) -> np.ndarray:
+        """Decode one chunk to ``count`` elements of dtype ``etype.numpy``."""
+
+
+def split_counts(total: int, chunk_elements: int) -> list[int]:
+    """Element counts of the chunks of a ``total``-element tensor (the last may be short)."""
+    if total == 0:
+        return []
+    full, rest = divmod(total, chunk_elements)
+    return [chunk_elements] * full + ([rest] if rest else [])
+
+
+def field(params: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    """``params[key]`` checked to be of ``kind``; a :class:`FormatError` otherwise."""
+    value = params.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise FormatError(f"codec parameter {key!r}: expected {kind}, got {type(value).__name__}")
+    return value

@@ -1,0 +1,184 @@
+"""Lossy codec: the dead-zone uniform scalar quantizer, symbols coded with ANS.
+
+With step Δ and dead zone δ (SPEC.md § "deadzone"):
+
+    q  = 0                              if |x| < δΔ
+    q  = sign(x) · ceil(|x|/Δ − δ)      otherwise
+    x̂  = sign(q) · Δ · (|q| + δ − 0.5)  (0 for q = 0)
+
+δ = 0 is a midrise quantizer, δ = 0.5 a midtread one. Symbols outside the table's range
+[lo, hi] are coded as the escape symbol hi + 1 and their value follows as a zigzag varint.
+
+>>> import numpy as np
+>>> from onnxz.dtypes import BY_NAME
+>>> q = quantize(np.array([0.04, -0.26, 0.5, 1.0]), step=0.1, deadzone=0.5)
+>>> q.tolist()
+[0, -3, 5, 10]
+>>> dequantize(q, 0.1, 0.5).round(6).tolist()
+[0.0, -0.3, 0.5, 1.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from onnxz.codecs import ans
+from onnxz.codecs.base import Chunk, EncodedTensor, TensorCodec, field, split_counts
+from onnxz.codecs.varint import decode_uvarints, encode_uvarints, zigzag_decode, zigzag_encode
+from onnxz.dtypes import ElementType
+from onnxz.errors import CorruptDataError, FormatError
+
+MAX_SYMBOL = (1 << 31) - 1
+"""Largest |q| a writer may produce; a tensor needing more is coded losslessly instead."""
+
+RECONSTRUCTION = "midpoint"
+
+
+class NotQuantizable(ValueError):
+    """The tensor cannot be dead-zone quantized (non-finite, constant, or too wide)."""
+
+
+def quantize(x: np.ndarray, step: float, deadzone: float) -> np.ndarray:
+    """Integer symbols (int64) of float64 values ``x``."""
+    mag = np.abs(x)
+    q = np.ceil(mag / step - deadzone)
+    q[mag < deadzone * step] = 0
+    return (np.sign(x) * q).astype(np.int64)
+
+
+def dequantize(q: np.ndarray, step: float, deadzone: float) -> np.ndarray:
+    """Float64 reconstruction ``sign(q)·step·(|q| + (deadzone − 0.5))``, 0 where q = 0."""
+    mag = step * (np.abs(q).astype(np.float64) + (deadzone - 0.5))
+    return np.where(q == 0, 0.0, np.copysign(mag, q.astype(np.float64)))
+
+
+def to_float64(values: np.ndarray, etype: ElementType) -> np.ndarray:
+    """Values of a float element type as float64 (bfloat16 arrives as its uint16 bits)."""
+    if etype.name == "bfloat16":
+        return (values.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
+    return values.astype(np.float64)
+
+
+def from_float64(x: np.ndarray, etype: ElementType) -> np.ndarray:
+    """Round float64 to ``etype`` to nearest, ties to even (bfloat16 via float32)."""
+    if etype.name == "bfloat16":
+        bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16)
+        return rounded.astype(np.uint16)
+    return x.astype(etype.numpy)
+
+
+def choose_range(q: np.ndarray) -> tuple[int, int]:
+    """Symbol range [lo, hi] coded directly; values outside are escaped.
+
+    Tries trimming the t smallest and t largest symbols for t = 0, 1, 2, 4, ... and keeps
+    the range of least estimated cost (coded bits + table + escapes).
+    """
+    values, counts = np.unique(q, return_counts=True)
+    n = int(counts.sum())
+    cum = np.cumsum(counts)
+    best: tuple[float, int, int] | None = None
+    t = 0
+    while t <= n // 2:
+        lo = int(values[np.searchsorted(cum, t + 1)])
+        hi = int(values[np.searchsorted(cum, n - t)])
+        if hi - lo + 2 <= ans.MAX_ALPHABET:
+            inside = (values >= lo) & (values <= hi)
+            escaped = n - int(counts[inside].sum())
+            p = counts[inside] / n
+            bits = float(-(counts[inside] * np.log2(p)).sum())
+            if escaped:
+                bits += escaped * (-np.log2(escaped / n) + 8 * 3)
+            bits += 8 * 1.5 * (hi - lo + 1)
+            if best is None or bits < best[0]:
+                best = (bits, lo, hi)
+        t = 1 if t == 0 else 2 * t
+    assert best is not None
+    return best[1], best[2]
+
+
+class DeadzoneCodec(TensorCodec):
+    """Dead-zone quantizer with step ``step_rel × std(tensor)`` and dead zone ``deadzone``."""
+
+    codec_id = "deadzone"
+
+    def __init__(self, step_rel: float, deadzone: float) -> None:
+        if not step_rel > 0 or not np.isfinite(step_rel):
+            raise ValueError(f"step_rel must be a positive number, got {step_rel}")
+        if not 0.0 <= deadzone <= 1.0:
+            raise ValueError(f"deadzone must be in [0, 1], got {deadzone}")
+        self.step_rel = float(step_rel)
+        self.deadzone = float(deadzone)
+
+    def encode(
+        self, values: np.ndarray, etype: ElementType, chunk_elements: int
+    ) -> EncodedTensor:
+        x = to_float64(values, etype)
+        if not np.isfinite(x).all():
+            raise NotQuantizable("has non-finite values")
+        spread = float(x.std())
+        step = self.step_rel * spread
+        if not step > 0 or not np.isfinite(step):
+            raise NotQuantizable("has zero spread")
+        if float(np.abs(x).max()) / step >= MAX_SYMBOL:
+            raise NotQuantizable("would need symbols beyond 2**31")
+        q = quantize(x, step, self.deadzone)
+        lo, hi = choose_range(q)
+        outside = (q < lo) | (q > hi)
+        escape = bool(outside.any())
+        symbols = np.where(outside, hi + 1, q)
+        table = ans.FrequencyTable.fit(symbols, offset=lo, size=hi - lo + 1 + escape)
+        chunks = []
+        start = 0
+        for count in split_counts(q.size, chunk_elements):
+            part = slice(start, start + count)
+            escapes = q[part][outside[part]]
+            chunks.append(
+                Chunk(count, (ans.encode(symbols[part], table),
+                              encode_uvarints(zigzag_encode(escapes))))
+            )
+            start += count
+        params = {
+            "step": step,
+            "deadzone": self.deadzone,
+            "reconstruction": RECONSTRUCTION,
+            "escape": escape,
+            "table": table.to_fields(),
+            "step_rel": self.step_rel,
+        }
+        return EncodedTensor(
+            self.codec_id,
+            params,
+            tuple(chunks),
+            entropy_bits=ans.entropy_bits(symbols),
+            table_bytes=len(table.to_bytes()),
+        )
+
+    @classmethod
+    def decode_chunk(
+        cls, params: Mapping[str, Any], parts: Sequence[bytes], count: int, etype: ElementType
+    ) -> np.ndarray:
+        step = field(params, "step", float)
+        deadzone = field(params, "deadzone", float)
+        if not (np.isfinite(step) and step > 0 and 0.0 <= deadzone <= 1.0):
+            raise FormatError(f"deadzone codec: invalid step {step} or dead zone {deadzone}")
+        if field(params, "reconstruction", str) != RECONSTRUCTION:
+            raise FormatError(f"deadzone codec: unknown reconstruction {params['reconstruction']}")
+        if not etype.is_quantizable:
+            raise FormatError(f"deadzone codec: cannot reconstruct into {etype.name}")
+        escape = field(params, "escape", bool)
+        table = ans.FrequencyTable.from_fields(field(params, "table", dict))
+        if len(parts) != 2:
+            raise FormatError("deadzone chunk: expected 2 parts (symbols, escapes)")
+        q = ans.decode(parts[0], table, count)
+        if escape:
+            is_escape = q == table.offset + table.size - 1
+            q[is_escape] = zigzag_decode(decode_uvarints(parts[1], int(is_escape.sum())))
+        elif parts[1]:
+            raise CorruptDataError("deadzone chunk: escape bytes without escape symbol")
+        if np.abs(q).max(initial=0) > MAX_SYMBOL:
+            raise FormatError("deadzone chunk: symbol beyond 2**31 - 1")
+        return from_float64(dequantize(q, step, deadzone), etype)

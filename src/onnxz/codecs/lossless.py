@@ -1,0 +1,260 @@
+"""Bit-exact codec: float bit planes entropy-coded, or zstd, whichever is smaller.
+
+A float element splits into planes (SPEC.md § "lossless"): the exponent field, then the
+sign bit followed by the mantissa, cut into 8-bit groups from the top (the last group may be
+shorter). Other types split into bytes, most significant first. Each plane is coded by one
+method: ``ans`` (order-0 model over the plane's values), ``packed`` (the raw bits),
+or ``constant`` (every element the same value).
+
+>>> import numpy as np
+>>> from onnxz.dtypes import BY_NAME
+>>> x = np.linspace(-1, 1, 5000, dtype=np.float32)
+>>> enc = LosslessCodec().encode(x, BY_NAME["float32"], chunk_elements=4096)
+>>> [c.count for c in enc.chunks]
+[4096, 904]
+>>> parts = [LosslessCodec.decode_chunk(enc.params, c.parts, c.count, BY_NAME["float32"])
+...          for c in enc.chunks]
+>>> bool((np.concatenate(parts) == x).all())
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zstandard
+
+from onnxz.codecs import ans
+from onnxz.codecs.base import Chunk, EncodedTensor, TensorCodec, field, split_counts
+from onnxz.dtypes import ElementType
+from onnxz.errors import CorruptDataError, FormatError
+
+ZSTD_LEVEL = 19
+ZSTD_FAST_LEVEL = 9
+ZSTD_FAST_ABOVE = 1 << 22  # bytes; bigger tensors get the faster level
+
+
+@dataclass(frozen=True)
+class PlaneLayout:
+    """Where one plane's bits sit in the element: ``(word >> shift) & (2**bits - 1)``.
+
+    The sign-and-mantissa planes of a float take ``sign << mantissa_bits | mantissa``.
+    """
+
+    bits: int
+    shift: int
+    from_sign_mantissa: bool
+
+
+def plane_layouts(etype: ElementType) -> list[PlaneLayout]:
+    """The normative plane split of an element type."""
+    width_bits = 8 * etype.width
+    if not etype.is_float:
+        return [PlaneLayout(8, width_bits - 8 * (i + 1), False) for i in range(etype.width)]
+    layouts = [PlaneLayout(etype.exponent_bits, etype.mantissa_bits, False)]
+    remaining = 1 + etype.mantissa_bits
+    while remaining > 0:
+        bits = min(8, remaining)
+        remaining -= bits
+        layouts.append(PlaneLayout(bits, remaining, True))
+    return layouts
+
+
+def _words(values: np.ndarray, etype: ElementType) -> np.ndarray:
+    return values.view(f"<u{etype.width}").astype(np.uint64)
+
+
+def split_planes(values: np.ndarray, etype: ElementType) -> list[np.ndarray]:
+    """The planes of ``values`` as int64 symbol arrays, in layout order."""
+    words = _words(values, etype)
+    sign_mantissa = None
+    if etype.is_float:
+        m = np.uint64(etype.mantissa_bits)
+        sign = words >> np.uint64(8 * etype.width - 1)
+        sign_mantissa = (sign << m) | (words & ((np.uint64(1) << m) - np.uint64(1)))
+    planes = []
+    for layout in plane_layouts(etype):
+        source = sign_mantissa if layout.from_sign_mantissa else words
+        mask = (np.uint64(1) << np.uint64(layout.bits)) - np.uint64(1)
+        planes.append(((source >> np.uint64(layout.shift)) & mask).astype(np.int64))
+    return planes
+
+
+def join_planes(planes: Sequence[np.ndarray], etype: ElementType) -> np.ndarray:
+    """Inverse of :func:`split_planes`."""
+    words = np.zeros(planes[0].size, dtype=np.uint64)
+    sign_mantissa = np.zeros_like(words)
+    for layout, plane in zip(plane_layouts(etype), planes, strict=True):
+        shifted = plane.astype(np.uint64) << np.uint64(layout.shift)
+        if layout.from_sign_mantissa:
+            sign_mantissa |= shifted
+        else:
+            words |= shifted
+    if etype.is_float:
+        m = np.uint64(etype.mantissa_bits)
+        sign = sign_mantissa >> m
+        words |= (sign << np.uint64(8 * etype.width - 1)) | (
+            sign_mantissa & ((np.uint64(1) << m) - np.uint64(1))
+        )
+    return words.astype(f"<u{etype.width}").view(etype.numpy)
+
+
+def pack_bits(symbols: np.ndarray, bits: int) -> bytes:
+    """Each symbol's low ``bits`` bits, most significant first, concatenated; zero-padded."""
+    as_bits = np.unpackbits(symbols.astype(">u2").view(np.uint8).reshape(-1, 2), axis=1)
+    return np.packbits(as_bits[:, 16 - bits :]).tobytes()
+
+
+def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`."""
+    if len(data) != (count * bits + 7) // 8:
+        raise CorruptDataError(f"packed plane: {len(data)} bytes for {count} x {bits} bits")
+    flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: count * bits]
+    weights = np.uint64(1) << np.arange(bits - 1, -1, -1, dtype=np.uint64)
+    return (flat.reshape(count, bits).astype(np.uint64) @ weights).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class PlaneCoding:
+    """How one plane is coded: ``ans`` with a table, ``packed``, or ``constant``."""
+
+    method: str
+    table: ans.FrequencyTable | None = None
+    value: int = 0
+
+    def to_fields(self) -> dict[str, Any]:
+        if self.method == "ans":
+            assert self.table is not None
+            return {"method": "ans", "table": self.table.to_fields()}
+        if self.method == "constant":
+            return {"method": "constant", "value": self.value}
+        return {"method": self.method}
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> PlaneCoding:
+        method = field(fields, "method", str)
+        if method == "ans":
+            return cls("ans", table=ans.FrequencyTable.from_fields(field(fields, "table", dict)))
+        if method == "constant":
+            return cls("constant", value=field(fields, "value", int))
+        if method == "packed":
+            return cls("packed")
+        raise FormatError(f"lossless codec: unknown plane method {method!r}")
+
+    @classmethod
+    def choose(cls, plane: np.ndarray, bits: int, n_chunks: int) -> tuple[PlaneCoding, float]:
+        """The cheapest coding of ``plane`` and its estimated size in bytes."""
+        lo, hi = int(plane.min()), int(plane.max())
+        if lo == hi:
+            return cls("constant", value=lo), 0.0
+        packed = (plane.size * bits + 7) / 8
+        counts = np.bincount(plane - lo)
+        table = ans.FrequencyTable.fit_counts(counts, lo)
+        coded = table.cost_bits(counts) / 8 + len(table.to_bytes()) + 4 * n_chunks
+        if coded < packed:
+            return cls("ans", table=table), coded
+        return cls("packed"), packed
+
+    def encode(self, plane: np.ndarray, bits: int) -> bytes:
+        if self.method == "ans":
+            assert self.table is not None
+            return ans.encode(plane, self.table)
+        if self.method == "packed":
+            return pack_bits(plane, bits)
+        return b""
+
+    def decode(self, data: bytes, bits: int, count: int) -> np.ndarray:
+        if self.method == "ans":
+            assert self.table is not None
+            symbols = ans.decode(data, self.table, count)
+            if symbols.min(initial=0) < 0 or symbols.max(initial=0) >= 1 << bits:
+                raise FormatError(f"lossless plane: symbol outside {bits}-bit range")
+            return symbols
+        if self.method == "packed":
+            return unpack_bits(data, bits, count)
+        if data:
+            raise CorruptDataError("constant plane: unexpected bytes")
+        if not 0 <= self.value < 1 << bits:
+            raise FormatError(f"constant plane: value {self.value} outside {bits}-bit range")
+        return np.full(count, self.value, dtype=np.int64)
+
+
+class LosslessCodec(TensorCodec):
+    """Bit-exact for every element type; picks bit planes or zstd per tensor."""
+
+    codec_id = "lossless"
+
+    def encode(
+        self, values: np.ndarray, etype: ElementType, chunk_elements: int
+    ) -> EncodedTensor:
+        counts = split_counts(values.size, chunk_elements)
+        planes = split_planes(values, etype)
+        layouts = plane_layouts(etype)
+        codings = [
+            PlaneCoding.choose(p, lay.bits, len(counts))[0]
+            for p, lay in zip(planes, layouts, strict=True)
+        ]
+        starts = np.cumsum([0, *counts])
+        plane_chunks = tuple(
+            Chunk(n, tuple(c.encode(p[s : s + n], lay.bits)
+                           for c, p, lay in zip(codings, planes, layouts, strict=True)))
+            for s, n in zip(starts, counts, strict=False)
+        )
+        level = ZSTD_LEVEL if values.nbytes <= ZSTD_FAST_ABOVE else ZSTD_FAST_LEVEL
+        compressor = zstandard.ZstdCompressor(level=level)
+        raw = values.astype(etype.numpy, copy=False)
+        zstd_chunks = tuple(
+            Chunk(n, (compressor.compress(raw[s : s + n].tobytes()),))
+            for s, n in zip(starts, counts, strict=False)
+        )
+        planes_size = sum(len(p) for c in plane_chunks for p in c.parts)
+        table_bytes = sum(len(c.table.to_bytes()) for c in codings if c.table is not None)
+        if sum(len(c.parts[0]) for c in zstd_chunks) <= planes_size + table_bytes:
+            return EncodedTensor(self.codec_id, {"mode": "zstd"}, zstd_chunks)
+        coded = [p for c, p in zip(codings, planes, strict=True) if c.method == "ans"]
+        return EncodedTensor(
+            self.codec_id,
+            {"mode": "planes", "planes": [c.to_fields() for c in codings]},
+            plane_chunks,
+            entropy_bits=sum(ans.entropy_bits(p) for p in coded) if coded else None,
+            table_bytes=table_bytes,
+        )
+
+    @classmethod
+    def decode_chunk(
+        cls, params: Mapping[str, Any], parts: Sequence[bytes], count: int, etype: ElementType
+    ) -> np.ndarray:
+        mode = field(params, "mode", str)
+        if mode == "zstd":
+            if len(parts) != 1:
+                raise FormatError("lossless zstd chunk: expected 1 part")
+            raw = _zstd_exact(parts[0], count * etype.width)
+            return np.frombuffer(raw, dtype=etype.numpy)
+        if mode != "planes":
+            raise FormatError(f"lossless codec: unknown mode {mode!r}")
+        layouts = plane_layouts(etype)
+        plane_fields = field(params, "planes", list)
+        if len(plane_fields) != len(layouts) or len(parts) != len(layouts):
+            raise FormatError(f"lossless codec: {etype.name} needs {len(layouts)} planes")
+        planes = [
+            PlaneCoding.from_fields(f).decode(bytes(data), lay.bits, count)
+            for f, data, lay in zip(plane_fields, parts, layouts, strict=True)
+        ]
+        return join_planes(planes, etype)
+
+
+def _zstd_exact(data: bytes, size: int) -> bytes:
+    """Decompress a zstd frame that must hold exactly ``size`` bytes."""
+    try:
+        declared = zstandard.frame_content_size(data)
+        if declared not in (-1, size):
+            raise CorruptDataError(f"zstd frame: declares {declared} bytes, expected {size}")
+        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
+    except zstandard.ZstdError as exc:
+        raise CorruptDataError(f"zstd frame: {exc}") from exc
+    if len(out) != size:
+        raise CorruptDataError(f"zstd frame: {len(out)} bytes, expected {size}")
+    return out

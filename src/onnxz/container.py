@@ -1,0 +1,406 @@
+"""The onnxz container: bytes on disk, per SPEC.md. Knows nothing of ONNX or codecs.
+
+Layout: a 16-byte header, chunk payloads (each 64-byte aligned), the graph section, the
+index section, and a 40-byte footer that locates the index. Every section and chunk
+carries a CRC-32; the reader validates declared sizes against the file size and
+:class:`ReadLimits` before it allocates anything.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import msgpack
+import zstandard
+
+from onnxz.errors import CorruptDataError, FormatError, LimitExceededError
+
+MAGIC = b"\x89ONZ\r\n\x1a\n"
+END_MAGIC = b"ONZ\x00"
+MAJOR, MINOR = 1, 0
+ALIGNMENT = 64
+
+_HEADER = struct.Struct("<8sHHI")  # magic, major, minor, crc32(bytes 0..11)
+_FOOTER = struct.Struct("<QQQIHHI4s")  # index off/len/raw len, index crc, major, minor, crc, end
+HEADER_SIZE = _HEADER.size
+FOOTER_SIZE = _FOOTER.size
+GRAPH_ZSTD_LEVEL = 19
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Reader limits; a file that declares more raises :class:`LimitExceededError`.
+
+    ``max_output_size`` bounds the decoded bytes of all tensors together; when None it is
+    ``max(min_output_size, max_expansion × file size)``.
+    """
+
+    max_index_size: int = 256 << 20
+    max_graph_size: int = 2 << 30
+    max_output_size: int | None = None
+    max_expansion: float = 1000.0
+    min_output_size: int = 1 << 30
+
+    def output_budget(self, file_size: int) -> int:
+        if self.max_output_size is not None:
+            return self.max_output_size
+        return max(self.min_output_size, int(self.max_expansion * file_size))
+
+
+@dataclass(frozen=True)
+class ChunkEntry:
+    """Where one chunk is: ``offset`` in the file, byte ``sizes`` of its parts in order."""
+
+    offset: int
+    sizes: tuple[int, ...]
+    count: int
+    crc32: int
+
+    @property
+    def length(self) -> int:
+        return sum(self.sizes)
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor of the index (SPEC.md § "Tensor entry")."""
+
+    name: str
+    path: tuple[str | int, ...]
+    dtype: str
+    shape: tuple[int, ...]
+    codec: str
+    params: Mapping[str, Any]
+    chunks: tuple[ChunkEntry, ...]
+    crc32: int
+    entropy_bits: float | None = None
+    table_bytes: int = 0
+
+    @property
+    def element_count(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def coded_bytes(self) -> int:
+        return sum(c.length for c in self.chunks)
+
+
+@dataclass(frozen=True)
+class SectionEntry:
+    """A zstd-compressed section: its place, compressed ``length`` and ``raw_length``."""
+
+    offset: int
+    length: int
+    raw_length: int
+    crc32: int
+
+
+@dataclass(frozen=True)
+class Index:
+    graph: SectionEntry
+    tensors: tuple[TensorEntry, ...]
+    writer: str = ""
+    version: tuple[int, int] = (MAJOR, MINOR)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def crc32(data: bytes | memoryview) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+class ContainerWriter:
+    """Writes a container to an open binary file, one tensor at a time, index last.
+
+    >>> import io
+    >>> out = io.BytesIO()
+    >>> w = ContainerWriter(out, writer="doctest")
+    >>> chunk = w.add_chunk([b"abc", b"de"], count=5)
+    >>> chunk.offset, chunk.sizes
+    (64, (3, 2))
+    >>> _ = w.finish(b"graph bytes", [])
+    >>> out.getvalue()[:8] == MAGIC
+    True
+    """
+
+    def __init__(self, file: IO[bytes], writer: str) -> None:
+        self._file = file
+        self._writer = writer
+        header = _HEADER.pack(MAGIC, MAJOR, MINOR, 0)[:12]
+        self._write(header + struct.pack("<I", crc32(header)))
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self._file.write(data)
+
+    def _align(self) -> int:
+        pos = self._file.tell()
+        pad = -pos % ALIGNMENT
+        if pad:
+            self._write(b"\0" * pad)
+        return pos + pad
+
+    def add_chunk(self, parts: Sequence[bytes], count: int) -> ChunkEntry:
+        """Write one chunk's parts back to back at the next aligned offset."""
+        offset = self._align()
+        crc = 0
+        for part in parts:
+            self._write(part)
+            crc = zlib.crc32(part, crc)
+        return ChunkEntry(offset, tuple(len(p) for p in parts), count, crc & 0xFFFFFFFF)
+
+    def finish(
+        self, graph: bytes, tensors: Sequence[TensorEntry], extra: Mapping[str, Any] | None = None
+    ) -> Index:
+        """Write the graph section, the index (with optional ``extra`` fields), the footer."""
+        offset = self._align()
+        packed_graph = zstandard.ZstdCompressor(level=GRAPH_ZSTD_LEVEL).compress(graph)
+        self._write(packed_graph)
+        graph_entry = SectionEntry(offset, len(packed_graph), len(graph), crc32(packed_graph))
+        index = Index(graph_entry, tuple(tensors), self._writer, extra=dict(extra or {}))
+        raw_index = msgpack.packb(_index_to_fields(index), use_bin_type=True)
+        packed_index = zstandard.ZstdCompressor(level=GRAPH_ZSTD_LEVEL).compress(raw_index)
+        index_offset = self._align()
+        self._write(packed_index)
+        body = _FOOTER.pack(
+            index_offset, len(packed_index), len(raw_index), crc32(packed_index),
+            MAJOR, MINOR, 0, END_MAGIC,
+        )[:32]
+        self._write(body + struct.pack("<I", crc32(body)) + END_MAGIC)
+        return index
+
+
+class ContainerReader:
+    """Reads a container file: header, footer and index are validated on open.
+
+    Chunks are read lazily (memory-mapped), each checked against its CRC-32.
+    """
+
+    def __init__(self, path: str | Path, limits: ReadLimits | None = None) -> None:
+        self.limits = limits or ReadLimits()
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            size = f.seek(0, 2)
+            if size < HEADER_SIZE + FOOTER_SIZE:
+                if size >= len(MAGIC):
+                    f.seek(0)
+                    _check_magic(f.read(len(MAGIC)))
+                raise FormatError(f"not an onnxz file: only {size} bytes")
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.file_size = size
+        try:
+            self.index = self._read_index()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._map.close()
+
+    def __enter__(self) -> ContainerReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read_index(self) -> Index:
+        header = self._map[:HEADER_SIZE]
+        magic, major, minor, header_crc = _HEADER.unpack(header)
+        _check_magic(magic)
+        if crc32(header[:12]) != header_crc:
+            raise CorruptDataError("header: checksum mismatch")
+        _check_version(major, minor, "header")
+        footer = self._map[self.file_size - FOOTER_SIZE :]
+        (index_offset, index_length, index_raw_length, index_crc, f_major, f_minor,
+         footer_crc, end) = _FOOTER.unpack(footer)
+        if end != END_MAGIC:
+            raise CorruptDataError("footer: end marker missing (file truncated?)")
+        if crc32(footer[:32]) != footer_crc:
+            raise CorruptDataError("footer: checksum mismatch")
+        if (f_major, f_minor) != (major, minor):
+            raise CorruptDataError("footer: version differs from header")
+        body_end = self.file_size - FOOTER_SIZE
+        if not HEADER_SIZE <= index_offset <= body_end - index_length:
+            raise CorruptDataError("footer: index section lies outside the file")
+        if index_raw_length > self.limits.max_index_size:
+            raise LimitExceededError(
+                f"index: {index_raw_length} bytes exceeds max_index_size "
+                f"{self.limits.max_index_size}"
+            )
+        raw = self._section(
+            SectionEntry(index_offset, index_length, index_raw_length, index_crc), "index"
+        )
+        try:
+            fields = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
+        except (ValueError, msgpack.UnpackException, TypeError) as exc:
+            raise FormatError(f"index: not valid msgpack ({exc})") from exc
+        index = _index_from_fields(fields, (major, minor))
+        self._validate_layout(index, index_offset)
+        return index
+
+    def _validate_layout(self, index: Index, index_offset: int) -> None:
+        g = index.graph
+        if not HEADER_SIZE <= g.offset <= index_offset - g.length:
+            raise FormatError("index: graph section lies outside the file body")
+        if g.raw_length > self.limits.max_graph_size:
+            raise LimitExceededError(
+                f"graph: {g.raw_length} bytes exceeds max_graph_size {self.limits.max_graph_size}"
+            )
+        spans = sorted(
+            (c.offset, c.offset + c.length, t.name) for t in index.tensors for c in t.chunks
+        )
+        previous_end = HEADER_SIZE
+        for start, end, name in spans:
+            if start < previous_end or end > g.offset:
+                raise FormatError(f"index: tensor {name!r} has a chunk outside the data area "
+                                  "or overlapping another")
+            previous_end = end
+
+    def _section(self, entry: SectionEntry, what: str) -> bytes:
+        data = self._map[entry.offset : entry.offset + entry.length]
+        if crc32(data) != entry.crc32:
+            raise CorruptDataError(f"{what}: checksum mismatch")
+        try:
+            declared = zstandard.frame_content_size(data)
+            if declared not in (-1, entry.raw_length):
+                raise CorruptDataError(f"{what}: zstd frame size differs from the declared size")
+            raw = zstandard.ZstdDecompressor().decompress(
+                data, max_output_size=entry.raw_length
+            )
+        except zstandard.ZstdError as exc:
+            raise CorruptDataError(f"{what}: zstd data is damaged ({exc})") from exc
+        if len(raw) != entry.raw_length:
+            raise CorruptDataError(f"{what}: {len(raw)} bytes, expected {entry.raw_length}")
+        return raw
+
+    def graph_bytes(self) -> bytes:
+        """The decompressed, checksum-verified graph section (a serialized ModelProto)."""
+        return self._section(self.index.graph, "graph")
+
+    def chunk_parts(self, chunk: ChunkEntry, tensor_name: str) -> list[bytes]:
+        """The parts of one chunk, checksum-verified."""
+        data = self._map[chunk.offset : chunk.offset + chunk.length]
+        if crc32(data) != chunk.crc32:
+            raise CorruptDataError(f"tensor {tensor_name!r}: chunk checksum mismatch")
+        parts, start = [], 0
+        for size in chunk.sizes:
+            parts.append(data[start : start + size])
+            start += size
+        return parts
+
+
+def _check_magic(magic: bytes) -> None:
+    if magic != MAGIC:
+        if magic[1:4] == MAGIC[1:4]:
+            raise CorruptDataError("header: signature damaged (text-mode transfer?)")
+        raise FormatError("not an onnxz file (signature mismatch)")
+
+
+def _check_version(major: int, minor: int, where: str) -> None:
+    if major != MAJOR:
+        raise FormatError(
+            f"{where}: onnxz format {major}.{minor} is not supported by this reader "
+            f"(reads {MAJOR}.x)"
+        )
+
+
+# --- index <-> msgpack fields ---------------------------------------------------------------
+
+def _index_to_fields(index: Index) -> dict[str, Any]:
+    return {
+        **index.extra,
+        "writer": index.writer,
+        "graph": _section_fields(index.graph),
+        "tensors": [_tensor_fields(t) for t in index.tensors],
+    }
+
+
+def _section_fields(s: SectionEntry) -> dict[str, int]:
+    return {"offset": s.offset, "length": s.length, "raw_length": s.raw_length, "crc32": s.crc32}
+
+
+def _tensor_fields(t: TensorEntry) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "name": t.name,
+        "path": list(t.path),
+        "dtype": t.dtype,
+        "shape": list(t.shape),
+        "codec": t.codec,
+        "params": dict(t.params),
+        "chunks": [[c.offset, list(c.sizes), c.count, c.crc32] for c in t.chunks],
+        "crc32": t.crc32,
+        "table_bytes": t.table_bytes,
+    }
+    if t.entropy_bits is not None:
+        fields["entropy_bits"] = t.entropy_bits
+    return fields
+
+
+def _get(fields: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(fields, dict):
+        raise FormatError(f"{where}: expected a map")
+    value = fields.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise FormatError(f"{where}: field {key!r} missing or of the wrong type")
+    return value
+
+
+def _uint(value: Any, where: str, bits: int = 64) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << bits:
+        raise FormatError(f"{where}: expected an unsigned integer, got {value!r}")
+    return value
+
+
+def _index_from_fields(fields: Any, version: tuple[int, int]) -> Index:
+    g = _get(fields, "graph", dict, "index")
+    graph = SectionEntry(*(_uint(_get(g, k, int, "index.graph"), "index.graph")
+                           for k in ("offset", "length", "raw_length", "crc32")))
+    tensors = tuple(
+        _tensor_from_fields(t, i) for i, t in enumerate(_get(fields, "tensors", list, "index"))
+    )
+    if len(set(map(tuple, (t.path for t in tensors)))) != len(tensors):
+        raise FormatError("index: two tensors share one path")
+    known = {"writer", "graph", "tensors"}
+    writer = fields.get("writer", "")
+    return Index(graph, tensors, writer if isinstance(writer, str) else "", version,
+                 {k: v for k, v in fields.items() if k not in known})
+
+
+def _tensor_from_fields(t: Any, i: int) -> TensorEntry:
+    where = f"index.tensors[{i}]"
+    name = _get(t, "name", str, where)
+    where = f"tensor {name!r}"
+    path = tuple(_get(t, "path", list, where))
+    if not path or not all(isinstance(p, str | int) and not isinstance(p, bool) for p in path):
+        raise FormatError(f"{where}: invalid path")
+    shape = tuple(_uint(d, where) for d in _get(t, "shape", list, where))
+    chunks = []
+    for c in _get(t, "chunks", list, where):
+        if not isinstance(c, list) or len(c) < 4 or not isinstance(c[1], list):
+            raise FormatError(f"{where}: malformed chunk entry")
+        chunks.append(ChunkEntry(_uint(c[0], where), tuple(_uint(s, where) for s in c[1]),
+                                 _uint(c[2], where), _uint(c[3], where, 32)))
+    entropy = t.get("entropy_bits")
+    entry = TensorEntry(
+        name=name,
+        path=path,
+        dtype=_get(t, "dtype", str, where),
+        shape=shape,
+        codec=_get(t, "codec", str, where),
+        params=_get(t, "params", dict, where),
+        chunks=tuple(chunks),
+        crc32=_uint(_get(t, "crc32", int, where), where, 32),
+        entropy_bits=float(entropy) if isinstance(entropy, int | float) else None,
+        table_bytes=_uint(t.get("table_bytes", 0), where),
+    )
+    if sum(c.count for c in entry.chunks) != entry.element_count:
+        raise FormatError(f"{where}: chunks hold {sum(c.count for c in entry.chunks)} "
+                          f"elements, shape {list(shape)} needs {entry.element_count}")
+    return entry

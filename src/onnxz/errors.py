@@ -1,0 +1,39 @@
+"""The exceptions onnxz raises: every one is an :class:`OnnxzError`."""
+
+from __future__ import annotations
+
+
+class OnnxzError(Exception):
+    """Base class of every error onnxz raises on purpose."""
+
+
+class FormatError(OnnxzError):
+    """Not an onnxz file, an unsupported version, or a malformed structure."""
+
+
+class CorruptDataError(OnnxzError):
+    """A checksum mismatch or truncation: the bytes are not the ones that were written."""
+
+
+class UnsupportedModelError(OnnxzError):
+    """The model uses a feature onnxz cannot pack (the message names it)."""
+
+
+class InvalidModelError(OnnxzError):
+    """The input is not a readable ONNX model."""
+
+
+class LimitExceededError(FormatError):
+    """A declared size exceeds a reader limit (see :class:`onnxz.ReadLimits`)."""
+
+
+class OutputExistsError(OnnxzError):
+    """The output path exists and overwriting was not asked for (``force=True``)."""
+
+
+class InputNotFoundError(OnnxzError, FileNotFoundError):
+    """The input file does not exist."""
+
+
+class OutputPathError(OnnxzError):
+    """The output cannot be written there (missing folder, a directory, or the input itself)."""

@@ -1,0 +1,53 @@
+"""Which codec each tensor gets: the lossy default and its safety rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onnxz.codecs import DeadzoneCodec, LosslessCodec, TensorCodec
+from onnxz.dtypes import ElementType
+from onnxz.walker import TensorSlot
+
+DEFAULT_STEP_REL = 1 / 32
+"""Default step Δ as a fraction of each tensor's standard deviation."""
+
+DEFAULT_DEADZONE = 0.5
+"""Default dead zone δ (0.5 = plain midtread uniform quantizer)."""
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    """Settings of one pack.
+
+    ``step_rel``: quantization step Δ relative to each tensor's standard deviation.
+    ``deadzone``: δ of the dead-zone quantizer (0 = midrise, 0.5 = midtread).
+    Tensors smaller than ``min_quantized_elements``, non-float tensors and tensors that do
+    not feed a weight input (Conv/Gemm/MatMul/RNN weights, Gather tables) stay lossless.
+    Payloads under ``inline_max_bytes`` stay inside the graph section.
+    """
+
+    lossless: bool = False
+    step_rel: float = DEFAULT_STEP_REL
+    deadzone: float = DEFAULT_DEADZONE
+    min_quantized_elements: int = 1024
+    inline_max_bytes: int = 128
+    chunk_elements: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if not self.step_rel > 0:
+            raise ValueError(f"step_rel must be > 0, got {self.step_rel}")
+        if not 0 <= self.deadzone <= 1:
+            raise ValueError(f"deadzone must be in [0, 1], got {self.deadzone}")
+        if self.chunk_elements < 1:
+            raise ValueError("chunk_elements must be >= 1")
+
+    def codec_for(self, slot: TensorSlot, etype: ElementType, count: int) -> TensorCodec:
+        """The codec to try first for ``slot`` (a lossy one may still decline)."""
+        if (
+            self.lossless
+            or not etype.is_quantizable
+            or not slot.is_weight
+            or count < self.min_quantized_elements
+        ):
+            return LosslessCodec()
+        return DeadzoneCodec(self.step_rel, self.deadzone)

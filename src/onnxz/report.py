@@ -1,0 +1,131 @@
+"""What ``onnxz info`` shows: per-tensor and total figures of a container, as dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from onnxz.container import Index, TensorEntry
+from onnxz.dtypes import BY_NAME
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One stored tensor. Sizes in bytes; ``bits_per_weight`` = 8 × coded / elements."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    codec: str
+    mode: str
+    step: float | None
+    step_rel: float | None
+    deadzone: float | None
+    raw_bytes: int
+    coded_bytes: int
+    table_bytes: int
+    entropy_bytes: float | None
+    chunks: int
+
+    @property
+    def elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8 * self.coded_bytes / self.elements if self.elements else 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self.raw_bytes / self.coded_bytes if self.coded_bytes else float("inf")
+
+    @classmethod
+    def from_entry(cls, t: TensorEntry) -> TensorInfo:
+        p = t.params
+        etype = BY_NAME.get(t.dtype)
+        width = etype.width if etype else 0
+
+        def num(key: str) -> float | None:
+            v = p.get(key)
+            return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+        return cls(
+            name=t.name,
+            dtype=t.dtype,
+            shape=t.shape,
+            codec=t.codec,
+            mode=str(p.get("mode", "quantized" if t.codec == "deadzone" else "")),
+            step=num("step"),
+            step_rel=num("step_rel"),
+            deadzone=num("deadzone"),
+            raw_bytes=t.element_count * width,
+            coded_bytes=t.coded_bytes,
+            table_bytes=t.table_bytes,
+            entropy_bytes=None if t.entropy_bits is None else t.entropy_bits / 8,
+            chunks=len(t.chunks),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(shape=list(self.shape), elements=self.elements,
+                 bits_per_weight=self.bits_per_weight, ratio=self.ratio)
+        return d
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """A whole container: format version, section sizes and every tensor."""
+
+    path: str
+    file_bytes: int
+    version: str
+    writer: str
+    graph_bytes: int
+    graph_raw_bytes: int
+    source_bytes: int | None
+    tensors: tuple[TensorInfo, ...]
+
+    @property
+    def raw_tensor_bytes(self) -> int:
+        return sum(t.raw_bytes for t in self.tensors)
+
+    @property
+    def coded_tensor_bytes(self) -> int:
+        return sum(t.coded_bytes for t in self.tensors)
+
+    @property
+    def ratio(self) -> float | None:
+        """Original .onnx size / this file's size, when the writer recorded the former."""
+        return self.source_bytes / self.file_bytes if self.source_bytes else None
+
+    @classmethod
+    def from_index(cls, path: str, file_bytes: int, index: Index) -> ContainerInfo:
+        source = index.extra.get("source_bytes")
+        return cls(
+            path=path,
+            file_bytes=file_bytes,
+            version=f"{index.version[0]}.{index.version[1]}",
+            writer=index.writer,
+            graph_bytes=index.graph.length,
+            graph_raw_bytes=index.graph.raw_length,
+            source_bytes=source if isinstance(source, int) else None,
+            tensors=tuple(TensorInfo.from_entry(t) for t in index.tensors),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "file_bytes": self.file_bytes,
+            "version": self.version,
+            "writer": self.writer,
+            "graph_bytes": self.graph_bytes,
+            "graph_raw_bytes": self.graph_raw_bytes,
+            "source_bytes": self.source_bytes,
+            "ratio": self.ratio,
+            "raw_tensor_bytes": self.raw_tensor_bytes,
+            "coded_tensor_bytes": self.coded_tensor_bytes,
+            "tensors": [t.to_dict() for t in self.tensors],
+        }

@@ -1,0 +1,219 @@
+"""The ONNX model walker: where tensor payloads live, what they feed, and how to move them.
+
+Weights sit in ``graph.initializer``, in ``Constant`` nodes (and any other tensor-valued
+attribute), inside subgraphs of ``If``/``Loop``/``Scan`` at any depth, and in model-local
+functions. Each is found as a :class:`TensorSlot` whose ``path`` names protobuf fields and
+list indices from the ``ModelProto`` down, e.g. ``("graph", "node", 5, "attribute", 0, "t")``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import AttributeProto, TensorProto
+
+from onnxz.dtypes import ElementType, element_type
+from onnxz.errors import FormatError, InvalidModelError
+
+Path = tuple[str | int, ...]
+
+PATH_FIELDS = frozenset(
+    {"graph", "initializer", "node", "attribute", "t", "tensors", "g", "graphs", "functions"}
+)
+"""Protobuf field names a path may use (anything else is refused by :func:`resolve`)."""
+
+WEIGHT_INPUTS: dict[str, frozenset[int] | None] = {
+    "Conv": frozenset({1}),
+    "ConvTranspose": frozenset({1}),
+    "DeformConv": frozenset({1}),
+    "MatMul": frozenset({0, 1}),
+    "Gemm": frozenset({0, 1}),
+    "LSTM": frozenset({1, 2}),
+    "GRU": frozenset({1, 2}),
+    "RNN": frozenset({1, 2}),
+    "Gather": frozenset({0}),
+    "Einsum": None,  # every input
+}
+"""Inputs that carry learned weight matrices: the tensors a lossy codec may touch."""
+
+PASS_THROUGH: dict[str, int] = {
+    "Identity": 0, "Cast": 0, "Reshape": 0, "Transpose": 0,
+    "Squeeze": 0, "Unsqueeze": 0, "Flatten": 0,
+}
+"""Ops whose output carries the values of input N unchanged (up to layout or type)."""
+
+SHAPE_ONLY = frozenset({"Shape", "Size"})
+
+
+@dataclass(frozen=True)
+class TensorSlot:
+    """One tensor payload in the model: where it is, the proto, and whether it is a weight."""
+
+    path: Path
+    tensor: TensorProto
+    is_weight: bool
+
+
+def iter_tensor_slots(model: onnx.ModelProto) -> list[TensorSlot]:
+    """Every tensor payload of the model, in a stable depth-first order."""
+    found: list[tuple[Path, TensorProto, str]] = []
+    _walk_graph(model.graph, ("graph",), found)
+    for f_index, function in enumerate(model.functions):
+        _walk_nodes(function.node, ("functions", f_index), found)
+    consumers = _consumers(model)
+    return [
+        TensorSlot(path, tensor, _is_weight(output_name, consumers))
+        for path, tensor, output_name in found
+    ]
+
+
+def _walk_graph(graph: onnx.GraphProto, path: Path, found: list) -> None:
+    for i, tensor in enumerate(graph.initializer):
+        found.append(((*path, "initializer", i), tensor, tensor.name))
+    _walk_nodes(graph.node, path, found)
+
+
+def _walk_nodes(nodes: Sequence[onnx.NodeProto], path: Path, found: list) -> None:
+    for n, node in enumerate(nodes):
+        for a, attr in enumerate(node.attribute):
+            here = (*path, "node", n, "attribute", a)
+            output = node.output[0] if node.op_type == "Constant" and node.output else ""
+            if attr.type == AttributeProto.TENSOR:
+                found.append(((*here, "t"), attr.t, output))
+            elif attr.type == AttributeProto.TENSORS:
+                for k, tensor in enumerate(attr.tensors):
+                    found.append(((*here, "tensors", k), tensor, ""))
+            elif attr.type == AttributeProto.GRAPH:
+                _walk_graph(attr.g, (*here, "g"), found)
+            elif attr.type == AttributeProto.GRAPHS:
+                for k, sub in enumerate(attr.graphs):
+                    _walk_graph(sub, (*here, "graphs", k), found)
+
+
+def _consumers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
+    """Value name -> (node, input index) of every use, across the graph and its subgraphs."""
+    uses: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
+    graph_outputs: set[str] = set()
+
+    def visit(graph: onnx.GraphProto) -> None:
+        graph_outputs.update(o.name for o in graph.output)
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                if name:
+                    uses[name].append((node, i))
+            for attr in node.attribute:
+                if attr.type == AttributeProto.GRAPH:
+                    visit(attr.g)
+                for sub in attr.graphs:
+                    visit(sub)
+
+    visit(model.graph)
+    for name in graph_outputs:
+        uses[name].append((onnx.NodeProto(op_type="<graph output>"), 0))
+    return uses
+
+
+def _is_weight(name: str, uses: dict, depth: int = 0) -> bool:
+    """True if every use of ``name`` (through pass-through ops) is a weight input."""
+    if not name or depth > 8 or not uses.get(name):
+        return False
+    any_weight = False
+    for node, index in uses[name]:
+        if node.op_type in SHAPE_ONLY:
+            continue
+        if node.op_type in PASS_THROUGH and PASS_THROUGH[node.op_type] == index:
+            if not all(_is_weight(out, uses, depth + 1) for out in node.output):
+                return False
+            any_weight = True
+            continue
+        if node.op_type not in WEIGHT_INPUTS:
+            return False
+        inputs = WEIGHT_INPUTS[node.op_type]
+        if inputs is not None and index not in inputs:
+            return False
+        any_weight = True
+    return any_weight
+
+
+def resolve(model: onnx.ModelProto, path: Sequence[str | int]) -> TensorProto:
+    """The tensor at ``path``; :class:`FormatError` if the path is invalid for this model."""
+    obj: object = model
+    for step in path:
+        if isinstance(step, str) and step in PATH_FIELDS:
+            obj = getattr(obj, step, None)
+            if obj is None:
+                raise FormatError(f"tensor path {list(path)}: no field {step!r} here")
+        elif isinstance(step, int) and not isinstance(step, bool):
+            if not hasattr(obj, "__len__") or not 0 <= step < len(obj):  # type: ignore[arg-type]
+                raise FormatError(f"tensor path {list(path)}: index {step} out of range")
+            obj = obj[step]  # type: ignore[index]
+        else:
+            raise FormatError(f"tensor path {list(path)}: invalid step {step!r}")
+    if not isinstance(obj, TensorProto):
+        raise FormatError(f"tensor path {list(path)} does not lead to a tensor")
+    return obj
+
+
+def element_count(tensor: TensorProto) -> int:
+    return int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
+
+
+def payload_type(tensor: TensorProto) -> ElementType | None:
+    """The element type if onnxz can move this tensor's payload, else None."""
+    if tensor.HasField("segment") or tensor.data_location == TensorProto.EXTERNAL:
+        return None
+    return element_type(tensor.data_type)
+
+
+def read_payload(tensor: TensorProto, etype: ElementType) -> np.ndarray:
+    """The elements of ``tensor`` as a flat array of ``etype.numpy``."""
+    count = element_count(tensor)
+    if tensor.raw_data:
+        if len(tensor.raw_data) != count * etype.width:
+            raise InvalidModelError(
+                f"tensor {tensor.name!r}: {len(tensor.raw_data)} bytes of raw_data for "
+                f"{count} elements of {etype.name}"
+            )
+        return np.frombuffer(tensor.raw_data, dtype=etype.numpy)
+    if etype.name == "float32":
+        values = np.asarray(tensor.float_data, dtype=np.float32)
+    elif etype.name == "float64":
+        values = np.asarray(tensor.double_data, dtype=np.float64)
+    elif etype.name == "int64":
+        values = np.asarray(tensor.int64_data, dtype=np.int64)
+    elif etype.name in ("uint32", "uint64"):
+        values = np.asarray(tensor.uint64_data, dtype=np.uint64)
+    else:  # int32_data carries every narrower type, floats as their bit patterns
+        values = np.asarray(tensor.int32_data, dtype=np.int64)
+    if values.size != count:
+        raise InvalidModelError(
+            f"tensor {tensor.name!r}: {values.size} values for {count} elements"
+        )
+    if etype.is_float and etype.width == 2:  # float16/bfloat16 arrive as bit patterns
+        return values.astype(np.uint16).view(etype.numpy)
+    return values.astype(etype.numpy)
+
+
+PAYLOAD_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data",
+                  "uint64_data")
+
+
+def has_payload(tensor: TensorProto) -> bool:
+    return any(len(getattr(tensor, name)) for name in PAYLOAD_FIELDS)
+
+
+def take_payload(tensor: TensorProto) -> None:
+    """Clear every payload field of ``tensor`` (names, type and dims stay)."""
+    for name in PAYLOAD_FIELDS:
+        tensor.ClearField(name)
+
+
+def put_payload(tensor: TensorProto, values: np.ndarray) -> None:
+    """Store ``values`` (already of the tensor's element type) as ``raw_data``."""
+    take_payload(tensor)
+    tensor.raw_data = np.ascontiguousarray(values).tobytes()
+
