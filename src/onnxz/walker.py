@@ -40,11 +40,13 @@ WEIGHT_INPUTS: dict[str, frozenset[int] | None] = {
 }
 """Inputs that carry learned weight matrices: the tensors a lossy codec may touch."""
 
-PASS_THROUGH: dict[str, int] = {
-    "Identity": 0, "Cast": 0, "Reshape": 0, "Transpose": 0,
-    "Squeeze": 0, "Unsqueeze": 0, "Flatten": 0,
+PASS_THROUGH: dict[str, frozenset[int] | None] = {
+    "Identity": frozenset({0}), "Cast": frozenset({0}), "Reshape": frozenset({0}),
+    "Transpose": frozenset({0}), "Squeeze": frozenset({0}), "Unsqueeze": frozenset({0}),
+    "Flatten": frozenset({0}), "Slice": frozenset({0}), "Split": frozenset({0}),
+    "Concat": None,
 }
-"""Ops whose output carries the values of input N unchanged (up to layout or type)."""
+"""Ops whose outputs carry values of these inputs (None: all) unchanged but rearranged."""
 
 SHAPE_ONLY = frozenset({"Shape", "Size"})
 
@@ -125,18 +127,19 @@ def _is_weight(name: str, uses: dict, depth: int = 0) -> bool:
     for node, index in uses[name]:
         if node.op_type in SHAPE_ONLY:
             continue
-        if node.op_type in PASS_THROUGH and PASS_THROUGH[node.op_type] == index:
+        if node.op_type in PASS_THROUGH and _takes(PASS_THROUGH[node.op_type], index):
             if not all(_is_weight(out, uses, depth + 1) for out in node.output):
                 return False
             any_weight = True
             continue
-        if node.op_type not in WEIGHT_INPUTS:
-            return False
-        inputs = WEIGHT_INPUTS[node.op_type]
-        if inputs is not None and index not in inputs:
+        if node.op_type not in WEIGHT_INPUTS or not _takes(WEIGHT_INPUTS[node.op_type], index):
             return False
         any_weight = True
     return any_weight
+
+
+def _takes(inputs: frozenset[int] | None, index: int) -> bool:
+    return inputs is None or index in inputs
 
 
 def resolve(model: onnx.ModelProto, path: Sequence[str | int]) -> TensorProto:

@@ -1,0 +1,5 @@
+"""``python -m onnxz`` runs the CLI."""
+
+from onnxz.cli import main
+
+main()

@@ -1,0 +1,207 @@
+"""The ``onnxz`` command: a thin layer over the Python API.
+
+Errors print one line to stderr (``onnxz: error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+import onnxz
+from onnxz.errors import OnnxzError
+from onnxz.report import ContainerInfo
+
+EXIT_ERROR = 2
+
+
+def _fail(message: str) -> None:
+    click.echo(f"onnxz: error: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+@contextmanager
+def _errors_as_one_line() -> Iterator[None]:
+    try:
+        yield
+    except OnnxzError as exc:
+        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+@contextmanager
+def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int, str], None] | None]:
+    """A progress bar on stderr (only when it is a terminal and ``enabled``)."""
+    if not (enabled and sys.stderr.isatty()):
+        yield None
+        return
+    bar: Any = None
+
+    def update(done: int, total: int, name: str) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=total, label=label, file=sys.stderr,
+                                    show_pos=True, item_show_func=lambda _: None)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _summary(info: ContainerInfo) -> str:
+    ratio = f", {info.ratio:.2f}x smaller than the original" if info.ratio else ""
+    coded = [t for t in info.tensors if t.codec == "deadzone"]
+    lossy = f"; {len(coded)} tensors quantized" if coded else "; all tensors lossless"
+    return (f"{info.path}: {_human(info.file_bytes)} ({info.file_bytes} bytes){ratio}; "
+            f"{len(info.tensors)} tensors{lossy}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(onnxz.__version__, prog_name="onnxz")
+def main() -> None:
+    """Pack ONNX models into compact .onnxz files and unpack them again.
+
+    \b
+    Examples:
+      onnxz pack model.onnx -o model.onnxz                 lossy default (safe)
+      onnxz pack model.onnx -o model.onnxz --lossless      bit-exact weights
+      onnxz pack model.onnx --step-rel 0.05 --deadzone 0.4 explicit quantizer
+      onnxz unpack model.onnxz -o model.onnx               runnable ONNX again
+      onnxz info model.onnxz                               per-tensor table
+    """
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output .onnxz file [default: MODEL with suffix .onnxz].")
+@click.option("--lossless", is_flag=True,
+              help="Bit-exact: every tensor keeps its exact bits (float bit planes + ANS, "
+                   "or zstd).")
+@click.option("--step-rel", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Quantization step as a fraction of each weight tensor's standard "
+                   f"deviation (spread) [default: {onnxz.DEFAULT_STEP_REL:g}]. Smaller is "
+                   "more accurate and larger.")
+@click.option("--deadzone", type=click.FloatRange(0, 1), default=None,
+              help="Dead zone δ: values with |x| < δ·step become 0; 0 = midrise, "
+                   f"0.5 = midtread [default: {onnxz.DEFAULT_DEADZONE:g}].")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | None,
+         deadzone: float | None, force: bool, as_json: bool, quiet: bool) -> None:
+    """Pack the ONNX file MODEL into an .onnxz file.
+
+    By default weight tensors (Conv/Gemm/MatMul/RNN weights, embedding tables) are
+    quantized with a dead-zone uniform quantizer and entropy-coded; everything else
+    (biases, normalization parameters, shapes, small tensors) is stored losslessly.
+    """
+    if lossless and (step_rel is not None or deadzone is not None):
+        _fail("--lossless cannot be combined with --step-rel or --deadzone")
+    output = output or model.with_suffix(".onnxz")
+    with _errors_as_one_line(), _progress(not (quiet or as_json), "packing") as progress:
+        info = onnxz.save(model, output, lossless=lossless, step_rel=step_rel,
+                          deadzone=deadzone, force=force, progress=progress)
+    if as_json:
+        click.echo(json.dumps(info.to_dict(), indent=2))
+    elif not quiet:
+        click.echo(_summary(info))
+
+
+@main.command()
+@click.argument("packed", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output .onnx file [default: PACKED with suffix .onnx].")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--external-data", is_flag=True,
+              help="Write weights to OUTPUT.data beside the model (automatic above 2 GiB).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def unpack(packed: Path, output: Path | None, force: bool, external_data: bool,
+           quiet: bool) -> None:
+    """Decode the .onnxz file PACKED back into a runnable ONNX model."""
+    output = output or packed.with_suffix(".onnx")
+    with _errors_as_one_line():
+        out = onnxz.unpack(packed, output, force=force, external_data=external_data or None)
+    if not quiet:
+        click.echo(f"{out}: {_human(out.stat().st_size)}")
+
+
+@main.command()
+@click.argument("packed", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
+@click.option("--sort", type=click.Choice(["file", "size", "name"]), default="file",
+              show_default=True, help="Order of the tensor table.")
+def info(packed: Path, as_json: bool, sort: str) -> None:
+    """Show what PACKED holds: per tensor shape, dtype, codec, step, dead zone,
+    bits/weight and ratio; then totals. Reads the index only (fast)."""
+    with _errors_as_one_line():
+        result = onnxz.info(packed)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(_info_table(result, sort))
+
+
+def _info_table(info: ContainerInfo, sort: str) -> str:
+    tensors = list(info.tensors)
+    if sort == "size":
+        tensors.sort(key=lambda t: -t.coded_bytes)
+    elif sort == "name":
+        tensors.sort(key=lambda t: t.name)
+    header = ("tensor", "shape", "dtype", "codec", "step", "δ", "bits/w", "ratio",
+              "coded B", "entropy B", "table B")
+    rows = [header]
+    for t in tensors:
+        rows.append((
+            t.name if len(t.name) <= 40 else "…" + t.name[-39:],
+            "x".join(map(str, t.shape)) or "scalar",
+            t.dtype,
+            t.codec if t.codec != "lossless" else f"lossless/{t.mode}",
+            f"{t.step:.3g}" if t.step is not None else "-",
+            f"{t.deadzone:g}" if t.deadzone is not None else "-",
+            f"{t.bits_per_weight:.2f}",
+            f"{t.ratio:.2f}",
+            str(t.coded_bytes),
+            f"{t.entropy_bytes:.0f}" if t.entropy_bytes is not None else "-",
+            str(t.table_bytes) if t.table_bytes else "-",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    raw, coded = info.raw_tensor_bytes, info.coded_tensor_bytes
+    lines += [
+        "",
+        f"format {info.version}, written by {info.writer or 'unknown'}",
+        f"tensors: {len(info.tensors)}, {_human(raw)} raw -> {_human(coded)} coded"
+        + (f" ({raw / coded:.2f}x)" if coded else ""),
+        f"graph section: {_human(info.graph_raw_bytes)} -> {_human(info.graph_bytes)} (zstd)",
+        f"file: {_human(info.file_bytes)}"
+        + (f", original {_human(info.source_bytes)} ({info.ratio:.2f}x smaller)"
+           if info.source_bytes and info.ratio else ""),
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
