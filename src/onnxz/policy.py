@@ -8,8 +8,8 @@ from onnxz.codecs import DeadzoneCodec, LosslessCodec, TensorCodec
 from onnxz.dtypes import ElementType
 from onnxz.walker import TensorSlot
 
-DEFAULT_STEP_REL = 1 / 64
-"""Default step Δ as a fraction of each tensor's standard deviation."""
+DEFAULT_STEP_REL = 1 / 48
+"""Default step Δ as a fraction of each tensor's robust spread (see ``deadzone.spread``)."""
 
 DEFAULT_DEADZONE = 0.5
 """Default dead zone δ (0.5 = plain midtread uniform quantizer)."""
@@ -19,7 +19,8 @@ DEFAULT_DEADZONE = 0.5
 class PackOptions:
     """Settings of one pack.
 
-    ``step_rel``: quantization step Δ relative to each tensor's standard deviation.
+    ``step_rel``: quantization step Δ relative to each tensor's spread: 1.4826 × the median
+    absolute deviation (the standard deviation for normal data, robust to outliers).
     ``deadzone``: δ of the dead-zone quantizer (0 = midrise, 0.5 = midtread).
     Tensors smaller than ``min_quantized_elements``, non-float tensors and tensors that do
     not feed a weight input (Conv/Gemm/MatMul/RNN weights, Gather tables) stay lossless.

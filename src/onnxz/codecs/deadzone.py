@@ -31,8 +31,11 @@ from onnxz.codecs.varint import decode_uvarints, encode_uvarints, zigzag_decode,
 from onnxz.dtypes import ElementType
 from onnxz.errors import CorruptDataError, FormatError
 
-MAX_SYMBOL = (1 << 31) - 1
-"""Largest |q| a writer may produce; a tensor needing more is coded losslessly instead."""
+MAX_SYMBOL = 1 << 53
+"""Largest |q| (exact in float64); a tensor needing more is coded losslessly instead."""
+
+MAD_TO_STD = 1.4826
+"""Scales the median absolute deviation to the standard deviation of a normal law."""
 
 RECONSTRUCTION = "midpoint"
 
@@ -71,6 +74,16 @@ def from_float64(x: np.ndarray, etype: ElementType) -> np.ndarray:
     return x.astype(etype.numpy)
 
 
+def spread(x: np.ndarray) -> float:
+    """Robust spread of a tensor: 1.4826 × median(|x − median(x)|), or std if that is 0.
+
+    Unlike the standard deviation it ignores a few huge values (BatchNorm-variance-like
+    outliers), so they cannot make the step coarse for all the other weights.
+    """
+    mad = float(np.median(np.abs(x - np.median(x))))
+    return MAD_TO_STD * mad if mad > 0 else float(x.std())
+
+
 def choose_range(q: np.ndarray) -> tuple[int, int]:
     """Symbol range [lo, hi] coded directly; values outside are escaped.
 
@@ -101,7 +114,7 @@ def choose_range(q: np.ndarray) -> tuple[int, int]:
 
 
 class DeadzoneCodec(TensorCodec):
-    """Dead-zone quantizer with step ``step_rel × std(tensor)`` and dead zone ``deadzone``."""
+    """Dead-zone quantizer with step ``step_rel × spread(tensor)``, dead zone ``deadzone``."""
 
     codec_id = "deadzone"
 
@@ -119,12 +132,11 @@ class DeadzoneCodec(TensorCodec):
         x = to_float64(values, etype)
         if not np.isfinite(x).all():
             raise NotQuantizable("has non-finite values")
-        spread = float(x.std())
-        step = self.step_rel * spread
+        step = self.step_rel * spread(x)
         if not step > 0 or not np.isfinite(step):
             raise NotQuantizable("has zero spread")
         if float(np.abs(x).max()) / step >= MAX_SYMBOL:
-            raise NotQuantizable("would need symbols beyond 2**31")
+            raise NotQuantizable("would need symbols beyond 2**53")
         q = quantize(x, step, self.deadzone)
         lo, hi = choose_range(q)
         outside = (q < lo) | (q > hi)
@@ -180,5 +192,5 @@ class DeadzoneCodec(TensorCodec):
         elif parts[1]:
             raise CorruptDataError("deadzone chunk: escape bytes without escape symbol")
         if np.abs(q).max(initial=0) > MAX_SYMBOL:
-            raise FormatError("deadzone chunk: symbol beyond 2**31 - 1")
+            raise FormatError("deadzone chunk: symbol beyond 2**53")
         return from_float64(dequantize(q, step, deadzone), etype)

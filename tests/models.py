@@ -1,0 +1,110 @@
+"""Small ONNX models built in code, each exercising one place weights can live."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = [helper.make_opsetid("", 17)]
+
+
+def _weights(shape: tuple[int, ...], seed: int, dtype=np.float32) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.laplace(0.0, 0.05, size=shape)).astype(dtype)
+
+
+def mlp(hidden: int = 64, dtype=np.float32) -> onnx.ModelProto:
+    """x[N,32] -> MatMul -> Add -> Relu -> MatMul -> y[N,10]; weights as initializers."""
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    w1 = numpy_helper.from_array(_weights((32, hidden), 1, dtype), "w1")
+    b1 = numpy_helper.from_array(_weights((hidden,), 2, dtype), "b1")
+    w2 = numpy_helper.from_array(_weights((hidden, 10), 3, dtype), "w2")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"]),
+            helper.make_node("Add", ["h", "b1"], ["hb"]),
+            helper.make_node("Relu", ["hb"], ["r"]),
+            helper.make_node("MatMul", ["r", "w2"], ["y"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", elem, ["N", 32])],
+        [helper.make_tensor_value_info("y", elem, ["N", 10])],
+        [w1, b1, w2],
+        doc_string="a tiny MLP",
+    )
+    model = helper.make_model(graph, opset_imports=OPSET, producer_name="onnxz-tests")
+    helper.set_model_props(model, {"purpose": "test", "unicode": "δΔ ✓"})
+    return model
+
+
+def constants_and_if() -> onnx.ModelProto:
+    """Weights in Constant nodes, one inside each branch of an If (as silero-vad does)."""
+
+    def branch(seed: int, name: str) -> onnx.GraphProto:
+        w = numpy_helper.from_array(_weights((16, 8), seed), f"{name}_w")
+        return helper.make_graph(
+            [
+                helper.make_node("Constant", [], [f"{name}_wc"], value=w),
+                helper.make_node("MatMul", ["h", f"{name}_wc"], [f"{name}_out"]),
+            ],
+            name,
+            [],
+            [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, ["N", 8])],
+        )
+
+    w0 = numpy_helper.from_array(_weights((4, 16), 7), "w0")
+    shape = numpy_helper.from_array(np.array([-1, 16], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["w0c"], value=w0),
+            helper.make_node("MatMul", ["x", "w0c"], ["h0"]),
+            helper.make_node("Reshape", ["h0", "shape"], ["h"]),
+            helper.make_node("If", ["flag"], ["y"],
+                             then_branch=branch(11, "then"), else_branch=branch(12, "else")),
+        ],
+        "ifmodel",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        [shape],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
+def big_conv(channels: int = 64) -> onnx.ModelProto:
+    """A conv layer big enough for the lossy default to quantize its weight."""
+    w = numpy_helper.from_array(_weights((channels, 16, 3, 3), 5), "conv_w")
+    b = numpy_helper.from_array(_weights((channels,), 6), "conv_b")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["y"], pads=[1, 1, 1, 1])],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 8, 8])],
+        [w, b],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
+def mixed_dtypes() -> onnx.ModelProto:
+    """Initializers of many element types, all returned as outputs through Identity."""
+    rng = np.random.default_rng(9)
+    arrays = {
+        "f64": rng.standard_normal(300),
+        "i64": rng.integers(-1000, 1000, 300),
+        "i32": rng.integers(-(2**31), 2**31 - 1, 300).astype(np.int32),
+        "i8": rng.integers(-128, 127, 300).astype(np.int8),
+        "u8": rng.integers(0, 255, 300).astype(np.uint8),
+        "u16": rng.integers(0, 65535, 300).astype(np.uint16),
+        "b": rng.integers(0, 2, 300).astype(bool),
+        "f16": rng.standard_normal(300).astype(np.float16),
+    }
+    inits = [numpy_helper.from_array(a, n) for n, a in arrays.items()]
+    bf = helper.make_tensor("bf16", TensorProto.BFLOAT16, [300],
+                            rng.integers(0, 65535, 300).astype(np.uint16).tobytes(), raw=True)
+    inits.append(bf)
+    nodes = [helper.make_node("Identity", [t.name], [t.name + "_out"]) for t in inits]
+    outputs = [helper.make_tensor_value_info(t.name + "_out", t.data_type, list(t.dims))
+               for t in inits]
+    graph = helper.make_graph(nodes, "dtypes", [], outputs, inits)
+    return helper.make_model(graph, opset_imports=OPSET)

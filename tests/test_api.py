@@ -1,0 +1,149 @@
+"""The Python API on small built models: round trips, graph fidelity, where weights live."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from models import big_conv, constants_and_if, mixed_dtypes, mlp
+
+import onnxz
+from onnxz.walker import iter_tensor_slots, payload_type, read_payload
+
+
+def payloads(model: onnx.ModelProto) -> dict:
+    out = {}
+    for slot in iter_tensor_slots(model):
+        etype = payload_type(slot.tensor)
+        if etype is not None:
+            out[slot.path] = read_payload(slot.tensor, etype).tobytes()
+    return out
+
+
+def without_payloads(model: onnx.ModelProto) -> bytes:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for slot in iter_tensor_slots(copy):
+        for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data"):
+            slot.tensor.ClearField(name)
+    return copy.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize("build", [mlp, constants_and_if, big_conv, mixed_dtypes])
+def test_lossless_roundtrip_is_bit_exact_and_graph_identical(tmp_path, build):
+    model = build()
+    path = tmp_path / "m.onnxz"
+    onnxz.save(model, path, lossless=True)
+    decoded = onnxz.load(path)
+    assert payloads(decoded) == payloads(model)
+    assert without_payloads(decoded) == without_payloads(model)
+
+
+def test_graph_metadata_roundtrips_exactly(tmp_path):
+    model = mlp()
+    onnxz.save(model, tmp_path / "m.onnxz")
+    decoded = onnxz.load(tmp_path / "m.onnxz")
+    assert decoded.metadata_props == model.metadata_props
+    assert decoded.graph.doc_string == "a tiny MLP"
+    assert decoded.opset_import == model.opset_import
+    assert decoded.producer_name == "onnxz-tests"
+
+
+def test_save_does_not_modify_the_callers_model(tmp_path):
+    model = mlp()
+    before = model.SerializeToString()
+    onnxz.save(model, tmp_path / "m.onnxz")
+    assert model.SerializeToString() == before
+
+
+def test_lossy_default_quantizes_weights_only(tmp_path):
+    info = onnxz.save(big_conv(), tmp_path / "c.onnxz")
+    codecs = {t.name: t.codec for t in info.tensors}
+    assert codecs == {"conv_w": "deadzone", "conv_b": "lossless"}
+    weight = next(t for t in info.tensors if t.name == "conv_w")
+    assert weight.step_rel == onnxz.DEFAULT_STEP_REL
+    assert weight.bits_per_weight < 12
+
+
+def test_weights_inside_if_branches_are_found_and_quantized(tmp_path):
+    model = constants_and_if()
+    info = onnxz.save(model, tmp_path / "if.onnxz",
+                      options=onnxz.PackOptions(min_quantized_elements=64))
+    by_name = {t.name: t for t in info.tensors}
+    assert by_name["then_w"].codec == "deadzone"
+    assert by_name["else_w"].codec == "deadzone"
+    assert by_name["w0"].codec == "deadzone"
+    assert "shape" not in by_name or by_name["shape"].codec == "lossless"
+    sess = onnxz.inference_session(tmp_path / "if.onnxz")
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for flag in (True, False):
+        feed = {"x": x, "flag": np.array(flag)}
+        np.testing.assert_allclose(sess.run(None, feed)[0], ref.run(None, feed)[0],
+                                   rtol=0.05, atol=1e-3)
+
+
+def test_float16_model_stays_float16(tmp_path):
+    model = mlp(hidden=128, dtype=np.float16)
+    onnxz.save(model, tmp_path / "h.onnxz", options=onnxz.PackOptions(min_quantized_elements=64))
+    decoded = onnxz.load(tmp_path / "h.onnxz")
+    types = {t.name: t.data_type for t in decoded.graph.initializer}
+    assert set(types.values()) == {onnx.TensorProto.FLOAT16}
+    assert {t.codec for t in onnxz.info(tmp_path / "h.onnxz").tensors} == {"deadzone", "lossless"}
+
+
+def test_explicit_quantizer_settings_are_recorded(tmp_path):
+    info = onnxz.save(big_conv(), tmp_path / "c.onnxz", step_rel=0.05, deadzone=0.4)
+    weight = next(t for t in info.tensors if t.codec == "deadzone")
+    assert (weight.step_rel, weight.deadzone) == (0.05, 0.4)
+
+
+def test_coarser_step_gives_smaller_file_and_larger_error(tmp_path):
+    model = big_conv(128)
+    x = np.random.default_rng(1).standard_normal((1, 16, 8, 8)).astype(np.float32)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = ref.run(None, {"x": x})[0]
+    sizes, errors = [], []
+    for step in (0.01, 0.1, 0.5):
+        info = onnxz.save(model, tmp_path / f"{step}.onnxz", step_rel=step)
+        out = onnxz.inference_session(tmp_path / f"{step}.onnxz").run(None, {"x": x})[0]
+        sizes.append(info.file_bytes)
+        errors.append(float(np.abs(out - expected).mean()))
+    assert sizes == sorted(sizes, reverse=True)
+    assert errors == sorted(errors)
+
+
+def test_external_data_model_packs_and_unpacks(tmp_path):
+    model = big_conv()
+    expected = payloads(model)  # save_model below moves the payloads out of `model`
+    src = tmp_path / "ext.onnx"
+    onnx.save_model(model, src, save_as_external_data=True, location="ext.onnx.data",
+                    size_threshold=0)
+    assert (tmp_path / "ext.onnx.data").exists()
+    onnxz.save(src, tmp_path / "ext.onnxz", lossless=True)
+    onnxz.unpack(tmp_path / "ext.onnxz", tmp_path / "out.onnx", external_data=True)
+    assert (tmp_path / "out.onnx.data").exists()
+    reloaded = onnx.load(tmp_path / "out.onnx")
+    assert payloads(reloaded) == expected
+    onnxz.unpack(tmp_path / "ext.onnxz", tmp_path / "single.onnx")
+    assert payloads(onnx.load(tmp_path / "single.onnx")) == expected
+
+
+def test_info_is_dataclasses_with_totals(tmp_path):
+    onnxz.save(mlp(), tmp_path / "m.onnxz", lossless=True)
+    info = onnxz.info(tmp_path / "m.onnxz")
+    assert isinstance(info, onnxz.ContainerInfo)
+    assert all(isinstance(t, onnxz.TensorInfo) for t in info.tensors)
+    assert info.version == "1.0"
+    assert info.raw_tensor_bytes == sum(t.raw_bytes for t in info.tensors)
+    assert info.to_dict()["tensors"][0]["name"] == info.tensors[0].name
+
+
+def test_chunked_tensors_decode_identically(tmp_path):
+    model = big_conv()
+    onnxz.save(model, tmp_path / "a.onnxz", lossless=True,
+               options=onnxz.PackOptions(chunk_elements=1000))
+    info = onnxz.info(tmp_path / "a.onnxz")
+    assert max(t.chunks for t in info.tensors) > 1
+    assert payloads(onnxz.load(tmp_path / "a.onnxz")) == payloads(model)

