@@ -85,7 +85,7 @@ class FrequencyTable:
         best_bits = np.inf
         for precision in range(least, CODER_PRECISION + 1):
             table = cls(offset, precision, _quantize_counts(counts, precision))
-            bits = table.cost_bits(counts) + 8 * len(table.to_bytes())
+            bits = table.cost_bits(counts) + 8 * table.stored_size
             if bits < best_bits:
                 best, best_bits = table, bits
         assert best is not None
@@ -95,6 +95,12 @@ class FrequencyTable:
         """Ideal coded size in bits of a histogram under this table (excluding the table)."""
         nz = counts > 0
         return float(-(counts[nz] * np.log2(self.freqs[nz] / 2.0**self.precision)).sum())
+
+    @property
+    def stored_size(self) -> int:
+        """Bytes of :meth:`to_bytes` (computed without encoding)."""
+        f = self.freqs
+        return int(f.size + (f >= 1 << 7).sum() + (f >= 1 << 14).sum() + (f >= 1 << 21).sum())
 
     def to_bytes(self) -> bytes:
         """The frequencies as unsigned LEB128 varints (the table's stored form)."""

@@ -166,7 +166,7 @@ class DeadzoneCodec(TensorCodec):
             params,
             tuple(chunks),
             entropy_bits=ans.entropy_bits(symbols),
-            table_bytes=len(table.to_bytes()),
+            table_bytes=table.stored_size,
         )
 
     @classmethod

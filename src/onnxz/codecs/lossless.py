@@ -153,7 +153,7 @@ class PlaneCoding:
         packed = (plane.size * bits + 7) / 8
         counts = np.bincount(plane - lo)
         table = ans.FrequencyTable.fit_counts(counts, lo)
-        coded = table.cost_bits(counts) / 8 + len(table.to_bytes()) + 4 * n_chunks
+        coded = table.cost_bits(counts) / 8 + table.stored_size + 4 * n_chunks
         if coded < packed:
             return cls("ans", table=table), coded
         return cls("packed"), packed
@@ -211,7 +211,7 @@ class LosslessCodec(TensorCodec):
             for s, n in zip(starts, counts, strict=False)
         )
         planes_size = sum(len(p) for c in plane_chunks for p in c.parts)
-        table_bytes = sum(len(c.table.to_bytes()) for c in codings if c.table is not None)
+        table_bytes = sum(c.table.stored_size for c in codings if c.table is not None)
         if sum(len(c.parts[0]) for c in zstd_chunks) <= planes_size + table_bytes:
             return EncodedTensor(self.codec_id, {"mode": "zstd"}, zstd_chunks)
         coded = [p for c, p in zip(codings, planes, strict=True) if c.method == "ans"]
