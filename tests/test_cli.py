@@ -76,3 +76,24 @@ def test_help_teaches(tmp_path):
     result = run("pack", "--help")
     assert "--step-rel" in result.output and "standard" in result.output
     assert "Examples" in run("--help").output
+
+
+def test_damaged_inputs_are_one_line_errors(model_file, tmp_path):
+    packed = tmp_path / "m.onnxz"
+    assert run("pack", model_file, "-o", packed).exit_code == 0
+    data = bytearray(packed.read_bytes())
+    data[70] ^= 0x10
+    corrupt = tmp_path / "corrupt.onnxz"
+    corrupt.write_bytes(data)
+    truncated = tmp_path / "truncated.onnxz"
+    truncated.write_bytes(data[: len(data) // 2])
+    not_onnx = tmp_path / "notes.onnx"
+    not_onnx.write_text("just some text\n")
+    for args in (("unpack", corrupt, "-o", tmp_path / "a.onnx"),
+                 ("unpack", truncated, "-o", tmp_path / "b.onnx"),
+                 ("unpack", model_file, "-o", tmp_path / "c.onnx"),
+                 ("pack", not_onnx, "-o", tmp_path / "d.onnxz")):
+        result = run(*args)
+        assert result.exit_code == 2, args
+        assert result.output.startswith("onnxz: error: ") and result.output.count("\n") == 1
+    assert not any((tmp_path / n).exists() for n in ("a.onnx", "b.onnx", "c.onnx", "d.onnxz"))

@@ -166,3 +166,15 @@ def test_failed_unpack_leaves_no_output(packed, tmp_path):
     with pytest.raises(onnxz.OnnxzError):
         onnxz.unpack(packed, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnxz"]
+
+
+def test_missing_external_data_file(tmp_path):
+    model = mlp()
+    import onnx
+
+    onnx.save_model(model, tmp_path / "ext.onnx", save_as_external_data=True,
+                    location="weights.bin", size_threshold=0)
+    (tmp_path / "weights.bin").unlink()
+    with pytest.raises(onnxz.InvalidModelError, match="external data"):
+        onnxz.save(tmp_path / "ext.onnx", tmp_path / "out.onnxz")
+    assert not (tmp_path / "out.onnxz").exists()

@@ -255,8 +255,8 @@ def _read_model(model: ModelSource) -> tuple[onnx.ModelProto, Path | None]:
             raise InvalidModelError(f"{path}: is an onnxz file, not an ONNX model")
     try:
         proto = onnx.load(path, load_external_data=True)
-    except FileNotFoundError as exc:
-        raise InvalidModelError(f"{path}: external data file missing ({exc})") from exc
+    except (FileNotFoundError, onnx.checker.ValidationError) as exc:
+        raise InvalidModelError(f"{path}: cannot read its external data ({exc})") from exc
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
         raise InvalidModelError(f"{path}: not a readable ONNX model ({exc})") from exc
     if proto.ir_version <= 0 or not proto.HasField("graph") or not proto.opset_import:
