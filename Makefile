@@ -22,9 +22,18 @@ test: $(STAMP)
 corpus: $(STAMP)
 	$(PY) tools/fetch_models.py
 
-bench: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[test,bench]"
-	$(PY) tools/bench_compression.py
+# Comparators live in their own venv: ZipNN imports torch, which must be the local CPU build.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e . zipnn==0.5.4
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python tools/bench_compression.py --markdown
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache

@@ -52,11 +52,16 @@ def test_lossy_default_runs_with_close_outputs(corpus, tmp_path, name):
     reference = reference_outputs(src)
     snr = snr_db(reference, outputs)
     max_abs = max(float(np.abs(r - o).max()) for r, o in zip(reference, outputs, strict=True))
+    scores = [(r, o) for r, o in zip(reference, outputs, strict=True)
+              if r.ndim in (2, 3) and r.shape[-1] >= 2]  # [N, C] or [N, T, C] scores
+    agree = (np.mean([(r.argmax(-1) == o.argmax(-1)).mean() for r, o in scores])
+             if scores else None)
     quantized = [t for t in info.tensors if t.codec == "deadzone"]
     bits = 8 * sum(t.coded_bytes for t in quantized) / max(1, sum(t.elements for t in quantized))
     print(f"\n{name}: lossy {src.stat().st_size} -> {info.file_bytes} bytes "
           f"({src.stat().st_size / info.file_bytes:.2f}x), {len(quantized)} tensors at "
-          f"{bits:.2f} bits/weight, output SNR {snr:.1f} dB, max abs error {max_abs:.4f}")
+          f"{bits:.2f} bits/weight, output SNR {snr:.1f} dB, max abs error {max_abs:.4f}"
+          + (f", argmax agreement {agree:.4f}" if agree is not None else ""))
     assert quantized, "the lossy default quantized nothing"
     assert snr >= MIN_LOSSY_SNR_DB or max_abs <= MAX_LOSSY_ABS_ERROR
     assert info.file_bytes < 0.5 * src.stat().st_size

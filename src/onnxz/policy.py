@@ -8,7 +8,7 @@ from onnxz.codecs import DeadzoneCodec, LosslessCodec, TensorCodec
 from onnxz.dtypes import ElementType
 from onnxz.walker import TensorSlot
 
-DEFAULT_STEP_REL = 1 / 48
+DEFAULT_STEP_REL = 1 / 64
 """Default step Δ as a fraction of each tensor's robust spread (see ``deadzone.spread``)."""
 
 DEFAULT_DEADZONE = 0.5
