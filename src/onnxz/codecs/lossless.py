@@ -104,6 +104,8 @@ def join_planes(planes: Sequence[np.ndarray], etype: ElementType) -> np.ndarray:
 
 def pack_bits(symbols: np.ndarray, bits: int) -> bytes:
     """Each symbol's low ``bits`` bits, most significant first, concatenated; zero-padded."""
+    if bits == 8:
+        return symbols.astype(np.uint8).tobytes()
     as_bits = np.unpackbits(symbols.astype(">u2").view(np.uint8).reshape(-1, 2), axis=1)
     return np.packbits(as_bits[:, 16 - bits :]).tobytes()
 
@@ -112,6 +114,8 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
     """Inverse of :func:`pack_bits`."""
     if len(data) != (count * bits + 7) // 8:
         raise CorruptDataError(f"packed plane: {len(data)} bytes for {count} x {bits} bits")
+    if bits == 8:
+        return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
     flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: count * bits]
     weights = np.uint64(1) << np.arange(bits - 1, -1, -1, dtype=np.uint64)
     return (flat.reshape(count, bits).astype(np.uint64) @ weights).astype(np.int64)
