@@ -98,9 +98,11 @@ def main() -> None:
               help="Bit-exact: every tensor keeps its exact bits (float bit planes + ANS, "
                    "or zstd).")
 @click.option("--step-rel", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Quantization step as a fraction of each weight tensor's standard "
-                   f"deviation (spread) [default: {onnxz.DEFAULT_STEP_REL:g}]. Smaller is "
-                   "more accurate and larger.")
+              help="Quantization step Δ as a fraction of each weight tensor's spread: "
+                   "1.4826 × its median absolute deviation (the standard deviation of normal "
+                   "data, unaffected by a few outliers) [default: "
+                   f"{onnxz.DEFAULT_STEP_REL:.4g} = 1/{1 / onnxz.DEFAULT_STEP_REL:.0f}]. "
+                   "Smaller is more accurate and larger.")
 @click.option("--deadzone", type=click.FloatRange(0, 1), default=None,
               help="Dead zone δ: values with |x| < δ·step become 0; 0 = midrise, "
                    f"0.5 = midtread [default: {onnxz.DEFAULT_DEADZONE:g}].")
