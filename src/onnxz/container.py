@@ -8,6 +8,7 @@ carries a CRC-32; the reader validates declared sizes against the file size and
 
 from __future__ import annotations
 
+import math
 import mmap
 import struct
 import zlib
@@ -84,10 +85,7 @@ class TensorEntry:
 
     @property
     def element_count(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def coded_bytes(self) -> int:
