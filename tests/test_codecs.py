@@ -16,7 +16,9 @@ def roundtrip(codec, values, dtype, chunk_elements=1 << 20):
     etype = BY_NAME[dtype]
     enc = codec.encode(values, etype, chunk_elements)
     parts = [type(codec).decode_chunk(enc.params, c.parts, c.count, etype) for c in enc.chunks]
-    return enc, np.concatenate(parts)
+    decoded = np.concatenate(parts)
+    assert decoded.tobytes() == enc.reconstruction.tobytes()  # what the writer checksums
+    return enc, decoded
 
 
 @pytest.mark.parametrize("dtype", sorted(BY_NAME))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -66,18 +68,17 @@ def save(
     """Pack an ONNX model (a ModelProto or a path) into an onnxz file at ``path``.
 
     The default is lossy: weight tensors get the dead-zone quantizer with step
-    ``step_rel`` × the tensor's standard deviation; ``lossless=True`` is bit-exact.
+    ``step_rel`` × the tensor's spread (see :class:`PackOptions`); ``lossless=True`` is
+    bit-exact. ``options`` sets the rest; the keyword arguments override it.
     The output appears only when complete; an existing one needs ``force=True``.
     Returns what :func:`info` would report on the new file.
     """
     base = options or PackOptions()
-    opts = PackOptions(
+    opts = dataclasses.replace(
+        base,
         lossless=lossless or base.lossless,
         step_rel=base.step_rel if step_rel is None else step_rel,
         deadzone=base.deadzone if deadzone is None else deadzone,
-        min_quantized_elements=base.min_quantized_elements,
-        inline_max_bytes=base.inline_max_bytes,
-        chunk_elements=base.chunk_elements,
     )
     model_proto, source_path = _read_model(model)
     inputs = [source_path] if source_path else []
@@ -104,9 +105,6 @@ def _write_tensors(
                 encoded = codec.encode(values, etype, opts.chunk_elements)
             except NotQuantizable:
                 encoded = LosslessCodec().encode(values, etype, opts.chunk_elements)
-            decoded_crc = crc32(_decode(encoded.codec_id, encoded.params,
-                                        [(c.parts, c.count) for c in encoded.chunks],
-                                        etype.name, slot.tensor.name).tobytes())
             entries.append(TensorEntry(
                 name=slot.tensor.name,
                 path=slot.path,
@@ -115,7 +113,7 @@ def _write_tensors(
                 codec=encoded.codec_id,
                 params=encoded.params,
                 chunks=tuple(writer.add_chunk(c.parts, c.count) for c in encoded.chunks),
-                crc32=decoded_crc,
+                crc32=crc32(encoded.reconstruction.tobytes()),
                 entropy_bits=encoded.entropy_bits,
                 table_bytes=encoded.table_bytes,
             ))
@@ -162,7 +160,13 @@ def load(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> onnx.M
     return model
 
 
-def _decode(codec_id, params, chunks, dtype: str, name: str) -> np.ndarray:
+def _decode(
+    codec_id: str,
+    params: Mapping[str, Any],
+    chunks: Sequence[tuple[Sequence[bytes], int]],
+    dtype: str,
+    name: str,
+) -> np.ndarray:
     """Decode a tensor's chunks; any failure inside a codec becomes an OnnxzError."""
     codec = codec_class(codec_id)
     etype = BY_NAME[dtype]

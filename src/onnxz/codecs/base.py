@@ -25,13 +25,15 @@ class Chunk:
 class EncodedTensor:
     """A codec's output: its parameters (as stored in the index) and the chunks.
 
-    ``entropy_bits`` is the zeroth-order entropy of the entropy-coded symbols (None if the
-    codec did not entropy-code any), ``table_bytes`` the bytes spent on frequency tables.
+    ``reconstruction`` is what a decoder will return (the input itself for a lossless
+    codec). ``entropy_bits`` is the zeroth-order entropy of the entropy-coded symbols (None
+    if the codec did not entropy-code any), ``table_bytes`` the bytes of frequency tables.
     """
 
     codec_id: str
     params: dict[str, Any]
     chunks: tuple[Chunk, ...]
+    reconstruction: np.ndarray
     entropy_bits: float | None = None
     table_bytes: int = 0
 

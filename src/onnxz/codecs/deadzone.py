@@ -165,6 +165,7 @@ class DeadzoneCodec(TensorCodec):
             self.codec_id,
             params,
             tuple(chunks),
+            from_float64(dequantize(q, step, self.deadzone), etype),
             entropy_bits=ans.entropy_bits(symbols),
             table_bytes=table.stored_size,
         )

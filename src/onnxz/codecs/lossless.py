@@ -217,12 +217,13 @@ class LosslessCodec(TensorCodec):
         planes_size = sum(len(p) for c in plane_chunks for p in c.parts)
         table_bytes = sum(c.table.stored_size for c in codings if c.table is not None)
         if sum(len(c.parts[0]) for c in zstd_chunks) <= planes_size + table_bytes:
-            return EncodedTensor(self.codec_id, {"mode": "zstd"}, zstd_chunks)
+            return EncodedTensor(self.codec_id, {"mode": "zstd"}, zstd_chunks, values)
         coded = [p for c, p in zip(codings, planes, strict=True) if c.method == "ans"]
         return EncodedTensor(
             self.codec_id,
             {"mode": "planes", "planes": [c.to_fields() for c in codings]},
             plane_chunks,
+            values,
             entropy_bits=sum(ans.entropy_bits(p) for p in coded) if coded else None,
             table_bytes=table_bytes,
         )
