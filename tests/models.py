@@ -108,3 +108,32 @@ def mixed_dtypes() -> onnx.ModelProto:
                for t in inits]
     graph = helper.make_graph(nodes, "dtypes", [], outputs, inits)
     return helper.make_model(graph, opset_imports=OPSET)
+
+
+def tiny_transformer(vocab: int = 500, width: int = 64) -> onnx.ModelProto:
+    """Token ids -> embedding Gather -> LayerNorm -> self-attention-like MatMuls -> logits."""
+    emb = numpy_helper.from_array(_weights((vocab, width), 21), "embedding")
+    scale = numpy_helper.from_array(np.ones(width, np.float32) + _weights((width,), 22), "ln_s")
+    bias = numpy_helper.from_array(_weights((width,), 23), "ln_b")
+    wq, wk, wv, wo = (numpy_helper.from_array(_weights((width, width), s), n)
+                      for s, n in ((24, "wq"), (25, "wk"), (26, "wv"), (27, "wo")))
+    perm = numpy_helper.from_array(np.array([0, 2, 1], np.int64), "unused_perm")
+    nodes = [
+        helper.make_node("Gather", ["embedding", "ids"], ["e"]),
+        helper.make_node("LayerNormalization", ["e", "ln_s", "ln_b"], ["n"], axis=-1),
+        helper.make_node("MatMul", ["n", "wq"], ["q"]),
+        helper.make_node("MatMul", ["n", "wk"], ["k"]),
+        helper.make_node("MatMul", ["n", "wv"], ["v"]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["attn"], axis=-1),
+        helper.make_node("MatMul", ["attn", "v"], ["ctx"]),
+        helper.make_node("MatMul", ["ctx", "wo"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "transformer",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", "T"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", "T", width])],
+        [emb, scale, bias, wq, wk, wv, wo, perm],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)

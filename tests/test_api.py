@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from models import big_conv, constants_and_if, mixed_dtypes, mlp
+from models import big_conv, constants_and_if, mixed_dtypes, mlp, tiny_transformer
 
 import onnxz
 from onnxz.walker import iter_tensor_slots, payload_type, read_payload
@@ -30,7 +30,7 @@ def without_payloads(model: onnx.ModelProto) -> bytes:
     return copy.SerializeToString(deterministic=True)
 
 
-@pytest.mark.parametrize("build", [mlp, constants_and_if, big_conv, mixed_dtypes])
+@pytest.mark.parametrize("build", [mlp, constants_and_if, big_conv, mixed_dtypes, tiny_transformer])
 def test_lossless_roundtrip_is_bit_exact_and_graph_identical(tmp_path, build):
     model = build()
     path = tmp_path / "m.onnxz"
@@ -147,3 +147,18 @@ def test_chunked_tensors_decode_identically(tmp_path):
     info = onnxz.info(tmp_path / "a.onnxz")
     assert max(t.chunks for t in info.tensors) > 1
     assert payloads(onnxz.load(tmp_path / "a.onnxz")) == payloads(model)
+
+
+def test_transformer_roles(tmp_path):
+    model = tiny_transformer()
+    info = onnxz.save(model, tmp_path / "t.onnxz",
+                      options=onnxz.PackOptions(min_quantized_elements=64))
+    codecs = {t.name: t.codec for t in info.tensors}
+    assert {codecs[n] for n in ("embedding", "wq", "wk", "wv", "wo")} == {"deadzone"}
+    assert codecs["ln_s"] == codecs["ln_b"] == "lossless"
+    ids = np.random.default_rng(0).integers(0, 500, (2, 7)).astype(np.int64)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = ref.run(None, {"ids": ids})[0]
+    out = onnxz.inference_session(tmp_path / "t.onnxz").run(None, {"ids": ids})[0]
+    snr = 10 * np.log10((expected**2).sum() / ((expected - out) ** 2).sum())
+    assert snr > 30
