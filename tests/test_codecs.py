@@ -134,3 +134,33 @@ def test_ans_stream_damage_is_an_onnxz_error():
 def test_registry_lists_every_codec_once():
     assert set(REGISTRY) == {"lossless", "deadzone"}
     assert all(cls.codec_id == key for key, cls in REGISTRY.items())
+
+
+def test_ans_stream_of_only_the_first_symbol_is_empty_and_decodes():
+    table = ans.FrequencyTable.fit(np.array([0, 0, 0, 5]))
+    stream = ans.encode(np.zeros(100, dtype=np.int64), table)
+    assert stream == b""
+    assert ans.decode(stream, table, 100).tolist() == [0] * 100
+
+
+def test_lossless_chunk_whose_plane_is_all_the_first_symbol():
+    values = np.concatenate([np.arange(1000), np.arange(1000) << 9]).astype(np.int32)
+    _, decoded = roundtrip(LosslessCodec(), values, "int32", chunk_elements=1000)
+    assert decoded.tobytes() == values.tobytes()
+
+
+def test_ans_leftover_words_are_corruption():
+    symbols = np.random.default_rng(8).integers(0, 4, 200)
+    table = ans.FrequencyTable.fit(symbols)
+    stream = ans.encode(symbols, table)
+    with pytest.raises(CorruptDataError, match="left over"):
+        ans.decode(b"\x07\0\0\0" + stream, table, symbols.size)
+
+
+def test_varints_must_be_shortest():
+    from onnxz.codecs.varint import decode_uvarints
+
+    with pytest.raises(FormatError, match="shortest"):
+        decode_uvarints(b"\x80\x00", 1)
+    with pytest.raises(FormatError, match="64 bits"):
+        decode_uvarints(b"\xff" * 9 + b"\x02", 1)

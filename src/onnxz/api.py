@@ -26,6 +26,7 @@ from onnxz.container import (
 )
 from onnxz.dtypes import BY_NAME
 from onnxz.errors import (
+    CorruptDataError,
     FormatError,
     InvalidModelError,
     LimitExceededError,
@@ -155,7 +156,7 @@ def load(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> onnx.M
             chunks = [(reader.chunk_parts(c, entry.name), c.count) for c in entry.chunks]
             values = _decode(entry.codec, entry.params, chunks, entry.dtype, entry.name)
             if crc32(values.tobytes()) != entry.crc32:
-                raise FormatError(f"tensor {entry.name!r}: decoded tensor checksum mismatch")
+                raise CorruptDataError(f"tensor {entry.name!r}: decoded tensor checksum mismatch")
             put_payload(tensor, values)
     return model
 

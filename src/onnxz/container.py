@@ -226,7 +226,7 @@ class ContainerReader:
             raise CorruptDataError("footer: version differs from header")
         body_end = self.file_size - FOOTER_SIZE
         if not HEADER_SIZE <= index_offset <= body_end - index_length:
-            raise CorruptDataError("footer: index section lies outside the file")
+            raise FormatError("footer: index section lies outside the file")
         if index_raw_length > self.limits.max_index_size:
             raise LimitExceededError(
                 f"index: {index_raw_length} bytes exceeds max_index_size "
@@ -236,7 +236,8 @@ class ContainerReader:
             SectionEntry(index_offset, index_length, index_raw_length, index_crc), "index"
         )
         try:
-            fields = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
+            fields = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True,
+                                     object_pairs_hook=_unique_keys)
         except (ValueError, msgpack.UnpackException, TypeError) as exc:
             raise FormatError(f"index: not valid msgpack ({exc})") from exc
         index = _index_from_fields(fields, (major, minor))
@@ -256,6 +257,8 @@ class ContainerReader:
         )
         previous_end = HEADER_SIZE
         for start, end, name in spans:
+            if start % ALIGNMENT:
+                raise FormatError(f"index: tensor {name!r} has a chunk not {ALIGNMENT}-aligned")
             if start < previous_end or end > g.offset:
                 raise FormatError(f"index: tensor {name!r} has a chunk outside the data area "
                                   "or overlapping another")
@@ -292,6 +295,14 @@ class ContainerReader:
             parts.append(data[start : start + size])
             start += size
         return parts
+
+
+def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """msgpack map hook: a key given twice makes the index malformed."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise FormatError("index: a map repeats a key")
+    return out
 
 
 def _check_magic(magic: bytes) -> None:
@@ -358,8 +369,9 @@ def _uint(value: Any, where: str, bits: int = 64) -> int:
 
 def _index_from_fields(fields: Any, version: tuple[int, int]) -> Index:
     g = _get(fields, "graph", dict, "index")
-    graph = SectionEntry(*(_uint(_get(g, k, int, "index.graph"), "index.graph")
-                           for k in ("offset", "length", "raw_length", "crc32")))
+    graph = SectionEntry(*(_uint(_get(g, k, int, "index.graph"), "index.graph", bits)
+                           for k, bits in (("offset", 64), ("length", 64), ("raw_length", 64),
+                                           ("crc32", 32))))
     tensors = tuple(
         _tensor_from_fields(t, i) for i, t in enumerate(_get(fields, "tensors", list, "index"))
     )
@@ -386,6 +398,7 @@ def _tensor_from_fields(t: Any, i: int) -> TensorEntry:
         chunks.append(ChunkEntry(_uint(c[0], where), tuple(_uint(s, where) for s in c[1]),
                                  _uint(c[2], where), _uint(c[3], where, 32)))
     entropy = t.get("entropy_bits")
+    table_bytes = t.get("table_bytes")
     entry = TensorEntry(
         name=name,
         path=path,
@@ -396,7 +409,7 @@ def _tensor_from_fields(t: Any, i: int) -> TensorEntry:
         chunks=tuple(chunks),
         crc32=_uint(_get(t, "crc32", int, where), where, 32),
         entropy_bits=float(entropy) if isinstance(entropy, int | float) else None,
-        table_bytes=_uint(t.get("table_bytes", 0), where),
+        table_bytes=table_bytes if isinstance(table_bytes, int) and table_bytes >= 0 else 0,
     )
     if sum(c.count for c in entry.chunks) != entry.element_count:
         raise FormatError(f"{where}: chunks hold {sum(c.count for c in entry.chunks)} "

@@ -37,3 +37,9 @@ class InputNotFoundError(OnnxzError, FileNotFoundError):
 
 class OutputPathError(OnnxzError):
     """The output cannot be written there (missing folder, a directory, or the input itself)."""
+
+
+class VerificationInputError(OnnxzError):
+    """The inputs given to ``verify`` do not fit the model: missing or extra input names,
+    mismatched sample counts, wrong dtypes or shapes, a bad test-data folder, or a dynamic
+    dimension that cannot be resolved (the message names it and the fix)."""

@@ -62,6 +62,8 @@ class FrequencyTable:
             raise FormatError(f"frequency table: precision {self.precision} out of range")
         if int(f.min()) < 1 or int(f.sum(dtype=np.uint64)) != 1 << self.precision:
             raise FormatError("frequency table: frequencies must be >= 1 and sum to 2**precision")
+        if self.offset < -(1 << 63) or self.offset + f.size - 1 >= 1 << 63:
+            raise FormatError(f"frequency table: offset {self.offset} out of range")
 
     @classmethod
     def fit(cls, symbols: np.ndarray, offset: int | None = None, size: int | None = None):
@@ -164,16 +166,18 @@ def decode(data: bytes | memoryview, table: FrequencyTable, count: int) -> np.nd
         if len(data):
             raise CorruptDataError("ANS stream: bytes present for zero symbols")
         return np.zeros(0, dtype=np.int64)
-    if len(data) % 4 or not data:
-        raise CorruptDataError(f"ANS stream: {len(data)} bytes is not a positive multiple of 4")
+    if len(data) % 4:
+        raise CorruptDataError(f"ANS stream: {len(data)} bytes is not a multiple of 4")
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-    if words[-1] == 0:
+    if words.size and words[-1] == 0:
         raise CorruptDataError("ANS stream: last word is zero")
     try:
         coder = constriction.stream.stack.AnsCoder(words)
         symbols = coder.decode(table._model(), count)
     except (ValueError, RuntimeError) as exc:
         raise CorruptDataError(f"ANS stream: {exc}") from exc
+    if not coder.is_empty():
+        raise CorruptDataError("ANS stream: data left over after the last symbol")
     return symbols.astype(np.int64) + table.offset
 
 

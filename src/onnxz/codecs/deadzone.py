@@ -174,8 +174,8 @@ class DeadzoneCodec(TensorCodec):
     def decode_chunk(
         cls, params: Mapping[str, Any], parts: Sequence[bytes], count: int, etype: ElementType
     ) -> np.ndarray:
-        step = field(params, "step", float)
-        deadzone = field(params, "deadzone", float)
+        step = float(field(params, "step", (float, int)))
+        deadzone = float(field(params, "deadzone", (float, int)))
         if not (np.isfinite(step) and step > 0 and 0.0 <= deadzone <= 1.0):
             raise FormatError(f"deadzone codec: invalid step {step} or dead zone {deadzone}")
         if field(params, "reconstruction", str) != RECONSTRUCTION:
@@ -189,7 +189,10 @@ class DeadzoneCodec(TensorCodec):
         q = ans.decode(parts[0], table, count)
         if escape:
             is_escape = q == table.offset + table.size - 1
-            q[is_escape] = zigzag_decode(decode_uvarints(parts[1], int(is_escape.sum())))
+            escaped = decode_uvarints(parts[1], int(is_escape.sum()))
+            if escaped.max(initial=0) > 2 * MAX_SYMBOL:
+                raise FormatError("deadzone chunk: escaped symbol beyond 2**53")
+            q[is_escape] = zigzag_decode(escaped)
         elif parts[1]:
             raise CorruptDataError("deadzone chunk: escape bytes without escape symbol")
         if np.abs(q).max(initial=0) > MAX_SYMBOL:

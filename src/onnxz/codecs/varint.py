@@ -57,6 +57,10 @@ def decode_uvarints(data: bytes | memoryview, count: int) -> np.ndarray:
     lengths = ends - starts + 1
     if lengths.max() > MAX_VARINT_BYTES:
         raise FormatError("varint sequence: a value is longer than 10 bytes")
+    if ((lengths > 1) & (buf[ends] == 0)).any():
+        raise FormatError("varint sequence: a value is not in its shortest form")
+    if ((lengths == MAX_VARINT_BYTES) & (buf[ends] > 1)).any():
+        raise FormatError("varint sequence: a value exceeds 64 bits")
     values = np.zeros(count, dtype=np.uint64)
     for k in range(int(lengths.max())):
         sel = lengths > k
