@@ -164,3 +164,11 @@ def test_varints_must_be_shortest():
         decode_uvarints(b"\x80\x00", 1)
     with pytest.raises(FormatError, match="64 bits"):
         decode_uvarints(b"\xff" * 9 + b"\x02", 1)
+
+
+def test_ans_bytes_are_pinned():
+    """The ANS arithmetic is part of the format (SPEC.md §8): these bytes never change."""
+    table = ans.FrequencyTable(-2, 8, np.array([10, 40, 150, 40, 16], dtype=np.uint32))
+    symbols = np.array([0, 0, 1, -1, 0, 2, -2, 0, 0, 1, 0, -1, 0, 0, 0, 2, 1, 0, -1, 0])
+    assert ans.encode(symbols, table).hex() == "00008aec56ff6f03"
+    assert ans.decode(bytes.fromhex("00008aec56ff6f03"), table, 20).tolist() == symbols.tolist()
