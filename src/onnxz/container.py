@@ -27,10 +27,11 @@ END_MAGIC = b"ONZ\x00"
 MAJOR, MINOR = 1, 0
 ALIGNMENT = 64
 
-_HEADER = struct.Struct("<8sHHI")  # magic, major, minor, crc32(bytes 0..11)
-_FOOTER = struct.Struct("<QQQIHHI4s")  # index off/len/raw len, index crc, major, minor, crc, end
-HEADER_SIZE = _HEADER.size
-FOOTER_SIZE = _FOOTER.size
+_HEADER_BODY = struct.Struct("<8sHH")  # magic, major, minor; then u32 CRC-32 of these 12 bytes
+_FOOTER_BODY = struct.Struct("<QQQIHH")  # index offset, length, raw length, CRC-32, major, minor
+_CRC = struct.Struct("<I")
+HEADER_SIZE = _HEADER_BODY.size + _CRC.size  # 16
+FOOTER_SIZE = _FOOTER_BODY.size + _CRC.size + len(END_MAGIC)  # 40
 GRAPH_ZSTD_LEVEL = 19
 
 
@@ -132,8 +133,8 @@ class ContainerWriter:
     def __init__(self, file: IO[bytes], writer: str) -> None:
         self._file = file
         self._writer = writer
-        header = _HEADER.pack(MAGIC, MAJOR, MINOR, 0)[:12]
-        self._write(header + struct.pack("<I", crc32(header)))
+        header = _HEADER_BODY.pack(MAGIC, MAJOR, MINOR)
+        self._write(header + _CRC.pack(crc32(header)))
 
     def _write(self, data: bytes | memoryview) -> None:
         self._file.write(data)
@@ -167,11 +168,9 @@ class ContainerWriter:
         packed_index = zstandard.ZstdCompressor(level=GRAPH_ZSTD_LEVEL).compress(raw_index)
         index_offset = self._align()
         self._write(packed_index)
-        body = _FOOTER.pack(
-            index_offset, len(packed_index), len(raw_index), crc32(packed_index),
-            MAJOR, MINOR, 0, END_MAGIC,
-        )[:32]
-        self._write(body + struct.pack("<I", crc32(body)) + END_MAGIC)
+        body = _FOOTER_BODY.pack(index_offset, len(packed_index), len(raw_index),
+                                 crc32(packed_index), MAJOR, MINOR)
+        self._write(body + _CRC.pack(crc32(body)) + END_MAGIC)
         return index
 
 
@@ -209,18 +208,21 @@ class ContainerReader:
         self.close()
 
     def _read_index(self) -> Index:
-        header = self._map[:HEADER_SIZE]
-        magic, major, minor, header_crc = _HEADER.unpack(header)
+        header = self._map[: _HEADER_BODY.size]
+        magic, major, minor = _HEADER_BODY.unpack(header)
         _check_magic(magic)
-        if crc32(header[:12]) != header_crc:
+        (header_crc,) = _CRC.unpack_from(self._map, _HEADER_BODY.size)
+        if crc32(header) != header_crc:
             raise CorruptDataError("header: checksum mismatch")
         _check_version(major, minor, "header")
         footer = self._map[self.file_size - FOOTER_SIZE :]
-        (index_offset, index_length, index_raw_length, index_crc, f_major, f_minor,
-         footer_crc, end) = _FOOTER.unpack(footer)
-        if end != END_MAGIC:
+        body = footer[: _FOOTER_BODY.size]
+        (index_offset, index_length, index_raw_length, index_crc, f_major,
+         f_minor) = _FOOTER_BODY.unpack(body)
+        (footer_crc,) = _CRC.unpack_from(footer, _FOOTER_BODY.size)
+        if footer[-len(END_MAGIC) :] != END_MAGIC:
             raise CorruptDataError("footer: end marker missing (file truncated?)")
-        if crc32(footer[:32]) != footer_crc:
+        if crc32(body) != footer_crc:
             raise CorruptDataError("footer: checksum mismatch")
         if (f_major, f_minor) != (major, minor):
             raise CorruptDataError("footer: version differs from header")
