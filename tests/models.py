@@ -137,3 +137,45 @@ def tiny_transformer(vocab: int = 500, width: int = 64) -> onnx.ModelProto:
         [emb, scale, bias, wq, wk, wv, wo, perm],
     )
     return helper.make_model(graph, opset_imports=OPSET)
+
+
+def embedding_bag(vocab: int = 256, width: int = 16, classes: int = 4) -> onnx.ModelProto:
+    """ids int64 [batch, seq], mask bool [batch, seq] -> masked sum of embeddings -> MatMul
+    -> scores float [batch, classes]. Ids outside 0..vocab-1 make onnxruntime fail."""
+    table = numpy_helper.from_array(_weights((vocab, width), 21), "table")
+    w = numpy_helper.from_array(_weights((width, classes), 22), "w")
+    seq_axis = numpy_helper.from_array(np.array([1], dtype=np.int64), "seq_axis")
+    last_axis = numpy_helper.from_array(np.array([-1], dtype=np.int64), "last_axis")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["table", "ids"], ["emb"]),
+            helper.make_node("Cast", ["mask"], ["m"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["m", "last_axis"], ["m3"]),
+            helper.make_node("Mul", ["emb", "m3"], ["masked"]),
+            helper.make_node("ReduceSum", ["masked", "seq_axis"], ["pooled"], keepdims=0),
+            helper.make_node("MatMul", ["pooled", "w"], ["scores"]),
+        ],
+        "embedding_bag",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"]),
+         helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", "seq"])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", classes])],
+        [table, w, seq_axis, last_axis],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
+def unnamed_dims() -> onnx.ModelProto:
+    """x float [?, ?] and h float [2, ?, 8] (unnamed dynamic dims, like silero-vad's), no
+    weights: y = sum of x over axis 1, h passed through."""
+    axis = numpy_helper.from_array(np.array([1], dtype=np.int64), "axis")
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axis"], ["y"], keepdims=1),
+         helper.make_node("Identity", ["h"], ["h_out"])],
+        "unnamed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None]),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, None, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1]),
+         helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [2, None, 8])],
+        [axis],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)

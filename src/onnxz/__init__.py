@@ -6,6 +6,7 @@
 >>> model = onnxz.load("model.onnxz")                         # onnx.ModelProto
 >>> sess = onnxz.inference_session("model.onnxz")             # onnxruntime session
 >>> onnxz.info("model.onnxz").tensors[0].bits_per_weight
+>>> onnxz.verify("model.onnx", "model.onnxz").passed          # outputs still close?
 """
 
 __version__ = "0.1.0"
@@ -22,9 +23,12 @@ from onnxz.errors import (
     OutputExistsError,
     OutputPathError,
     UnsupportedModelError,
+    VerificationInputError,
 )
+from onnxz.inputs import GeneratedInputs
 from onnxz.policy import DEFAULT_DEADZONE, DEFAULT_STEP_REL, PackOptions
 from onnxz.report import ContainerInfo, TensorInfo
+from onnxz.verifier import OutputMetrics, Thresholds, VerifyReport, verify
 
 __all__ = [
     "DEFAULT_DEADZONE",
@@ -32,20 +36,26 @@ __all__ = [
     "ContainerInfo",
     "CorruptDataError",
     "FormatError",
+    "GeneratedInputs",
     "InputNotFoundError",
     "InvalidModelError",
     "LimitExceededError",
     "OnnxzError",
     "OutputExistsError",
+    "OutputMetrics",
     "OutputPathError",
     "PackOptions",
     "ReadLimits",
     "TensorInfo",
+    "Thresholds",
     "UnsupportedModelError",
+    "VerificationInputError",
+    "VerifyReport",
     "__version__",
     "inference_session",
     "info",
     "load",
     "save",
     "unpack",
+    "verify",
 ]

@@ -1,6 +1,7 @@
 """The ``onnxz`` command: a thin layer over the Python API.
 
-Errors print one line to stderr (``onnxz: error: ...``) and exit with status 2.
+Errors print one line to stderr (``onnxz: error: ...``) and exit with status 2;
+``verify`` exits with status 1 when the verification fails.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import click
 
 import onnxz
 from onnxz.errors import OnnxzError
+from onnxz.inputs import DEFAULT_INT_RANGE, DEFAULT_SAMPLES
 from onnxz.report import ContainerInfo
+from onnxz.verifier import Thresholds
 
 EXIT_ERROR = 2
+EXIT_FAILED = 1
 
 
 def _fail(message: str) -> None:
@@ -87,6 +91,7 @@ def main() -> None:
       onnxz pack model.onnx --step-rel 0.05 --deadzone 0.4 explicit quantizer
       onnxz unpack model.onnxz -o model.onnx               runnable ONNX again
       onnxz info model.onnxz                               per-tensor table
+      onnxz verify model.onnx model.onnxz                  outputs still close?
     """
 
 
@@ -203,6 +208,106 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
            if info.source_bytes and info.ratio else ""),
     ]
     return "\n".join(lines)
+
+
+def _parse_dims(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+                ) -> dict[str, int]:
+    dims = {}
+    for value in values:
+        name, _, size = value.rpartition("=")
+        if not name or not size.isdigit() or int(size) < 1:
+            raise click.BadParameter(f"{value!r} is not NAME=SIZE with SIZE ≥ 1", ctx, param)
+        dims[name] = int(size)
+    return dims
+
+
+def _parse_int_range(ctx: click.Context, param: click.Parameter, value: str | None
+                     ) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    low, _, high = value.partition(":")
+    try:
+        bounds = int(low), int(high)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not LOW:HIGH (integers)", ctx, param) from None
+    if bounds[0] >= bounds[1]:
+        raise click.BadParameter(f"{value!r} is empty: LOW must be below HIGH", ctx, param)
+    return bounds
+
+
+@main.command()
+@click.argument("original", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("packed", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--inputs", type=click.Path(path_type=Path), metavar="NPZ|DIR",
+              help="The inputs to compare on, instead of generated ones: an .npz or an ONNX "
+                   "test-data folder (see above).")
+@click.option("--samples", type=click.IntRange(min=1), default=None,
+              help=f"Generated inputs: how many samples [default: {DEFAULT_SAMPLES}].")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Generated inputs: random seed [default: 0].")
+@click.option("--dim", "dims", multiple=True, callback=_parse_dims, metavar="NAME=SIZE",
+              help="Generated inputs: size of a dynamic dim, by its name, or INPUT:AXIS for an "
+                   "unnamed one (repeatable).")
+@click.option("--int-range", callback=_parse_int_range, metavar="LOW:HIGH",
+              help="Generated inputs: integer inputs are drawn from LOW..HIGH-1 "
+                   f"[default: {DEFAULT_INT_RANGE[0]}:{DEFAULT_INT_RANGE[1]}].")
+@click.option("--min-snr", type=float, default=Thresholds.min_snr_db, show_default=True,
+              help="Minimum output SNR in dB, over all samples, per output.")
+@click.option("--min-cosine", type=click.FloatRange(-1, 1), default=Thresholds.min_cosine,
+              show_default=True, help="Minimum cosine similarity of the worst sample, per output.")
+@click.option("--min-top1", type=click.FloatRange(0, 1), default=Thresholds.min_top1,
+              show_default=True,
+              help="Minimum top-1 agreement on class-score outputs (float, rank ≤ 3, fixed last "
+                   "axis ≥ 2).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def verify(original: Path, packed: Path, inputs: Path | None, samples: int | None,
+           seed: int | None, dims: dict[str, int], int_range: tuple[int, int] | None,
+           min_snr: float, min_cosine: float, min_top1: float, as_json: bool) -> None:
+    """Check that PACKED (.onnxz) still computes what ORIGINAL (.onnx) does: run both with
+    onnxruntime (CPU) on the same inputs and compare every output. Exit status 0 if all
+    outputs are within the thresholds, 1 if not (or if a model fails to load or run), 2 on
+    usage or input errors.
+
+    \b
+    Metrics per output: max and mean absolute error, SNR (dB, all samples),
+    cosine similarity (mean and worst sample), and for class scores top-1
+    agreement and top-5 overlap.
+
+    \b
+    Inputs, without --inputs: N(0,1) floats, integers from --int-range, random
+    bools, seeded. Dynamic dims: --dim NAME=SIZE, else 1 for axis 0 and for a
+    named dim that is axis 0 of some input, 32 for other named dims; an
+    unnamed dim beyond axis 0 must be given as --dim INPUT:AXIS=SIZE.
+
+    \b
+    --inputs FILE.npz: one array per model input, keyed by input name, holding
+      N samples stacked on a new leading axis: sample i of input x is arr[i]
+      with exactly the model's input shape and dtype (a scalar input is an
+      array of shape (N,)); every array has the same N.
+    --inputs DIR: the ONNX test-data layout DIR/test_data_set_*/input_*.pb,
+      one folder per sample, one TensorProto per input; the tensor's name, or
+      else K of input_K.pb, says which input. Shapes may vary by sample.
+
+    \b
+    Examples:
+      onnxz verify model.onnx model.onnxz
+      onnxz verify model.onnx model.onnxz --inputs calib.npz
+      onnxz verify model.onnx model.onnxz --dim batch=1 --dim seq=128
+      onnxz verify model.onnx model.onnxz --min-snr 30 --json
+    """
+    generator_options = samples is not None or seed is not None or dims or int_range
+    if inputs is not None and generator_options:
+        _fail("--samples, --seed, --dim and --int-range apply to generated inputs only, "
+              "not with --inputs")
+    thresholds = Thresholds(min_snr_db=min_snr, min_cosine=min_cosine, min_top1=min_top1)
+    with _errors_as_one_line(), _progress(True, "verifying") as progress:
+        source = inputs if inputs is not None else onnxz.GeneratedInputs(
+            samples=samples or DEFAULT_SAMPLES, seed=seed or 0, dims=dims,
+            int_range=int_range or DEFAULT_INT_RANGE)
+        report = onnxz.verify(original, packed, source, thresholds, progress=progress)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    if not report.passed:
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

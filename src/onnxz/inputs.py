@@ -1,0 +1,412 @@
+"""The samples ``verify`` feeds to both models: generated from the model's input specs, or
+read from the user's arrays (an ``.npz``) or from an ONNX test-data folder.
+
+The inputs contract (also in the README and ``onnxz verify --help``):
+
+- ``.npz`` (in Python also a mapping name -> array): one array per model input, keyed by the
+  input's name; each holds N samples stacked on a new leading axis, so sample i of input
+  ``x`` is ``arr[i]`` with exactly the model's input shape (a scalar input is an array of
+  shape (N,)). Every array has the same N and the input's exact dtype.
+- a folder in the ONNX model-zoo test-data layout, ``DIR/test_data_set_*/input_*.pb``: one
+  folder per sample, one TensorProto file per input; the tensor's name says which input it
+  is, or, when it has none, the K of ``input_K.pb`` (the input's position). Samples may
+  differ in shape; ``output_*.pb`` files are ignored (verify compares with the original).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import numpy_helper
+
+from onnxz.errors import InputNotFoundError, UnsupportedModelError, VerificationInputError
+
+Dim = int | str | None
+"""A declared dimension: a fixed size, a symbolic name, or None (dynamic and unnamed)."""
+Feed = dict[str, np.ndarray]
+
+DEFAULT_SAMPLES = 8
+DEFAULT_INT_RANGE = (0, 256)
+BATCH_SIZE = 1
+"""Size of a dynamic axis 0, and of any named dim that is axis 0 of some input."""
+DEFAULT_DIM = 32
+"""Size of any other named dynamic dim: small, and a multiple of the usual CNN strides."""
+
+_INPUT_FILE = re.compile(r"input_(\d+)\.pb")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output as declared: name, numpy dtype, shape (None = rank unknown)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[Dim, ...] | None
+
+    def describe(self) -> str:
+        """E.g. ``'image' float32 [N, 1, 8, 8]``; ``?`` marks an unnamed dynamic dim."""
+        dims = ("unknown shape" if self.shape is None
+                else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]")
+        return f"{self.name!r} {self.dtype} {dims}"
+
+
+def graph_specs(model: onnx.ModelProto) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The inputs a caller feeds (graph inputs that are not initializers), and the outputs."""
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = tuple(_spec(v) for v in model.graph.input if v.name not in initializers)
+    return inputs, tuple(_spec(v) for v in model.graph.output)
+
+
+def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":
+        raise UnsupportedModelError(f"{value.name!r} is a {kind}: verify handles tensors only")
+    tensor = value.type.tensor_type
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+    except KeyError as exc:
+        raise UnsupportedModelError(
+            f"{value.name!r} has an unknown element type {tensor.elem_type}"
+        ) from exc
+    shape = None
+    if tensor.HasField("shape"):
+        shape = tuple(_dim(d) for d in tensor.shape.dim)
+    return TensorSpec(value.name, dtype, shape)
+
+
+def _dim(d: onnx.TensorShapeProto.Dimension) -> Dim:
+    if d.HasField("dim_value") and d.dim_value >= 0:
+        return d.dim_value
+    return d.dim_param or None  # also a dim_value of -1, which some exporters write
+
+
+@dataclass(frozen=True)
+class GeneratedInputs:
+    """Seeded random samples built from the model's input specs (verify's default inputs).
+
+    Floats are N(0, 1) (the scale of normalized features), integers uniform in
+    ``int_range`` = [low, high) clipped to the dtype (ids, tokens, bytes), bools fair coin
+    flips. Sample i depends only on ``(seed, i)``.
+
+    Dynamic dims: ``dims`` maps a dim's name, or ``"INPUT:AXIS"`` for an unnamed one, to a
+    size. Otherwise a dynamic axis 0 gets 1 (batch-like), as does a named dim that is axis 0
+    of some input; any other named dim gets 32. An unnamed dynamic dim beyond axis 0, or an
+    input with no declared shape, cannot be resolved (nothing says how it relates to the
+    other inputs, e.g. an RNN state's batch axis): that is an error naming it, fixed with
+    ``dims={"INPUT:AXIS": size}`` (``--dim INPUT:AXIS=SIZE``) or real inputs.
+    """
+
+    samples: int = DEFAULT_SAMPLES
+    seed: int = 0
+    dims: Mapping[str, int] = field(default_factory=dict)
+    int_range: tuple[int, int] = DEFAULT_INT_RANGE
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise VerificationInputError(f"samples must be at least 1, not {self.samples}")
+        if self.seed < 0:
+            raise VerificationInputError(f"seed must be non-negative, not {self.seed}")
+        if self.int_range[0] >= self.int_range[1]:
+            raise VerificationInputError(
+                f"int range {self.int_range[0]}:{self.int_range[1]} is empty (LOW < HIGH)"
+            )
+        for key, size in self.dims.items():
+            if size < 1:
+                raise VerificationInputError(f"dim {key}: size must be at least 1, not {size}")
+
+
+@dataclass(frozen=True)
+class Samples:
+    """``count`` samples, each built on demand by ``feed(i)`` so one at a time is in memory.
+
+    ``hint`` tells how to change these inputs; it is added to a model's run failure.
+    """
+
+    count: int
+    description: str
+    feed: Callable[[int], Feed]
+    hint: str = ""
+
+
+InputsArg = GeneratedInputs | str | os.PathLike | Mapping[str, np.ndarray] | None
+
+
+def samples_for(specs: tuple[TensorSpec, ...], inputs: InputsArg) -> Samples:
+    """The samples ``inputs`` describes, checked against the model's input ``specs``.
+
+    ``inputs``: None or :class:`GeneratedInputs` (generated), a mapping name -> stacked array,
+    an ``.npz`` path, or a test-data folder (see the module docstring for the contract).
+    """
+    if inputs is None or isinstance(inputs, GeneratedInputs):
+        return _generated(specs, inputs or GeneratedInputs())
+    if isinstance(inputs, Mapping):
+        return _stacked(specs, {str(k): np.asarray(v) for k, v in inputs.items()}, "arrays")
+    path = Path(inputs)
+    if path.is_dir():
+        return _test_data_folder(specs, path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: no such file or folder")
+    return _stacked(specs, _read_npz(path), str(path))
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                return {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise VerificationInputError(f"{path}: not a readable .npz archive ({exc})") from exc
+    raise VerificationInputError(f"{path}: one .npy array, not an .npz archive "
+                                 "(save one array per input name with np.savez)")
+
+
+def _stacked(specs: tuple[TensorSpec, ...], arrays: Feed, where: str) -> Samples:
+    """Samples from arrays holding N samples each on a new leading axis."""
+    _check_names(specs, arrays, where)
+    if not arrays:
+        raise VerificationInputError(f"{where}: no arrays, so no samples")
+    for name, array in arrays.items():
+        if array.ndim == 0:
+            raise VerificationInputError(
+                f"{where}: input {name!r} is a 0-d array; stack N samples on a leading axis "
+                "(a scalar input is an array of shape (N,))"
+            )
+    counts = {name: a.shape[0] for name, a in arrays.items()}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{name!r} has {n}" for name, n in counts.items())
+        raise VerificationInputError(
+            f"{where}: mismatched sample counts: {listed} (every array holds the same N "
+            "samples on axis 0)"
+        )
+    count = next(iter(counts.values()))
+    if count == 0:
+        raise VerificationInputError(f"{where}: the arrays hold 0 samples")
+    layout = "; arrays are N samples stacked on a new leading axis: shape (N, *input shape)"
+    _check_sample(specs, {n: (a.dtype, a.shape[1:]) for n, a in arrays.items()}, where, layout)
+    return Samples(
+        count=count,
+        description=f"{where}: {count} samples",
+        feed=lambda i: {n: np.ascontiguousarray(a[i]) for n, a in arrays.items()},
+    )
+
+
+def _test_data_folder(specs: tuple[TensorSpec, ...], root: Path) -> Samples:
+    """Samples from ``root/test_data_set_*/input_*.pb``, one folder read per sample."""
+    layout = f"expected the ONNX test-data layout {root}/test_data_set_0/input_0.pb, …"
+    sets = sorted((p for p in root.glob("test_data_set_*") if p.is_dir()), key=_natural)
+    if not sets:
+        raise VerificationInputError(f"{root}: no test_data_set_* folders ({layout})")
+    files = []
+    for folder in sets:
+        found = sorted(folder.glob("input_*.pb"), key=_natural)
+        matches = [(_INPUT_FILE.fullmatch(p.name), p) for p in found]
+        misnamed = [p.name for m, p in matches if m is None]
+        if misnamed:
+            raise VerificationInputError(f"{folder}: {misnamed[0]} is not named input_K.pb")
+        if len(found) != len(specs):
+            raise VerificationInputError(
+                f"{folder}: {len(found)} input_*.pb files, but the model takes {len(specs)} "
+                f"(its inputs: {_listing(specs)})"
+            )
+        files.append([(int(m.group(1)), p) for m, p in matches if m])
+    return Samples(
+        count=len(sets),
+        description=f"{root}: {len(sets)} test data sets",
+        feed=lambda i: _read_test_data_set(specs, sets[i], files[i]),
+    )
+
+
+def _read_test_data_set(
+    specs: tuple[TensorSpec, ...], folder: Path, files: list[tuple[int, Path]]
+) -> Feed:
+    """One sample: each ``input_K.pb`` goes to the input its tensor names, else input K."""
+    feed: Feed = {}
+    for position, path in files:
+        try:
+            tensor = onnx.load_tensor(str(path))
+            if tensor.data_type == onnx.TensorProto.UNDEFINED:
+                raise ValueError("no element type")
+            array = numpy_helper.to_array(tensor)
+        except (DecodeError, ValueError, TypeError, OSError) as exc:
+            raise VerificationInputError(f"{path}: not a readable TensorProto ({exc})") from exc
+        if tensor.name:
+            name = tensor.name
+        elif position < len(specs):
+            name = specs[position].name
+        else:
+            raise VerificationInputError(
+                f"{path}: an unnamed tensor at position {position}, but the model takes "
+                f"{len(specs)} (its inputs: {_listing(specs)})"
+            )
+        if name in feed:
+            raise VerificationInputError(f"{folder}: two files give input {name!r}")
+        feed[name] = array
+    _check_names(specs, feed, str(folder))
+    _check_sample(specs, {n: (a.dtype, a.shape) for n, a in feed.items()}, str(folder))
+    return feed
+
+
+def _check_names(specs: tuple[TensorSpec, ...], names: Iterable[str], where: str) -> None:
+    given = set(names)
+    missing = [s.name for s in specs if s.name not in given]
+    extra = sorted(given - {s.name for s in specs})
+    if missing or extra:
+        problems = ([f"missing {', '.join(map(repr, missing))}"] if missing else []) + (
+            [f"extra {', '.join(map(repr, extra))}"] if extra else [])
+        raise VerificationInputError(
+            f"{where}: {'; '.join(problems)} (the model's inputs: {_listing(specs)})"
+        )
+
+
+def _check_sample(
+    specs: tuple[TensorSpec, ...],
+    given: dict[str, tuple[np.dtype, tuple[int, ...]]],
+    where: str,
+    layout: str = "",
+) -> None:
+    """Dtypes, ranks and fixed sizes as declared. Named dims are not matched across inputs:
+    exporters write names such as ``?`` for "unknown", and onnxruntime does not match them."""
+    for spec in specs:
+        dtype, shape = given[spec.name]
+        if dtype != spec.dtype:
+            raise VerificationInputError(
+                f"{where}: input {spec.name!r} is {dtype}, the model wants {spec.dtype}"
+            )
+        if spec.shape is not None and (len(shape) != len(spec.shape) or any(
+            isinstance(d, int) and d != n for d, n in zip(spec.shape, shape, strict=True)
+        )):
+            raise VerificationInputError(
+                f"{where}: a sample of input {spec.name!r} has shape {tuple(shape)}, the model "
+                f"wants {spec.describe()}{layout}"
+            )
+
+
+def _generated(specs: tuple[TensorSpec, ...], gen: GeneratedInputs) -> Samples:
+    """Samples drawn from ``np.random.default_rng([seed, i])`` for sample i."""
+    for spec in specs:
+        if spec.dtype.kind not in "fiub":
+            raise VerificationInputError(
+                f"input {spec.name!r} is {spec.dtype}: verify cannot generate it; give real "
+                "inputs (--inputs)"
+            )
+    shapes, sizes = _resolve_dims(specs, gen.dims)
+    ranges = {s.name: _int_range(s, gen.int_range) for s in specs if s.dtype.kind in "iu"}
+
+    def feed(i: int) -> Feed:
+        rng = np.random.default_rng([gen.seed, i])
+        out: Feed = {}
+        for spec in specs:
+            shape = shapes[spec.name]
+            if spec.dtype.kind == "f":
+                values = rng.standard_normal(shape)
+            elif spec.dtype.kind == "b":
+                values = rng.random(shape) < 0.5
+            else:
+                values = rng.integers(*ranges[spec.name], size=shape, dtype=spec.dtype)
+            out[spec.name] = np.asarray(values, dtype=spec.dtype)  # also for 0-d inputs
+        return out
+
+    kinds = {s.dtype.kind for s in specs}
+    details = [f"seed {gen.seed}"] + (["floats N(0,1)"] if "f" in kinds else []) + (
+        [f"integers {gen.int_range[0]}..{gen.int_range[1] - 1}"] if kinds & {"i", "u"} else []
+    ) + (["bools p=0.5"] if "b" in kinds else []) + ([f"dims {', '.join(sizes)}"] if sizes else [])
+    return Samples(
+        count=gen.samples,
+        description=f"{gen.samples} generated samples ({'; '.join(details)})",
+        feed=feed,
+        hint=("the inputs were generated: set sizes with --dim, integer values with "
+              "--int-range, or give real inputs with --inputs"),
+    )
+
+
+def _int_range(spec: TensorSpec, int_range: tuple[int, int]) -> tuple[int, int]:
+    info = np.iinfo(spec.dtype)
+    low, high = max(int_range[0], int(info.min)), min(int_range[1], int(info.max) + 1)
+    if low >= high:
+        raise VerificationInputError(
+            f"input {spec.name!r} is {spec.dtype}: int range {int_range[0]}:{int_range[1]} "
+            f"holds none of its values ({info.min}..{info.max})"
+        )
+    return low, high
+
+
+def _resolve_dims(
+    specs: tuple[TensorSpec, ...], dims: Mapping[str, int]
+) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """Each input's concrete shape, and ``NAME=SIZE`` for every dynamic dim (see
+    :class:`GeneratedInputs` for the rules)."""
+    by_name = {s.name: s for s in specs}
+    symbols = {d for s in specs for d in s.shape or () if isinstance(d, str)}
+    leading = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], str)}
+    dynamic = sorted(symbols) + [f"{s.name}:{axis}" for s in specs
+                                 for axis, d in enumerate(s.shape or ()) if d is None]
+    by_axis: dict[tuple[str, int], int] = {}
+    for key, size in dims.items():
+        if key in symbols:
+            continue
+        name, _, axis = key.rpartition(":")
+        axes = (by_name[name].shape or ()) if name in by_name else ()
+        if not axis.isdigit() or int(axis) >= len(axes):
+            raise VerificationInputError(
+                f"dim {key}: the model has no dynamic dim of that name, nor an input axis "
+                f"INPUT:AXIS (its dynamic dims: {', '.join(dynamic) or 'none'})"
+            )
+        declared = axes[int(axis)]
+        if declared is not None:
+            fix = f"set it as {declared}=SIZE" if isinstance(declared, str) else "it is fixed"
+            raise VerificationInputError(
+                f"dim {key}: axis {axis} of input {name!r} is {declared!r}: {fix}"
+            )
+        by_axis[(name, int(axis))] = size
+    named = {d: dims.get(d, BATCH_SIZE if d in leading else DEFAULT_DIM) for d in symbols}
+    sizes = [f"{d}={n}" + ("" if d in dims else " (default)") for d, n in sorted(named.items())]
+    shapes: dict[str, tuple[int, ...]] = {}
+    unnamed: list[str] = []
+    shapeless = [s.name for s in specs if s.shape is None]
+    for spec in specs:
+        shape = []
+        for axis, d in enumerate(spec.shape or ()):
+            if isinstance(d, int):
+                shape.append(d)
+            elif isinstance(d, str):
+                shape.append(named[d])
+            elif (spec.name, axis) in by_axis or axis == 0:
+                size = by_axis.get((spec.name, axis), BATCH_SIZE)
+                shape.append(size)
+                sizes.append(f"{spec.name}:{axis}={size}"
+                             + ("" if (spec.name, axis) in by_axis else " (default)"))
+            else:
+                unnamed.append(f"{spec.name}:{axis}")
+        shapes[spec.name] = tuple(shape)
+    if shapeless or unnamed:
+        problems = [f"input {n!r} declares no shape" for n in shapeless]
+        if unnamed:
+            problems.append(
+                f"unnamed dynamic dims {', '.join(unnamed)} have no default (nothing says how "
+                "they relate to the other inputs)"
+            )
+        fixes = " ".join(f"--dim {u}=SIZE" for u in unnamed)
+        raise VerificationInputError(
+            f"cannot choose input sizes: {'; '.join(problems)}: "
+            + (f"set them with {fixes}, or give " if unnamed else "give ")
+            + "real inputs with --inputs"
+        )
+    return shapes, sizes
+
+
+def _listing(specs: tuple[TensorSpec, ...]) -> str:
+    return ", ".join(s.describe() for s in specs) or "none"
+
+
+def _natural(path: Path) -> tuple[int | str, ...]:
+    """Sort key putting ``x_2`` before ``x_10``."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path.name))

@@ -1,0 +1,468 @@
+"""Round-trip verification: metrics, verdicts, the inputs contract and its errors, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from models import constants_and_if, embedding_bag, mlp, unnamed_dims
+from onnx import numpy_helper
+
+import onnxz
+from onnxz.cli import main
+from onnxz.inputs import GeneratedInputs, TensorSpec, graph_specs, samples_for
+from onnxz.verifier import _Accumulator
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def strict_json(text: str) -> dict:
+    """Parse JSON, refusing the non-standard NaN/Infinity tokens."""
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture
+def mlp_files(tmp_path):
+    """The MLP as .onnx, and packed lossless, lossy default, and damaged (step 50× too coarse)."""
+    model = tmp_path / "mlp.onnx"
+    model.write_bytes(mlp().SerializeToString())
+    onnxz.save(model, tmp_path / "lossless.onnxz", lossless=True)
+    onnxz.save(model, tmp_path / "lossy.onnxz")
+    onnxz.save(model, tmp_path / "damaged.onnxz", step_rel=50 * onnxz.DEFAULT_STEP_REL)
+    return tmp_path
+
+
+def x_samples(n: int, seed: int = 0) -> np.ndarray:
+    """n samples for the MLP's input x [N, 32], with a batch of 1 each: shape (n, 1, 32)."""
+    return np.random.default_rng(seed).standard_normal((n, 1, 32)).astype(np.float32)
+
+
+# --- verdicts ---------------------------------------------------------------------------
+
+def test_lossless_pack_is_exact(mlp_files):
+    report = onnxz.verify(mlp_files / "mlp.onnx", mlp_files / "lossless.onnxz")
+    assert report.passed and report.error is None and report.samples == 8
+    (y,) = report.outputs
+    assert y.name == "y" and y.max_abs_error == 0 and y.mean_abs_error == 0
+    assert y.snr_db == math.inf and y.cosine_min == 1.0 and y.top1 == 1.0 and y.top5 == 1.0
+
+
+def test_lossy_default_passes_with_honest_numbers(mlp_files):
+    report = onnxz.verify(mlp_files / "mlp.onnx", mlp_files / "lossy.onnxz",
+                          {"x": x_samples(50)})
+    (y,) = report.outputs
+    assert report.passed and report.samples == 50
+    assert 0 < y.mean_abs_error <= y.max_abs_error < y.original_max_abs
+    assert 30 < y.snr_db < 80 and 0.999 < y.cosine_min < 1
+
+
+def test_damaged_pack_fails_naming_output_and_metric(mlp_files):
+    report = onnxz.verify(mlp_files / "mlp.onnx", mlp_files / "damaged.onnxz",
+                          {"x": x_samples(50)})
+    assert not report.passed and report.error is None
+    assert {(f.output, f.metric) for f in report.failures} >= {("y", "snr_db")}
+    assert "FAILED: output 'y': SNR" in report.table()
+    result = run("verify", mlp_files / "mlp.onnx", mlp_files / "damaged.onnxz")
+    assert result.exit_code == 1
+    assert "FAILED: output 'y': SNR" in result.output
+
+
+def test_thresholds_decide(mlp_files):
+    args = ("verify", mlp_files / "mlp.onnx", mlp_files / "damaged.onnxz")
+    assert run(*args, "--min-snr", "5", "--min-cosine", "0.9", "--min-top1", "0.5").exit_code == 0
+    lossy = ("verify", mlp_files / "mlp.onnx", mlp_files / "lossy.onnxz")
+    assert run(*lossy).exit_code == 0
+    strict = run(*lossy, "--min-snr", "200")
+    assert strict.exit_code == 1 and "SNR" in strict.output and "< 200 dB" in strict.output
+
+
+def test_json_is_one_strict_object(mlp_files):
+    result = run("verify", mlp_files / "mlp.onnx", mlp_files / "lossless.onnxz", "--json")
+    assert result.exit_code == 0
+    data = strict_json(result.output)
+    assert data["passed"] is True and data["failures"] == [] and data["error"] is None
+    assert data["thresholds"] == {"min_snr_db": 20.0, "min_cosine": 0.99, "min_top1": 0.99}
+    (y,) = data["outputs"]
+    assert y["name"] == "y" and y["snr_db"] is None and y["max_abs_error"] == 0
+    damaged = run("verify", mlp_files / "mlp.onnx", mlp_files / "damaged.onnxz", "--json")
+    data = strict_json(damaged.output)
+    assert damaged.exit_code == 1 and data["passed"] is False
+    assert data["failures"][0]["output"] == "y" and data["failures"][0]["metric"] == "snr_db"
+    assert data["outputs"][0]["snr_db"] < 20
+
+
+def test_model_proto_original_and_progress(mlp_files):
+    calls = []
+    report = onnxz.verify(mlp(), mlp_files / "lossless.onnxz",
+                          GeneratedInputs(samples=3), progress=lambda *a: calls.append(a))
+    assert report.passed and report.original == "<ModelProto>"
+    assert [(done, total) for done, total, _ in calls] == [(1, 3), (2, 3), (3, 3)]
+
+
+# --- models that fail to load or run: a failed verification, exit 1 --------------------
+
+def test_corrupt_pack_is_a_failed_verification(mlp_files):
+    data = bytearray((mlp_files / "lossy.onnxz").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (mlp_files / "corrupt.onnxz").write_bytes(data)
+    result = run("verify", mlp_files / "mlp.onnx", mlp_files / "corrupt.onnxz")
+    assert result.exit_code == 1 and "FAILED: packed model failed to load" in result.output
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"just some text\n", "original model failed to load"),
+    (None, "is an .onnxz file (give the .onnx first"),
+])
+def test_unreadable_original_is_a_failed_verification(mlp_files, content, reason):
+    original = mlp_files / "bad.onnx"
+    original.write_bytes(content or (mlp_files / "lossy.onnxz").read_bytes())
+    result = run("verify", original, mlp_files / "lossy.onnxz")
+    assert result.exit_code == 1 and reason in result.output
+
+
+def test_packed_from_another_model_fails(mlp_files, tmp_path):
+    onnxz.save(embedding_bag(), tmp_path / "other.onnxz")
+    report = onnxz.verify(mlp_files / "mlp.onnx", tmp_path / "other.onnxz")
+    assert not report.passed and "inputs" in report.error and "differ" in report.error
+
+
+def test_model_failing_to_run_is_named_with_a_hint(tmp_path):
+    onnxz.save(embedding_bag(vocab=256), tmp_path / "e.onnxz")
+    report = onnxz.verify(embedding_bag(vocab=256), tmp_path / "e.onnxz",
+                          GeneratedInputs(int_range=(0, 10_000)))
+    assert not report.passed and report.samples == 0
+    assert report.error.startswith("original model failed to run on sample 0")
+    assert "--int-range" in report.error
+    assert onnxz.verify(embedding_bag(), tmp_path / "e.onnxz",
+                        GeneratedInputs(int_range=(0, 256))).passed
+
+
+def test_missing_files_are_usage_errors(mlp_files):
+    for args in (("verify", mlp_files / "nope.onnx", mlp_files / "lossy.onnxz"),
+                 ("verify", mlp_files / "mlp.onnx", mlp_files / "nope.onnxz"),
+                 ("verify", mlp_files / "mlp.onnx", mlp_files / "lossy.onnxz",
+                  "--inputs", mlp_files / "nope.npz")):
+        result = run(*args)
+        assert result.exit_code == 2 and result.output.startswith("onnxz: error: ")
+        assert result.output.count("\n") == 1
+
+
+# --- generated inputs ------------------------------------------------------------------
+
+def test_generated_inputs_follow_dtypes_ranges_dims_and_seed():
+    specs, _ = graph_specs(embedding_bag())
+    samples = samples_for(specs, GeneratedInputs(samples=4, seed=3, dims={"seq": 7},
+                                                 int_range=(5, 9)))
+    assert samples.count == 4
+    feed = samples.feed(2)
+    assert feed["ids"].dtype == np.int64 and feed["ids"].shape == (1, 7)
+    assert feed["ids"].min() >= 5 and feed["ids"].max() <= 8
+    assert feed["mask"].dtype == bool and feed["mask"].shape == (1, 7)
+    assert "seq=7" in samples.description and "batch=1 (default)" in samples.description
+    again = samples_for(specs, GeneratedInputs(samples=9, seed=3, dims={"seq": 7},
+                                               int_range=(5, 9))).feed(2)
+    assert all(np.array_equal(feed[k], again[k]) for k in feed)
+    other = samples_for(specs, GeneratedInputs(seed=4, dims={"seq": 7}, int_range=(5, 9)))
+    assert not np.array_equal(feed["ids"], other.feed(2)["ids"])
+
+
+def test_named_dims_default_and_scalars_generate():
+    specs, _ = graph_specs(embedding_bag())
+    assert samples_for(specs, None).feed(0)["ids"].shape == (1, 32)
+    specs, _ = graph_specs(constants_and_if())
+    feed = samples_for(specs, None).feed(0)
+    assert feed["flag"].shape == () and feed["flag"].dtype == bool
+    assert feed["x"].shape == (1, 4) and feed["x"].dtype == np.float32
+
+
+def test_unresolvable_dim_is_named_with_the_fix(tmp_path):
+    model = tmp_path / "u.onnx"
+    model.write_bytes(unnamed_dims().SerializeToString())
+    onnxz.save(model, tmp_path / "u.onnxz")
+    result = run("verify", model, tmp_path / "u.onnxz")
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "x:1, h:1" in result.output and "--dim x:1=SIZE --dim h:1=SIZE" in result.output
+    fixed = run("verify", model, tmp_path / "u.onnxz", "--dim", "x:1=5", "--dim", "h:1=1")
+    assert fixed.exit_code == 0, fixed.output
+    assert "x:1=5" in fixed.output and "x:0=1 (default)" in fixed.output
+
+
+@pytest.mark.parametrize("dims, message", [
+    ({"nope": 3}, "dim nope: the model has no dynamic dim of that name"),
+    ({"ids:9": 3}, "dim ids:9: the model has no dynamic dim"),
+    ({"ids:1": 3}, "axis 1 of input 'ids' is 'seq': set it as seq=SIZE"),
+    ({"seq": 0}, "size must be at least 1"),
+])
+def test_bad_dims_are_input_errors(dims, message):
+    specs, _ = graph_specs(embedding_bag())
+    with pytest.raises(onnxz.VerificationInputError, match=message):
+        samples_for(specs, GeneratedInputs(dims=dims))
+
+
+def test_int_range_outside_the_dtype_is_an_error():
+    specs, _ = graph_specs(embedding_bag())
+    with pytest.raises(onnxz.VerificationInputError, match="empty"):
+        GeneratedInputs(int_range=(5, 5))
+    specs = tuple(TensorSpec(s.name, np.dtype(np.uint8), s.shape) for s in specs)
+    with pytest.raises(onnxz.VerificationInputError, match="holds none of its values"):
+        samples_for(specs, GeneratedInputs(int_range=(-10, 0)))
+
+
+def test_generator_options_conflict_with_inputs(mlp_files):
+    np.savez(mlp_files / "x.npz", x=x_samples(3))
+    for extra in (("--dim", "N=2"), ("--samples", "3"), ("--seed", "1"), ("--int-range", "0:9")):
+        result = run("verify", mlp_files / "mlp.onnx", mlp_files / "lossy.onnxz",
+                     "--inputs", mlp_files / "x.npz", *extra)
+        assert result.exit_code == 2 and "generated inputs only" in result.output, extra
+
+
+@pytest.mark.parametrize("args", [("--dim", "seq"), ("--dim", "seq=0"), ("--int-range", "9"),
+                                  ("--int-range", "9:3"), ("--samples", "0")])
+def test_malformed_generator_options_are_usage_errors(mlp_files, args):
+    result = run("verify", mlp_files / "mlp.onnx", mlp_files / "lossy.onnxz", *args)
+    assert result.exit_code == 2
+
+
+# --- .npz / mapping inputs -------------------------------------------------------------
+
+def test_npz_inputs_are_used(mlp_files):
+    np.savez(mlp_files / "calib.npz", x=x_samples(5))
+    result = run("verify", mlp_files / "mlp.onnx", mlp_files / "lossless.onnxz",
+                 "--inputs", mlp_files / "calib.npz")
+    assert result.exit_code == 0, result.output
+    assert "calib.npz: 5 samples" in result.output and "PASSED" in result.output
+
+
+def test_scalar_input_is_an_array_of_n(tmp_path):
+    onnxz.save(constants_and_if(), tmp_path / "c.onnxz", lossless=True)
+    rng = np.random.default_rng(0)
+    arrays = {"x": rng.standard_normal((6, 3, 4)).astype(np.float32),
+              "flag": np.array([True, False] * 3)}
+    report = onnxz.verify(constants_and_if(), tmp_path / "c.onnxz", arrays)
+    assert report.passed and report.samples == 6
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({}, "missing 'x'"),
+    ({"x": x_samples(3), "extra": np.zeros(3)}, "extra 'extra'"),
+    ({"X": x_samples(3)}, "missing 'x'; extra 'X'"),
+    ({"x": x_samples(3).astype(np.float64)}, "input 'x' is float64, the model wants float32"),
+    ({"x": x_samples(3)[:, 0]}, r"has shape \(32,\).*stacked on a new leading axis"),
+    ({"x": np.zeros((3, 1, 31), np.float32)}, r"has shape \(1, 31\)"),
+    ({"x": np.zeros((0, 1, 32), np.float32)}, "0 samples"),
+    ({"x": np.float32(1)}, "0-d array"),
+])
+def test_array_input_errors(mlp_files, arrays, message):
+    with pytest.raises(onnxz.VerificationInputError, match=message):
+        onnxz.verify(mlp_files / "mlp.onnx", mlp_files / "lossy.onnxz", arrays)
+
+
+def test_mismatched_sample_counts(tmp_path):
+    onnxz.save(embedding_bag(), tmp_path / "e.onnxz")
+    arrays = {"ids": np.zeros((4, 1, 3), np.int64), "mask": np.ones((5, 1, 3), bool)}
+    with pytest.raises(onnxz.VerificationInputError,
+                       match="mismatched sample counts: 'ids' has 4, 'mask' has 5"):
+        onnxz.verify(embedding_bag(), tmp_path / "e.onnxz", arrays)
+
+
+def test_npz_file_errors_are_one_line(mlp_files):
+    np.save(mlp_files / "one.npy", x_samples(3))
+    (mlp_files / "text.npz").write_text("not a zip\n")
+    np.savez(mlp_files / "extra.npz", x=x_samples(3), y=x_samples(3))
+    for name, message in (("one.npy", "not an .npz archive"), ("text.npz", "not a readable"),
+                          ("extra.npz", "extra 'y'")):
+        result = run("verify", mlp_files / "mlp.onnx", mlp_files / "lossy.onnxz",
+                     "--inputs", mlp_files / name)
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert result.output.count("\n") == 1
+
+
+# --- ONNX test-data folders ------------------------------------------------------------
+
+def write_set(root, index: int, tensors: dict[str, np.ndarray], named: bool = True) -> None:
+    folder = root / f"test_data_set_{index}"
+    folder.mkdir(parents=True)
+    for k, (name, array) in enumerate(tensors.items()):
+        proto = numpy_helper.from_array(array, name if named else "")
+        (folder / f"input_{k}.pb").write_bytes(proto.SerializeToString())
+    (folder / "output_0.pb").write_bytes(b"ignored")
+
+
+def test_test_data_folder_with_varying_shapes(mlp_files):
+    data = mlp_files / "data"
+    rng = np.random.default_rng(1)
+    for i, batch in enumerate((1, 3, 2)):
+        write_set(data, i, {"x": rng.standard_normal((batch, 32)).astype(np.float32)},
+                  named=i != 1)  # set 1 says which input by position only
+    report = onnxz.verify(mlp_files / "mlp.onnx", mlp_files / "lossless.onnxz", data)
+    assert report.passed and report.samples == 3
+    assert report.outputs[0].elements == 10 * (1 + 3 + 2)
+    cli = run("verify", mlp_files / "mlp.onnx", mlp_files / "lossless.onnxz", "--inputs", data)
+    assert cli.exit_code == 0 and "3 test data sets" in cli.output
+
+
+X = np.zeros((1, 32), np.float32)
+
+
+def unnamed_beyond(d):
+    (d / "test_data_set_0").mkdir(parents=True)
+    blank = numpy_helper.from_array(X, "")
+    (d / "test_data_set_0" / "input_4.pb").write_bytes(blank.SerializeToString())
+
+
+def garbage(d):
+    write_set(d, 0, {"x": X})
+    (d / "test_data_set_0" / "input_0.pb").write_bytes(b"\xff\xff\xff garbage")
+
+
+def misnamed(d):
+    write_set(d, 0, {"x": X})
+    (d / "test_data_set_0" / "input_0.pb").rename(d / "test_data_set_0" / "input_a.pb")
+
+
+BAD_FOLDERS = {
+    "no sets": (lambda d: (d / "data_0").mkdir(parents=True), "no test_data_set_* folders"),
+    "no inputs": (lambda d: (d / "test_data_set_0").mkdir(parents=True),
+                  "0 input_*.pb files, but the model takes 1"),
+    "two files": (lambda d: write_set(d, 0, {"x": X, "y": X}),
+                  "2 input_*.pb files, but the model takes 1"),
+    "unnamed beyond": (unnamed_beyond, "an unnamed tensor at position 4"),
+    "garbage": (garbage, "not a readable TensorProto"),
+    "wrong name": (lambda d: write_set(d, 0, {"z": X}), "missing 'x'; extra 'z'"),
+    "wrong dtype": (lambda d: write_set(d, 0, {"x": X.astype(np.float16)}),
+                    "input 'x' is float16, the model wants float32"),
+    "misnamed": (misnamed, "input_a.pb is not named input_K.pb"),
+}
+"""Broken test-data folders: case -> (builder of the folder, expected message)."""
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FOLDERS))
+def test_bad_test_data_folders(mlp_files, case):
+    build, message = BAD_FOLDERS[case]
+    folder = mlp_files / "bad"
+    build(folder)
+    result = run("verify", mlp_files / "mlp.onnx", mlp_files / "lossy.onnxz", "--inputs", folder)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert result.output.count("\n") == 1
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+def spec(shape, dtype=np.float32) -> TensorSpec:
+    return TensorSpec("out", np.dtype(dtype), shape)
+
+
+def test_metrics_on_known_arrays():
+    acc = _Accumulator(spec(("N", 10)))
+    ref = np.ones((2, 10), np.float32)
+    acc.add(ref, ref + np.float32(0.1))  # error energy = 1% of the signal's
+    m = acc.result()
+    assert m.snr_db == pytest.approx(20.0, abs=1e-4)
+    assert m.max_abs_error == pytest.approx(0.1, rel=1e-6) and m.cosine_min == pytest.approx(1)
+    assert m.top1 == 1.0 and m.top5 == 1.0  # ties everywhere, broken the same way
+
+
+def test_top1_top5_and_cosine():
+    acc = _Accumulator(spec((None, 8)))
+    ref = np.array([[0, 1, 2, 3, 4, 5, 6, 7], [7, 6, 5, 4, 3, 2, 1, 0]], np.float32)
+    out = ref.copy()
+    out[1] = [0, 6, 5, 4, 3, 2, 1, 9]  # argmax moves; top-5 loses class 0, gains class 7
+    acc.add(ref, out)
+    m = acc.result()
+    assert m.top1 == 0.5 and m.top5 == pytest.approx((5 + 4) / 10)
+    assert m.cosine_min < 1
+
+
+def test_outputs_that_are_not_class_scores_get_no_top1():
+    for shape, dtype, actual in ((("N", 1), np.float32, (3, 1)),
+                                 ((1, 4, 8, 8), np.float32, (1, 4, 8, 8)),
+                                 (("N", "C"), np.float32, (2, 10)),
+                                 (("N", 10), np.int64, (2, 10)),
+                                 (None, np.float32, (2, 10))):
+        acc = _Accumulator(spec(shape, dtype))
+        values = np.arange(np.prod(actual)).reshape(actual).astype(dtype)
+        acc.add(values, values)
+        assert acc.result().top1 is None, shape
+
+
+def test_non_finite_and_zero_outputs():
+    acc = _Accumulator(spec((3,)))
+    ref = np.array([np.nan, np.inf, 1.0], np.float32)
+    acc.add(ref, ref.copy())
+    m = acc.result()
+    assert m.max_abs_error == 0 and m.snr_db == math.inf and m.cosine_min == 1
+    acc.add(ref, np.array([1.0, np.inf, 1.0], np.float32))  # NaN against a number
+    m = acc.result()
+    assert m.max_abs_error == math.inf and m.snr_db == -math.inf and m.cosine_min == 0
+    zero = _Accumulator(spec((3,)))
+    zero.add(np.zeros(3), np.array([0.0, 1e-9, 0.0]))
+    assert zero.result().snr_db == -math.inf and zero.result().cosine_min == 0
+
+
+def test_help_states_the_inputs_contract():
+    text = run("verify", "--help").output
+    assert "stacked on a new leading axis" in text and "test_data_set_*/input_*.pb" in text
+    assert "INPUT:AXIS" in text and "--min-snr" in text and "verify" in run("--help").output
+
+
+def test_two_files_for_one_input(tmp_path):
+    onnxz.save(embedding_bag(), tmp_path / "e.onnxz")
+    ids = np.zeros((1, 3), np.int64)
+    write_set(tmp_path / "data", 0, {"ids": ids, "mask": np.ones((1, 3), bool)})
+    (tmp_path / "data" / "test_data_set_0" / "input_1.pb").write_bytes(
+        numpy_helper.from_array(ids, "ids").SerializeToString())
+    with pytest.raises(onnxz.VerificationInputError, match="two files give input 'ids'"):
+        onnxz.verify(embedding_bag(), tmp_path / "e.onnxz", tmp_path / "data")
+
+
+# --- the development corpus (slow) -----------------------------------------------------
+
+def corpus_npz(name: str, path, samples: int = 8) -> None:
+    """Realistic inputs for a corpus model (tools/corpus_inputs.py), N stacked samples."""
+    from corpus_inputs import INPUT_OVERRIDES
+
+    makers = INPUT_OVERRIDES[name]
+    drawn = [{k: make(np.random.default_rng(i)) for k, make in makers.items()}
+             for i in range(samples)]
+    np.savez(path, **{k: np.stack([d[k] for d in drawn]) for k in makers})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["magika", "silero_vad", "silero_vad_half", "ppocr_det",
+                                  "ppocr_cls"])
+def test_corpus_lossless_exact_and_lossy_honest(corpus, tmp_path, name):
+    import onnxruntime as ort
+    from corpus_inputs import snr_db
+
+    corpus_npz(name, tmp_path / "inputs.npz")
+    onnxz.save(corpus[name], tmp_path / "lossless.onnxz", lossless=True)
+    exact = run("verify", corpus[name], tmp_path / "lossless.onnxz",
+                "--inputs", tmp_path / "inputs.npz", "--json")
+    data = strict_json(exact.output)
+    assert exact.exit_code == 0 and data["passed"] and data["samples"] == 8
+    assert all(o["max_abs_error"] == 0 and o["snr_db"] is None for o in data["outputs"])
+
+    onnxz.save(corpus[name], tmp_path / "lossy.onnxz")
+    report = onnxz.verify(corpus[name], tmp_path / "lossy.onnxz", tmp_path / "inputs.npz")
+    print(f"\n{name} lossy:\n{report.table()}")
+    assert report.error is None and report.samples == 8
+    # the same numbers computed directly from both models' outputs, all samples pooled
+    sessions = [ort.InferenceSession(str(corpus[name]), providers=["CPUExecutionProvider"]),
+                onnxz.inference_session(tmp_path / "lossy.onnxz")]
+    with np.load(tmp_path / "inputs.npz") as arrays:
+        runs = [[s.run(None, {k: np.asarray(arrays[k][i]) for k in arrays.files})
+                 for i in range(8)]
+                for s in sessions]
+    for k, metrics in enumerate(report.outputs):
+        ref = np.concatenate([outs[k].ravel() for outs in runs[0]])
+        out = np.concatenate([outs[k].ravel() for outs in runs[1]])
+        assert metrics.max_abs_error == pytest.approx(float(np.abs(ref - out).max()))
+        assert metrics.snr_db == pytest.approx(snr_db([ref], [out]), abs=1e-6)
+        assert metrics.max_abs_error > 0 and math.isfinite(metrics.snr_db)
