@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 import onnxz
-from onnxz.errors import OnnxzError
+from onnxz.errors import OnnxzError, first_line
 from onnxz.inputs import DEFAULT_INT_RANGE, DEFAULT_SAMPLES
 from onnxz.report import ContainerInfo
 from onnxz.verifier import Thresholds
@@ -34,10 +34,8 @@ def _fail(message: str) -> None:
 def _errors_as_one_line() -> Iterator[None]:
     try:
         yield
-    except OnnxzError as exc:
-        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    except (ValueError, OSError) as exc:
-        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except (OnnxzError, ValueError, OSError) as exc:
+        _fail(first_line(exc))
 
 
 @contextmanager

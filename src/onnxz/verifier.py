@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 
 from onnxz.api import Progress, inference_session
 from onnxz.container import MAGIC
+from onnxz.errors import first_line
 from onnxz.fileio import check_input
 from onnxz.inputs import InputsArg, Samples, TensorSpec, graph_specs, samples_for
 
@@ -260,7 +261,7 @@ def _session(make: Callable[[], ort.InferenceSession], which: str) -> ort.Infere
     try:
         return make()
     except Exception as exc:
-        raise _ModelFailed(f"{which} model failed to load: {_first_line(exc)}") from exc
+        raise _ModelFailed(f"{which} model failed to load: {first_line(exc)}") from exc
 
 
 def _load_original(
@@ -278,7 +279,7 @@ def _load_original(
     try:
         model = onnx.load(str(original), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise _ModelFailed(f"original model failed to load: {_first_line(exc)}") from exc
+        raise _ModelFailed(f"original model failed to load: {first_line(exc)}") from exc
     session = _session(
         lambda: ort.InferenceSession(str(original), _quiet(), ["CPUExecutionProvider"]),
         "original")
@@ -319,17 +320,12 @@ def _run(session: ort.InferenceSession, feed: dict[str, np.ndarray], which: str,
     try:
         return [np.asarray(o) for o in session.run(None, feed)]
     except Exception as exc:
-        raise _ModelFailed(f"{which} model failed to run on sample {index}: {_first_line(exc)}"
+        raise _ModelFailed(f"{which} model failed to run on sample {index}: {first_line(exc)}"
                            + (f" ({hint})" if hint else "")) from exc
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass
