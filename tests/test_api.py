@@ -162,3 +162,21 @@ def test_transformer_roles(tmp_path):
     out = onnxz.inference_session(tmp_path / "t.onnxz").run(None, {"ids": ids})[0]
     snr = 10 * np.log10((expected**2).sum() / ((expected - out) ** 2).sum())
     assert snr > 30
+
+
+def test_weight_analysis_is_not_exponential_in_fan_out():
+    """Each of 7 values is made by 30 Identity nodes from the previous one: 30^7 paths from
+    the weight to its MatMul. The analysis (save, and unpack of any decoded graph) must look
+    at each value once, not once per path."""
+    from fuzzing import time_limit
+
+    nodes, previous = [], "W"
+    for depth in range(7):
+        nodes += [onnx.helper.make_node("Identity", [previous], [f"v{depth}"])] * 30
+        previous = f"v{depth}"
+    nodes.append(onnx.helper.make_node("MatMul", ["X", previous], ["Y"]))
+    w = onnx.numpy_helper.from_array(np.ones((8, 8), np.float32), "W")
+    graph = onnx.helper.make_graph(nodes, "fan", [], [], [w])
+    with time_limit(60):
+        (slot,) = iter_tensor_slots(onnx.helper.make_model(graph))
+    assert slot.is_weight

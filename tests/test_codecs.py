@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
+import zstandard
 
 from onnxz.codecs import REGISTRY, DeadzoneCodec, LosslessCodec, NotQuantizable, ans
-from onnxz.codecs.deadzone import dequantize, quantize
+from onnxz.codecs.base import BATCH
+from onnxz.codecs.deadzone import choose_range, dequantize, from_float64, quantize
 from onnxz.codecs.lossless import plane_layouts
 from onnxz.dtypes import BY_NAME
 from onnxz.errors import CorruptDataError, FormatError
+from onnxz.zstdframe import decompress_exact
+
+
+def decode(codec, params, chunks, dtype):
+    """The tensor of ``chunks`` ((parts, count) pairs) decoded as the reader does."""
+    etype = BY_NAME[dtype]
+    decoder = codec.decoder(params, etype)
+    out = np.empty(sum(count for _, count in chunks), dtype=etype.numpy)
+    start = 0
+    for parts, count in chunks:
+        decoder.decode_into(parts, out[start:start + count])
+        start += count
+    return out
 
 
 def roundtrip(codec, values, dtype, chunk_elements=1 << 20):
-    etype = BY_NAME[dtype]
-    enc = codec.encode(values, etype, chunk_elements)
-    parts = [type(codec).decode_chunk(enc.params, c.parts, c.count, etype) for c in enc.chunks]
-    decoded = np.concatenate(parts)
+    enc = codec.encode(values, BY_NAME[dtype], chunk_elements)
+    decoded = decode(type(codec), enc.params, [(c.parts, c.count) for c in enc.chunks], dtype)
     assert decoded.tobytes() == enc.reconstruction.tobytes()  # what the writer checksums
     return enc, decoded
 
@@ -172,3 +187,114 @@ def test_ans_bytes_are_pinned():
     symbols = np.array([0, 0, 1, -1, 0, 2, -2, 0, 0, 1, 0, -1, 0, 0, 0, 2, 1, 0, -1, 0])
     assert ans.encode(symbols, table).hex() == "00008aec56ff6f03"
     assert ans.decode(bytes.fromhex("00008aec56ff6f03"), table, 20).tolist() == symbols.tolist()
+
+
+def test_escape_range_is_never_empty():
+    """Two far-apart symbols once gave lo > hi, and an encoder crash on small tensors."""
+    lo, hi = choose_range(np.array([1, 100]))
+    assert lo <= hi
+    x = np.random.default_rng(0).laplace(0, 0.05, 64).astype(np.float32)
+    roundtrip(DeadzoneCodec(1 / 64, 0.5), x, "float32")
+
+
+DEADZONE_PARAMS = {"step": 0.1, "deadzone": 0.5, "reconstruction": "midpoint", "escape": False,
+                   "table": {"offset": 0, "precision": 8, "size": 2, "freqs": b"\x80\x01\x80\x01"}}
+
+
+@pytest.mark.parametrize("key", ["step", "deadzone"])
+def test_a_bool_is_not_a_number(key):
+    with pytest.raises(FormatError, match=key):
+        DeadzoneCodec.decoder({**DEADZONE_PARAMS, key: True}, BY_NAME["float32"])
+
+
+def test_symbols_beyond_2_pow_53_are_refused_even_at_int64_min():
+    """|−2**63| overflows int64: a bound check through abs() would let it through."""
+    table = {**DEADZONE_PARAMS["table"], "offset": -(2**63)}
+    decoder = DeadzoneCodec.decoder({**DEADZONE_PARAMS, "table": table}, BY_NAME["float32"])
+    with pytest.raises(FormatError, match="beyond 2"):
+        decoder.decode_into([b"", b""], np.empty(10, dtype=np.float32))  # all index 0
+
+
+@pytest.mark.parametrize("payload", [b"", bytes(range(256)) * 4])
+def test_zstd_frames_without_content_size_decode(payload):
+    frame = zstandard.ZstdCompressor(write_content_size=False).compress(payload)
+    assert decompress_exact(frame, len(payload), "x") == payload
+    out = np.empty(len(payload), dtype=np.uint8)
+    LosslessCodec.decoder({"mode": "zstd"}, BY_NAME["uint8"]).decode_into([frame], out)
+    assert out.tobytes() == payload
+
+
+def test_zstd_frame_damage_is_corrupt_data():
+    frame = zstandard.ZstdCompressor(write_checksum=True).compress(b"abc" * 100)
+    for bad, size in ((frame[:-1], 300), (frame, 299), (frame, 301), (b"", 0), (frame[:3], 300)):
+        with pytest.raises(CorruptDataError, match=r"^x: "):
+            decompress_exact(bad, size, "x")
+    assert decompress_exact(frame + b"trailing", 300, "x") == b"abc" * 100
+
+
+@pytest.mark.parametrize(("dtype", "codec"), [
+    ("float16", LosslessCodec()), ("float32", LosslessCodec()), ("uint8", LosslessCodec()),
+    ("float16", DeadzoneCodec(1 / 16, 0.25)), ("float32", DeadzoneCodec(1 / 16, 0.25)),
+])
+def test_chunks_longer_than_a_batch_decode_exactly(dtype, codec):
+    """Batches split packed planes on bytes and escapes across batch boundaries."""
+    etype = BY_NAME[dtype]
+    rng = np.random.default_rng(11)
+    n = 2 * BATCH + 13
+    values = rng.integers(0, 256, n * etype.width, dtype=np.uint8).view(etype.numpy)
+    if etype.is_float:
+        values = rng.laplace(0, 1, n).astype(etype.numpy)
+        values[[5, BATCH - 1, BATCH, 2 * BATCH + 7]] = [300, -400, 500, -600]  # escapes
+    enc, decoded = roundtrip(codec, values, dtype)
+    assert len(enc.chunks) == 1
+    if codec.codec_id == "lossless":
+        assert decoded.tobytes() == values.tobytes()
+    else:
+        assert enc.params["escape"]
+
+
+@pytest.mark.parametrize(("dtype", "codec", "params", "parts"), [
+    ("uint8", LosslessCodec, {"mode": "planes", "planes": [{"method": "constant", "value": 7}]},
+     [b""]),
+    ("float32", LosslessCodec,
+     {"mode": "planes", "planes": [{"method": "constant", "value": 7}] * 4}, [b""] * 4),
+    ("float16", LosslessCodec,
+     {"mode": "planes", "planes": [{"method": "ans", "table": DEADZONE_PARAMS["table"]}] * 3},
+     [b""] * 3),
+    ("float16", DeadzoneCodec, DEADZONE_PARAMS, [b"", b""]),
+])
+def test_chunk_decoding_memory_is_bounded_whatever_its_count(dtype, codec, params, parts):
+    """An empty ANS stream or a constant plane is a few bytes for any number of elements:
+    decoding must not need memory in proportion to the count beyond the output itself."""
+    out = np.empty(1 << 21, dtype=BY_NAME[dtype].numpy)
+    decoder = codec.decoder(params, BY_NAME[dtype])
+    tracemalloc.start()
+    try:
+        decoder.decode_into(parts, out)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # a few batches' worth, against 16-36x the output before
+
+
+def test_reconstruction_rounding_matches_the_reference():
+    """binary64 -> float32/float16/bfloat16 as the reference decoder computes it (SPEC §7.3),
+    on values where double rounding, ties, subnormals and overflow decide."""
+    from reference_decoder import round_binary64
+
+    rng = np.random.default_rng(12)
+    half = np.arange(0, 0x7C00, 7, dtype=np.uint16).view(np.float16).astype(np.float64)
+    nudges = np.array([0, 2.0**-11, -(2.0**-11), 2.0**-11 + 2.0**-40, 2.0**-12, 2.0**-24])
+    x = np.concatenate([
+        (half[:, None] * (1 + nudges)).ravel(),
+        rng.standard_normal(2000) * 2.0 ** rng.integers(-150, 130, 2000),
+        [0.0, 65504.0, 65519.99, 65520.0, 2.0**-24, 2.0**-25, 3 * 2.0**-26, 3.4028235e38,
+         3.4028236e38, 2.0**-149, 2.0**-150, 1e300, np.inf],
+    ])
+    x = np.concatenate([x, -x])
+    for dtype, (e, m) in (("float32", (8, 23)), ("float16", (5, 10))):
+        ours = from_float64(x, BY_NAME[dtype]).view(f"<u{BY_NAME[dtype].width}")
+        assert ours.tolist() == [round_binary64(float(v), e, m) for v in x], dtype
+    b = [round_binary64(float(v), 8, 23) for v in x]
+    expected = [(v + 0x7FFF + ((v >> 16) & 1)) >> 16 for v in b]
+    assert from_float64(x, BY_NAME["bfloat16"]).tolist() == expected

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
-import struct
-import zlib
+import tracemalloc
+from pathlib import Path
 
-import msgpack
+import container_edit
+import fuzzing
+import numpy as np
+import onnx
 import pytest
 import zstandard
-from models import mlp
+from make_vectors import future_minor
+from models import big_conv, mlp
 
 import onnxz
 from onnxz import container
+
+VECTORS = Path(__file__).resolve().parent / "vectors"
+SMALL_VECTORS = ("spec_example_lossless", "spec_example_deadzone")
+"""Vectors under 1 KB: every truncation and every bit flip of them is tried."""
 
 
 @pytest.fixture
@@ -58,88 +67,187 @@ def test_text_mode_damage_is_named(packed, tmp_path):
         onnxz.load(damaged)
 
 
-@pytest.mark.parametrize("keep", [0, 7, 16, 100, -41, -1])
-def test_truncated_file(packed, tmp_path, keep):
-    data = packed.read_bytes()
+def _unused_bytes(data: bytes) -> set[int]:
+    """Offsets of the bytes no header, chunk, section or footer covers (SPEC.md §2)."""
+    fields = container_edit.read_index(data)
+    footer = container_edit.Footer.of(data)
+    used = [(0, 16), (len(data) - 40, len(data)),
+            (footer.index_offset, footer.index_offset + footer.index_length),
+            (fields["graph"]["offset"], fields["graph"]["offset"] + fields["graph"]["length"])]
+    used += [(c[0], c[0] + sum(c[1])) for t in fields["tensors"] for c in t["chunks"]]
+    return set(range(len(data))).difference(*(range(a, b) for a, b in used))
+
+
+def _load_error(path: Path) -> onnxz.OnnxzError:
+    with pytest.raises(onnxz.OnnxzError) as caught:
+        onnxz.load(path)
+    assert isinstance(caught.value, onnxz.FormatError | onnxz.CorruptDataError)
+    assert fuzzing.SECTION_NAMED.match(str(caught.value)), caught.value
+    return caught.value
+
+
+@pytest.mark.parametrize("name", SMALL_VECTORS)
+def test_truncation_at_every_byte_is_detected(tmp_path, name):
+    data = (VECTORS / f"{name}.onnxz").read_bytes()
     cut = tmp_path / "cut.onnxz"
-    cut.write_bytes(data[:keep])
-    with pytest.raises((onnxz.FormatError, onnxz.CorruptDataError)):
-        onnxz.load(cut)
+    for keep in range(len(data)):
+        cut.write_bytes(data[:keep])
+        _load_error(cut)
 
 
-def test_every_bit_flip_in_every_section_is_detected(packed, tmp_path):
-    data = bytearray(packed.read_bytes())
-    original = onnxz.load(packed).SerializeToString()
-    step = max(1, len(data) // 400)
-    for pos in range(0, len(data), step):
-        flipped = bytearray(data)
-        flipped[pos] ^= 1 << (pos % 8)
-        target = tmp_path / "flip.onnxz"
-        target.write_bytes(flipped)
-        try:
-            decoded = onnxz.load(target).SerializeToString()
-        except onnxz.OnnxzError:
-            continue
-        # Padding bytes carry nothing: a flip there must decode to the very same model.
-        assert decoded == original, f"flip at byte {pos} decoded to a different model"
+@pytest.mark.parametrize("name", SMALL_VECTORS)
+def test_every_bit_flip_is_detected_unless_in_unused_bytes(tmp_path, name):
+    data = (VECTORS / f"{name}.onnxz").read_bytes()
+    original = onnxz.load(VECTORS / f"{name}.onnxz").SerializeToString()
+    unused = _unused_bytes(data)
+    assert 0 < len(unused) < len(data) // 4
+    target = tmp_path / "flip.onnxz"
+    harmless = set()
+    for pos in range(len(data)):
+        for bit in range(8):
+            flipped = bytearray(data)
+            flipped[pos] ^= 1 << bit
+            target.write_bytes(flipped)
+            try:
+                decoded = onnxz.load(target).SerializeToString()
+            except onnxz.OnnxzError as exc:
+                assert fuzzing.SECTION_NAMED.match(str(exc)), exc
+                continue
+            assert decoded == original, f"flip of bit {bit} of byte {pos}: a different model"
+            harmless.add(pos)
+    assert harmless == unused  # CRC-32 catches every single-bit error it covers
 
 
 def _rewrite_index(path, mutate):
     """Rewrite the index of ``path`` through ``mutate(fields)``, fixing up the CRCs."""
-    data = bytearray(path.read_bytes())
-    footer = data[-container.FOOTER_SIZE:]
-    off, length, _, _, major, minor, _, end = struct.unpack("<QQQIHHI4s", footer)
-    fields = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(bytes(data[off:off + length])))
+    data = path.read_bytes()
+    fields = container_edit.read_index(data)
     mutate(fields)
-    raw = msgpack.packb(fields, use_bin_type=True)
-    packed = zstandard.ZstdCompressor().compress(raw)
-    body = struct.pack("<QQQIHH", off, len(packed), len(raw), zlib.crc32(packed), major, minor)
-    new_footer = body + struct.pack("<I", zlib.crc32(body)) + end
-    path.write_bytes(bytes(data[:off]) + packed + new_footer)
+    path.write_bytes(container_edit.with_index(data, fields))
 
 
-def test_unknown_optional_index_field_is_ignored(packed):
+def test_unknown_optional_fields_are_ignored_at_any_minor_version(packed):
     before = onnxz.load(packed).SerializeToString()
-    _rewrite_index(packed, lambda f: f.update(future_feature={"x": 1}))
-    assert onnxz.load(packed).SerializeToString() == before
+    future = future_minor(packed.read_bytes())  # unknown keys in every map, chunk elements
+    for minor in (1, 3, 65535):
+        packed.write_bytes(container_edit.with_version(future, 1, minor))
+        assert onnxz.load(packed).SerializeToString() == before
+        assert onnxz.info(packed).version == f"1.{minor}"
 
 
-def test_future_major_version_is_refused(packed):
-    data = bytearray(packed.read_bytes())
-    data[8:10] = struct.pack("<H", 2)
-    data[12:16] = struct.pack("<I", zlib.crc32(bytes(data[:12])))
-    packed.write_bytes(data)
-    with pytest.raises(onnxz.FormatError, match=r"2\.0 is not supported"):
-        onnxz.load(packed)
+@pytest.mark.parametrize("major", [0, 2, 65535])
+def test_other_major_versions_are_refused_naming_both(packed, major):
+    packed.write_bytes(container_edit.with_version(packed.read_bytes(), major, 4))
+    for read in (onnxz.load, onnxz.info):
+        with pytest.raises(onnxz.FormatError, match=rf"{major}\.4 is not supported.*1\.x"):
+            read(packed)
 
 
-def test_unknown_codec_is_named(packed):
+def _tensor(fields):
+    return fields["tensors"][0]
+
+
+def _set(*keys_and_value):
+    """A mutation setting ``fields[k0][k1]...`` (``tensor`` = the first tensor entry)."""
+    *keys, value = keys_and_value
+
     def mutate(fields):
-        fields["tensors"][0]["codec"] = "wavelet9"
+        target = _tensor(fields) if keys[0] == "tensor" else fields[keys[0]]
+        for k in keys[1:-1]:
+            target = target[k]
+        target[keys[-1]] = value
+    return mutate
 
+
+def _absurd_shape(fields):
+    t = _tensor(fields)
+    t["shape"] = [10**6, 10**6]
+    t["chunks"] = [[t["chunks"][0][0], t["chunks"][0][1], 10**12, t["chunks"][0][3]]]
+
+
+def _overlap(fields):
+    fields["tensors"][1]["chunks"][0][0] = fields["tensors"][0]["chunks"][0][0]
+
+
+CRAFTED_INDEX = {
+    "unknown codec": (_set("tensor", "codec", "wavelet9"), onnxz.FormatError,
+                      "tensor 'w1': codec 'wavelet9' is not known"),
+    "unknown dtype": (_set("tensor", "dtype", "float128"), onnxz.FormatError, "float128"),
+    "unknown mode": (_set("tensor", "params", "mode", "brotli"), onnxz.FormatError, "brotli"),
+    "unknown method": (_set("tensor", "params", "planes", 0, "method", "rle"), onnxz.FormatError,
+                       "rle"),
+    "absurd shape": (_absurd_shape, onnxz.LimitExceededError, "exceed"),
+    "overlapping chunks": (_overlap, onnxz.FormatError, "overlapping"),
+    "chunk beyond the file": (_set("tensor", "chunks", 0, 0, 2**63), onnxz.FormatError,
+                              "index: tensor 'w1' has a chunk outside"),
+    "graph beyond the file": (_set("graph", "offset", 2**40), onnxz.FormatError,
+                              "index: graph section lies outside"),
+    "bool for an int": (_set("tensor", "shape", [True, 64]), onnxz.FormatError, "tensor 'w1'"),
+    "bin map key": (_set("tensor", b"extra", 1), onnxz.FormatError, "index: a map key"),
+    "params not a map": (_set("tensor", "params", "planes", [1, 2, 3, 4]), onnxz.FormatError,
+                         "tensor 'w1': codec parameters: expected a map"),
+    "tensor entry missing": (lambda f: f["tensors"].pop(0), onnxz.FormatError,
+                             "graph: tensor 'w1' .* has no data"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED_INDEX))
+def test_crafted_index_is_refused_naming_the_section(packed, case):
+    mutate, error, match = CRAFTED_INDEX[case]
     _rewrite_index(packed, mutate)
-    with pytest.raises(onnxz.FormatError, match="wavelet9"):
+    with pytest.raises(error, match=match):
         onnxz.load(packed)
 
 
-def test_absurd_shape_is_refused_before_allocation(packed):
-    def mutate(fields):
-        t = fields["tensors"][0]
-        t["shape"] = [10**6, 10**6]
-        t["chunks"] = [[t["chunks"][0][0], t["chunks"][0][1], 10**12, t["chunks"][0][3]]]
-
-    _rewrite_index(packed, mutate)
-    with pytest.raises(onnxz.LimitExceededError):
+@pytest.mark.parametrize("raw", [b"\xc1", b"\x81\xa1a\x01\x00", b"\x82\xa1a\x01\xa1a\x02",
+                                 b"\x92\x01\x02"])
+def test_index_that_is_not_one_valid_map_is_a_format_error(packed, raw):
+    """A reserved byte, trailing bytes, a repeated key, an array."""
+    packed.write_bytes(container_edit.with_index(packed.read_bytes(), raw=raw))
+    with pytest.raises(onnxz.FormatError, match=r"^index: "):
         onnxz.load(packed)
 
 
-def test_overlapping_chunks_are_refused(packed):
-    def mutate(fields):
-        fields["tensors"][1]["chunks"][0][0] = fields["tensors"][0]["chunks"][0][0]
-
-    _rewrite_index(packed, mutate)
-    with pytest.raises(onnxz.FormatError, match="overlapping"):
+def test_graph_that_is_not_a_model_is_a_format_error(packed):
+    packed.write_bytes(container_edit.with_graph(packed.read_bytes(), b"\xff" * 40))
+    with pytest.raises(onnxz.FormatError, match=r"^graph: not a valid ONNX ModelProto"):
         onnxz.load(packed)
+
+
+def test_zstd_sections_decompress_in_bounded_memory(packed):
+    """A frame without a content size may not make the reader reserve its declared size."""
+    data = packed.read_bytes()
+    graph = container_edit.read_graph(data)
+    frame = zstandard.ZstdCompressor(write_content_size=False).compress(graph)
+    packed.write_bytes(container_edit.with_graph_frame(data, frame, len(graph)))
+    assert onnxz.load(packed).SerializeToString()  # a frame without content size is fine
+    for raw_length in (container.ReadLimits().max_graph_size, 10):  # declared too big, too small
+        packed.write_bytes(container_edit.with_graph_frame(data, frame, raw_length))
+        tracemalloc.start()
+        try:
+            with pytest.raises(onnxz.CorruptDataError, match=r"^graph: zstd frame holds"):
+                onnxz.load(packed)
+            assert tracemalloc.get_traced_memory()[1] < 64 << 20
+        finally:
+            tracemalloc.stop()
+
+
+def test_decoded_size_bounds_the_memory_of_a_tiny_file(tmp_path):
+    """A 4 MiB constant tensor in one chunk: a file of a few hundred bytes."""
+    ones = onnx.numpy_helper.from_array(np.ones(1 << 22, dtype=np.uint8), "ones")
+    graph = onnx.helper.make_graph([], "g", [], [], [ones])
+    path = tmp_path / "ones.onnxz"
+    onnxz.save(onnx.helper.make_model(graph), path,
+               options=onnxz.PackOptions(lossless=True, chunk_elements=1 << 22))
+    assert path.stat().st_size < 1024
+    tracemalloc.start()
+    try:
+        model = onnxz.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert model.graph.initializer[0].raw_data == b"\x01" * (1 << 22)
+    assert peak < 4 * (1 << 22)  # the output, its serialized copy, and bounded batches
 
 
 def test_existing_output_needs_force_and_input_is_untouched(tmp_path):
@@ -178,3 +286,64 @@ def test_missing_external_data_file(tmp_path):
     with pytest.raises(onnxz.InvalidModelError, match="external data"):
         onnxz.save(tmp_path / "ext.onnx", tmp_path / "out.onnxz")
     assert not (tmp_path / "out.onnxz").exists()
+
+
+class Interrupted(Exception):
+    """Raised from a progress callback, as a crash or a Ctrl-C would strike mid-write."""
+
+
+@pytest.mark.parametrize("error", [Interrupted, KeyboardInterrupt])
+def test_interrupted_save_leaves_the_old_output_and_no_temporary_file(tmp_path, error):
+    out = tmp_path / "m.onnxz"
+    out.write_bytes(b"keep me")
+
+    def progress(done, total, name):
+        if done == 2:
+            raise error("stop")
+
+    with pytest.raises(error):
+        onnxz.save(big_conv(), out, force=True, lossless=True, progress=progress)
+    assert out.read_bytes() == b"keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnxz"]
+
+
+def test_interrupted_unpack_leaves_no_output(packed, tmp_path, monkeypatch):
+    """Unpacking to external data: the crash comes after part of the data file is written."""
+    calls = []
+
+    def failing_set_external_data(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise Interrupted("disk full")
+
+    monkeypatch.setattr(onnxz.api, "set_external_data", failing_set_external_data)
+    with pytest.raises(Interrupted):
+        onnxz.unpack(packed, tmp_path / "out.onnx", external_data=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnxz"]
+
+
+def test_reading_never_modifies_the_input(packed, tmp_path):
+    before = (packed.read_bytes(), packed.stat().st_mtime_ns)
+    onnxz.load(packed)
+    onnxz.info(packed)
+    onnxz.unpack(packed, tmp_path / "out.onnx")
+    with pytest.raises(onnxz.OutputPathError):
+        onnxz.unpack(packed, packed, force=True)
+    assert (packed.read_bytes(), packed.stat().st_mtime_ns) == before
+
+
+def test_no_code_runs_from_data():
+    """Files are read with msgpack and protobuf only: no pickle, eval, exec or the like."""
+    forbidden_modules = {"pickle", "cPickle", "dill", "marshal", "shelve", "joblib"}
+    forbidden_calls = {"eval", "exec", "compile", "__import__"}
+    src = Path(onnxz.__file__).parent
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                assert not {a.name.split(".")[0] for a in node.names} & forbidden_modules, path
+            elif isinstance(node, ast.ImportFrom):
+                assert (node.module or "").split(".")[0] not in forbidden_modules, path
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id not in forbidden_calls, (path, node.lineno)
+            elif isinstance(node, ast.keyword) and node.arg == "allow_pickle":
+                assert isinstance(node.value, ast.Constant) and node.value.value is False, path

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -24,7 +23,7 @@ from onnxz.container import (
     TensorEntry,
     crc32,
 )
-from onnxz.dtypes import BY_NAME
+from onnxz.dtypes import BY_NAME, ElementType
 from onnxz.errors import (
     CorruptDataError,
     FormatError,
@@ -37,8 +36,10 @@ from onnxz.fileio import atomic_outputs, check_input
 from onnxz.policy import PackOptions
 from onnxz.report import ContainerInfo
 from onnxz.walker import (
+    element_count,
     has_payload,
     iter_tensor_slots,
+    iter_tensors,
     payload_type,
     put_payload,
     read_payload,
@@ -132,18 +133,16 @@ def load(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> onnx.M
             model = onnx.ModelProto.FromString(reader.graph_bytes())
         except (DecodeError, RuntimeError, ValueError) as exc:
             raise FormatError(f"graph: not a valid ONNX ModelProto ({exc})") from exc
-        budget = reader.limits.output_budget(reader.file_size)
-        total = 0
         for entry in reader.index.tensors:
-            etype = BY_NAME.get(entry.dtype)
-            if etype is None:
+            if entry.dtype not in BY_NAME:
                 raise FormatError(f"tensor {entry.name!r}: unknown dtype {entry.dtype!r}")
-            total += entry.element_count * etype.width
-            if total > budget:
-                raise LimitExceededError(
-                    f"tensor {entry.name!r}: decoded size would exceed {budget} bytes "
-                    "(see ReadLimits.max_output_size)"
-                )
+        total = sum(e.element_count * BY_NAME[e.dtype].width for e in reader.index.tensors)
+        budget = reader.limits.output_budget(reader.file_size)
+        if total > budget:
+            raise LimitExceededError(
+                f"tensors: decoded size {total} bytes would exceed {budget} bytes "
+                "(see ReadLimits.max_output_size)"
+            )
         for entry in reader.index.tensors:
             tensor = resolve(model, entry.path)
             etype = BY_NAME[entry.dtype]
@@ -153,34 +152,35 @@ def load(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> onnx.M
                 raise FormatError(f"tensor {entry.name!r}: index does not match the graph")
             if payload_type(tensor) is None or has_payload(tensor):
                 raise FormatError(f"tensor {entry.name!r}: graph slot already holds data")
-            chunks = [(reader.chunk_parts(c, entry.name), c.count) for c in entry.chunks]
-            values = _decode(entry.codec, entry.params, chunks, entry.dtype, entry.name)
-            if crc32(values.tobytes()) != entry.crc32:
-                raise CorruptDataError(f"tensor {entry.name!r}: decoded tensor checksum mismatch")
-            put_payload(tensor, values)
+            put_payload(tensor, _decode(reader, entry, etype))
+    for tensor_path, tensor in iter_tensors(model):
+        if payload_type(tensor) and element_count(tensor) and not has_payload(tensor):
+            raise FormatError(f"graph: tensor {tensor.name!r} at {list(tensor_path)} has no "
+                              "data and no index entry (SPEC.md §5.2)")
     return model
 
 
-def _decode(
-    codec_id: str,
-    params: Mapping[str, Any],
-    chunks: Sequence[tuple[Sequence[bytes], int]],
-    dtype: str,
-    name: str,
-) -> np.ndarray:
-    """Decode a tensor's chunks; any failure inside a codec becomes an OnnxzError."""
-    codec = codec_class(codec_id)
-    etype = BY_NAME[dtype]
+def _decode(reader: ContainerReader, entry: TensorEntry, etype: ElementType) -> np.ndarray:
+    """The decoded elements of one tensor entry, checksum-verified.
+
+    Every chunk's CRC is checked first; any failure inside a codec becomes an OnnxzError.
+    """
+    chunks = [reader.chunk_parts(c, entry.name) for c in entry.chunks]
+    values = np.empty(entry.element_count, dtype=etype.numpy)
     try:
-        pieces = [codec.decode_chunk(params, parts, count, etype) for parts, count in chunks]
+        decoder = codec_class(entry.codec).decoder(entry.params, etype)
+        start = 0
+        for parts, chunk in zip(chunks, entry.chunks, strict=True):
+            decoder.decode_into(parts, values[start : start + chunk.count])
+            start += chunk.count
     except OnnxzError as exc:
-        raise type(exc)(f"tensor {name!r}: {exc}") from exc
+        raise type(exc)(f"tensor {entry.name!r}: {exc}") from exc
     except (ValueError, TypeError, OverflowError, IndexError, KeyError) as exc:
-        raise FormatError(f"tensor {name!r}: malformed {codec_id} stream ({exc})") from exc
-    for piece, (_, count) in zip(pieces, chunks, strict=True):
-        if piece.size != count or piece.dtype != etype.numpy:
-            raise FormatError(f"tensor {name!r}: chunk decoded to the wrong size")
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=etype.numpy)
+        raise FormatError(
+            f"tensor {entry.name!r}: malformed {entry.codec} stream ({exc})") from exc
+    if crc32(values) != entry.crc32:
+        raise CorruptDataError(f"tensor {entry.name!r}: decoded tensor checksum mismatch")
+    return values
 
 
 def unpack(

@@ -21,6 +21,7 @@ import msgpack
 import zstandard
 
 from onnxz.errors import CorruptDataError, FormatError, LimitExceededError
+from onnxz.zstdframe import decompress_exact
 
 MAGIC = b"\x89ONZ\r\n\x1a\n"
 END_MAGIC = b"ONZ\x00"
@@ -270,18 +271,7 @@ class ContainerReader:
         data = self._map[entry.offset : entry.offset + entry.length]
         if crc32(data) != entry.crc32:
             raise CorruptDataError(f"{what}: checksum mismatch")
-        try:
-            declared = zstandard.frame_content_size(data)
-            if declared not in (-1, entry.raw_length):
-                raise CorruptDataError(f"{what}: zstd frame size differs from the declared size")
-            raw = zstandard.ZstdDecompressor().decompress(
-                data, max_output_size=entry.raw_length
-            )
-        except zstandard.ZstdError as exc:
-            raise CorruptDataError(f"{what}: zstd data is damaged ({exc})") from exc
-        if len(raw) != entry.raw_length:
-            raise CorruptDataError(f"{what}: {len(raw)} bytes, expected {entry.raw_length}")
-        return raw
+        return decompress_exact(data, entry.raw_length, what)
 
     def graph_bytes(self) -> bytes:
         """The decompressed, checksum-verified graph section (a serialized ModelProto)."""
@@ -299,11 +289,13 @@ class ContainerReader:
         return parts
 
 
-def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
-    """msgpack map hook: a key given twice makes the index malformed."""
+def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """msgpack map hook: every key a str, none given twice (SPEC.md §4)."""
     out = dict(pairs)
     if len(out) != len(pairs):
         raise FormatError("index: a map repeats a key")
+    if not all(isinstance(k, str) for k in out):
+        raise FormatError("index: a map key is not a str")
     return out
 
 

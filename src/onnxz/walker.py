@@ -8,6 +8,7 @@ list indices from the ``ModelProto`` down, e.g. ``("graph", "node", 5, "attribut
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,15 +63,25 @@ class TensorSlot:
 
 def iter_tensor_slots(model: onnx.ModelProto) -> list[TensorSlot]:
     """Every tensor payload of the model, in a stable depth-first order."""
+    consumers = _consumers(model)
+    known: dict[tuple[str, int], bool] = {}
+    return [
+        TensorSlot(path, tensor, _is_weight(output_name, consumers, known))
+        for path, tensor, output_name in _find_tensors(model)
+    ]
+
+
+def iter_tensors(model: onnx.ModelProto) -> list[tuple[Path, TensorProto]]:
+    """The paths and protos of :func:`iter_tensor_slots`, without the weight analysis."""
+    return [(path, tensor) for path, tensor, _ in _find_tensors(model)]
+
+
+def _find_tensors(model: onnx.ModelProto) -> list[tuple[Path, TensorProto, str]]:
     found: list[tuple[Path, TensorProto, str]] = []
     _walk_graph(model.graph, ("graph",), found)
     for f_index, function in enumerate(model.functions):
         _walk_nodes(function.node, ("functions", f_index), found)
-    consumers = _consumers(model)
-    return [
-        TensorSlot(path, tensor, _is_weight(output_name, consumers))
-        for path, tensor, output_name in found
-    ]
+    return found
 
 
 def _walk_graph(graph: onnx.GraphProto, path: Path, found: list) -> None:
@@ -119,8 +130,20 @@ def _consumers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, i
     return uses
 
 
-def _is_weight(name: str, uses: dict, depth: int = 0) -> bool:
-    """True if every use of ``name`` (through pass-through ops) is a weight input."""
+def _is_weight(name: str, uses: dict, known: dict[tuple[str, int], bool], depth: int = 0
+               ) -> bool:
+    """True if every use of ``name`` (through pass-through ops) is a weight input.
+
+    ``known`` remembers answers, so that values used many times over (however a graph is
+    made) are looked at once per depth, not once per path to them.
+    """
+    if (name, depth) not in known:
+        known[name, depth] = _uses_are_weights(name, uses, known, depth)
+    return known[name, depth]
+
+
+def _uses_are_weights(name: str, uses: dict, known: dict[tuple[str, int], bool], depth: int
+                      ) -> bool:
     if not name or depth > 8 or not uses.get(name):
         return False
     any_weight = False
@@ -128,7 +151,7 @@ def _is_weight(name: str, uses: dict, depth: int = 0) -> bool:
         if node.op_type in SHAPE_ONLY:
             continue
         if node.op_type in PASS_THROUGH and _takes(PASS_THROUGH[node.op_type], index):
-            if not all(_is_weight(out, uses, depth + 1) for out in node.output):
+            if not all(_is_weight(out, uses, known, depth + 1) for out in node.output):
                 return False
             any_weight = True
             continue
@@ -162,7 +185,8 @@ def resolve(model: onnx.ModelProto, path: Sequence[str | int]) -> TensorProto:
 
 
 def element_count(tensor: TensorProto) -> int:
-    return int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
+    """The product of ``dims`` (1 for a scalar), without overflow."""
+    return math.prod(tensor.dims)
 
 
 def payload_type(tensor: TensorProto) -> ElementType | None:

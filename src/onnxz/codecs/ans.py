@@ -160,25 +160,44 @@ def encode(symbols: np.ndarray, table: FrequencyTable) -> bytes:
     return coder.get_compressed().astype("<u4").tobytes()
 
 
-def decode(data: bytes | memoryview, table: FrequencyTable, count: int) -> np.ndarray:
-    """Decode ``count`` symbols from an ANS stream made by :func:`encode`; returns int64."""
-    if count == 0:
-        if len(data):
+class AnsDecoder:
+    """Decodes one ANS stream of ``count`` symbols (SPEC.md §8), a batch at a time.
+
+    The stream's layout is checked on construction; :meth:`finish` checks that the stream
+    held exactly these symbols (:class:`CorruptDataError` otherwise).
+    """
+
+    def __init__(self, data: bytes | memoryview, table: FrequencyTable, count: int) -> None:
+        if count == 0 and len(data):
             raise CorruptDataError("ANS stream: bytes present for zero symbols")
-        return np.zeros(0, dtype=np.int64)
-    if len(data) % 4:
-        raise CorruptDataError(f"ANS stream: {len(data)} bytes is not a multiple of 4")
-    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-    if words.size and words[-1] == 0:
-        raise CorruptDataError("ANS stream: last word is zero")
-    try:
-        coder = constriction.stream.stack.AnsCoder(words)
-        symbols = coder.decode(table._model(), count)
-    except (ValueError, RuntimeError) as exc:
-        raise CorruptDataError(f"ANS stream: {exc}") from exc
-    if not coder.is_empty():
-        raise CorruptDataError("ANS stream: data left over after the last symbol")
-    return symbols.astype(np.int64) + table.offset
+        if len(data) % 4:
+            raise CorruptDataError(f"ANS stream: {len(data)} bytes is not a multiple of 4")
+        words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+        if words.size and words[-1] == 0:
+            raise CorruptDataError("ANS stream: last word is zero")
+        self._coder = constriction.stream.stack.AnsCoder(words)
+        self._model = table._model()
+        self._offset = table.offset
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` symbols (int64)."""
+        try:
+            symbols = self._coder.decode(self._model, n)
+        except (ValueError, RuntimeError) as exc:
+            raise CorruptDataError(f"ANS stream: {exc}") from exc
+        return symbols.astype(np.int64) + self._offset
+
+    def finish(self) -> None:
+        if not self._coder.is_empty():
+            raise CorruptDataError("ANS stream: data left over after the last symbol")
+
+
+def decode(data: bytes | memoryview, table: FrequencyTable, count: int) -> np.ndarray:
+    """Decode a whole stream of ``count`` symbols made by :func:`encode`; returns int64."""
+    decoder = AnsDecoder(data, table, count)
+    symbols = decoder.take(count) if count else np.zeros(0, dtype=np.int64)
+    decoder.finish()
+    return symbols
 
 
 def _quantize_counts(counts: np.ndarray, precision: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -42,6 +42,18 @@ class EncodedTensor:
         return sum(len(p) for c in self.chunks for p in c.parts)
 
 
+class ChunkDecoder(ABC):
+    """Decodes the chunks of one tensor, its parameters already validated."""
+
+    @abstractmethod
+    def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
+        """Decode one chunk into ``out``: its ``count`` elements, of dtype ``etype.numpy``.
+
+        Works :data:`BATCH` elements at a time, so the memory a chunk needs beyond ``out``
+        is bounded whatever ``count`` it declares.
+        """
+
+
 class TensorCodec(ABC):
     """Turns the flat little-endian elements of one tensor into chunks, and back.
 
@@ -58,10 +70,18 @@ class TensorCodec(ABC):
 
     @classmethod
     @abstractmethod
-    def decode_chunk(
-        cls, params: Mapping[str, Any], parts: Sequence[bytes], count: int, etype: ElementType
-    ) -> np.ndarray:
-        """Decode one chunk to ``count`` elements of dtype ``etype.numpy``."""
+    def decoder(cls, params: Mapping[str, Any], etype: ElementType) -> ChunkDecoder:
+        """The decoder of a tensor's chunks; :class:`FormatError` if ``params`` are invalid."""
+
+
+BATCH = 1 << 16
+"""Elements a decoder works on at a time (a multiple of 8: packed planes split on bytes)."""
+
+
+def batches(count: int) -> Iterator[slice]:
+    """Consecutive slices of at most :data:`BATCH` elements covering ``range(count)``."""
+    for start in range(0, count, BATCH):
+        yield slice(start, min(start + BATCH, count))
 
 
 def split_counts(total: int, chunk_elements: int) -> list[int]:
@@ -72,9 +92,15 @@ def split_counts(total: int, chunk_elements: int) -> list[int]:
     return [chunk_elements] * full + ([rest] if rest else [])
 
 
-def field(params: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
-    """``params[key]`` checked to be of ``kind``; a :class:`FormatError` otherwise."""
+def field(params: Any, key: str, kind: type | tuple[type, ...]) -> Any:
+    """``params[key]`` checked to be of ``kind``; a :class:`FormatError` otherwise.
+
+    A bool is never an int here (SPEC.md §1), and ``params`` must be a map.
+    """
+    if not isinstance(params, Mapping):
+        raise FormatError(f"codec parameters: expected a map, got {type(params).__name__}")
     value = params.get(key)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         raise FormatError(f"codec parameter {key!r}: expected {kind}, got {type(value).__name__}")
     return value

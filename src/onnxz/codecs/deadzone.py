@@ -26,7 +26,15 @@ from typing import Any
 import numpy as np
 
 from onnxz.codecs import ans
-from onnxz.codecs.base import Chunk, EncodedTensor, TensorCodec, field, split_counts
+from onnxz.codecs.base import (
+    Chunk,
+    ChunkDecoder,
+    EncodedTensor,
+    TensorCodec,
+    batches,
+    field,
+    split_counts,
+)
 from onnxz.codecs.varint import decode_uvarints, encode_uvarints, zigzag_decode, zigzag_encode
 from onnxz.dtypes import ElementType
 from onnxz.errors import CorruptDataError, FormatError
@@ -53,8 +61,12 @@ def quantize(x: np.ndarray, step: float, deadzone: float) -> np.ndarray:
 
 
 def dequantize(q: np.ndarray, step: float, deadzone: float) -> np.ndarray:
-    """Float64 reconstruction ``sign(q)·step·(|q| + (deadzone − 0.5))``, 0 where q = 0."""
-    mag = step * (np.abs(q).astype(np.float64) + (deadzone - 0.5))
+    """Float64 reconstruction ``sign(q)·step·(|q| + (deadzone − 0.5))``, 0 where q = 0.
+
+    A product beyond the float64 range is ±infinity (SPEC.md §7.3), not an error.
+    """
+    with np.errstate(over="ignore"):
+        mag = step * (np.abs(q).astype(np.float64) + (deadzone - 0.5))
     return np.where(q == 0, 0.0, np.copysign(mag, q.astype(np.float64)))
 
 
@@ -66,12 +78,14 @@ def to_float64(values: np.ndarray, etype: ElementType) -> np.ndarray:
 
 
 def from_float64(x: np.ndarray, etype: ElementType) -> np.ndarray:
-    """Round float64 to ``etype`` to nearest, ties to even (bfloat16 via float32)."""
-    if etype.name == "bfloat16":
-        bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
-        rounded = (bits + 0x7FFF + ((bits >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16)
-        return rounded.astype(np.uint16)
-    return x.astype(etype.numpy)
+    """Round float64 to ``etype`` to nearest, ties to even (bfloat16 via float32); values
+    beyond the type's range become ±infinity (SPEC.md §7.3)."""
+    with np.errstate(over="ignore"):
+        if etype.name == "bfloat16":
+            bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+            rounded = (bits + 0x7FFF + ((bits >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16)
+            return rounded.astype(np.uint16)
+        return x.astype(etype.numpy)
 
 
 def spread(x: np.ndarray) -> float:
@@ -98,7 +112,7 @@ def choose_range(q: np.ndarray) -> tuple[int, int]:
     while t <= n // 2:
         lo = int(values[np.searchsorted(cum, t + 1)])
         hi = int(values[np.searchsorted(cum, n - t)])
-        if hi - lo + 2 <= ans.MAX_ALPHABET:
+        if lo <= hi and hi - lo + 2 <= ans.MAX_ALPHABET:
             inside = (values >= lo) & (values <= hi)
             escaped = n - int(counts[inside].sum())
             p = counts[inside] / n
@@ -171,30 +185,59 @@ class DeadzoneCodec(TensorCodec):
         )
 
     @classmethod
-    def decode_chunk(
-        cls, params: Mapping[str, Any], parts: Sequence[bytes], count: int, etype: ElementType
-    ) -> np.ndarray:
+    def decoder(cls, params: Mapping[str, Any], etype: ElementType) -> ChunkDecoder:
         step = float(field(params, "step", (float, int)))
         deadzone = float(field(params, "deadzone", (float, int)))
         if not (np.isfinite(step) and step > 0 and 0.0 <= deadzone <= 1.0):
             raise FormatError(f"deadzone codec: invalid step {step} or dead zone {deadzone}")
-        if field(params, "reconstruction", str) != RECONSTRUCTION:
-            raise FormatError(f"deadzone codec: unknown reconstruction {params['reconstruction']}")
+        reconstruction = field(params, "reconstruction", str)
+        if reconstruction != RECONSTRUCTION:
+            raise FormatError(f"deadzone codec: unknown reconstruction {reconstruction!r}")
         if not etype.is_quantizable:
             raise FormatError(f"deadzone codec: cannot reconstruct into {etype.name}")
         escape = field(params, "escape", bool)
         table = ans.FrequencyTable.from_fields(field(params, "table", dict))
+        return DeadzoneDecoder(step, deadzone, escape, table, etype)
+
+
+class DeadzoneDecoder(ChunkDecoder):
+    """Part 0: the ANS-coded symbols; part 1: the escaped values (SPEC.md §7.2)."""
+
+    def __init__(self, step: float, deadzone: float, escape: bool, table: ans.FrequencyTable,
+                 etype: ElementType) -> None:
+        self.step, self.deadzone, self.escape, self.table = step, deadzone, escape, table
+        self.etype = etype
+
+    def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
         if len(parts) != 2:
             raise FormatError("deadzone chunk: expected 2 parts (symbols, escapes)")
-        q = ans.decode(parts[0], table, count)
-        if escape:
-            is_escape = q == table.offset + table.size - 1
-            escaped = decode_uvarints(parts[1], int(is_escape.sum()))
-            if escaped.max(initial=0) > 2 * MAX_SYMBOL:
-                raise FormatError("deadzone chunk: escaped symbol beyond 2**53")
-            q[is_escape] = zigzag_decode(escaped)
-        elif parts[1]:
-            raise CorruptDataError("deadzone chunk: escape bytes without escape symbol")
-        if np.abs(q).max(initial=0) > MAX_SYMBOL:
-            raise FormatError("deadzone chunk: symbol beyond 2**53")
-        return from_float64(dequantize(q, step, deadzone), etype)
+        symbols = ans.AnsDecoder(parts[0], self.table, out.size)
+        escaped = self._escaped(parts[1])
+        escape_symbol = self.table.offset + self.table.size - 1
+        used = 0
+        for batch in batches(out.size):
+            q = symbols.take(batch.stop - batch.start)
+            if self.escape:
+                is_escape = q == escape_symbol
+                k = int(is_escape.sum())
+                if used + k > escaped.size:
+                    raise FormatError("deadzone chunk: more escape symbols than escaped values")
+                q[is_escape] = escaped[used : used + k]
+                used += k
+            if ((q < -MAX_SYMBOL) | (q > MAX_SYMBOL)).any():
+                raise FormatError("deadzone chunk: symbol beyond 2**53")
+            out[batch] = from_float64(dequantize(q, self.step, self.deadzone), self.etype)
+        symbols.finish()
+        if used != escaped.size:
+            raise FormatError("deadzone chunk: more escaped values than escape symbols")
+
+    def _escaped(self, data: bytes) -> np.ndarray:
+        """The values of part 1 (int64), each within ±2**53."""
+        if not self.escape:
+            if data:
+                raise CorruptDataError("deadzone chunk: escape bytes without escape symbol")
+            return np.zeros(0, dtype=np.int64)
+        values = decode_uvarints(data)
+        if values.max(initial=0) > 2 * MAX_SYMBOL:
+            raise FormatError("deadzone chunk: escaped symbol beyond 2**53")
+        return zigzag_decode(values)

@@ -12,9 +12,11 @@ or ``constant`` (every element the same value).
 >>> enc = LosslessCodec().encode(x, BY_NAME["float32"], chunk_elements=4096)
 >>> [c.count for c in enc.chunks]
 [4096, 904]
->>> parts = [LosslessCodec.decode_chunk(enc.params, c.parts, c.count, BY_NAME["float32"])
-...          for c in enc.chunks]
->>> bool((np.concatenate(parts) == x).all())
+>>> decoder = LosslessCodec.decoder(enc.params, BY_NAME["float32"])
+>>> out = np.empty_like(x)
+>>> decoder.decode_into(enc.chunks[0].parts, out[:4096])
+>>> decoder.decode_into(enc.chunks[1].parts, out[4096:])
+>>> bool((out == x).all())
 True
 """
 
@@ -28,9 +30,18 @@ import numpy as np
 import zstandard
 
 from onnxz.codecs import ans
-from onnxz.codecs.base import Chunk, EncodedTensor, TensorCodec, field, split_counts
+from onnxz.codecs.base import (
+    Chunk,
+    ChunkDecoder,
+    EncodedTensor,
+    TensorCodec,
+    batches,
+    field,
+    split_counts,
+)
 from onnxz.dtypes import ElementType
 from onnxz.errors import CorruptDataError, FormatError
+from onnxz.zstdframe import decompress_exact
 
 ZSTD_LEVEL = 19
 ZSTD_FAST_LEVEL = 9
@@ -111,9 +122,7 @@ def pack_bits(symbols: np.ndarray, bits: int) -> bytes:
 
 
 def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
-    """Inverse of :func:`pack_bits`."""
-    if len(data) != (count * bits + 7) // 8:
-        raise CorruptDataError(f"packed plane: {len(data)} bytes for {count} x {bits} bits")
+    """Inverse of :func:`pack_bits` (``data`` holds exactly ``ceil(count × bits / 8)`` bytes)."""
     if bits == 8:
         return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
     flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: count * bits]
@@ -170,20 +179,71 @@ class PlaneCoding:
             return pack_bits(plane, bits)
         return b""
 
-    def decode(self, data: bytes, bits: int, count: int) -> np.ndarray:
-        if self.method == "ans":
-            assert self.table is not None
-            symbols = ans.decode(data, self.table, count)
-            if symbols.min(initial=0) < 0 or symbols.max(initial=0) >= 1 << bits:
-                raise FormatError(f"lossless plane: symbol outside {bits}-bit range")
-            return symbols
-        if self.method == "packed":
-            return unpack_bits(data, bits, count)
-        if data:
+
+class PlaneReader:
+    """One plane of one chunk (``count`` symbols of ``bits`` bits), read a batch at a time.
+
+    The part's length is checked on construction, the end of an ANS stream by :meth:`finish`.
+    """
+
+    def __init__(self, coding: PlaneCoding, data: bytes, bits: int, count: int) -> None:
+        self.coding, self.data, self.bits = coding, data, bits
+        self.done = 0
+        self.stream: ans.AnsDecoder | None = None
+        if coding.method == "ans":
+            assert coding.table is not None
+            self.stream = ans.AnsDecoder(data, coding.table, count)
+        elif coding.method == "packed" and len(data) != (count * bits + 7) // 8:
+            raise CorruptDataError(f"packed plane: {len(data)} bytes for {count} x {bits} bits")
+        elif coding.method == "constant" and data:
             raise CorruptDataError("constant plane: unexpected bytes")
-        if not 0 <= self.value < 1 << bits:
-            raise FormatError(f"constant plane: value {self.value} outside {bits}-bit range")
-        return np.full(count, self.value, dtype=np.int64)
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` symbols (every call but the last takes a multiple of 8 of them, so a
+        packed plane splits on byte boundaries)."""
+        start, self.done = self.done, self.done + n
+        if self.stream is not None:
+            symbols = self.stream.take(n)
+            if symbols.min() < 0 or symbols.max() >= 1 << self.bits:
+                raise FormatError(f"lossless plane: symbol outside {self.bits}-bit range")
+            return symbols
+        if self.coding.method == "packed":
+            first, end = start * self.bits // 8, (self.done * self.bits + 7) // 8
+            return unpack_bits(self.data[first:end], self.bits, n)
+        return np.full(n, self.coding.value, dtype=np.int64)
+
+    def finish(self) -> None:
+        if self.stream is not None:
+            self.stream.finish()
+
+
+class PlanesDecoder(ChunkDecoder):
+    """Mode ``planes``: one part per plane, joined element by element."""
+
+    def __init__(self, codings: Sequence[PlaneCoding], etype: ElementType) -> None:
+        self.codings, self.etype = codings, etype
+        self.layouts = plane_layouts(etype)
+
+    def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
+        if len(parts) != len(self.layouts):
+            raise FormatError(f"lossless codec: {self.etype.name} needs {len(self.layouts)} planes")
+        readers = [PlaneReader(c, bytes(data), lay.bits, out.size)
+                   for c, data, lay in zip(self.codings, parts, self.layouts, strict=True)]
+        for batch in batches(out.size):
+            n = batch.stop - batch.start
+            out[batch] = join_planes([r.take(n) for r in readers], self.etype)
+        for r in readers:
+            r.finish()
+
+
+class ZstdDecoder(ChunkDecoder):
+    """Mode ``zstd``: the chunk's elements as one zstd frame."""
+
+    def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
+        if len(parts) != 1:
+            raise FormatError("lossless zstd chunk: expected 1 part")
+        raw = decompress_exact(parts[0], out.nbytes, "lossless zstd chunk")
+        out.view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8)
 
 
 class LosslessCodec(TensorCodec):
@@ -229,37 +289,19 @@ class LosslessCodec(TensorCodec):
         )
 
     @classmethod
-    def decode_chunk(
-        cls, params: Mapping[str, Any], parts: Sequence[bytes], count: int, etype: ElementType
-    ) -> np.ndarray:
+    def decoder(cls, params: Mapping[str, Any], etype: ElementType) -> ChunkDecoder:
         mode = field(params, "mode", str)
         if mode == "zstd":
-            if len(parts) != 1:
-                raise FormatError("lossless zstd chunk: expected 1 part")
-            raw = _zstd_exact(parts[0], count * etype.width)
-            return np.frombuffer(raw, dtype=etype.numpy)
+            return ZstdDecoder()
         if mode != "planes":
             raise FormatError(f"lossless codec: unknown mode {mode!r}")
         layouts = plane_layouts(etype)
         plane_fields = field(params, "planes", list)
-        if len(plane_fields) != len(layouts) or len(parts) != len(layouts):
+        if len(plane_fields) != len(layouts):
             raise FormatError(f"lossless codec: {etype.name} needs {len(layouts)} planes")
-        planes = [
-            PlaneCoding.from_fields(f).decode(bytes(data), lay.bits, count)
-            for f, data, lay in zip(plane_fields, parts, layouts, strict=True)
-        ]
-        return join_planes(planes, etype)
-
-
-def _zstd_exact(data: bytes, size: int) -> bytes:
-    """Decompress a zstd frame that must hold exactly ``size`` bytes."""
-    try:
-        declared = zstandard.frame_content_size(data)
-        if declared not in (-1, size):
-            raise CorruptDataError(f"zstd frame: declares {declared} bytes, expected {size}")
-        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
-    except zstandard.ZstdError as exc:
-        raise CorruptDataError(f"zstd frame: {exc}") from exc
-    if len(out) != size:
-        raise CorruptDataError(f"zstd frame: {len(out)} bytes, expected {size}")
-    return out
+        codings = [PlaneCoding.from_fields(f) for f in plane_fields]
+        for coding, layout in zip(codings, layouts, strict=True):
+            if coding.method == "constant" and not 0 <= coding.value < 1 << layout.bits:
+                raise FormatError(
+                    f"constant plane: value {coding.value} outside {layout.bits}-bit range")
+        return PlanesDecoder(codings, etype)

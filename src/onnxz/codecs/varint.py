@@ -37,12 +37,15 @@ def encode_uvarints(values: np.ndarray) -> bytes:
     return out.tobytes()
 
 
-def decode_uvarints(data: bytes | memoryview, count: int) -> np.ndarray:
-    """Decode exactly ``count`` varints that fill ``data`` exactly; returns uint64.
+def decode_uvarints(data: bytes | memoryview, count: int | None = None) -> np.ndarray:
+    """Decode exactly ``count`` varints (by default: as many as end in ``data``) that fill
+    ``data`` exactly; returns uint64.
 
     Raises :class:`FormatError` on a truncated, overlong or trailing-garbage sequence.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
+    if count is None:
+        count = int(np.count_nonzero(buf < 0x80))
     if count == 0:
         if buf.size:
             raise FormatError("varint sequence: trailing bytes after 0 values")

@@ -1,0 +1,168 @@
+"""Conformance vectors: published files that onnxz and the independent reference decoder
+must decode to the recorded tensors, forever (tests/vectors/manifest.json)."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import make_vectors
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import reference_decoder
+
+import onnxz
+from onnxz.walker import resolve
+
+VECTORS = Path(__file__).resolve().parent / "vectors"
+MANIFEST = json.loads((VECTORS / "manifest.json").read_text())["vectors"]
+VALID = sorted(n for n, v in MANIFEST.items() if "error" not in v)
+INVALID = sorted(n for n, v in MANIFEST.items() if "error" in v)
+RUNNABLE = sorted(n for n in VALID if "run" in MANIFEST[n])
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@functools.cache
+def vector_bytes(name: str) -> bytes:
+    return (VECTORS / MANIFEST[name]["file"]).read_bytes()
+
+
+@functools.cache
+def reference(name: str) -> reference_decoder.Decoded:
+    return reference_decoder.decode(vector_bytes(name))
+
+
+@functools.cache
+def library(name: str) -> bytes:
+    """The onnxz-decoded model, serialized (cached: several tests compare against it)."""
+    return onnxz.load(VECTORS / MANIFEST[name]["file"]).SerializeToString()
+
+
+def array(record: dict) -> np.ndarray:
+    return np.frombuffer(bytes.fromhex(record["hex"]), record["dtype"]).reshape(record["shape"])
+
+
+def run(model: bytes, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(None, inputs), strict=True))
+
+
+def test_manifest_lists_every_vector_file():
+    assert sorted(p.name for p in VECTORS.glob("*.onnxz")) == sorted(
+        v["file"] for v in MANIFEST.values())
+    assert sum(v["bytes"] for v in MANIFEST.values()) < 100_000
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_published_vector_is_unchanged(name):
+    assert sha256(vector_bytes(name)) == MANIFEST[name]["sha256"]
+
+
+@pytest.mark.parametrize("name", VALID)
+def test_onnxz_decodes_vector_to_the_recorded_tensors(name):
+    model = onnx.ModelProto.FromString(library(name))
+    recorded = MANIFEST[name]["tensors"]
+    stored = onnxz.info(VECTORS / MANIFEST[name]["file"]).tensors
+    assert [t.name for t in stored] == [t["name"] for t in recorded]
+    for t in recorded:
+        assert sha256(resolve(model, t["path"]).raw_data) == t["sha256"], t["name"]
+
+
+@pytest.mark.parametrize("name", VALID)
+def test_reference_decoder_decodes_vector_identically(name):
+    decoded = reference(name)
+    assert {tuple(t["path"]): t["sha256"] for t in MANIFEST[name]["tensors"]} == {
+        path: sha256(data) for path, data in decoded.tensors.items()}
+    assert decoded.model.SerializeToString() == library(name)
+
+
+@pytest.mark.parametrize("name", INVALID)
+def test_invalid_vector_is_refused_by_both_decoders(name):
+    expected = MANIFEST[name]["error"]
+    with pytest.raises(onnxz.OnnxzError, match=expected["match"]) as caught:
+        onnxz.load(VECTORS / MANIFEST[name]["file"])
+    assert make_vectors.error_kind(caught.value) == expected["kind"]
+    with pytest.raises(reference_decoder.DecodeError) as ref_caught:
+        reference_decoder.decode(vector_bytes(name))
+    assert ref_caught.value.kind == expected["kind"]
+
+
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_onnxruntime_outputs_of_decoded_vector(name):
+    recorded = MANIFEST[name]["run"]
+    inputs = {k: array(v) for k, v in recorded["inputs"].items()}
+    outputs = run(library(name), inputs)
+    again = run(reference(name).model.SerializeToString(), inputs)
+    assert sorted(outputs) == sorted(recorded["outputs"])
+    for key, expected in recorded["outputs"].items():
+        assert outputs[key].tobytes() == again[key].tobytes()  # same run: bit-identical
+        np.testing.assert_allclose(outputs[key], array(expected), rtol=recorded["rtol"],
+                                   atol=recorded["atol"])
+
+
+def test_vectors_cover_every_feature():
+    """What the valid vectors exercise, read back through the reference decoder's parser."""
+    seen: set[tuple] = set()
+    for name in VALID:
+        data = vector_bytes(name)
+        seen.add(("minor", int.from_bytes(data[10:12], "little") > 0))
+        _, tensors = reference_decoder.open_index(data)
+        for t in tensors:
+            p = t.params
+            seen.update({("dtype", t.dtype), ("codec", t.codec, t.dtype),
+                         ("chunked", t.codec, len(t.chunks) > 1)})
+            seen.update(("path", step) for step in t.path if isinstance(step, str))
+            if t.codec == "lossless":
+                seen.add(("mode", p["mode"]))
+                for k, plane in enumerate(p.get("planes", [])):
+                    seen.add(("method", plane["method"]))
+                    if plane["method"] == "ans":
+                        seen.update(("empty ans stream", c.sizes[k] == 0) for c in t.chunks)
+            else:
+                seen.add(("deadzone", p["deadzone"]))
+                seen.update(("escapes", p["escape"], c.sizes[1] > 0) for c in t.chunks)
+    dtypes = set(reference_decoder.DTYPES)
+    assert {("dtype", d) for d in dtypes} <= seen
+    assert {("codec", "lossless", d) for d in dtypes} <= seen
+    assert {("codec", "deadzone", d) for d in reference_decoder.QUANTIZABLE} <= seen
+    assert {("mode", "planes"), ("mode", "zstd"), ("method", "ans"), ("method", "packed"),
+            ("method", "constant"), ("empty ans stream", True)} <= seen
+    assert {("deadzone", 0.0), ("deadzone", 0.5), ("deadzone", 0.3), ("deadzone", 0.75)} <= seen
+    assert {("escapes", True, True), ("escapes", True, False), ("escapes", False, False)} <= seen
+    assert {("chunked", "lossless", True), ("chunked", "deadzone", True)} <= seen
+    assert {("path", s) for s in ("graph", "initializer", "node", "attribute", "t", "tensors",
+                                  "g", "graphs", "functions")} <= seen
+    assert ("minor", True) in seen
+    assert {MANIFEST[n]["error"]["kind"] for n in INVALID} == {"format", "corrupt", "limit"}
+
+
+def test_reference_decoder_imports_nothing_from_onnxz():
+    tree = ast.parse((Path(reference_decoder.__file__)).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert {m.split(".")[0] for m in imported} <= {
+        "__future__", "collections", "dataclasses", "math", "struct", "typing", "zlib",
+        "msgpack", "onnx", "zstandard"}
+
+
+def test_make_vectors_keeps_published_vectors(tmp_path):
+    out = tmp_path / "vectors"
+    shutil.copytree(VECTORS, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert make_vectors.main(["--out", str(out)]) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    victim = out / MANIFEST[VALID[0]]["file"]
+    victim.write_bytes(victim.read_bytes() + b"\0")
+    with pytest.raises(SystemExit, match="immutable"):
+        make_vectors.main(["--out", str(out)])
