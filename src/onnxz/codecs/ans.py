@@ -143,11 +143,24 @@ class FrequencyTable:
         return constriction.stream.model.Categorical(scaled - 1.0, perfect=False)
 
 
+def histogram(symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of a non-empty integer array, ascending, and their counts.
+
+    Counts by bincount when the values span a modest range (linear time), else by sorting.
+    """
+    lo, hi = int(symbols.min()), int(symbols.max())
+    if hi - lo < max(1 << 20, symbols.size):
+        counts = np.bincount((symbols - lo).astype(np.intp), minlength=hi - lo + 1)
+        present = np.flatnonzero(counts)
+        return present.astype(np.int64) + lo, counts[present]
+    return np.unique(symbols, return_counts=True)
+
+
 def entropy_bits(symbols: np.ndarray) -> float:
     """Zeroth-order empirical entropy of ``symbols``, in bits for the whole array."""
     if symbols.size == 0:
         return 0.0
-    counts = np.unique(symbols, return_counts=True)[1].astype(np.float64)
+    counts = histogram(symbols)[1].astype(np.float64)
     return float(-(counts * np.log2(counts / symbols.size)).sum())
 
 

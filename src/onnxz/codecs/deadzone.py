@@ -104,7 +104,7 @@ def choose_range(q: np.ndarray) -> tuple[int, int]:
     Tries trimming the t smallest and t largest symbols for t = 0, 1, 2, 4, ... and keeps
     the range of least estimated cost (coded bits + table + escapes).
     """
-    values, counts = np.unique(q, return_counts=True)
+    values, counts = ans.histogram(q)
     n = int(counts.sum())
     cum = np.cumsum(counts)
     best: tuple[float, int, int] | None = None
