@@ -41,13 +41,6 @@ def accuracy(sess: ort.InferenceSession, images: np.ndarray, labels: np.ndarray)
     return float((logits.argmax(axis=1) == labels).mean())
 
 
-def quantized_bits_per_weight(info: onnxz.ContainerInfo) -> float | None:
-    """Coded bits per element over the quantized (dead-zone) tensors; None if there are none."""
-    coded = [t for t in info.tensors if t.codec == "deadzone"]
-    elements = sum(t.elements for t in coded)
-    return 8 * sum(t.coded_bytes for t in coded) / elements if elements else None
-
-
 def main() -> int:
     """Pack at every setting, measure, print the table. Returns the process exit code."""
     with np.load(TEST_PATH) as data:
@@ -68,15 +61,13 @@ def main() -> int:
             info = onnxz.save(MODEL_PATH, packed, lossless=step_rel is None, step_rel=step_rel)
             report = onnxz.verify(MODEL_PATH, packed, inputs)
             (logits,) = report.outputs
-            bits = quantized_bits_per_weight(info)
+            bits = info.quantized_bits_per_weight
             default = " (default)" if step_rel == onnxz.DEFAULT_STEP_REL else ""
             rows.append(
                 f"{label + default:<21} {'-' if bits is None else f'{bits:.2f}':>6} "
                 f"{info.file_bytes:>8,} {original_size / info.file_bytes:>5.2f}x "
                 f"{accuracy(onnxz.inference_session(packed), images, labels):>8.2%} "
-                f"{logits.top1:>7.2%} {logits.snr_db:>6.1f}  "
-                + ("passed" if report.passed else "FAILED: " + ", ".join(
-                    f.metric for f in report.failures))
+                f"{logits.top1:>7.2%} {logits.snr_db:>6.1f}  {report.verdict}"
             )
     print(f"digits CNN, {len(labels)} held-out images; steps are fractions of each weight "
           "tensor's spread\n")

@@ -128,16 +128,13 @@ def main() -> int:
                             for p, a, b in zip(files, reference, results, strict=True)
                             if a.output.label != b.output.label]
             (scores,) = report.outputs
-            coded = [t for t in info.tensors if t.codec == "deadzone"]
-            bits = (8 * sum(t.coded_bytes for t in coded) / sum(t.elements for t in coded)
-                    if coded else None)
+            bits = info.quantized_bits_per_weight
             rows.append(
                 f"{label:<20} {'-' if bits is None else f'{bits:.2f}':>6} "
                 f"{info.file_bytes:>9,} {model_path.stat().st_size / info.file_bytes:>5.2f}x "
                 f"{same:>5}/{len(files):<3} {same_dl:>4}/{len(files):<3} {delta:>10.4f} "
                 f"{scores.top1:>7.2%} {scores.top5:>7.2%} {scores.snr_db:>6.1f}  "
-                + ("passed" if report.passed else "FAILED: " + ", ".join(
-                    f.metric for f in report.failures))
+                f"{report.verdict}"
             )
     print(header)
     print("\n".join(rows))

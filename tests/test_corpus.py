@@ -57,7 +57,7 @@ def test_lossy_default_runs_with_close_outputs(corpus, tmp_path, name):
     agree = (np.mean([(r.argmax(-1) == o.argmax(-1)).mean() for r, o in scores])
              if scores else None)
     quantized = [t for t in info.tensors if t.codec == "deadzone"]
-    bits = 8 * sum(t.coded_bytes for t in quantized) / max(1, sum(t.elements for t in quantized))
+    bits = info.quantized_bits_per_weight or 0.0
     print(f"\n{name}: lossy {src.stat().st_size} -> {info.file_bytes} bytes "
           f"({src.stat().st_size / info.file_bytes:.2f}x), {len(quantized)} tensors at "
           f"{bits:.2f} bits/weight, output SNR {snr:.1f} dB, max abs error {max_abs:.4f}"

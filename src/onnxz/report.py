@@ -95,6 +95,13 @@ class ContainerInfo:
         return sum(t.coded_bytes for t in self.tensors)
 
     @property
+    def quantized_bits_per_weight(self) -> float | None:
+        """Coded bits per element over the dead-zone tensors; None if none was quantized."""
+        coded = [t for t in self.tensors if t.codec == "deadzone"]
+        elements = sum(t.elements for t in coded)
+        return 8 * sum(t.coded_bytes for t in coded) / elements if elements else None
+
+    @property
     def ratio(self) -> float | None:
         """Original .onnx size / this file's size, when the writer recorded the former."""
         return self.source_bytes / self.file_bytes if self.source_bytes else None

@@ -147,6 +147,12 @@ class VerifyReport:
     def passed(self) -> bool:
         return self.error is None and self.samples > 0 and not self.failures
 
+    @property
+    def verdict(self) -> str:
+        """``passed``, or ``FAILED:`` and the failing metrics (for one table cell)."""
+        return "passed" if self.passed else "FAILED: " + ", ".join(
+            f.metric for f in self.failures)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "original": self.original,
