@@ -119,6 +119,7 @@ def _write_tensors(
                 entropy_bits=encoded.entropy_bits,
                 table_bytes=encoded.table_bytes,
             ))
+            writer.require_minor(encoded.format_minor)
             take_payload(slot.tensor)
         if progress:
             progress(done, len(slots), slot.tensor.name)

@@ -13,7 +13,7 @@ import mmap
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +26,8 @@ from onnxz.zstdframe import decompress_exact
 MAGIC = b"\x89ONZ\r\n\x1a\n"
 END_MAGIC = b"ONZ\x00"
 MAJOR, MINOR = 1, 0
+"""The version this library writes at least; :meth:`ContainerWriter.require_minor` raises the
+minor version when a file uses a feature a later 1.x minor version defines (SPEC.md §3)."""
 ALIGNMENT = 64
 
 _HEADER_BODY = struct.Struct("<8sHH")  # magic, major, minor; then u32 CRC-32 of these 12 bytes
@@ -134,8 +136,14 @@ class ContainerWriter:
     def __init__(self, file: IO[bytes], writer: str) -> None:
         self._file = file
         self._writer = writer
-        header = _HEADER_BODY.pack(MAGIC, MAJOR, MINOR)
-        self._write(header + _CRC.pack(crc32(header)))
+        self.minor = MINOR
+        self._write(_header(MINOR))
+
+    def require_minor(self, minor: int) -> None:
+        """Make the file declare at least ``1.minor`` (the lowest version defining every
+        feature it uses, SPEC.md §3). The header is rewritten by :meth:`finish`, so the
+        file must be seekable when this raises the version."""
+        self.minor = max(self.minor, minor)
 
     def _write(self, data: bytes | memoryview) -> None:
         self._file.write(data)
@@ -170,9 +178,14 @@ class ContainerWriter:
         index_offset = self._align()
         self._write(packed_index)
         body = _FOOTER_BODY.pack(index_offset, len(packed_index), len(raw_index),
-                                 crc32(packed_index), MAJOR, MINOR)
+                                 crc32(packed_index), MAJOR, self.minor)
         self._write(body + _CRC.pack(crc32(body)) + END_MAGIC)
-        return index
+        if self.minor != MINOR:
+            end = self._file.tell()
+            self._file.seek(0)
+            self._write(_header(self.minor))
+            self._file.seek(end)
+        return replace(index, version=(MAJOR, self.minor))
 
 
 class ContainerReader:
@@ -297,6 +310,11 @@ def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
     if not all(isinstance(k, str) for k in out):
         raise FormatError("index: a map key is not a str")
     return out
+
+
+def _header(minor: int) -> bytes:
+    body = _HEADER_BODY.pack(MAGIC, MAJOR, minor)
+    return body + _CRC.pack(crc32(body))
 
 
 def _check_magic(magic: bytes) -> None:

@@ -28,6 +28,8 @@ class EncodedTensor:
     ``reconstruction`` is what a decoder will return (the input itself for a lossless
     codec). ``entropy_bits`` is the zeroth-order entropy of the entropy-coded symbols (None
     if the codec did not entropy-code any), ``table_bytes`` the bytes of frequency tables.
+    ``format_minor`` is the lowest 1.x minor version that defines everything this encoding
+    uses (SPEC.md §3); the writer declares the largest over all tensors.
     """
 
     codec_id: str
@@ -36,6 +38,7 @@ class EncodedTensor:
     reconstruction: np.ndarray
     entropy_bits: float | None = None
     table_bytes: int = 0
+    format_minor: int = 0
 
     @property
     def coded_bytes(self) -> int:
