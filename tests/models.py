@@ -179,3 +179,37 @@ def unnamed_dims() -> onnx.ModelProto:
         [axis],
     )
     return helper.make_model(graph, opset_imports=OPSET)
+
+
+def classifier_heads(classes: int = 10) -> onnx.ModelProto:
+    """x[N,32] -> MatMul -> h; outputs of every kind the verifier tells apart:
+    ``logits`` [N,C] (fed to an ArgMax), ``label`` int64 [N] (that ArgMax), ``probs`` [N,C]
+    (Softmax), ``manual`` [N,C] (exp/sum written out: only the data shows it sums to 1) and
+    ``hidden`` [N,4,16] (hidden states, not class scores)."""
+    w1 = numpy_helper.from_array(_weights((32, 64), 31) * 10, "w1")
+    w2 = numpy_helper.from_array(_weights((64, classes), 32) * 10, "w2")
+    w3 = numpy_helper.from_array(_weights((64, classes), 33) * 10, "w3")
+    shape = numpy_helper.from_array(np.array([-1, 4, 16], np.int64), "hidden_shape")
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"]),
+            helper.make_node("Reshape", ["h", "hidden_shape"], ["hidden"]),
+            helper.make_node("MatMul", ["h", "w2"], ["logits"]),
+            helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
+            helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+            helper.make_node("MatMul", ["h", "w3"], ["z"]),
+            helper.make_node("Exp", ["z"], ["ez"]),
+            helper.make_node("ReduceSum", ["ez", "axes"], ["sz"], keepdims=1),
+            helper.make_node("Div", ["ez", "sz"], ["manual"]),
+        ],
+        "heads",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]),
+         helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", classes]),
+         helper.make_tensor_value_info("manual", TensorProto.FLOAT, ["N", classes]),
+         helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["N", 4, 16])],
+        [w1, w2, w3, shape, axes],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)

@@ -11,7 +11,7 @@
 
 __version__ = "0.1.0"
 
-from onnxz.api import inference_session, info, load, save, unpack
+from onnxz.api import inference_session, info, load, save, unpack, verify
 from onnxz.container import ReadLimits
 from onnxz.errors import (
     CorruptDataError,
@@ -22,19 +22,24 @@ from onnxz.errors import (
     OnnxzError,
     OutputExistsError,
     OutputPathError,
+    TargetNotMetError,
+    TargetSpecError,
     UnsupportedModelError,
     VerificationInputError,
 )
+from onnxz.fidelity import Criterion, Fidelity
 from onnxz.inputs import GeneratedInputs
 from onnxz.policy import DEFAULT_DEADZONE, DEFAULT_STEP_REL, PackOptions
 from onnxz.report import ContainerInfo, TensorInfo
-from onnxz.verifier import OutputMetrics, Thresholds, VerifyReport, verify
+from onnxz.verifier import OutputMetrics, Thresholds, VerifyReport
 
 __all__ = [
     "DEFAULT_DEADZONE",
     "DEFAULT_STEP_REL",
     "ContainerInfo",
     "CorruptDataError",
+    "Criterion",
+    "Fidelity",
     "FormatError",
     "GeneratedInputs",
     "InputNotFoundError",
@@ -46,6 +51,8 @@ __all__ = [
     "OutputPathError",
     "PackOptions",
     "ReadLimits",
+    "TargetNotMetError",
+    "TargetSpecError",
     "TensorInfo",
     "Thresholds",
     "UnsupportedModelError",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import set_external_data
 
-from onnxz import __version__
+from onnxz import __version__, verifier
 from onnxz.codecs import NotQuantizable, codec_class
 from onnxz.codecs.lossless import LosslessCodec
 from onnxz.container import (
@@ -32,9 +32,13 @@ from onnxz.errors import (
     OnnxzError,
     UnsupportedModelError,
 )
+from onnxz.fidelity import Fidelity
 from onnxz.fileio import atomic_outputs, check_input
+from onnxz.inputs import InputsArg
 from onnxz.policy import PackOptions
+from onnxz.progress import Progress
 from onnxz.report import ContainerInfo
+from onnxz.verifier import Thresholds, VerifyReport
 from onnxz.walker import (
     element_count,
     has_payload,
@@ -48,8 +52,6 @@ from onnxz.walker import (
 )
 
 ModelSource = onnx.ModelProto | str | os.PathLike
-Progress = Callable[[int, int, str], None]
-"""Called as ``progress(done, total, tensor_name)`` after each tensor."""
 
 PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_MIN_BYTES = 1024
@@ -242,6 +244,35 @@ def inference_session(
     return ort.InferenceSession(
         model.SerializeToString(), sess_options, providers=providers or ["CPUExecutionProvider"]
     )
+
+
+def verify(
+    original: onnx.ModelProto | str | os.PathLike,
+    packed: str | os.PathLike,
+    inputs: InputsArg = None,
+    thresholds: Thresholds | Fidelity | str | None = None,
+    *,
+    class_outputs: Sequence[str] = (),
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Run ``original`` (.onnx path or ModelProto) and ``packed`` (.onnxz) on the same samples
+    and compare their outputs against ``thresholds``.
+
+    ``inputs``: None or :class:`onnxz.GeneratedInputs` for seeded generated samples, a mapping
+    input name -> array of N stacked samples, an ``.npz`` path of the same, or an ONNX
+    test-data folder (``test_data_set_*/input_*.pb``). ``thresholds``: :class:`Thresholds`
+    (the default), or a fidelity target (:class:`onnxz.Fidelity` or a string such as
+    ``"top1>=0.995,snr>=25"``). ``class_outputs`` names outputs to treat as class scores
+    beyond those the graph and data show. Raises :class:`onnxz.VerificationInputError` if
+    the inputs do not fit the model, :class:`onnxz.TargetSpecError` for criteria that name
+    no output or apply to none, and :class:`onnxz.InputNotFoundError` for a missing file; a
+    model that fails to load or run gives a report with ``passed`` False and ``error``
+    naming why. ``progress(done, total, name)`` is called after each sample.
+    """
+    packed_path = check_input(packed)
+    return verifier.verify(
+        original, packed_path, lambda options: inference_session(packed_path, options),
+        inputs, thresholds, class_outputs=class_outputs, progress=progress)
 
 
 def _read_model(model: ModelSource) -> tuple[onnx.ModelProto, Path | None]:

@@ -255,12 +255,19 @@ def _parse_int_range(ctx: click.Context, param: click.Parameter, value: str | No
               show_default=True, help="Minimum cosine similarity of the worst sample, per output.")
 @click.option("--min-top1", type=click.FloatRange(0, 1), default=Thresholds.min_top1,
               show_default=True,
-              help="Minimum top-1 agreement on class-score outputs (float, rank ≤ 3, fixed last "
-                   "axis ≥ 2).")
+              help="Minimum top-1 agreement on class-score outputs (see below).")
+@click.option("--fidelity", metavar="SPEC",
+              help="Criteria instead of the three minimums above, e.g. "
+                   "\"top1>=0.995,snr>=25\" or \"exact[labels]>=0.99\" (metrics: snr, "
+                   "cosine, top1, top5, max_abs (<=), exact).")
+@click.option("--class-output", "class_outputs", multiple=True, metavar="NAME",
+              help="Treat output NAME as class scores (top-1/top-5) even without a Softmax, "
+                   "ArgMax or rows summing to 1 (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def verify(original: Path, packed: Path, inputs: Path | None, samples: int | None,
            seed: int | None, dims: dict[str, int], int_range: tuple[int, int] | None,
-           min_snr: float, min_cosine: float, min_top1: float, as_json: bool) -> None:
+           min_snr: float, min_cosine: float, min_top1: float, fidelity: str | None,
+           class_outputs: tuple[str, ...], as_json: bool) -> None:
     """Check that PACKED (.onnxz) still computes what ORIGINAL (.onnx) does: run both with
     onnxruntime (CPU) on the same inputs and compare every output. Exit status 0 if all
     outputs are within the thresholds, 1 if not (or if a model fails to load or run), 2 on
@@ -268,8 +275,11 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
 
     \b
     Metrics per output: max and mean absolute error, SNR (dB, all samples),
-    cosine similarity (mean and worst sample), and for class scores top-1
-    agreement and top-5 overlap.
+    cosine similarity (mean and worst sample), the fraction of samples whose
+    output is exactly the original's, and for class scores top-1 agreement
+    and top-5 overlap. Class scores: outputs made by Softmax/LogSoftmax or fed
+    to ArgMax/TopK in the graph, outputs whose rows sum to 1 on every sample,
+    and outputs named with --class-output.
 
     \b
     Inputs, without --inputs: N(0,1) floats, integers from --int-range, random
@@ -292,17 +302,25 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
       onnxz verify model.onnx model.onnxz --inputs calib.npz
       onnxz verify model.onnx model.onnxz --dim batch=1 --dim seq=128
       onnxz verify model.onnx model.onnxz --min-snr 30 --json
+      onnxz verify model.onnx model.onnxz --fidelity "exact>=0.99" --inputs calib.npz
     """
     generator_options = samples is not None or seed is not None or dims or int_range
     if inputs is not None and generator_options:
         _fail("--samples, --seed, --dim and --int-range apply to generated inputs only, "
               "not with --inputs")
-    thresholds = Thresholds(min_snr_db=min_snr, min_cosine=min_cosine, min_top1=min_top1)
+    ctx = click.get_current_context()
+    minimums = [f"--{p.replace('_', '-')}" for p in ("min_snr", "min_cosine", "min_top1")
+                if ctx.get_parameter_source(p) is not click.core.ParameterSource.DEFAULT]
+    if fidelity is not None and minimums:
+        _fail(f"--fidelity replaces {', '.join(minimums)}: give the criteria in one of them")
     with _errors_as_one_line(), _progress(True, "verifying") as progress:
+        criteria = onnxz.Fidelity.parse(fidelity) if fidelity is not None else Thresholds(
+            min_snr_db=min_snr, min_cosine=min_cosine, min_top1=min_top1)
         source = inputs if inputs is not None else onnxz.GeneratedInputs(
             samples=samples or DEFAULT_SAMPLES, seed=seed or 0, dims=dims,
             int_range=int_range or DEFAULT_INT_RANGE)
-        report = onnxz.verify(original, packed, source, thresholds, progress=progress)
+        report = onnxz.verify(original, packed, source, criteria,
+                              class_outputs=class_outputs, progress=progress)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     if not report.passed:
         sys.exit(EXIT_FAILED)

@@ -49,3 +49,13 @@ class VerificationInputError(OnnxzError):
     """The inputs given to ``verify`` do not fit the model: missing or extra input names,
     mismatched sample counts, wrong dtypes or shapes, a bad test-data folder, or a dynamic
     dimension that cannot be resolved (the message names it and the fix)."""
+
+
+class TargetSpecError(OnnxzError):
+    """A fidelity or size target is malformed, names an unknown metric or output, or
+    applies to no output of the model."""
+
+
+class TargetNotMetError(OnnxzError):
+    """No file meets the requested target (pass ``best_effort=True`` / ``--best-effort``
+    to write the closest one instead)."""
