@@ -99,3 +99,12 @@ def test_cli_fidelity_excludes_the_minimums(heads):
     bad = CliRunner().invoke(main, ["verify", str(original), str(packed), "--fidelity",
                                     "top3>=0.9"])
     assert bad.exit_code == 2 and bad.output.startswith("onnxz: error: ")
+
+
+def test_output_names_are_evidence_too():
+    from onnxz.verifier import class_evidence
+
+    model = mlp()
+    assert class_evidence(model) == {}
+    model.graph.node[-1].output[0] = model.graph.output[0].name = "output_logits"
+    assert class_evidence(model)["output_logits"].reason == "named 'output_logits'"

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import set_external_data
 
-from onnxz import __version__, verifier
+from onnxz import __version__, ratecontrol, verifier
 from onnxz.codecs import NotQuantizable, codec_class
+from onnxz.codecs.base import EncodedTensor
 from onnxz.codecs.lossless import LosslessCodec
 from onnxz.container import (
     MAGIC,
@@ -30,6 +33,8 @@ from onnxz.errors import (
     InvalidModelError,
     LimitExceededError,
     OnnxzError,
+    TargetNotMetError,
+    TargetSpecError,
     UnsupportedModelError,
 )
 from onnxz.fidelity import Fidelity
@@ -37,9 +42,14 @@ from onnxz.fileio import atomic_outputs, check_input
 from onnxz.inputs import InputsArg
 from onnxz.policy import PackOptions
 from onnxz.progress import Progress
+from onnxz.ratecontrol.tensors import Point, Setting
 from onnxz.report import ContainerInfo
 from onnxz.verifier import Thresholds, VerifyReport
 from onnxz.walker import (
+    Path as TensorPath,
+)
+from onnxz.walker import (
+    TensorSlot,
     element_count,
     has_payload,
     iter_tensor_slots,
@@ -52,6 +62,10 @@ from onnxz.walker import (
 )
 
 ModelSource = onnx.ModelProto | str | os.PathLike
+
+SIZE_SLACK = 64
+"""Bytes added to every size rate control measures: the index records the achieved figures
+only once they are known, and their compressed size may differ by a few bytes."""
 
 PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_MIN_BYTES = 1024
@@ -68,12 +82,28 @@ def save(
     force: bool = False,
     options: PackOptions | None = None,
     progress: Progress | None = None,
+    fidelity: Fidelity | str | None = None,
+    inputs: InputsArg = None,
+    max_size: int | str | None = None,
+    target_snr: float | None = None,
+    best_effort: bool = False,
+    class_outputs: Sequence[str] = (),
 ) -> ContainerInfo:
     """Pack an ONNX model (a ModelProto or a path) into an onnxz file at ``path``.
 
     The default is lossy: weight tensors get the dead-zone quantizer with step
     ``step_rel`` × the tensor's spread (see :class:`PackOptions`); ``lossless=True`` is
     bit-exact. ``options`` sets the rest; the keyword arguments override it.
+
+    Rate control chooses every weight tensor's step instead when given a target:
+    ``fidelity`` (e.g. ``"top1>=0.995"``, checked on ``inputs``: an .npz, a test-data
+    folder, arrays, or None for generated samples), ``max_size`` (bytes of the whole file,
+    an int or e.g. ``"2MB"``), or ``target_snr`` (dB of weight SNR for every quantized
+    tensor). The file is verified on the inputs before it appears; a target that cannot be
+    met raises :class:`TargetNotMetError` unless ``best_effort`` (then the closest file is
+    written and ``info.rate_control["met"]`` is False). ``class_outputs`` names outputs to
+    treat as class scores.
+
     The output appears only when complete; an existing one needs ``force=True``.
     Returns what :func:`info` would report on the new file.
     """
@@ -84,31 +114,106 @@ def save(
         step_rel=base.step_rel if step_rel is None else step_rel,
         deadzone=base.deadzone if deadzone is None else deadzone,
     )
+    target = _rate_target(fidelity, max_size, target_snr)
+    if target is not None and (opts.lossless or step_rel is not None or deadzone is not None):
+        raise TargetSpecError("a rate target chooses the steps itself: it cannot be combined "
+                              "with lossless, step_rel or deadzone")
     model_proto, source_path = _read_model(model)
-    inputs = [source_path] if source_path else []
-    with atomic_outputs([path], force, inputs) as (tmp,), open(tmp, "wb") as f:
-        writer = ContainerWriter(f, writer=f"onnxz {__version__}")
-        entries = _write_tensors(model_proto, writer, opts, progress)
-        extra = {"source_bytes": source_path.stat().st_size} if source_path else {}
-        writer.finish(model_proto.SerializeToString(), entries, extra)
+    sources = [source_path] if source_path else []
+    packer = _Packer(model_proto, opts)
+    with atomic_outputs([path], force, sources) as (tmp,):
+        result = None
+        if target is not None:
+            result = ratecontrol.choose(
+                model_proto, target, inputs, size_of=packer.size_of,
+                chunk_elements=opts.chunk_elements, class_outputs=class_outputs,
+                progress=progress)
+            if not result.met and not best_effort:
+                why = result.note or "even the coarsest quantization misses it"
+                raise TargetNotMetError(f"{target}: cannot be met ({why}); use best_effort "
+                                        "(--best-effort) to write the closest file")
+        extra: dict[str, Any] = {"source_bytes": source_path.stat().st_size} if source_path else {}
+        settings: dict[TensorPath, Setting] = {}
+        sensitivity: dict[TensorPath, float] = {}
+        if result is not None:
+            extra["rate_control"] = result.summary()
+            settings = result.settings
+            sensitivity = {c.path: c.relative_sensitivity for c in result.candidates
+                           if c.exercised and c.relative_sensitivity is not None}
+        with open(tmp, "wb") as f:
+            packer.write(ContainerWriter(f, writer=f"onnxz {__version__}"), settings,
+                         sensitivity, extra, progress)
+        if result is not None:
+            _check_written(tmp, result)
+            if target is not None and target.max_bytes is not None and result.met and (
+                    tmp.stat().st_size > target.max_bytes):
+                raise OnnxzError("internal error: the file exceeds the size rate control "
+                                 "measured (please report this)")
     return info(path)
 
 
-def _write_tensors(
-    model: onnx.ModelProto, writer: ContainerWriter, opts: PackOptions, progress: Progress | None
-) -> list[TensorEntry]:
-    slots = [s for s in iter_tensor_slots(model) if payload_type(s.tensor) is not None]
-    entries = []
-    for done, slot in enumerate(slots, 1):
-        etype = payload_type(slot.tensor)
-        assert etype is not None
-        values = read_payload(slot.tensor, etype)
-        if values.nbytes >= opts.inline_max_bytes:
-            codec = opts.codec_for(slot, etype, values.size)
+def _rate_target(fidelity: Fidelity | str | None, max_size: int | str | None,
+                 target_snr: float | None) -> ratecontrol.RateTarget | None:
+    if fidelity is None and max_size is None and target_snr is None:
+        return None
+    return ratecontrol.RateTarget(
+        fidelity=Fidelity.parse(fidelity) if isinstance(fidelity, str) else fidelity,
+        max_bytes=None if max_size is None else ratecontrol.parse_size(max_size),
+        target_snr_db=target_snr)
+
+
+class _Packer:
+    """Encodes a model's tensors into containers, remembering every tensor's encoding so
+    that rate control can size many plans and the chosen one is written without re-encoding.
+
+    The graph section (the model without the payloads that go to chunks) is the same for
+    every plan and is built once.
+    """
+
+    def __init__(self, model: onnx.ModelProto, opts: PackOptions) -> None:
+        self.model, self.opts = model, opts
+        self.slots = [s for s in iter_tensor_slots(model) if payload_type(s.tensor) is not None
+                      and read_payload(s.tensor, payload_type(s.tensor)).nbytes
+                      >= opts.inline_max_bytes]
+        self._cache: dict[tuple[TensorPath, str], EncodedTensor] = {}
+        self._graph: bytes | None = None
+
+    def graph_bytes(self) -> bytes:
+        if self._graph is None:
+            skeleton = onnx.ModelProto()
+            skeleton.CopyFrom(self.model)
+            for slot in self.slots:
+                take_payload(resolve(skeleton, slot.path))
+            self._graph = skeleton.SerializeToString()
+        return self._graph
+
+    def encode(self, slot: TensorSlot, setting: Setting | None) -> EncodedTensor:
+        """The tensor's encoding: with ``setting`` if rate control chose one, else by the
+        pack options (cached)."""
+        key = (slot.path, str(setting))
+        if key not in self._cache:
+            etype = payload_type(slot.tensor)
+            assert etype is not None
+            values = read_payload(slot.tensor, etype)
+            codec = (setting.codec() if setting is not None
+                     else self.opts.codec_for(slot, etype, values.size))
             try:
-                encoded = codec.encode(values, etype, opts.chunk_elements)
+                encoded = codec.encode(values, etype, self.opts.chunk_elements)
             except NotQuantizable:
-                encoded = LosslessCodec().encode(values, etype, opts.chunk_elements)
+                encoded = LosslessCodec().encode(values, etype, self.opts.chunk_elements)
+            self._cache[key] = encoded
+        return self._cache[key]
+
+    def write(self, writer: ContainerWriter, settings: Mapping[TensorPath, Setting],
+              sensitivity: Mapping[TensorPath, float], extra: dict[str, Any],
+              progress: Progress | None = None) -> None:
+        """Write every tensor (rate control's ``settings`` where given) and finish the file;
+        ``sensitivity`` is recorded per tensor (informative, format 1.1)."""
+        entries = []
+        for done, slot in enumerate(self.slots, 1):
+            encoded = self.encode(slot, settings.get(slot.path))
+            etype = payload_type(slot.tensor)
+            assert etype is not None
             entries.append(TensorEntry(
                 name=slot.tensor.name,
                 path=slot.path,
@@ -120,12 +225,36 @@ def _write_tensors(
                 crc32=crc32(encoded.reconstruction.tobytes()),
                 entropy_bits=encoded.entropy_bits,
                 table_bytes=encoded.table_bytes,
+                sensitivity=sensitivity.get(slot.path),
             ))
             writer.require_minor(encoded.format_minor)
-            take_payload(slot.tensor)
-        if progress:
-            progress(done, len(slots), slot.tensor.name)
-    return entries
+            if progress:
+                progress(done, len(self.slots), slot.tensor.name)
+        if sensitivity or "rate_control" in extra:
+            writer.require_minor(1)
+        writer.finish(self.graph_bytes(), entries, extra)
+
+    def size_of(self, plan: Mapping[TensorPath, Point], summary: dict[str, Any]) -> int:
+        """The size of the file of rate control's ``plan`` that records ``summary``, plus
+        :data:`SIZE_SLACK`."""
+        out = io.BytesIO()
+        noise = np.random.default_rng(0).random(len(plan))  # incompressible, like the real
+        self.write(ContainerWriter(out, writer=f"onnxz {__version__}"),
+                   {path: point.setting for path, point in plan.items()},
+                   dict(zip(plan, noise, strict=True)),
+                   {"source_bytes": 1 << 40, "rate_control": summary})
+        return out.tell() + SIZE_SLACK
+
+
+def _check_written(path: Path, result: ratecontrol.RateResult) -> None:
+    """Decode the written file and run it on rate control's samples: its outputs must give
+    exactly the metrics rate control measured (the same reconstructions), else nothing is
+    written."""
+    decoded = load(path)
+    metrics = result.reference.metrics(result.reference.run(decoded))
+    if metrics != result.metrics:
+        raise OnnxzError("internal error: the written file does not reproduce the outputs "
+                         "rate control measured (please report this)")
 
 
 def load(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> onnx.ModelProto:

@@ -48,11 +48,14 @@ def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int, str], N
 
     def update(done: int, total: int, name: str) -> None:
         nonlocal bar
+        if bar is not None and (total != bar.length or done <= bar.pos):  # a new stage
+            bar.__exit__(None, None, None)
+            bar = None
         if bar is None:
-            bar = click.progressbar(length=total, label=label, file=sys.stderr,
-                                    show_pos=True, item_show_func=lambda _: None)
+            bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
+                                    item_show_func=lambda what: what and what[:48])
             bar.__enter__()
-        bar.update(done - bar.pos)
+        bar.update(done - bar.pos, name)
 
     try:
         yield update
@@ -93,6 +96,62 @@ def main() -> None:
     """
 
 
+def _parse_dims(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+                ) -> dict[str, int]:
+    dims = {}
+    for value in values:
+        name, _, size = value.rpartition("=")
+        if not name or not size.isdigit() or int(size) < 1:
+            raise click.BadParameter(f"{value!r} is not NAME=SIZE with SIZE ≥ 1", ctx, param)
+        dims[name] = int(size)
+    return dims
+
+
+def _parse_int_range(ctx: click.Context, param: click.Parameter, value: str | None
+                     ) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    low, _, high = value.partition(":")
+    try:
+        bounds = int(low), int(high)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not LOW:HIGH (integers)", ctx, param) from None
+    if bounds[0] >= bounds[1]:
+        raise click.BadParameter(f"{value!r} is empty: LOW must be below HIGH", ctx, param)
+    return bounds
+
+
+def _generated_input_options(command: Callable) -> Callable:
+    """The options that shape generated inputs (verify, and pack with a target)."""
+    for option in reversed((
+        click.option("--samples", type=click.IntRange(min=1), default=None,
+                     help=f"Generated inputs: how many samples [default: {DEFAULT_SAMPLES}]."),
+        click.option("--seed", type=click.IntRange(min=0), default=None,
+                     help="Generated inputs: random seed [default: 0]."),
+        click.option("--dim", "dims", multiple=True, callback=_parse_dims,
+                     metavar="NAME=SIZE",
+                     help="Generated inputs: size of a dynamic dim, by its name, or INPUT:AXIS "
+                          "for an unnamed one (repeatable)."),
+        click.option("--int-range", callback=_parse_int_range, metavar="LOW:HIGH",
+                     help="Generated inputs: integer inputs are drawn from LOW..HIGH-1 "
+                          f"[default: {DEFAULT_INT_RANGE[0]}:{DEFAULT_INT_RANGE[1]}]."),
+    )):
+        command = option(command)
+    return command
+
+
+def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
+                   dims: dict[str, int], int_range: tuple[int, int] | None):
+    """``--inputs``, or the generated inputs the other options describe."""
+    if inputs is not None and (samples is not None or seed is not None or dims or int_range):
+        _fail("--samples, --seed, --dim and --int-range apply to generated inputs only, "
+              "not with --inputs")
+    if inputs is not None:
+        return inputs
+    return onnxz.GeneratedInputs(samples=samples or DEFAULT_SAMPLES, seed=seed or 0,
+                                 dims=dims, int_range=int_range or DEFAULT_INT_RANGE)
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
@@ -109,27 +168,96 @@ def main() -> None:
 @click.option("--deadzone", type=click.FloatRange(0, 1), default=None,
               help="Dead zone δ: values with |x| < δ·step become 0; 0 = midrise, "
                    f"0.5 = midtread [default: {onnxz.DEFAULT_DEADZONE:g}].")
+@click.option("--fidelity", metavar="SPEC",
+              help="Rate control: the smallest file whose outputs keep SPEC on the inputs, "
+                   "e.g. \"top1>=0.995\", \"cosine>=0.999,snr>=25\", \"exact>=0.99\", "
+                   "\"top1[logits]>=0.99\" (metrics: snr dB, cosine (worst sample), top1, "
+                   "top5, exact (whole samples), max_abs with <=).")
+@click.option("--max-size", metavar="SIZE",
+              help="Rate control: the best fidelity whose whole file fits SIZE (2000000, "
+                   "500KB, 2MB, 1.5GiB; KB = 1000, KiB = 1024).")
+@click.option("--target-snr", type=float, metavar="DB",
+              help="Rate control: every quantized tensor keeps at least DB dB of weight SNR.")
+@click.option("--inputs", type=click.Path(path_type=Path), metavar="NPZ|DIR",
+              help="Rate control's samples (the verify layouts: an .npz of N stacked samples "
+                   "per input, or an ONNX test-data folder) [default: generated].")
+@_generated_input_options
+@click.option("--class-output", "class_outputs", multiple=True, metavar="NAME",
+              help="Treat output NAME as class scores (repeatable; see verify --help).")
+@click.option("--best-effort", is_flag=True,
+              help="If the target cannot be met, write the closest file and warn, instead of "
+                   "failing.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | None,
-         deadzone: float | None, force: bool, as_json: bool, quiet: bool) -> None:
+         deadzone: float | None, fidelity: str | None, max_size: str | None,
+         target_snr: float | None, inputs: Path | None, samples: int | None, seed: int | None,
+         dims: dict[str, int], int_range: tuple[int, int] | None,
+         class_outputs: tuple[str, ...], best_effort: bool, force: bool, as_json: bool,
+         quiet: bool) -> None:
     """Pack the ONNX file MODEL into an .onnxz file.
 
     By default weight tensors (Conv/Gemm/MatMul/RNN weights, embedding tables) are
     quantized with a dead-zone uniform quantizer and entropy-coded; everything else
     (biases, normalization parameters, shapes, small tensors) is stored losslessly.
+
+    \b
+    Rate control (--fidelity, --max-size, --target-snr) chooses every weight
+    tensor's step: it measures how much each tensor moves the outputs on the
+    inputs (--inputs, or generated ones), gives the bits to the tensors that
+    matter, searches the smallest file that keeps the target, and runs the
+    packed model on the inputs before writing it. An unreachable target is an
+    error (exit 2, nothing written) unless --best-effort.
+
+    \b
+    Examples:
+      onnxz pack m.onnx -o m.onnxz --fidelity "top1>=0.995" --inputs calib.npz
+      onnxz pack m.onnx -o m.onnxz --fidelity "snr>=30"      (generated inputs)
+      onnxz pack m.onnx -o m.onnxz --max-size 2MB
+      onnxz pack m.onnx -o m.onnxz --target-snr 40
     """
+    targets = fidelity is not None or max_size is not None or target_snr is not None
     if lossless and (step_rel is not None or deadzone is not None):
         _fail("--lossless cannot be combined with --step-rel or --deadzone")
+    if targets and (lossless or step_rel is not None or deadzone is not None):
+        _fail("--fidelity, --max-size and --target-snr choose the steps: they cannot be "
+              "combined with --lossless, --step-rel or --deadzone")
+    if not targets and (inputs is not None or samples is not None or seed is not None or dims
+                        or int_range or class_outputs or best_effort):
+        _fail("--inputs, --samples, --seed, --dim, --int-range, --class-output and "
+              "--best-effort apply to rate control (--fidelity, --max-size, --target-snr)")
     output = output or model.with_suffix(".onnxz")
+    source = _inputs_source(inputs, samples, seed, dims, int_range) if targets else None
     with _errors_as_one_line(), _progress(not (quiet or as_json), "packing") as progress:
         info = onnxz.save(model, output, lossless=lossless, step_rel=step_rel,
-                          deadzone=deadzone, force=force, progress=progress)
+                          deadzone=deadzone, force=force, progress=progress,
+                          fidelity=fidelity, max_size=max_size, target_snr=target_snr,
+                          inputs=source, best_effort=best_effort, class_outputs=class_outputs)
+    rate = info.rate_control
+    if rate is not None and not rate.get("met", True):
+        click.echo(f"onnxz: warning: {rate.get('target')} not met; wrote the closest file "
+                   "(--best-effort)", err=True)
     if as_json:
         click.echo(json.dumps(info.to_dict(), indent=2))
     elif not quiet:
         click.echo(_summary(info))
+        if rate is not None:
+            click.echo(_rate_summary(rate))
+
+
+def _rate_summary(rate: dict[str, Any]) -> str:
+    """The achieved figures rate control recorded, a line per output."""
+    lines = [f"rate control: {rate.get('target')} on {rate.get('inputs')}: "
+             + ("met" if rate.get("met") else "NOT met")
+             + f" ({rate.get('evaluations')} model runs in the search)"]
+    for output, figures in (rate.get("achieved") or {}).items():
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in figures.items()
+                          if isinstance(v, int | float))
+        lines.append(f"  {output}: {shown}")
+    for check, value in (rate.get("predicted") or {}).items():
+        lines.append(f"  predicted agreement for {check}: {value:.4f}")
+    return "\n".join(lines)
 
 
 @main.command()
@@ -208,47 +336,13 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
     return "\n".join(lines)
 
 
-def _parse_dims(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-                ) -> dict[str, int]:
-    dims = {}
-    for value in values:
-        name, _, size = value.rpartition("=")
-        if not name or not size.isdigit() or int(size) < 1:
-            raise click.BadParameter(f"{value!r} is not NAME=SIZE with SIZE ≥ 1", ctx, param)
-        dims[name] = int(size)
-    return dims
-
-
-def _parse_int_range(ctx: click.Context, param: click.Parameter, value: str | None
-                     ) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    low, _, high = value.partition(":")
-    try:
-        bounds = int(low), int(high)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not LOW:HIGH (integers)", ctx, param) from None
-    if bounds[0] >= bounds[1]:
-        raise click.BadParameter(f"{value!r} is empty: LOW must be below HIGH", ctx, param)
-    return bounds
-
-
 @main.command()
 @click.argument("original", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("packed", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--inputs", type=click.Path(path_type=Path), metavar="NPZ|DIR",
               help="The inputs to compare on, instead of generated ones: an .npz or an ONNX "
                    "test-data folder (see above).")
-@click.option("--samples", type=click.IntRange(min=1), default=None,
-              help=f"Generated inputs: how many samples [default: {DEFAULT_SAMPLES}].")
-@click.option("--seed", type=click.IntRange(min=0), default=None,
-              help="Generated inputs: random seed [default: 0].")
-@click.option("--dim", "dims", multiple=True, callback=_parse_dims, metavar="NAME=SIZE",
-              help="Generated inputs: size of a dynamic dim, by its name, or INPUT:AXIS for an "
-                   "unnamed one (repeatable).")
-@click.option("--int-range", callback=_parse_int_range, metavar="LOW:HIGH",
-              help="Generated inputs: integer inputs are drawn from LOW..HIGH-1 "
-                   f"[default: {DEFAULT_INT_RANGE[0]}:{DEFAULT_INT_RANGE[1]}].")
+@_generated_input_options
 @click.option("--min-snr", type=float, default=Thresholds.min_snr_db, show_default=True,
               help="Minimum output SNR in dB, over all samples, per output.")
 @click.option("--min-cosine", type=click.FloatRange(-1, 1), default=Thresholds.min_cosine,
@@ -304,10 +398,6 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
       onnxz verify model.onnx model.onnxz --min-snr 30 --json
       onnxz verify model.onnx model.onnxz --fidelity "exact>=0.99" --inputs calib.npz
     """
-    generator_options = samples is not None or seed is not None or dims or int_range
-    if inputs is not None and generator_options:
-        _fail("--samples, --seed, --dim and --int-range apply to generated inputs only, "
-              "not with --inputs")
     ctx = click.get_current_context()
     minimums = [f"--{p.replace('_', '-')}" for p in ("min_snr", "min_cosine", "min_top1")
                 if ctx.get_parameter_source(p) is not click.core.ParameterSource.DEFAULT]
@@ -316,9 +406,7 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
     with _errors_as_one_line(), _progress(True, "verifying") as progress:
         criteria = onnxz.Fidelity.parse(fidelity) if fidelity is not None else Thresholds(
             min_snr_db=min_snr, min_cosine=min_cosine, min_top1=min_top1)
-        source = inputs if inputs is not None else onnxz.GeneratedInputs(
-            samples=samples or DEFAULT_SAMPLES, seed=seed or 0, dims=dims,
-            int_range=int_range or DEFAULT_INT_RANGE)
+        source = _inputs_source(inputs, samples, seed, dims, int_range)
         report = onnxz.verify(original, packed, source, criteria,
                               class_outputs=class_outputs, progress=progress)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())

@@ -86,6 +86,7 @@ class TensorEntry:
     crc32: int
     entropy_bits: float | None = None
     table_bytes: int = 0
+    sensitivity: float | None = None
 
     @property
     def element_count(self) -> int:
@@ -361,6 +362,8 @@ def _tensor_fields(t: TensorEntry) -> dict[str, Any]:
     }
     if t.entropy_bits is not None:
         fields["entropy_bits"] = t.entropy_bits
+    if t.sensitivity is not None:
+        fields["sensitivity"] = t.sensitivity
     return fields
 
 
@@ -411,6 +414,7 @@ def _tensor_from_fields(t: Any, i: int) -> TensorEntry:
                                  _uint(c[2], where), _uint(c[3], where, 32)))
     entropy = t.get("entropy_bits")
     table_bytes = t.get("table_bytes")
+    sensitivity = t.get("sensitivity")
     entry = TensorEntry(
         name=name,
         path=path,
@@ -422,6 +426,8 @@ def _tensor_from_fields(t: Any, i: int) -> TensorEntry:
         crc32=_uint(_get(t, "crc32", int, where), where, 32),
         entropy_bits=float(entropy) if isinstance(entropy, int | float) else None,
         table_bytes=table_bytes if isinstance(table_bytes, int) and table_bytes >= 0 else 0,
+        sensitivity=float(sensitivity) if isinstance(sensitivity, int | float)
+        and not isinstance(sensitivity, bool) else None,
     )
     if sum(c.count for c in entry.chunks) != entry.element_count:
         raise FormatError(f"{where}: chunks hold {sum(c.count for c in entry.chunks)} "

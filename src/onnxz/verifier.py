@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +43,9 @@ PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze",
 
 SCORE_PRODUCERS = frozenset({"Softmax", "LogSoftmax"})
 DECISION_CONSUMERS = frozenset({"ArgMax", "TopK"})
+
+SCORE_NAMES = frozenset({"logits", "logit", "probs", "probabilities", "softmax"})
+"""Output-name words that say "class scores" (``logits``, ``output_probs``, ...)."""
 
 DISTRIBUTION_TOLERANCE = 1e-3
 """Rows count as probability distributions when non-negative and summing to 1 ± this."""
@@ -376,11 +380,14 @@ class ReferenceRun:
         """:class:`TargetSpecError` if a criterion names no output or applies to none."""
         fidelity.check_outputs({s.name: s.name in self.class_scores for s in self.output_specs})
 
-    def run(self, model: onnx.ModelProto) -> list[list[np.ndarray]]:
-        """A candidate's outputs (the model's own, then the extra ones) per sample."""
+    def run(self, model: onnx.ModelProto, samples: int | None = None
+            ) -> list[list[np.ndarray]]:
+        """A candidate's outputs (the model's own, then the extra ones) on the first
+        ``samples`` samples (all by default)."""
         session = _session(lambda: session_from_proto(with_outputs(model, self.extra_outputs)),
                            "candidate")
-        return [run_session(session, f, "candidate", i) for i, f in enumerate(self.feeds)]
+        return [run_session(session, f, "candidate", i)
+                for i, f in enumerate(self.feeds[:samples])]
 
     def metrics(self, outputs: list[list[np.ndarray]]) -> tuple[OutputMetrics, ...]:
         """The metrics of a candidate's outputs (from :meth:`run`) against the original's."""
@@ -408,7 +415,8 @@ def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProt
 def class_evidence(model: onnx.ModelProto, named: Sequence[str] = ()) -> dict[str, ClassScores]:
     """Outputs the graph (or the caller, by name) shows to be class scores: produced by
     Softmax/LogSoftmax or consumed by ArgMax/TopK, through Identity/Cast/Reshape/Squeeze/
-    Unsqueeze/Flatten. Rows that sum to 1 are the data's evidence, added by the accumulator.
+    Unsqueeze/Flatten, or named so (a word of :data:`SCORE_NAMES`, with a fixed last axis of
+    at least 2). Rows that sum to 1 are the data's evidence, added by the accumulator.
     """
     outputs = [o.name for o in model.graph.output]
     unknown = [n for n in named if n not in outputs]
@@ -440,6 +448,11 @@ def class_evidence(model: onnx.ModelProto, named: Sequence[str] = ()) -> dict[st
             if node.op_type not in PASS_THROUGH or not node.input:
                 break
             value = node.input[0]
+    for spec in graph_specs(model)[1]:
+        words = set(re.split(r"[^a-z0-9]+", spec.name.lower()))
+        if (spec.name not in found and words & SCORE_NAMES and spec.dtype.kind == "f"
+                and spec.shape and isinstance(spec.shape[-1], int) and spec.shape[-1] >= 2):
+            found[spec.name] = ClassScores(f"named {spec.name!r}")
     return found
 
 

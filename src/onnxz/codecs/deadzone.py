@@ -21,6 +21,7 @@ With step Δ and dead zone δ (SPEC.md § "deadzone"):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,32 @@ MAD_TO_STD = 1.4826
 """Scales the median absolute deviation to the standard deviation of a normal law."""
 
 RECONSTRUCTION = "midpoint"
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """One tensor through the quantizer: step Δ, dead zone δ, the symbols ``q`` (int64),
+    the coded ``symbols`` (escapes replaced by the escape symbol), which were escaped, and
+    the frequency table."""
+
+    step: float
+    deadzone: float
+    q: np.ndarray
+    symbols: np.ndarray
+    outside: np.ndarray
+    table: ans.FrequencyTable
+
+    def reconstruction(self, etype: ElementType) -> np.ndarray:
+        """What a decoder returns: the dequantized values rounded to ``etype``."""
+        return from_float64(dequantize(self.q, self.step, self.deadzone), etype)
+
+    def estimated_bytes(self) -> float:
+        """Coded size in bytes without running the coder: ideal code length of the symbols
+        under the stored table (ANS stays within ~0.01% plus a word), the table, and the
+        escaped values' varints (about 3 bytes each)."""
+        counts = np.bincount(self.symbols - self.table.offset, minlength=self.table.size)
+        escaped = int(self.outside.sum())
+        return self.table.cost_bits(counts) / 8 + self.table.stored_size + 3 * escaped
 
 
 class NotQuantizable(ValueError):
@@ -98,6 +125,21 @@ def spread(x: np.ndarray) -> float:
     return MAD_TO_STD * mad if mad > 0 else float(x.std())
 
 
+def quantize_tensor(x: np.ndarray, step: float, deadzone: float) -> Quantized:
+    """Quantize finite float64 values ``x`` with step Δ = ``step`` and choose the table."""
+    if not step > 0 or not np.isfinite(step):
+        raise NotQuantizable("has zero spread")
+    if float(np.abs(x).max()) / step >= MAX_SYMBOL:
+        raise NotQuantizable("would need symbols beyond 2**53")
+    q = quantize(x, step, deadzone)
+    lo, hi = choose_range(q)
+    outside = (q < lo) | (q > hi)
+    escape = bool(outside.any())
+    symbols = np.where(outside, hi + 1, q)
+    table = ans.FrequencyTable.fit(symbols, offset=lo, size=hi - lo + 1 + escape)
+    return Quantized(step, deadzone, q, symbols, outside, table)
+
+
 def choose_range(q: np.ndarray) -> tuple[int, int]:
     """Symbol range [lo, hi] coded directly; values outside are escaped.
 
@@ -140,23 +182,20 @@ class DeadzoneCodec(TensorCodec):
         self.step_rel = float(step_rel)
         self.deadzone = float(deadzone)
 
-    def encode(
-        self, values: np.ndarray, etype: ElementType, chunk_elements: int
-    ) -> EncodedTensor:
+    def quantize(self, values: np.ndarray, etype: ElementType) -> Quantized:
+        """The tensor's symbols and frequency table, before entropy coding (what rate
+        control prices); :class:`NotQuantizable` if it cannot be quantized."""
         x = to_float64(values, etype)
         if not np.isfinite(x).all():
             raise NotQuantizable("has non-finite values")
-        step = self.step_rel * spread(x)
-        if not step > 0 or not np.isfinite(step):
-            raise NotQuantizable("has zero spread")
-        if float(np.abs(x).max()) / step >= MAX_SYMBOL:
-            raise NotQuantizable("would need symbols beyond 2**53")
-        q = quantize(x, step, self.deadzone)
-        lo, hi = choose_range(q)
-        outside = (q < lo) | (q > hi)
-        escape = bool(outside.any())
-        symbols = np.where(outside, hi + 1, q)
-        table = ans.FrequencyTable.fit(symbols, offset=lo, size=hi - lo + 1 + escape)
+        return quantize_tensor(x, self.step_rel * spread(x), self.deadzone)
+
+    def encode(
+        self, values: np.ndarray, etype: ElementType, chunk_elements: int
+    ) -> EncodedTensor:
+        quantized = self.quantize(values, etype)
+        q, symbols, outside, table = (quantized.q, quantized.symbols, quantized.outside,
+                                      quantized.table)
         chunks = []
         start = 0
         for count in split_counts(q.size, chunk_elements):
@@ -168,10 +207,10 @@ class DeadzoneCodec(TensorCodec):
             )
             start += count
         params = {
-            "step": step,
+            "step": quantized.step,
             "deadzone": self.deadzone,
             "reconstruction": RECONSTRUCTION,
-            "escape": escape,
+            "escape": bool(outside.any()),
             "table": table.to_fields(),
             "step_rel": self.step_rel,
         }
@@ -179,7 +218,7 @@ class DeadzoneCodec(TensorCodec):
             self.codec_id,
             params,
             tuple(chunks),
-            from_float64(dequantize(q, step, self.deadzone), etype),
+            quantized.reconstruction(etype),
             entropy_bits=ans.entropy_bits(symbols),
             table_bytes=table.stored_size,
         )

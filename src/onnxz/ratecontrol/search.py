@@ -1,0 +1,296 @@
+"""The searches: the smallest allocation that keeps a fidelity target, the best one that fits
+a byte budget, and the per-tensor weight-SNR floor.
+
+Every search works on a :class:`Workbench`: the model with its candidate tensors' payloads
+swappable in place, and the original's outputs on the samples. A plan is judged by running
+it (onnxruntime, the reconstructions a decoder would produce) — never by the additive model
+alone, which only chooses where to look first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import onnx
+
+from onnxz.errors import TargetNotMetError
+from onnxz.fidelity import Fidelity
+from onnxz.inputs import InputsArg
+from onnxz.progress import Progress
+from onnxz.ratecontrol.allocation import (
+    Plan,
+    allocate,
+    measure_sensitivities,
+    plan_bytes,
+    predicted_distortion,
+    slope_for,
+    slope_range,
+)
+from onnxz.ratecontrol.objective import Objective, extra_outputs_for
+from onnxz.ratecontrol.tensors import Candidate, Setting, find_candidates
+from onnxz.verifier import ModelFailed, OutputMetrics, ReferenceRun
+from onnxz.walker import Path, put_payload
+
+MAX_EVALUATIONS = 14
+"""Model runs the fidelity search may spend after the sensitivity pass."""
+
+SENSITIVITY_RUNS = 512
+"""Sample runs the sensitivity pass may spend (one run per tensor and sample): with many
+tensors it uses the first ``SENSITIVITY_RUNS / tensors`` samples, at least
+:data:`MIN_SENSITIVITY_SAMPLES` (deterministic, unlike a time budget)."""
+
+MIN_SENSITIVITY_SAMPLES = 8
+
+BISECTION_RATIO = 1.25
+"""The fidelity search stops when the passing and failing slopes are this close."""
+
+SizeOf = Callable[[Plan, dict], int]
+"""``size_of(plan, summary)``: the exact size of the file of ``plan`` whose index records
+``summary`` (the API packs it in memory)."""
+
+
+@dataclass
+class RateResult:
+    """What a search chose: ``settings`` per tensor path, with the figures behind it.
+
+    ``metrics`` are the chosen plan's outputs against the original's on the samples of
+    ``reference``; ``predicted`` the decision checks' predicted agreement per criterion;
+    ``met`` says whether the target holds (False only with ``best_effort``).
+    """
+
+    mode: str
+    target: str
+    reference: ReferenceRun
+    candidates: list[Candidate]
+    plan: Plan
+    metrics: tuple[OutputMetrics, ...]
+    predicted: dict[str, float] = field(default_factory=dict)
+    evaluations: int = 0
+    met: bool = True
+    note: str = ""
+
+    @property
+    def settings(self) -> dict[Path, Setting]:
+        return {path: point.setting for path, point in self.plan.items()}
+
+    def summary(self) -> dict:
+        """What the index records of this search (JSON-safe)."""
+        achieved = {}
+        for m in self.metrics:
+            achieved[m.name] = {k: v for k, v in (
+                ("snr", m.snr_db if math.isfinite(m.snr_db) else None),
+                ("cosine", m.cosine_min), ("exact", m.exact), ("top1", m.top1),
+                ("top5", m.top5), ("max_abs", m.max_abs_error if math.isfinite(
+                    m.max_abs_error) else None)) if v is not None}
+        return {"mode": self.mode, "target": self.target,
+                "inputs": self.reference.samples.description,
+                "met": self.met, "evaluations": self.evaluations, "achieved": achieved,
+                "predicted": self.predicted}
+
+
+class Workbench:
+    """The model with swappable weights, its candidates and the original's outputs.
+
+    ``model`` is a private copy: candidates' payloads in it are replaced while plans are
+    evaluated and restored afterwards.
+    """
+
+    def __init__(self, model: onnx.ModelProto, inputs: InputsArg, chunk_elements: int,
+                 fidelity: Fidelity | None, class_outputs: Sequence[str] = (),
+                 progress: Progress | None = None) -> None:
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(model)
+        extras = extra_outputs_for(fidelity, model) if fidelity else ()
+        try:
+            self.reference = ReferenceRun(self.model, inputs, class_outputs, extras)
+        except ModelFailed as exc:
+            raise TargetNotMetError(f"rate control needs the model to run: {exc}") from exc
+        if fidelity is not None:
+            self.reference.check(fidelity)
+        self.candidates = find_candidates(self.model, chunk_elements)
+        self.progress = progress
+        self.evaluations = 0
+        self._current: dict[Path, Setting] = {}
+
+    def apply(self, settings: dict[Path, Setting]) -> None:
+        """Put every candidate's reconstruction under ``settings`` (missing: exact) into the
+        working model."""
+        for c in self.candidates:
+            setting = settings.get(c.path, Setting(None))
+            if self._current.get(c.path, Setting(None)) != setting:
+                put_payload(c.slot.tensor, c.reconstruction(setting))
+                self._current[c.path] = setting
+
+    def run(self, settings: dict[Path, Setting], samples: int | None = None):
+        self.apply(settings)
+        try:
+            return self.reference.run(self.model, samples)
+        except ModelFailed as exc:
+            raise TargetNotMetError(f"a quantized candidate failed to run: {exc}") from exc
+
+    def restore(self) -> None:
+        self.apply({})
+
+
+def choose_for_fidelity(bench: Workbench, objective: Objective,
+                        max_bytes: float | None = None) -> RateResult:
+    """The smallest plan (by estimated bytes) whose outputs meet ``objective``."""
+    candidates = bench.candidates
+    _sensitivities(bench, objective)
+    predicted = slope_for(candidates,
+                          lambda plan: predicted_distortion(candidates, plan) <= 1.0)
+    verdicts: dict[tuple, tuple[bool, tuple[OutputMetrics, ...], dict[str, float]]] = {}
+
+    def passes(lam: float) -> bool:
+        plan = allocate(candidates, lam)
+        key = tuple(sorted((str(p), point.setting.step_rel or 0.0) for p, point in plan.items()))
+        if key not in verdicts:
+            verdicts[key] = _evaluate(bench, objective, plan)
+            bench.evaluations += 1
+            if bench.progress:
+                ok = "meets" if verdicts[key][0] else "misses"
+                bench.progress(bench.evaluations, MAX_EVALUATIONS,
+                               f"search: {plan_bytes(plan) / 1000:.0f} KB {ok} the target")
+        return verdicts[key][0]
+
+    lam_min, lam_max = slope_range(candidates)
+    lo, hi = lam_min, lam_max  # lo passes (every tensor at its finest: lossless)
+    lam = min(max(predicted, lam_min), lam_max)
+    if passes(lam):
+        lo = lam
+        while lo < lam_max and bench.evaluations < MAX_EVALUATIONS:
+            nxt = min(lo * 4, lam_max)
+            if not passes(nxt):
+                hi = nxt
+                break
+            lo = nxt
+        else:
+            hi = lo
+    else:
+        hi = lam
+        while bench.evaluations < MAX_EVALUATIONS:
+            nxt = hi / 4
+            if nxt <= lam_min:
+                break
+            if passes(nxt):
+                lo = nxt
+                break
+            hi = nxt
+    while hi / lo > BISECTION_RATIO and bench.evaluations < MAX_EVALUATIONS:
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if passes(mid) else (lo, mid)
+    plan = allocate(candidates, lo)
+    key = tuple(sorted((str(p), point.setting.step_rel or 0.0) for p, point in plan.items()))
+    _, metrics, predictions = verdicts.get(key) or _evaluate(bench, objective, plan)
+    result = RateResult("fidelity", str(objective.fidelity), bench.reference, candidates, plan,
+                        metrics, predictions, bench.evaluations)
+    if max_bytes is not None and plan_bytes(plan) > max_bytes:
+        result.met = False
+    return result
+
+
+def _evaluate(bench: Workbench, objective: Objective, plan: Plan
+              ) -> tuple[bool, tuple[OutputMetrics, ...], dict[str, float]]:
+    settings = {path: point.setting for path, point in plan.items()}
+    outputs = bench.run(settings)
+    metrics = bench.reference.metrics(outputs)
+    predictions = {str(d.criterion) + f" ({d.output})": d.predicted(outputs)
+                   for d in objective.decisions}
+    return objective.holds(metrics, outputs), metrics, predictions
+
+
+def _sensitivities(bench: Workbench, objective: Objective) -> None:
+    """The sensitivity pass, on as many samples as :data:`SENSITIVITY_RUNS` allows."""
+    budget = SENSITIVITY_RUNS // max(len(bench.candidates), 1)
+    samples = min(bench.reference.samples.count, max(MIN_SENSITIVITY_SAMPLES, budget))
+
+    def distortion_with(candidate: Candidate, setting: Setting) -> float:
+        outputs = bench.run({candidate.path: setting}, samples)
+        return objective.distortion(bench.reference.outputs, outputs)
+
+    progress = bench.progress
+    measure_sensitivities(bench.candidates, distortion_with, progress and (
+        lambda done, total, name: progress(done, total, f"sensitivity: {name}")))
+    bench.restore()
+
+
+def choose_for_size(bench: Workbench, objective: Objective, max_bytes: int,
+                    size_of: SizeOf) -> RateResult:
+    """The plan with the least predicted output distortion whose file fits ``max_bytes``
+    (exact sizes, by bisection on the slope)."""
+    candidates = bench.candidates
+    _sensitivities(bench, objective)
+    lam_min, lam_max = slope_range(candidates)
+    sizes: dict[float, int] = {}
+
+    summary = summary_template(bench, "max_size", f"size<={max_bytes}")
+
+    def fits(lam: float) -> bool:
+        if lam not in sizes:
+            sizes[lam] = size_of(allocate(candidates, lam), summary)
+            if bench.progress:
+                bench.progress(len(sizes), 24, f"size search: {sizes[lam]:,} bytes")
+        return sizes[lam] <= max_bytes
+
+    met = fits(lam_max)
+    lam = lam_max
+    if met and not fits(lam_min):
+        lo, hi = lam_min, lam_max  # hi fits, lo does not
+        for _ in range(22):
+            if hi / lo < 1.02:
+                break
+            mid = math.sqrt(lo * hi)
+            lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+        lam = hi
+    elif met:
+        lam = lam_min
+    plan = allocate(candidates, lam)
+    settings = {path: point.setting for path, point in plan.items()}
+    metrics = bench.reference.metrics(bench.run(settings))
+    bench.evaluations += 1
+    return RateResult("max_size", f"size<={max_bytes}", bench.reference, candidates, plan,
+                      metrics, evaluations=bench.evaluations, met=met)
+
+
+def summary_template(bench: Workbench, mode: str, target: str) -> dict:
+    """A summary as large as any the search's result can record (every figure present), to
+    size files before the achieved figures are known."""
+    metrics = bench.reference.metrics(bench.reference.outputs)
+    rng = np.random.default_rng(0)  # incompressible, like real figures
+
+    def figures(m: OutputMetrics) -> OutputMetrics:
+        return replace(m, snr_db=rng.random(), max_abs_error=rng.random(),
+                       cosine_min=rng.random(), exact=rng.random(),
+                       top1=None if m.top1 is None else rng.random(),
+                       top5=None if m.top5 is None else rng.random())
+
+    result = RateResult(mode, target, bench.reference, [], {}, tuple(map(figures, metrics)),
+                        evaluations=MAX_EVALUATIONS)
+    return result.summary()
+
+
+def choose_for_weight_snr(candidates: Sequence[Candidate], target_db: float) -> Plan:
+    """Per tensor, the coarsest step whose weight SNR is at least ``target_db``: the grid
+    point, then refined by bisection on the step between it and the next coarser one."""
+    plan: Plan = {}
+    for c in candidates:
+        ok = [p for p in c.points if c.weight_snr_db(p) >= target_db]
+        best = max(ok, key=lambda p: p.setting.step_rel or 0.0)
+        coarser = [p for p in c.points if (p.setting.step_rel or 0) > (best.setting.step_rel
+                                                                       or 0)]
+        if best.setting.step_rel is not None and coarser:
+            lo, hi = best.setting.step_rel, min(p.setting.step_rel for p in coarser)
+            for _ in range(8):
+                mid = math.sqrt(lo * hi)
+                point = c.price(Setting(mid))
+                if point is not None and c.weight_snr_db(point) >= target_db:
+                    lo, best = mid, point
+                else:
+                    hi = mid
+        plan[c.path] = best
+    return plan
+
+

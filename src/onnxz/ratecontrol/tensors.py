@@ -1,0 +1,182 @@
+"""The tensors rate control may quantize, and each one's rate–distortion points.
+
+A :class:`Setting` is what the writer will do with a tensor (the dead-zone quantizer at a
+relative step and dead zone, or lossless); a :class:`Point` prices it: estimated coded bytes
+and the squared error it leaves in the weights. Every tensor gets the same grid of settings
+(relative steps a quarter octave apart), so that its rate–distortion curve is known before
+any model is run.
+
+>>> import numpy as np
+>>> from onnxz.dtypes import BY_NAME
+>>> from onnxz.walker import iter_tensor_slots
+>>> import onnx.helper as h, onnx.numpy_helper as nh
+>>> w = np.random.default_rng(0).laplace(0, 0.1, (64, 64)).astype(np.float32)
+>>> graph = h.make_graph([h.make_node("MatMul", ["x", "w"], ["y"])], "g",
+...     [h.make_tensor_value_info("x", 1, [1, 64])], [h.make_tensor_value_info("y", 1, [1, 64])],
+...     [nh.from_array(w, "w")])
+>>> (c,) = find_candidates(h.make_model(graph), 1 << 20)
+>>> fine, coarse = c.price(Setting(1 / 16)), c.price(Setting(1 / 4))
+>>> fine.bytes > coarse.bytes and fine.sse < coarse.sse
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnxz.codecs import DeadzoneCodec, LosslessCodec, NotQuantizable, TensorCodec
+from onnxz.codecs.deadzone import Quantized, quantize_tensor, spread, to_float64
+from onnxz.dtypes import ElementType
+from onnxz.walker import Path, TensorSlot, iter_tensor_slots, payload_type, read_payload
+
+ENTRY_BYTES = 48
+"""Index bytes one quantized tensor adds over a lossless one (its codec parameters),
+counted in its rate so that tiny tensors are only quantized where it pays."""
+
+STEP_GRID = tuple(2.0 ** (k / 4) for k in range(-36, 13))
+"""Relative steps rate control chooses from: 2^-9 (1/512) to 2^3, a quarter octave apart."""
+
+MIN_ELEMENTS = 256
+"""Smaller weight tensors stay lossless (their table and parameters outweigh the gain)."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What to do with one tensor: the dead-zone quantizer with ``step_rel`` × its spread
+    and dead zone ``deadzone``, or lossless when ``step_rel`` is None."""
+
+    step_rel: float | None
+    deadzone: float = 0.5
+
+    @property
+    def lossless(self) -> bool:
+        return self.step_rel is None
+
+    def codec(self) -> TensorCodec:
+        """The codec the writer uses for this setting."""
+        if self.step_rel is None:
+            return LosslessCodec()
+        return DeadzoneCodec(self.step_rel, self.deadzone)
+
+    def quantizer(self) -> DeadzoneCodec:
+        """The dead-zone codec of a lossy setting."""
+        if self.step_rel is None:
+            raise ValueError("a lossless setting has no quantizer")
+        return DeadzoneCodec(self.step_rel, self.deadzone)
+
+    def __str__(self) -> str:
+        if self.step_rel is None:
+            return "lossless"
+        return f"step {self.step_rel:.4g}, δ {self.deadzone:g}"
+
+
+LOSSLESS = Setting(None)
+
+
+@dataclass(frozen=True)
+class Point:
+    """A setting priced: estimated ``bytes`` in the file and ``sse`` = Σ (x − x̂)² of the
+    weights (float64, after rounding to the tensor's type)."""
+
+    setting: Setting
+    bytes: float
+    sse: float
+
+
+@dataclass
+class Candidate:
+    """A weight tensor rate control chooses a setting for.
+
+    ``points`` are ordered from finest (lossless first) to coarsest; ``energy`` is Σ x².
+    ``sensitivity`` (objective units per unit of weight squared error) is filled in by the
+    sensitivity pass; ``exercised`` is False when no sample moved the outputs through this
+    tensor (its sensitivity is then a typical one, see
+    :func:`onnxz.ratecontrol.allocation.measure_sensitivities`).
+    """
+
+    slot: TensorSlot
+    etype: ElementType
+    values: np.ndarray
+    points: list[Point]
+    energy: float
+    spread: float
+    sensitivity: float | None = None
+    exercised: bool = True
+
+    @property
+    def path(self) -> Path:
+        return self.slot.path
+
+    @property
+    def name(self) -> str:
+        return self.slot.tensor.name
+
+    @property
+    def size(self) -> int:
+        return int(self.values.size)
+
+    def reconstruction(self, setting: Setting) -> np.ndarray:
+        """The values a decoder returns for this tensor under ``setting``."""
+        if setting.lossless:
+            return self.values
+        return self.quantized(setting).reconstruction(self.etype)
+
+    def quantized(self, setting: Setting) -> Quantized:
+        """The tensor through ``setting``'s quantizer (as the writer will quantize it)."""
+        assert setting.step_rel is not None
+        return quantize_tensor(to_float64(self.values, self.etype),
+                               setting.step_rel * self.spread, setting.deadzone)
+
+    def price(self, setting: Setting) -> Point | None:
+        """``setting`` priced on this tensor (None if the quantizer declines it)."""
+        try:
+            quantized = self.quantized(setting)
+        except NotQuantizable:
+            return None
+        x = to_float64(self.values, self.etype)
+        error = to_float64(quantized.reconstruction(self.etype), self.etype) - x
+        return Point(setting, quantized.estimated_bytes() + ENTRY_BYTES,
+                     float(np.dot(error, error)))
+
+    @property
+    def relative_sensitivity(self) -> float | None:
+        """The objective if this tensor's error energy equalled its own energy (sensitivity
+        × Σx²): comparable between tensors of any size and scale."""
+        return None if self.sensitivity is None else self.sensitivity * self.energy
+
+    def weight_snr_db(self, point: Point) -> float:
+        """10·log10(Σx² / Σ(x − x̂)²) of this tensor at ``point`` (+inf when exact)."""
+        if point.sse == 0:
+            return math.inf
+        return 10 * math.log10(self.energy / point.sse) if self.energy else -math.inf
+
+
+def find_candidates(model: onnx.ModelProto, chunk_elements: int,
+                    settings: Sequence[Setting] | None = None,
+                    min_elements: int = MIN_ELEMENTS) -> list[Candidate]:
+    """The float weight tensors of ``model`` (Conv/Gemm/MatMul/RNN weights, embedding tables,
+    found through the walker) with at least ``min_elements`` elements, each priced at every
+    setting (default: :data:`STEP_GRID` at δ = 0.5) and losslessly."""
+    grid = tuple(settings) if settings is not None else tuple(Setting(s) for s in STEP_GRID)
+    found = []
+    for slot in iter_tensor_slots(model):
+        etype = payload_type(slot.tensor)
+        if etype is None or not etype.is_quantizable or not slot.is_weight:
+            continue
+        values = read_payload(slot.tensor, etype)
+        if values.size < min_elements:
+            continue
+        x = to_float64(values, etype)
+        if not np.isfinite(x).all():
+            continue
+        lossless = LosslessCodec().encode(values, etype, chunk_elements).coded_bytes
+        candidate = Candidate(slot, etype, values, [Point(LOSSLESS, float(lossless), 0.0)],
+                              float(np.dot(x, x)), spread(x))
+        candidate.points += filter(None, (candidate.price(s) for s in grid))
+        found.append(candidate)
+    return found
