@@ -7,6 +7,7 @@ Errors print one line to stderr (``onnxz: error: ...``) and exit with status 2;
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -301,7 +302,7 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
     elif sort == "name":
         tensors.sort(key=lambda t: t.name)
     header = ("tensor", "shape", "dtype", "codec", "step", "δ", "bits/w", "ratio",
-              "coded B", "entropy B", "table B")
+              "coded B", "entropy B", "table B", "sens dB")
     rows = [header]
     for t in tensors:
         rows.append((
@@ -316,6 +317,7 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
             str(t.coded_bytes),
             f"{t.entropy_bytes:.0f}" if t.entropy_bytes is not None else "-",
             str(t.table_bytes) if t.table_bytes else "-",
+            f"{10 * math.log10(t.sensitivity):.1f}" if t.sensitivity else "-",
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w)
@@ -333,6 +335,10 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
         + (f", original {_human(info.source_bytes)} ({info.ratio:.2f}x smaller)"
            if info.source_bytes and info.ratio else ""),
     ]
+    if info.rate_control is not None:
+        lines.append(_rate_summary(info.rate_control))
+        lines.append("sens dB: 10·log10 of the output distortion (1 = the target's limit) if the "
+                     "tensor's error were as large as the tensor itself")
     return "\n".join(lines)
 
 
