@@ -175,7 +175,7 @@ class _Packer:
         self.slots = [s for s in iter_tensor_slots(model) if payload_type(s.tensor) is not None
                       and read_payload(s.tensor, payload_type(s.tensor)).nbytes
                       >= opts.inline_max_bytes]
-        self._cache: dict[tuple[TensorPath, str], EncodedTensor] = {}
+        self._cache: dict[tuple[TensorPath, Setting | None], EncodedTensor] = {}
         self._graph: bytes | None = None
 
     def graph_bytes(self) -> bytes:
@@ -190,7 +190,7 @@ class _Packer:
     def encode(self, slot: TensorSlot, setting: Setting | None) -> EncodedTensor:
         """The tensor's encoding: with ``setting`` if rate control chose one, else by the
         pack options (cached)."""
-        key = (slot.path, str(setting))
+        key = (slot.path, setting)
         if key not in self._cache:
             etype = payload_type(slot.tensor)
             assert etype is not None

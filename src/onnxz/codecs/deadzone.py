@@ -31,7 +31,8 @@ from onnxz.codecs.base import (
     Chunk,
     ChunkDecoder,
     EncodedTensor,
-    TensorCodec,
+    LossyCodec,
+    QuantizedTensor,
     batches,
     field,
     split_counts,
@@ -50,7 +51,7 @@ RECONSTRUCTION = "midpoint"
 
 
 @dataclass(frozen=True)
-class Quantized:
+class Quantized(QuantizedTensor):
     """One tensor through the quantizer: step Δ, dead zone δ, the symbols ``q`` (int64),
     the coded ``symbols`` (escapes replaced by the escape symbol), which were escaped, and
     the frequency table."""
@@ -115,7 +116,7 @@ def from_float64(x: np.ndarray, etype: ElementType) -> np.ndarray:
         return x.astype(etype.numpy)
 
 
-def spread(x: np.ndarray) -> float:
+def robust_spread(x: np.ndarray) -> float:
     """Robust spread of a tensor: 1.4826 × median(|x − median(x)|), or std if that is 0.
 
     Unlike the standard deviation it ignores a few huge values (BatchNorm-variance-like
@@ -169,7 +170,7 @@ def choose_range(q: np.ndarray) -> tuple[int, int]:
     return best[1], best[2]
 
 
-class DeadzoneCodec(TensorCodec):
+class DeadzoneCodec(LossyCodec):
     """Dead-zone quantizer with step ``step_rel × spread(tensor)``, dead zone ``deadzone``."""
 
     codec_id = "deadzone"
@@ -182,18 +183,19 @@ class DeadzoneCodec(TensorCodec):
         self.step_rel = float(step_rel)
         self.deadzone = float(deadzone)
 
-    def quantize(self, values: np.ndarray, etype: ElementType) -> Quantized:
+    def quantize(self, values: np.ndarray, etype: ElementType,
+                 spread: float | None = None) -> Quantized:
         """The tensor's symbols and frequency table, before entropy coding (what rate
         control prices); :class:`NotQuantizable` if it cannot be quantized."""
         x = to_float64(values, etype)
         if not np.isfinite(x).all():
             raise NotQuantizable("has non-finite values")
-        return quantize_tensor(x, self.step_rel * spread(x), self.deadzone)
+        return quantize_tensor(x, self.step_rel * (robust_spread(x) if spread is None
+                                                   else spread), self.deadzone)
 
-    def encode(
-        self, values: np.ndarray, etype: ElementType, chunk_elements: int
-    ) -> EncodedTensor:
-        quantized = self.quantize(values, etype)
+    def encode_quantized(self, quantized: QuantizedTensor, etype: ElementType,
+                         chunk_elements: int) -> EncodedTensor:
+        assert isinstance(quantized, Quantized)
         q, symbols, outside, table = (quantized.q, quantized.symbols, quantized.outside,
                                       quantized.table)
         chunks = []

@@ -142,11 +142,11 @@ def choose_for_fidelity(bench: Workbench, objective: Objective,
     _sensitivities(bench, objective)
     predicted = slope_for(candidates,
                           lambda plan: predicted_distortion(candidates, plan) <= 1.0)
-    verdicts: dict[tuple, tuple[bool, tuple[OutputMetrics, ...], dict[str, float]]] = {}
+    verdicts: dict[frozenset, tuple[bool, tuple[OutputMetrics, ...], dict[str, float]]] = {}
 
     def passes(lam: float) -> bool:
         plan = allocate(candidates, lam)
-        key = tuple(sorted((str(p), point.setting.step_rel or 0.0) for p, point in plan.items()))
+        key = _key(plan)
         if key not in verdicts:
             verdicts[key] = _evaluate(bench, objective, plan)
             bench.evaluations += 1
@@ -183,13 +183,16 @@ def choose_for_fidelity(bench: Workbench, objective: Objective,
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if passes(mid) else (lo, mid)
     plan = allocate(candidates, lo)
-    key = tuple(sorted((str(p), point.setting.step_rel or 0.0) for p, point in plan.items()))
-    _, metrics, predictions = verdicts.get(key) or _evaluate(bench, objective, plan)
+    _, metrics, predictions = verdicts.get(_key(plan)) or _evaluate(bench, objective, plan)
     result = RateResult("fidelity", str(objective.fidelity), bench.reference, candidates, plan,
                         metrics, predictions, bench.evaluations)
     if max_bytes is not None and plan_bytes(plan) > max_bytes:
         result.met = False
     return result
+
+
+def _key(plan: Plan) -> frozenset:
+    return frozenset((path, point.setting) for path, point in plan.items())
 
 
 def _evaluate(bench: Workbench, objective: Objective, plan: Plan

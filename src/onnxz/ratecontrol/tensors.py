@@ -23,14 +23,15 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 from onnxz.codecs import DeadzoneCodec, LosslessCodec, NotQuantizable, TensorCodec
-from onnxz.codecs.deadzone import Quantized, quantize_tensor, spread, to_float64
+from onnxz.codecs.base import LossyCodec, QuantizedTensor
+from onnxz.codecs.deadzone import robust_spread, to_float64
 from onnxz.dtypes import ElementType
 from onnxz.walker import Path, TensorSlot, iter_tensor_slots, payload_type, read_payload
 
@@ -47,11 +48,13 @@ MIN_ELEMENTS = 256
 
 @dataclass(frozen=True)
 class Setting:
-    """What to do with one tensor: the dead-zone quantizer with ``step_rel`` × its spread
-    and dead zone ``deadzone``, or lossless when ``step_rel`` is None."""
+    """What to do with one tensor: the lossy codec ``method`` (a key of :data:`METHODS`)
+    with step ``step_rel`` × its spread and dead zone ``deadzone``, or lossless when
+    ``step_rel`` is None."""
 
     step_rel: float | None
     deadzone: float = 0.5
+    method: str = "deadzone"
 
     @property
     def lossless(self) -> bool:
@@ -59,20 +62,24 @@ class Setting:
 
     def codec(self) -> TensorCodec:
         """The codec the writer uses for this setting."""
-        if self.step_rel is None:
-            return LosslessCodec()
-        return DeadzoneCodec(self.step_rel, self.deadzone)
+        return LosslessCodec() if self.step_rel is None else self.quantizer()
 
-    def quantizer(self) -> DeadzoneCodec:
-        """The dead-zone codec of a lossy setting."""
+    def quantizer(self) -> LossyCodec:
+        """The lossy codec of a lossy setting."""
         if self.step_rel is None:
             raise ValueError("a lossless setting has no quantizer")
-        return DeadzoneCodec(self.step_rel, self.deadzone)
+        return METHODS[self.method](self)
 
     def __str__(self) -> str:
         if self.step_rel is None:
             return "lossless"
-        return f"step {self.step_rel:.4g}, δ {self.deadzone:g}"
+        return f"{self.method} step {self.step_rel!r} δ {self.deadzone!r}"
+
+
+METHODS: dict[str, Callable[[Setting], LossyCodec]] = {
+    "deadzone": lambda s: DeadzoneCodec(s.step_rel, s.deadzone),  # type: ignore[arg-type]
+}
+"""The lossy codecs rate control may choose, by name: each makes its codec from a setting."""
 
 
 LOSSLESS = Setting(None)
@@ -126,11 +133,9 @@ class Candidate:
             return self.values
         return self.quantized(setting).reconstruction(self.etype)
 
-    def quantized(self, setting: Setting) -> Quantized:
+    def quantized(self, setting: Setting) -> QuantizedTensor:
         """The tensor through ``setting``'s quantizer (as the writer will quantize it)."""
-        assert setting.step_rel is not None
-        return quantize_tensor(to_float64(self.values, self.etype),
-                               setting.step_rel * self.spread, setting.deadzone)
+        return setting.quantizer().quantize(self.values, self.etype, self.spread)
 
     def price(self, setting: Setting) -> Point | None:
         """``setting`` priced on this tensor (None if the quantizer declines it)."""
@@ -176,7 +181,7 @@ def find_candidates(model: onnx.ModelProto, chunk_elements: int,
             continue
         lossless = LosslessCodec().encode(values, etype, chunk_elements).coded_bytes
         candidate = Candidate(slot, etype, values, [Point(LOSSLESS, float(lossless), 0.0)],
-                              float(np.dot(x, x)), spread(x))
+                              float(np.dot(x, x)), robust_spread(x))
         candidate.points += filter(None, (candidate.price(s) for s in grid))
         found.append(candidate)
     return found
