@@ -29,6 +29,10 @@ MAJOR, MINOR = 1, 0
 """The version this library writes at least; :meth:`ContainerWriter.require_minor` raises the
 minor version when a file uses a feature a later 1.x minor version defines (SPEC.md §3)."""
 ALIGNMENT = 64
+MAX_NESTING = 64
+"""Deepest nesting of maps and arrays in the index; the index map itself is level 1 (§4)."""
+MAX_ELEMENTS = 1 << 64
+"""A tensor's element count must be below this (SPEC.md §10.1: a fixed limit)."""
 
 _HEADER_BODY = struct.Struct("<8sHH")  # magic, major, minor; then u32 CRC-32 of these 12 bytes
 _FOOTER_BODY = struct.Struct("<QQQIHH")  # index offset, length, raw length, CRC-32, major, minor
@@ -253,9 +257,10 @@ class ContainerReader:
         )
         try:
             fields = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True,
-                                     object_pairs_hook=_unique_keys)
+                                     object_pairs_hook=_unique_keys, ext_hook=_no_ext)
         except (ValueError, msgpack.UnpackException, TypeError) as exc:
             raise FormatError(f"index: not valid msgpack ({exc})") from exc
+        _check_nesting(fields)
         index = _index_from_fields(fields, (major, minor))
         self._validate_layout(index, index_offset)
         return index
@@ -310,6 +315,28 @@ def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
     if not all(isinstance(k, str) for k in out):
         raise FormatError("index: a map key is not a str")
     return out
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    """msgpack ext hook: no version of the index uses ext values (SPEC.md §4)."""
+    raise FormatError(f"index: a msgpack ext value (type {code})")
+
+
+def _check_nesting(fields: Any) -> None:
+    """At most :data:`MAX_NESTING` levels of maps and arrays, and no timestamp (the ext
+    type msgpack decodes itself), in known and ignored places alike (SPEC.md §4)."""
+    level, depth = [fields] if isinstance(fields, dict | list) else [], 1
+    while level:
+        if depth > MAX_NESTING:
+            raise FormatError(f"index: maps and arrays nest more than {MAX_NESTING} deep")
+        nested = []
+        for container in level:
+            for value in container.values() if isinstance(container, dict) else container:
+                if isinstance(value, dict | list):
+                    nested.append(value)
+                elif isinstance(value, msgpack.Timestamp):
+                    raise FormatError("index: a msgpack ext value (timestamp)")
+        level, depth = nested, depth + 1
 
 
 def _header(minor: int) -> bytes:
@@ -423,6 +450,9 @@ def _tensor_from_fields(t: Any, i: int) -> TensorEntry:
         entropy_bits=float(entropy) if isinstance(entropy, int | float) else None,
         table_bytes=table_bytes if isinstance(table_bytes, int) and table_bytes >= 0 else 0,
     )
+    if entry.element_count >= MAX_ELEMENTS:
+        raise LimitExceededError(f"{where}: shape {list(shape)} has {entry.element_count} "
+                                 "elements, 2^64 or more")
     if sum(c.count for c in entry.chunks) != entry.element_count:
         raise FormatError(f"{where}: chunks hold {sum(c.count for c in entry.chunks)} "
                           f"elements, shape {list(shape)} needs {entry.element_count}")
