@@ -325,17 +325,18 @@ def _no_ext(code: int, data: bytes) -> Any:
 def _check_nesting(fields: Any) -> None:
     """At most :data:`MAX_NESTING` levels of maps and arrays, and no timestamp (the ext
     type msgpack decodes itself), in known and ignored places alike (SPEC.md §4)."""
-    level, depth = [fields] if isinstance(fields, dict | list) else [], 1
+    level, depth = [fields] if type(fields) in (dict, list) else [], 1
     while level:
         if depth > MAX_NESTING:
             raise FormatError(f"index: maps and arrays nest more than {MAX_NESTING} deep")
-        nested = []
+        nested: list = []
         for container in level:
-            for value in container.values() if isinstance(container, dict) else container:
-                if isinstance(value, dict | list):
-                    nested.append(value)
-                elif isinstance(value, msgpack.Timestamp):
-                    raise FormatError("index: a msgpack ext value (timestamp)")
+            values = container.values() if type(container) is dict else container
+            kinds = set(map(type, values))  # msgpack builds exact dicts and lists
+            if msgpack.Timestamp in kinds:
+                raise FormatError("index: a msgpack ext value (timestamp)")
+            if dict in kinds or list in kinds:
+                nested += [v for v in values if type(v) in (dict, list)]
         level, depth = nested, depth + 1
 
 
