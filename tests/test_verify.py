@@ -88,7 +88,8 @@ def test_json_is_one_strict_object(mlp_files):
     assert result.exit_code == 0
     data = strict_json(result.output)
     assert data["passed"] is True and data["failures"] == [] and data["error"] is None
-    assert data["thresholds"] == {"min_snr_db": 20.0, "min_cosine": 0.99, "min_top1": 0.99}
+    assert data["thresholds"] == {"min_snr_db": 20.0, "min_cosine": 0.99, "min_top1": 0.99,
+                                  "noise_floor": 1e-5}
     (y,) = data["outputs"]
     assert y["name"] == "y" and y["snr_db"] is None and y["max_abs_error"] == 0
     damaged = run("verify", mlp_files / "mlp.onnx", mlp_files / "damaged.onnxz", "--json")
