@@ -36,7 +36,7 @@ from onnxz.errors import (
     OutOfMemoryError,
     UnsupportedModelError,
 )
-from onnxz.fileio import atomic_outputs, check_input, check_outputs
+from onnxz.fileio import atomic_outputs, check_input, check_outputs, utf8_spelling
 from onnxz.policy import PackOptions
 from onnxz.report import ContainerInfo
 from onnxz.walker import (
@@ -170,9 +170,10 @@ def _about(path: Path | None, work: str) -> Iterator[None]:
 
 def load(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> onnx.ModelProto:
     """Decode an onnxz file into an ``onnx.ModelProto`` with every weight restored."""
+    limits = _check_limits(limits)
     source = check_input(path)
     with _about(source, "decoding"):
-        return _load(source, _check_limits(limits))
+        return _load(source, limits)
 
 
 def _load(source: Path, limits: ReadLimits | None) -> onnx.ModelProto:
@@ -274,8 +275,8 @@ def unpack(
 
 def info(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> ContainerInfo:
     """Per-tensor codec, step, sizes and totals of an onnxz file (reads the index only)."""
-    source = check_input(path)
     limits = _check_limits(limits)
+    source = check_input(path)
     with _about(source, "reading the index"), ContainerReader(source, limits) as reader:
         return ContainerInfo.from_index(str(source), reader.file_size, reader.index)
 
@@ -317,6 +318,8 @@ def _read_model(model: ModelSource) -> tuple[onnx.ModelProto, list[Path]]:
     except MemoryError as exc:
         raise OutOfMemoryError(f"{path}: out of memory while reading the model") from exc
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        if "Arena alloc failed" in str(exc):  # protobuf's way of running out of memory
+            raise OutOfMemoryError(f"{path}: out of memory while reading the model") from exc
         raise InvalidModelError(f"{path}: not a readable ONNX model ({exc})") from exc
     missing = [what for what, absent in (
         ("IR version", proto.ir_version <= 0), ("graph", not proto.HasField("graph")),
@@ -325,7 +328,8 @@ def _read_model(model: ModelSource) -> tuple[onnx.ModelProto, list[Path]]:
         raise InvalidModelError(f"{path}: not an ONNX model (no {' and no '.join(missing)})")
     data_files = sorted({path.parent / location for location in _external_locations(proto)})
     try:
-        load_external_data_for_model(proto, str(path.parent))
+        with utf8_spelling(path.parent) as folder:
+            load_external_data_for_model(proto, folder)
     except MemoryError as exc:
         raise OutOfMemoryError(f"{path}: out of memory while reading its external data") from exc
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:

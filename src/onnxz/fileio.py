@@ -35,6 +35,7 @@ import re
 import secrets
 import signal
 import stat
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -120,6 +121,23 @@ def _check_output(final: Path, st: os.stat_result | None, force: bool,
         raise OutputPathError(f"{final}: is a file this command reads; it is never overwritten")
     if not force:
         raise OutputExistsError(f"{final}: already exists (use --force to replace it)")
+
+
+@contextlib.contextmanager
+def utf8_spelling(directory: Path) -> Iterator[str]:
+    """``directory`` as a str UTF-8 can encode, for the libraries that accept nothing else
+    (onnx's external data reader, onnxruntime): itself, or else a symbolic link to it in a
+    private temporary directory, removed after the block."""
+    name = str(directory)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        with tempfile.TemporaryDirectory(prefix="onnxz-") as private:
+            link = os.path.join(private, "dir")
+            os.symlink(os.path.abspath(directory), link)
+            yield link
+        return
+    yield name
 
 
 @contextlib.contextmanager

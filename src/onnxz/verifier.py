@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
+from onnx.external_data_helper import load_external_data_for_model
 
 from onnxz.api import Progress, inference_session
 from onnxz.arguments import real_number
 from onnxz.container import MAGIC
 from onnxz.errors import InvalidArgumentError, OutOfMemoryError, first_line
-from onnxz.fileio import check_input
+from onnxz.fileio import check_input, utf8_spelling
 from onnxz.inputs import InputsArg, Samples, TensorSpec, graph_specs, samples_for
 
 if TYPE_CHECKING:  # onnxruntime is imported where a session is made, not on `import onnxz`
@@ -341,7 +342,10 @@ def _model_for_onnxruntime(path: Path) -> str | bytes:
         str(path).encode("utf-8")
         return str(path)
     except UnicodeEncodeError:
-        return onnx.load(path).SerializeToString()
+        model = onnx.load(path, load_external_data=False)
+        with utf8_spelling(path.parent) as folder:
+            load_external_data_for_model(model, folder)
+        return model.SerializeToString()
 
 
 def _check_interfaces(reference: ort.InferenceSession, candidate: ort.InferenceSession) -> None:
@@ -438,6 +442,7 @@ class _Accumulator:
         self.ref_max = max(self.ref_max, peak)
         within_floor = err <= self.noise_floor * max(1.0, peak)  # no difference (Thresholds)
         out = np.where(within_floor & finite, ref, out)
+        packed = out.reshape(packed.shape)
         err = np.where(within_floor, 0.0, err)
         self.signal += float(np.sum(np.square(finite_ref)))
         self.noise += float(np.sum(np.square(err)))
