@@ -411,6 +411,8 @@ def test_force_refuses_fifos_links_and_devices(model_file, tmp_path):
         message = one_line_error(run("pack", model_file, "-o", out, "--force"))
         assert kind in message
     assert stat.S_ISFIFO(fifo.lstat().st_mode) and link.is_symlink()
+    to_dash = run("pack", model_file, "-o", "-")  # no file named "-" appears by surprise
+    assert to_dash.exit_code == 2 and "standard output is not supported" in to_dash.output
     assert target.read_text() == "kept"
     try:
         os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))

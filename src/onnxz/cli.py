@@ -182,6 +182,14 @@ def _not_nan(ctx: click.Context, param: click.Parameter, value: float | None
     return value
 
 
+def _not_stdout(ctx: click.Context, param: click.Parameter, value: Path | None
+                ) -> Path | None:
+    if value is not None and str(value) == "-":
+        raise click.BadParameter("writing to standard output is not supported: give a file "
+                                 "name (./- for a file named -)", ctx, param)
+    return value
+
+
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise click.BadParameter(f"{value} is not a finite number", ctx, param)
@@ -214,7 +222,7 @@ def main() -> None:
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Output .onnxz file [default: MODEL with suffix .onnxz].")
+              callback=_not_stdout, help="Output .onnxz file [default: MODEL with suffix .onnxz].")
 @click.option("--lossless", is_flag=True,
               help="Bit-exact: every tensor keeps its exact bits (float bit planes + ANS, "
                    "or zstd).")
@@ -256,7 +264,7 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
 @main.command()
 @click.argument("packed", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Output .onnx file [default: PACKED with suffix .onnx].")
+              callback=_not_stdout, help="Output .onnx file [default: PACKED with suffix .onnx].")
 @click.option("--force", is_flag=True,
               help="Replace OUTPUT if it is an existing regular file (it keeps its permissions).")
 @click.option("--external-data", is_flag=True,
@@ -395,7 +403,8 @@ def _parse_int_range(ctx: click.Context, param: click.Parameter, value: str | No
 @click.option("--noise-floor", type=click.FloatRange(0, 1), default=Thresholds.noise_floor,
               show_default=True, callback=_not_nan,
               help="Differences up to this × max(1, the sample's largest |original|) count as "
-                   "none in SNR and cosine (an output of ~0 is not failed on noise); 0 = exact.")
+                   "none in SNR, cosine and top-1 (an output of ~0 is not failed on noise); "
+                   "0 = exact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def verify(original: Path, packed: Path, inputs: Path | None, samples: int | None,
            seed: int | None, dims: dict[str, int], int_range: tuple[int, int] | None,
@@ -404,7 +413,7 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
     """Check that PACKED (.onnxz) still computes what ORIGINAL (.onnx) does: run both with
     onnxruntime (CPU) on the same inputs and compare every output. Exit status 0 if all
     outputs are within the thresholds, 1 if not (or if a model fails to load or run), 2 on
-    usage or input errors.
+    usage or input errors, 130 when interrupted.
 
     \b
     Metrics per output: max and mean absolute error, SNR (dB, all samples),

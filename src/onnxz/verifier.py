@@ -50,7 +50,7 @@ class Thresholds:
       :class:`OutputMetrics`): at most 1 prediction in 100 may change (Magika at step 1/4:
       SNR 23 dB, top-1 0.96).
     - ``noise_floor`` (default 1e-5): differences of at most ε = noise_floor × max(1, the
-      sample's largest |original|) count as no difference in SNR and cosine, so an output
+      sample's largest |original|) count as no difference (SNR, cosine, top-k), so an output
       that is ~0 everywhere (a detector's probability map on an input with nothing to find:
       original 0, packed 3e-8) is not judged by the ratio of two noises. Below scale 1
       the floor is absolute (probabilities, normalized features), above it relative
@@ -81,8 +81,8 @@ class OutputMetrics:
     """How one output of the packed model differs from the original's, over all samples.
 
     Errors are absolute, in the output's units (compared as float64); ``original_max_abs``,
-    the original's largest magnitude, puts them in scale. ``snr_db`` and the cosines count
-    differences within the noise floor (:class:`Thresholds`) as none; ``snr_db`` is +inf
+    the original's largest magnitude, puts them in scale. ``snr_db``, the cosines and top-k
+    count differences within the noise floor (:class:`Thresholds`) as none; ``snr_db`` is +inf
     when no difference is left, −inf when the original is all zeros and the packed is not.
     A NaN or inf where the original has a finite value is an infinite error (SNR −inf,
     cosine 0); where both are NaN they agree. ``finite`` counts the original's finite
