@@ -177,13 +177,14 @@ class _Temp:
         """Move the temporary file to ``final`` (see the module docstring)."""
         st = _lstat_or_none(self.final)
         _check_output(self.final, st, force, sources)  # again: it may have changed meanwhile
-        if st is None:
+        if not force:
             _link_without_replacing(self.path, self.final)
             return
-        os.fchmod(self.fd, stat.S_IMODE(st.st_mode))
-        if (st.st_uid, st.st_gid) != os.fstat(self.fd)[4:6]:
-            with contextlib.suppress(OSError):  # only root may give a file away
-                os.fchown(self.fd, st.st_uid, st.st_gid)
+        if st is not None:
+            os.fchmod(self.fd, stat.S_IMODE(st.st_mode))
+            if (st.st_uid, st.st_gid) != os.fstat(self.fd)[4:6]:
+                with contextlib.suppress(OSError):  # only root may give a file away
+                    os.fchown(self.fd, st.st_uid, st.st_gid)
         os.replace(self.path, self.final)
 
     def discard(self) -> None:
@@ -224,11 +225,11 @@ def _sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def remove_stale_temps(directory: Path, now: float | None = None) -> list[Path]:
+def remove_stale_temps(directory: Path) -> list[Path]:
     """Remove the :data:`TEMP_NAME` files in ``directory`` that no live process holds and
     that are older than :data:`STALE_AFTER` seconds; return their paths."""
-    now = time.time() if now is None else now
-    removed = []
+    now = time.time()
+    removed: list[Path] = []
     try:
         names = [e.name for e in os.scandir(directory) if TEMP_NAME.fullmatch(e.name)]
     except OSError:
