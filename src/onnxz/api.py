@@ -35,6 +35,7 @@ from onnxz.errors import (
     OnnxzError,
     OutOfMemoryError,
     UnsupportedModelError,
+    first_line,
 )
 from onnxz.fileio import atomic_outputs, check_input, check_outputs, utf8_spelling
 from onnxz.policy import PackOptions
@@ -291,10 +292,23 @@ def inference_session(
     """An ``onnxruntime.InferenceSession`` of the decoded model, built in memory."""
     import onnxruntime as ort
 
+    if sess_options is not None and not isinstance(sess_options, ort.SessionOptions):
+        raise InvalidArgumentError(f"sess_options must be an onnxruntime.SessionOptions, not "
+                                   f"{type(sess_options).__name__}")
+    available = ort.get_available_providers()
+    if providers is not None and not (isinstance(providers, list | tuple)
+                                      and all(p in available for p in providers)):
+        raise InvalidArgumentError(f"providers must be a list of names among {available}, "
+                                   f"not {providers!r}")
     model = load(path, limits=limits)
-    return ort.InferenceSession(
-        model.SerializeToString(), sess_options, providers=providers or ["CPUExecutionProvider"]
-    )
+    try:
+        return ort.InferenceSession(model.SerializeToString(), sess_options,
+                                    providers=list(providers or ["CPUExecutionProvider"]))
+    except Exception as exc:  # onnxruntime's errors derive from Exception only
+        error = UnsupportedModelError(f"onnxruntime cannot load the decoded model: "
+                                      f"{first_line(exc)}")
+        error.path = os.fsdecode(path)
+        raise error from exc
 
 
 def _read_model(model: ModelSource) -> tuple[onnx.ModelProto, list[Path]]:
