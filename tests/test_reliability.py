@@ -255,10 +255,12 @@ def test_test_data_with_external_data_is_read_beside_the_tensor(tmp_path, monkey
     (sample / "input_0.pb").write_bytes(x.SerializeToString())
     monkeypatch.chdir(tmp_path)  # not the folder of the tensor
     assert onnxz.verify(model, tmp_path / "m.onnxz", tmp_path / "data").passed
+    data = (tmp_path / "data").rename(tmp_path / os.fsdecode(b"data\xff"))  # not UTF-8
+    assert onnxz.verify(model, tmp_path / "m.onnxz", data).passed
     x.external_data[0].value = "../../outside.bin"
-    (sample / "input_0.pb").write_bytes(x.SerializeToString())
+    (data / "test_data_set_0" / "input_0.pb").write_bytes(x.SerializeToString())
     with pytest.raises(onnxz.VerificationInputError, match=r"input_0\.pb: not a readable"):
-        onnxz.verify(model, tmp_path / "m.onnxz", tmp_path / "data")
+        onnxz.verify(model, tmp_path / "m.onnxz", data)
 
 
 def test_unwritable_stdout_is_an_error_and_a_closed_pipe_ends_quietly(packed_file):

@@ -38,6 +38,7 @@ from onnxz.errors import (
     VerificationInputError,
     first_line,
 )
+from onnxz.fileio import utf8_spelling
 
 Dim = int | str | None
 """A declared dimension: a fixed size, a symbolic name, or None (dynamic and unnamed)."""
@@ -268,7 +269,8 @@ def _read_test_data_set(
             if tensor.data_type == onnx.TensorProto.UNDEFINED:
                 raise ValueError("no element type")
             # External data lives beside the tensor file, whatever the current directory.
-            array = numpy_helper.to_array(tensor, base_dir=str(folder))
+            with utf8_spelling(folder) as base_dir:
+                array = numpy_helper.to_array(tensor, base_dir=base_dir)
         except (DecodeError, ValueError, TypeError, OSError,
                 onnx.checker.ValidationError) as exc:
             raise VerificationInputError(f"{path}: not a readable TensorProto "
