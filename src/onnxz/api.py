@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx.external_data_helper import set_external_data
+from onnx.external_data_helper import load_external_data_for_model, set_external_data
 
 from onnxz import __version__
+from onnxz.arguments import as_path, boolean
 from onnxz.codecs import NotQuantizable, codec_class
 from onnxz.codecs.lossless import LosslessCodec
 from onnxz.container import (
@@ -27,12 +29,15 @@ from onnxz.dtypes import BY_NAME, ElementType
 from onnxz.errors import (
     CorruptDataError,
     FormatError,
+    InvalidArgumentError,
     InvalidModelError,
     LimitExceededError,
     OnnxzError,
+    OutOfMemoryError,
     UnsupportedModelError,
+    first_line,
 )
-from onnxz.fileio import atomic_outputs, check_input
+from onnxz.fileio import atomic_outputs, check_input, check_outputs, utf8_spelling
 from onnxz.policy import PackOptions
 from onnxz.report import ContainerInfo
 from onnxz.walker import (
@@ -75,21 +80,32 @@ def save(
     The output appears only when complete; an existing one needs ``force=True``.
     Returns what :func:`info` would report on the new file.
     """
-    base = options or PackOptions()
+    base = PackOptions() if options is None else options
+    if not isinstance(base, PackOptions):
+        raise InvalidArgumentError(f"options must be a PackOptions, not {type(base).__name__}")
+    boolean(lossless, "lossless")
+    boolean(force, "force")
+    _check_callable(progress, "progress")
     opts = dataclasses.replace(
         base,
         lossless=lossless or base.lossless,
         step_rel=base.step_rel if step_rel is None else step_rel,
         deadzone=base.deadzone if deadzone is None else deadzone,
     )
-    model_proto, source_path = _read_model(model)
-    inputs = [source_path] if source_path else []
-    with atomic_outputs([path], force, inputs) as (tmp,), open(tmp, "wb") as f:
-        writer = ContainerWriter(f, writer=f"onnxz {__version__}")
-        entries = _write_tensors(model_proto, writer, opts, progress)
-        extra = {"source_bytes": source_path.stat().st_size} if source_path else {}
-        writer.finish(model_proto.SerializeToString(), entries, extra)
-    return info(path)
+    output = as_path(path, "path")
+    if not isinstance(model, onnx.ModelProto):  # the output is checked before the work
+        check_outputs([output], force, [check_input(model, "model")])
+    model_proto, files = _read_model(model)
+    with atomic_outputs([output], force, files) as (tmp,):
+        with _about(files[0] if files else None, "packing"), open(tmp, "wb") as f:
+            writer = ContainerWriter(f, writer=f"onnxz {__version__}")
+            entries = _write_tensors(model_proto, writer, opts, progress)
+            extra = {"source_bytes": sum(p.stat().st_size for p in files)} if files else {}
+            writer.finish(model_proto.SerializeToString(), entries, extra)
+        # Read the new file back before it gets its name: what cannot be read never appears.
+        with _about(output, "reading it back"), ContainerReader(tmp) as reader:
+            written = ContainerInfo.from_index(str(output), reader.file_size, reader.index)
+    return written
 
 
 def _write_tensors(
@@ -126,9 +142,42 @@ def _write_tensors(
     return entries
 
 
+def _check_callable(value: object, name: str) -> None:
+    if value is not None and not callable(value):
+        raise InvalidArgumentError(f"{name} must be callable or None, not {value!r}")
+
+
+def _check_limits(limits: object) -> ReadLimits | None:
+    if limits is not None and not isinstance(limits, ReadLimits):
+        raise InvalidArgumentError(f"limits must be a ReadLimits, not {type(limits).__name__}")
+    return limits
+
+
+@contextlib.contextmanager
+def _about(path: Path | None, work: str) -> Iterator[None]:
+    """Errors raised inside name ``path`` as the file they are about (``OnnxzError.path``);
+    running out of memory becomes an :class:`OutOfMemoryError` saying during which ``work``."""
+    try:
+        yield
+    except OnnxzError as exc:
+        if exc.path is None and path is not None:
+            exc.path = str(path)
+        raise
+    except MemoryError as exc:
+        error = OutOfMemoryError(f"out of memory while {work}")
+        error.path = None if path is None else str(path)
+        raise error from exc
+
+
 def load(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> onnx.ModelProto:
     """Decode an onnxz file into an ``onnx.ModelProto`` with every weight restored."""
+    limits = _check_limits(limits)
     source = check_input(path)
+    with _about(source, "decoding"):
+        return _load(source, limits)
+
+
+def _load(source: Path, limits: ReadLimits | None) -> onnx.ModelProto:
     with ContainerReader(source, limits) as reader:
         try:
             model = onnx.ModelProto.FromString(reader.graph_bytes())
@@ -141,8 +190,8 @@ def load(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> onnx.M
         budget = reader.limits.output_budget(reader.file_size)
         if total > budget:
             raise LimitExceededError(
-                f"tensors: decoded size {total} bytes would exceed {budget} bytes "
-                "(see ReadLimits.max_output_size)"
+                f"tensors: decoded size {total} bytes would exceed the limit of {budget} bytes "
+                "(raise it with --max-output-size or ReadLimits.max_output_size)"
             )
         for entry in reader.index.tensors:
             tensor = resolve(model, entry.path)
@@ -198,8 +247,12 @@ def unpack(
     and the model is too large for one protobuf (2 GiB). Returns the output path.
     """
     source = check_input(path)
+    out = as_path(output, "output")
+    boolean(force, "force")
+    if external_data is not None:
+        boolean(external_data, "external_data")
+    check_outputs([out], force, [source])  # before the decoding work, again when writing
     model = load(source, limits=limits)
-    out = Path(output)
     if external_data is None:
         external_data = model.ByteSize() >= PROTOBUF_LIMIT
     if not external_data:
@@ -223,8 +276,9 @@ def unpack(
 
 def info(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> ContainerInfo:
     """Per-tensor codec, step, sizes and totals of an onnxz file (reads the index only)."""
+    limits = _check_limits(limits)
     source = check_input(path)
-    with ContainerReader(source, limits) as reader:
+    with _about(source, "reading the index"), ContainerReader(source, limits) as reader:
         return ContainerInfo.from_index(str(source), reader.file_size, reader.index)
 
 
@@ -238,14 +292,28 @@ def inference_session(
     """An ``onnxruntime.InferenceSession`` of the decoded model, built in memory."""
     import onnxruntime as ort
 
+    if sess_options is not None and not isinstance(sess_options, ort.SessionOptions):
+        raise InvalidArgumentError(f"sess_options must be an onnxruntime.SessionOptions, not "
+                                   f"{type(sess_options).__name__}")
+    available = ort.get_available_providers()
+    if providers is not None and not (isinstance(providers, list | tuple)
+                                      and all(p in available for p in providers)):
+        raise InvalidArgumentError(f"providers must be a list of names among {available}, "
+                                   f"not {providers!r}")
     model = load(path, limits=limits)
-    return ort.InferenceSession(
-        model.SerializeToString(), sess_options, providers=providers or ["CPUExecutionProvider"]
-    )
+    try:
+        return ort.InferenceSession(model.SerializeToString(), sess_options,
+                                    providers=list(providers or ["CPUExecutionProvider"]))
+    except Exception as exc:  # onnxruntime's errors derive from Exception only
+        error = UnsupportedModelError(f"onnxruntime cannot load the decoded model: "
+                                      f"{first_line(exc)}")
+        error.path = os.fsdecode(path)
+        raise error from exc
 
 
-def _read_model(model: ModelSource) -> tuple[onnx.ModelProto, Path | None]:
-    """A private, fully loaded copy of the model, and its file path if it came from one."""
+def _read_model(model: ModelSource) -> tuple[onnx.ModelProto, list[Path]]:
+    """A private, fully loaded copy of the model, and the files it was read from (the
+    .onnx file, then its external data files; none for a ModelProto)."""
     if isinstance(model, onnx.ModelProto):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
@@ -254,17 +322,37 @@ def _read_model(model: ModelSource) -> tuple[onnx.ModelProto, Path | None]:
             raise UnsupportedModelError(
                 "the ModelProto refers to external data files: pass its path instead"
             )
-        return copy, None
-    path = check_input(model)
+        return copy, []
+    path = check_input(model, "model")
     with open(path, "rb") as f:
         if f.read(len(MAGIC)) == MAGIC:
             raise InvalidModelError(f"{path}: is an onnxz file, not an ONNX model")
     try:
-        proto = onnx.load(path, load_external_data=True)
-    except (FileNotFoundError, onnx.checker.ValidationError) as exc:
-        raise InvalidModelError(f"{path}: cannot read its external data ({exc})") from exc
+        proto = onnx.load(path, load_external_data=False)
+    except MemoryError as exc:
+        raise OutOfMemoryError(f"{path}: out of memory while reading the model") from exc
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        if "Arena alloc failed" in str(exc):  # protobuf's way of running out of memory
+            raise OutOfMemoryError(f"{path}: out of memory while reading the model") from exc
         raise InvalidModelError(f"{path}: not a readable ONNX model ({exc})") from exc
-    if proto.ir_version <= 0 or not proto.HasField("graph") or not proto.opset_import:
-        raise InvalidModelError(f"{path}: not an ONNX model (no graph or no IR version)")
-    return proto, path
+    missing = [what for what, absent in (
+        ("IR version", proto.ir_version <= 0), ("graph", not proto.HasField("graph")),
+        ("opset_import", not proto.opset_import)) if absent]
+    if missing:
+        raise InvalidModelError(f"{path}: not an ONNX model (no {' and no '.join(missing)})")
+    data_files = sorted({path.parent / location for location in _external_locations(proto)})
+    try:
+        with utf8_spelling(path.parent) as folder:
+            load_external_data_for_model(proto, folder)
+    except MemoryError as exc:
+        raise OutOfMemoryError(f"{path}: out of memory while reading its external data") from exc
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+        raise InvalidModelError(f"{path}: cannot read its external data ({exc})") from exc
+    return proto, [path, *data_files]
+
+
+def _external_locations(model: onnx.ModelProto) -> set[str]:
+    """The ``location`` of every tensor stored in an external data file."""
+    return {entry.value for _, tensor in iter_tensors(model)
+            if tensor.data_location == onnx.TensorProto.EXTERNAL
+            for entry in tensor.external_data if entry.key == "location"}

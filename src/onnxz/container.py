@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,8 @@ from typing import IO, Any
 import msgpack
 import zstandard
 
-from onnxz.errors import CorruptDataError, FormatError, LimitExceededError
+from onnxz.arguments import integer, real_number
+from onnxz.errors import CorruptDataError, FormatError, InvalidArgumentError, LimitExceededError
 from onnxz.zstdframe import decompress_exact
 
 MAGIC = b"\x89ONZ\r\n\x1a\n"
@@ -42,19 +44,39 @@ FOOTER_SIZE = _FOOTER_BODY.size + _CRC.size + len(END_MAGIC)  # 40
 GRAPH_ZSTD_LEVEL = 19
 
 
+def physical_memory() -> int:
+    """Bytes of RAM of this machine (1 GiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 30
+
+
 @dataclass(frozen=True)
 class ReadLimits:
     """Reader limits; a file that declares more raises :class:`LimitExceededError`.
 
     ``max_output_size`` bounds the decoded bytes of all tensors together; when None it is
-    ``max(min_output_size, max_expansion × file size)``.
+    ``max(min_output_size, max_expansion × file size)``. ``min_output_size`` defaults to this
+    machine's physical memory: any model that fits in memory here unpacks here, however well
+    it compressed, while a small file still cannot make the reader allocate more than the
+    machine has.
     """
 
     max_index_size: int = 256 << 20
     max_graph_size: int = 2 << 30
     max_output_size: int | None = None
     max_expansion: float = 1000.0
-    min_output_size: int = 1 << 30
+    min_output_size: int = field(default_factory=physical_memory)
+
+    def __post_init__(self) -> None:
+        integer(self.max_index_size, "max_index_size", 0)
+        integer(self.max_graph_size, "max_graph_size", 0)
+        if self.max_output_size is not None:
+            integer(self.max_output_size, "max_output_size", 0)
+        if not real_number(self.max_expansion, "max_expansion") >= 0:
+            raise InvalidArgumentError(f"max_expansion must be ≥ 0, not {self.max_expansion}")
+        integer(self.min_output_size, "min_output_size", 0)
 
     def output_budget(self, file_size: int) -> int:
         if self.max_output_size is not None:
@@ -207,6 +229,8 @@ class ContainerReader:
                 if size >= len(MAGIC):
                     f.seek(0)
                     _check_magic(f.read(len(MAGIC)))
+                    raise FormatError(f"header: file truncated: {size} bytes, an onnxz "
+                                      f"file has at least {HEADER_SIZE + FOOTER_SIZE}")
                 raise FormatError(f"not an onnxz file: only {size} bytes")
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self.file_size = size

@@ -14,18 +14,22 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from google.protobuf.message import DecodeError
+from onnx.external_data_helper import load_external_data_for_model
 
 from onnxz.api import Progress, inference_session
+from onnxz.arguments import real_number
 from onnxz.container import MAGIC
-from onnxz.errors import first_line
-from onnxz.fileio import check_input
+from onnxz.errors import InvalidArgumentError, OutOfMemoryError, first_line
+from onnxz.fileio import check_input, utf8_spelling
 from onnxz.inputs import InputsArg, Samples, TensorSpec, graph_specs, samples_for
+
+if TYPE_CHECKING:  # onnxruntime is imported where a session is made, not on `import onnxz`
+    import onnxruntime as ort
 
 TOP_K = 5
 
@@ -45,14 +49,31 @@ class Thresholds:
     - ``min_top1`` (fraction, default 0.99): top-1 agreement on class-score outputs (see
       :class:`OutputMetrics`): at most 1 prediction in 100 may change (Magika at step 1/4:
       SNR 23 dB, top-1 0.96).
+    - ``noise_floor`` (default 1e-5): differences of at most ε = noise_floor × max(1, the
+      sample's largest |original|) count as no difference (SNR, cosine, top-k), so an output
+      that is ~0 everywhere (a detector's probability map on an input with nothing to find:
+      original 0, packed 3e-8) is not judged by the ratio of two noises. Below scale 1
+      the floor is absolute (probabilities, normalized features), above it relative
+      (−100 dB of the peak); 0 compares exactly. Max and mean errors stay raw.
+
+    NaN is refused for every threshold; ``min_snr_db`` may be −inf (no SNR criterion).
     """
 
     min_snr_db: float = 20.0
     min_cosine: float = 0.99
     min_top1: float = 0.99
+    noise_floor: float = 1e-5
 
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+    def __post_init__(self) -> None:
+        real_number(self.min_snr_db, "min_snr_db")
+        for name, low, high in (("min_cosine", -1, 1), ("min_top1", 0, 1),
+                                ("noise_floor", 0, 1)):
+            if not low <= real_number(getattr(self, name), name) <= high:
+                raise InvalidArgumentError(
+                    f"{name} must be in [{low}, {high}], not {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {k: _json_number(v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -60,8 +81,12 @@ class OutputMetrics:
     """How one output of the packed model differs from the original's, over all samples.
 
     Errors are absolute, in the output's units (compared as float64); ``original_max_abs``,
-    the original's largest magnitude, puts them in scale. ``snr_db`` is +inf when
-    the outputs are identical, −inf when the original is all zeros and the packed is not.
+    the original's largest magnitude, puts them in scale. ``snr_db``, the cosines and top-k
+    count differences within the noise floor (:class:`Thresholds`) as none; ``snr_db`` is +inf
+    when no difference is left, −inf when the original is all zeros and the packed is not.
+    A NaN or inf where the original has a finite value is an infinite error (SNR −inf,
+    cosine 0); where both are NaN they agree. ``finite`` counts the original's finite
+    values: with none there is nothing to compare, and the output fails.
     ``top1``/``top5`` exist for outputs that look like class scores: float, declared rank 1–3
     with a fixed last axis of ≥ 2 classes (``[C]``, ``[N, C]``, ``[N, T, C]``); each row
     along the last axis is one prediction. ``top1`` = fraction of rows with the same argmax;
@@ -81,13 +106,12 @@ class OutputMetrics:
     cosine_min: float
     top1: float | None
     top5: float | None
+    finite: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe: a non-finite ``snr_db`` is null (+inf iff ``max_abs_error`` is 0)."""
-        d = asdict(self)
-        d["snr_db"] = self.snr_db if math.isfinite(self.snr_db) else None
-        d["max_abs_error"] = self.max_abs_error if math.isfinite(self.max_abs_error) else None
-        return d
+        """JSON-safe: a non-finite number is null (``snr_db`` +inf: no difference beyond the
+        noise floor; an infinite error: NaN or inf against a number)."""
+        return {k: _json_number(v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -100,18 +124,24 @@ class Failure:
     threshold: float
 
     def __str__(self) -> str:
+        if self.metric == "finite":
+            return (f"output {self.output!r}: the original has no finite value on these "
+                    "inputs (nothing to compare)")
         label, unit = _METRIC_LABELS[self.metric]
         return (f"output {self.output!r}: {label} {self.value:.4g}{unit} < "
                 f"{self.threshold:g}{unit}")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["value"] = self.value if math.isfinite(self.value) else None
-        return d
+        return {k: _json_number(v) for k, v in asdict(self).items()}
 
 
 _METRIC_LABELS = {"snr_db": ("SNR", " dB"), "cosine_min": ("worst-sample cosine", ""),
                   "top1": ("top-1 agreement", "")}
+
+
+def _json_number(value: Any) -> Any:
+    """``value``, or None for a float that strict JSON cannot hold (inf, NaN)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 @dataclass(frozen=True)
@@ -141,6 +171,8 @@ class VerifyReport:
                                              ("top1", m.top1, t.min_top1)):
                 if value is not None and value < threshold:
                     found.append(Failure(m.name, metric, value, threshold))
+            if m.finite == 0 and m.elements:
+                found.append(Failure(m.name, "finite", 0, 1))
         return tuple(found)
 
     @property
@@ -222,9 +254,15 @@ def verify(
     gives a report with ``passed`` False and ``error`` naming why. ``progress(done, total,
     name)`` is called after each sample.
     """
-    packed_path = check_input(packed)
+    packed_path = check_input(packed, "packed")
     if not isinstance(original, onnx.ModelProto):
-        original = check_input(original)
+        original = check_input(original, "original")
+    thresholds = Thresholds() if thresholds is None else thresholds
+    if not isinstance(thresholds, Thresholds):
+        raise InvalidArgumentError(
+            f"thresholds must be a Thresholds, not {type(thresholds).__name__}")
+    if progress is not None and not callable(progress):
+        raise InvalidArgumentError(f"progress must be callable or None, not {progress!r}")
     described = "(not read)"
     accumulators: list[_Accumulator] = []
     error: str | None = None
@@ -235,7 +273,7 @@ def verify(
         described = samples.description
         candidate = _session(lambda: inference_session(packed_path, _quiet()), "packed")
         _check_interfaces(reference, candidate)
-        accumulators = [_Accumulator(s) for s in output_specs]
+        accumulators = [_Accumulator(s, thresholds.noise_floor) for s in output_specs]
         _compare(reference, candidate, samples, accumulators, progress)
     except _ModelFailed as exc:
         error = str(exc)
@@ -244,7 +282,7 @@ def verify(
         packed=str(packed_path),
         inputs=described,
         samples=min((a.samples for a in accumulators), default=0),
-        thresholds=thresholds or Thresholds(),
+        thresholds=thresholds,
         outputs=tuple(a.result() for a in accumulators if a.samples),
         error=error,
     )
@@ -256,6 +294,8 @@ class _ModelFailed(Exception):
 
 def _quiet() -> ort.SessionOptions:
     """Session options that keep onnxruntime's own error log off stderr (we report)."""
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
     return opts
@@ -274,6 +314,8 @@ def _load_original(
     original: onnx.ModelProto | Path,
 ) -> tuple[ort.InferenceSession, onnx.ModelProto]:
     """A session of the original and its graph (weights not loaded when it is a path)."""
+    import onnxruntime as ort
+
     if isinstance(original, onnx.ModelProto):
         data = original.SerializeToString()
         return _session(lambda: ort.InferenceSession(data, _quiet(), ["CPUExecutionProvider"]),
@@ -287,9 +329,23 @@ def _load_original(
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
         raise _ModelFailed(f"original model failed to load: {first_line(exc)}") from exc
     session = _session(
-        lambda: ort.InferenceSession(str(original), _quiet(), ["CPUExecutionProvider"]),
+        lambda: ort.InferenceSession(_model_for_onnxruntime(original), _quiet(),
+                                     ["CPUExecutionProvider"]),
         "original")
     return session, model
+
+
+def _model_for_onnxruntime(path: Path) -> str | bytes:
+    """What onnxruntime can open: the path if UTF-8 can spell it (its external data is then
+    found beside it), else the model with its external data, serialized (< 2 GiB)."""
+    try:
+        str(path).encode("utf-8")
+        return str(path)
+    except UnicodeEncodeError:
+        model = onnx.load(path, load_external_data=False)
+        with utf8_spelling(path.parent) as folder:
+            load_external_data_for_model(model, folder)
+        return model.SerializeToString()
 
 
 def _check_interfaces(reference: ort.InferenceSession, candidate: ort.InferenceSession) -> None:
@@ -304,7 +360,11 @@ def _compare(reference: ort.InferenceSession, candidate: ort.InferenceSession, s
              accumulators: list[_Accumulator], progress: Progress | None) -> None:
     """Feed every sample to both sessions and accumulate the metrics, one sample at a time."""
     for i in range(samples.count):
-        feed = samples.feed(i)
+        try:
+            feed = samples.feed(i)
+        except MemoryError as exc:
+            raise OutOfMemoryError(f"out of memory while building sample {i} of the inputs "
+                                   f"({samples.description})") from exc
         ref = _run(reference, feed, "original", i, samples.hint)
         out = _run(candidate, feed, "packed", i)
         for acc, r, o in zip(accumulators, ref, out, strict=True):
@@ -339,8 +399,10 @@ class _Accumulator:
     """Running sums for one output, updated one sample at a time by :meth:`add`."""
 
     spec: TensorSpec
+    noise_floor: float = 0.0
     samples: int = 0
     elements: int = 0
+    finite: int = 0
     abs_sum: float = 0.0
     abs_max: float = 0.0
     ref_max: float = 0.0
@@ -375,8 +437,13 @@ class _Accumulator:
             self.abs_sum += float(err.sum())
             self.abs_max = max(self.abs_max, float(err.max()))
         finite_ref = ref[np.isfinite(ref)]
-        if finite_ref.size:
-            self.ref_max = max(self.ref_max, float(np.abs(finite_ref).max()))
+        peak = float(np.abs(finite_ref).max()) if finite_ref.size else 0.0
+        self.finite += finite_ref.size
+        self.ref_max = max(self.ref_max, peak)
+        within_floor = err <= self.noise_floor * max(1.0, peak)  # no difference (Thresholds)
+        out = np.where(within_floor & finite, ref, out)
+        packed = out.reshape(packed.shape)
+        err = np.where(within_floor, 0.0, err)
         self.signal += float(np.sum(np.square(finite_ref)))
         self.noise += float(np.sum(np.square(err)))
         cosine = _cosine(ref[finite], out[finite]) if (same | finite).all() else 0.0
@@ -416,6 +483,7 @@ class _Accumulator:
             cosine_min=self.cos_min,
             top1=self.top1_hits / self.rows if classes else None,
             top5=self.top5_sum / self.rows if classes and classes > TOP_K else None,
+            finite=self.finite,
         )
 
 

@@ -208,6 +208,9 @@ def payload_type(tensor: TensorProto) -> ElementType | None:
 
 def read_payload(tensor: TensorProto, etype: ElementType) -> np.ndarray:
     """The elements of ``tensor`` as a flat array of ``etype.numpy``."""
+    if any(d < 0 for d in tensor.dims):
+        raise InvalidModelError(
+            f"tensor {tensor.name!r}: negative dimension in its shape {list(tensor.dims)}")
     count = element_count(tensor)
     if tensor.raw_data:
         if len(tensor.raw_data) != count * etype.width:
