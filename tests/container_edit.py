@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,12 +56,14 @@ def read_index(data: bytes) -> Any:
     return msgpack.unpackb(index_bytes(data), raw=False, strict_map_key=False)
 
 
-def with_index(data: bytes, fields: Any = None, *, raw: bytes | None = None) -> bytes:
-    """``data`` with its index replaced by ``fields`` (or by the msgpack bytes ``raw``)."""
+def with_index(data: bytes, fields: Any = None, *, raw: bytes | None = None,
+               frame: Callable[[bytes], bytes] | None = None) -> bytes:
+    """``data`` with its index replaced by ``fields`` (or by the msgpack bytes ``raw``),
+    compressed into a zstd frame by ``frame`` (default: one-shot, with content size)."""
     if raw is None:
         raw = msgpack.packb(fields, use_bin_type=True)
     f = Footer.of(data)
-    section = zstandard.ZstdCompressor().compress(raw)
+    section = (frame or zstandard.ZstdCompressor().compress)(raw)
     footer = Footer(f.index_offset, len(section), len(raw), crc32(section), f.major, f.minor)
     return data[:f.index_offset] + section + footer.pack()
 
@@ -77,6 +80,11 @@ def with_version(data: bytes, major: int, minor: int) -> bytes:
 def with_footer(data: bytes, footer: Footer) -> bytes:
     """``data`` with another (checksummed) footer."""
     return data[:-FOOTER_SIZE] + footer.pack()
+
+
+def with_gap_before_footer(data: bytes, gap: bytes) -> bytes:
+    """``data`` with ``gap`` (unused bytes) between the index section and the footer."""
+    return data[:-FOOTER_SIZE] + gap + data[-FOOTER_SIZE:]
 
 
 def with_graph(data: bytes, raw_graph: bytes) -> bytes:

@@ -112,11 +112,15 @@ class Outcome:
     message: str = ""
 
 
+REFERENCE_LIMITS = onnxz.ReadLimits(min_output_size=1 << 30)
+"""The reference decoder's limits (SPEC.md §10.1); onnxz's default follows the machine."""
+
+
 def onnxz_outcome(path: Path) -> Outcome:
     """Decode with onnxz; anything but an OnnxzError propagates (a foreign exception)."""
     try:
-        onnxz.info(path)
-        return Outcome("ok", onnxz.load(path).SerializeToString())
+        onnxz.info(path, limits=REFERENCE_LIMITS)
+        return Outcome("ok", onnxz.load(path, limits=REFERENCE_LIMITS).SerializeToString())
     except onnxz.LimitExceededError as exc:
         return Outcome("limit", message=str(exc))
     except onnxz.FormatError as exc:

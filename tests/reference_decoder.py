@@ -28,6 +28,9 @@ MAJOR = 1
 PAYLOAD_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data",
                   "uint64_data")
 ZSTD_FEED = 64  # compressed bytes per decompression step, so output never runs far ahead
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+MAX_ZSTD_WINDOW = 1 << 27
+MAX_NESTING = 64
 
 
 class DecodeError(Exception):
@@ -234,11 +237,12 @@ def open_index(data: bytes, limits: Limits = Limits()) -> tuple[Section, list[Te
     raw = _zstd_exact(_section_bytes(data, index_section, "index"), index_raw_length, "index")
     try:
         fields = msgpack.unpackb(raw, raw=False, strict_map_key=False,
-                                 object_pairs_hook=_str_keyed_map)
+                                 object_pairs_hook=_str_keyed_map, ext_hook=_no_ext)
     except DecodeError:
         raise
     except Exception as exc:  # msgpack's errors: ValueError subclasses, TypeError, ...
         raise FormatError(f"index: not one msgpack value ({exc})") from exc
+    _check_depth(fields, 1)
     graph, tensors = _parse_index(fields)
     _check_layout(graph, tensors, index_offset, limits)
     return graph, tensors
@@ -252,23 +256,30 @@ def _section_bytes(data: bytes, section: Section, what: str) -> bytes:
 
 
 def _zstd_exact(frame: bytes, size: int, what: str) -> bytes:
-    """The content of one zstd frame that MUST hold exactly ``size`` bytes (§1, §6.4)."""
+    """The content of the one zstd frame that ``frame`` is, which MUST hold exactly ``size``
+    bytes (§1 items 1-5, §6.4)."""
+    if frame[:4] != ZSTD_MAGIC:
+        raise CorruptDataError(f"{what}: not a zstd frame")
     try:
-        declared = zstandard.frame_content_size(frame)
-        if declared not in (-1, size):
+        header = zstandard.get_frame_parameters(frame)
+        if header.window_size > MAX_ZSTD_WINDOW or header.dict_id:
+            raise CorruptDataError(f"{what}: zstd window above 2^27 or a dictionary id")
+        declared = header.content_size
+        if declared not in (zstandard.CONTENTSIZE_UNKNOWN, size):
             raise CorruptDataError(f"{what}: frame declares {declared} bytes, not {size}")
         stream = zstandard.ZstdDecompressor().decompressobj()
-        out = b""
-        for start in range(0, len(frame), ZSTD_FEED):
-            out += stream.decompress(frame[start:start + ZSTD_FEED])
+        out, fed = b"", 0
+        while fed < len(frame) and not stream.eof:
+            out += stream.decompress(frame[fed:fed + ZSTD_FEED])
+            fed += ZSTD_FEED
             if len(out) > size:
                 raise CorruptDataError(f"{what}: more than {size} bytes")
-            if stream.eof:
-                break
     except zstandard.ZstdError as exc:
         raise CorruptDataError(f"{what}: invalid zstd frame ({exc})") from exc
     if not stream.eof or len(out) != size:
         raise CorruptDataError(f"{what}: zstd frame incomplete or not {size} bytes")
+    if stream.unused_data or fed < len(frame):
+        raise CorruptDataError(f"{what}: bytes after the zstd frame")
     return out
 
 
@@ -277,6 +288,22 @@ def _str_keyed_map(pairs: list[tuple[Any, Any]]) -> dict:
     if not all(isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):
         raise FormatError("index: a map key is not a str, or repeats")
     return dict(pairs)
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise FormatError(f"index: msgpack ext type {code}")
+
+
+def _check_depth(value: Any, depth: int) -> None:
+    """§4: maps and arrays nest at most 64 deep; no ext value (msgpack decodes type -1, the
+    timestamp, itself)."""
+    if isinstance(value, msgpack.Timestamp):
+        raise FormatError("index: msgpack ext type -1")
+    if isinstance(value, dict | list):
+        if depth > MAX_NESTING:
+            raise FormatError("index: nested more than 64 deep")
+        for item in value.values() if isinstance(value, dict) else value:
+            _check_depth(item, depth + 1)
 
 
 def _is_int(v: Any) -> bool:
@@ -326,9 +353,16 @@ def _parse_tensor(t: Any) -> TensorRef:
     tensor = TensorRef(name, path, _typed(t, "dtype", str), shape, _typed(t, "codec", str),
                        _typed(t, "params", dict), tuple(chunks),
                        _uint(_typed(t, "crc32", int), 32))
-    if sum(c.count for c in chunks) != tensor.count:
-        raise FormatError(f"tensor {name!r}: chunk counts do not sum to the element count")
+    check_counts(tensor)
     return tensor
+
+
+def check_counts(t: TensorRef) -> None:
+    """§4.5 item 3: fewer than 2^64 elements, and the chunks hold exactly that many."""
+    if t.count >= 1 << 64:
+        raise LimitExceededError(f"tensor {t.name!r}: 2^64 elements or more")
+    if sum(c.count for c in t.chunks) != t.count:
+        raise FormatError(f"tensor {t.name!r}: chunk counts do not sum to the element count")
 
 
 def _check_layout(graph: Section, tensors: list[TensorRef], index_offset: int,
@@ -376,15 +410,17 @@ def resolve(model: onnx.ModelProto, path: Sequence[str | int]) -> onnx.TensorPro
             raise FormatError(f"path {list(path)}: 'attribute' expected")
         attr = index(node.attribute)
         step = take()
-        if step == "t":
+        A = onnx.AttributeProto
+        if step == "t" and attr.type == A.TENSOR:
             return attr.t
-        if step == "tensors":
+        if step == "tensors" and attr.type == A.TENSORS:
             return index(attr.tensors)
-        if step == "g":
+        if step == "g" and attr.type == A.GRAPH:
             return graph_path(attr.g)
-        if step == "graphs":
+        if step == "graphs" and attr.type == A.GRAPHS:
             return graph_path(index(attr.graphs))
-        raise FormatError(f"path {list(path)}: bad attribute step {step!r}")
+        raise FormatError(f"path {list(path)}: step {step!r} in an attribute of type "
+                          f"{attr.type}")
 
     head = take()
     if head == "graph":
@@ -484,23 +520,26 @@ def _lossless_decoder(params: dict, dtype: DType) -> ChunkDecode:
                 raise CorruptDataError("lossless: packed plane of the wrong length")
             if plane.method == "ans":
                 _check_stream(part, count)
-        symbols, clean = [], []
-        for plane, part in zip(planes, parts, strict=True):
-            if plane.method == "ans":
-                assert plane.table is not None
-                values, ended = ans_decode(part, count, plane.table)
-                if any(not 0 <= v < 1 << plane.bits for v in values):
-                    raise FormatError("lossless: ANS symbol outside the plane's range")
-                clean.append(ended)
-            elif plane.method == "packed":
-                values = unpack_bits(part, plane.bits, count)
-            else:
-                values = [plane.value] * count
-            symbols.append(values)
-        if not all(clean):
+        symbols, ended = zip(*(plane_symbols(plane, part, count)
+                               for plane, part in zip(planes, parts, strict=True)), strict=True)
+        if not all(ended):  # §10.2: after every plane's symbols were range-checked
             raise CorruptDataError("lossless: ANS stream does not end in the initial state")
         return b"".join(_join(dtype, widths, [s[j] for s in symbols]) for j in range(count))
     return decode_planes
+
+
+def plane_symbols(plane: Plane, part: bytes, count: int) -> tuple[list[int], bool]:
+    """§6.2: the plane's ``count`` symbols, and whether its ANS stream (if any) ended in the
+    state §8.3 requires (checked by the caller, after all planes)."""
+    if plane.method == "ans":
+        assert plane.table is not None
+        values, ended = ans_decode(part, count, plane.table)
+        if any(not 0 <= v < 1 << plane.bits for v in values):
+            raise FormatError("lossless: ANS symbol outside the plane's range")
+        return values, ended
+    if plane.method == "packed":
+        return unpack_bits(part, plane.bits, count), True
+    return [plane.value] * count, True
 
 
 def _parse_plane(p: Any, bits: int) -> Plane:
@@ -595,16 +634,23 @@ def _number(params: dict, key: str) -> float:
 
 
 def _reconstruct(q: int, step: float, deadzone: float, dtype: DType) -> bytes:
-    """§7.3, in binary64 (Python floats), then rounded to the dtype."""
+    """§7.3: the midpoint in binary64, rounded to the dtype."""
+    return to_dtype(midpoint(q, step, deadzone), dtype)
+
+
+def midpoint(q: int, step: float, deadzone: float) -> float:
+    """§7.3 r, in binary64 (Python floats), in exactly the order given there."""
     if q == 0:
-        r = 0.0
-    else:
-        a = float(abs(q))
-        t = deadzone - 0.5
-        u = a + t
-        r = step * u
-        if q < 0:
-            r = -r
+        return 0.0
+    a = float(abs(q))
+    t = deadzone - 0.5
+    u = a + t
+    r = step * u
+    return -r if q < 0 else r
+
+
+def to_dtype(r: float, dtype: DType) -> bytes:
+    """§7.3: r rounded to the dtype (bfloat16 through binary32), as little-endian bytes."""
     if dtype.name == "float64":
         return struct.pack("<d", r)
     if dtype.name == "bfloat16":

@@ -10,12 +10,14 @@ import json
 import shutil
 from pathlib import Path
 
+import container_edit
 import make_vectors
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import reference_decoder
+import zstandard
 
 import onnxz
 from onnxz.walker import resolve
@@ -166,3 +168,41 @@ def test_make_vectors_keeps_published_vectors(tmp_path):
     victim.write_bytes(victim.read_bytes() + b"\0")
     with pytest.raises(SystemExit, match="immutable"):
         make_vectors.main(["--out", str(out)])
+
+
+def test_vectors_cover_the_points_of_revision_2():
+    """Read back from the files: packed planes of every width with padding, tables above
+    precision 13, zstd frames without content size in every place, 0-element chunks."""
+    seen: set[tuple] = set()
+    for name in VALID:
+        data = vector_bytes(name)
+        graph, tensors = reference_decoder.open_index(data)
+        footer = container_edit.Footer.of(data)
+        frames = [("graph", data[graph.offset:graph.offset + graph.length]),
+                  ("index", data[footer.index_offset:footer.index_offset + footer.index_length])]
+        for t in tensors:
+            p = t.params
+            if t.codec == "lossless" and p["mode"] == "planes":
+                widths = reference_decoder.plane_widths(reference_decoder.DTYPES[t.dtype])
+                for plane, bits in zip(p["planes"], widths, strict=True):
+                    if plane["method"] == "packed":
+                        seen.update(("packed", bits, c.count * bits % 8 != 0) for c in t.chunks)
+            tables = [p["table"]] if "table" in p else [
+                q["table"] for q in p.get("planes", []) if "table" in q]
+            seen.update(("precision above 13", tb["precision"] > 13) for tb in tables)
+            seen.update(("0-element chunk", t.codec, p.get("mode")) for c in t.chunks
+                        if c.count == 0)
+            seen.update(("int parameter", k) for k in ("step", "deadzone")
+                        if isinstance(p.get(k), int))
+            if p.get("mode") == "zstd":
+                frames += [("chunk", data[c.offset:c.end]) for c in t.chunks]
+        seen.update(("no content size", where) for where, frame in frames
+                    if zstandard.get_frame_parameters(frame).content_size
+                    == zstandard.CONTENTSIZE_UNKNOWN)
+    assert {("packed", 3, True), ("packed", 5, True), ("packed", 8, False),
+            ("packed", 11, True)} <= seen
+    assert ("precision above 13", True) in seen
+    assert {("0-element chunk", "lossless", "zstd"), ("0-element chunk", "lossless", "planes"),
+            ("0-element chunk", "deadzone", None)} <= seen
+    assert {("int parameter", "step"), ("int parameter", "deadzone")} <= seen
+    assert {("no content size", w) for w in ("graph", "index", "chunk")} <= seen

@@ -90,7 +90,8 @@ def test_json_is_one_strict_object(mlp_files):
     assert result.exit_code == 0
     data = strict_json(result.output)
     assert data["passed"] is True and data["failures"] == [] and data["error"] is None
-    assert data["thresholds"] == {"min_snr_db": 20.0, "min_cosine": 0.99, "min_top1": 0.99}
+    assert data["thresholds"] == {"min_snr_db": 20.0, "min_cosine": 0.99, "min_top1": 0.99,
+                                  "noise_floor": 1e-5}
     (y,) = data["outputs"]
     assert y["name"] == "y" and y["snr_db"] is None and y["max_abs_error"] == 0
     damaged = run("verify", mlp_files / "mlp.onnx", mlp_files / "damaged.onnxz", "--json")
@@ -455,7 +456,8 @@ def test_corpus_lossless_exact_and_lossy_honest(corpus, tmp_path, name):
     assert all(o["max_abs_error"] == 0 and o["snr_db"] is None for o in data["outputs"])
 
     onnxz.save(corpus[name], tmp_path / "lossy.onnxz")
-    report = onnxz.verify(corpus[name], tmp_path / "lossy.onnxz", tmp_path / "inputs.npz")
+    report = onnxz.verify(corpus[name], tmp_path / "lossy.onnxz", tmp_path / "inputs.npz",
+                          onnxz.Thresholds(noise_floor=0))  # the raw formulas, as below
     print(f"\n{name} lossy:\n{report.table()}")
     assert report.error is None and report.samples == 8
     # the same numbers computed directly from both models' outputs, all samples pooled

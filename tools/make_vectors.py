@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -29,18 +30,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 import onnx
 import onnxruntime as ort
+import zstandard
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import container_edit  # noqa: E402
+import crafted  # noqa: E402
 import reference_decoder  # noqa: E402
 
 import onnxz  # noqa: E402
+from onnxz.codecs import ans  # noqa: E402
+from onnxz.codecs.base import Chunk  # noqa: E402
+from onnxz.codecs.deadzone import dequantize, from_float64  # noqa: E402
+from onnxz.codecs.lossless import split_planes  # noqa: E402
 
 VECTORS = ROOT / "tests" / "vectors"
 MANIFEST = "manifest.json"
@@ -402,6 +410,226 @@ def flip_chunk_bit(data: bytes) -> bytes:
     return data[:70] + bytes([data[70] ^ 0x08]) + data[71:]
 
 
+
+# --- vectors of SPEC revision 2 (issue 14): crafted encodings (tests/crafted.py) ---------
+
+def _dz(q: np.ndarray, step: float, deadzone: float, dtype: str) -> np.ndarray:
+    """The values the dead-zone symbols ``q`` reconstruct to (the model then holds exactly
+    what a reader restores)."""
+    return from_float64(dequantize(np.asarray(q), float(step), float(deadzone)),
+                        onnxz.dtypes.BY_NAME[dtype])
+
+
+def _onnx_type(dtype: str) -> int:
+    return onnxz.dtypes.BY_NAME[dtype].onnx_type
+
+
+def _explicit(specs: list[tuple[str, str, crafted.ExplicitDeadzone]]) -> Source:
+    """A constants model of dead-zone tensors (name, dtype, codec), the values being the
+    reconstruction of each codec's symbols."""
+    def source(_: Path) -> onnx.ModelProto:
+        return _constants_model([
+            _raw(name, _onnx_type(dtype), _dz(c.q, c.step, c.deadzone, dtype))
+            for name, dtype, c in specs])
+    return source
+
+
+def _options(*crafted_codecs: tuple[str, Any]) -> dict[str, Any]:
+    return {"options": crafted.CraftedOptions(inline_max_bytes=16, crafted=crafted_codecs)}
+
+
+def _padded(q: list[int], n: int = 64) -> np.ndarray:
+    return np.array(q + [0] * (n - len(q)), dtype=np.int64)
+
+
+POWERS = [s * 2**j for j in range(16) for s in (1, -1)]
+F16_DIRECT = [  # r lands a hair above or below a binary16 midpoint (rounding via binary32: tie)
+    ("f16_subnormal_up", "float16", crafted.ExplicitDeadzone(
+        np.arange(-40, 41), 2.0**-25 * (1 + 2.0**-30))),
+    ("f16_subnormal_down", "float16", crafted.ExplicitDeadzone(
+        np.arange(-40, 41), 2.0**-25 * (1 - 2.0**-30))),
+    ("f16_normal", "float16", crafted.ExplicitDeadzone(
+        _padded(POWERS), (1 + 2.0**-11) * (1 + 2.0**-30), coded=(-1, 1))),
+]
+BF16_TWICE = [  # r a hair off a bfloat16 midpoint: binary32 rounds onto it, then ties to even
+    ("bf16_above_midpoint", "bfloat16", crafted.ExplicitDeadzone(
+        _padded([s * 2**j for j in range(24) for s in (1, -1)]),
+        (1 + 2.0**-8) * (1 + 2.0**-30), coded=(-1, 1))),
+    ("bf16_below_midpoint", "bfloat16", crafted.ExplicitDeadzone(
+        _padded([s * 2**j for j in range(24) for s in (1, -1)]),
+        (1 + 3 * 2.0**-8) * (1 - 2.0**-30), coded=(-1, 1))),
+]
+F64_ORDER = [  # Δ·(|q| + t) ≠ Δ·|q| + Δ·t and ≠ Δ·((|q| + δ) − 0.5) for many of these q
+    ("f64_delta_0_3", "float64", crafted.ExplicitDeadzone(
+        np.array([s * 2**k for k in (1, 3, 5, 7, 9, 11, 13, 15, 19, 21) for s in (1, -1)]
+                 + list(range(-20, 21)) + [3, 6, 7]),
+        0.0673265518589309, 0.3, coded=(-20, 20))),
+    ("f64_delta_0_75", "float64", crafted.ExplicitDeadzone(
+        np.arange(-32, 32), 0.0673265518589309, 0.75)),
+]
+OVERFLOW = [  # just above the largest finite value: rounds down to it; from M + ulp/2: infinity
+    ("f16_edge", "float16", crafted.ExplicitDeadzone(_padded(
+        [s * a for a in (131008, 131009, 131030, 131039, 131040, 131041, 131072)
+         for s in (1, -1)]), 0.5, coded=(-1, 1))),
+    ("f32_edge", "float32", crafted.ExplicitDeadzone(_padded(
+        [s * (2**28 - d) for d in (16, 15, 9, 8, 7, 0) for s in (1, -1)], 32), 2.0**100,
+        coded=(-1, 1))),
+    ("bf16_edge", "bfloat16", crafted.ExplicitDeadzone(_padded(
+        [s * a for a in (2**28 - 2**20, 2**28 - 2**20 + 2**18, 2**28 - 2**19 - 2**3 - 1,
+                         2**28 - 2**19 - 2**3, 2**28 - 2**19, 2**28) for s in (1, -1)]),
+        2.0**100, coded=(-1, 1))),
+]
+INT_PARAMS = [  # step and deadzone stored as msgpack ints (numbers, §1)
+    ("f64_int_step", "float64", crafted.ExplicitDeadzone(np.arange(-32, 32), 2**54 + 3, 1)),
+    ("f32_int_step", "float32", crafted.ExplicitDeadzone(np.arange(-32, 32), 1, 0)),
+]
+HIGH_PRECISION = [  # a dominant symbol: frequencies ≥ 2^21, 4-byte varints
+    ("dz_precision_24", "float32", crafted.ExplicitDeadzone(
+        np.array([0] * 120 + [1, -1, 2, -2, 3, -3, 1, 1]), 0.01, precision=24)),
+]
+
+
+def _random_bits(seed: int, n: int, dtype: str) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, n * np.dtype(dtype).itemsize, dtype=np.uint8).view(dtype)
+
+
+def packed_planes(_: Path) -> onnx.ModelProto:
+    """Random bit patterns (NaNs included): every plane of every width is worth packing."""
+    return _constants_model([
+        _raw("f16_packed", TensorProto.FLOAT16, _random_bits(301, 77, "<f2")),
+        _raw("f64_packed", TensorProto.DOUBLE, _random_bits(302, 45, "<f8")),
+    ])
+
+
+def lossless_tables(_: Path) -> onnx.ModelProto:
+    """Skewed integers and floats for ANS planes at high precision or with wide tables."""
+    rng = np.random.default_rng(303)
+    skewed = np.where(rng.random(200) < 0.97, 0, rng.integers(1, 5, 200))
+    return _constants_model([
+        _raw("u16_precision_17", TensorProto.UINT16, (skewed * 257).astype("<u2")),
+        _raw("i8_precision_14", TensorProto.INT8, skewed.astype("i1")),
+        _raw("f16_table_beyond_plane", TensorProto.FLOAT16,
+             _laplace(rng, (96,), 0.5).astype("<f2")),
+        _raw("u8_table_beyond_plane", TensorProto.UINT8, rng.integers(0, 200, 160, dtype=np.uint8)),
+    ])
+
+
+def no_content_size(data: bytes) -> bytes:
+    """The graph and index sections as zstd frames without content size (several blocks)."""
+    graph = container_edit.read_graph(data)
+    data = container_edit.with_graph_frame(data, crafted.streamed_frame(graph), len(graph))
+    return container_edit.with_index(data, container_edit.read_index(data),
+                                     frame=crafted.streamed_frame)
+
+
+def float32_values(_: Path) -> onnx.ModelProto:
+    rng = np.random.default_rng(304)
+    return _constants_model([_raw("f32_streamed", TensorProto.FLOAT,
+                                  _laplace(rng, (200,)).astype("<f4"))])
+
+
+def gaps_and_graph_key(data: bytes) -> bytes:
+    """Unused bytes between the index section and the footer; an unknown key in the `graph`
+    map; an unknown index key nesting arrays to depth 64, the most allowed."""
+    fields = container_edit.read_index(data)
+    fields["graph"]["future_graph_key"] = {"since": "1.x"}
+    fields["future_nested"] = nested(63)  # the index map is depth 1: arrays down to 64
+    return container_edit.with_gap_before_footer(container_edit.with_index(data, fields),
+                                                 bytes(24))
+
+
+def bool_bytes(_: Path) -> onnx.ModelProto:
+    """A bool tensor holding every byte value (ONNX wants 0 or 1; onnxz keeps them all)."""
+    flags = _raw("flags", TensorProto.BOOL, np.arange(256, dtype=np.uint8))
+    return _model([], [], [_io("flags", TensorProto.BOOL, [256])], [flags])
+
+
+def zero_count_chunks(_: Path) -> onnx.ModelProto:
+    rng = np.random.default_rng(305)
+    return _constants_model([
+        _raw("u8_zstd", TensorProto.UINT8, np.tile(rng.integers(0, 256, 20, dtype=np.uint8), 10)),
+        _raw("f32_planes", TensorProto.FLOAT, _laplace(rng, (64,)).astype("<f4")),
+        _raw("f32_deadzone", TensorProto.FLOAT, _dz(np.arange(-32, 32), 0.05, 0.5, "float32")),
+    ])
+
+
+def constant_node(_: Path) -> onnx.ModelProto:
+    """A Constant node's value (a TENSOR attribute) returned as the output."""
+    value = numpy_helper.from_array(SPEC_W, "C")
+    return _model([helper.make_node("Constant", [], ["C"], value=value)], [],
+                  [_io("C", TensorProto.FLOAT, [8, 5])], [])
+
+
+def mistyped_attribute(data: bytes) -> bytes:
+    """The Constant's attribute says FLOAT though its `t` field holds the tensor: a path into
+    `t` no longer follows the attribute's type."""
+    model = onnx.ModelProto.FromString(container_edit.read_graph(data))
+    model.graph.node[0].attribute[0].type = onnx.AttributeProto.FLOAT
+    return container_edit.with_graph(data, model.SerializeToString())
+
+
+def add_index_key(key: str, value: Any) -> Callable[[bytes], bytes]:
+    """An unknown index key holding ``value`` (the reader ignores its meaning only)."""
+    def edit(data: bytes) -> bytes:
+        fields = container_edit.read_index(data)
+        fields[key] = value
+        return container_edit.with_index(data, fields)
+    return edit
+
+
+def nested(depth: int) -> list:
+    """Arrays nested ``depth`` deep (the outermost counts 1)."""
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def huge_shape(data: bytes) -> bytes:
+    """The tensor declares 2^32 × 2^32 = 2^64 elements: beyond every reader's limit."""
+    fields = container_edit.read_index(data)
+    fields["tensors"][0]["shape"] = [2**32, 2**32]
+    return container_edit.with_index(data, fields)
+
+
+class MisorderedPlanes(crafted.ForcedPlanes):
+    """Two ANS planes of a uint16 tensor: plane 1 decodes a 9-bit value in an 8-bit plane (its
+    table covers it), and unless ``plane_0_ends_right`` plane 0's stream holds one symbol too
+    many (its final state is wrong)."""
+
+    def __init__(self, plane_0_ends_right: bool = False) -> None:
+        super().__init__(["ans", "ans"], table_ranges={1: (0, 300)})
+        self.plane_0_ends_right = plane_0_ends_right
+
+    def encode(self, values, etype, chunk_elements):
+        planes = split_planes(values, etype)
+        encoded = super().encode(values, etype, chunk_elements)
+        tables = [ans.FrequencyTable.from_fields(p["table"]) for p in encoded.params["planes"]]
+        wrong = planes[1].copy()
+        wrong[5] = 256
+        extra = [] if self.plane_0_ends_right else [tables[0].offset + 1]  # C_i > 0: state ≠ 0
+        parts = (ans.encode(np.append(planes[0], np.array(extra, dtype=np.int64)), tables[0]),
+                 ans.encode(wrong, tables[1]))
+        return dataclasses.replace(encoded, chunks=(Chunk(values.size, parts),))
+
+
+def _zstd(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor().compress(data)
+
+
+def spec_w_zstd(frame: Callable[[bytes], bytes], counts: tuple[int, ...] | None = None
+                ) -> dict[str, Any]:
+    """The §11 model's W in `zstd` mode, its parts made by ``frame``."""
+    return _options(("W", crafted.ZstdFrames(frame, counts)))
+
+
+def uint16_model(_: Path) -> onnx.ModelProto:
+    rng = np.random.default_rng(306)
+    return _constants_model([_raw("u16", TensorProto.UINT16,
+                                  rng.integers(0, 200, 64).astype("<u2"))])
+
+
 LOSSLESS = {"lossless": True}
 WEIGHTS = onnxz.PackOptions(min_quantized_elements=64)
 
@@ -469,6 +697,87 @@ VECTORS_LIST = (
            edit=lambda d: d[:-1], error="corrupt", match="truncated"),
     Vector("invalid_absurd_shape", "10^12 elements declared in a 600-byte file", spec_example,
            LOSSLESS, edit=absurd_shape, error="limit", match="exceed"),
+    # SPEC revision 2 (issue 14): each catches a decoder mistake (tests/test_vector_mistakes.py)
+    Vector("deadzone_float16_direct_rounding", "deadzone float16 whose r lie a hair off "
+           "binary16 midpoints (subnormal and normal): rounding through binary32 ties instead",
+           _explicit(F16_DIRECT), _options(*((n, c) for n, _, c in F16_DIRECT)), lambda rng: {}),
+    Vector("deadzone_bfloat16_double_rounding", "deadzone bfloat16 whose r lie a hair above "
+           "and below bfloat16 midpoints: the normative double rounding differs from direct",
+           _explicit(BF16_TWICE), _options(*((n, c) for n, _, c in BF16_TWICE)), lambda rng: {}),
+    Vector("deadzone_float64_operation_order", "deadzone float64, δ = 0.3 and 0.75: the §7.3 "
+           "order differs from Δ·|q| + Δ·t and from Δ·((|q| + δ) − 0.5)", _explicit(F64_ORDER),
+           _options(*((n, c) for n, _, c in F64_ORDER)), lambda rng: {}),
+    Vector("deadzone_overflow_rounding", "deadzone float16, float32, bfloat16 reconstructions "
+           "just above the largest finite value (round to it) and from M + ulp/2 (infinity)",
+           _explicit(OVERFLOW), _options(*((n, c) for n, _, c in OVERFLOW)), lambda rng: {}),
+    Vector("deadzone_int_params", "deadzone step and deadzone stored as msgpack ints "
+           "(2^54 + 3 becomes the binary64 2^54 + 4; 1; 0)", _explicit(INT_PARAMS),
+           _options(*((n, c) for n, _, c in INT_PARAMS)), lambda rng: {}),
+    Vector("lossless_packed_5_11_bits", "packed planes of 5, 3, 8 and 11 bits (float16, "
+           "float64) in chunks whose last byte is partly padding", packed_planes,
+           _options(("f16_packed", crafted.ForcedPlanes(["packed"] * 3, counts=(13, 27, 37))),
+                    ("f64_packed", crafted.ForcedPlanes(["packed"] * 8, counts=(19, 26)))),
+           lambda rng: {}),
+    Vector("tables_high_precision", "frequency tables at precision 24, 17 and 14 (frequencies "
+           "of 3- and 4-byte varints), ANS tables wider than their plane (offset < 0, values "
+           "≥ 2^b never decoded)", lambda folder: _constants_model(
+               _explicit(HIGH_PRECISION)(folder).graph.initializer[:]
+               + lossless_tables(folder).graph.initializer[:]),
+           _options(*((n, c) for n, _, c in HIGH_PRECISION),
+                    ("u16_precision_17", crafted.ForcedPlanes(["ans", "ans"], precision=17)),
+                    ("i8_precision_14", crafted.ForcedPlanes(["ans"], precision=14)),
+                    ("f16_table_beyond_plane", crafted.ForcedPlanes(
+                        ["ans", "packed", "packed"], table_ranges={0: (-3, 40)})),
+                    ("u8_table_beyond_plane", crafted.ForcedPlanes(
+                        ["ans"], table_ranges={0: (0, 300)}))),
+           lambda rng: {}),
+    Vector("zstd_no_content_size", "graph section, index section and `zstd` chunks as "
+           "streamed zstd frames: no content size, a window descriptor, several blocks",
+           float32_values, _options(("f32_streamed", crafted.ZstdFrames(
+               crafted.streamed_frame, counts=(64, 136)))), lambda rng: {},
+           edit=no_content_size),
+    Vector("unused_gap_graph_key", "24 unused bytes between the index section and the footer, "
+           "an unknown key in the graph map, an unknown index key nested 64 deep",
+           spec_example, LOSSLESS, _matmul_inputs(("X", 8, np.float32)), ARITHMETIC,
+           edit=gaps_and_graph_key),
+    Vector("lossless_bool_bytes", "a bool tensor holding every byte 0..255, restored as stored",
+           bool_bytes, LOSSLESS),
+    Vector("zero_count_chunks", "chunks of 0 elements in `zstd` (an empty-content frame), "
+           "`planes` and deadzone tensors", zero_count_chunks,
+           _options(("u8_zstd", crafted.ZstdFrames(_zstd, counts=(0, 100, 0, 100, 0))),
+                    ("f32_planes", crafted.ForcedPlanes(["ans", "packed", "packed", "packed"],
+                                                        counts=(0, 64, 0))),
+                    ("f32_deadzone", crafted.ExplicitDeadzone(np.arange(-32, 32), 0.05,
+                                                              counts=(32, 0, 32)))),
+           lambda rng: {}),
+    Vector("invalid_zstd_trailing_bytes", "four bytes after a chunk's zstd frame", spec_example,
+           spec_w_zstd(lambda d: _zstd(d) + bytes(4)), error="corrupt", match="after"),
+    Vector("invalid_zstd_skippable_frame", "a 0-element chunk whose part is a skippable frame",
+           spec_example, spec_w_zstd(lambda d: _zstd(d) if d else crafted.skippable_frame(),
+                                     counts=(0, 40)), error="corrupt", match="not a zstd"),
+    Vector("invalid_zstd_empty_part", "a 0-element `zstd` chunk with an empty part",
+           spec_example, spec_w_zstd(lambda d: _zstd(d) if d else b"", counts=(40, 0)),
+           error="corrupt", match="not a zstd"),
+    Vector("invalid_zstd_window", "a chunk's zstd frame declaring a 2^28-byte window",
+           spec_example, spec_w_zstd(lambda d: crafted.streamed_frame(d, window_log=28)),
+           error="corrupt", match="window"),
+    Vector("invalid_element_count_2_64", "shape [2^32, 2^32]: 2^64 elements", spec_example,
+           LOSSLESS, edit=huge_shape, error="limit", match="elements"),
+    Vector("invalid_path_mistyped_attribute", "an index path into the `t` of an attribute whose "
+           "type is FLOAT", constant_node, LOSSLESS, edit=mistyped_attribute, error="format",
+           match="type"),
+    Vector("invalid_ignored_key_not_str", "an unknown index key whose map has an int key",
+           spec_example, LOSSLESS, edit=add_index_key("future", {1: "one"}), error="format",
+           match="key"),
+    Vector("invalid_ignored_ext", "an unknown index key holding a msgpack ext value",
+           spec_example, LOSSLESS, edit=add_index_key("future", msgpack.ExtType(5, b"x")),
+           error="format", match="ext"),
+    Vector("invalid_nesting_65", "an unknown index key nesting arrays to depth 65",
+           spec_example, LOSSLESS, edit=add_index_key("future", nested(64)), error="format",
+           match="nest"),
+    Vector("invalid_plane_order", "plane 0's ANS stream ends in a wrong state, plane 1 decodes "
+           "256 in an 8-bit plane: the range check comes first (format, not corrupt)",
+           uint16_model, _options(("u16", MisorderedPlanes())), error="format", match="range"),
 )
 
 

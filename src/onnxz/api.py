@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx.external_data_helper import set_external_data
+from onnx.external_data_helper import load_external_data_for_model, set_external_data
 
 from onnxz import __version__, ratecontrol, verifier
+from onnxz.arguments import as_path, boolean
 from onnxz.codecs import NotQuantizable, codec_class
 from onnxz.codecs.base import EncodedTensor
 from onnxz.codecs.lossless import LosslessCodec
@@ -30,18 +32,22 @@ from onnxz.dtypes import BY_NAME, ElementType
 from onnxz.errors import (
     CorruptDataError,
     FormatError,
+    InvalidArgumentError,
     InvalidModelError,
     LimitExceededError,
     OnnxzError,
+    OutOfMemoryError,
     TargetNotMetError,
     TargetSpecError,
     UnsupportedModelError,
+    first_line,
 )
 from onnxz.fidelity import Fidelity
-from onnxz.fileio import atomic_outputs, check_input
+from onnxz.fileio import atomic_outputs, check_input, check_outputs, utf8_spelling
 from onnxz.inputs import InputsArg
 from onnxz.policy import PackOptions
 from onnxz.progress import Progress
+from onnxz.ratecontrol.search import SizingPlan
 from onnxz.ratecontrol.tensors import Point, Setting
 from onnxz.report import ContainerInfo
 from onnxz.verifier import Thresholds, VerifyReport
@@ -107,7 +113,12 @@ def save(
     The output appears only when complete; an existing one needs ``force=True``.
     Returns what :func:`info` would report on the new file.
     """
-    base = options or PackOptions()
+    base = PackOptions() if options is None else options
+    if not isinstance(base, PackOptions):
+        raise InvalidArgumentError(f"options must be a PackOptions, not {type(base).__name__}")
+    boolean(lossless, "lossless")
+    boolean(force, "force")
+    _check_callable(progress, "progress")
     opts = dataclasses.replace(
         base,
         lossless=lossless or base.lossless,
@@ -118,38 +129,35 @@ def save(
     if target is not None and (opts.lossless or step_rel is not None or deadzone is not None):
         raise TargetSpecError("a rate target chooses the steps itself: it cannot be combined "
                               "with lossless, step_rel or deadzone")
-    model_proto, source_path = _read_model(model)
-    sources = [source_path] if source_path else []
-    packer = _Packer(model_proto, opts)
-    with atomic_outputs([path], force, sources) as (tmp,):
+    boolean(best_effort, "best_effort")
+    output = as_path(path, "path")
+    if not isinstance(model, onnx.ModelProto):  # the output is checked before the work
+        check_outputs([output], force, [check_input(model, "model")])
+    model_proto, files = _read_model(model)
+    with _about(files[0] if files else None, "packing"):
+        packer = _Packer(model_proto, opts,
+                         sum(p.stat().st_size for p in files) if files else None)
+    with atomic_outputs([output], force, files) as (tmp,):
         result = None
         if target is not None:
-            result = ratecontrol.choose(
-                model_proto, target, inputs, size_of=packer.size_of,
-                chunk_elements=opts.chunk_elements, class_outputs=class_outputs,
-                progress=progress)
+            with _about(files[0] if files else None, "choosing the steps"):
+                result = ratecontrol.choose(
+                    model_proto, target, inputs, size_of=packer.size_of,
+                    chunk_elements=opts.chunk_elements, class_outputs=class_outputs,
+                    progress=progress)
             if not result.met and not best_effort:
                 why = result.note or "even the coarsest quantization misses it"
                 raise TargetNotMetError(f"{target}: cannot be met ({why}); use best_effort "
                                         "(--best-effort) to write the closest file")
-        extra: dict[str, Any] = {"source_bytes": source_path.stat().st_size} if source_path else {}
-        settings: dict[TensorPath, Setting] = {}
-        sensitivity: dict[TensorPath, float] = {}
+        with _about(files[0] if files else None, "packing"), open(tmp, "wb") as f:
+            packer.write(ContainerWriter(f, writer=f"onnxz {__version__}"), result, progress)
+        # Read the new file back before it gets its name: what cannot be read never appears.
+        with _about(output, "reading it back"), ContainerReader(tmp) as reader:
+            written = ContainerInfo.from_index(str(output), reader.file_size, reader.index)
         if result is not None:
-            extra["rate_control"] = result.summary()
-            settings = result.settings
-            sensitivity = {c.path: c.relative_sensitivity for c in result.candidates
-                           if c.exercised and c.relative_sensitivity is not None}
-        with open(tmp, "wb") as f:
-            packer.write(ContainerWriter(f, writer=f"onnxz {__version__}"), settings,
-                         sensitivity, extra, progress)
-        if result is not None:
-            _check_written(tmp, result)
-            if target is not None and target.max_bytes is not None and result.met and (
-                    tmp.stat().st_size > target.max_bytes):
-                raise OnnxzError("internal error: the file exceeds the size rate control "
-                                 "measured (please report this)")
-    return info(path)
+            with _about(output, "checking it"):
+                _check_written(tmp, result, target)
+    return written
 
 
 def _rate_target(fidelity: Fidelity | str | None, max_size: int | str | None,
@@ -170,8 +178,9 @@ class _Packer:
     every plan and is built once.
     """
 
-    def __init__(self, model: onnx.ModelProto, opts: PackOptions) -> None:
-        self.model, self.opts = model, opts
+    def __init__(self, model: onnx.ModelProto, opts: PackOptions,
+                 source_bytes: int | None) -> None:
+        self.model, self.opts, self.source_bytes = model, opts, source_bytes
         self.slots = [s for s in iter_tensor_slots(model) if payload_type(s.tensor) is not None
                       and read_payload(s.tensor, payload_type(s.tensor)).nbytes
                       >= opts.inline_max_bytes]
@@ -204,11 +213,20 @@ class _Packer:
             self._cache[key] = encoded
         return self._cache[key]
 
-    def write(self, writer: ContainerWriter, settings: Mapping[TensorPath, Setting],
-              sensitivity: Mapping[TensorPath, float], extra: dict[str, Any],
+    def write(self, writer: ContainerWriter,
+              result: ratecontrol.RateResult | SizingPlan | None,
               progress: Progress | None = None) -> None:
-        """Write every tensor (rate control's ``settings`` where given) and finish the file;
-        ``sensitivity`` is recorded per tensor (informative, format 1.1)."""
+        """Write every tensor (with rate control's settings and sensitivities if ``result``
+        is given, recording its summary) and finish the file."""
+        extra: dict[str, Any] = {} if self.source_bytes is None else {
+            "source_bytes": self.source_bytes}
+        settings: Mapping[TensorPath, Setting] = {}
+        sensitivity: dict[TensorPath, float] = {}
+        if result is not None:
+            extra["rate_control"] = result.summary()
+            settings = result.settings
+            sensitivity = result.sensitivities()
+            writer.require_minor(1)
         entries = []
         for done, slot in enumerate(self.slots, 1):
             encoded = self.encode(slot, settings.get(slot.path))
@@ -230,36 +248,69 @@ class _Packer:
             writer.require_minor(encoded.format_minor)
             if progress:
                 progress(done, len(self.slots), slot.tensor.name)
-        if sensitivity or "rate_control" in extra:
-            writer.require_minor(1)
         writer.finish(self.graph_bytes(), entries, extra)
 
     def size_of(self, plan: Mapping[TensorPath, Point], summary: dict[str, Any]) -> int:
         """The size of the file of rate control's ``plan`` that records ``summary``, plus
         :data:`SIZE_SLACK`."""
         out = io.BytesIO()
-        noise = np.random.default_rng(0).random(len(plan))  # incompressible, like the real
         self.write(ContainerWriter(out, writer=f"onnxz {__version__}"),
-                   {path: point.setting for path, point in plan.items()},
-                   dict(zip(plan, noise, strict=True)),
-                   {"source_bytes": 1 << 40, "rate_control": summary})
+                   SizingPlan(dict(plan), summary))
         return out.tell() + SIZE_SLACK
 
 
-def _check_written(path: Path, result: ratecontrol.RateResult) -> None:
+def _check_written(path: Path, result: ratecontrol.RateResult,
+                   target: ratecontrol.RateTarget | None) -> None:
     """Decode the written file and run it on rate control's samples: its outputs must give
-    exactly the metrics rate control measured (the same reconstructions), else nothing is
-    written."""
+    exactly the metrics rate control measured (the same reconstructions), and a size target
+    must hold; otherwise nothing is written."""
     decoded = load(path)
     metrics = result.reference.metrics(result.reference.run(decoded))
     if metrics != result.metrics:
         raise OnnxzError("internal error: the written file does not reproduce the outputs "
                          "rate control measured (please report this)")
+    if target is not None and target.max_bytes is not None and result.met and (
+            path.stat().st_size > target.max_bytes):
+        raise OnnxzError("internal error: the file exceeds the size rate control measured "
+                         "(please report this)")
+
+
+def _check_callable(value: object, name: str) -> None:
+    if value is not None and not callable(value):
+        raise InvalidArgumentError(f"{name} must be callable or None, not {value!r}")
+
+
+def _check_limits(limits: object) -> ReadLimits | None:
+    if limits is not None and not isinstance(limits, ReadLimits):
+        raise InvalidArgumentError(f"limits must be a ReadLimits, not {type(limits).__name__}")
+    return limits
+
+
+@contextlib.contextmanager
+def _about(path: Path | None, work: str) -> Iterator[None]:
+    """Errors raised inside name ``path`` as the file they are about (``OnnxzError.path``);
+    running out of memory becomes an :class:`OutOfMemoryError` saying during which ``work``."""
+    try:
+        yield
+    except OnnxzError as exc:
+        if exc.path is None and path is not None:
+            exc.path = str(path)
+        raise
+    except MemoryError as exc:
+        error = OutOfMemoryError(f"out of memory while {work}")
+        error.path = None if path is None else str(path)
+        raise error from exc
 
 
 def load(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> onnx.ModelProto:
     """Decode an onnxz file into an ``onnx.ModelProto`` with every weight restored."""
+    limits = _check_limits(limits)
     source = check_input(path)
+    with _about(source, "decoding"):
+        return _load(source, limits)
+
+
+def _load(source: Path, limits: ReadLimits | None) -> onnx.ModelProto:
     with ContainerReader(source, limits) as reader:
         try:
             model = onnx.ModelProto.FromString(reader.graph_bytes())
@@ -272,8 +323,8 @@ def load(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> onnx.M
         budget = reader.limits.output_budget(reader.file_size)
         if total > budget:
             raise LimitExceededError(
-                f"tensors: decoded size {total} bytes would exceed {budget} bytes "
-                "(see ReadLimits.max_output_size)"
+                f"tensors: decoded size {total} bytes would exceed the limit of {budget} bytes "
+                "(raise it with --max-output-size or ReadLimits.max_output_size)"
             )
         for entry in reader.index.tensors:
             tensor = resolve(model, entry.path)
@@ -329,8 +380,12 @@ def unpack(
     and the model is too large for one protobuf (2 GiB). Returns the output path.
     """
     source = check_input(path)
+    out = as_path(output, "output")
+    boolean(force, "force")
+    if external_data is not None:
+        boolean(external_data, "external_data")
+    check_outputs([out], force, [source])  # before the decoding work, again when writing
     model = load(source, limits=limits)
-    out = Path(output)
     if external_data is None:
         external_data = model.ByteSize() >= PROTOBUF_LIMIT
     if not external_data:
@@ -354,8 +409,9 @@ def unpack(
 
 def info(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> ContainerInfo:
     """Per-tensor codec, step, sizes and totals of an onnxz file (reads the index only)."""
+    limits = _check_limits(limits)
     source = check_input(path)
-    with ContainerReader(source, limits) as reader:
+    with _about(source, "reading the index"), ContainerReader(source, limits) as reader:
         return ContainerInfo.from_index(str(source), reader.file_size, reader.index)
 
 
@@ -369,10 +425,23 @@ def inference_session(
     """An ``onnxruntime.InferenceSession`` of the decoded model, built in memory."""
     import onnxruntime as ort
 
+    if sess_options is not None and not isinstance(sess_options, ort.SessionOptions):
+        raise InvalidArgumentError(f"sess_options must be an onnxruntime.SessionOptions, not "
+                                   f"{type(sess_options).__name__}")
+    available = ort.get_available_providers()
+    if providers is not None and not (isinstance(providers, list | tuple)
+                                      and all(p in available for p in providers)):
+        raise InvalidArgumentError(f"providers must be a list of names among {available}, "
+                                   f"not {providers!r}")
     model = load(path, limits=limits)
-    return ort.InferenceSession(
-        model.SerializeToString(), sess_options, providers=providers or ["CPUExecutionProvider"]
-    )
+    try:
+        return ort.InferenceSession(model.SerializeToString(), sess_options,
+                                    providers=list(providers or ["CPUExecutionProvider"]))
+    except Exception as exc:  # onnxruntime's errors derive from Exception only
+        error = UnsupportedModelError(f"onnxruntime cannot load the decoded model: "
+                                      f"{first_line(exc)}")
+        error.path = os.fsdecode(path)
+        raise error from exc
 
 
 def verify(
@@ -382,6 +451,7 @@ def verify(
     thresholds: Thresholds | Fidelity | str | None = None,
     *,
     class_outputs: Sequence[str] = (),
+    noise_floor: float | None = None,
     progress: Progress | None = None,
 ) -> VerifyReport:
     """Run ``original`` (.onnx path or ModelProto) and ``packed`` (.onnxz) on the same samples
@@ -396,16 +466,19 @@ def verify(
     the inputs do not fit the model, :class:`onnxz.TargetSpecError` for criteria that name
     no output or apply to none, and :class:`onnxz.InputNotFoundError` for a missing file; a
     model that fails to load or run gives a report with ``passed`` False and ``error``
-    naming why. ``progress(done, total, name)`` is called after each sample.
+    naming why. ``noise_floor`` overrides the thresholds' (see :class:`Thresholds`).
+    ``progress(done, total, name)`` is called after each sample.
     """
-    packed_path = check_input(packed)
+    packed_path = check_input(packed, "packed")
     return verifier.verify(
         original, packed_path, lambda options: inference_session(packed_path, options),
-        inputs, thresholds, class_outputs=class_outputs, progress=progress)
+        inputs, thresholds, class_outputs=class_outputs, noise_floor=noise_floor,
+        progress=progress)
 
 
-def _read_model(model: ModelSource) -> tuple[onnx.ModelProto, Path | None]:
-    """A private, fully loaded copy of the model, and its file path if it came from one."""
+def _read_model(model: ModelSource) -> tuple[onnx.ModelProto, list[Path]]:
+    """A private, fully loaded copy of the model, and the files it was read from (the
+    .onnx file, then its external data files; none for a ModelProto)."""
     if isinstance(model, onnx.ModelProto):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
@@ -414,17 +487,37 @@ def _read_model(model: ModelSource) -> tuple[onnx.ModelProto, Path | None]:
             raise UnsupportedModelError(
                 "the ModelProto refers to external data files: pass its path instead"
             )
-        return copy, None
-    path = check_input(model)
+        return copy, []
+    path = check_input(model, "model")
     with open(path, "rb") as f:
         if f.read(len(MAGIC)) == MAGIC:
             raise InvalidModelError(f"{path}: is an onnxz file, not an ONNX model")
     try:
-        proto = onnx.load(path, load_external_data=True)
-    except (FileNotFoundError, onnx.checker.ValidationError) as exc:
-        raise InvalidModelError(f"{path}: cannot read its external data ({exc})") from exc
+        proto = onnx.load(path, load_external_data=False)
+    except MemoryError as exc:
+        raise OutOfMemoryError(f"{path}: out of memory while reading the model") from exc
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        if "Arena alloc failed" in str(exc):  # protobuf's way of running out of memory
+            raise OutOfMemoryError(f"{path}: out of memory while reading the model") from exc
         raise InvalidModelError(f"{path}: not a readable ONNX model ({exc})") from exc
-    if proto.ir_version <= 0 or not proto.HasField("graph") or not proto.opset_import:
-        raise InvalidModelError(f"{path}: not an ONNX model (no graph or no IR version)")
-    return proto, path
+    missing = [what for what, absent in (
+        ("IR version", proto.ir_version <= 0), ("graph", not proto.HasField("graph")),
+        ("opset_import", not proto.opset_import)) if absent]
+    if missing:
+        raise InvalidModelError(f"{path}: not an ONNX model (no {' and no '.join(missing)})")
+    data_files = sorted({path.parent / location for location in _external_locations(proto)})
+    try:
+        with utf8_spelling(path.parent) as folder:
+            load_external_data_for_model(proto, folder)
+    except MemoryError as exc:
+        raise OutOfMemoryError(f"{path}: out of memory while reading its external data") from exc
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+        raise InvalidModelError(f"{path}: cannot read its external data ({exc})") from exc
+    return proto, [path, *data_files]
+
+
+def _external_locations(model: onnx.ModelProto) -> set[str]:
+    """The ``location`` of every tensor stored in an external data file."""
+    return {entry.value for _, tensor in iter_tensors(model)
+            if tensor.data_location == onnx.TensorProto.EXTERNAL
+            for entry in tensor.external_data if entry.key == "location"}

@@ -1,18 +1,26 @@
 """The ``onnxz`` command: a thin layer over the Python API.
 
-Errors print one line to stderr (``onnxz: error: ...``) and exit with status 2;
-``verify`` exits with status 1 when the verification fails.
+Exit status: 0 success; 1 ``verify`` ran and the verification failed; 2 an error, printed
+as one line on stderr (``onnxz: error: ...``); 128 + N when stopped by signal N (130 for
+Ctrl-C, 143 SIGTERM, 129 SIGHUP), after removing the unfinished output; 141 when the
+reader of stdout went away (as if by SIGPIPE).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
+import os
+import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
@@ -24,10 +32,13 @@ from onnxz.verifier import Thresholds
 
 EXIT_ERROR = 2
 EXIT_FAILED = 1
+EXIT_SIGNAL_BASE = 128
+"""A command stopped by signal N exits with 128 + N, as a shell reports a killed command."""
 
 
 def _fail(message: str) -> None:
-    click.echo(f"onnxz: error: {message}", err=True)
+    with contextlib.suppress(OSError):  # stderr gone (a hung-up terminal): the status says it
+        click.echo(f"onnxz: error: {message}", err=True)
     sys.exit(EXIT_ERROR)
 
 
@@ -37,6 +48,71 @@ def _errors_as_one_line() -> Iterator[None]:
         yield
     except (OnnxzError, ValueError, OSError) as exc:
         _fail(first_line(exc))
+    except MemoryError:
+        _fail("out of memory")
+
+
+def _echo(text: str) -> None:
+    """Print ``text`` on stdout, flushed. A reader that went away ends the command quietly
+    (status 141); a stdout that cannot take it (a full disk, /dev/full) is an error."""
+    try:
+        click.echo(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            # Nothing more may reach the broken stdout, not even Python's flush at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if exc.errno == errno.EPIPE:
+            sys.exit(EXIT_SIGNAL_BASE + signal.SIGPIPE)
+        _fail(f"cannot write to standard output: {exc.strerror or exc}")
+
+
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C (``finally`` blocks remove unfinished
+    outputs) but, not being an Exception, is caught by nothing on the way."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise _Stopped(signum)
+
+
+@contextmanager
+def _signals_as_exceptions() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`_Stopped` during the block (main thread only: the
+    only place Python runs signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM,
+                                                                    signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _exit_stopped(signum: int) -> None:
+    with contextlib.suppress(OSError):
+        click.echo(f"onnxz: stopped by {signal.Signals(signum).name}", err=True)
+    sys.exit(EXIT_SIGNAL_BASE + signum)
+
+
+class _Main(click.Group):
+    """The command group: Ctrl-C, SIGTERM and SIGHUP end a command with 128 + N."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _signals_as_exceptions():
+            try:
+                return super().invoke(ctx)
+            except KeyboardInterrupt:
+                _exit_stopped(signal.SIGINT)
+            except _Stopped as stopped:
+                _exit_stopped(stopped.signum)
 
 
 @contextmanager
@@ -73,15 +149,57 @@ def _human(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+def _compared(ratio: float) -> str:
+    """``original / this`` in words: ``3.91x smaller`` or ``1.25x larger``."""
+    return f"{ratio:.2f}x smaller" if ratio >= 1 else f"{1 / ratio:.2f}x larger"
+
+
 def _summary(info: ContainerInfo) -> str:
-    ratio = f", {info.ratio:.2f}x smaller than the original" if info.ratio else ""
+    ratio = f", {_compared(info.ratio)} than the original" if info.ratio else ""
     coded = [t for t in info.tensors if t.codec == "deadzone"]
     lossy = f"; {len(coded)} tensors quantized" if coded else "; all tensors lossless"
     return (f"{info.path}: {_human(info.file_bytes)} ({info.file_bytes} bytes){ratio}; "
             f"{len(info.tensors)} tensors{lossy}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _ByteSize(click.ParamType):
+    """A size in bytes: an integer, optionally with K, M, G or T (powers of 1024)."""
+
+    name = "size"
+    _UNITS: ClassVar[dict[str, int]] = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = re.fullmatch(r"(\d+)\s*([KMGT]?)i?B?", str(value).strip(), re.IGNORECASE)
+        if not match:
+            self.fail(f"{value!r} is not a size (e.g. 4096, 512M, 8G)", param, ctx)
+        return int(match.group(1)) << self._UNITS[match.group(2).upper()]
+
+
+def _not_nan(ctx: click.Context, param: click.Parameter, value: float | None
+             ) -> float | None:
+    if value is not None and math.isnan(value):
+        raise click.BadParameter("NaN is not a number here", ctx, param)
+    return value
+
+
+def _not_stdout(ctx: click.Context, param: click.Parameter, value: Path | None
+                ) -> Path | None:
+    if value is not None and str(value) == "-":
+        raise click.BadParameter("writing to standard output is not supported: give a file "
+                                 "name (./- for a file named -)", ctx, param)
+    return value
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number", ctx, param)
+    return value
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(onnxz.__version__, prog_name="onnxz")
 def main() -> None:
     """Pack ONNX models into compact .onnxz files and unpack them again.
@@ -94,6 +212,13 @@ def main() -> None:
       onnxz unpack model.onnxz -o model.onnx               runnable ONNX again
       onnxz info model.onnxz                               per-tensor table
       onnxz verify model.onnx model.onnxz                  outputs still close?
+
+    \b
+    Exit status: 0 done (verify: passed); 1 verify: failed; 2 error (one
+    line on stderr); 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+    An output appears only complete, an existing one is replaced only with
+    --force (and keeps its permissions), and nothing is left behind: see
+    "Errors and guarantees" in the README.
     """
 
 
@@ -156,17 +281,18 @@ def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Output .onnxz file [default: MODEL with suffix .onnxz].")
+              callback=_not_stdout, help="Output .onnxz file [default: MODEL with suffix .onnxz].")
 @click.option("--lossless", is_flag=True,
               help="Bit-exact: every tensor keeps its exact bits (float bit planes + ANS, "
                    "or zstd).")
 @click.option("--step-rel", type=click.FloatRange(min=0, min_open=True), default=None,
+              callback=_finite,
               help="Quantization step Δ as a fraction of each weight tensor's spread: "
                    "1.4826 × its median absolute deviation (the standard deviation of normal "
                    "data, unaffected by a few outliers) [default: "
                    f"{onnxz.DEFAULT_STEP_REL:.4g} = 1/{1 / onnxz.DEFAULT_STEP_REL:.0f}]. "
                    "Smaller is more accurate and larger.")
-@click.option("--deadzone", type=click.FloatRange(0, 1), default=None,
+@click.option("--deadzone", type=click.FloatRange(0, 1), default=None, callback=_not_nan,
               help="Dead zone δ: values with |x| < δ·step become 0; 0 = midrise, "
                    f"0.5 = midtread [default: {onnxz.DEFAULT_DEADZONE:g}].")
 @click.option("--fidelity", metavar="SPEC",
@@ -188,7 +314,9 @@ def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
 @click.option("--best-effort", is_flag=True,
               help="If the target cannot be met, write the closest file and warn, instead of "
                    "failing.")
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--force", is_flag=True,
+              help="Replace OUTPUT if it is an existing regular file (it keeps its permissions; "
+                   "devices, FIFOs, directories and symbolic links are never replaced).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | None,
@@ -240,11 +368,11 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
         click.echo(f"onnxz: warning: {rate.get('target')} not met; wrote the closest file "
                    "(--best-effort)", err=True)
     if as_json:
-        click.echo(json.dumps(info.to_dict(), indent=2))
+        _echo(_json(info.to_dict()))
     elif not quiet:
-        click.echo(_summary(info))
+        _echo(_summary(info))
         if rate is not None:
-            click.echo(_rate_summary(rate))
+            _echo(_rate_summary(rate))
 
 
 def _rate_summary(rate: dict[str, Any]) -> str:
@@ -264,19 +392,27 @@ def _rate_summary(rate: dict[str, Any]) -> str:
 @main.command()
 @click.argument("packed", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Output .onnx file [default: PACKED with suffix .onnx].")
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+              callback=_not_stdout, help="Output .onnx file [default: PACKED with suffix .onnx].")
+@click.option("--force", is_flag=True,
+              help="Replace OUTPUT if it is an existing regular file (it keeps its permissions).")
 @click.option("--external-data", is_flag=True,
               help="Write weights to OUTPUT.data beside the model (automatic above 2 GiB).")
+@click.option("--max-output-size", type=_ByteSize(), default=None, metavar="SIZE",
+              help="Refuse a file that would decode to more than SIZE bytes (K, M, G, T: "
+                   "powers of 1024) [default: the larger of this machine's memory and 1000 × "
+                   "the file's size]. A guard against tiny files that claim huge tensors.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def unpack(packed: Path, output: Path | None, force: bool, external_data: bool,
-           quiet: bool) -> None:
+           max_output_size: int | None, quiet: bool) -> None:
     """Decode the .onnxz file PACKED back into a runnable ONNX model."""
     output = output or packed.with_suffix(".onnx")
+    limits = None if max_output_size is None else onnxz.ReadLimits(
+        max_output_size=max_output_size)
     with _errors_as_one_line():
-        out = onnxz.unpack(packed, output, force=force, external_data=external_data or None)
+        out = onnxz.unpack(packed, output, force=force, external_data=external_data or None,
+                           limits=limits)
     if not quiet:
-        click.echo(f"{out}: {_human(out.stat().st_size)}")
+        _echo(f"{out}: {_human(out.stat().st_size)}")
 
 
 @main.command()
@@ -290,9 +426,14 @@ def info(packed: Path, as_json: bool, sort: str) -> None:
     with _errors_as_one_line():
         result = onnxz.info(packed)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        _echo(_json(result.to_dict()))
         return
-    click.echo(_info_table(result, sort))
+    _echo(_info_table(result, sort))
+
+
+def _json(data: dict[str, Any]) -> str:
+    """Strict JSON (the to_dict methods hold no inf or NaN; this makes sure)."""
+    return json.dumps(data, indent=2, allow_nan=False)
 
 
 def _info_table(info: ContainerInfo, sort: str) -> str:
@@ -332,7 +473,7 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
         + (f" ({raw / coded:.2f}x)" if coded else ""),
         f"graph section: {_human(info.graph_raw_bytes)} -> {_human(info.graph_bytes)} (zstd)",
         f"file: {_human(info.file_bytes)}"
-        + (f", original {_human(info.source_bytes)} ({info.ratio:.2f}x smaller)"
+        + (f", original {_human(info.source_bytes)} ({_compared(info.ratio)})"
            if info.source_bytes and info.ratio else ""),
     ]
     if info.rate_control is not None:
@@ -350,11 +491,12 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
                    "test-data folder (see above).")
 @_generated_input_options
 @click.option("--min-snr", type=float, default=Thresholds.min_snr_db, show_default=True,
-              help="Minimum output SNR in dB, over all samples, per output.")
+              callback=_not_nan, help="Minimum output SNR in dB, over all samples, per output.")
 @click.option("--min-cosine", type=click.FloatRange(-1, 1), default=Thresholds.min_cosine,
-              show_default=True, help="Minimum cosine similarity of the worst sample, per output.")
+              show_default=True, callback=_not_nan,
+              help="Minimum cosine similarity of the worst sample, per output.")
 @click.option("--min-top1", type=click.FloatRange(0, 1), default=Thresholds.min_top1,
-              show_default=True,
+              show_default=True, callback=_not_nan,
               help="Minimum top-1 agreement on class-score outputs (see below).")
 @click.option("--fidelity", metavar="SPEC",
               help="Criteria instead of the three minimums above, e.g. "
@@ -363,15 +505,20 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
 @click.option("--class-output", "class_outputs", multiple=True, metavar="NAME",
               help="Treat output NAME as class scores (top-1/top-5) even without a Softmax, "
                    "ArgMax or rows summing to 1 (repeatable).")
+@click.option("--noise-floor", type=click.FloatRange(0, 1), default=Thresholds.noise_floor,
+              show_default=True, callback=_not_nan,
+              help="Differences up to this × max(1, the sample's largest |original|) count as "
+                   "none in SNR, cosine and top-1 (an output of ~0 is not failed on noise); "
+                   "0 = exact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def verify(original: Path, packed: Path, inputs: Path | None, samples: int | None,
            seed: int | None, dims: dict[str, int], int_range: tuple[int, int] | None,
            min_snr: float, min_cosine: float, min_top1: float, fidelity: str | None,
-           class_outputs: tuple[str, ...], as_json: bool) -> None:
+           class_outputs: tuple[str, ...], noise_floor: float, as_json: bool) -> None:
     """Check that PACKED (.onnxz) still computes what ORIGINAL (.onnx) does: run both with
     onnxruntime (CPU) on the same inputs and compare every output. Exit status 0 if all
     outputs are within the thresholds, 1 if not (or if a model fails to load or run), 2 on
-    usage or input errors.
+    usage or input errors, 130 when interrupted.
 
     \b
     Metrics per output: max and mean absolute error, SNR (dB, all samples),
@@ -411,11 +558,12 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
         _fail(f"--fidelity replaces {', '.join(minimums)}: give the criteria in one of them")
     with _errors_as_one_line(), _progress(True, "verifying") as progress:
         criteria = onnxz.Fidelity.parse(fidelity) if fidelity is not None else Thresholds(
-            min_snr_db=min_snr, min_cosine=min_cosine, min_top1=min_top1)
+            min_snr_db=min_snr, min_cosine=min_cosine, min_top1=min_top1,
+            noise_floor=noise_floor)
         source = _inputs_source(inputs, samples, seed, dims, int_range)
-        report = onnxz.verify(original, packed, source, criteria,
-                              class_outputs=class_outputs, progress=progress)
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+        report = onnxz.verify(original, packed, source, criteria, class_outputs=class_outputs,
+                              noise_floor=noise_floor, progress=progress)
+    _echo(_json(report.to_dict()) if as_json else report.table())
     if not report.passed:
         sys.exit(EXIT_FAILED)
 

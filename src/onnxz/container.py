@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,8 @@ from typing import IO, Any
 import msgpack
 import zstandard
 
-from onnxz.errors import CorruptDataError, FormatError, LimitExceededError
+from onnxz.arguments import integer, real_number
+from onnxz.errors import CorruptDataError, FormatError, InvalidArgumentError, LimitExceededError
 from onnxz.zstdframe import decompress_exact
 
 MAGIC = b"\x89ONZ\r\n\x1a\n"
@@ -29,6 +31,10 @@ MAJOR, MINOR = 1, 0
 """The version this library writes at least; :meth:`ContainerWriter.require_minor` raises the
 minor version when a file uses a feature a later 1.x minor version defines (SPEC.md §3)."""
 ALIGNMENT = 64
+MAX_NESTING = 64
+"""Deepest nesting of maps and arrays in the index; the index map itself is level 1 (§4)."""
+MAX_ELEMENTS = 1 << 64
+"""A tensor's element count must be below this (SPEC.md §10.1: a fixed limit)."""
 
 _HEADER_BODY = struct.Struct("<8sHH")  # magic, major, minor; then u32 CRC-32 of these 12 bytes
 _FOOTER_BODY = struct.Struct("<QQQIHH")  # index offset, length, raw length, CRC-32, major, minor
@@ -38,19 +44,39 @@ FOOTER_SIZE = _FOOTER_BODY.size + _CRC.size + len(END_MAGIC)  # 40
 GRAPH_ZSTD_LEVEL = 19
 
 
+def physical_memory() -> int:
+    """Bytes of RAM of this machine (1 GiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 30
+
+
 @dataclass(frozen=True)
 class ReadLimits:
     """Reader limits; a file that declares more raises :class:`LimitExceededError`.
 
     ``max_output_size`` bounds the decoded bytes of all tensors together; when None it is
-    ``max(min_output_size, max_expansion × file size)``.
+    ``max(min_output_size, max_expansion × file size)``. ``min_output_size`` defaults to this
+    machine's physical memory: any model that fits in memory here unpacks here, however well
+    it compressed, while a small file still cannot make the reader allocate more than the
+    machine has.
     """
 
     max_index_size: int = 256 << 20
     max_graph_size: int = 2 << 30
     max_output_size: int | None = None
     max_expansion: float = 1000.0
-    min_output_size: int = 1 << 30
+    min_output_size: int = field(default_factory=physical_memory)
+
+    def __post_init__(self) -> None:
+        integer(self.max_index_size, "max_index_size", 0)
+        integer(self.max_graph_size, "max_graph_size", 0)
+        if self.max_output_size is not None:
+            integer(self.max_output_size, "max_output_size", 0)
+        if not real_number(self.max_expansion, "max_expansion") >= 0:
+            raise InvalidArgumentError(f"max_expansion must be ≥ 0, not {self.max_expansion}")
+        integer(self.min_output_size, "min_output_size", 0)
 
     def output_budget(self, file_size: int) -> int:
         if self.max_output_size is not None:
@@ -204,6 +230,8 @@ class ContainerReader:
                 if size >= len(MAGIC):
                     f.seek(0)
                     _check_magic(f.read(len(MAGIC)))
+                    raise FormatError(f"header: file truncated: {size} bytes, an onnxz "
+                                      f"file has at least {HEADER_SIZE + FOOTER_SIZE}")
                 raise FormatError(f"not an onnxz file: only {size} bytes")
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self.file_size = size
@@ -254,9 +282,10 @@ class ContainerReader:
         )
         try:
             fields = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True,
-                                     object_pairs_hook=_unique_keys)
+                                     object_pairs_hook=_unique_keys, ext_hook=_no_ext)
         except (ValueError, msgpack.UnpackException, TypeError) as exc:
             raise FormatError(f"index: not valid msgpack ({exc})") from exc
+        _check_nesting(fields)
         index = _index_from_fields(fields, (major, minor))
         self._validate_layout(index, index_offset)
         return index
@@ -311,6 +340,29 @@ def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
     if not all(isinstance(k, str) for k in out):
         raise FormatError("index: a map key is not a str")
     return out
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    """msgpack ext hook: no version of the index uses ext values (SPEC.md §4)."""
+    raise FormatError(f"index: a msgpack ext value (type {code})")
+
+
+def _check_nesting(fields: Any) -> None:
+    """At most :data:`MAX_NESTING` levels of maps and arrays, and no timestamp (the ext
+    type msgpack decodes itself), in known and ignored places alike (SPEC.md §4)."""
+    level, depth = [fields] if type(fields) in (dict, list) else [], 1
+    while level:
+        if depth > MAX_NESTING:
+            raise FormatError(f"index: maps and arrays nest more than {MAX_NESTING} deep")
+        nested: list = []
+        for container in level:
+            values = container.values() if type(container) is dict else container
+            kinds = set(map(type, values))  # msgpack builds exact dicts and lists
+            if msgpack.Timestamp in kinds:
+                raise FormatError("index: a msgpack ext value (timestamp)")
+            if dict in kinds or list in kinds:
+                nested += [v for v in values if type(v) in (dict, list)]
+        level, depth = nested, depth + 1
 
 
 def _header(minor: int) -> bytes:
@@ -429,6 +481,9 @@ def _tensor_from_fields(t: Any, i: int) -> TensorEntry:
         sensitivity=float(sensitivity) if isinstance(sensitivity, int | float)
         and not isinstance(sensitivity, bool) else None,
     )
+    if entry.element_count >= MAX_ELEMENTS:
+        raise LimitExceededError(f"{where}: shape {list(shape)} has {entry.element_count} "
+                                 "elements, 2^64 or more")
     if sum(c.count for c in entry.chunks) != entry.element_count:
         raise FormatError(f"{where}: chunks hold {sum(c.count for c in entry.chunks)} "
                           f"elements, shape {list(shape)} needs {entry.element_count}")

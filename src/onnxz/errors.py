@@ -4,13 +4,22 @@ from __future__ import annotations
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name if it has none)."""
+    """The first line of an exception's message (its type name if it has none), preceded
+    by the file it is about when an :class:`OnnxzError` knows it (``exc.path``)."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    path = getattr(exc, "path", None) if isinstance(exc, OnnxzError) else None
+    return f"{path}: {line}" if path and not line.startswith(f"{path}:") else line
 
 
 class OnnxzError(Exception):
-    """Base class of every error onnxz raises on purpose."""
+    """Base class of every error onnxz raises on purpose.
+
+    ``path`` is the file the error is about when the message does not say it (a format
+    error's message starts with the section: ``index: ...``); :func:`first_line` adds it.
+    """
+
+    path: str | None = None
 
 
 class FormatError(OnnxzError):
@@ -43,6 +52,15 @@ class InputNotFoundError(OnnxzError, FileNotFoundError):
 
 class OutputPathError(OnnxzError):
     """The output cannot be written there (missing folder, a directory, or the input itself)."""
+
+
+class InvalidArgumentError(OnnxzError, ValueError):
+    """An argument of the API has the wrong type or a value outside its range (the message
+    names the argument and what it accepts)."""
+
+
+class OutOfMemoryError(OnnxzError, MemoryError):
+    """The work did not fit in memory (the message says which step and how much it needed)."""
 
 
 class VerificationInputError(OnnxzError):

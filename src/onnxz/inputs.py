@@ -15,10 +15,13 @@ The inputs contract (also in the README and ``onnxz verify --help``):
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import re
+import stat
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +30,15 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from onnxz.errors import InputNotFoundError, UnsupportedModelError, VerificationInputError
+from onnxz.arguments import as_path
+from onnxz.container import physical_memory
+from onnxz.errors import (
+    InputNotFoundError,
+    UnsupportedModelError,
+    VerificationInputError,
+    first_line,
+)
+from onnxz.fileio import utf8_spelling
 
 Dim = int | str | None
 """A declared dimension: a fixed size, a symbolic name, or None (dynamic and unnamed)."""
@@ -55,7 +66,7 @@ class TensorSpec:
         """E.g. ``'image' float32 [N, 1, 8, 8]``; ``?`` marks an unnamed dynamic dim."""
         dims = ("unknown shape" if self.shape is None
                 else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]")
-        return f"{self.name!r} {self.dtype} {dims}"
+        return f"{self.name!r} {type_name(self.dtype)} {dims}"
 
 
 def graph_specs(model: onnx.ModelProto) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -110,17 +121,33 @@ class GeneratedInputs:
     int_range: tuple[int, int] = DEFAULT_INT_RANGE
 
     def __post_init__(self) -> None:
-        if self.samples < 1:
-            raise VerificationInputError(f"samples must be at least 1, not {self.samples}")
-        if self.seed < 0:
-            raise VerificationInputError(f"seed must be non-negative, not {self.seed}")
+        if not _is_int(self.samples) or self.samples < 1:
+            raise VerificationInputError(f"samples must be at least 1 (an integer), not "
+                                         f"{self.samples!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise VerificationInputError(f"seed must be non-negative (an integer), not "
+                                         f"{self.seed!r}")
+        if not (isinstance(self.int_range, Sequence) and len(self.int_range) == 2
+                and all(map(_is_int, self.int_range))):
+            raise VerificationInputError(
+                f"int_range must be two integers (LOW, HIGH), not {self.int_range!r}")
         if self.int_range[0] >= self.int_range[1]:
             raise VerificationInputError(
                 f"int range {self.int_range[0]}:{self.int_range[1]} is empty (LOW < HIGH)"
             )
+        if not isinstance(self.dims, Mapping):
+            raise VerificationInputError(
+                f"dims must map a dim's name (or INPUT:AXIS) to a size, not {self.dims!r}")
         for key, size in self.dims.items():
-            if size < 1:
-                raise VerificationInputError(f"dim {key}: size must be at least 1, not {size}")
+            if not isinstance(key, str):
+                raise VerificationInputError(f"dims: a key must be a name, not {key!r}")
+            if not _is_int(size) or size < 1:
+                raise VerificationInputError(f"dim {key}: size must be at least 1 (an "
+                                             f"integer), not {size!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -149,11 +176,17 @@ def samples_for(specs: tuple[TensorSpec, ...], inputs: InputsArg) -> Samples:
         return _generated(specs, inputs or GeneratedInputs())
     if isinstance(inputs, Mapping):
         return _stacked(specs, {str(k): np.asarray(v) for k, v in inputs.items()}, "arrays")
-    path = Path(inputs)
-    if path.is_dir():
+    path = as_path(inputs, "inputs")
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise InputNotFoundError(f"{path}: {exc.strerror or 'no such file or folder'}") from exc
+    if stat.S_ISDIR(mode):
         return _test_data_folder(specs, path)
-    if not path.is_file():
-        raise InputNotFoundError(f"{path}: no such file or folder")
+    if not stat.S_ISREG(mode):
+        raise VerificationInputError(f"{path}: not a regular file or a folder (a FIFO, device "
+                                     "or socket cannot be read twice): give an .npz or a "
+                                     "test-data folder")
     return _stacked(specs, _read_npz(path), str(path))
 
 
@@ -235,9 +268,13 @@ def _read_test_data_set(
             tensor = onnx.load_tensor(str(path))
             if tensor.data_type == onnx.TensorProto.UNDEFINED:
                 raise ValueError("no element type")
-            array = numpy_helper.to_array(tensor)
-        except (DecodeError, ValueError, TypeError, OSError) as exc:
-            raise VerificationInputError(f"{path}: not a readable TensorProto ({exc})") from exc
+            # External data lives beside the tensor file, whatever the current directory.
+            with utf8_spelling(folder) as base_dir:
+                array = numpy_helper.to_array(tensor, base_dir=base_dir)
+        except (DecodeError, ValueError, TypeError, OSError,
+                onnx.checker.ValidationError) as exc:
+            raise VerificationInputError(f"{path}: not a readable TensorProto "
+                                         f"({first_line(exc)})") from exc
         if tensor.name:
             name = tensor.name
         elif position < len(specs):
@@ -279,7 +316,8 @@ def _check_sample(
         dtype, shape = given[spec.name]
         if dtype != spec.dtype:
             raise VerificationInputError(
-                f"{where}: input {spec.name!r} is {dtype}, the model wants {spec.dtype}"
+                f"{where}: input {spec.name!r} is {type_name(dtype)}, the model wants "
+                f"{type_name(spec.dtype)}"
             )
         if spec.shape is not None and (len(shape) != len(spec.shape) or any(
             isinstance(d, int) and d != n for d, n in zip(spec.shape, shape, strict=True)
@@ -295,10 +333,11 @@ def _generated(specs: tuple[TensorSpec, ...], gen: GeneratedInputs) -> Samples:
     for spec in specs:
         if spec.dtype.kind not in "fiub":
             raise VerificationInputError(
-                f"input {spec.name!r} is {spec.dtype}: verify cannot generate it; give real "
-                "inputs (--inputs)"
+                f"input {spec.name!r} is {type_name(spec.dtype)}: verify cannot generate it; "
+                "give real inputs (--inputs)"
             )
     shapes, sizes = _resolve_dims(specs, gen.dims)
+    _check_sample_size(specs, shapes)
     ranges = {s.name: _int_range(s, gen.int_range) for s in specs if s.dtype.kind in "iu"}
 
     def feed(i: int) -> Feed:
@@ -326,6 +365,26 @@ def _generated(specs: tuple[TensorSpec, ...], gen: GeneratedInputs) -> Samples:
         hint=("the inputs were generated: set sizes with --dim, integer values with "
               "--int-range, or give real inputs with --inputs"),
     )
+
+
+def _check_sample_size(specs: tuple[TensorSpec, ...], shapes: dict[str, tuple[int, ...]]
+                       ) -> None:
+    """Refuse, before allocating, a generated sample that cannot fit in this machine's memory
+    (floats are drawn as float64 first)."""
+    sizes = {s.name: math.prod(shapes[s.name]) * max(s.dtype.itemsize, 8) for s in specs}
+    total = sum(sizes.values())
+    if total > physical_memory():
+        biggest = max(sizes, key=sizes.__getitem__)
+        raise VerificationInputError(
+            f"one generated sample would take {total / 2**30:.1f} GiB, more than this "
+            f"machine's {physical_memory() / 2**30:.1f} GiB of memory (input {biggest!r} has "
+            f"shape {list(shapes[biggest])}): choose smaller sizes with --dim NAME=SIZE"
+        )
+
+
+def type_name(dtype: np.dtype) -> str:
+    """The dtype as ONNX says it: ``string`` for numpy's object arrays of str."""
+    return "string" if dtype.kind == "O" else str(dtype)
 
 
 def _int_range(spec: TensorSpec, int_range: tuple[int, int]) -> tuple[int, int]:

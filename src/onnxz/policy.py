@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from onnxz.arguments import boolean, integer, real_number
 from onnxz.codecs import DeadzoneCodec, LosslessCodec, TensorCodec
 from onnxz.dtypes import ElementType
+from onnxz.errors import InvalidArgumentError
 from onnxz.walker import TensorSlot
 
 DEFAULT_STEP_REL = 1 / 64
@@ -35,12 +38,15 @@ class PackOptions:
     chunk_elements: int = 1 << 20
 
     def __post_init__(self) -> None:
-        if not self.step_rel > 0:
-            raise ValueError(f"step_rel must be > 0, got {self.step_rel}")
-        if not 0 <= self.deadzone <= 1:
-            raise ValueError(f"deadzone must be in [0, 1], got {self.deadzone}")
-        if self.chunk_elements < 1:
-            raise ValueError("chunk_elements must be >= 1")
+        boolean(self.lossless, "lossless")
+        step_rel = real_number(self.step_rel, "step_rel")
+        if not (step_rel > 0 and math.isfinite(step_rel)):
+            raise InvalidArgumentError(f"step_rel must be a finite number > 0, not {step_rel}")
+        if not 0 <= real_number(self.deadzone, "deadzone") <= 1:
+            raise InvalidArgumentError(f"deadzone must be in [0, 1], not {self.deadzone}")
+        integer(self.min_quantized_elements, "min_quantized_elements", 0)
+        integer(self.inline_max_bytes, "inline_max_bytes", 0)
+        integer(self.chunk_elements, "chunk_elements", 1)
 
     def codec_for(self, slot: TensorSlot, etype: ElementType, count: int) -> TensorCodec:
         """The codec to try first for ``slot`` (a lossy one may still decline)."""

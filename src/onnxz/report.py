@@ -39,6 +39,7 @@ class TensorInfo:
 
     @property
     def ratio(self) -> float:
+        """raw / coded bytes; inf for a tensor coded in 0 bytes (a constant)."""
         return self.raw_bytes / self.coded_bytes if self.coded_bytes else float("inf")
 
     @classmethod
@@ -71,7 +72,8 @@ class TensorInfo:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(shape=list(self.shape), elements=self.elements,
-                 bits_per_weight=self.bits_per_weight, ratio=self.ratio)
+                 bits_per_weight=self.bits_per_weight,
+                 ratio=self.ratio if math.isfinite(self.ratio) else None)  # strict JSON
         return d
 
 
@@ -106,7 +108,8 @@ class ContainerInfo:
 
     @property
     def ratio(self) -> float | None:
-        """Original .onnx size / this file's size, when the writer recorded the former."""
+        """Size of the original model's files (the .onnx and its external data) / this
+        file's size, when the writer recorded the former; below 1 the file grew."""
         return self.source_bytes / self.file_bytes if self.source_bytes else None
 
     @classmethod

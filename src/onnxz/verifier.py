@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
+from onnx.external_data_helper import load_external_data_for_model
 
+from onnxz.arguments import real_number
 from onnxz.container import MAGIC
-from onnxz.errors import TargetSpecError, first_line
+from onnxz.errors import InvalidArgumentError, OutOfMemoryError, TargetSpecError, first_line
 from onnxz.fidelity import Criterion, Fidelity
-from onnxz.fileio import check_input
-from onnxz.inputs import Feed, InputsArg, TensorSpec, graph_specs, samples_for
+from onnxz.fileio import check_input, utf8_spelling
+from onnxz.inputs import Feed, InputsArg, Samples, TensorSpec, graph_specs, samples_for
 from onnxz.progress import Progress
 
 TOP_K = 5
@@ -68,19 +70,39 @@ class Thresholds:
       :class:`OutputMetrics`): at most 1 prediction in 100 may change (Magika at step 1/4:
       SNR 23 dB, top-1 0.96).
 
-    Any other set of criteria is a :class:`onnxz.fidelity.Fidelity`.
+    - ``noise_floor`` (default 1e-5): differences of at most ε = noise_floor × max(1, the
+      sample's largest |original|) count as no difference (SNR, cosine, top-k), so an output
+      that is ~0 everywhere (a detector's probability map on an input with nothing to find:
+      original 0, packed 3e-8) is not judged by the ratio of two noises. Below scale 1
+      the floor is absolute (probabilities, normalized features), above it relative
+      (−100 dB of the peak); 0 compares exactly. Max and mean errors stay raw.
+
+    NaN is refused for every threshold; ``min_snr_db`` may be −inf (no SNR criterion).
+    Any other set of criteria is a :class:`onnxz.fidelity.Fidelity` (the noise floor is then
+    :func:`verify`'s ``noise_floor``).
     """
 
     min_snr_db: float = 20.0
     min_cosine: float = 0.99
     min_top1: float = 0.99
+    noise_floor: float = 1e-5
+
+    def __post_init__(self) -> None:
+        real_number(self.min_snr_db, "min_snr_db")
+        for name, low, high in (("min_cosine", -1, 1), ("min_top1", 0, 1),
+                                ("noise_floor", 0, 1)):
+            if not low <= real_number(getattr(self, name), name) <= high:
+                raise InvalidArgumentError(
+                    f"{name} must be in [{low}, {high}], not {getattr(self, name)}")
 
     def fidelity(self) -> Fidelity:
-        return Fidelity((Criterion("snr", self.min_snr_db), Criterion("cosine", self.min_cosine),
-                         Criterion("top1", self.min_top1)))
+        criteria = [Criterion("cosine", self.min_cosine), Criterion("top1", self.min_top1)]
+        if self.min_snr_db > -math.inf:
+            criteria.insert(0, Criterion("snr", self.min_snr_db))
+        return Fidelity(tuple(criteria))
 
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, float | None]:
+        return {k: _json_number(v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -112,8 +134,12 @@ class OutputMetrics:
     """How one output of the packed model differs from the original's, over all samples.
 
     Errors are absolute, in the output's units (compared as float64); ``original_max_abs``,
-    the original's largest magnitude, puts them in scale. ``snr_db`` is +inf when
-    the outputs are identical, −inf when the original is all zeros and the packed is not.
+    the original's largest magnitude, puts them in scale. ``snr_db``, the cosines and top-k
+    count differences within the noise floor (:class:`Thresholds`) as none; ``snr_db`` is +inf
+    when no difference is left, −inf when the original is all zeros and the packed is not.
+    A NaN or inf where the original has a finite value is an infinite error (SNR −inf,
+    cosine 0); where both are NaN they agree. ``finite`` counts the original's finite
+    values: with none there is nothing to compare, and the output fails.
     ``exact`` is the fraction of samples whose output equals the original's exactly.
     ``top1``/``top5`` exist for class-score outputs only (``class_scores`` says why it is
     one: the graph makes it with Softmax/LogSoftmax or feeds it to ArgMax/TopK, its rows are
@@ -137,17 +163,16 @@ class OutputMetrics:
     top1: float | None
     top5: float | None
     class_scores: str | None = None
+    finite: int | None = None
 
     def value(self, criterion: Criterion) -> float | None:
         """The value ``criterion`` reads (None if the metric does not apply here)."""
         return getattr(self, criterion.field)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe: a non-finite ``snr_db`` is null (+inf iff ``max_abs_error`` is 0)."""
-        d = asdict(self)
-        d["snr_db"] = self.snr_db if math.isfinite(self.snr_db) else None
-        d["max_abs_error"] = self.max_abs_error if math.isfinite(self.max_abs_error) else None
-        return d
+        """JSON-safe: a non-finite number is null (``snr_db`` +inf: no difference beyond the
+        noise floor; an infinite error: NaN or inf against a number)."""
+        return {k: _json_number(v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -160,14 +185,15 @@ class Failure:
     threshold: float
 
     def __str__(self) -> str:
+        if self.metric == "finite":
+            return (f"output {self.output!r}: the original has no finite value on these "
+                    "inputs (nothing to compare)")
         label, unit, op = _METRIC_LABELS[self.metric]
         return (f"output {self.output!r}: {label} {self.value:.4g}{unit} {op} "
                 f"{self.threshold:g}{unit}")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["value"] = self.value if math.isfinite(self.value) else None
-        return d
+        return {k: _json_number(v) for k, v in asdict(self).items()}
 
 
 _METRIC_LABELS = {"snr_db": ("SNR", " dB", "<"), "cosine_min": ("worst-sample cosine", "", "<"),
@@ -176,14 +202,22 @@ _METRIC_LABELS = {"snr_db": ("SNR", " dB", "<"), "cosine_min": ("worst-sample co
                   "exact": ("exact-sample fraction", "", "<")}
 
 
+def _json_number(value: Any) -> Any:
+    """``value``, or None for a float that strict JSON cannot hold (inf, NaN)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def failures(outputs: Sequence[OutputMetrics], fidelity: Fidelity) -> tuple[Failure, ...]:
-    """Every (output, criterion) pair where the criterion applies and does not hold."""
+    """Every (output, criterion) pair where the criterion applies and does not hold, and
+    every output whose original had no finite value (nothing was compared)."""
     found = []
     for m in outputs:
         for c in fidelity.criteria:
             value = m.value(c) if c.applies_to(m.name, m.class_scores is not None) else None
             if value is not None and not c.holds(value):
                 found.append(Failure(m.name, c.field, value, c.bound))
+        if m.finite == 0 and m.elements:
+            found.append(Failure(m.name, "finite", 0, 1))
     return tuple(found)
 
 
@@ -287,8 +321,8 @@ def as_fidelity(criteria: Thresholds | Fidelity | str | None) -> Fidelity:
         return criteria
     if isinstance(criteria, str):
         return Fidelity.parse(criteria)
-    raise TargetSpecError(f"criteria must be Thresholds, Fidelity or a string like "
-                          f"'snr>=30', not {type(criteria).__name__}")
+    raise InvalidArgumentError(f"thresholds must be a Thresholds, a Fidelity or a string like "
+                               f"'snr>=30', not {type(criteria).__name__}")
 
 
 def verify(
@@ -299,6 +333,7 @@ def verify(
     thresholds: Thresholds | Fidelity | str | None = None,
     *,
     class_outputs: Sequence[str] = (),
+    noise_floor: float | None = None,
     progress: Progress | None = None,
 ) -> VerifyReport:
     """Run ``original`` (.onnx path or ModelProto) and the packed model (``packed`` names
@@ -306,11 +341,15 @@ def verify(
     samples and compare their outputs against ``thresholds``.
 
     See :func:`onnxz.verify` for ``inputs``. ``class_outputs`` names outputs to treat as
-    class scores in addition to those the graph and the data show to be.
+    class scores in addition to those the graph and the data show to be; ``noise_floor``
+    overrides the thresholds' (see :class:`Thresholds`).
     """
     fidelity = as_fidelity(thresholds)
+    floor = _noise_floor(thresholds, noise_floor)
+    if progress is not None and not callable(progress):
+        raise InvalidArgumentError(f"progress must be callable or None, not {progress!r}")
     if not isinstance(original, onnx.ModelProto):
-        original = check_input(original)
+        original = check_input(original, "original")
     described = "(not read)"
     accumulators: list[_Accumulator] = []
     error: str | None = None
@@ -324,9 +363,9 @@ def verify(
         described = samples.description
         candidate = _session(lambda: open_packed(quiet_options()), "packed")
         _check_interfaces(reference, candidate)
-        accumulators = [_Accumulator(s, evidence.get(s.name)) for s in output_specs]
+        accumulators = [_Accumulator(s, evidence.get(s.name), floor) for s in output_specs]
         for i in range(samples.count):
-            feed = samples.feed(i)
+            feed = _feed(samples, i)
             ref = run_session(reference, feed, "original", i, samples.hint)
             _accumulate(accumulators, ref, run_session(candidate, feed, "packed", i), i)
             if progress:
@@ -348,6 +387,23 @@ def verify(
     )
 
 
+def _noise_floor(thresholds: object, noise_floor: float | None) -> float:
+    if noise_floor is None:
+        return thresholds.noise_floor if isinstance(thresholds, Thresholds) else (
+            Thresholds.noise_floor)
+    if not 0 <= real_number(noise_floor, "noise_floor") <= 1:
+        raise InvalidArgumentError(f"noise_floor must be in [0, 1], not {noise_floor}")
+    return noise_floor
+
+
+def _feed(samples: Samples, i: int) -> Feed:
+    try:
+        return samples.feed(i)
+    except MemoryError as exc:
+        raise OutOfMemoryError(f"out of memory while building sample {i} of the inputs "
+                               f"({samples.description})") from exc
+
+
 class ReferenceRun:
     """The original model's outputs on a fixed set of samples, computed once, to compare
     candidates against (rate control compares dozens). Holds every sample and output in
@@ -358,6 +414,9 @@ class ReferenceRun:
     model's own outputs only.
     """
 
+    noise_floor = Thresholds.noise_floor
+    """Metrics use :func:`verify`'s default noise floor, so that verify agrees with them."""
+
     def __init__(self, model: onnx.ModelProto, inputs: InputsArg,
                  class_outputs: Sequence[str] = (), extra_outputs: Sequence[str] = ()) -> None:
         input_specs, self.output_specs = graph_specs(model)
@@ -366,10 +425,11 @@ class ReferenceRun:
         self.extra_outputs = tuple(extra_outputs)
         session = _session(lambda: session_from_proto(with_outputs(model, self.extra_outputs)),
                            "original")
-        self.feeds: list[Feed] = [self.samples.feed(i) for i in range(self.samples.count)]
+        self.feeds: list[Feed] = [_feed(self.samples, i) for i in range(self.samples.count)]
         self.outputs = [run_session(session, f, "original", i, self.samples.hint)
                         for i, f in enumerate(self.feeds)]
-        probes = [_Accumulator(s, evidence.get(s.name)) for s in self.output_specs]
+        probes = [_Accumulator(s, evidence.get(s.name), self.noise_floor)
+                  for s in self.output_specs]
         for outs in self.outputs:
             for acc, r in zip(probes, outs, strict=False):
                 acc.add(r, r)
@@ -391,7 +451,8 @@ class ReferenceRun:
 
     def metrics(self, outputs: list[list[np.ndarray]]) -> tuple[OutputMetrics, ...]:
         """The metrics of a candidate's outputs (from :meth:`run`) against the original's."""
-        accs = [_Accumulator(s, self.class_scores.get(s.name)) for s in self.output_specs]
+        accs = [_Accumulator(s, self.class_scores.get(s.name), self.noise_floor)
+                for s in self.output_specs]
         n = len(accs)
         for i, (ref, out) in enumerate(zip(self.outputs, outputs, strict=True)):
             _accumulate(accs, ref[:n], out[:n], i)
@@ -524,9 +585,23 @@ def _load_original(original: onnx.ModelProto | Path) -> tuple[Any, onnx.ModelPro
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
         raise ModelFailed(f"original model failed to load: {first_line(exc)}") from exc
     session = _session(
-        lambda: ort.InferenceSession(str(original), quiet_options(), ["CPUExecutionProvider"]),
+        lambda: ort.InferenceSession(_model_for_onnxruntime(original), quiet_options(),
+                                     ["CPUExecutionProvider"]),
         "original")
     return session, model
+
+
+def _model_for_onnxruntime(path: Path) -> str | bytes:
+    """What onnxruntime can open: the path if UTF-8 can spell it (its external data is then
+    found beside it), else the model with its external data, serialized (< 2 GiB)."""
+    try:
+        str(path).encode("utf-8")
+        return str(path)
+    except UnicodeEncodeError:
+        model = onnx.load(path, load_external_data=False)
+        with utf8_spelling(path.parent) as folder:
+            load_external_data_for_model(model, folder)
+        return model.SerializeToString()
 
 
 def _check_interfaces(reference: Any, candidate: Any) -> None:
@@ -578,9 +653,11 @@ class _Accumulator:
 
     spec: TensorSpec
     scores: ClassScores | None = None
+    noise_floor: float = 0.0
     samples: int = 0
     exact_samples: int = 0
     elements: int = 0
+    finite: int = 0
     abs_sum: float = 0.0
     abs_max: float = 0.0
     ref_max: float = 0.0
@@ -615,8 +692,13 @@ class _Accumulator:
             self.abs_sum += float(err.sum())
             self.abs_max = max(self.abs_max, float(err.max()))
         finite_ref = ref[np.isfinite(ref)]
-        if finite_ref.size:
-            self.ref_max = max(self.ref_max, float(np.abs(finite_ref).max()))
+        peak = float(np.abs(finite_ref).max()) if finite_ref.size else 0.0
+        self.finite += finite_ref.size
+        self.ref_max = max(self.ref_max, peak)
+        within_floor = err <= self.noise_floor * max(1.0, peak)  # no difference (Thresholds)
+        out = np.where(within_floor & finite, ref, out)
+        packed = out.reshape(packed.shape)
+        err = np.where(within_floor, 0.0, err)
         self.signal += float(np.sum(np.square(finite_ref)))
         self.noise += float(np.sum(np.square(err)))
         cosine = _cosine(ref[finite], out[finite]) if (same | finite).all() else 0.0
@@ -661,6 +743,7 @@ class _Accumulator:
             top1=self.top1_hits / self.rows if scores else None,
             top5=self.top5_sum / self.rows if scores and self.classes > TOP_K else None,
             class_scores=scores.reason if scores else None,
+            finite=self.finite,
         )
 
 

@@ -27,6 +27,13 @@ PATH_FIELDS = frozenset(
 )
 """Protobuf field names a path may use (anything else is refused by :func:`resolve`)."""
 
+ATTRIBUTE_VALUE_TYPES = {
+    "t": AttributeProto.TENSOR, "tensors": AttributeProto.TENSORS,
+    "g": AttributeProto.GRAPH, "graphs": AttributeProto.GRAPHS,
+}
+"""The attribute type that makes each tensor-holding field the attribute's value: a path
+steps only into the field its attribute's type selects (SPEC.md §5.1), as the walk does."""
+
 WEIGHT_INPUTS: dict[str, frozenset[int] | None] = {
     "Conv": frozenset({1}),
     "ConvTranspose": frozenset({1}),
@@ -170,6 +177,9 @@ def resolve(model: onnx.ModelProto, path: Sequence[str | int]) -> TensorProto:
     obj: object = model
     for step in path:
         if isinstance(step, str) and step in PATH_FIELDS:
+            if isinstance(obj, AttributeProto) and obj.type != ATTRIBUTE_VALUE_TYPES.get(step):
+                raise FormatError(f"tensor path {list(path)}: attribute {obj.name!r} has type "
+                                  f"{obj.type}, so its value is not {step!r}")
             obj = getattr(obj, step, None)
             if obj is None:
                 raise FormatError(f"tensor path {list(path)}: no field {step!r} here")
@@ -198,6 +208,9 @@ def payload_type(tensor: TensorProto) -> ElementType | None:
 
 def read_payload(tensor: TensorProto, etype: ElementType) -> np.ndarray:
     """The elements of ``tensor`` as a flat array of ``etype.numpy``."""
+    if any(d < 0 for d in tensor.dims):
+        raise InvalidModelError(
+            f"tensor {tensor.name!r}: negative dimension in its shape {list(tensor.dims)}")
     count = element_count(tensor)
     if tensor.raw_data:
         if len(tensor.raw_data) != count * etype.width:

@@ -15,22 +15,38 @@ FEED = 1 << 10
 """Compressed bytes per step. zstd expands 4 bytes to at most 128 KiB (an RLE block), so a
 step never produces more than 32 MiB."""
 
+MAGIC = b"\x28\xb5\x2f\xfd"
+"""The Zstandard frame magic number: a skippable or legacy frame does not start with it."""
+
+MAX_WINDOW = 1 << 27
+"""Largest Window_Size a frame may declare (libzstd's default decoder limit, SPEC.md §1)."""
+
 
 def decompress_exact(frame: bytes, size: int, what: str) -> bytes:
-    """The content of the zstd frame at the start of ``frame``: exactly ``size`` bytes.
+    """The content of the zstd frame that is all of ``frame``: exactly ``size`` bytes.
 
-    Bytes after the frame are ignored. A damaged or incomplete frame, or content of another
-    size, is a :class:`CorruptDataError` whose message starts with ``what``.
+    A damaged or incomplete frame, a skippable or legacy frame, a window above 2^27 bytes, a
+    dictionary id, content of another size or bytes after the frame are a
+    :class:`CorruptDataError` whose message starts with ``what``.
     """
+    if frame[:4] != MAGIC:
+        raise CorruptDataError(f"{what}: not a zstd frame (no zstd magic number)")
     pieces: list[bytes] = []
     produced = 0
     try:
-        declared = zstandard.frame_content_size(frame)
-        if declared not in (-1, size):
+        header = zstandard.get_frame_parameters(frame)
+        if header.window_size > MAX_WINDOW:
+            raise CorruptDataError(
+                f"{what}: zstd window of {header.window_size} bytes exceeds 2^27")
+        if header.dict_id:
+            raise CorruptDataError(f"{what}: zstd frame needs dictionary {header.dict_id}")
+        declared = header.content_size
+        if declared not in (zstandard.CONTENTSIZE_UNKNOWN, size):
             raise CorruptDataError(f"{what}: zstd frame declares {declared} bytes, not {size}")
         stream = zstandard.ZstdDecompressor().decompressobj()
-        for start in range(0, len(frame), FEED):
-            pieces.append(stream.decompress(frame[start : start + FEED]))
+        end = 0
+        for end in range(FEED, len(frame) + FEED, FEED):
+            pieces.append(stream.decompress(frame[end - FEED : end]))
             produced += len(pieces[-1])
             if produced > size:
                 raise CorruptDataError(f"{what}: zstd frame holds more than {size} bytes")
@@ -42,4 +58,6 @@ def decompress_exact(frame: bytes, size: int, what: str) -> bytes:
         raise CorruptDataError(f"{what}: zstd frame is incomplete")
     if produced != size:
         raise CorruptDataError(f"{what}: zstd frame holds {produced} bytes, not {size}")
+    if stream.unused_data or end < len(frame):
+        raise CorruptDataError(f"{what}: bytes after the zstd frame")
     return b"".join(pieces)

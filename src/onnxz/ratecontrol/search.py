@@ -76,6 +76,11 @@ class RateResult:
     def settings(self) -> dict[Path, Setting]:
         return {path: point.setting for path, point in self.plan.items()}
 
+    def sensitivities(self) -> dict[Path, float]:
+        """Each measured tensor's relative sensitivity (what the file records)."""
+        return {c.path: c.relative_sensitivity for c in self.candidates
+                if c.exercised and c.relative_sensitivity is not None}
+
     def summary(self) -> dict:
         """What the index records of this search (JSON-safe)."""
         achieved = {}
@@ -89,6 +94,26 @@ class RateResult:
                 "inputs": self.reference.samples.description,
                 "met": self.met, "evaluations": self.evaluations, "achieved": achieved,
                 "predicted": self.predicted}
+
+
+@dataclass(frozen=True)
+class SizingPlan:
+    """A plan as the writer sees it while its file is only being sized: the figures the
+    file will record are not known yet, so incompressible stand-ins of the same shape."""
+
+    plan: Plan
+    recorded: dict
+
+    @property
+    def settings(self) -> dict[Path, Setting]:
+        return {path: point.setting for path, point in self.plan.items()}
+
+    def sensitivities(self) -> dict[Path, float]:
+        noise = np.random.default_rng(0).random(len(self.plan))
+        return dict(zip(self.plan, map(float, noise), strict=True))
+
+    def summary(self) -> dict:
+        return self.recorded
 
 
 class Workbench:
