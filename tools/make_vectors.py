@@ -631,7 +631,7 @@ def uint16_model(_: Path) -> onnx.ModelProto:
 
 
 LOSSLESS = {"lossless": True}
-WEIGHTS = onnxz.PackOptions(min_quantized_elements=64)
+WEIGHTS = onnxz.PackOptions(min_quantized_elements=64, step_rel=onnxz.DEFAULT_STEP_REL)
 
 VECTORS_LIST = (
     Vector("spec_example_lossless", "SPEC.md §11.1 worked example: lossless float32 planes "

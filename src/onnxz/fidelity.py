@@ -10,6 +10,8 @@ metric   meaning (per output, over all samples)                       op
 snr      output SNR in dB: 10·log10(Σ ref² / Σ (ref − packed)²)         >=
 cosine   cosine similarity of the worst sample                        >=
 top1     fraction of rows with the same argmax (class-score outputs)  >=
+top1_sample  fraction of samples whose rows all keep their argmax     >=
+         (a recognized string, a sequence of decisions; ditto)
 top5     mean share of the original's 5 best classes kept (ditto)     >=
 max_abs  largest absolute error, in the output's units                <=
 exact    fraction of samples whose output equals the original's       >=
@@ -34,16 +36,17 @@ METRICS: dict[str, tuple[str, str]] = {
     "snr": ("snr_db", ">="),
     "cosine": ("cosine_min", ">="),
     "top1": ("top1", ">="),
+    "top1_sample": ("top1_sample", ">="),
     "top5": ("top5", ">="),
     "max_abs": ("max_abs_error", "<="),
     "exact": ("exact", ">="),
 }
 """Criterion metric name -> (the :class:`onnxz.OutputMetrics` field it reads, its operator)."""
 
-CLASS_METRICS = frozenset({"top1", "top5"})
+CLASS_METRICS = frozenset({"top1", "top1_sample", "top5"})
 """Metrics that exist only for class-score outputs."""
 
-FRACTION_METRICS = frozenset({"top1", "top5", "exact"})
+FRACTION_METRICS = frozenset({"top1", "top1_sample", "top5", "exact"})
 
 _CRITERION = re.compile(
     r"\s*(?P<metric>[A-Za-z_0-9]+)\s*(?:\[(?P<output>[^\]]+)\])?\s*(?P<op>>=|<=|=>|=<|>|<|=)?"
@@ -136,8 +139,8 @@ class Fidelity:
                 where = f"output {c.output!r} is" if c.output else "no output is"
                 raise TargetSpecError(
                     f"{c}: {where} class scores (a Softmax/LogSoftmax producer, an ArgMax/"
-                    "TopK consumer, or rows that sum to 1); name such outputs with "
-                    "--class-output NAME, or use snr/cosine/exact")
+                    "TopK consumer, rows that sum to 1, or a name such as logits); name such "
+                    "outputs with --class-output NAME, or use snr/cosine/exact")
 
     def __str__(self) -> str:
         return ",".join(map(str, self.criteria))

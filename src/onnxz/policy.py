@@ -1,4 +1,5 @@
-"""Which codec each tensor gets: the lossy default and its safety rules."""
+"""Which codec each tensor gets when no rate control chooses: lossless, or one uniform
+quantizer for every weight tensor (``step_rel``); the lossy default is rate control's."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from onnxz.errors import InvalidArgumentError
 from onnxz.walker import TensorSlot
 
 DEFAULT_STEP_REL = 1 / 64
-"""Default step Δ as a fraction of each tensor's robust spread (see ``deadzone.spread``)."""
+"""Step Δ, as a fraction of each tensor's robust spread (see ``deadzone.robust_spread``), of
+a uniform pack given a dead zone but no step."""
 
 DEFAULT_DEADZONE = 0.5
 """Default dead zone δ (0.5 = plain midtread uniform quantizer)."""
@@ -22,8 +24,10 @@ DEFAULT_DEADZONE = 0.5
 class PackOptions:
     """Settings of one pack.
 
-    ``step_rel``: quantization step Δ relative to each tensor's spread: 1.4826 × the median
-    absolute deviation (the standard deviation for normal data, robust to outliers).
+    ``step_rel``: one quantization step Δ for every weight tensor, relative to each
+    tensor's spread: 1.4826 × the median absolute deviation (the standard deviation for
+    normal data, robust to outliers). None (the default): rate control chooses each
+    tensor's step (see :func:`onnxz.save`).
     ``deadzone``: δ of the dead-zone quantizer (0 = midrise, 0.5 = midtread).
     Tensors smaller than ``min_quantized_elements``, non-float tensors and tensors that do
     not feed a weight input (Conv/Gemm/MatMul/RNN weights, Gather tables) stay lossless.
@@ -31,7 +35,7 @@ class PackOptions:
     """
 
     lossless: bool = False
-    step_rel: float = DEFAULT_STEP_REL
+    step_rel: float | None = None
     deadzone: float = DEFAULT_DEADZONE
     min_quantized_elements: int = 1024
     inline_max_bytes: int = 128
@@ -39,9 +43,11 @@ class PackOptions:
 
     def __post_init__(self) -> None:
         boolean(self.lossless, "lossless")
-        step_rel = real_number(self.step_rel, "step_rel")
-        if not (step_rel > 0 and math.isfinite(step_rel)):
-            raise InvalidArgumentError(f"step_rel must be a finite number > 0, not {step_rel}")
+        if self.step_rel is not None:
+            step_rel = real_number(self.step_rel, "step_rel")
+            if not (step_rel > 0 and math.isfinite(step_rel)):
+                raise InvalidArgumentError(
+                    f"step_rel must be a finite number > 0, not {step_rel}")
         if not 0 <= real_number(self.deadzone, "deadzone") <= 1:
             raise InvalidArgumentError(f"deadzone must be in [0, 1], not {self.deadzone}")
         integer(self.min_quantized_elements, "min_quantized_elements", 0)
@@ -57,4 +63,10 @@ class PackOptions:
             or count < self.min_quantized_elements
         ):
             return LosslessCodec()
-        return DeadzoneCodec(self.step_rel, self.deadzone)
+        return DeadzoneCodec(DEFAULT_STEP_REL if self.step_rel is None else self.step_rel,
+                             self.deadzone)
+
+    @property
+    def uniform(self) -> bool:
+        """True when the options fix the codecs themselves (lossless, or one step)."""
+        return self.lossless or self.step_rel is not None

@@ -143,10 +143,11 @@ class OutputMetrics:
     ``exact`` is the fraction of samples whose output equals the original's exactly.
     ``top1``/``top5`` exist for class-score outputs only (``class_scores`` says why it is
     one: the graph makes it with Softmax/LogSoftmax or feeds it to ArgMax/TopK, its rows are
-    probability distributions on every sample, or the caller named it); each row along the
-    class axis is one prediction. ``top1`` = fraction of rows with the same argmax;
-    ``top5`` = mean share of the original's 5 best classes among the packed's 5 best (more
-    than 5 classes only).
+    probability distributions on every sample, its name says so, or the caller named it);
+    each row along the class axis is one prediction. ``top1`` = fraction of rows with the
+    same argmax; ``top1_sample`` = fraction of samples all of whose rows keep their argmax
+    (a whole recognized string); ``top5`` = mean share of the original's 5 best classes
+    among the packed's 5 best (more than 5 classes only).
     """
 
     name: str
@@ -163,6 +164,7 @@ class OutputMetrics:
     top1: float | None
     top5: float | None
     class_scores: str | None = None
+    top1_sample: float | None = None
     finite: int | None = None
 
     def value(self, criterion: Criterion) -> float | None:
@@ -198,6 +200,7 @@ class Failure:
 
 _METRIC_LABELS = {"snr_db": ("SNR", " dB", "<"), "cosine_min": ("worst-sample cosine", "", "<"),
                   "top1": ("top-1 agreement", "", "<"), "top5": ("top-5 overlap", "", "<"),
+                  "top1_sample": ("fraction of samples with every top-1 kept", "", "<"),
                   "max_abs_error": ("max abs error", "", ">"),
                   "exact": ("exact-sample fraction", "", "<")}
 
@@ -668,6 +671,7 @@ class _Accumulator:
     rows: int = 0
     classes: int = 0
     top1_hits: int = 0
+    top1_samples: int = 0
     top5_sum: float = 0.0
     distributions: bool = True
 
@@ -713,7 +717,9 @@ class _Accumulator:
     def _add_rankings(self, ref: np.ndarray, out: np.ndarray) -> None:
         self.rows += ref.shape[0]
         self.classes = ref.shape[1]
-        self.top1_hits += int(np.sum(ref.argmax(-1) == out.argmax(-1)))
+        hits = int(np.sum(ref.argmax(-1) == out.argmax(-1)))
+        self.top1_hits += hits
+        self.top1_samples += hits == ref.shape[0]
         if ref.shape[1] > TOP_K:
             top_ref = np.argpartition(-ref, TOP_K, axis=-1)[:, :TOP_K]
             top_out = np.argpartition(-out, TOP_K, axis=-1)[:, :TOP_K]
@@ -744,6 +750,7 @@ class _Accumulator:
             top5=self.top5_sum / self.rows if scores and self.classes > TOP_K else None,
             class_scores=scores.reason if scores else None,
             finite=self.finite,
+            top1_sample=self.top1_samples / self.samples if scores else None,
         )
 
 

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import onnx
 
-from onnxz.errors import TargetSpecError
+from onnxz.errors import TargetNotMetError, TargetSpecError, VerificationInputError, first_line
 from onnxz.fidelity import Criterion, Fidelity
 from onnxz.inputs import InputsArg
 from onnxz.progress import Progress
+from onnxz.ratecontrol import defaults
 from onnxz.ratecontrol.objective import objective_for
 from onnxz.ratecontrol.search import (
     RateResult,
@@ -37,7 +38,7 @@ from onnxz.ratecontrol.search import (
     choose_for_weight_snr,
     summary_template,
 )
-from onnxz.ratecontrol.tensors import Setting
+from onnxz.ratecontrol.tensors import Setting, find_candidates, weight_bytes
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
               "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
@@ -104,15 +105,18 @@ def parse_size(text: str | int) -> int:
     return value
 
 
-def choose(model: onnx.ModelProto, target: RateTarget, inputs: InputsArg, *,
+def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg, *,
            size_of: SizeOf, chunk_elements: int, class_outputs: Sequence[str] = (),
            progress: Progress | None = None) -> RateResult:
-    """The settings that meet ``target`` at the least size (see the module docstring).
+    """The settings that meet ``target`` at the least size (see the module docstring);
+    ``target`` None is the lossy default (:mod:`onnxz.ratecontrol.defaults`).
 
     ``inputs`` are the samples (None: generated); ``size_of(plan, summary)`` gives the
     exact size of a plan's file. Raises :class:`onnxz.TargetSpecError` for criteria that
     fit no output; returns a result with ``met`` False when the target cannot be met.
     """
+    if target is None:
+        return _default(model, inputs, chunk_elements, class_outputs, progress)
     if target.target_snr_db is not None:
         bench = Workbench(model, inputs, chunk_elements, None, class_outputs, progress)
         plan = choose_for_weight_snr(bench.candidates, target.target_snr_db)
@@ -139,6 +143,36 @@ def choose(model: onnx.ModelProto, target: RateTarget, inputs: InputsArg, *,
     result = choose_for_size(bench, objective, target.max_bytes, size_of)
     bench.restore()
     return result
+
+
+def _default(model: onnx.ModelProto, inputs: InputsArg, chunk_elements: int,
+             class_outputs: Sequence[str], progress: Progress | None) -> RateResult:
+    """The lossy default (:mod:`onnxz.ratecontrol.defaults`) on the given or generated
+    inputs; the weight-SNR fallback when the model cannot run on them or is too large to
+    run many times."""
+    if weight_bytes(model) <= defaults.DEFAULT_MAX_WEIGHT_BYTES:
+        try:
+            bench = Workbench(model, defaults.generated_inputs(model) if inputs is None
+                              else inputs, chunk_elements, None, class_outputs, progress,
+                              defaults.default_extra_outputs(model))
+        except (TargetNotMetError, VerificationInputError) as exc:
+            if inputs is not None:
+                raise
+            why = first_line(exc)
+        else:
+            defaults.apply_floor(bench.candidates, defaults.WEIGHT_FLOOR_DB)
+            result = choose_for_fidelity(bench, defaults.default_objective(bench.reference,
+                                                                          bench.model))
+            bench.restore()
+            result.mode, result.target = "default", f"default (snr>={defaults.DEFAULT_SNR_DB:g})"
+            return result
+    else:
+        why = (f"weights larger than {defaults.DEFAULT_MAX_WEIGHT_BYTES >> 20} MiB are not "
+               "run")
+    candidates = find_candidates(model, chunk_elements)
+    plan = choose_for_weight_snr(candidates, defaults.FALLBACK_WEIGHT_SNR_DB)
+    return RateResult("default", f"weight snr>={defaults.FALLBACK_WEIGHT_SNR_DB:g}", None,
+                      candidates, plan, (), note=f"fallback: {why}")
 
 
 def _budget_weighting(bench: Workbench) -> Fidelity:

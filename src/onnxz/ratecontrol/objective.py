@@ -133,8 +133,10 @@ def allowed_sigma(margins: Margins, target: float, per_sample: bool) -> float:
 @dataclass(frozen=True)
 class Measure:
     """One output distortion, normalized: ``kind`` is ``relmse`` (Σerr²/Σref²), ``cosine``
-    (mean over samples of 1 − cosine), ``mse`` (mean err²) or ``margin`` (mean squared
-    margin change of a class-score output); the value is divided by ``allowed``.
+    (mean over samples of 1 − cosine), ``mse`` (mean err²), ``margin`` (mean squared
+    margin change of a class-score output) or ``logrelmse`` (``relmse`` of a class-score
+    output's log-domain rows, each centered: logits up to their softmax-invariant shift);
+    the value is divided by ``allowed``.
     ``index`` is the output's position in a run's outputs (the model's, then extras)."""
 
     kind: str
@@ -151,6 +153,12 @@ class Measure:
             assert self.scores is not None and self.margins is not None
             change = self.margins.change(self.scores, out)
             value = float(np.mean(np.square(change[np.isfinite(change)]))) if change.size else 0
+        elif self.kind == "logrelmse":
+            assert self.scores is not None
+            a = np.concatenate([_centered(_log_rows(self.scores, o)) for o in ref])
+            b = np.concatenate([_centered(_log_rows(self.scores, o)) for o in out])
+            energy = float(np.sum(np.square(a)))
+            value = float(np.sum(np.square(a - b))) / energy if energy else 0.0
         elif self.kind == "cosine":
             value = float(np.mean([1 - _cosine(a, b) for a, b in zip(ref, out, strict=True)]))
         else:
@@ -162,6 +170,10 @@ class Measure:
             else:
                 value = err / max(sum(a.size for a in ref), 1)
         return value / self.allowed if self.allowed > 0 else math.inf * (value > 0)
+
+
+def _centered(rows: np.ndarray) -> np.ndarray:
+    return rows - rows.mean(-1, keepdims=True)
 
 
 def _f64(a: np.ndarray) -> np.ndarray:
@@ -209,11 +221,12 @@ class Objective:
         """The sum of the measures on ``candidate``'s outputs (the first samples)."""
         return sum(m.distortion(reference, candidate) for m in self.measures)
 
-    def holds(self, metrics: Sequence[OutputMetrics], candidate: RUNS) -> bool:
+    def holds(self, metrics: Sequence[OutputMetrics], reference: RUNS, candidate: RUNS) -> bool:
         """True if every criterion holds on the samples (SNR with its margin) and every
-        decision check's predicted agreement does."""
+        decision check's predicted agreement does; without criteria (the default's
+        objective), if every measure is within its allowance."""
         if self.fidelity is None:
-            return True
+            return all(m.distortion(reference, candidate) <= 1 for m in self.measures)
         for m in metrics:
             for c in self.fidelity.criteria:
                 if not c.applies_to(m.name, m.class_scores is not None):
@@ -270,8 +283,9 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
                 measures.append(Measure("cosine", index, max(1 - c.bound, 1e-12)))
             elif c.metric == "max_abs":
                 measures.append(Measure("mse", index, max((c.bound / 3) ** 2, 1e-30)))
-            elif c.metric in ("top1", "top5") or (c.metric == "exact" and name in scores):
-                per_sample = c.metric == "exact"
+            elif c.metric in ("top1", "top1_sample", "top5") or (
+                    c.metric == "exact" and name in scores):
+                per_sample = c.metric in ("exact", "top1_sample")
                 measure = _margin_measure(scores[name], index, outputs, c.bound, per_sample)
                 measures.append(measure)
                 decisions.append(DecisionCheck(c, name, measure, per_sample))

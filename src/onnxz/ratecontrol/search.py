@@ -37,12 +37,17 @@ from onnxz.walker import Path, put_payload
 MAX_EVALUATIONS = 14
 """Model runs the fidelity search may spend after the sensitivity pass."""
 
-SENSITIVITY_RUNS = 512
-"""Sample runs the sensitivity pass may spend (one run per tensor and sample): with many
-tensors it uses the first ``SENSITIVITY_RUNS / tensors`` samples, at least
-:data:`MIN_SENSITIVITY_SAMPLES` (deterministic, unlike a time budget)."""
+SENSITIVITY_UNITS = 4096
+"""The sensitivity pass runs the first samples that hold this many output units (a row of
+class scores, or an element of any other output: the things its measures average over),
+at least :data:`MIN_SENSITIVITY_SAMPLES`, at most :data:`SENSITIVITY_RUNS` / tensors.
+Deterministic, unlike a time budget: a page-sized detector output needs two samples, a
+classifier's one row per sample needs many (and they are cheap)."""
 
-MIN_SENSITIVITY_SAMPLES = 8
+SENSITIVITY_RUNS = 1024
+"""Sample runs (one per tensor and sample) the sensitivity pass may spend."""
+
+MIN_SENSITIVITY_SAMPLES = 2
 
 BISECTION_RATIO = 1.25
 """The fidelity search stops when the passing and failing slopes are this close."""
@@ -57,13 +62,14 @@ class RateResult:
     """What a search chose: ``settings`` per tensor path, with the figures behind it.
 
     ``metrics`` are the chosen plan's outputs against the original's on the samples of
-    ``reference``; ``predicted`` the decision checks' predicted agreement per criterion;
+    ``reference`` (none when the plan was chosen without running the model); ``predicted``
+    the decision checks' predicted agreement per criterion;
     ``met`` says whether the target holds (False only with ``best_effort``).
     """
 
     mode: str
     target: str
-    reference: ReferenceRun
+    reference: ReferenceRun | None
     candidates: list[Candidate]
     plan: Plan
     metrics: tuple[OutputMetrics, ...]
@@ -85,13 +91,14 @@ class RateResult:
         """What the index records of this search (JSON-safe)."""
         achieved = {}
         for m in self.metrics:
-            achieved[m.name] = {k: v for k, v in (
-                ("snr", m.snr_db if math.isfinite(m.snr_db) else None),
-                ("cosine", m.cosine_min), ("exact", m.exact), ("top1", m.top1),
-                ("top5", m.top5), ("max_abs", m.max_abs_error if math.isfinite(
-                    m.max_abs_error) else None)) if v is not None}
+            figures = {"snr": m.snr_db, "cosine": m.cosine_min, "exact": m.exact,
+                       "top1": m.top1, "top1_sample": m.top1_sample, "top5": m.top5,
+                       "max_abs": m.max_abs_error}
+            achieved[m.name] = {k: v for k, v in figures.items()
+                                if v is not None and math.isfinite(v)}
         return {"mode": self.mode, "target": self.target,
-                "inputs": self.reference.samples.description,
+                "inputs": self.reference.samples.description if self.reference else None,
+                "note": self.note,
                 "met": self.met, "evaluations": self.evaluations, "achieved": achieved,
                 "predicted": self.predicted}
 
@@ -125,10 +132,10 @@ class Workbench:
 
     def __init__(self, model: onnx.ModelProto, inputs: InputsArg, chunk_elements: int,
                  fidelity: Fidelity | None, class_outputs: Sequence[str] = (),
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, extra_outputs: Sequence[str] = ()) -> None:
         self.model = onnx.ModelProto()
         self.model.CopyFrom(model)
-        extras = extra_outputs_for(fidelity, model) if fidelity else ()
+        extras = extra_outputs_for(fidelity, model) if fidelity else tuple(extra_outputs)
         try:
             self.reference = ReferenceRun(self.model, inputs, class_outputs, extras)
         except ModelFailed as exc:
@@ -227,13 +234,12 @@ def _evaluate(bench: Workbench, objective: Objective, plan: Plan
     metrics = bench.reference.metrics(outputs)
     predictions = {str(d.criterion) + f" ({d.output})": d.predicted(outputs)
                    for d in objective.decisions}
-    return objective.holds(metrics, outputs), metrics, predictions
+    return objective.holds(metrics, bench.reference.outputs, outputs), metrics, predictions
 
 
 def _sensitivities(bench: Workbench, objective: Objective) -> None:
-    """The sensitivity pass, on as many samples as :data:`SENSITIVITY_RUNS` allows."""
-    budget = SENSITIVITY_RUNS // max(len(bench.candidates), 1)
-    samples = min(bench.reference.samples.count, max(MIN_SENSITIVITY_SAMPLES, budget))
+    """The sensitivity pass, on the samples :data:`SENSITIVITY_UNITS` asks for."""
+    samples = sensitivity_samples(bench.reference, len(bench.candidates))
 
     def distortion_with(candidate: Candidate, setting: Setting) -> float:
         outputs = bench.run({candidate.path: setting}, samples)
@@ -243,6 +249,23 @@ def _sensitivities(bench: Workbench, objective: Objective) -> None:
     measure_sensitivities(bench.candidates, distortion_with, progress and (
         lambda done, total, name: progress(done, total, f"sensitivity: {name}")))
     bench.restore()
+
+
+def sensitivity_samples(reference: ReferenceRun, tensors: int) -> int:
+    """How many of the first samples the sensitivity pass runs (see
+    :data:`SENSITIVITY_UNITS`)."""
+    units = 0
+    count = 0
+    for outputs in reference.outputs:
+        count += 1
+        units += sum(
+            (reference.class_scores[spec.name].rows(out).shape[0]
+             if spec.name in reference.class_scores else out.size)
+            for spec, out in zip(reference.output_specs, outputs, strict=False))
+        if units >= SENSITIVITY_UNITS:
+            break
+    most = max(MIN_SENSITIVITY_SAMPLES, SENSITIVITY_RUNS // max(tensors, 1))
+    return min(max(count, MIN_SENSITIVITY_SAMPLES), most, reference.samples.count)
 
 
 def choose_for_size(bench: Workbench, objective: Objective, max_bytes: int,
@@ -293,6 +316,7 @@ def summary_template(bench: Workbench, mode: str, target: str) -> dict:
         return replace(m, snr_db=rng.random(), max_abs_error=rng.random(),
                        cosine_min=rng.random(), exact=rng.random(),
                        top1=None if m.top1 is None else rng.random(),
+                       top1_sample=None if m.top1_sample is None else rng.random(),
                        top5=None if m.top5 is None else rng.random())
 
     result = RateResult(mode, target, bench.reference, [], {}, tuple(map(figures, metrics)),

@@ -33,7 +33,14 @@ from onnxz.codecs import DeadzoneCodec, LosslessCodec, NotQuantizable, TensorCod
 from onnxz.codecs.base import LossyCodec, QuantizedTensor
 from onnxz.codecs.deadzone import robust_spread, to_float64
 from onnxz.dtypes import ElementType
-from onnxz.walker import Path, TensorSlot, iter_tensor_slots, payload_type, read_payload
+from onnxz.walker import (
+    Path,
+    TensorSlot,
+    element_count,
+    iter_tensor_slots,
+    payload_type,
+    read_payload,
+)
 
 ENTRY_BYTES = 48
 """Index bytes one quantized tensor adds over a lossless one (its codec parameters),
@@ -159,6 +166,16 @@ class Candidate:
         if point.sse == 0:
             return math.inf
         return 10 * math.log10(self.energy / point.sse) if self.energy else -math.inf
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the float weight tensors rate control would consider."""
+    total = 0
+    for slot in iter_tensor_slots(model):
+        etype = payload_type(slot.tensor)
+        if etype is not None and etype.is_quantizable and slot.is_weight:
+            total += element_count(slot.tensor) * etype.width
+    return total
 
 
 def find_candidates(model: onnx.ModelProto, chunk_elements: int,
