@@ -520,6 +520,9 @@ def _lossless_decoder(params: dict, dtype: DType) -> ChunkDecode:
                 raise CorruptDataError("lossless: packed plane of the wrong length")
             if plane.method == "ans":
                 _check_stream(part, count)
+        parts = [_zstd_exact(part, count * -(-plane.bits // 8), "lossless zstd plane")
+                 if plane.method == "zstd" else part  # §6.5: its content, checked here
+                 for plane, part in zip(planes, parts, strict=True)]
         symbols, ended = zip(*(plane_symbols(plane, part, count)
                                for plane, part in zip(planes, parts, strict=True)), strict=True)
         if not all(ended):  # §10.2: after every plane's symbols were range-checked
@@ -539,6 +542,8 @@ def plane_symbols(plane: Plane, part: bytes, count: int) -> tuple[list[int], boo
         return values, ended
     if plane.method == "packed":
         return unpack_bits(part, plane.bits, count), True
+    if plane.method == "zstd":  # ``part`` is the frame's content here
+        return zstd_symbols(part, plane.bits, count), True
     return [plane.value] * count, True
 
 
@@ -546,8 +551,8 @@ def _parse_plane(p: Any, bits: int) -> Plane:
     method = _typed(p, "method", str)
     if method == "ans":
         return Plane("ans", bits, table=Table.parse(_typed(p, "table", dict)))
-    if method == "packed":
-        return Plane("packed", bits)
+    if method in ("packed", "zstd"):
+        return Plane(method, bits)
     if method == "constant":
         value = _typed(p, "value", int)
         if not 0 <= value < 1 << bits:
@@ -565,6 +570,16 @@ def unpack_bits(part: bytes, bits: int, count: int) -> list[int]:
             v = (v << 1) | ((part[k // 8] >> (7 - k % 8)) & 1)
         out.append(v)
     return out
+
+
+def zstd_symbols(content: bytes, bits: int, count: int) -> list[int]:
+    """§6.5: symbol j is bytes j·B .. j·B + B − 1 of the content, little-endian, B = ceil(b/8);
+    each MUST be below 2^b."""
+    size = -(-bits // 8)
+    values = [int.from_bytes(content[j * size:(j + 1) * size], "little") for j in range(count)]
+    if any(v >> bits for v in values):
+        raise FormatError("lossless: zstd plane symbol outside the plane's range")
+    return values
 
 
 def _join(dtype: DType, widths: list[int], planes: list[int]) -> bytes:

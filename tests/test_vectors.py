@@ -130,6 +130,9 @@ def test_vectors_cover_every_feature():
                     seen.add(("method", plane["method"]))
                     if plane["method"] == "ans":
                         seen.update(("empty ans stream", c.sizes[k] == 0) for c in t.chunks)
+                    if plane["method"] == "zstd":
+                        width = reference_decoder.plane_widths(reference_decoder.DTYPES[t.dtype])
+                        seen.add(("zstd plane bytes", -(-width[k] // 8)))
             else:
                 seen.add(("deadzone", p["deadzone"]))
                 seen.update(("escapes", p["escape"], c.sizes[1] > 0) for c in t.chunks)
@@ -138,7 +141,8 @@ def test_vectors_cover_every_feature():
     assert {("codec", "lossless", d) for d in dtypes} <= seen
     assert {("codec", "deadzone", d) for d in reference_decoder.QUANTIZABLE} <= seen
     assert {("mode", "planes"), ("mode", "zstd"), ("method", "ans"), ("method", "packed"),
-            ("method", "constant"), ("empty ans stream", True)} <= seen
+            ("method", "constant"), ("empty ans stream", True), ("method", "zstd"),
+            ("zstd plane bytes", 1), ("zstd plane bytes", 2)} <= seen
     assert {("deadzone", 0.0), ("deadzone", 0.5), ("deadzone", 0.3), ("deadzone", 0.75)} <= seen
     assert {("escapes", True, True), ("escapes", True, False), ("escapes", False, False)} <= seen
     assert {("chunked", "lossless", True), ("chunked", "deadzone", True)} <= seen

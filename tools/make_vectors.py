@@ -237,6 +237,24 @@ def chunked_lossless(_: Path) -> onnx.ModelProto:
     ])
 
 
+def zstd_planes(_: Path) -> onnx.ModelProto:
+    """Format 1.1 plane method zstd: Laplacian float32, float16, bfloat16 and int16 weights
+    (exponent and high planes zstd, the rest packed) and float64 whose 11-bit exponents
+    repeat (a zstd plane of 2-byte symbols, which ANS cannot match)."""
+    rng = np.random.default_rng(106)
+    mantissas = rng.integers(0, 1 << 52, 600, dtype=np.uint64)
+    exponents = np.tile(rng.integers(1000, 1030, 40, dtype=np.uint64), 15)
+    signs = rng.integers(0, 2, 600, dtype=np.uint64)
+    f64 = (signs << np.uint64(63)) | (exponents << np.uint64(52)) | mantissas
+    return _constants_model([
+        _raw("f32", TensorProto.FLOAT, _laplace(rng, (48, 40)).astype("<f4")),
+        _raw("f16", TensorProto.FLOAT16, _laplace(rng, (1500,), 0.5).astype("<f2")),
+        _raw("bf16", TensorProto.BFLOAT16, _bf16(_laplace(rng, (1500,), 0.5))),
+        _raw("f64", TensorProto.DOUBLE, f64.view("<f8")),
+        _raw("i16", TensorProto.INT16, np.round(rng.laplace(0, 300, 1500)).astype("<i2")),
+    ])
+
+
 def weight(seed: int, uniform: bool = False) -> onnx.ModelProto:
     """Y = MatMul(X, W) with a float32 weight W [24, 16], Laplacian or uniform."""
     rng = np.random.default_rng(seed)
@@ -651,6 +669,10 @@ VECTORS_LIST = (
            LOSSLESS, lambda rng: {}),
     Vector("lossless_chunked", "lossless tensors in 48-element chunks, an empty ANS stream",
            chunked_lossless, {"options": onnxz.PackOptions(lossless=True, chunk_elements=48)},
+           lambda rng: {}),
+    Vector("lossless_zstd_planes", "format 1.1 lossless plane method zstd (float32, float16, "
+           "bfloat16, int16; float64 exponents as 2-byte symbols), in 1000-element chunks",
+           zstd_planes, {"options": onnxz.PackOptions(lossless=True, chunk_elements=1000)},
            lambda rng: {}),
     Vector("deadzone_midtread", "deadzone float32, δ=0.5", lambda _: weight(201),
            {"options": WEIGHTS}, _matmul_inputs(("X", 24, np.float32)), ARITHMETIC),

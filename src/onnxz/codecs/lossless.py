@@ -254,8 +254,10 @@ def code_plane(plane: np.ndarray, layout: PlaneLayout, counts: Sequence[int]) ->
 class PlaneReader:
     """One plane of one chunk (``count`` symbols of ``bits`` bits), read a batch at a time.
 
-    The part's length is checked on construction, the end of an ANS stream or zstd frame by
-    :meth:`finish`.
+    Construction checks the part (SPEC.md §10.2 "part by part": ANS stream layout, packed
+    length, empty constant part) and decompresses a ``zstd`` part whole (at most the
+    chunk's element count times the symbol width, less than the output itself); symbol
+    ranges are checked as batches are taken, the end of an ANS stream by :meth:`finish`.
     """
 
     def __init__(self, coding: PlaneCoding, data: bytes, layout: PlaneLayout, count: int
@@ -264,12 +266,13 @@ class PlaneReader:
         self.bits = layout.bits
         self.done = 0
         self.stream: ans.AnsDecoder | None = None
-        self.frame: ZstdReader | None = None
+        self.symbols: np.ndarray | None = None
         if coding.method == "ans":
             assert coding.table is not None
             self.stream = ans.AnsDecoder(data, coding.table, count)
         elif coding.method == "zstd":
-            self.frame = ZstdReader(data, count * layout.symbol_bytes, "zstd plane")
+            content = read_zstd_exact(data, count * layout.symbol_bytes, "zstd plane")
+            self.symbols = np.frombuffer(content, dtype=layout.numpy)
         elif coding.method == "packed" and len(data) != (count * self.bits + 7) // 8:
             raise CorruptDataError(
                 f"packed plane: {len(data)} bytes for {count} x {self.bits} bits")
@@ -285,9 +288,8 @@ class PlaneReader:
             if symbols.min() < 0 or symbols.max() >= 1 << self.bits:
                 raise FormatError(f"lossless plane: symbol outside {self.bits}-bit range")
             return symbols.astype(self.layout.numpy)
-        if self.frame is not None:
-            symbols = np.frombuffer(self.frame.read(n * self.layout.symbol_bytes),
-                                    dtype=self.layout.numpy)
+        if self.symbols is not None:
+            symbols = self.symbols[start : self.done]
             if self.bits % 8 and int(symbols.max()) >= 1 << self.bits:
                 raise FormatError(f"lossless plane: symbol outside {self.bits}-bit range")
             return symbols
@@ -299,49 +301,30 @@ class PlaneReader:
     def finish(self) -> None:
         if self.stream is not None:
             self.stream.finish()
-        if self.frame is not None:
-            self.frame.finish()
 
 
-class ZstdReader:
-    """The content of one zstd frame, exactly ``size`` bytes, read a piece at a time (so a
-    frame that declares or expands to much more is stopped early; SPEC.md §1)."""
-
-    def __init__(self, frame: bytes, size: int, what: str) -> None:
-        self.size, self.what, self.produced = size, what, 0
-        try:
-            declared = zstandard.frame_content_size(frame)
-        except zstandard.ZstdError as exc:
-            raise CorruptDataError(f"{what}: zstd data is damaged ({exc})") from exc
+def read_zstd_exact(frame: bytes, size: int, what: str) -> bytes:
+    """The content of the zstd frame at the start of ``frame``, which MUST be exactly ``size``
+    bytes (SPEC.md §1): :class:`CorruptDataError` otherwise. Never produces more than
+    ``size + 1`` bytes, whatever the frame declares; bytes after the frame are ignored."""
+    try:
+        declared = zstandard.frame_content_size(frame)
         if declared not in (-1, size):
             raise CorruptDataError(f"{what}: zstd frame declares {declared} bytes, not {size}")
-        self.reader = zstandard.ZstdDecompressor().stream_reader(frame, read_across_frames=False)
-
-    def read(self, n: int) -> bytes:
-        """The next ``n`` bytes of the content."""
-        pieces, want = [], n
-        try:
-            while want:
-                piece = self.reader.read(want)
-                if not piece:
-                    break
-                pieces.append(piece)
-                want -= len(piece)
-        except zstandard.ZstdError as exc:
-            raise CorruptDataError(f"{self.what}: zstd data is damaged ({exc})") from exc
-        self.produced += n - want
-        if want:
-            raise CorruptDataError(f"{self.what}: zstd frame holds {self.produced} bytes, "
-                                   f"not {self.size}")
-        return b"".join(pieces) if len(pieces) != 1 else pieces[0]
-
-    def finish(self) -> None:
-        try:
-            extra = self.reader.read(1)
-        except zstandard.ZstdError as exc:
-            raise CorruptDataError(f"{self.what}: zstd data is damaged ({exc})") from exc
-        if extra:
-            raise CorruptDataError(f"{self.what}: zstd frame holds more than {self.size} bytes")
+        reader = zstandard.ZstdDecompressor().stream_reader(frame, read_across_frames=False)
+        pieces, want = [], size
+        while want:
+            piece = reader.read(want)
+            if not piece:
+                break
+            pieces.append(piece)
+            want -= len(piece)
+        extra = reader.read(1)
+    except zstandard.ZstdError as exc:
+        raise CorruptDataError(f"{what}: zstd data is damaged ({exc})") from exc
+    if want or extra:
+        raise CorruptDataError(f"{what}: zstd frame does not hold exactly {size} bytes")
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 class PlanesDecoder(ChunkDecoder):
