@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,18 +90,19 @@ class PlaneLayout:
         return np.dtype("u1") if self.bits <= 8 else np.dtype("<u2")
 
 
-def plane_layouts(etype: ElementType) -> list[PlaneLayout]:
+@functools.cache
+def plane_layouts(etype: ElementType) -> tuple[PlaneLayout, ...]:
     """The normative plane split of an element type."""
     width_bits = 8 * etype.width
     if not etype.is_float:
-        return [PlaneLayout(8, width_bits - 8 * (i + 1), False) for i in range(etype.width)]
+        return tuple(PlaneLayout(8, width_bits - 8 * (i + 1), False) for i in range(etype.width))
     layouts = [PlaneLayout(etype.exponent_bits, etype.mantissa_bits, False)]
     remaining = 1 + etype.mantissa_bits
     while remaining > 0:
         bits = min(8, remaining)
         remaining -= bits
         layouts.append(PlaneLayout(bits, remaining, True))
-    return layouts
+    return tuple(layouts)
 
 
 def _word_type(etype: ElementType) -> np.dtype:
@@ -124,15 +126,20 @@ def split_planes(values: np.ndarray, etype: ElementType) -> list[np.ndarray]:
     return planes
 
 
-def join_planes(planes: Sequence[np.ndarray], etype: ElementType) -> np.ndarray:
-    """Inverse of :func:`split_planes` (SPEC.md §6.1 reassembly), in the element's width."""
+def join_planes(planes: Sequence[np.ndarray], etype: ElementType,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """Inverse of :func:`split_planes` (SPEC.md §6.1 reassembly), in the element's width;
+    written into ``out`` (contiguous, of ``etype.numpy``) if given, and returned."""
+    if out is None:
+        out = np.empty(planes[0].size, dtype=etype.numpy)
     if etype.exponent_bits == 8 and etype.mantissa_bits % 8 == 7:
-        return _join_byte_aligned(planes, etype)
+        _join_byte_aligned(planes, etype, out.view(np.uint8).reshape(-1, etype.width))
+        return out
     word = _word_type(etype).type
-    layouts = plane_layouts(etype)
-    words = np.zeros(planes[0].size, dtype=_word_type(etype))
+    words = out.view(_word_type(etype))
+    words[:] = 0
     sign_mantissa = np.zeros_like(words) if etype.is_float else words
-    for layout, plane in zip(layouts, planes, strict=True):
+    for layout, plane in zip(plane_layouts(etype), planes, strict=True):
         target = sign_mantissa if layout.from_sign_mantissa else words
         shifted = plane.astype(words.dtype)
         if layout.shift:
@@ -142,19 +149,19 @@ def join_planes(planes: Sequence[np.ndarray], etype: ElementType) -> np.ndarray:
         m = word(etype.mantissa_bits)
         words |= sign_mantissa & word((1 << etype.mantissa_bits) - 1)
         words |= (sign_mantissa >> m) << word(8 * etype.width - 1)
-    return words.view(etype.numpy)
+    return out
 
 
-def _join_byte_aligned(planes: Sequence[np.ndarray], etype: ElementType) -> np.ndarray:
-    """:func:`join_planes` for float32 and bfloat16, byte by byte: the top two bytes are
-    ``S | E >> 1`` and ``(E & 1) << 7 | M[top 7]``, the others are the lower SM planes."""
+def _join_byte_aligned(planes: Sequence[np.ndarray], etype: ElementType, out: np.ndarray
+                       ) -> None:
+    """:func:`join_planes` for float32 and bfloat16, byte by byte into ``out`` (elements ×
+    bytes, little-endian): the top two bytes are ``S | E >> 1`` and ``(E & 1) << 7 |
+    M[top 7]``, the others are the lower SM planes."""
     exponent, sign_top = planes[0], planes[1]
-    out = np.empty((exponent.size, etype.width), dtype=np.uint8)
     out[:, -1] = (exponent >> 1) | (sign_top & np.uint8(0x80))
     out[:, -2] = (exponent << 7) | (sign_top & np.uint8(0x7F))
     for k, plane in enumerate(planes[2:]):
         out[:, etype.width - 3 - k] = plane
-    return out.view(etype.numpy).reshape(-1)
 
 
 def pack_bits(symbols: np.ndarray, bits: int) -> bytes:
@@ -341,7 +348,7 @@ class PlanesDecoder(ChunkDecoder):
                    for c, data, lay in zip(self.codings, parts, self.layouts, strict=True)]
         for batch in batches(out.size):
             n = batch.stop - batch.start
-            out[batch] = join_planes([r.take(n) for r in readers], self.etype)
+            join_planes([r.take(n) for r in readers], self.etype, out[batch])
         for r in readers:
             r.finish()
 
