@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     if not set(variants) <= set(VARIANTS):
         parser.error(f"--variants: choose from {', '.join(VARIANTS)}")
     try:
-        paths = fetch_all(args.names or None) if args.names or not args.extra else {}
+        paths = fetch_all(args.names or None)
     except FetchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1

@@ -363,7 +363,7 @@ class ZstdDecoder(ChunkDecoder):
     def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
         if len(parts) != 1:
             raise FormatError("lossless zstd chunk: expected 1 part")
-        raw = decompress_exact(parts[0], out.nbytes, "lossless zstd chunk")
+        raw = read_zstd_exact(parts[0], out.nbytes, "lossless zstd chunk")
         out.view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8)
 
 
