@@ -146,12 +146,14 @@ class VariantResult:
 
 
 def best_time(fn: Callable[[], Any], repeat: int, min_total: float = 0.3) -> float:
-    """Fastest wall time of ``fn`` over at least ``repeat`` runs and ``min_total`` seconds."""
+    """Fastest CPU time of this process running ``fn``, over at least ``repeat`` runs and
+    ``min_total`` seconds. CPU time, not wall time: on a shared machine other processes
+    would otherwise decide the ratios (every method measured is single-threaded)."""
     best, spent, runs = math.inf, 0.0, 0
     while runs < repeat or (spent < min_total and runs < 200):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        elapsed = time.perf_counter() - t0
+        elapsed = time.process_time() - t0
         best, spent, runs = min(best, elapsed), spent + elapsed, runs + 1
     return best
 
@@ -334,7 +336,7 @@ FOOTNOTE = (
     "concatenated (second table). ZipNN: smallest of its defaults and huffman with 16 KiB "
     "chunks, bytes grouped as float32 or as the 16-bit type. bf16/fp16: the model's float32 "
     "tensors cast (round to nearest even); a tensor float16 cannot hold stays float32. "
-    "Speeds are ratios of times measured in the same run, one process, fastest of several "
+    "Speeds are ratios of CPU times measured in the same run, one process, fastest of several "
     "runs: zstd decompressing the .onnx (or the weights' bytes) ÷ onnxz.load (or the lossless "
     "codec decoding the stored chunks); above 1 is faster than zstd."
 )

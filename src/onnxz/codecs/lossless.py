@@ -6,8 +6,8 @@ shorter). Other types split into bytes, most significant first. Each plane is co
 method: ``ans`` (order-0 model over the plane's values), ``zstd`` (the plane's symbols as a
 zstd frame: Huffman-coded literals, decoded ~30x faster than ANS; format 1.1), ``packed``
 (the raw bits), or ``constant`` (every element the same value). The writer picks per plane
-the smallest, counting :data:`ANS_SYMBOL_COST` per ANS symbol so that large planes go to
-the fast decoder unless ANS saves more than that.
+the smallest, counting decode time as bytes (:data:`BYTES_PER_DECODE_NS`) so that large
+planes go to the fast decoders unless ANS saves more than that.
 
 >>> import numpy as np
 >>> from onnxz.dtypes import BY_NAME
@@ -55,10 +55,16 @@ ZSTD_FAST_ABOVE = 1 << 22  # bytes; bigger tensors get the faster level
 PLANE_ZSTD_LEVELS = (15, 19)
 """Levels tried for a ``zstd`` plane, smallest kept (15 often beats 19 on exponent planes)."""
 
-ANS_SYMBOL_COST = 1 / 16
-"""Bytes charged per ANS-coded symbol when a plane's method is chosen. constriction decodes
-about 30 M symbols/s, zstd's Huffman literals over 1000 M/s: a large plane goes to ``zstd``
-unless ANS saves more than half a bit per symbol (small planes, where zstd's frame and
+DECODE_NS_PER_SYMBOL = {"ans": 30.0, "zstd": 1.0, "packed": 5.0, "packed8": 0.0,
+                        "constant": 0.0}
+"""Decode time per symbol on one core, measured here: constriction's ANS ~30 ns, zstd's
+Huffman literals ~1 ns, bit-unpacking a plane narrower or wider than a byte ~5 ns (a byte
+plane is used as it is stored)."""
+
+BYTES_PER_DECODE_NS = 1 / 480
+"""What a nanosecond of decoding per symbol is worth in stored bytes when a plane's method
+is chosen: ANS then costs 1/16 byte (half a bit) per symbol more than its size, so a large
+plane goes to zstd unless ANS saves more than that (small planes, where zstd's frame and
 table overhead dominate, keep ANS)."""
 
 MIN_ZSTD_GAIN = 0.995
@@ -136,6 +142,9 @@ def join_planes(planes: Sequence[np.ndarray], etype: ElementType,
     if etype.exponent_bits == 8 and etype.mantissa_bits % 8 == 7:
         _join_byte_aligned(planes, etype, out.view(np.uint8).reshape(-1, etype.width))
         return out
+    if etype.name == "float16":
+        _join_float16(planes, out.view(np.uint8).reshape(-1, 2))
+        return out
     word = _word_type(etype).type
     words = out.view(_word_type(etype))
     words[:] = 0
@@ -165,6 +174,14 @@ def _join_byte_aligned(planes: Sequence[np.ndarray], etype: ElementType, out: np
         out[:, etype.width - 3 - k] = plane
 
 
+def _join_float16(planes: Sequence[np.ndarray], out: np.ndarray) -> None:
+    """:func:`join_planes` for float16 (planes E, S·M[9:3], M[2:0]), byte by byte into
+    ``out`` (elements × 2 bytes, little-endian)."""
+    exponent, sign_top, low = planes
+    out[:, 1] = (sign_top & np.uint8(0x80)) | (exponent << 2) | ((sign_top >> 5) & np.uint8(3))
+    out[:, 0] = (sign_top << 3) | low
+
+
 def pack_bits(symbols: np.ndarray, bits: int) -> bytes:
     """Each symbol's low ``bits`` bits, most significant first, concatenated; zero-padded."""
     if bits == 8:
@@ -178,10 +195,25 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
     returns uint8 symbols, or uint16 above 8 bits."""
     if bits == 8:
         return np.frombuffer(data, dtype=np.uint8)
+    if bits < 8:  # 8 symbols fill ``bits`` bytes: read them as one big-endian integer
+        groups = -(-count // 8)
+        raw = np.frombuffer(data, dtype=np.uint8)
+        padded = np.zeros(groups * bits, dtype=np.uint8)
+        padded[: raw.size] = raw
+        rows = padded.reshape(groups, bits)
+        word = rows[:, 0].astype(np.uint64)
+        for k in range(1, bits):
+            word <<= np.uint64(8)
+            word |= rows[:, k]
+        out = np.empty((groups, 8), dtype=np.uint8)
+        mask = np.uint64((1 << bits) - 1)
+        for j in range(8):
+            out[:, j] = (word >> np.uint64(bits * (7 - j))) & mask
+        return out.reshape(-1)[:count]
     flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: count * bits]
     weights = np.uint64(1) << np.arange(bits - 1, -1, -1, dtype=np.uint64)
     symbols = flat.reshape(count, bits).astype(np.uint64) @ weights
-    return symbols.astype(np.uint8 if bits <= 8 else np.uint16)
+    return symbols.astype(np.uint16)
 
 
 def zstd_plane(symbols: np.ndarray, layout: PlaneLayout, level: int) -> bytes:
@@ -233,29 +265,39 @@ class CodedPlane:
 
 
 def code_plane(plane: np.ndarray, layout: PlaneLayout, counts: Sequence[int]) -> CodedPlane:
-    """The plane in its cheapest method: least stored bytes, ANS charged ANS_SYMBOL_COST per
-    symbol (see there). Ties go to the simpler method."""
+    """The plane in its cheapest method: stored bytes plus decode time per symbol
+    (:data:`DECODE_NS_PER_SYMBOL`) priced at :data:`BYTES_PER_DECODE_NS`. Ties go to the
+    method tried first (constant, packed, ans, zstd)."""
     starts = np.cumsum([0, *counts])
     pieces = [plane[s : s + n] for s, n in zip(starts, counts, strict=False)]
     lo, hi = int(plane.min()), int(plane.max())
     if lo == hi:
         return CodedPlane(PlaneCoding("constant", value=lo), tuple(b"" for _ in pieces))
+
+    def time_cost(method: str) -> float:
+        if method == "packed" and layout.bits == 8:
+            method = "packed8"
+        return BYTES_PER_DECODE_NS * DECODE_NS_PER_SYMBOL[method] * plane.size
+
     packed = CodedPlane(PlaneCoding("packed"), tuple(pack_bits(p, layout.bits) for p in pieces))
-    best, best_cost = packed, float(packed.size)
+    best, best_cost = packed, packed.size + time_cost("packed")
     counts_hist = np.bincount(plane.astype(np.intp) - lo)
     table = ans.FrequencyTable.fit_counts(counts_hist, lo)
     ans_estimate = (table.cost_bits(counts_hist) / 8 + table.stored_size + 4 * len(pieces)
-                    + ANS_SYMBOL_COST * plane.size)
+                    + time_cost("ans"))
     if ans_estimate < best_cost:
         best = CodedPlane(PlaneCoding("ans", table=table),
                           tuple(ans.encode(p, table) for p in pieces))
-        best_cost = best.size + ANS_SYMBOL_COST * plane.size
-    if sum(len(zstd_plane(p, layout, 3)) for p in pieces) < MIN_ZSTD_GAIN * packed.size:
-        for level in PLANE_ZSTD_LEVELS:
-            coded = CodedPlane(PlaneCoding("zstd"),
-                               tuple(zstd_plane(p, layout, level) for p in pieces))
-            if coded.size < best_cost:
-                best, best_cost = coded, coded.size
+        best_cost = best.size + time_cost("ans")
+    fast = CodedPlane(PlaneCoding("zstd"), tuple(zstd_plane(p, layout, 3) for p in pieces))
+    tries = [fast]
+    if fast.size < MIN_ZSTD_GAIN * packed.size:
+        tries += [CodedPlane(PlaneCoding("zstd"),
+                             tuple(zstd_plane(p, layout, level) for p in pieces))
+                  for level in PLANE_ZSTD_LEVELS]
+    for coded in tries:
+        if coded.size + time_cost("zstd") < best_cost:
+            best, best_cost = coded, coded.size + time_cost("zstd")
     return best
 
 
