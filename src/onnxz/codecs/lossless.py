@@ -68,7 +68,7 @@ plane goes to zstd unless ANS saves more than that (small planes, where zstd's f
 table overhead dominate, keep ANS)."""
 
 MIN_ZSTD_GAIN = 0.995
-"""A plane tries the slow zstd levels only if level 3 already gets below this share of its
+"""A plane tries the slow zstd levels only if level 1 already gets below this share of its
 packed size (incompressible mantissa bytes skip them)."""
 
 PLANE_METHODS_1_1 = frozenset({"zstd"})
@@ -289,7 +289,7 @@ def code_plane(plane: np.ndarray, layout: PlaneLayout, counts: Sequence[int]) ->
         best = CodedPlane(PlaneCoding("ans", table=table),
                           tuple(ans.encode(p, table) for p in pieces))
         best_cost = best.size + time_cost("ans")
-    fast = CodedPlane(PlaneCoding("zstd"), tuple(zstd_plane(p, layout, 3) for p in pieces))
+    fast = CodedPlane(PlaneCoding("zstd"), tuple(zstd_plane(p, layout, 1) for p in pieces))
     tries = [fast]
     if fast.size < MIN_ZSTD_GAIN * packed.size:
         tries += [CodedPlane(PlaneCoding("zstd"),
