@@ -26,7 +26,6 @@ True
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -321,7 +320,7 @@ class PlaneReader:
             assert coding.table is not None
             self.stream = ans.AnsDecoder(data, coding.table, count)
         elif coding.method == "zstd":
-            content = read_zstd_exact(data, count * layout.symbol_bytes, "zstd plane")
+            content = decompress_exact(data, count * layout.symbol_bytes, "zstd plane")
             self.symbols = np.frombuffer(content, dtype=layout.numpy)
         elif coding.method == "packed" and len(data) != (count * self.bits + 7) // 8:
             raise CorruptDataError(
@@ -353,33 +352,6 @@ class PlaneReader:
             self.stream.finish()
 
 
-_local = threading.local()
-
-
-def _decompressor() -> zstandard.ZstdDecompressor:
-    """This thread's zstd decompression context (creating one costs ~25 µs, as much as
-    decoding a small plane; contexts must not be shared between threads)."""
-    dctx = getattr(_local, "dctx", None)
-    if dctx is None:
-        dctx = _local.dctx = zstandard.ZstdDecompressor()
-    return dctx
-
-
-def read_zstd_exact(frame: bytes, size: int, what: str) -> bytes:
-    """The content of the zstd frame at the start of ``frame``, which MUST be exactly ``size``
-    bytes (SPEC.md §1): :class:`CorruptDataError` otherwise; bytes after the frame are
-    ignored. A frame that declares ``size`` (as the writer's do) is decompressed in one call;
-    any other goes through :func:`decompress_exact`, which stops at ``size``."""
-    try:
-        if size and zstandard.frame_content_size(frame) == size:
-            content = _decompressor().decompress(frame)
-            if len(content) == size:
-                return content
-    except zstandard.ZstdError as exc:
-        raise CorruptDataError(f"{what}: zstd data is damaged ({exc})") from exc
-    return decompress_exact(frame, size, what)
-
-
 class PlanesDecoder(ChunkDecoder):
     """Mode ``planes``: one part per plane, joined element by element."""
 
@@ -405,7 +377,7 @@ class ZstdDecoder(ChunkDecoder):
     def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
         if len(parts) != 1:
             raise FormatError("lossless zstd chunk: expected 1 part")
-        raw = read_zstd_exact(parts[0], out.nbytes, "lossless zstd chunk")
+        raw = decompress_exact(parts[0], out.nbytes, "lossless zstd chunk")
         out.view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8)
 
 
