@@ -340,7 +340,7 @@ def test_zstd_plane_of_2_byte_symbols_round_trips():
     etype = BY_NAME["float64"]
     values = np.random.default_rng(14).laplace(0, 1, 3000)
     planes = {"mode": "planes", "planes": [{"method": "zstd"}] + [{"method": "packed"}] * 7}
-    parts = [zstd_plane(p, lay, 3) if i == 0 else pack_bits(p, lay.bits)
+    parts = [zstd_plane(p, lay.bits, 3) if i == 0 else pack_bits(p, lay.bits)
              for i, (p, lay) in enumerate(zip(split_planes(values, etype),
                                               plane_layouts(etype), strict=True))]
     out = decode(LosslessCodec, planes, [(parts, values.size)], "float64")

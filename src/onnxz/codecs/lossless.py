@@ -116,7 +116,7 @@ def _word_type(etype: ElementType) -> np.dtype:
 
 
 def split_planes(values: np.ndarray, etype: ElementType) -> list[np.ndarray]:
-    """The planes of ``values`` as unsigned symbol arrays (uint8, or uint16 above 8 bits)."""
+    """The planes of ``values`` as int64 symbol arrays, in layout order."""
     word = _word_type(etype).type
     words = values.view(_word_type(etype))
     sign_mantissa = None
@@ -128,7 +128,7 @@ def split_planes(values: np.ndarray, etype: ElementType) -> list[np.ndarray]:
     for layout in plane_layouts(etype):
         source = sign_mantissa if layout.from_sign_mantissa else words
         mask = word((1 << layout.bits) - 1)
-        planes.append(((source >> word(layout.shift)) & mask).astype(layout.numpy))
+        planes.append(((source >> word(layout.shift)) & mask).astype(np.int64))
     return planes
 
 
@@ -215,9 +215,10 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
     return symbols.astype(np.uint16)
 
 
-def zstd_plane(symbols: np.ndarray, layout: PlaneLayout, level: int) -> bytes:
-    """The content of a ``zstd`` part: each symbol as ``symbol_bytes`` little-endian bytes."""
-    raw = symbols.astype(layout.numpy, copy=False).tobytes()
+def zstd_plane(symbols: np.ndarray, bits: int, level: int) -> bytes:
+    """A ``zstd`` part: one frame of the symbols, each as ``ceil(bits / 8)`` little-endian
+    bytes."""
+    raw = symbols.astype("u1" if bits <= 8 else "<u2").tobytes()
     return zstandard.ZstdCompressor(level=level).compress(raw)
 
 
@@ -247,6 +248,19 @@ class PlaneCoding:
         if method in ("packed", "zstd"):
             return cls(method)
         raise FormatError(f"lossless codec: unknown plane method {method!r}")
+
+    def encode(self, plane: np.ndarray, bits: int, level: int = PLANE_ZSTD_LEVELS[-1]
+               ) -> bytes:
+        """One chunk's part: ``plane`` (symbols of ``bits`` bits) coded by this method
+        (``level`` is the zstd level of a ``zstd`` part)."""
+        if self.method == "ans":
+            assert self.table is not None
+            return ans.encode(plane, self.table)
+        if self.method == "packed":
+            return pack_bits(plane, bits)
+        if self.method == "zstd":
+            return zstd_plane(plane, bits, level)
+        return b""
 
 
 @dataclass(frozen=True)
@@ -278,25 +292,24 @@ def code_plane(plane: np.ndarray, layout: PlaneLayout, counts: Sequence[int]) ->
             method = "packed8"
         return BYTES_PER_DECODE_NS * DECODE_NS_PER_SYMBOL[method] * plane.size
 
-    packed = CodedPlane(PlaneCoding("packed"), tuple(pack_bits(p, layout.bits) for p in pieces))
+    def coded(coding: PlaneCoding, level: int = PLANE_ZSTD_LEVELS[-1]) -> CodedPlane:
+        return CodedPlane(coding, tuple(coding.encode(p, layout.bits, level) for p in pieces))
+
+    packed = coded(PlaneCoding("packed"))
     best, best_cost = packed, packed.size + time_cost("packed")
     counts_hist = np.bincount(plane.astype(np.intp) - lo)
     table = ans.FrequencyTable.fit_counts(counts_hist, lo)
     ans_estimate = (table.cost_bits(counts_hist) / 8 + table.stored_size + 4 * len(pieces)
                     + time_cost("ans"))
     if ans_estimate < best_cost:
-        best = CodedPlane(PlaneCoding("ans", table=table),
-                          tuple(ans.encode(p, table) for p in pieces))
+        best = coded(PlaneCoding("ans", table=table))
         best_cost = best.size + time_cost("ans")
-    fast = CodedPlane(PlaneCoding("zstd"), tuple(zstd_plane(p, layout, 1) for p in pieces))
-    tries = [fast]
-    if fast.size < MIN_ZSTD_GAIN * packed.size:
-        tries += [CodedPlane(PlaneCoding("zstd"),
-                             tuple(zstd_plane(p, layout, level) for p in pieces))
-                  for level in PLANE_ZSTD_LEVELS]
-    for coded in tries:
-        if coded.size + time_cost("zstd") < best_cost:
-            best, best_cost = coded, coded.size + time_cost("zstd")
+    tries = [coded(PlaneCoding("zstd"), 1)]
+    if tries[0].size < MIN_ZSTD_GAIN * packed.size:
+        tries += [coded(PlaneCoding("zstd"), level) for level in PLANE_ZSTD_LEVELS]
+    for candidate in tries:
+        if candidate.size + time_cost("zstd") < best_cost:
+            best, best_cost = candidate, candidate.size + time_cost("zstd")
     return best
 
 
