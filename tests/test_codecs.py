@@ -345,3 +345,15 @@ def test_zstd_plane_of_2_byte_symbols_round_trips():
                                               plane_layouts(etype), strict=True))]
     out = decode(LosslessCodec, planes, [(parts, values.size)], "float64")
     assert out.tobytes() == values.tobytes()
+
+
+def test_zstd_plane_with_bytes_after_its_frame_is_corrupt():
+    """SPEC §1: the part is exactly one frame; the one-call fast path must not skip this."""
+    params = {"mode": "planes", "planes": [{"method": "zstd"}]}
+    frame = zstandard.ZstdCompressor().compress(bytes(range(200)))
+    decoder = LosslessCodec.decoder(params, BY_NAME["uint8"])
+    out = np.empty(200, np.uint8)
+    decoder.decode_into([frame], out)
+    assert out.tobytes() == bytes(range(200))
+    with pytest.raises(CorruptDataError, match="after the zstd frame"):
+        decoder.decode_into([frame + b"\0"], out)
