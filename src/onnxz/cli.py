@@ -25,8 +25,10 @@ from typing import Any, ClassVar
 import click
 
 import onnxz
+from onnxz.codecs.minifloat import LAYOUTS
 from onnxz.errors import OnnxzError, first_line
 from onnxz.inputs import DEFAULT_INT_RANGE, DEFAULT_SAMPLES
+from onnxz.policy import QUANTIZERS, quantizer
 from onnxz.report import ContainerInfo
 from onnxz.verifier import Thresholds
 
@@ -153,7 +155,7 @@ def _compared(ratio: float) -> str:
 
 def _summary(info: ContainerInfo) -> str:
     ratio = f", {_compared(info.ratio)} than the original" if info.ratio else ""
-    coded = [t for t in info.tensors if t.codec == "deadzone"]
+    coded = [t for t in info.tensors if t.codec != "lossless"]
     lossy = f"; {len(coded)} tensors quantized" if coded else "; all tensors lossless"
     return (f"{info.path}: {_human(info.file_bytes)} ({info.file_bytes} bytes){ratio}; "
             f"{len(info.tensors)} tensors{lossy}")
@@ -236,25 +238,64 @@ def main() -> None:
 @click.option("--deadzone", type=click.FloatRange(0, 1), default=None, callback=_not_nan,
               help="Dead zone δ: values with |x| < δ·step become 0; 0 = midrise, "
                    f"0.5 = midtread [default: {onnxz.DEFAULT_DEADZONE:g}].")
+@click.option("--codec", type=click.Choice(QUANTIZERS), default=None,
+              help="Quantizer of the weight tensors [default: deadzone]: deadzone (uniform, "
+                   "--step-rel, --deadzone), mulaw (μ-law companding: --bits, --mu, --grid) "
+                   "or minifloat (small floats: --bits, or --exponent-bits and "
+                   "--mantissa-bits). Each is followed by entropy coding.")
+@click.option("--bits", type=click.IntRange(1, 16), default=None,
+              help="mulaw: 2^BITS levels [8]; minifloat: the format's width, one of "
+                   f"{', '.join(map(str, sorted(LAYOUTS)))} [8]; deadzone with --global-range: "
+                   "2^BITS steps over [-1, 1] [8].")
+@click.option("--mu", type=click.FloatRange(min=0, min_open=True), default=None,
+              callback=_not_nan,
+              help="mulaw: the compander's μ [255].")
+@click.option("--grid", type=click.Choice(["midrise", "midtread"]), default=None,
+              help="mulaw: levels between (midrise) or on (midtread, has 0) the companded "
+                   "grid points [midrise].")
+@click.option("--exponent-bits", type=click.IntRange(1, 10), default=None,
+              help="minifloat: exponent bits p (with --mantissa-bits; instead of --bits).")
+@click.option("--mantissa-bits", type=click.IntRange(0, 14), default=None,
+              help="minifloat: mantissa bits q (p + q ≤ 15).")
+@click.option("--global-range", is_flag=True,
+              help="The research's baseline: one range [-1, 1] for every tensor (weights "
+                   "clipped to it) instead of per-tensor ranges; with --codec deadzone "
+                   "use --bits instead of --step-rel.")
 @click.option("--force", is_flag=True,
               help="Replace OUTPUT if it is an existing regular file (it keeps its permissions; "
                    "devices, FIFOs, directories and symbolic links are never replaced).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | None,
-         deadzone: float | None, force: bool, as_json: bool, quiet: bool) -> None:
+         deadzone: float | None, codec: str | None, bits: int | None, mu: float | None,
+         grid: str | None, exponent_bits: int | None, mantissa_bits: int | None,
+         global_range: bool, force: bool, as_json: bool, quiet: bool) -> None:
     """Pack the ONNX file MODEL into an .onnxz file.
 
     By default weight tensors (Conv/Gemm/MatMul/RNN weights, embedding tables) are
     quantized with a dead-zone uniform quantizer and entropy-coded; everything else
     (biases, normalization parameters, shapes, small tensors) is stored losslessly.
+
+    \b
+    Other quantizers (format 1.1 files, except deadzone --global-range):
+      onnxz pack model.onnx --codec mulaw --bits 8 --mu 255
+      onnxz pack model.onnx --codec minifloat --bits 8      (E4M3)
+      onnxz pack model.onnx --codec minifloat --exponent-bits 5 --mantissa-bits 10
+      onnxz pack model.onnx --codec deadzone --global-range --bits 6 --deadzone 0
     """
-    if lossless and (step_rel is not None or deadzone is not None):
-        _fail("--lossless cannot be combined with --step-rel or --deadzone")
+    quantizer_settings = dict(bits=bits, mu=mu, grid=grid, exponent_bits=exponent_bits,
+                              mantissa_bits=mantissa_bits)
+    custom = codec is not None or global_range or any(
+        v is not None for v in quantizer_settings.values())
+    if lossless and (step_rel is not None or deadzone is not None or custom):
+        _fail("--lossless cannot be combined with quantizer options")
     output = output or model.with_suffix(".onnxz")
     with _errors_as_one_line(), _progress(not (quiet or as_json), "packing") as progress:
+        options = onnxz.PackOptions(quantizer=quantizer(
+            codec or "deadzone", step_rel=step_rel, deadzone=deadzone,
+            global_range=global_range, **quantizer_settings)) if custom else None
         info = onnxz.save(model, output, lossless=lossless, step_rel=step_rel,
-                          deadzone=deadzone, force=force, progress=progress)
+                          deadzone=deadzone, force=force, options=options, progress=progress)
     if as_json:
         _echo(_json(info.to_dict()))
     elif not quiet:
