@@ -184,7 +184,7 @@ def test_files_declare_1_1_only_when_they_use_the_new_codecs(tmp_path):
 def test_cli_packs_with_the_new_codecs(tmp_path):
     runner = CliRunner()
     out = tmp_path / "m.onnxz"
-    result = runner.invoke(main, ["pack", DIGITS, "-o", str(out), "--codec", "mulaw",
+    result = runner.invoke(main, ["pack", str(DIGITS), "-o", str(out), "--codec", "mulaw",
                                   "--bits", "6", "--mu", "100", "--grid", "midtread"])
     assert result.exit_code == 0, result.output
     info = onnxz.info(out)
@@ -196,7 +196,7 @@ def test_cli_packs_with_the_new_codecs(tmp_path):
         (["--codec", "minifloat", "--bits", "9"], "9 bits"),
         (["--lossless", "--codec", "mulaw"], "--lossless"),
     ):
-        result = runner.invoke(main, ["pack", DIGITS, "-o", str(tmp_path / "x.onnxz"), *args])
+        result = runner.invoke(main, ["pack", str(DIGITS), "-o", str(tmp_path / "x.onnxz"), *args])
         assert result.exit_code == 2 and message in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "x.onnxz").exists()
