@@ -75,20 +75,14 @@ class Histogram:
 
 @dataclass(frozen=True)
 class FamilyFit:
-    """One family fitted to the values: its scipy parameters and the two scores."""
+    """One family fitted to the values: its scipy parameters, the two scores, and its mean
+    density over each histogram bin (what SSE compares; empty if the fit failed)."""
 
     family: str
     params: tuple[float, ...]
     sse: float
     kl_bits: float
-
-    def pdf(self, x: np.ndarray) -> np.ndarray:
-        """The fitted density at ``x`` (nan if the fit failed)."""
-        if not self.params:
-            return np.full(np.shape(x), np.nan)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return getattr(scipy.stats, FAMILIES[self.family]).pdf(x, *self.params)
+    bin_density: np.ndarray
 
     def to_dict(self) -> dict[str, Any]:
         finite = np.isfinite
@@ -153,13 +147,14 @@ def _fit(family: str, sample: np.ndarray, hist: Histogram) -> FamilyFit:
                 params = tuple(float(p) for p in dist.fit(sample))
             cdf = dist.cdf(hist.edges, *params)
         except (ValueError, RuntimeError, FloatingPointError):
-            return FamilyFit(family, (), np.inf, np.inf)
+            return FamilyFit(family, (), np.inf, np.inf, np.zeros(0))
     mass = np.diff(cdf)
-    sse = float(np.sum((hist.density - mass / np.diff(hist.edges)) ** 2))
+    density = mass / np.diff(hist.edges)
+    sse = float(np.sum((hist.density - density) ** 2))
     p = hist.counts / hist.counts.sum()
     q = np.maximum(mass / max(float(mass.sum()), PROBABILITY_FLOOR), PROBABILITY_FLOOR)
     present = p > 0
     kl = float(np.sum(p[present] * np.log2(p[present] / q[present])))
     if not (np.isfinite(sse) and np.isfinite(kl)):
-        return FamilyFit(family, params, np.inf, np.inf)
-    return FamilyFit(family, params, sse, kl)
+        return FamilyFit(family, params, np.inf, np.inf, np.zeros(0))
+    return FamilyFit(family, params, sse, kl, density)

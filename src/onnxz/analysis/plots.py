@@ -32,7 +32,7 @@ def _save(fig: Any, stem: Path, formats: Sequence[str]) -> list[Path]:
     paths = []
     for fmt in formats:
         path = stem.parent / f"{stem.name}.{fmt}"
-        fig.savefig(path, format=fmt, dpi=110, bbox_inches="tight")
+        fig.savefig(path, format=fmt, dpi=100)
         paths.append(path)
     _pyplot().close(fig)
     return paths
@@ -43,18 +43,18 @@ def _safe(name: str) -> str:
 
 
 def plot_fit(fit: FitResult, title: str, stem: Path, formats: Sequence[str]) -> list[Path]:
-    """The histogram with every fitted density, on a linear and a log scale."""
+    """The histogram with every fitted law's density (its mean over each bin), on a linear
+    and a log scale."""
     plt = _pyplot()
     hist = fit.histogram
-    x = np.linspace(hist.edges[0], hist.edges[-1], 400)
+    curves = [(f.family, f.bin_density) for f in fit.fits if f.bin_density.size]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     best = fit.ranked("kl")[:3]
     for ax, log in zip(axes, (False, True), strict=True):
         ax.stairs(hist.density, hist.edges, fill=True, color="0.8", label="weights")
-        for f in fit.fits:
-            if f.params:
-                ax.plot(x, f.pdf(x), lw=1.6 if f.family in best else 0.8,
-                        ls="-" if f.family in best else ":", label=f.family)
+        for family, y in curves:
+            ax.plot(hist.centres, y, lw=1.6 if family in best else 0.8,
+                    ls="-" if family in best else ":", label=family)
         ax.set_xlabel("weight value")
         ax.set_ylabel("density")
         if log:
@@ -64,6 +64,7 @@ def plot_fit(fit: FitResult, title: str, stem: Path, formats: Sequence[str]) -> 
                         hist.density.max() * 3)
         ax.set_title(f"{title} ({'log' if log else 'linear'} scale)", fontsize=9)
     axes[1].legend(fontsize=7, loc="lower center")
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.86, wspace=0.2)
     fig.suptitle(f"best by KL: {', '.join(best)}; by SSE: {', '.join(fit.ranked('sse')[:3])}",
                  fontsize=9)
     return _save(fig, stem, formats)
