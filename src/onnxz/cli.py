@@ -562,5 +562,102 @@ def analyze(model: Path, plot_dir: Path | None, svg: bool, as_json: bool, max_la
         click.echo(f"wrote {len(figures)} figures to {plot_dir}", err=as_json)
 
 
+def _point_line(done: int, total: int, point: dict[str, Any]) -> str:
+    """One progress line of a sweep."""
+    head = f"[{done:>{len(str(total))}}/{total}] {point['label']}: "
+    if "error" in point:
+        return head + "FAILED: " + point["error"]
+    s = point["scores"]
+    judged = (f"score {s['score']:.4f} (loss {point['loss']:+.4f})" if "score" in s else
+              f"SNR {s['snr_db'] if s['snr_db'] is not None else float('inf'):.1f} dB, "
+              f"{s['verdict']}")
+    return head + f"{point['file_bytes']:,} B, {point['bits_per_weight']:.3f} bits/w, {judged}"
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--eval", "evaluate", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE.py",
+              help="Judge each packed model with your own evaluation: a Python file defining "
+                   "evaluate(session) -> float (an onnxruntime session; higher is better, "
+                   "e.g. accuracy on your labelled data).")
+@click.option("--inputs", type=click.Path(path_type=Path), metavar="NPZ|DIR",
+              help="Without --eval: the inputs onnxz verify compares outputs on (see "
+                   "onnxz verify --help) [default: generated inputs].")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=None,
+              help="With --eval: the largest acceptable drop of the score below the "
+                   "original's [default: 0.01]. Without --eval the bar is verify's pass.")
+@click.option("--methods", default=None, metavar="NAME,...",
+              help="Methods to sweep [default: all]: midrise, midtread, deadzone-0.1, "
+                   "deadzone-0.25, deadzone-0.4, deadzone-0.7 (steps 1/256..2 of each "
+                   "tensor's spread), mulaw (2..10 bits), minifloat (4..16 bits).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the rate-fidelity plot here (.png, .svg or .pdf).")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object: {"points": [...], "pareto": [...], "best": {...}}.')
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Local worker processes [default: the number of CPUs].")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Run the points on an existing Dask cluster (e.g. tcp://host:8786) "
+                   "instead; its workers must see MODEL and FILE.py at the same paths. "
+                   "Needs pip install 'onnxz[dask]'.")
+@click.option("--results", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Results file, written after every point; a sweep started again with the "
+                   "same file resumes [default: MODEL's name + .sweep.json, here].")
+@click.option("--fresh", is_flag=True, help="Discard the results file's points first.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+def sweep(model: Path, evaluate: Path | None, inputs: Path | None, tolerance: float | None,
+          methods: str | None, plot_path: Path | None, as_json: bool, workers: int | None,
+          scheduler: str | None, results: Path | None, fresh: bool, quiet: bool) -> None:
+    """Compare quantizers on MODEL: pack it with every method over a range of steps or
+    bits, measure each real file and its fidelity, and report the smallest file that is
+    good enough, with the onnxz pack command that makes it.
+
+    \b
+    Prints per method its smallest good-enough point (bits/weight from the
+    real file, size, ratio, score and loss, or SNR and top-1), the Pareto
+    front's size and the best point; --plot draws rate against fidelity.
+
+    \b
+    Examples:
+      onnxz sweep model.onnx --eval my_eval.py --plot rd.png
+      onnxz sweep model.onnx --inputs calib.npz --methods midtread,mulaw --json
+      onnxz sweep model.onnx --eval my_eval.py --scheduler tcp://10.0.0.5:8786
+    """
+    if evaluate is not None and inputs is not None:
+        _fail("give --eval or --inputs, not both")
+    if tolerance is not None and evaluate is None:
+        _fail("--tolerance applies to --eval scores only")
+    if plot_path is not None:
+        _require("matplotlib", "plot", "--plot")
+    from onnxz.analysis import sweep as sweeping
+
+    results = results or Path(model.name).with_suffix(".sweep.json")
+    with _errors_as_one_line():
+        chosen = (sweeping.methods_named([m.strip() for m in methods.split(",") if m.strip()])
+                  if methods else sweeping.METHODS)
+        if fresh:
+            results.unlink(missing_ok=True)
+        if not quiet:
+            click.echo(f"sweeping {model} ({sum(len(m.values) for m in chosen)} points); "
+                       f"results in {results}", err=True)
+
+        def progress(done: int, total: int, point: dict[str, Any]) -> None:
+            if not quiet:
+                click.echo(_point_line(done, total, point), err=True)
+
+        result = sweeping.sweep(
+            model, evaluate=evaluate, inputs=inputs, methods=chosen,
+            tolerance=sweeping.DEFAULT_TOLERANCE if tolerance is None else tolerance,
+            workers=workers, scheduler=scheduler, results=results, progress=progress)
+        if plot_path is not None:
+            from onnxz.analysis.plots import plot_sweep
+
+            plot_sweep(result, plot_path)
+    click.echo(json.dumps(result.to_dict(), indent=1) if as_json else result.table())
+    if plot_path is not None and not quiet:
+        click.echo(f"plot: {plot_path}", err=True)
+
+
 if __name__ == "__main__":
     main()

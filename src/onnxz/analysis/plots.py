@@ -17,6 +17,7 @@ from onnxz.analysis.stats import STRONG
 
 if TYPE_CHECKING:
     from onnxz.analysis.analyze import ModelAnalysis
+    from onnxz.analysis.sweep import SweepResult
 
 
 def _pyplot() -> Any:
@@ -102,3 +103,46 @@ def plot_analysis(result: ModelAnalysis, folder: str | Path, svg: bool = False) 
     ax.set_ylabel("tensor")
     written += _save(fig, folder / "layer_correlation", formats)
     return written
+
+
+def plot_sweep(result: SweepResult, path: str | Path) -> Path:
+    """Rate against fidelity: one line per method, the Pareto front, the best point.
+    The format follows ``path``'s suffix (.png, .svg, .pdf)."""
+    plt = _pyplot()
+    path = Path(path)
+    user = result.fidelity.evaluate is not None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name in dict.fromkeys(p["method"] for p in result.measured):
+        mine = sorted((p for p in result.measured if p["method"] == name),
+                      key=lambda p: p["bits_per_weight"])
+        ax.plot([p["bits_per_weight"] for p in mine], [p["fidelity"] for p in mine],
+                marker="o", ms=3, lw=1, label=mine[0]["label"].split(",")[0])
+    front = result.pareto
+    ax.plot([p["bits_per_weight"] for p in front], [p["fidelity"] for p in front],
+            color="k", lw=2.5, alpha=0.3, label="Pareto front")
+    if user and result.reference is not None:
+        ax.axhline(result.reference, color="0.3", ls=":", lw=1, label="original")
+        ax.axhline(result.reference - result.tolerance, color="tab:red", ls="--", lw=1,
+                   label=f"tolerance {result.tolerance:g}")
+        ax.set_ylim(max(min(p["fidelity"] for p in result.measured),
+                        result.reference - 20 * max(result.tolerance, 1e-3)),
+                    result.reference + 4 * max(result.tolerance, 1e-3))
+    elif not user:
+        ax.axhline(20.0, color="tab:red", ls="--", lw=1, label="verify: 20 dB")
+        finite = [p["fidelity"] for p in result.measured if abs(p["fidelity"]) < 1e8]
+        if finite:
+            ax.set_ylim(min(finite) - 3, max(finite) + 3)
+    best = result.best
+    if best is not None:
+        ax.plot([best["bits_per_weight"]], [best["fidelity"]], marker="*", ms=16,
+                color="gold", mec="k", ls="none", label=f"best: {best['label']}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bits per weight (whole file)")
+    ax.set_ylabel("score (evaluate)" if user else "lowest output SNR, dB (verify)")
+    ax.set_title(f"{Path(result.model).name}: rate vs {'score' if user else 'fidelity'}",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
