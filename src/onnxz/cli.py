@@ -638,9 +638,6 @@ def sweep(model: Path, evaluate: Path | None, inputs: Path | None, tolerance: fl
                   if methods else sweeping.METHODS)
         if fresh:
             results.unlink(missing_ok=True)
-        if not quiet:
-            click.echo(f"sweeping {model} ({sum(len(m.values) for m in chosen)} points); "
-                       f"results in {results}", err=True)
 
         def progress(done: int, total: int, point: dict[str, Any]) -> None:
             if not quiet:
@@ -655,8 +652,9 @@ def sweep(model: Path, evaluate: Path | None, inputs: Path | None, tolerance: fl
 
             plot_sweep(result, plot_path)
     click.echo(json.dumps(result.to_dict(), indent=1) if as_json else result.table())
-    if plot_path is not None and not quiet:
-        click.echo(f"plot: {plot_path}", err=True)
+    if not quiet:
+        click.echo(f"results: {results}" + (f"; plot: {plot_path}" if plot_path else ""),
+                   err=True)
 
 
 if __name__ == "__main__":
