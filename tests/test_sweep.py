@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 import onnxz
 from onnxz.analysis.sweep import (
+    DEFAULT_METHODS,
     METHODS,
     Method,
     SweepError,
@@ -30,6 +31,8 @@ SMALL = (
            (("deadzone", 0.5),)),
     Method("mulaw", "μ-law μ=255", "mulaw", "bits", (2, 6), (("mu", 255.0),)),
     Method("minifloat", "minifloat", "minifloat", "bits", (4,)),
+    Method("global-midrise", "global midrise", "deadzone", "bits", (5,),
+           (("deadzone", 0.0), ("global_range", True))),
 )
 
 
@@ -43,7 +46,7 @@ def serial():
 
 
 def test_points_are_real_files_and_the_best_command_reproduces_it(serial, tmp_path):
-    assert len(serial.points) == 6 and not any("error" in p for p in serial.points)
+    assert len(serial.points) == 7 and not any("error" in p for p in serial.points)
     assert serial.reference == pytest.approx(0.9822, abs=1e-4)
     for i, p in enumerate(serial.points):
         out = tmp_path / f"{i}.onnxz"
@@ -110,7 +113,7 @@ def test_an_interrupted_sweep_resumes_from_its_results_file(serial, tmp_path):
     again = []
     resumed = sweep(DIGITS, evaluate=EVAL, methods=SMALL, workers=1, results=results,
                     progress=lambda d, n, p: again.append((d, n, p["label"])))
-    assert [d for d, _, _ in again] == [3, 4, 5, 6] and not set(seen) & {x for *_, x in again}
+    assert [d for d, _, _ in again] == [3, 4, 5, 6, 7] and not set(seen) & {x for *_, x in again}
     assert comparable(resumed) == comparable(serial)
     assert json.loads(results.read_text())["points"] == resumed.points
     with pytest.raises(SweepError, match="another sweep"):
@@ -140,6 +143,8 @@ def test_bad_evaluation_files_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown method nope"):
         methods_named(["midtread", "nope"])
     assert [m.name for m in METHODS][:2] == ["midrise", "midtread"]
+    assert "--global-range" in SMALL[-1].pack_arguments(5)
+    assert not any(m.name.startswith("global") for m in DEFAULT_METHODS)
 
 
 def test_cli_sweep_writes_table_json_plot_and_results(tmp_path, monkeypatch):

@@ -588,9 +588,12 @@ def _point_line(done: int, total: int, point: dict[str, Any]) -> str:
               help="With --eval: the largest acceptable drop of the score below the "
                    "original's [default: 0.01]. Without --eval the bar is verify's pass.")
 @click.option("--methods", default=None, metavar="NAME,...",
-              help="Methods to sweep [default: all]: midrise, midtread, deadzone-0.1, "
-                   "deadzone-0.25, deadzone-0.4, deadzone-0.7 (steps 1/256..2 of each "
-                   "tensor's spread), mulaw (2..10 bits), minifloat (4..16 bits).")
+              help="Methods to sweep [default: the first eight]: midrise, midtread, "
+                   "deadzone-0.1, deadzone-0.25, deadzone-0.4, deadzone-0.7 (steps 1/256..2 "
+                   "of each tensor's spread), mulaw (2..10 bits), minifloat (4..16 bits); "
+                   "and the research's global-range baselines global-midrise, "
+                   "global-midtread, global-deadzone-0.25, global-mulaw (2..10 bits), "
+                   "global-minifloat.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the rate-fidelity plot here (.png, .svg or .pdf).")
 @click.option("--json", "as_json", is_flag=True,
@@ -635,7 +638,7 @@ def sweep(model: Path, evaluate: Path | None, inputs: Path | None, tolerance: fl
     results = results or Path(model.name).with_suffix(".sweep.json")
     with _errors_as_one_line():
         chosen = (sweeping.methods_named([m.strip() for m in methods.split(",") if m.strip()])
-                  if methods else sweeping.METHODS)
+                  if methods else sweeping.DEFAULT_METHODS)
         if fresh:
             results.unlink(missing_ok=True)
 

@@ -82,8 +82,11 @@ class Method:
         """The ``onnxz pack`` options of the point at ``value``."""
         args = ["--codec", self.codec]
         for key, v in self.settings(value).items():
-            args += [f"--{key.replace('_', '-')}", f"{v:.6g}" if isinstance(v, float) else
-                     str(v)]
+            flag = f"--{key.replace('_', '-')}"
+            if isinstance(v, bool):
+                args += [flag] if v else []
+            else:
+                args += [flag, f"{v:.6g}" if isinstance(v, float) else str(v)]
         return args
 
     def describe(self, value: float) -> str:
@@ -91,6 +94,11 @@ class Method:
         if self.parameter == "step_rel":
             return f"{self.label}, step {_fraction(value)}"
         return f"{self.label}, {value} bits"
+
+    @property
+    def default(self) -> bool:
+        """Swept unless asked for by name (the research's global-range baselines are not)."""
+        return not dict(self.fixed).get("global_range", False)
 
 
 def _fraction(value: float) -> str:
@@ -112,8 +120,18 @@ METHODS: tuple[Method, ...] = (
     Method("mulaw", "μ-law μ=255", "mulaw", "bits", (2, 3, 4, 5, 6, 7, 8, 9, 10),
            (("mu", 255.0),)),
     Method("minifloat", "minifloat", "minifloat", "bits", (4, 5, 6, 7, 8, 10, 12, 16)),
+    *(Method(f"global-{name}", f"global {name}", "deadzone", "bits", tuple(range(2, 11)),
+             (("deadzone", d), ("global_range", True)))
+      for name, d in (("midrise", 0.0), ("midtread", 0.5), ("deadzone-0.25", 0.25))),
+    Method("global-mulaw", "global μ-law μ=255", "mulaw", "bits", tuple(range(2, 11)),
+           (("mu", 255.0), ("global_range", True))),
+    Method("global-minifloat", "global minifloat", "minifloat", "bits",
+           (4, 5, 6, 7, 8, 10, 12, 16), (("global_range", True),)),
 )
-"""The methods swept by default, in table order."""
+"""Every method, in table order. The ``global-*`` ones are the research's own setting (one
+range [−1, 1] for the whole model, 2^bits levels): swept only when named."""
+
+DEFAULT_METHODS = tuple(m for m in METHODS if m.default)
 
 
 def methods_named(names: Sequence[str]) -> tuple[Method, ...]:
@@ -370,7 +388,7 @@ def sweep(
     *,
     evaluate: str | os.PathLike | None = None,
     inputs: str | os.PathLike | None = None,
-    methods: Sequence[Method] = METHODS,
+    methods: Sequence[Method] = DEFAULT_METHODS,
     tolerance: float = DEFAULT_TOLERANCE,
     workers: int | None = None,
     scheduler: str | None = None,
