@@ -654,7 +654,7 @@ def sweep(model: Path, evaluate: Path | None, inputs: Path | None, tolerance: fl
             from onnxz.analysis.plots import plot_sweep
 
             plot_sweep(result, plot_path)
-    click.echo(json.dumps(result.to_dict(), indent=1) if as_json else result.table())
+    _echo(_json(result.to_dict()) if as_json else result.table())
     if not quiet:
         click.echo(f"results: {results}" + (f"; plot: {plot_path}" if plot_path else ""),
                    err=True)
