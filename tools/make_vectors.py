@@ -45,7 +45,13 @@ import crafted  # noqa: E402
 import reference_decoder  # noqa: E402
 
 import onnxz  # noqa: E402
-from onnxz.codecs import ans  # noqa: E402
+from onnxz.codecs import (  # noqa: E402
+    DeadzoneCodec,
+    MinifloatCodec,
+    MulawCodec,
+    TensorCodec,
+    ans,
+)
 from onnxz.codecs.base import Chunk  # noqa: E402
 from onnxz.codecs.deadzone import dequantize, from_float64  # noqa: E402
 from onnxz.codecs.lossless import split_planes  # noqa: E402
@@ -651,6 +657,13 @@ def uint16_model(_: Path) -> onnx.ModelProto:
 LOSSLESS = {"lossless": True}
 WEIGHTS = onnxz.PackOptions(min_quantized_elements=64)
 
+
+def quantized(codec: TensorCodec, chunk_elements: int = 1 << 20) -> onnxz.PackOptions:
+    """Pack options quantizing weights of 64 elements or more with ``codec``."""
+    return onnxz.PackOptions(min_quantized_elements=64, quantizer=codec,
+                             chunk_elements=chunk_elements)
+
+
 VECTORS_LIST = (
     Vector("spec_example_lossless", "SPEC.md §11.1 worked example: lossless float32 planes "
            "(ans exponent, packed, two constant planes)", spec_example, LOSSLESS,
@@ -707,6 +720,38 @@ VECTORS_LIST = (
            "elements everywhere: decodes as lossy_default_cnn", small_cnn, {"options": WEIGHTS},
            lambda rng: {"X": rng.standard_normal((1, 4, 4, 4)).astype(np.float32)},
            ARITHMETIC, edit=future_minor),
+    Vector("mulaw_midrise", "mulaw float32, μ=255, 2^6 levels, midrise (format 1.1)",
+           lambda _: weight(301), {"options": quantized(MulawCodec(bits=6))},
+           _matmul_inputs(("X", 24, np.float32)), ARITHMETIC),
+    Vector("mulaw_midtread_chunked", "mulaw float32, μ=50, 2^5 levels, midtread, in "
+           "100-element chunks; outliers set the range", outliers,
+           {"options": quantized(MulawCodec(mu=50.0, bits=5, grid="midtread"),
+                                 chunk_elements=100)},
+           _matmul_inputs(("X", 32, np.float32)), ARITHMETIC),
+    Vector("mulaw_f16_bf16_f64", "mulaw float16, bfloat16 and float64, 2^8 levels",
+           deadzone_dtypes, {"options": quantized(MulawCodec(bits=8))},
+           _matmul_inputs(("X16", 24, np.float16), ("X32", 24, np.float32),
+                          ("X64", 24, np.float64)), (1e-3, 1e-3)),
+    Vector("minifloat_e4m3", "minifloat float32, E4M3 with a per-tensor bias (format 1.1)",
+           lambda _: weight(302), {"options": quantized(MinifloatCodec(4, 3))},
+           _matmul_inputs(("X", 24, np.float32)), ARITHMETIC),
+    Vector("minifloat_e2m1_subnormals", "minifloat float32, E2M1 (4 bits): most codes "
+           "subnormal or zero; 100-element chunks", outliers,
+           {"options": quantized(MinifloatCodec(2, 1), chunk_elements=100)},
+           _matmul_inputs(("X", 32, np.float32)), ARITHMETIC),
+    Vector("minifloat_e5m10_dtypes", "minifloat float16, bfloat16, float64, E5M10 (IEEE "
+           "half's layout)", deadzone_dtypes,
+           {"options": quantized(MinifloatCodec(5, 10))},
+           _matmul_inputs(("X16", 24, np.float16), ("X32", 24, np.float32),
+                          ("X64", 24, np.float64)), (1e-3, 1e-3)),
+    Vector("minifloat_global_range", "minifloat float32, E3M2, the research's global range: "
+           "bias 7, outliers clipped to ±1", outliers,
+           {"options": quantized(MinifloatCodec(3, 2, global_range=True))},
+           _matmul_inputs(("X", 32, np.float32)), ARITHMETIC),
+    Vector("deadzone_global_range", "deadzone float32, the research's global range: step "
+           "2/2^6 over [−1, 1], midrise, outliers clipped; a format 1.0 file", outliers,
+           {"options": quantized(DeadzoneCodec.global_range(6, 0.0))},
+           _matmul_inputs(("X", 32, np.float32)), ARITHMETIC),
     Vector("invalid_major_2", "format 2.0: refused", spec_example, LOSSLESS,
            edit=lambda d: container_edit.with_version(d, 2, 0), error="format", match="2.0"),
     Vector("invalid_unknown_codec", "codec 'wavelet': refused, named", spec_example, LOSSLESS,
