@@ -171,27 +171,53 @@ def choose_range(q: np.ndarray) -> tuple[int, int]:
 
 
 class DeadzoneCodec(LossyCodec):
-    """Dead-zone quantizer with step ``step_rel × spread(tensor)``, dead zone ``deadzone``."""
+    """Dead-zone quantizer with step ``step_rel × spread(tensor)``, dead zone ``deadzone``.
+
+    With ``step`` instead, every tensor gets that absolute step; with ``clip``, magnitudes
+    beyond it are clipped first (:meth:`global_range`: the research's one range [−1, 1]).
+    """
 
     codec_id = "deadzone"
 
-    def __init__(self, step_rel: float, deadzone: float) -> None:
-        if not step_rel > 0 or not np.isfinite(step_rel):
-            raise ValueError(f"step_rel must be a positive number, got {step_rel}")
+    def __init__(self, step_rel: float | None, deadzone: float, *, step: float | None = None,
+                 clip: float | None = None) -> None:
+        if (step_rel is None) == (step is None):
+            raise ValueError("give exactly one of step_rel and step")
+        for name, value in (("step_rel", step_rel), ("step", step), ("clip", clip)):
+            if value is not None and (not value > 0 or not np.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number, got {value}")
         if not 0.0 <= deadzone <= 1.0:
             raise ValueError(f"deadzone must be in [0, 1], got {deadzone}")
-        self.step_rel = float(step_rel)
+        self.step_rel = None if step_rel is None else float(step_rel)
+        self.step = None if step is None else float(step)
+        self.clip = None if clip is None else float(clip)
         self.deadzone = float(deadzone)
+
+    @classmethod
+    def global_range(cls, bits: int, deadzone: float) -> DeadzoneCodec:
+        """One range [−1, 1] for the whole model cut into 2**bits steps (the research's
+        setting): step 2/2**bits, weights clipped to [−1, 1]. Midrise (δ = 0) has exactly
+        2**bits levels; δ > 0 adds the level 0 (and ±1 for midtread)."""
+        if not 1 <= bits <= 16:
+            raise ValueError(f"bits must be in 1..16, got {bits}")
+        return cls(None, deadzone, step=2.0 / (1 << bits), clip=1.0)
 
     def quantize(self, values: np.ndarray, etype: ElementType,
                  spread: float | None = None) -> Quantized:
         """The tensor's symbols and frequency table, before entropy coding (what rate
-        control prices); :class:`NotQuantizable` if it cannot be quantized."""
+        control prices); :class:`NotQuantizable` if it cannot be quantized. ``spread`` is
+        the tensor's robust spread if known (ignored with an absolute ``step`` or ``clip``)."""
         x = to_float64(values, etype)
         if not np.isfinite(x).all():
             raise NotQuantizable("has non-finite values")
-        return quantize_tensor(x, self.step_rel * (robust_spread(x) if spread is None
-                                                   else spread), self.deadzone)
+        if self.clip is not None:
+            x = np.clip(x, -self.clip, self.clip)
+        if self.step is not None:
+            return quantize_tensor(x, self.step, self.deadzone)
+        assert self.step_rel is not None
+        known = spread is not None and self.clip is None
+        return quantize_tensor(x, self.step_rel * (spread if known else robust_spread(x)),
+                               self.deadzone)
 
     def encode_quantized(self, quantized: QuantizedTensor, etype: ElementType,
                          chunk_elements: int) -> EncodedTensor:
@@ -214,8 +240,9 @@ class DeadzoneCodec(LossyCodec):
             "reconstruction": RECONSTRUCTION,
             "escape": bool(outside.any()),
             "table": table.to_fields(),
-            "step_rel": self.step_rel,
         }
+        if self.step_rel is not None:
+            params["step_rel"] = self.step_rel
         return EncodedTensor(
             self.codec_id,
             params,

@@ -111,12 +111,15 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
     """The settings that meet ``target`` at the least size (see the module docstring);
     ``target`` None is the lossy default (:mod:`onnxz.ratecontrol.defaults`).
 
-    ``inputs`` are the samples (None: generated); ``size_of(plan, summary)`` gives the
+    ``inputs`` are the samples (None: :func:`~onnxz.ratecontrol.defaults.generated_inputs`);
+    ``size_of(plan, summary)`` gives the
     exact size of a plan's file. Raises :class:`onnxz.TargetSpecError` for criteria that
     fit no output; returns a result with ``met`` False when the target cannot be met.
     """
     if target is None:
         return _default(model, inputs, chunk_elements, class_outputs, progress)
+    if inputs is None:
+        inputs = defaults.generated_inputs(model)
     if target.target_snr_db is not None:
         bench = Workbench(model, inputs, chunk_elements, None, class_outputs, progress)
         plan = choose_for_weight_snr(bench.candidates, target.target_snr_db)
