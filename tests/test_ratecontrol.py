@@ -169,8 +169,11 @@ def test_cli_pack_with_a_target_prints_what_it_achieved(heads, tmp_path):
                                     "--fidelity", "top1>=0.99", "--lossless"])
     assert bad.exit_code == 2 and bad.output.count("\n") == 1
     stray = CliRunner().invoke(main, ["pack", str(heads), "-o", str(tmp_path / "y.onnxz"),
-                                      "--inputs", str(tmp_path / "calib.npz")])
+                                      "--inputs", str(tmp_path / "calib.npz"), "--lossless"])
     assert stray.exit_code == 2 and "apply to rate control" in stray.output
+    default = CliRunner().invoke(main, ["pack", str(heads), "-o", str(tmp_path / "d.onnxz"),
+                                        "--inputs", str(tmp_path / "calib.npz")])
+    assert default.exit_code == 0 and "default (snr>=35) on " in default.output
     tiny = CliRunner().invoke(main, ["pack", str(heads), "-o", str(tmp_path / "z.onnxz"),
                                      "--max-size", "300B"])
     assert tiny.exit_code == 2 and "--best-effort" in tiny.output
