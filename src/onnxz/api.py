@@ -151,7 +151,7 @@ def save(
             with _about(files[0] if files else None, "choosing the steps"):
                 result = ratecontrol.choose(
                     model_proto, target, inputs, size_of=packer.size_of,
-                    chunk_elements=opts.chunk_elements, class_outputs=class_outputs,
+                    options=opts, class_outputs=class_outputs,
                     progress=progress)
             if not result.met and not best_effort:
                 why = result.note or "even the coarsest quantization misses it"

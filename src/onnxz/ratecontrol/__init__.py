@@ -26,6 +26,7 @@ import onnx
 from onnxz.errors import TargetNotMetError, TargetSpecError, VerificationInputError, first_line
 from onnxz.fidelity import Criterion, Fidelity
 from onnxz.inputs import InputsArg
+from onnxz.policy import PackOptions
 from onnxz.progress import Progress
 from onnxz.ratecontrol import defaults
 from onnxz.ratecontrol.objective import objective_for
@@ -106,7 +107,7 @@ def parse_size(text: str | int) -> int:
 
 
 def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg, *,
-           size_of: SizeOf, chunk_elements: int, class_outputs: Sequence[str] = (),
+           size_of: SizeOf, options: PackOptions, class_outputs: Sequence[str] = (),
            progress: Progress | None = None) -> RateResult:
     """The settings that meet ``target`` at the least size (see the module docstring);
     ``target`` None is the lossy default (:mod:`onnxz.ratecontrol.defaults`).
@@ -117,18 +118,18 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
     fit no output; returns a result with ``met`` False when the target cannot be met.
     """
     if target is None:
-        return _default(model, inputs, chunk_elements, class_outputs, progress)
+        return _default(model, inputs, options, class_outputs, progress)
     if inputs is None:
         inputs = defaults.generated_inputs(model)
     if target.target_snr_db is not None:
-        bench = Workbench(model, inputs, chunk_elements, None, class_outputs, progress)
+        bench = Workbench(model, inputs, options, None, class_outputs, progress)
         plan = choose_for_weight_snr(bench.candidates, target.target_snr_db)
         metrics = bench.reference.metrics(bench.run({p: q.setting for p, q in plan.items()}))
         bench.restore()
         return RateResult("target_snr", str(target), bench.reference, bench.candidates, plan,
                           metrics, evaluations=1)
     if target.fidelity is not None:
-        bench = Workbench(model, inputs, chunk_elements, target.fidelity, class_outputs,
+        bench = Workbench(model, inputs, options, target.fidelity, class_outputs,
                           progress)
         objective = objective_for(target.fidelity, bench.reference, bench.model)
         result = choose_for_fidelity(bench, objective)
@@ -140,7 +141,7 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
         bench.restore()
         return result
     assert target.max_bytes is not None
-    bench = Workbench(model, inputs, chunk_elements, None, class_outputs, progress)
+    bench = Workbench(model, inputs, options, None, class_outputs, progress)
     weighting = _budget_weighting(bench)
     objective = objective_for(weighting, bench.reference, bench.model)
     result = choose_for_size(bench, objective, target.max_bytes, size_of)
@@ -148,7 +149,7 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
     return result
 
 
-def _default(model: onnx.ModelProto, inputs: InputsArg, chunk_elements: int,
+def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
              class_outputs: Sequence[str], progress: Progress | None) -> RateResult:
     """The lossy default (:mod:`onnxz.ratecontrol.defaults`) on the given or generated
     inputs; the weight-SNR fallback when the model cannot run on them or is too large to
@@ -156,7 +157,7 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, chunk_elements: int,
     if weight_bytes(model) <= defaults.DEFAULT_MAX_WEIGHT_BYTES:
         try:
             bench = Workbench(model, defaults.generated_inputs(model) if inputs is None
-                              else inputs, chunk_elements, None, class_outputs, progress,
+                              else inputs, options, None, class_outputs, progress,
                               defaults.default_extra_outputs(model))
         except (TargetNotMetError, VerificationInputError) as exc:
             if inputs is not None:
@@ -172,7 +173,7 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, chunk_elements: int,
     else:
         why = (f"weights larger than {defaults.DEFAULT_MAX_WEIGHT_BYTES >> 20} MiB are not "
                "run")
-    candidates = find_candidates(model, chunk_elements)
+    candidates = find_candidates(model, options)
     plan = choose_for_weight_snr(candidates, defaults.FALLBACK_WEIGHT_SNR_DB)
     return RateResult("default", f"weight snr>={defaults.FALLBACK_WEIGHT_SNR_DB:g}", None,
                       candidates, plan, (), note=f"fallback: {why}")

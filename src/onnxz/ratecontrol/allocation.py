@@ -86,24 +86,38 @@ def slope_for(candidates: Sequence[Candidate], predicate: Callable[[Plan], bool]
 
 def measure_sensitivities(
     candidates: Sequence[Candidate],
-    distortion_with: Callable[[Candidate, Setting], float],
+    distortion_with: Callable[[dict[Path, Setting]], float],
     progress: Callable[[int, int, str], None] | None = None,
 ) -> None:
-    """Fill in every candidate's sensitivity: ``distortion_with(c, setting)`` is the objective
-    with only ``c`` quantized at ``setting``. Tensors no sample exercises (the outputs did not
-    change at all) get the median sensitivity per unit of relative error of the others."""
-    probe = Setting(PROBE_STEP)
-    for done, c in enumerate(candidates, 1):
+    """Fill in every candidate's sensitivity: ``distortion_with(settings)`` is the objective
+    with only the tensors in ``settings`` changed. A weight tensor is probed alone at
+    :data:`PROBE_STEP`; the auxiliary tensors together at their one lossy setting (they share
+    a sensitivity per unit of error: one run, not one per bias). Weight tensors no sample
+    exercises (the outputs did not change at all) get the median sensitivity per unit of
+    relative error of the others."""
+    probe = Setting.step(PROBE_STEP)
+    weights = [c for c in candidates if not c.auxiliary]
+    auxiliary = [(c, c.points[-1]) for c in candidates if c.auxiliary and len(c.points) > 1]
+    if auxiliary:
+        error = sum(point.sse for _, point in auxiliary)
+        shared = distortion_with({c.path: p.setting for c, p in auxiliary}) / error if (
+            error) else 0.0
+        for c, _ in auxiliary:
+            c.sensitivity = shared
+    for c in candidates:
+        if c.auxiliary and c.sensitivity is None:
+            c.sensitivity = 0.0
+    for done, c in enumerate(weights, 1):
         point = next((p for p in c.points if p.setting == probe), None)
         if point is None or point.sse == 0:
             c.sensitivity = 0.0
         else:
-            c.sensitivity = distortion_with(c, probe) / point.sse
+            c.sensitivity = distortion_with({c.path: probe}) / point.sse
         if progress:
-            progress(done, len(candidates), c.name)
-    relative = [c.sensitivity * c.energy for c in candidates if c.sensitivity]
+            progress(done, len(weights), c.name)
+    relative = [c.sensitivity * c.energy for c in weights if c.sensitivity]
     typical = float(np.median(relative)) if relative else 1.0
-    for c in candidates:
+    for c in weights:
         if not c.sensitivity:
             c.sensitivity = typical / c.energy if c.energy else 0.0
             c.exercised = False

@@ -19,6 +19,7 @@ import onnx
 from onnxz.errors import TargetNotMetError
 from onnxz.fidelity import Fidelity
 from onnxz.inputs import InputsArg
+from onnxz.policy import PackOptions
 from onnxz.progress import Progress
 from onnxz.ratecontrol.allocation import (
     Plan,
@@ -30,7 +31,7 @@ from onnxz.ratecontrol.allocation import (
     slope_range,
 )
 from onnxz.ratecontrol.objective import Objective, extra_outputs_for
-from onnxz.ratecontrol.tensors import Candidate, Setting, find_candidates
+from onnxz.ratecontrol.tensors import LOSSLESS, Candidate, Setting, find_candidates
 from onnxz.verifier import ModelFailed, OutputMetrics, ReferenceRun
 from onnxz.walker import Path, put_payload
 
@@ -130,7 +131,7 @@ class Workbench:
     evaluated and restored afterwards.
     """
 
-    def __init__(self, model: onnx.ModelProto, inputs: InputsArg, chunk_elements: int,
+    def __init__(self, model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
                  fidelity: Fidelity | None, class_outputs: Sequence[str] = (),
                  progress: Progress | None = None, extra_outputs: Sequence[str] = ()) -> None:
         self.model = onnx.ModelProto()
@@ -142,7 +143,7 @@ class Workbench:
             raise TargetNotMetError(f"rate control needs the model to run: {exc}") from exc
         if fidelity is not None:
             self.reference.check(fidelity)
-        self.candidates = find_candidates(self.model, chunk_elements)
+        self.candidates = find_candidates(self.model, options)
         self.progress = progress
         self.evaluations = 0
         self._current: dict[Path, Setting] = {}
@@ -151,8 +152,8 @@ class Workbench:
         """Put every candidate's reconstruction under ``settings`` (missing: exact) into the
         working model."""
         for c in self.candidates:
-            setting = settings.get(c.path, Setting(None))
-            if self._current.get(c.path, Setting(None)) != setting:
+            setting = settings.get(c.path, LOSSLESS)
+            if self._current.get(c.path, LOSSLESS) != setting:
                 put_payload(c.slot.tensor, c.reconstruction(setting))
                 self._current[c.path] = setting
 
@@ -241,8 +242,8 @@ def _sensitivities(bench: Workbench, objective: Objective) -> None:
     """The sensitivity pass, on the samples :data:`SENSITIVITY_UNITS` asks for."""
     samples = sensitivity_samples(bench.reference, len(bench.candidates))
 
-    def distortion_with(candidate: Candidate, setting: Setting) -> float:
-        outputs = bench.run({candidate.path: setting}, samples)
+    def distortion_with(settings: dict[Path, Setting]) -> float:
+        outputs = bench.run(settings, samples)
         return objective.distortion(bench.reference.outputs, outputs)
 
     progress = bench.progress
@@ -325,19 +326,21 @@ def summary_template(bench: Workbench, mode: str, target: str) -> dict:
 
 
 def choose_for_weight_snr(candidates: Sequence[Candidate], target_db: float) -> Plan:
-    """Per tensor, the coarsest step whose weight SNR is at least ``target_db``: the grid
-    point, then refined by bisection on the step between it and the next coarser one."""
+    """Per tensor, the smallest point whose weight SNR is at least ``target_db``; for the
+    dead-zone quantizer the step is then refined by bisection between that grid point and
+    the next coarser one."""
     plan: Plan = {}
     for c in candidates:
-        ok = [p for p in c.points if c.weight_snr_db(p) >= target_db]
-        best = max(ok, key=lambda p: p.setting.step_rel or 0.0)
-        coarser = [p for p in c.points if (p.setting.step_rel or 0) > (best.setting.step_rel
-                                                                       or 0)]
-        if best.setting.step_rel is not None and coarser:
-            lo, hi = best.setting.step_rel, min(p.setting.step_rel for p in coarser)
+        best = min((p for p in c.points if c.weight_snr_db(p) >= target_db),
+                   key=lambda p: p.bytes)
+        coarser = [p.setting.step_rel for p in c.points if p.setting.method == "deadzone"
+                   and best.setting.method == "deadzone"
+                   and p.setting.step_rel > best.setting.step_rel]  # type: ignore[operator]
+        if coarser:
+            lo, hi = best.setting.step_rel, min(coarser)
             for _ in range(8):
-                mid = math.sqrt(lo * hi)
-                point = c.price(Setting(mid))
+                mid = math.sqrt(lo * hi)  # type: ignore[operator]
+                point = c.price(Setting.step(mid))
                 if point is not None and c.weight_snr_db(point) >= target_db:
                     lo, best = mid, point
                 else:

@@ -14,8 +14,9 @@ any model is run.
 >>> graph = h.make_graph([h.make_node("MatMul", ["x", "w"], ["y"])], "g",
 ...     [h.make_tensor_value_info("x", 1, [1, 64])], [h.make_tensor_value_info("y", 1, [1, 64])],
 ...     [nh.from_array(w, "w")])
->>> (c,) = find_candidates(h.make_model(graph), 1 << 20)
->>> fine, coarse = c.price(Setting(1 / 16)), c.price(Setting(1 / 4))
+>>> from onnxz.policy import PackOptions
+>>> (c,) = find_candidates(h.make_model(graph), PackOptions())
+>>> fine, coarse = c.price(Setting.step(1 / 16)), c.price(Setting.step(1 / 4))
 >>> fine.bytes > coarse.bytes and fine.sse < coarse.sse
 True
 """
@@ -32,7 +33,9 @@ import onnx
 from onnxz.codecs import DeadzoneCodec, LosslessCodec, NotQuantizable, TensorCodec
 from onnxz.codecs.base import LossyCodec, QuantizedTensor
 from onnxz.codecs.deadzone import robust_spread, to_float64
+from onnxz.codecs.rounding import MantissaRounding
 from onnxz.dtypes import ElementType
+from onnxz.policy import PackOptions
 from onnxz.walker import (
     Path,
     TensorSlot,
@@ -42,9 +45,10 @@ from onnxz.walker import (
     read_payload,
 )
 
-ENTRY_BYTES = 48
-"""Index bytes one quantized tensor adds over a lossless one (its codec parameters),
-counted in its rate so that tiny tensors are only quantized where it pays."""
+INDEX_BYTES = {"deadzone": 48, "mantissa": 0}
+"""Index bytes a tensor coded by a method adds over a lossless one (its codec parameters),
+counted in its rate so that tiny tensors are only quantized where it pays (mantissa
+rounding is coded losslessly: nothing more)."""
 
 STEP_GRID = tuple(2.0 ** (k / 4) for k in range(-36, 13))
 """Relative steps rate control chooses from: 2^-9 (1/512) to 2^3, a quarter octave apart."""
@@ -55,41 +59,55 @@ MIN_ELEMENTS = 256
 
 @dataclass(frozen=True)
 class Setting:
-    """What to do with one tensor: the lossy codec ``method`` (a key of :data:`METHODS`)
-    with step ``step_rel`` × its spread and dead zone ``deadzone``, or lossless when
-    ``step_rel`` is None."""
+    """What to do with one tensor: ``method`` ``lossless``, or a lossy codec of
+    :data:`METHODS` — ``deadzone`` with step ``step_rel`` × the tensor's spread and dead
+    zone ``deadzone``, ``mantissa`` rounding to ``bits`` mantissa bits."""
 
-    step_rel: float | None
+    method: str = "lossless"
+    step_rel: float | None = None
     deadzone: float = 0.5
-    method: str = "deadzone"
+    bits: int | None = None
+
+    @classmethod
+    def step(cls, step_rel: float, deadzone: float = 0.5) -> Setting:
+        """The dead-zone quantizer at ``step_rel``."""
+        return cls("deadzone", step_rel, deadzone)
 
     @property
     def lossless(self) -> bool:
-        return self.step_rel is None
+        return self.method == "lossless"
 
     def codec(self) -> TensorCodec:
         """The codec the writer uses for this setting."""
-        return LosslessCodec() if self.step_rel is None else self.quantizer()
+        return LosslessCodec() if self.lossless else self.quantizer()
 
     def quantizer(self) -> LossyCodec:
         """The lossy codec of a lossy setting."""
-        if self.step_rel is None:
+        if self.lossless:
             raise ValueError("a lossless setting has no quantizer")
         return METHODS[self.method](self)
 
     def __str__(self) -> str:
-        if self.step_rel is None:
-            return "lossless"
-        return f"{self.method} step {self.step_rel!r} δ {self.deadzone!r}"
+        if self.method == "deadzone":
+            return f"deadzone step {self.step_rel!r} δ {self.deadzone!r}"
+        return self.method if self.bits is None else f"{self.method} {self.bits} bits"
 
 
 METHODS: dict[str, Callable[[Setting], LossyCodec]] = {
-    "deadzone": lambda s: DeadzoneCodec(s.step_rel, s.deadzone),  # type: ignore[arg-type]
+    "deadzone": lambda s: DeadzoneCodec(s.step_rel, s.deadzone),
+    "mantissa": lambda s: MantissaRounding(s.bits),  # type: ignore[arg-type]
 }
 """The lossy codecs rate control may choose, by name: each makes its codec from a setting."""
 
 
-LOSSLESS = Setting(None)
+LOSSLESS = Setting()
+
+AUXILIARY_BITS = 10
+"""Mantissa bits of the other float tensors (biases, normalization parameters, small
+weights): float16's precision, with the type's own exponent range."""
+
+AUXILIARY_MIN_ELEMENTS = 16
+"""Smaller float tensors (scalars, resize scales, clip bounds) are never touched."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +122,8 @@ class Point:
 
 @dataclass
 class Candidate:
-    """A weight tensor rate control chooses a setting for.
+    """A tensor rate control chooses a setting for: a weight tensor, or an ``auxiliary``
+    one (biases, normalization parameters, small weights: lossless or mantissa rounding).
 
     ``points`` are ordered from finest (lossless first) to coarsest; ``energy`` is Σ x².
     ``sensitivity`` (objective units per unit of weight squared error) is filled in by the
@@ -119,6 +138,7 @@ class Candidate:
     points: list[Point]
     energy: float
     spread: float
+    auxiliary: bool = False
     sensitivity: float | None = None
     exercised: bool = True
 
@@ -152,7 +172,7 @@ class Candidate:
             return None
         x = to_float64(self.values, self.etype)
         error = to_float64(quantized.reconstruction(self.etype), self.etype) - x
-        return Point(setting, quantized.estimated_bytes() + ENTRY_BYTES,
+        return Point(setting, quantized.estimated_bytes() + INDEX_BYTES[setting.method],
                      float(np.dot(error, error)))
 
     @property
@@ -178,27 +198,35 @@ def weight_bytes(model: onnx.ModelProto) -> int:
     return total
 
 
-def find_candidates(model: onnx.ModelProto, chunk_elements: int,
+def find_candidates(model: onnx.ModelProto, options: PackOptions,
                     settings: Sequence[Setting] | None = None,
                     min_elements: int = MIN_ELEMENTS) -> list[Candidate]:
-    """The float weight tensors of ``model`` (Conv/Gemm/MatMul/RNN weights, embedding tables,
-    found through the walker) with at least ``min_elements`` elements, each priced at every
-    setting (default: :data:`STEP_GRID` at δ = 0.5) and losslessly."""
-    grid = tuple(settings) if settings is not None else tuple(Setting(s) for s in STEP_GRID)
+    """The tensors rate control chooses for, each priced losslessly and at its settings:
+    the float weight tensors of ``model`` (Conv/Gemm/MatMul/RNN weights, embedding tables,
+    found through the walker) with at least ``min_elements`` elements, at every setting
+    (default: :data:`STEP_GRID` at δ = 0.5); and, as auxiliary candidates, every other
+    float tensor of at least :data:`AUXILIARY_MIN_ELEMENTS` elements, with mantissa rounding
+    to :data:`AUXILIARY_BITS` bits. Payloads under ``options.inline_max_bytes`` stay in the
+    graph and are never candidates."""
+    grid = (tuple(settings) if settings is not None
+            else tuple(Setting.step(s) for s in STEP_GRID))
+    rounding = (Setting("mantissa", bits=AUXILIARY_BITS),)
     found = []
     for slot in iter_tensor_slots(model):
         etype = payload_type(slot.tensor)
-        if etype is None or not etype.is_quantizable or not slot.is_weight:
+        if etype is None or not etype.is_quantizable:
             continue
         values = read_payload(slot.tensor, etype)
-        if values.size < min_elements:
+        if values.size < AUXILIARY_MIN_ELEMENTS or values.nbytes < options.inline_max_bytes:
             continue
         x = to_float64(values, etype)
         if not np.isfinite(x).all():
             continue
-        lossless = LosslessCodec().encode(values, etype, chunk_elements).coded_bytes
+        weight = slot.is_weight and values.size >= min_elements
+        lossless = LosslessCodec().encode(values, etype, options.chunk_elements).coded_bytes
         candidate = Candidate(slot, etype, values, [Point(LOSSLESS, float(lossless), 0.0)],
-                              float(np.dot(x, x)), robust_spread(x))
-        candidate.points += filter(None, (candidate.price(s) for s in grid))
+                              float(np.dot(x, x)), robust_spread(x), auxiliary=not weight)
+        candidate.points += filter(None, (candidate.price(s) for s in
+                                          (grid if weight else rounding)))
         found.append(candidate)
     return found
