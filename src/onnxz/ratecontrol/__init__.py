@@ -154,25 +154,25 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
     """The lossy default (:mod:`onnxz.ratecontrol.defaults`) on the given or generated
     inputs; the weight-SNR fallback when the model cannot run on them or is too large to
     run many times."""
-    if weight_bytes(model) <= defaults.DEFAULT_MAX_WEIGHT_BYTES:
+    why = (f"weights larger than {defaults.DEFAULT_MAX_WEIGHT_BYTES >> 20} MiB are not "
+           "run")
+    attempts = [inputs] if inputs is not None else [
+        defaults.generated_inputs(model, size) for size in defaults.GENERATED_SIZES]
+    for attempt in attempts if weight_bytes(model) <= defaults.DEFAULT_MAX_WEIGHT_BYTES else ():
         try:
-            bench = Workbench(model, defaults.generated_inputs(model) if inputs is None
-                              else inputs, options, None, class_outputs, progress,
+            bench = Workbench(model, attempt, options, None, class_outputs, progress,
                               defaults.default_extra_outputs(model))
+            objective = defaults.default_objective(bench.reference, bench.model)
         except (TargetNotMetError, VerificationInputError) as exc:
             if inputs is not None:
                 raise
             why = first_line(exc)
-        else:
-            defaults.apply_floor(bench.candidates, defaults.WEIGHT_FLOOR_DB)
-            result = choose_for_fidelity(bench, defaults.default_objective(bench.reference,
-                                                                          bench.model))
-            bench.restore()
-            result.mode, result.target = "default", f"default (snr>={defaults.DEFAULT_SNR_DB:g})"
-            return result
-    else:
-        why = (f"weights larger than {defaults.DEFAULT_MAX_WEIGHT_BYTES >> 20} MiB are not "
-               "run")
+            continue
+        defaults.apply_floor(bench.candidates, defaults.WEIGHT_FLOOR_DB)
+        result = choose_for_fidelity(bench, objective)
+        bench.restore()
+        result.mode, result.target = "default", f"default (snr>={defaults.DEFAULT_SNR_DB:g})"
+        return result
     candidates = find_candidates(model, options)
     plan = choose_for_weight_snr(candidates, defaults.FALLBACK_WEIGHT_SNR_DB)
     return RateResult("default", f"weight snr>={defaults.FALLBACK_WEIGHT_SNR_DB:g}", None,

@@ -19,12 +19,16 @@ data — pass ``--fidelity`` with ``--inputs`` for a guarantee on yours.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
+from onnxz.errors import TargetNotMetError
 from onnxz.inputs import GeneratedInputs, graph_specs
 from onnxz.ratecontrol.objective import Measure, Objective, argmax_sources
 from onnxz.ratecontrol.tensors import Candidate
 from onnxz.verifier import ReferenceRun
+from onnxz.walker import element_count
 
 DEFAULT_SAMPLES = 8
 """Generated samples the default measures and checks on."""
@@ -47,28 +51,67 @@ INDEX_PASS_THROUGH = frozenset({"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flat
                                 "Identity"})
 
 
-def generated_inputs(model: onnx.ModelProto) -> GeneratedInputs:
-    """Generated inputs the model can run on: unnamed dynamic dims beyond axis 0 are 1 (an
-    RNN state's batch), and an integer input that indexes a Gather table (token ids, token
-    types) stays within the table's rows."""
+GENERATED_SIZES = (32, 512)
+"""Sizes tried, in turn, for the dynamic dims of generated inputs (512: audio frames that a
+reflect-pad of 64 needs, as silero-vad's)."""
+
+
+def generated_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0]
+                     ) -> GeneratedInputs:
+    """Generated inputs the model can run on: dynamic dims are ``size`` (axis 0 stays 1),
+    except an unnamed one beyond axis 0 of an input of rank ≥ 3 (an RNN state's batch),
+    which is 1; an integer input that indexes a Gather table (token ids, token types) stays
+    within the table's rows."""
     specs = graph_specs(model)[0]
-    dims = {f"{s.name}:{axis}": 1 for s in specs for axis, d in enumerate(s.shape or ())
-            if d is None and axis > 0}
-    rows = _gather_rows(model)
+    dims: dict[str, int] = {}
+    for spec in specs:
+        for axis, d in enumerate(spec.shape or ()):
+            if axis == 0 or isinstance(d, int):
+                continue
+            if d is None:
+                dims[f"{spec.name}:{axis}"] = 1 if len(spec.shape or ()) >= 3 else size
+            elif not any(s.shape and s.shape[0] == d for s in specs):
+                dims[d] = size
+    rows, compared = _gather_rows(model), _compared_with(model)
     int_ranges = {s.name: (0, rows[s.name]) for s in specs
                   if s.dtype.kind in "iu" and s.name in rows}
+    int_ranges.update({s.name: (compared[s.name], compared[s.name] + 1) for s in specs
+                       if s.dtype.kind in "iu" and s.name in compared})
     return GeneratedInputs(samples=DEFAULT_SAMPLES, dims=dims, int_ranges=int_ranges)
+
+
+def _compared_with(model: onnx.ModelProto) -> dict[str, int]:
+    """Graph input -> the integer constant an Equal compares it with (silero-vad's sample
+    rate, 16000, chooses the branch that runs: a random rate would choose none)."""
+    constants = _constants(model)
+    inputs = {i.name for i in model.graph.input}
+    found: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type != "Equal" or len(node.input) != 2:
+            continue
+        for mine, other in (node.input, reversed(node.input)):
+            tensor = constants.get(other)
+            if mine in inputs and tensor is not None and element_count(tensor) == 1:
+                value = numpy_helper.to_array(tensor).reshape(-1)[0]
+                if np.issubdtype(value.dtype, np.integer):
+                    found.setdefault(mine, int(value))
+    return found
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """The main graph's initializers and Constant node values, by value name."""
+    found = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Constant" and attr.name == "value" and node.output:
+                found[node.output[0]] = attr.t
+    return found
 
 
 def _gather_rows(model: onnx.ModelProto) -> dict[str, int]:
     """Graph input -> the fewest rows of a Gather table it indexes (through casts/reshapes),
     for tables that are initializers or Constant outputs with a known first dim."""
-    shapes = {t.name: list(t.dims) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value" and attr.HasField("t"):
-                    shapes[node.output[0]] = list(attr.t.dims)
+    shapes = {name: list(t.dims) for name, t in _constants(model).items()}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         for name in node.input:
@@ -90,33 +133,76 @@ def _gather_rows(model: onnx.ModelProto) -> dict[str, int]:
     return found
 
 
+SATURATING = frozenset({"Sigmoid"})
+PASS_THROUGH = frozenset({"Identity", "Reshape", "Squeeze", "Unsqueeze", "Cast", "Flatten"})
+
+DEGENERATE_PEAK = 1e-5
+"""An output whose largest magnitude on the generated samples is below this is degenerate
+(a detector's empty probability map on noise): nothing is measured on it."""
+
+
+class DegenerateOutputs(TargetNotMetError):
+    """No output of the model says anything on the samples."""
+
+
 def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Objective:
     """The default's measures on this model's outputs, each allowed 1/10^(S/10) of its
     energy (S = :data:`DEFAULT_SNR_DB`): the log-domain scores of class-score outputs and of
     the scores behind an in-graph ArgMax (centered logits: margins on generated inputs say
-    nothing about real ones, the logits' noise does), every other float output as is."""
+    nothing about real ones, the logits' noise does), the input of a Sigmoid output (its
+    logits: a saturated probability map hides them), every other float output as is.
+    Raises :class:`DegenerateOutputs` if every output is degenerate on the samples."""
     allowed = 10 ** (-DEFAULT_SNR_DB / 10)
     names = [s.name for s in reference.output_specs]
-    sources = argmax_sources(model)
+    extras = reference.extra_outputs
+
+    def extra(value: str) -> int:
+        return names.index(value) if value in names else len(names) + extras.index(value)
+
+    sources, logits = argmax_sources(model), _sigmoid_inputs(model)
     measures = []
     for index, spec in enumerate(reference.output_specs):
         if spec.name in reference.class_scores:
-            measures.append(Measure("logrelmse", index, allowed,
-                                    reference.class_scores[spec.name]))
-        elif spec.name in sources and sources[spec.name][0] in reference.extra_outputs:
-            value, scores = sources[spec.name]
-            extra = len(names) + reference.extra_outputs.index(value)
-            measures.append(Measure("logrelmse", extra, allowed, scores))
+            measure = Measure("logrelmse", index, allowed, reference.class_scores[spec.name])
+        elif spec.name in sources and sources[spec.name][0] in extras:
+            measure = Measure("logrelmse", extra(sources[spec.name][0]), allowed,
+                              sources[spec.name][1])
+        elif spec.name in logits and logits[spec.name] in extras:
+            measure = Measure("relmse", extra(logits[spec.name]), allowed)
         elif spec.dtype.kind == "f":
-            measures.append(Measure("relmse", index, allowed))
+            measure = Measure("relmse", index, allowed)
+        else:
+            continue
+        peak = max(float(np.abs(np.nan_to_num(r[measure.index])).max(initial=0))
+                   for r in reference.outputs)
+        if peak >= DEGENERATE_PEAK:
+            measures.append(measure)
+    if not measures:
+        raise DegenerateOutputs("every output is ~0 on these inputs: nothing to measure on "
+                                "(give real ones with --inputs)")
     return Objective(None, tuple(measures), (), reference.extra_outputs)
 
 
 def default_extra_outputs(model: onnx.ModelProto) -> tuple[str, ...]:
-    """The scores behind integer outputs that are an in-graph ArgMax."""
+    """The scores behind integer outputs that are an in-graph ArgMax, and the inputs of
+    Sigmoid outputs."""
     outputs = {o.name for o in model.graph.output}
-    return tuple(dict.fromkeys(v for v, _ in argmax_sources(model).values()
-                               if v not in outputs))
+    values = [v for v, _ in argmax_sources(model).values()] + list(
+        _sigmoid_inputs(model).values())
+    return tuple(dict.fromkeys(v for v in values if v not in outputs))
+
+
+def _sigmoid_inputs(model: onnx.ModelProto) -> dict[str, str]:
+    """Float outputs made by a Sigmoid (through reshapes and casts): output -> its input."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    found = {}
+    for output in model.graph.output:
+        node = producer.get(output.name)
+        while node is not None and node.op_type in PASS_THROUGH and node.input:
+            node = producer.get(node.input[0])
+        if node is not None and node.op_type in SATURATING and node.input:
+            found[output.name] = node.input[0]
+    return found
 
 
 def apply_floor(candidates: list[Candidate], floor_db: float) -> None:
