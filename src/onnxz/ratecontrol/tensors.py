@@ -53,6 +53,9 @@ rounding is coded losslessly: nothing more)."""
 STEP_GRID = tuple(2.0 ** (k / 4) for k in range(-36, 13))
 """Relative steps rate control chooses from: 2^-9 (1/512) to 2^3, a quarter octave apart."""
 
+PRICE_SAMPLE = 1 << 18
+"""Elements a tensor's settings are priced on (see :meth:`Candidate.price`)."""
+
 MIN_ELEMENTS = 256
 """Smaller weight tensors stay lossless (their table and parameters outweigh the gain)."""
 
@@ -164,16 +167,22 @@ class Candidate:
         """The tensor through ``setting``'s quantizer (as the writer will quantize it)."""
         return setting.quantizer().quantize(self.values, self.etype, self.spread)
 
-    def price(self, setting: Setting) -> Point | None:
-        """``setting`` priced on this tensor (None if the quantizer declines it)."""
+    def price(self, setting: Setting, exact: bool = False) -> Point | None:
+        """``setting`` priced on this tensor (None if the quantizer declines it). Unless
+        ``exact``, tensors of more than :data:`PRICE_SAMPLE` elements are priced on an
+        evenly strided sample of that many (with the whole tensor's spread), scaled to the
+        whole: the search only needs the curve, the file gets the exact encoding."""
+        stride = 1 if exact else max(1, self.size // PRICE_SAMPLE)
+        values = self.values[::stride]
         try:
-            quantized = self.quantized(setting)
+            quantized = setting.quantizer().quantize(values, self.etype, self.spread)
         except NotQuantizable:
             return None
-        x = to_float64(self.values, self.etype)
+        x = to_float64(values, self.etype)
         error = to_float64(quantized.reconstruction(self.etype), self.etype) - x
-        return Point(setting, quantized.estimated_bytes() + INDEX_BYTES[setting.method],
-                     float(np.dot(error, error)))
+        scale = self.size / values.size
+        return Point(setting, quantized.estimated_bytes() * scale + INDEX_BYTES[setting.method],
+                     float(np.dot(error, error)) * scale)
 
     @property
     def relative_sensitivity(self) -> float | None:
