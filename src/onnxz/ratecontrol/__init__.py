@@ -169,7 +169,7 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
             why = first_line(exc)
             continue
         defaults.apply_floor(bench.candidates, defaults.WEIGHT_FLOOR_DB)
-        result = choose_for_fidelity(bench, objective)
+        result = choose_for_fidelity(bench, objective, defaults.SENSITIVITY_SPREAD_DB)
         bench.restore()
         result.mode, result.target = "default", f"default (snr>={defaults.DEFAULT_SNR_DB:g})"
         return result

@@ -121,3 +121,17 @@ def measure_sensitivities(
         if not c.sensitivity:
             c.sensitivity = typical / c.energy if c.energy else 0.0
             c.exercised = False
+
+
+def clip_sensitivities(candidates: Sequence[Candidate], spread_db: float) -> None:
+    """Bring every weight tensor's relative sensitivity within ``spread_db`` of their
+    median: for sensitivities measured on inputs that may be unlike real ones (the default's
+    generated inputs), no tensor is left nearly exact or nearly erased on their word."""
+    weights = [c for c in candidates if not c.auxiliary and c.sensitivity and c.energy]
+    if not weights:
+        return
+    median = float(np.median([c.sensitivity * c.energy for c in weights]))  # type: ignore[operator]
+    factor = 10 ** (spread_db / 10)
+    for c in weights:
+        relative = min(max(c.sensitivity * c.energy, median / factor), median * factor)  # type: ignore[operator]
+        c.sensitivity = relative / c.energy

@@ -24,6 +24,7 @@ from onnxz.progress import Progress
 from onnxz.ratecontrol.allocation import (
     Plan,
     allocate,
+    clip_sensitivities,
     measure_sensitivities,
     plan_bytes,
     predicted_distortion,
@@ -169,10 +170,14 @@ class Workbench:
 
 
 def choose_for_fidelity(bench: Workbench, objective: Objective,
-                        max_bytes: float | None = None) -> RateResult:
-    """The smallest plan (by estimated bytes) whose outputs meet ``objective``."""
+                        sensitivity_spread_db: float | None = None) -> RateResult:
+    """The smallest plan (by estimated bytes) whose outputs meet ``objective``; with
+    ``sensitivity_spread_db``, the measured sensitivities are first clipped to that far
+    around their median (:func:`~onnxz.ratecontrol.allocation.clip_sensitivities`)."""
     candidates = bench.candidates
     _sensitivities(bench, objective)
+    if sensitivity_spread_db is not None:
+        clip_sensitivities(candidates, sensitivity_spread_db)
     predicted = slope_for(candidates,
                           lambda plan: predicted_distortion(candidates, plan) <= 1.0)
     verdicts: dict[frozenset, tuple[bool, tuple[OutputMetrics, ...], dict[str, float]]] = {}
@@ -219,8 +224,6 @@ def choose_for_fidelity(bench: Workbench, objective: Objective,
     _, metrics, predictions = verdicts.get(_key(plan)) or _evaluate(bench, objective, plan)
     result = RateResult("fidelity", str(objective.fidelity), bench.reference, candidates, plan,
                         metrics, predictions, bench.evaluations)
-    if max_bytes is not None and plan_bytes(plan) > max_bytes:
-        result.met = False
     return result
 
 
