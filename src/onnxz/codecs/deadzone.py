@@ -94,8 +94,14 @@ def spread(x: np.ndarray) -> float:
     Unlike the standard deviation it ignores a few huge values (BatchNorm-variance-like
     outliers), so they cannot make the step coarse for all the other weights.
     """
-    mad = float(np.median(np.abs(x - np.median(x))))
+    deviation = np.subtract(x, np.median(x), dtype=np.float64)
+    np.abs(deviation, out=deviation)
+    mad = float(np.median(deviation, overwrite_input=True))
     return MAD_TO_STD * mad if mad > 0 else float(x.std())
+
+
+ENCODE_BATCH = 1 << 20
+"""Elements quantized at a time: the encoder's float64 temporaries stay this small."""
 
 
 def choose_range(q: np.ndarray) -> tuple[int, int]:
@@ -104,7 +110,11 @@ def choose_range(q: np.ndarray) -> tuple[int, int]:
     Tries trimming the t smallest and t largest symbols for t = 0, 1, 2, 4, ... and keeps
     the range of least estimated cost (coded bits + table + escapes).
     """
-    values, counts = ans.histogram(q)
+    return choose_range_of_histogram(*ans.histogram(q))
+
+
+def choose_range_of_histogram(values: np.ndarray, counts: np.ndarray) -> tuple[int, int]:
+    """:func:`choose_range` given the distinct symbols (ascending) and their counts."""
     n = int(counts.sum())
     cum = np.cumsum(counts)
     best: tuple[float, int, int] | None = None
@@ -143,29 +153,49 @@ class DeadzoneCodec(TensorCodec):
     def encode(
         self, values: np.ndarray, etype: ElementType, chunk_elements: int
     ) -> EncodedTensor:
-        x = to_float64(values, etype)
-        if not np.isfinite(x).all():
-            raise NotQuantizable("has non-finite values")
-        step = self.step_rel * spread(x)
+        """Quantize and code ``values``.
+
+        Memory beyond the input: the int64 symbols, the reconstruction, and float64
+        copies of the tensor only while its spread is measured (each released before the
+        next); quantization and coding work a batch or a chunk at a time.
+        """
+        max_abs = 0.0
+        for start in range(0, values.size, ENCODE_BATCH):
+            x = to_float64(values[start : start + ENCODE_BATCH], etype)
+            if not np.isfinite(x).all():
+                raise NotQuantizable("has non-finite values")
+            max_abs = max(max_abs, float(np.abs(x).max(initial=0.0)))
+        step = self.step_rel * spread(to_float64(values, etype))
         if not step > 0 or not np.isfinite(step):
             raise NotQuantizable("has zero spread")
-        if float(np.abs(x).max()) / step >= MAX_SYMBOL:
+        if max_abs / step >= MAX_SYMBOL:
             raise NotQuantizable("would need symbols beyond 2**53")
-        q = quantize(x, step, self.deadzone)
-        lo, hi = choose_range(q)
-        outside = (q < lo) | (q > hi)
-        escape = bool(outside.any())
-        symbols = np.where(outside, hi + 1, q)
-        table = ans.FrequencyTable.fit(symbols, offset=lo, size=hi - lo + 1 + escape)
+        q = np.empty(values.size, dtype=np.int64)
+        for start in range(0, values.size, ENCODE_BATCH):
+            part = slice(start, start + ENCODE_BATCH)
+            q[part] = quantize(to_float64(values[part], etype), step, self.deadzone)
+        present, present_counts = ans.histogram(q)
+        lo, hi = choose_range_of_histogram(present, present_counts)
+        inside = (present >= lo) & (present <= hi)
+        escaped = q.size - int(present_counts[inside].sum())
+        escape = escaped > 0
+        counts = np.zeros(hi - lo + 1 + escape, dtype=np.int64)
+        counts[present[inside] - lo] = present_counts[inside]
+        if escape:
+            counts[-1] = escaped
+        table = ans.FrequencyTable.fit_counts(counts, lo)
+        reconstruction = np.empty(values.size, dtype=etype.numpy)
         chunks = []
         start = 0
         for count in split_counts(q.size, chunk_elements):
             part = slice(start, start + count)
-            escapes = q[part][outside[part]]
+            outside = (q[part] < lo) | (q[part] > hi)
+            symbols = np.where(outside, hi + 1, q[part])
             chunks.append(
-                Chunk(count, (ans.encode(symbols[part], table),
-                              encode_uvarints(zigzag_encode(escapes))))
+                Chunk(count, (ans.encode(symbols, table),
+                              encode_uvarints(zigzag_encode(q[part][outside]))))
             )
+            reconstruction[part] = from_float64(dequantize(q[part], step, self.deadzone), etype)
             start += count
         params = {
             "step": step,
@@ -179,8 +209,8 @@ class DeadzoneCodec(TensorCodec):
             self.codec_id,
             params,
             tuple(chunks),
-            from_float64(dequantize(q, step, self.deadzone), etype),
-            entropy_bits=ans.entropy_bits(symbols),
+            reconstruction,
+            entropy_bits=ans.entropy_bits_of_counts(counts),
             table_bytes=table.stored_size,
         )
 
@@ -201,32 +231,45 @@ class DeadzoneCodec(TensorCodec):
 
 
 class DeadzoneDecoder(ChunkDecoder):
-    """Part 0: the ANS-coded symbols; part 1: the escaped values (SPEC.md §7.2)."""
+    """Part 0: the ANS-coded symbols; part 1: the escaped values (SPEC.md §7.2).
+
+    Every symbol of the table is reconstructed once, into a lookup table of the output
+    type; a chunk then decodes to one table lookup per element (plus the arithmetic of
+    §7.3 for the few escaped values), bit-identical to computing each element.
+    """
 
     def __init__(self, step: float, deadzone: float, escape: bool, table: ans.FrequencyTable,
                  etype: ElementType) -> None:
         self.step, self.deadzone, self.escape, self.table = step, deadzone, escape, table
         self.etype = etype
+        symbols = np.arange(table.size, dtype=np.int64) + table.offset
+        self.out_of_range = (symbols < -MAX_SYMBOL) | (symbols > MAX_SYMBOL)
+        if escape:
+            self.out_of_range[-1] = False  # the escape symbol: its value comes from part 1
+        self.lookup = from_float64(
+            dequantize(np.where(self.out_of_range, 0, symbols), step, deadzone), etype)
+        self.check_range = bool(self.out_of_range.any())
 
     def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
         if len(parts) != 2:
             raise FormatError("deadzone chunk: expected 2 parts (symbols, escapes)")
         symbols = ans.AnsDecoder(parts[0], self.table, out.size)
         escaped = self._escaped(parts[1])
-        escape_symbol = self.table.offset + self.table.size - 1
+        escape_index = self.table.size - 1
         used = 0
         for batch in batches(out.size):
-            q = symbols.take(batch.stop - batch.start)
-            if self.escape:
-                is_escape = q == escape_symbol
-                k = int(is_escape.sum())
-                if used + k > escaped.size:
-                    raise FormatError("deadzone chunk: more escape symbols than escaped values")
-                q[is_escape] = escaped[used : used + k]
-                used += k
-            if ((q < -MAX_SYMBOL) | (q > MAX_SYMBOL)).any():
+            index = symbols.take_indices(batch.stop - batch.start)
+            if self.check_range and self.out_of_range[index].any():
                 raise FormatError("deadzone chunk: symbol beyond 2**53")
-            out[batch] = from_float64(dequantize(q, self.step, self.deadzone), self.etype)
+            target = out[batch]
+            np.take(self.lookup, index, out=target)
+            if self.escape:
+                where = np.flatnonzero(index == escape_index)
+                if used + where.size > escaped.size:
+                    raise FormatError("deadzone chunk: more escape symbols than escaped values")
+                q = escaped[used : used + where.size]
+                target[where] = from_float64(dequantize(q, self.step, self.deadzone), self.etype)
+                used += where.size
         symbols.finish()
         if used != escaped.size:
             raise FormatError("deadzone chunk: more escaped values than escape symbols")
