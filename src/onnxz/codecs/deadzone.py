@@ -94,10 +94,17 @@ def spread(x: np.ndarray) -> float:
     Unlike the standard deviation it ignores a few huge values (BatchNorm-variance-like
     outliers), so they cannot make the step coarse for all the other weights.
     """
-    deviation = np.subtract(x, np.median(x), dtype=np.float64)
-    np.abs(deviation, out=deviation)
-    mad = float(np.median(deviation, overwrite_input=True))
+    mad = _mad_in_place(np.array(x, dtype=np.float64))
     return MAD_TO_STD * mad if mad > 0 else float(x.std())
+
+
+def _mad_in_place(work: np.ndarray) -> float:
+    """median(|x − median(x)|) of the float64 array ``work``, which it overwrites: the
+    medians partition it in place, so no other full-size copy is made."""
+    center = np.median(work, overwrite_input=True)
+    np.subtract(work, center, out=work)
+    np.abs(work, out=work)
+    return float(np.median(work, overwrite_input=True))
 
 
 ENCODE_BATCH = 1 << 20
@@ -155,9 +162,9 @@ class DeadzoneCodec(TensorCodec):
     ) -> EncodedTensor:
         """Quantize and code ``values``.
 
-        Memory beyond the input: the int64 symbols, the reconstruction, and float64
-        copies of the tensor only while its spread is measured (each released before the
-        next); quantization and coding work a batch or a chunk at a time.
+        Memory beyond the input: one float64 copy while the spread is measured, then the
+        symbols (int32 when they fit) and the reconstruction; quantization and coding work
+        a batch or a chunk at a time.
         """
         max_abs = 0.0
         for start in range(0, values.size, ENCODE_BATCH):
@@ -165,12 +172,14 @@ class DeadzoneCodec(TensorCodec):
             if not np.isfinite(x).all():
                 raise NotQuantizable("has non-finite values")
             max_abs = max(max_abs, float(np.abs(x).max(initial=0.0)))
-        step = self.step_rel * spread(to_float64(values, etype))
+        mad = _mad_in_place(to_float64(values, etype))
+        tensor_spread = MAD_TO_STD * mad if mad > 0 else float(to_float64(values, etype).std())
+        step = self.step_rel * tensor_spread
         if not step > 0 or not np.isfinite(step):
             raise NotQuantizable("has zero spread")
         if max_abs / step >= MAX_SYMBOL:
             raise NotQuantizable("would need symbols beyond 2**53")
-        q = np.empty(values.size, dtype=np.int64)
+        q = np.empty(values.size, dtype=np.int32 if max_abs / step < 2**30 else np.int64)
         for start in range(0, values.size, ENCODE_BATCH):
             part = slice(start, start + ENCODE_BATCH)
             q[part] = quantize(to_float64(values[part], etype), step, self.deadzone)
