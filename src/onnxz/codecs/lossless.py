@@ -160,11 +160,18 @@ class PlaneCoding:
     @classmethod
     def choose(cls, plane: np.ndarray, bits: int, n_chunks: int) -> tuple[PlaneCoding, float]:
         """The cheapest coding of ``plane`` and its estimated size in bytes."""
-        lo, hi = int(plane.min()), int(plane.max())
+        return cls.choose_by_histogram(np.bincount(plane, minlength=1 << bits), bits, n_chunks)
+
+    @classmethod
+    def choose_by_histogram(cls, histogram: np.ndarray, bits: int, n_chunks: int
+                            ) -> tuple[PlaneCoding, float]:
+        """:meth:`choose` given the plane's histogram (``histogram[v]`` = count of value v)."""
+        present = np.flatnonzero(histogram)
+        lo, hi = int(present[0]), int(present[-1])
         if lo == hi:
             return cls("constant", value=lo), 0.0
-        packed = (plane.size * bits + 7) / 8
-        counts = np.bincount(plane - lo)
+        packed = (int(histogram.sum()) * bits + 7) / 8
+        counts = histogram[lo : hi + 1]
         table = ans.FrequencyTable.fit_counts(counts, lo)
         coded = table.cost_bits(counts) / 8 + table.stored_size + 4 * n_chunks
         if coded < packed:
@@ -255,16 +262,22 @@ class LosslessCodec(TensorCodec):
         self, values: np.ndarray, etype: ElementType, chunk_elements: int
     ) -> EncodedTensor:
         counts = split_counts(values.size, chunk_elements)
-        planes = split_planes(values, etype)
         layouts = plane_layouts(etype)
-        codings = [
-            PlaneCoding.choose(p, lay.bits, len(counts))[0]
-            for p, lay in zip(planes, layouts, strict=True)
-        ]
         starts = np.cumsum([0, *counts])
+        # Planes are split a chunk at a time (twice: histograms, then coding), so memory
+        # holds one chunk's planes, never the whole tensor's.
+        histograms = [np.zeros(1 << lay.bits, dtype=np.int64) for lay in layouts]
+        for s, n in zip(starts, counts, strict=False):
+            for histogram, plane, lay in zip(histograms, split_planes(values[s : s + n], etype),
+                                             layouts, strict=True):
+                histogram += np.bincount(plane, minlength=1 << lay.bits)
+        codings = [
+            PlaneCoding.choose_by_histogram(h, lay.bits, len(counts))[0]
+            for h, lay in zip(histograms, layouts, strict=True)
+        ]
         plane_chunks = tuple(
-            Chunk(n, tuple(c.encode(p[s : s + n], lay.bits)
-                           for c, p, lay in zip(codings, planes, layouts, strict=True)))
+            Chunk(n, tuple(c.encode(p, lay.bits) for c, p, lay in zip(
+                codings, split_planes(values[s : s + n], etype), layouts, strict=True)))
             for s, n in zip(starts, counts, strict=False)
         )
         level = ZSTD_LEVEL if values.nbytes <= ZSTD_FAST_ABOVE else ZSTD_FAST_LEVEL
@@ -278,13 +291,13 @@ class LosslessCodec(TensorCodec):
         table_bytes = sum(c.table.stored_size for c in codings if c.table is not None)
         if sum(len(c.parts[0]) for c in zstd_chunks) <= planes_size + table_bytes:
             return EncodedTensor(self.codec_id, {"mode": "zstd"}, zstd_chunks, values)
-        coded = [p for c, p in zip(codings, planes, strict=True) if c.method == "ans"]
+        coded = [h for c, h in zip(codings, histograms, strict=True) if c.method == "ans"]
         return EncodedTensor(
             self.codec_id,
             {"mode": "planes", "planes": [c.to_fields() for c in codings]},
             plane_chunks,
             values,
-            entropy_bits=sum(ans.entropy_bits(p) for p in coded) if coded else None,
+            entropy_bits=sum(ans.entropy_bits_of_counts(h) for h in coded) if coded else None,
             table_bytes=table_bytes,
         )
 
