@@ -17,7 +17,8 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +28,8 @@ import click
 import onnxz
 from onnxz.errors import OnnxzError, first_line
 from onnxz.inputs import DEFAULT_INT_RANGE, DEFAULT_SAMPLES
+from onnxz.parallel import available_cores
+from onnxz.progress import ProgressListener, TerminalProgress
 from onnxz.report import ContainerInfo
 from onnxz.verifier import Thresholds
 
@@ -116,26 +119,23 @@ class _Main(click.Group):
 
 
 @contextmanager
-def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int, str], None] | None]:
-    """A progress bar on stderr (only when it is a terminal and ``enabled``)."""
+def _progress(enabled: bool, label: str) -> Iterator[ProgressListener | None]:
+    """A status line on stderr (tensors, bytes, rate, ETA), only when stderr is a terminal
+    and ``enabled``."""
     if not (enabled and sys.stderr.isatty()):
         yield None
         return
-    bar: Any = None
-
-    def update(done: int, total: int, name: str) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = click.progressbar(length=total, label=label, file=sys.stderr,
-                                    show_pos=True, item_show_func=lambda _: None)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-
+    display = TerminalProgress(sys.stderr, label)
     try:
-        yield update
+        yield display
     finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+        display.close()
+
+
+_WORKERS = click.option(
+    "--workers", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Worker processes coding tensors in parallel [default: the available cores, "
+         f"here {available_cores()}]; the output is the same for any N.")
 
 
 def _human(n: float) -> str:
@@ -240,21 +240,27 @@ def main() -> None:
               help="Replace OUTPUT if it is an existing regular file (it keeps its permissions; "
                    "devices, FIFOs, directories and symbolic links are never replaced).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print nothing on success (and no progress line).")
+@_WORKERS
 def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | None,
-         deadzone: float | None, force: bool, as_json: bool, quiet: bool) -> None:
+         deadzone: float | None, force: bool, as_json: bool, quiet: bool,
+         workers: int | None) -> None:
     """Pack the ONNX file MODEL into an .onnxz file.
 
     By default weight tensors (Conv/Gemm/MatMul/RNN weights, embedding tables) are
     quantized with a dead-zone uniform quantizer and entropy-coded; everything else
     (biases, normalization parameters, shapes, small tensors) is stored losslessly.
+
+    A model with external data (weights in files beside the .onnx) is read one tensor at a
+    time. On a terminal a progress line shows tensors and bytes done, rate and time left.
     """
     if lossless and (step_rel is not None or deadzone is not None):
         _fail("--lossless cannot be combined with --step-rel or --deadzone")
     output = output or model.with_suffix(".onnxz")
     with _errors_as_one_line(), _progress(not (quiet or as_json), "packing") as progress:
         info = onnxz.save(model, output, lossless=lossless, step_rel=step_rel,
-                          deadzone=deadzone, force=force, progress=progress)
+                          deadzone=deadzone, force=force, progress=progress, workers=workers)
     if as_json:
         _echo(_json(info.to_dict()))
     elif not quiet:
@@ -267,24 +273,42 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
               callback=_not_stdout, help="Output .onnx file [default: PACKED with suffix .onnx].")
 @click.option("--force", is_flag=True,
               help="Replace OUTPUT if it is an existing regular file (it keeps its permissions).")
-@click.option("--external-data", is_flag=True,
-              help="Write weights to OUTPUT.data beside the model (automatic above 2 GiB).")
+@click.option("--external-data", "external_data", is_flag=False, flag_value="", default=None,
+              metavar="[FILE]",
+              help="Write the weights (tensors of 1 KiB or more) to an external data file beside "
+                   "the model: FILE, relative to OUTPUT's folder [default: OUTPUT.data]. "
+                   "Automatic when the model would pass protobuf's 2 GiB limit. Give FILE as "
+                   "--external-data=FILE.")
 @click.option("--max-output-size", type=_ByteSize(), default=None, metavar="SIZE",
               help="Refuse a file that would decode to more than SIZE bytes (K, M, G, T: "
                    "powers of 1024) [default: the larger of this machine's memory and 1000 × "
                    "the file's size]. A guard against tiny files that claim huge tensors.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def unpack(packed: Path, output: Path | None, force: bool, external_data: bool,
-           max_output_size: int | None, quiet: bool) -> None:
-    """Decode the .onnxz file PACKED back into a runnable ONNX model."""
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print nothing on success (and no progress line).")
+@_WORKERS
+def unpack(packed: Path, output: Path | None, force: bool, external_data: str | None,
+           max_output_size: int | None, quiet: bool, workers: int | None) -> None:
+    """Decode the .onnxz file PACKED back into a runnable ONNX model.
+
+    Tensors are decoded and written one at a time, so memory holds about one tensor per
+    worker plus the graph; on a terminal a progress line shows tensors and bytes done,
+    rate and time left.
+    """
     output = output or packed.with_suffix(".onnx")
     limits = None if max_output_size is None else onnxz.ReadLimits(
         max_output_size=max_output_size)
-    with _errors_as_one_line():
-        out = onnxz.unpack(packed, output, force=force, external_data=external_data or None,
-                           limits=limits)
+    named = external_data or None  # "" when --external-data has no FILE
+    started = time.time()
+    with _errors_as_one_line(), _progress(not quiet, "unpacking") as progress:
+        out = onnxz.unpack(packed, output, force=force,
+                           external_data=True if external_data is not None else None,
+                           external_data_file=named, limits=limits, workers=workers,
+                           progress=progress)
     if not quiet:
-        _echo(f"{out}: {_human(out.stat().st_size)}")
+        data = out.parent / named if named else out.with_name(out.name + ".data")
+        written = data.exists() and data.stat().st_mtime >= started - 1
+        extra = f" + {data}: {_human(data.stat().st_size)}" if written else ""
+        _echo(f"{out}: {_human(out.stat().st_size)}{extra}")
 
 
 @main.command()
