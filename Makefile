@@ -34,6 +34,7 @@ $(BENCH_STAMP): pyproject.toml
 
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python tools/bench_compression.py --markdown
+	$(BENCH_VENV)/bin/python tools/bench_speed.py --large --markdown
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache
