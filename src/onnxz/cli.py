@@ -119,13 +119,14 @@ class _Main(click.Group):
 
 
 @contextmanager
-def _progress(enabled: bool, label: str) -> Iterator[ProgressListener | None]:
-    """A status line on stderr (tensors, bytes, rate, ETA), only when stderr is a terminal
-    and ``enabled``."""
+def _progress(enabled: bool, label: str, unit: str = "tensors"
+              ) -> Iterator[ProgressListener | None]:
+    """A status line on stderr (items done, bytes, rate, ETA), only when stderr is a
+    terminal and ``enabled``."""
     if not (enabled and sys.stderr.isatty()):
         yield None
         return
-    display = TerminalProgress(sys.stderr, label)
+    display = TerminalProgress(sys.stderr, label, unit)
     try:
         yield display
     finally:
@@ -470,7 +471,7 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
     if inputs is not None and generator_options:
         _fail("--samples, --seed, --dim and --int-range apply to generated inputs only, "
               "not with --inputs")
-    with _errors_as_one_line(), _progress(True, "verifying") as progress:
+    with _errors_as_one_line(), _progress(True, "verifying", "samples") as progress:
         thresholds = Thresholds(min_snr_db=min_snr, min_cosine=min_cosine, min_top1=min_top1,
                                 noise_floor=noise_floor)
         source = inputs if inputs is not None else onnxz.GeneratedInputs(

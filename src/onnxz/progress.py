@@ -60,15 +60,15 @@ def human_bytes(n: float) -> str:
 
 
 class TerminalProgress(ProgressListener):
-    """One status line, rewritten in place: label, tensors, bytes, rate, time left.
+    """One status line, rewritten in place: label, items (``unit``), bytes, rate, time left.
 
     ``packing  12/24 tensors  1.5 GB/3.0 GB  85.3 MB/s  ETA 0:18``; redrawn at most
     ``per_second`` times a second; :meth:`close` ends the line.
     """
 
-    def __init__(self, stream: IO[str], label: str, per_second: float = 8.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.stream, self.label, self.clock = stream, label, clock
+    def __init__(self, stream: IO[str], label: str, unit: str = "tensors",
+                 per_second: float = 8.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream, self.label, self.unit, self.clock = stream, label, unit, clock
         self.interval = 1.0 / per_second
         self.started = clock()
         self.last_draw = -float("inf")
@@ -89,7 +89,7 @@ class TerminalProgress(ProgressListener):
 
     def line(self, u: ProgressUpdate, elapsed: float) -> str:
         """The status text for ``u`` after ``elapsed`` seconds."""
-        parts = [self.label, f"{u.tensors_done}/{u.tensors_total} tensors"]
+        parts = [self.label, f"{u.tensors_done}/{u.tensors_total} {self.unit}"]
         if u.bytes_total:
             parts.append(f"{human_bytes(u.bytes_done)}/{human_bytes(u.bytes_total)}")
             if elapsed > 0 and u.bytes_done:
