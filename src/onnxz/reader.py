@@ -148,7 +148,7 @@ class Reader:
         owners: deque[list[int]] = deque()
         with WorkerPool(workers) as pool:
             current, buffer, filled = -1, np.empty(0), 0
-            for arrays in pool.map(decode_chunks, self._tasks(entries, owners)):
+            for arrays in pool.map(decode_chunks, self._tasks(entries, owners, workers > 1)):
                 for index, part in zip(owners.popleft(), arrays, strict=True):
                     entry = entries[index]
                     if part.size == entry.element_count:  # the whole tensor in one job
@@ -162,15 +162,16 @@ class Reader:
                     if filled == entry.element_count:
                         yield entry, _checked(entry, buffer)
 
-    def _tasks(self, entries: list[TensorEntry], owners: deque[list[int]]
+    def _tasks(self, entries: list[TensorEntry], owners: deque[list[int]], split: bool
                ) -> Iterator[tuple[DecodeJob, ...]]:
-        """Jobs grouped into tasks of about TASK_ELEMENTS elements; ``owners`` gets, per task,
-        the entry index of each of its jobs."""
+        """Jobs grouped into tasks of about TASK_ELEMENTS elements (a tensor is cut into
+        several jobs only if ``split``); ``owners`` gets, per task, the entry index of each
+        of its jobs."""
         jobs: list[DecodeJob] = []
         indices: list[int] = []
         size = 0
         for index, entry in enumerate(entries):
-            groups = _chunk_groups(entry) or [()]  # an empty tensor: one empty job
+            groups = (_chunk_groups(entry) if split else [entry.chunks]) or [()]  # () if empty
             for group in groups:
                 jobs.append(DecodeJob(
                     entry.name, entry.codec, entry.params, entry.dtype,
