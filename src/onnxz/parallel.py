@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import sys
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -70,19 +72,21 @@ class WorkerPool:
     def __enter__(self) -> WorkerPool:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        if exc_type is not None:
+            # Interrupted or failed: stop the workers now rather than let them finish
+            # tasks nobody will read (they hold nothing that needs cleaning up).
+            for process in list(getattr(executor, "_processes", {}).values()):
+                process.terminate()
+        executor.shutdown(wait=True, cancel_futures=True)
 
     def _start(self) -> ProcessPoolExecutor:
         if self._executor is None:
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context(
-                "forkserver" if "forkserver" in methods else "spawn")
-            if context.get_start_method() == "forkserver":
-                context.set_forkserver_preload(["onnxz.parallel"])  # workers start warm
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=_context(),
+                                                 initializer=_ignore_interrupts)
         return self._executor
 
     def map(self, fn: Callable[[T], R], tasks: Iterable[T], in_flight: int | None = None
@@ -106,6 +110,20 @@ class WorkerPool:
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """Workers are forked where the platform can (Linux): they start at once, and a calling
+    script needs no ``if __name__ == "__main__"`` guard (spawned workers re-run it). They
+    run only numpy, constriction and zstd code, which keep no locks across a fork."""
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def _ignore_interrupts() -> None:
+    """In a worker: Ctrl-C is for the main process, which stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _result(future: Future[R]) -> R:
