@@ -348,3 +348,18 @@ def test_a_large_constant_tensor_packs_in_a_few_times_its_size(tmp_path):
     grew = _growth("pack", str(model), str(tmp_path / "z.onnxz"), "lossy")
     assert grew < 6 * 4 * n, grew
     assert (tmp_path / "z.onnxz").stat().st_size < 100_000
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_an_interrupted_parallel_pack_leaves_nothing_and_stops_its_workers(
+        ext_model, tmp_path, parallel_always, error):
+    import multiprocessing
+
+    def progress(done, total, name):
+        if done == 2:
+            raise error("stop")
+
+    with pytest.raises(error):
+        onnxz.save(ext_model, tmp_path / "m.onnxz", workers=2, progress=progress)
+    assert list(tmp_path.iterdir()) == []
+    assert multiprocessing.active_children() == []
