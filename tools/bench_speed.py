@@ -301,7 +301,7 @@ def _check_exact(src: Path, restored: Path, method: str) -> None:
                 t.slot.tensor.name for t in back.tensors]:
             raise RuntimeError(f"{method}: not the same tensors")
         for a, b in zip(original.tensors, back.tensors, strict=True):  # one at a time
-            if a.payload.read().tobytes() != b.payload.read().tobytes():
+            if a.payload().read().tobytes() != b.payload().read().tobytes():
                 raise RuntimeError(f"{method}: {a.slot.tensor.name} not restored bit-exactly")
     elif restored.read_bytes() != src.read_bytes():
         raise RuntimeError(f"{method}: the .onnx was not restored exactly")

@@ -116,16 +116,16 @@ def _write_tensors(source: ModelFile, writer: ContainerWriter, opts: PackOptions
                    progress: Progress | None) -> list[TensorEntry]:
     """Encode every stored tensor (in walk order, ``workers`` at a time), write its chunks,
     and empty its slot in ``source.proto``; small external payloads move inline."""
-    stored = [t for t in source.tensors if t.payload.nbytes >= opts.inline_max_bytes]
+    stored = [t for t in source.tensors if t.nbytes >= opts.inline_max_bytes]
     for t in source.tensors:
-        if t.payload.nbytes < opts.inline_max_bytes and t.payload.file is not None:
+        if t.nbytes < opts.inline_max_bytes and t.external is not None:
             _make_internal(t.slot.tensor)
-            put_payload(t.slot.tensor, t.payload.read())
-    total_bytes = sum(t.payload.nbytes for t in stored)
+            put_payload(t.slot.tensor, t.external.read())
+    total_bytes = sum(t.nbytes for t in stored)
     if total_bytes < PARALLEL_MIN_BYTES:
         workers = 1
-    jobs = (EncodeJob(t.payload, opts.codec_for(t.slot, t.etype, t.payload.count),
-                      opts.chunk_elements) for t in stored)
+    jobs = (EncodeJob(t.payload(), opts.codec_for(t.slot, t.etype, t.count), opts.chunk_elements)
+            for t in stored)
     entries = []
     done_bytes = 0
     with WorkerPool(workers) as pool:
@@ -147,7 +147,7 @@ def _write_tensors(source: ModelFile, writer: ContainerWriter, opts: PackOptions
             writer.require_minor(encoded.format_minor)
             take_payload(tensor)
             _make_internal(tensor)
-            done_bytes += t.payload.nbytes
+            done_bytes += t.nbytes
             notify(progress, ProgressUpdate(done, len(stored), done_bytes, total_bytes,
                                             tensor.name))
     return entries

@@ -94,11 +94,26 @@ class Payload:
 @dataclass(frozen=True)
 class ModelTensor:
     """One tensor payload of the model: its slot (path, proto, weight or not), its element
-    type, and where its bytes are."""
+    type, and its external data (None when the payload is inside the proto)."""
 
     slot: TensorSlot
     etype: ElementType
-    payload: Payload
+    external: Payload | None = None
+
+    @property
+    def count(self) -> int:
+        return element_count(self.slot.tensor)
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.etype.width
+
+    def payload(self) -> Payload:
+        """Where the elements are; an inline payload is copied out of the proto only now
+        (protobuf hands out a new copy of ``raw_data`` each time it is read)."""
+        if self.external is not None:
+            return self.external
+        return Payload.inline(read_payload(self.slot.tensor, self.etype), self.etype.name)
 
 
 @dataclass
@@ -147,7 +162,7 @@ def open_model(model: onnx.ModelProto | str | os.PathLike) -> ModelFile:
     if missing:
         raise InvalidModelError(f"{path}: not an ONNX model (no {' and no '.join(missing)})")
     tensors = _tensors(proto, path.parent)
-    data_files = sorted({Path(t.payload.file) for t in tensors if t.payload.file})
+    data_files = sorted({Path(t.external.file) for t in tensors if t.external and t.external.file})
     return ModelFile(proto, path, tensors, [path, *data_files])
 
 
@@ -165,10 +180,9 @@ def _tensors(proto: onnx.ModelProto, base: Path | None) -> list[ModelTensor]:
             continue
         if external:
             assert base is not None
-            payload = _external_payload(tensor, etype, base)
+            found.append(ModelTensor(slot, etype, _external_payload(tensor, etype, base)))
         else:
-            payload = Payload.inline(read_payload(tensor, etype), etype.name)
-        found.append(ModelTensor(slot, etype, payload))
+            found.append(ModelTensor(slot, etype))
     return found
 
 
