@@ -363,3 +363,11 @@ def test_an_interrupted_parallel_pack_leaves_nothing_and_stops_its_workers(
         onnxz.save(ext_model, tmp_path / "m.onnxz", workers=2, progress=progress)
     assert list(tmp_path.iterdir()) == []
     assert multiprocessing.active_children() == []
+
+
+def test_verify_an_external_data_model(ext_model, tmp_path):
+    packed = tmp_path / "m.onnxz"
+    onnxz.save(ext_model, packed, lossless=True)
+    report = onnxz.verify(ext_model, packed, onnxz.GeneratedInputs(samples=2))
+    assert report.passed and report.error is None
+    assert all(o.snr_db == float("inf") for o in report.outputs)
