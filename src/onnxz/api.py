@@ -298,7 +298,7 @@ def _external_data_file(out: Path, external_data: bool | None, named: Path | Non
     if external_data is None and named is None:
         decoded = sum(e.element_count * BY_NAME[e.dtype].width for e in reader.entries)
         overhead = 64 * len(reader.entries) + (1 << 20)  # tags and lengths, generously
-        external_data = reader.info.graph_raw_bytes + decoded + overhead >= PROTOBUF_LIMIT
+        external_data = reader.graph_raw_bytes + decoded + overhead >= PROTOBUF_LIMIT
     if external_data is False or (external_data is None and named is None):
         return None
     if named is None:

@@ -11,6 +11,7 @@ it is returned. Decoding many chunks uses worker processes (:mod:`onnxz.parallel
 
 from __future__ import annotations
 
+import functools
 import os
 import zlib
 from collections import deque
@@ -55,8 +56,6 @@ class Reader:
             if entry.dtype not in BY_NAME:
                 self.close()
                 raise FormatError(f"tensor {entry.name!r}: unknown dtype {entry.dtype!r}")
-        self.info = ContainerInfo.from_index(str(self.path), self._container.file_size,
-                                             self._container.index)
 
     def close(self) -> None:
         self._container.close()
@@ -66,6 +65,17 @@ class Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @functools.cached_property
+    def info(self) -> ContainerInfo:
+        """What :func:`onnxz.info` reports on this file."""
+        return ContainerInfo.from_index(str(self.path), self._container.file_size,
+                                        self._container.index)
+
+    @property
+    def graph_raw_bytes(self) -> int:
+        """Size of the serialized graph (the ModelProto without the stored payloads)."""
+        return self._container.index.graph.raw_length
 
     @property
     def tensors(self) -> tuple[TensorInfo, ...]:
