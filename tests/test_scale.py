@@ -371,3 +371,15 @@ def test_verify_an_external_data_model(ext_model, tmp_path):
     report = onnxz.verify(ext_model, packed, onnxz.GeneratedInputs(samples=2))
     assert report.passed and report.error is None
     assert all(o.snr_db == float("inf") for o in report.outputs)
+
+
+def test_info_and_the_tensor_list_read_no_chunk(ext_model, tmp_path, monkeypatch):
+    """`onnxz info` stays fast on a multi-GB file: it reads the index, no chunk."""
+    packed = tmp_path / "m.onnxz"
+    onnxz.save(ext_model, packed)
+
+    def no_chunks(*args):
+        raise AssertionError("a chunk was read")
+
+    monkeypatch.setattr(ContainerReader, "chunk_bytes", no_chunks)
+    assert len(onnxz.info(packed).tensors) == len(onnxz.open(packed).tensors) > 10
