@@ -33,7 +33,7 @@ from onnxz.codecs.base import Chunk
 from onnxz.codecs.lossless import LosslessCodec
 from onnxz.container import split_parts
 from onnxz.dtypes import BY_NAME
-from onnxz.errors import FormatError, OnnxzError, WorkerError
+from onnxz.errors import CorruptDataError, FormatError, OnnxzError, WorkerError
 from onnxz.modelio import Payload
 
 T = TypeVar("T")
@@ -179,13 +179,15 @@ def encode_tensor(job: EncodeJob) -> EncodedResult:
 @dataclass(frozen=True)
 class DecodeJob:
     """Consecutive chunks of one tensor: each chunk's stored bytes (CRC already checked),
-    part sizes and element count."""
+    part sizes and element count. ``crc32``, when the chunks are the whole tensor, is the
+    decoded tensor's CRC-32, checked where it is decoded."""
 
     name: str
     codec: str
     params: Mapping[str, Any]
     dtype: str
     chunks: tuple[tuple[bytes, tuple[int, ...], int], ...]
+    crc32: int | None = None
 
     @property
     def count(self) -> int:
@@ -213,4 +215,6 @@ def _decode_job(job: DecodeJob) -> np.ndarray:
         raise type(exc)(f"tensor {job.name!r}: {exc}") from exc
     except (ValueError, TypeError, OverflowError, IndexError, KeyError) as exc:
         raise FormatError(f"tensor {job.name!r}: malformed {job.codec} stream ({exc})") from exc
+    if job.crc32 is not None and zlib.crc32(values.view(np.uint8)) & 0xFFFFFFFF != job.crc32:
+        raise CorruptDataError(f"tensor {job.name!r}: decoded tensor checksum mismatch")
     return values

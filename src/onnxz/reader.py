@@ -161,8 +161,8 @@ class Reader:
             for arrays in pool.map(decode_chunks, self._tasks(entries, owners, workers > 1)):
                 for index, part in zip(owners.popleft(), arrays, strict=True):
                     entry = entries[index]
-                    if part.size == entry.element_count:  # the whole tensor in one job
-                        yield entry, _checked(entry, part)
+                    if part.size == entry.element_count:  # one job, CRC checked by it
+                        yield entry, part
                         continue
                     if index != current:
                         current, filled = index, 0
@@ -186,7 +186,8 @@ class Reader:
                 jobs.append(DecodeJob(
                     entry.name, entry.codec, entry.params, entry.dtype,
                     tuple((self._container.chunk_bytes(c, entry.name), c.sizes, c.count)
-                          for c in group)))
+                          for c in group),
+                    entry.crc32 if len(groups) == 1 else None))
                 indices.append(index)
                 size += jobs[-1].count
                 if size >= TASK_ELEMENTS:
@@ -209,7 +210,9 @@ def _chunk_groups(entry: TensorEntry) -> list[tuple]:
         if size >= TASK_ELEMENTS:
             groups.append(tuple(group))
             group, size = [], 0
-    if group:
+    if group and groups and size == 0:  # empty chunks at the end join the last group,
+        groups[-1] += tuple(group)      # so every group decodes some elements
+    elif group:
         groups.append(tuple(group))
     return groups
 
