@@ -62,12 +62,12 @@ def test_external_data_model_packs_and_unpacks_bit_exactly(ext_model, tmp_path):
 def test_unpack_names_the_external_data_file(ext_model, tmp_path):
     packed = tmp_path / "m.onnxz"
     onnxz.save(ext_model, packed)
-    onnxz.unpack(packed, tmp_path / "u.onnx", external_data="weights.bin")
+    onnxz.unpack(packed, tmp_path / "u.onnx", external_data_file="weights.bin")
     locations = {e.value for t in onnx.load(str(tmp_path / "u.onnx"), load_external_data=False)
                  .graph.initializer for e in t.external_data if e.key == "location"}
     assert locations == {"weights.bin"}
     with pytest.raises(onnxz.OutputPathError, match="output's folder"):
-        onnxz.unpack(packed, tmp_path / "v.onnx", external_data=tmp_path.parent / "w.bin")
+        onnxz.unpack(packed, tmp_path / "v.onnx", external_data_file=tmp_path.parent / "w.bin")
 
 
 def test_unpack_goes_external_automatically_past_the_protobuf_limit(ext_model, tmp_path,

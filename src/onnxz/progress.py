@@ -82,10 +82,17 @@ class TerminalProgress(ProgressListener):
             return
         self.last_draw = now
         line = self.line(update, now - self.started)
-        self.stream.write("\r" + line.ljust(self.width))
-        self.stream.flush()
+        self._write("\r" + line.ljust(self.width))
         self.width = max(self.width, len(line))
         self.drawn = True
+
+    def _write(self, text: str) -> None:
+        """Progress is a courtesy: a terminal that went away must not stop the work."""
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.interval = float("inf")
 
     def line(self, u: ProgressUpdate, elapsed: float) -> str:
         """The status text for ``u`` after ``elapsed`` seconds."""
@@ -102,8 +109,7 @@ class TerminalProgress(ProgressListener):
 
     def close(self) -> None:
         if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+            self._write("\n")
 
 
 def _clock(seconds: float) -> str:
