@@ -122,8 +122,7 @@ def _write_tensors(source: ModelFile, writer: ContainerWriter, opts: PackOptions
             _make_internal(t.slot.tensor)
             put_payload(t.slot.tensor, t.external.read())
     total_bytes = sum(t.nbytes for t in stored)
-    if total_bytes < PARALLEL_MIN_BYTES:
-        workers = 1
+    workers = 1 if total_bytes < PARALLEL_MIN_BYTES else min(workers, len(stored))
     jobs = (EncodeJob(t.payload(), opts.codec_for(t.slot, t.etype, t.count), opts.chunk_elements)
             for t in stored)
     entries = []

@@ -307,8 +307,10 @@ def unpack(packed: Path, output: Path | None, force: bool, external_data: str | 
                            progress=progress)
     if not quiet:
         data = out.parent / named if named else out.with_name(out.name + ".data")
-        written = data.exists() and data.stat().st_mtime >= started - 1
-        extra = f" + {data}: {_human(data.stat().st_size)}" if written else ""
+        extra = ""
+        with contextlib.suppress(OSError):  # e.g. OUTPUT.data would be a name too long
+            if data.stat().st_mtime >= started - 1:  # written now, not a stale one
+                extra = f" + {data}: {_human(data.stat().st_size)}"
         _echo(f"{out}: {_human(out.stat().st_size)}{extra}")
 
 

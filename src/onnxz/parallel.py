@@ -122,8 +122,13 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 def _ignore_interrupts() -> None:
-    """In a worker: Ctrl-C is for the main process, which stops the workers itself."""
+    """In a worker: Ctrl-C is for the main process, which stops the workers itself; a
+    SIGTERM or SIGHUP (the main process's way of stopping them) ends a worker at once,
+    whatever handler it inherited from the main process by the fork."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for stop in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if stop is not None:
+            signal.signal(stop, signal.SIG_DFL)
 
 
 def _result(future: Future[R]) -> R:
