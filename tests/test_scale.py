@@ -383,3 +383,13 @@ def test_info_and_the_tensor_list_read_no_chunk(ext_model, tmp_path, monkeypatch
 
     monkeypatch.setattr(ContainerReader, "chunk_bytes", no_chunks)
     assert len(onnxz.info(packed).tensors) == len(onnxz.open(packed).tensors) > 10
+
+
+def test_every_valid_vector_decodes_the_same_with_workers(parallel_always):
+    """Chunks of 0 elements, tables, escapes: split across workers, the same values."""
+    manifest = json.loads((ROOT / "tests" / "vectors" / "manifest.json").read_text())
+    valid = [v["file"] for v in manifest["vectors"].values() if "error" not in v]
+    assert len(valid) > 20
+    for name in valid:
+        path = ROOT / "tests" / "vectors" / name
+        assert onnxz.load(path, workers=2) == onnxz.load(path, workers=1), name
