@@ -199,12 +199,21 @@ def child(method: str, step: str, src: Path, dst: Path, repeat: int) -> dict[str
         else:
             raise ValueError(method)
 
-    best = math.inf
+    best, best_cpu = math.inf, math.inf
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         action()
         best = min(best, time.perf_counter() - start)
-    return {"seconds": best}
+        best_cpu = min(best_cpu, _cpu_seconds() - cpu)
+    return {"seconds": best, "cpu_seconds": best_cpu}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished worker processes."""
+    import resource
+
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 # --------------------------------------------------------------------------- driver
@@ -216,6 +225,8 @@ class Run:
     size: int | None = None
     encode_s: float | None = None
     decode_s: float | None = None
+    encode_cpu_s: float | None = None
+    decode_cpu_s: float | None = None
     encode_rss: int | None = None
     decode_rss: int | None = None
     note: str = ""
@@ -230,15 +241,15 @@ class ModelRuns:
 
 
 def _run_child(method: str, step: str, src: Path, dst: Path, repeat: int
-               ) -> tuple[float, int] | str:
+               ) -> tuple[float, float, int] | str:
     with tempfile.NamedTemporaryFile("w+", suffix=".json") as report:
         argv = [sys.executable, str(Path(__file__).resolve()), "--child", method, step,
                 str(src), str(dst), "--repeat", str(repeat), "--child-report", report.name]
         done = measure(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if done.returncode != 0:
             return f"{step} failed (exit {done.returncode})"
-        seconds = json.loads(Path(report.name).read_text())["seconds"]
-    return seconds, done.peak_rss
+        timing = json.loads(Path(report.name).read_text())
+    return timing["seconds"], timing["cpu_seconds"], done.peak_rss
 
 
 def _weight_elements(src: Path) -> int:
@@ -271,15 +282,16 @@ def bench_model(name: str, src: Path, work: Path, repeat: int, skip: set[str],
             run.note = got
             shutil.rmtree(folder)
             continue
-        run.encode_s, run.encode_rss = got
+        run.encode_s, run.encode_cpu_s, run.encode_rss = got
         run.size = sum(p.stat().st_size for p in folder.iterdir())
         restored = folder / "restored" / "model.onnx"
         restored.parent.mkdir()
         got = _run_child(method, "decode", encoded, restored, reps)
         if isinstance(got, str):
             run.note = got
+            run.decode_s = None
         else:
-            run.decode_s, run.decode_rss = got
+            run.decode_s, run.decode_cpu_s, run.decode_rss = got
             if method.startswith("onnxz_lossless") or method.startswith("zstd") or (
                     method == "zipnn"):
                 _check_exact(src, restored, method)
@@ -312,19 +324,21 @@ def _mbps(mb: float, seconds: float | None) -> str:
 
 def table(results: list[ModelRuns], markdown: bool) -> str:
     header = ["model", "method", "size (×)", "encode MB/s", "decode MB/s", "decode ÷ zstd -3",
-              "enc peak RSS MB", "dec peak RSS MB"]
+              "decode MB/CPU-s", "enc peak RSS MB", "dec peak RSS MB"]
     rows = []
     for r in results:
         base = r.runs["zstd3"].decode_s
         for method in METHODS:
             run = r.runs[method]
             if run.size is None:
-                rows.append([r.name, LABELS[method], run.note or "n/a", "", "", "", "", ""])
+                rows.append([r.name, LABELS[method], run.note or "n/a", *[""] * 6])
                 continue
             ratio = (f"{base / run.decode_s:.3f}×" if base and run.decode_s else "n/a")
             rows.append([
                 r.name, LABELS[method], f"{run.size:,} ({r.original / run.size:.2f}×)",
-                _mbps(r.weight_mb, run.encode_s), _mbps(r.weight_mb, run.decode_s), ratio,
+                _mbps(r.weight_mb, run.encode_s),
+                _mbps(r.weight_mb, run.decode_s) if run.decode_s else run.note or "n/a",
+                ratio, _mbps(r.weight_mb, run.decode_cpu_s),
                 f"{run.encode_rss / 2**20:.0f}" if run.encode_rss else "n/a",
                 f"{run.decode_rss / 2**20:.0f}" if run.decode_rss else "n/a",
             ])
@@ -400,11 +414,15 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_model(name, src, work, args.repeat, skip, zipnn_ok))
     print("Encode and decode speed (MB/s of float32 weights), size and peak memory:\n")
     print(table(results, args.markdown))
-    print("\nDecode = encoded file back to model files on disk; MB/s count 4 bytes per stored "
-          "tensor element for every method. Peak RSS includes the interpreter and imports "
-          "and all worker processes. Small models (< 16 MB of tensors) are decoded and "
-          "encoded by onnxz in one process whatever --workers says. The machine may be "
-          "shared: compare within one run.")
+    print("\nDecode = encoded file back to model files on disk (onnxruntime int8: reading the "
+          "int8 model, which needs no decoding); MB/s count 4 bytes per stored tensor element "
+          "for every method. MB/CPU-s divides by the CPU time of the process and its workers "
+          "(user + system): the speed per core, little affected by other load. Peak RSS is "
+          "the largest sum over the process and its workers, sampled every 10 ms, imports "
+          "included. Small models (< 16 MB of tensors) are coded by onnxz in one process "
+          "whatever --workers says. On a shared machine (Linux autogroups give each session "
+          "a share of the CPU however many processes it runs) 2 workers cannot show their "
+          "speedup in wall time: compare within one run, and MB/CPU-s.")
     if args.json:
         args.json.write_text(json.dumps(
             {"models": [asdict(r) for r in results], "labels": LABELS}, indent=2) + "\n")

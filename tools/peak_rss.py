@@ -3,7 +3,8 @@
 
 Two figures: ``peak_rss`` is the largest sum of the resident set sizes of the process and
 all its descendants, sampled every ``interval`` seconds from /proc (Linux); ``max_rss`` is
-the kernel's exact peak of the main process alone (``wait4``). Both in bytes.
+the kernel's peak of the main process alone (``wait4``), which on Linux starts from the
+parent's size at the fork, so it says little when the parent is large. Both in bytes.
 
 Usage::
 
@@ -64,7 +65,7 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def measure(argv: list[str], interval: float = 0.02, **popen: object) -> Measured:
+def measure(argv: list[str], interval: float = 0.01, **popen: object) -> Measured:
     """Run ``argv`` to completion and measure it."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, **popen)  # type: ignore[call-overload]
@@ -78,7 +79,7 @@ def measure(argv: list[str], interval: float = 0.02, **popen: object) -> Measure
     seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     max_rss = usage.ru_maxrss * 1024  # kilobytes on Linux
-    return Measured(proc.returncode, seconds, max(peak, max_rss), max_rss)
+    return Measured(proc.returncode, seconds, peak, max_rss)
 
 
 def main(argv: list[str] | None = None) -> int:
