@@ -4,12 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench corpus clean
+.PHONY: demo test lint bench bench-lossless corpus clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,examples]"
+	$(PY) -m pip install --quiet -e ".[test,examples,analysis,plot,dask]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,6 +35,10 @@ $(BENCH_STAMP): pyproject.toml
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python tools/bench_compression.py --markdown
 	$(BENCH_VENV)/bin/python tools/bench_speed.py --large --markdown
+
+# Lossless only: sizes per dtype (also the corpus cast to bfloat16/float16) and decode speed.
+bench-lossless: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python tools/bench_lossless.py --markdown $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache

@@ -1,4 +1,5 @@
-"""An independent onnxz 1.0 decoder, written from SPEC.md alone.
+"""An independent onnxz 1.x decoder (1.0, and the 1.1 codecs mulaw and minifloat), written
+from SPEC.md alone.
 
 It imports nothing from onnxz: only the standard library, onnx (to parse the graph
 section's ModelProto), zstandard and msgpack (the section formats SPEC.md names). Every
@@ -458,6 +459,10 @@ def _decode_tensor(data: bytes, t: TensorRef) -> bytes:
         decode_chunk = _lossless_decoder(t.params, dtype)
     elif t.codec == "deadzone":
         decode_chunk = _deadzone_decoder(t.params, dtype)
+    elif t.codec == "mulaw":
+        decode_chunk = _mulaw_decoder(t.params, dtype)
+    elif t.codec == "minifloat":
+        decode_chunk = _minifloat_decoder(t.params, dtype)
     else:
         raise FormatError(f"tensor {t.name!r}: codec {t.codec!r} is not known to this reader")
     out = b""
@@ -520,6 +525,9 @@ def _lossless_decoder(params: dict, dtype: DType) -> ChunkDecode:
                 raise CorruptDataError("lossless: packed plane of the wrong length")
             if plane.method == "ans":
                 _check_stream(part, count)
+        parts = [_zstd_exact(part, count * -(-plane.bits // 8), "lossless zstd plane")
+                 if plane.method == "zstd" else part  # §6.5: its content, checked here
+                 for plane, part in zip(planes, parts, strict=True)]
         symbols, ended = zip(*(plane_symbols(plane, part, count)
                                for plane, part in zip(planes, parts, strict=True)), strict=True)
         if not all(ended):  # §10.2: after every plane's symbols were range-checked
@@ -539,6 +547,8 @@ def plane_symbols(plane: Plane, part: bytes, count: int) -> tuple[list[int], boo
         return values, ended
     if plane.method == "packed":
         return unpack_bits(part, plane.bits, count), True
+    if plane.method == "zstd":  # ``part`` is the frame's content here
+        return zstd_symbols(part, plane.bits, count), True
     return [plane.value] * count, True
 
 
@@ -546,8 +556,8 @@ def _parse_plane(p: Any, bits: int) -> Plane:
     method = _typed(p, "method", str)
     if method == "ans":
         return Plane("ans", bits, table=Table.parse(_typed(p, "table", dict)))
-    if method == "packed":
-        return Plane("packed", bits)
+    if method in ("packed", "zstd"):
+        return Plane(method, bits)
     if method == "constant":
         value = _typed(p, "value", int)
         if not 0 <= value < 1 << bits:
@@ -565,6 +575,16 @@ def unpack_bits(part: bytes, bits: int, count: int) -> list[int]:
             v = (v << 1) | ((part[k // 8] >> (7 - k % 8)) & 1)
         out.append(v)
     return out
+
+
+def zstd_symbols(content: bytes, bits: int, count: int) -> list[int]:
+    """§6.5: symbol j is bytes j·B .. j·B + B − 1 of the content, little-endian, B = ceil(b/8);
+    each MUST be below 2^b."""
+    size = -(-bits // 8)
+    values = [int.from_bytes(content[j * size:(j + 1) * size], "little") for j in range(count)]
+    if any(v >> bits for v in values):
+        raise FormatError("lossless: zstd plane symbol outside the plane's range")
+    return values
 
 
 def _join(dtype: DType, widths: list[int], planes: list[int]) -> bytes:
@@ -630,7 +650,7 @@ def _number(params: dict, key: str) -> float:
     value = params.get(key)
     if isinstance(value, float) or _is_int(value):
         return float(value)
-    raise FormatError(f"deadzone: {key!r} missing or not a number")
+    raise FormatError(f"{key!r} missing or not a number")
 
 
 def _reconstruct(q: int, step: float, deadzone: float, dtype: DType) -> bytes:
@@ -657,6 +677,69 @@ def to_dtype(r: float, dtype: DType) -> bytes:
         b = round_binary64(r, 8, 23)
         return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).to_bytes(2, "little")
     return round_binary64(r, dtype.e, dtype.m).to_bytes(dtype.width, "little")
+
+
+# --- codecs mulaw (§13) and minifloat (§14) -----------------------------------------------
+
+def _one_table_decoder(name: str, table: Table, value: Callable[[int], float], dtype: DType
+                       ) -> ChunkDecode:
+    """A chunk of one part, the ANS stream of its symbols (§13.1, §14.1), each symbol s
+    becoming the bytes of ``value(s)`` rounded to the dtype (§7.3)."""
+    if dtype.name not in QUANTIZABLE:
+        raise FormatError(f"{name}: cannot reconstruct into {dtype.name}")
+
+    def decode_chunk(parts: list[bytes], count: int) -> bytes:
+        if len(parts) != 1:
+            raise FormatError(f"{name}: a chunk has one part")
+        _check_stream(parts[0], count)
+        symbols, ended = ans_decode(parts[0], count, table)
+        if not ended:
+            raise CorruptDataError(f"{name}: ANS stream does not end in the initial state")
+        return b"".join(to_dtype(value(s), dtype) for s in symbols)
+    return decode_chunk
+
+
+def _mulaw_decoder(params: dict, dtype: DType) -> ChunkDecode:
+    scale, base = _number(params, "scale"), _number(params, "base")
+    if not (math.isfinite(scale) and scale > 0 and math.isfinite(base) and base > 1):
+        raise FormatError("mulaw: scale must be finite and > 0, base finite and > 1")
+    grid = _typed(params, "grid", str)
+    if grid not in ("midrise", "midtread"):
+        raise FormatError(f"mulaw: grid {grid!r} is not known to this reader")
+    table = Table.parse(_typed(params, "table", dict))
+    J = max(-table.offset, table.offset + len(table.F) - 1)
+    if J > 1 << 16:
+        raise FormatError("mulaw: symbols beyond ±2^16")
+    P = [1.0]  # §13.2: one binary64 multiplication per step, left to right
+    for _ in range(2 * J):
+        P.append(P[-1] * base)
+
+    def value(q: int) -> float:  # §13.3
+        if q == 0:
+            return 0.0
+        n = 2 * abs(q) - 1 if grid == "midrise" else 2 * abs(q)
+        v = P[n] - 1.0
+        r = scale * v
+        return -r if q < 0 else r
+    return _one_table_decoder("mulaw", table, value, dtype)
+
+
+def _minifloat_decoder(params: dict, dtype: DType) -> ChunkDecode:
+    p = _typed(params, "exponent_bits", int)
+    q = _typed(params, "mantissa_bits", int)
+    b = _typed(params, "bias", int)
+    if not (p >= 1 and q >= 0 and p + q <= 15 and b <= 1075 - q and (1 << p) - b <= 1024):
+        raise FormatError("minifloat: exponent_bits, mantissa_bits or bias out of range")
+    table = Table.parse(_typed(params, "table", dict))
+    if max(-table.offset, table.offset + len(table.F) - 1) > (1 << (p + q)) - 1:
+        raise FormatError("minifloat: symbols beyond ±(2^(p+q) − 1)")
+
+    def value(s: int) -> float:  # §14.2, §14.3: exact, so Python's ldexp is the value
+        m = abs(s)
+        e, f = m >> q, m & ((1 << q) - 1)
+        a = math.ldexp(f, 1 - b - q) if e == 0 else math.ldexp((1 << q) + f, e - b - q)
+        return -a if s < 0 else a
+    return _one_table_decoder("minifloat", table, value, dtype)
 
 
 def round_binary64(x: float, e: int, m: int) -> int:

@@ -11,7 +11,7 @@ import zstandard
 from onnxz.codecs import REGISTRY, DeadzoneCodec, LosslessCodec, NotQuantizable, ans
 from onnxz.codecs.base import BATCH
 from onnxz.codecs.deadzone import choose_range, dequantize, from_float64, quantize
-from onnxz.codecs.lossless import plane_layouts
+from onnxz.codecs.lossless import pack_bits, plane_layouts, split_planes, zstd_plane
 from onnxz.dtypes import BY_NAME
 from onnxz.errors import CorruptDataError, FormatError
 from onnxz.zstdframe import decompress_exact
@@ -147,7 +147,7 @@ def test_ans_stream_damage_is_an_onnxz_error():
 
 
 def test_registry_lists_every_codec_once():
-    assert set(REGISTRY) == {"lossless", "deadzone"}
+    assert set(REGISTRY) == {"lossless", "deadzone", "mulaw", "minifloat"}
     assert all(cls.codec_id == key for key, cls in REGISTRY.items())
 
 
@@ -299,3 +299,61 @@ def test_reconstruction_rounding_matches_the_reference():
     b = [round_binary64(float(v), 8, 23) for v in x]
     expected = [(v + 0x7FFF + ((v >> 16) & 1)) >> 16 for v in b]
     assert from_float64(x, BY_NAME["bfloat16"]).tolist() == expected
+
+
+def test_large_planes_go_to_zstd_small_ones_keep_ans():
+    """Big planes get the fast zstd method (format 1.1); a small tensor's exponents stay
+    ANS, where zstd's frame overhead would cost more than ANS's slower decoding."""
+    rng = np.random.default_rng(13)
+    big, _ = roundtrip(LosslessCodec(), rng.laplace(0, 0.02, 100_000).astype(np.float32),
+                       "float32")
+    assert [p["method"] for p in big.params["planes"]] == ["zstd", "packed", "packed", "packed"]
+    assert big.format_minor == 1
+    small, _ = roundtrip(LosslessCodec(), rng.laplace(0, 0.02, 64).astype(np.float32),
+                         "float32")
+    assert small.params["planes"][0]["method"] == "ans"
+    assert small.format_minor == 0
+
+
+def test_zstd_plane_symbols_outside_the_plane_are_a_format_error():
+    """float16's exponent plane has 5 bits: a zstd byte of 32 or more is out of range."""
+    etype = BY_NAME["float16"]
+    params = {"mode": "planes", "planes": [{"method": "zstd"}, {"method": "packed"},
+                                           {"method": "packed"}]}
+    parts = [zstandard.ZstdCompressor().compress(bytes([15, 32])), b"\0\0", b"\0"]
+    with pytest.raises(FormatError, match="5-bit"):
+        LosslessCodec.decoder(params, etype).decode_into(parts, np.empty(2, np.float16))
+
+
+@pytest.mark.parametrize(("frame_content", "count"), [(b"\x01" * 3, 2), (b"\x01", 2)])
+def test_zstd_plane_of_the_wrong_size_is_corrupt(frame_content, count):
+    params = {"mode": "planes", "planes": [{"method": "zstd"}]}
+    for write_size in (True, False):
+        frame = zstandard.ZstdCompressor(write_content_size=write_size).compress(frame_content)
+        with pytest.raises(CorruptDataError, match="zstd"):
+            LosslessCodec.decoder(params, BY_NAME["uint8"]).decode_into(
+                [frame], np.empty(count, np.uint8))
+
+
+def test_zstd_plane_of_2_byte_symbols_round_trips():
+    """float64 exponents are 11 bits: a zstd plane holds them as 2 little-endian bytes."""
+    etype = BY_NAME["float64"]
+    values = np.random.default_rng(14).laplace(0, 1, 3000)
+    planes = {"mode": "planes", "planes": [{"method": "zstd"}] + [{"method": "packed"}] * 7}
+    parts = [zstd_plane(p, lay.bits, 3) if i == 0 else pack_bits(p, lay.bits)
+             for i, (p, lay) in enumerate(zip(split_planes(values, etype),
+                                              plane_layouts(etype), strict=True))]
+    out = decode(LosslessCodec, planes, [(parts, values.size)], "float64")
+    assert out.tobytes() == values.tobytes()
+
+
+def test_zstd_plane_with_bytes_after_its_frame_is_corrupt():
+    """SPEC §1: the part is exactly one frame; the one-call fast path must not skip this."""
+    params = {"mode": "planes", "planes": [{"method": "zstd"}]}
+    frame = zstandard.ZstdCompressor().compress(bytes(range(200)))
+    decoder = LosslessCodec.decoder(params, BY_NAME["uint8"])
+    out = np.empty(200, np.uint8)
+    decoder.decode_into([frame], out)
+    assert out.tobytes() == bytes(range(200))
+    with pytest.raises(CorruptDataError, match="after the zstd frame"):
+        decoder.decode_into([frame + b"\0"], out)

@@ -130,15 +130,27 @@ def test_vectors_cover_every_feature():
                     seen.add(("method", plane["method"]))
                     if plane["method"] == "ans":
                         seen.update(("empty ans stream", c.sizes[k] == 0) for c in t.chunks)
+                    if plane["method"] == "zstd":
+                        width = reference_decoder.plane_widths(reference_decoder.DTYPES[t.dtype])
+                        seen.add(("zstd plane bytes", -(-width[k] // 8)))
+            elif t.codec == "mulaw":
+                seen.add(("mulaw grid", p["grid"]))
+            elif t.codec == "minifloat":
+                seen.add(("minifloat", p["exponent_bits"], p["mantissa_bits"]))
             else:
                 seen.add(("deadzone", p["deadzone"]))
                 seen.update(("escapes", p["escape"], c.sizes[1] > 0) for c in t.chunks)
     dtypes = set(reference_decoder.DTYPES)
     assert {("dtype", d) for d in dtypes} <= seen
     assert {("codec", "lossless", d) for d in dtypes} <= seen
-    assert {("codec", "deadzone", d) for d in reference_decoder.QUANTIZABLE} <= seen
+    assert {("codec", c, d) for d in reference_decoder.QUANTIZABLE
+            for c in ("deadzone", "mulaw", "minifloat")} <= seen
+    assert {("mulaw grid", "midrise"), ("mulaw grid", "midtread"), ("minifloat", 2, 1),
+            ("minifloat", 4, 3), ("minifloat", 5, 10), ("chunked", "mulaw", True),
+            ("chunked", "minifloat", True)} <= seen
     assert {("mode", "planes"), ("mode", "zstd"), ("method", "ans"), ("method", "packed"),
-            ("method", "constant"), ("empty ans stream", True)} <= seen
+            ("method", "constant"), ("empty ans stream", True), ("method", "zstd"),
+            ("zstd plane bytes", 1), ("zstd plane bytes", 2)} <= seen
     assert {("deadzone", 0.0), ("deadzone", 0.5), ("deadzone", 0.3), ("deadzone", 0.75)} <= seen
     assert {("escapes", True, True), ("escapes", True, False), ("escapes", False, False)} <= seen
     assert {("chunked", "lossless", True), ("chunked", "deadzone", True)} <= seen

@@ -45,7 +45,13 @@ import crafted  # noqa: E402
 import reference_decoder  # noqa: E402
 
 import onnxz  # noqa: E402
-from onnxz.codecs import ans  # noqa: E402
+from onnxz.codecs import (  # noqa: E402
+    DeadzoneCodec,
+    MinifloatCodec,
+    MulawCodec,
+    TensorCodec,
+    ans,
+)
 from onnxz.codecs.base import Chunk  # noqa: E402
 from onnxz.codecs.deadzone import dequantize, from_float64  # noqa: E402
 from onnxz.codecs.lossless import split_planes  # noqa: E402
@@ -234,6 +240,24 @@ def chunked_lossless(_: Path) -> onnx.ModelProto:
     return _constants_model([
         _raw("f32_chunked", TensorProto.FLOAT, x),
         _raw("i16_chunked", TensorProto.INT16, np.round(rng.laplace(0, 50, 100)).astype("<i2")),
+    ])
+
+
+def zstd_planes(_: Path) -> onnx.ModelProto:
+    """Format 1.1 plane method zstd: Laplacian float32, float16, bfloat16 and int16 weights
+    (exponent and high planes zstd, the rest packed) and float64 whose 11-bit exponents
+    repeat (a zstd plane of 2-byte symbols, which ANS cannot match)."""
+    rng = np.random.default_rng(106)
+    mantissas = rng.integers(0, 1 << 52, 600, dtype=np.uint64)
+    exponents = np.tile(rng.integers(1000, 1030, 40, dtype=np.uint64), 15)
+    signs = rng.integers(0, 2, 600, dtype=np.uint64)
+    f64 = (signs << np.uint64(63)) | (exponents << np.uint64(52)) | mantissas
+    return _constants_model([
+        _raw("f32", TensorProto.FLOAT, _laplace(rng, (48, 40)).astype("<f4")),
+        _raw("f16", TensorProto.FLOAT16, _laplace(rng, (1500,), 0.5).astype("<f2")),
+        _raw("bf16", TensorProto.BFLOAT16, _bf16(_laplace(rng, (1500,), 0.5))),
+        _raw("f64", TensorProto.DOUBLE, f64.view("<f8")),
+        _raw("i16", TensorProto.INT16, np.round(rng.laplace(0, 300, 1500)).astype("<i2")),
     ])
 
 
@@ -633,6 +657,13 @@ def uint16_model(_: Path) -> onnx.ModelProto:
 LOSSLESS = {"lossless": True}
 WEIGHTS = onnxz.PackOptions(min_quantized_elements=64)
 
+
+def quantized(codec: TensorCodec, chunk_elements: int = 1 << 20) -> onnxz.PackOptions:
+    """Pack options quantizing weights of 64 elements or more with ``codec``."""
+    return onnxz.PackOptions(min_quantized_elements=64, quantizer=codec,
+                             chunk_elements=chunk_elements)
+
+
 VECTORS_LIST = (
     Vector("spec_example_lossless", "SPEC.md §11.1 worked example: lossless float32 planes "
            "(ans exponent, packed, two constant planes)", spec_example, LOSSLESS,
@@ -651,6 +682,10 @@ VECTORS_LIST = (
            LOSSLESS, lambda rng: {}),
     Vector("lossless_chunked", "lossless tensors in 48-element chunks, an empty ANS stream",
            chunked_lossless, {"options": onnxz.PackOptions(lossless=True, chunk_elements=48)},
+           lambda rng: {}),
+    Vector("lossless_zstd_planes", "format 1.1 lossless plane method zstd (float32, float16, "
+           "bfloat16, int16; float64 exponents as 2-byte symbols), in 1000-element chunks",
+           zstd_planes, {"options": onnxz.PackOptions(lossless=True, chunk_elements=1000)},
            lambda rng: {}),
     Vector("deadzone_midtread", "deadzone float32, δ=0.5", lambda _: weight(201),
            {"options": WEIGHTS}, _matmul_inputs(("X", 24, np.float32)), ARITHMETIC),
@@ -685,6 +720,38 @@ VECTORS_LIST = (
            "elements everywhere: decodes as lossy_default_cnn", small_cnn, {"options": WEIGHTS},
            lambda rng: {"X": rng.standard_normal((1, 4, 4, 4)).astype(np.float32)},
            ARITHMETIC, edit=future_minor),
+    Vector("mulaw_midrise", "mulaw float32, μ=255, 2^6 levels, midrise (format 1.1)",
+           lambda _: weight(301), {"options": quantized(MulawCodec(bits=6))},
+           _matmul_inputs(("X", 24, np.float32)), ARITHMETIC),
+    Vector("mulaw_midtread_chunked", "mulaw float32, μ=50, 2^5 levels, midtread, in "
+           "100-element chunks; outliers set the range", outliers,
+           {"options": quantized(MulawCodec(mu=50.0, bits=5, grid="midtread"),
+                                 chunk_elements=100)},
+           _matmul_inputs(("X", 32, np.float32)), ARITHMETIC),
+    Vector("mulaw_f16_bf16_f64", "mulaw float16, bfloat16 and float64, 2^8 levels",
+           deadzone_dtypes, {"options": quantized(MulawCodec(bits=8))},
+           _matmul_inputs(("X16", 24, np.float16), ("X32", 24, np.float32),
+                          ("X64", 24, np.float64)), (1e-3, 1e-3)),
+    Vector("minifloat_e4m3", "minifloat float32, E4M3 with a per-tensor bias (format 1.1)",
+           lambda _: weight(302), {"options": quantized(MinifloatCodec(4, 3))},
+           _matmul_inputs(("X", 24, np.float32)), ARITHMETIC),
+    Vector("minifloat_e2m1_subnormals", "minifloat float32, E2M1 (4 bits): most codes "
+           "subnormal or zero; 100-element chunks", outliers,
+           {"options": quantized(MinifloatCodec(2, 1), chunk_elements=100)},
+           _matmul_inputs(("X", 32, np.float32)), ARITHMETIC),
+    Vector("minifloat_e5m10_dtypes", "minifloat float16, bfloat16, float64, E5M10 (IEEE "
+           "half's layout)", deadzone_dtypes,
+           {"options": quantized(MinifloatCodec(5, 10))},
+           _matmul_inputs(("X16", 24, np.float16), ("X32", 24, np.float32),
+                          ("X64", 24, np.float64)), (1e-3, 1e-3)),
+    Vector("minifloat_global_range", "minifloat float32, E3M2, the research's global range: "
+           "bias 7, outliers clipped to ±1", outliers,
+           {"options": quantized(MinifloatCodec(3, 2, global_range=True))},
+           _matmul_inputs(("X", 32, np.float32)), ARITHMETIC),
+    Vector("deadzone_global_range", "deadzone float32, the research's global range: step "
+           "2/2^6 over [−1, 1], midrise, outliers clipped; a format 1.0 file", outliers,
+           {"options": quantized(DeadzoneCodec.global_range(6, 0.0))},
+           _matmul_inputs(("X", 32, np.float32)), ARITHMETIC),
     Vector("invalid_major_2", "format 2.0: refused", spec_example, LOSSLESS,
            edit=lambda d: container_edit.with_version(d, 2, 0), error="format", match="2.0"),
     Vector("invalid_unknown_codec", "codec 'wavelet': refused, named", spec_example, LOSSLESS,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import json
 import math
 import os
@@ -26,9 +27,11 @@ from typing import Any, ClassVar
 import click
 
 import onnxz
+from onnxz.codecs.minifloat import LAYOUTS
 from onnxz.errors import OnnxzError, first_line
 from onnxz.inputs import DEFAULT_INT_RANGE, DEFAULT_SAMPLES
 from onnxz.parallel import available_cores
+from onnxz.policy import QUANTIZERS, quantizer
 from onnxz.progress import ProgressListener, TerminalProgress
 from onnxz.report import ContainerInfo
 from onnxz.verifier import Thresholds
@@ -154,7 +157,7 @@ def _compared(ratio: float) -> str:
 
 def _summary(info: ContainerInfo) -> str:
     ratio = f", {_compared(info.ratio)} than the original" if info.ratio else ""
-    coded = [t for t in info.tensors if t.codec == "deadzone"]
+    coded = [t for t in info.tensors if t.codec != "lossless"]
     lossy = f"; {len(coded)} tensors quantized" if coded else "; all tensors lossless"
     return (f"{info.path}: {_human(info.file_bytes)} ({info.file_bytes} bytes){ratio}; "
             f"{len(info.tensors)} tensors{lossy}")
@@ -210,6 +213,8 @@ def main() -> None:
       onnxz unpack model.onnxz -o model.onnx               runnable ONNX again
       onnxz info model.onnxz                               per-tensor table
       onnxz verify model.onnx model.onnxz                  outputs still close?
+      onnxz analyze model.onnx --plot figures/             weight statistics and fits
+      onnxz sweep model.onnx --eval my_eval.py --plot rd.png   compare quantizers
 
     \b
     Exit status: 0 done (verify: passed); 1 verify: failed; 2 error (one
@@ -237,6 +242,29 @@ def main() -> None:
 @click.option("--deadzone", type=click.FloatRange(0, 1), default=None, callback=_not_nan,
               help="Dead zone δ: values with |x| < δ·step become 0; 0 = midrise, "
                    f"0.5 = midtread [default: {onnxz.DEFAULT_DEADZONE:g}].")
+@click.option("--codec", type=click.Choice(QUANTIZERS), default=None,
+              help="Quantizer of the weight tensors [default: deadzone]: deadzone (uniform, "
+                   "--step-rel, --deadzone), mulaw (μ-law companding: --bits, --mu, --grid) "
+                   "or minifloat (small floats: --bits, or --exponent-bits and "
+                   "--mantissa-bits). Each is followed by entropy coding.")
+@click.option("--bits", type=click.IntRange(1, 16), default=None,
+              help="mulaw: 2^BITS levels [8]; minifloat: the format's width, one of "
+                   f"{', '.join(map(str, sorted(LAYOUTS)))} [8]; deadzone with --global-range: "
+                   "2^BITS steps over [-1, 1] [8].")
+@click.option("--mu", type=click.FloatRange(min=0, min_open=True), default=None,
+              callback=_not_nan,
+              help="mulaw: the compander's μ [255].")
+@click.option("--grid", type=click.Choice(["midrise", "midtread"]), default=None,
+              help="mulaw: levels between (midrise) or on (midtread, has 0) the companded "
+                   "grid points [midrise].")
+@click.option("--exponent-bits", type=click.IntRange(1, 10), default=None,
+              help="minifloat: exponent bits p (with --mantissa-bits; instead of --bits).")
+@click.option("--mantissa-bits", type=click.IntRange(0, 14), default=None,
+              help="minifloat: mantissa bits q (p + q ≤ 15).")
+@click.option("--global-range", is_flag=True,
+              help="The research's baseline: one range [-1, 1] for every tensor (weights "
+                   "clipped to it) instead of per-tensor ranges; with --codec deadzone "
+                   "use --bits instead of --step-rel.")
 @click.option("--force", is_flag=True,
               help="Replace OUTPUT if it is an existing regular file (it keeps its permissions; "
                    "devices, FIFOs, directories and symbolic links are never replaced).")
@@ -245,7 +273,9 @@ def main() -> None:
               help="Print nothing on success (and no progress line).")
 @_WORKERS
 def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | None,
-         deadzone: float | None, force: bool, as_json: bool, quiet: bool,
+         deadzone: float | None, codec: str | None, bits: int | None, mu: float | None,
+         grid: str | None, exponent_bits: int | None, mantissa_bits: int | None,
+         global_range: bool, force: bool, as_json: bool, quiet: bool,
          workers: int | None) -> None:
     """Pack the ONNX file MODEL into an .onnxz file.
 
@@ -253,15 +283,30 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
     quantized with a dead-zone uniform quantizer and entropy-coded; everything else
     (biases, normalization parameters, shapes, small tensors) is stored losslessly.
 
+    \b
+    Other quantizers (format 1.1 files, except deadzone --global-range):
+      onnxz pack model.onnx --codec mulaw --bits 8 --mu 255
+      onnxz pack model.onnx --codec minifloat --bits 8      (E4M3)
+      onnxz pack model.onnx --codec minifloat --exponent-bits 5 --mantissa-bits 10
+      onnxz pack model.onnx --codec deadzone --global-range --bits 6 --deadzone 0
+
     A model with external data (weights in files beside the .onnx) is read one tensor at a
     time. On a terminal a progress line shows tensors and bytes done, rate and time left.
     """
-    if lossless and (step_rel is not None or deadzone is not None):
-        _fail("--lossless cannot be combined with --step-rel or --deadzone")
+    quantizer_settings = dict(bits=bits, mu=mu, grid=grid, exponent_bits=exponent_bits,
+                              mantissa_bits=mantissa_bits)
+    custom = codec is not None or global_range or any(
+        v is not None for v in quantizer_settings.values())
+    if lossless and (step_rel is not None or deadzone is not None or custom):
+        _fail("--lossless cannot be combined with quantizer options")
     output = output or model.with_suffix(".onnxz")
     with _errors_as_one_line(), _progress(not (quiet or as_json), "packing") as progress:
+        options = onnxz.PackOptions(quantizer=quantizer(
+            codec or "deadzone", step_rel=step_rel, deadzone=deadzone,
+            global_range=global_range, **quantizer_settings)) if custom else None
         info = onnxz.save(model, output, lossless=lossless, step_rel=step_rel,
-                          deadzone=deadzone, force=force, progress=progress, workers=workers)
+                          deadzone=deadzone, force=force, options=options, progress=progress,
+                          workers=workers)
     if as_json:
         _echo(_json(info.to_dict()))
     elif not quiet:
@@ -483,6 +528,164 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
     _echo(_json(report.to_dict()) if as_json else report.table())
     if not report.passed:
         sys.exit(EXIT_FAILED)
+
+
+def _require(module: str, extra: str, what: str) -> None:
+    """Fail with a one-line hint when an optional dependency is missing."""
+    if importlib.util.find_spec(module) is None:
+        _fail(f"{what} needs {module}: pip install 'onnxz[{extra}]'")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write figures into this folder (created if needed): a histogram with the "
+                   "fitted densities (linear and log scale) per tensor and for the whole "
+                   "model, the autocorrelation, the layer correlation matrix.")
+@click.option("--svg", is_flag=True, help="With --plot: SVG files beside the PNG files.")
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
+@click.option("--max-lag", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="Autocorrelation at lags 1..K inside each tensor.")
+@click.option("--min-elements", type=click.IntRange(min=2), default=1024, show_default=True,
+              help="Analyze tensors of at least this many elements.")
+@click.option("--all-tensors", is_flag=True,
+              help="Every float tensor, not only the weights that pack quantizes.")
+def analyze(model: Path, plot_dir: Path | None, svg: bool, as_json: bool, max_lag: int,
+            min_elements: int, all_tensors: bool) -> None:
+    """Study the weights of the ONNX file MODEL as the research behind onnxz did.
+
+    \b
+    Per weight tensor and for all weights together: count, mean, std, excess
+    kurtosis, share near zero, and the empirical entropy of the float32
+    values (bits/weight). Eight laws are fitted (Laplace, Gaussian, Cauchy,
+    logistic, uniform, gamma, exponential, alpha-stable; maximum likelihood
+    with scipy) and ranked by the squared error of the histogram (SSE) and
+    by Kullback-Leibler divergence. Then the Pearson correlation between
+    layers (equal-length samples) and the autocorrelation at lags 1..K
+    inside tensors, with the share of |rho| >= 0.5: low values are the
+    evidence that a scalar quantizer loses little.
+
+    \b
+    Needs pip install 'onnxz[analysis]' (scipy), and 'onnxz[plot]' for --plot.
+    Examples:
+      onnxz analyze model.onnx
+      onnxz analyze model.onnx --plot figures/ --svg
+      onnxz analyze model.onnx --json > analysis.json
+    """
+    _require("scipy", "analysis", "onnxz analyze")
+    if plot_dir is not None:
+        _require("matplotlib", "plot", "--plot")
+    from onnxz.analysis.analyze import analyze as run_analysis
+
+    with _errors_as_one_line(), _progress(not as_json, "analyzing") as progress:
+        result = run_analysis(model, max_lag=max_lag, min_elements=min_elements,
+                              weights_only=not all_tensors, progress=progress)
+        figures = []
+        if plot_dir is not None:
+            from onnxz.analysis.plots import plot_analysis
+
+            figures = plot_analysis(result, plot_dir, svg=svg)
+    _echo(_json(result.to_dict()) if as_json else result.table())
+    if figures:
+        click.echo(f"wrote {len(figures)} figures to {plot_dir}", err=as_json)
+
+
+def _point_line(done: int, total: int, point: dict[str, Any]) -> str:
+    """One progress line of a sweep."""
+    head = f"[{done:>{len(str(total))}}/{total}] {point['label']}: "
+    if "error" in point:
+        return head + "FAILED: " + point["error"]
+    s = point["scores"]
+    judged = (f"score {s['score']:.4f} (loss {point['loss']:+.4f})" if "score" in s else
+              f"SNR {s['snr_db'] if s['snr_db'] is not None else float('inf'):.1f} dB, "
+              f"{s['verdict']}")
+    return head + f"{point['file_bytes']:,} B, {point['bits_per_weight']:.3f} bits/w, {judged}"
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--eval", "evaluate", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE.py",
+              help="Judge each packed model with your own evaluation: a Python file defining "
+                   "evaluate(session) -> float (an onnxruntime session; higher is better, "
+                   "e.g. accuracy on your labelled data).")
+@click.option("--inputs", type=click.Path(path_type=Path), metavar="NPZ|DIR",
+              help="Without --eval: the inputs onnxz verify compares outputs on (see "
+                   "onnxz verify --help) [default: generated inputs].")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=None,
+              help="With --eval: the largest acceptable drop of the score below the "
+                   "original's [default: 0.01]. Without --eval the bar is verify's pass.")
+@click.option("--methods", default=None, metavar="NAME,...",
+              help="Methods to sweep [default: the first eight]: midrise, midtread, "
+                   "deadzone-0.1, deadzone-0.25, deadzone-0.4, deadzone-0.7 (steps 1/256..2 "
+                   "of each tensor's spread), mulaw (2..10 bits), minifloat (4..16 bits); "
+                   "and the research's global-range baselines global-midrise, "
+                   "global-midtread, global-deadzone-0.25, global-mulaw (2..10 bits), "
+                   "global-minifloat.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the rate-fidelity plot here (.png, .svg or .pdf).")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object: {"points": [...], "pareto": [...], "best": {...}}.')
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Local worker processes [default: the number of CPUs].")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Run the points on an existing Dask cluster (e.g. tcp://host:8786) "
+                   "instead; its workers must see MODEL and FILE.py at the same paths. "
+                   "Needs pip install 'onnxz[dask]'.")
+@click.option("--results", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Results file, written after every point; a sweep started again with the "
+                   "same file resumes [default: MODEL's name + .sweep.json, here].")
+@click.option("--fresh", is_flag=True, help="Discard the results file's points first.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+def sweep(model: Path, evaluate: Path | None, inputs: Path | None, tolerance: float | None,
+          methods: str | None, plot_path: Path | None, as_json: bool, workers: int | None,
+          scheduler: str | None, results: Path | None, fresh: bool, quiet: bool) -> None:
+    """Compare quantizers on MODEL: pack it with every method over a range of steps or
+    bits, measure each real file and its fidelity, and report the smallest file that is
+    good enough, with the onnxz pack command that makes it.
+
+    \b
+    Prints per method its smallest good-enough point (bits/weight from the
+    real file, size, ratio, score and loss, or SNR and top-1), the Pareto
+    front's size and the best point; --plot draws rate against fidelity.
+
+    \b
+    Examples:
+      onnxz sweep model.onnx --eval my_eval.py --plot rd.png
+      onnxz sweep model.onnx --inputs calib.npz --methods midtread,mulaw --json
+      onnxz sweep model.onnx --eval my_eval.py --scheduler tcp://10.0.0.5:8786
+    """
+    if evaluate is not None and inputs is not None:
+        _fail("give --eval or --inputs, not both")
+    if tolerance is not None and evaluate is None:
+        _fail("--tolerance applies to --eval scores only")
+    if plot_path is not None:
+        _require("matplotlib", "plot", "--plot")
+    from onnxz.analysis import sweep as sweeping
+
+    results = results or Path(model.name).with_suffix(".sweep.json")
+    with _errors_as_one_line():
+        chosen = (sweeping.methods_named([m.strip() for m in methods.split(",") if m.strip()])
+                  if methods else sweeping.DEFAULT_METHODS)
+        if fresh:
+            results.unlink(missing_ok=True)
+
+        def progress(done: int, total: int, point: dict[str, Any]) -> None:
+            if not quiet:
+                click.echo(_point_line(done, total, point), err=True)
+
+        result = sweeping.sweep(
+            model, evaluate=evaluate, inputs=inputs, methods=chosen,
+            tolerance=sweeping.DEFAULT_TOLERANCE if tolerance is None else tolerance,
+            workers=workers, scheduler=scheduler, results=results, progress=progress)
+        if plot_path is not None:
+            from onnxz.analysis.plots import plot_sweep
+
+            plot_sweep(result, plot_path)
+    _echo(_json(result.to_dict()) if as_json else result.table())
+    if not quiet:
+        click.echo(f"results: {results}" + (f"; plot: {plot_path}" if plot_path else ""),
+                   err=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from onnxz.arguments import boolean, integer, real_number
-from onnxz.codecs import DeadzoneCodec, LosslessCodec, TensorCodec
+from onnxz.codecs import DeadzoneCodec, LosslessCodec, MinifloatCodec, MulawCodec, TensorCodec
 from onnxz.dtypes import ElementType
 from onnxz.errors import InvalidArgumentError
 from onnxz.walker import TensorSlot
@@ -28,6 +28,9 @@ class PackOptions:
     Tensors smaller than ``min_quantized_elements``, non-float tensors and tensors that do
     not feed a weight input (Conv/Gemm/MatMul/RNN weights, Gather tables) stay lossless.
     Payloads under ``inline_max_bytes`` stay inside the graph section.
+    ``quantizer``: the lossy codec for weight tensors instead of the dead-zone one of
+    ``step_rel``/``deadzone`` (e.g. ``MulawCodec(bits=8)``, ``MinifloatCodec.of_width(8)``,
+    ``DeadzoneCodec.global_range(8, 0.5)``; see :func:`quantizer`).
     """
 
     lossless: bool = False
@@ -36,6 +39,7 @@ class PackOptions:
     min_quantized_elements: int = 1024
     inline_max_bytes: int = 128
     chunk_elements: int = 1 << 20
+    quantizer: TensorCodec | None = None
 
     def __post_init__(self) -> None:
         boolean(self.lossless, "lossless")
@@ -47,6 +51,9 @@ class PackOptions:
         integer(self.min_quantized_elements, "min_quantized_elements", 0)
         integer(self.inline_max_bytes, "inline_max_bytes", 0)
         integer(self.chunk_elements, "chunk_elements", 1)
+        if self.quantizer is not None and not isinstance(self.quantizer, TensorCodec):
+            raise InvalidArgumentError(
+                f"quantizer must be a codec (e.g. MulawCodec()), not {self.quantizer!r}")
 
     def codec_for(self, slot: TensorSlot, etype: ElementType, count: int) -> TensorCodec:
         """The codec to try first for ``slot`` (a lossy one may still decline)."""
@@ -57,4 +64,54 @@ class PackOptions:
             or count < self.min_quantized_elements
         ):
             return LosslessCodec()
-        return DeadzoneCodec(self.step_rel, self.deadzone)
+        return self.quantizer or DeadzoneCodec(self.step_rel, self.deadzone)
+
+
+QUANTIZERS = ("deadzone", "mulaw", "minifloat")
+"""The lossy codecs ``pack --codec`` can select."""
+
+
+def quantizer(codec: str, *, step_rel: float | None = None, deadzone: float | None = None,
+              bits: int | None = None, mu: float | None = None, grid: str | None = None,
+              exponent_bits: int | None = None, mantissa_bits: int | None = None,
+              global_range: bool = False) -> TensorCodec:
+    """The lossy codec named ``codec`` with the settings ``onnxz pack`` takes as options.
+
+    - ``deadzone``: ``step_rel`` and ``deadzone``; with ``global_range``, ``bits`` instead of
+      ``step_rel`` (2**bits steps over [−1, 1]).
+    - ``mulaw``: ``mu`` (255), ``bits`` (8: 2**bits levels), ``grid`` (midrise); with
+      ``global_range`` the range is [−1, 1] for every tensor instead of each one's max |x|.
+    - ``minifloat``: ``bits`` (a width of ``minifloat.LAYOUTS``, 8 by default) or
+      ``exponent_bits`` and ``mantissa_bits``; ``global_range`` as for mulaw.
+
+    Settings that do not apply to ``codec`` are an :class:`onnxz.InvalidArgumentError`
+    naming them.
+    """
+    given = {"step_rel": step_rel, "deadzone": deadzone, "bits": bits, "mu": mu, "grid": grid,
+             "exponent_bits": exponent_bits, "mantissa_bits": mantissa_bits}
+    allowed = {
+        "deadzone": {"deadzone", "bits" if global_range else "step_rel"},
+        "mulaw": {"bits", "mu", "grid"},
+        "minifloat": {"bits", "exponent_bits", "mantissa_bits"},
+    }
+    if codec not in allowed:
+        raise InvalidArgumentError(f"unknown codec {codec!r} (choose from {', '.join(QUANTIZERS)})")
+    extra = sorted(k for k, v in given.items() if v is not None and k not in allowed[codec])
+    if extra:
+        mode = " with a global range" if global_range else ""
+        raise InvalidArgumentError(f"{', '.join(extra)}: not a setting of codec {codec}{mode}")
+    dz = DEFAULT_DEADZONE if deadzone is None else deadzone
+    if codec == "deadzone":
+        if global_range:
+            return DeadzoneCodec.global_range(8 if bits is None else bits, dz)
+        return DeadzoneCodec(DEFAULT_STEP_REL if step_rel is None else step_rel, dz)
+    if codec == "mulaw":
+        return MulawCodec(mu=255.0 if mu is None else mu, bits=8 if bits is None else bits,
+                          grid=grid or "midrise", x_max=1.0 if global_range else None)
+    if (exponent_bits is None) != (mantissa_bits is None):
+        raise InvalidArgumentError("give both exponent_bits and mantissa_bits, or bits")
+    if exponent_bits is not None and mantissa_bits is not None:
+        if bits is not None:
+            raise InvalidArgumentError("give bits or exponent_bits and mantissa_bits, not both")
+        return MinifloatCodec(exponent_bits, mantissa_bits, global_range=global_range)
+    return MinifloatCodec.of_width(8 if bits is None else bits, global_range=global_range)

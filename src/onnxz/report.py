@@ -56,7 +56,7 @@ class TensorInfo:
             dtype=t.dtype,
             shape=t.shape,
             codec=t.codec,
-            mode=str(p.get("mode", "quantized" if t.codec == "deadzone" else "")),
+            mode=str(p.get("mode", "" if t.codec == "lossless" else "quantized")),
             step=num("step"),
             step_rel=num("step_rel"),
             deadzone=num("deadzone"),
@@ -98,8 +98,8 @@ class ContainerInfo:
 
     @property
     def quantized_bits_per_weight(self) -> float | None:
-        """Coded bits per element over the dead-zone tensors; None if none was quantized."""
-        coded = [t for t in self.tensors if t.codec == "deadzone"]
+        """Coded bits per element over the quantized (lossy) tensors; None if none was."""
+        coded = [t for t in self.tensors if t.codec != "lossless"]
         elements = sum(t.elements for t in coded)
         return 8 * sum(t.coded_bytes for t in coded) / elements if elements else None
 

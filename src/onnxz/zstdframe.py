@@ -7,6 +7,8 @@ size in its header costs no more than one with it.
 
 from __future__ import annotations
 
+import threading
+
 import zstandard
 
 from onnxz.errors import CorruptDataError
@@ -22,12 +24,27 @@ MAX_WINDOW = 1 << 27
 """Largest Window_Size a frame may declare (libzstd's default decoder limit, SPEC.md §1)."""
 
 
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompression context (creating one costs ~25 µs, as much as
+    decompressing a small frame; a context must not be shared between threads)."""
+    dctx = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    return dctx
+
+
 def decompress_exact(frame: bytes, size: int, what: str) -> bytes:
     """The content of the zstd frame that is all of ``frame``: exactly ``size`` bytes.
 
     A damaged or incomplete frame, a skippable or legacy frame, a window above 2^27 bytes, a
     dictionary id, content of another size or bytes after the frame are a
-    :class:`CorruptDataError` whose message starts with ``what``.
+    :class:`CorruptDataError` whose message starts with ``what``. A frame that declares
+    ``size`` (as onnxz writes them) is decompressed in one call (zstd stops a frame that
+    outgrows its declared size within a block); any other is fed :data:`FEED` bytes at a
+    time, and a frame the one call does not accept is retried that way for the error.
     """
     if frame[:4] != MAGIC:
         raise CorruptDataError(f"{what}: not a zstd frame (no zstd magic number)")
@@ -43,7 +60,12 @@ def decompress_exact(frame: bytes, size: int, what: str) -> bytes:
         declared = header.content_size
         if declared not in (zstandard.CONTENTSIZE_UNKNOWN, size):
             raise CorruptDataError(f"{what}: zstd frame declares {declared} bytes, not {size}")
-        stream = zstandard.ZstdDecompressor().decompressobj()
+        if declared == size:
+            whole = _decompressor().decompressobj(write_size=max(size, 1))
+            content = whole.decompress(frame)
+            if whole.eof and len(content) == size and not whole.unused_data:
+                return content
+        stream = _decompressor().decompressobj()
         end = 0
         for end in range(FEED, len(frame) + FEED, FEED):
             pieces.append(stream.decompress(frame[end - FEED : end]))

@@ -9,11 +9,15 @@ from __future__ import annotations
 from onnxz.codecs.base import Chunk, EncodedTensor, TensorCodec
 from onnxz.codecs.deadzone import DeadzoneCodec, NotQuantizable
 from onnxz.codecs.lossless import LosslessCodec
+from onnxz.codecs.minifloat import MinifloatCodec
+from onnxz.codecs.mulaw import MulawCodec
 from onnxz.errors import FormatError
 
 REGISTRY: dict[str, type[TensorCodec]] = {
     LosslessCodec.codec_id: LosslessCodec,
     DeadzoneCodec.codec_id: DeadzoneCodec,
+    MulawCodec.codec_id: MulawCodec,
+    MinifloatCodec.codec_id: MinifloatCodec,
 }
 
 
@@ -33,6 +37,8 @@ __all__ = [
     "DeadzoneCodec",
     "EncodedTensor",
     "LosslessCodec",
+    "MinifloatCodec",
+    "MulawCodec",
     "NotQuantizable",
     "TensorCodec",
     "codec_class",

@@ -100,9 +100,11 @@ def field(params: Any, key: str, kind: type | tuple[type, ...]) -> Any:
 
     A bool is never an int here (SPEC.md §1), and ``params`` must be a map.
     """
-    if not isinstance(params, Mapping):
+    if type(params) is not dict and not isinstance(params, Mapping):  # dict: the fast, usual case
         raise FormatError(f"codec parameters: expected a map, got {type(params).__name__}")
     value = params.get(key)
+    if type(value) is kind:  # the usual case, decided at once
+        return value
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         raise FormatError(f"codec parameter {key!r}: expected {kind}, got {type(value).__name__}")

@@ -145,17 +145,36 @@ def choose_range_of_histogram(values: np.ndarray, counts: np.ndarray) -> tuple[i
 
 
 class DeadzoneCodec(TensorCodec):
-    """Dead-zone quantizer with step ``step_rel × spread(tensor)``, dead zone ``deadzone``."""
+    """Dead-zone quantizer with step ``step_rel × spread(tensor)``, dead zone ``deadzone``.
+
+    With ``step`` instead, every tensor gets that absolute step; with ``clip``, magnitudes
+    beyond it are clipped first (:meth:`global_range`: the research's one range [−1, 1]).
+    """
 
     codec_id = "deadzone"
 
-    def __init__(self, step_rel: float, deadzone: float) -> None:
-        if not step_rel > 0 or not np.isfinite(step_rel):
-            raise ValueError(f"step_rel must be a positive number, got {step_rel}")
+    def __init__(self, step_rel: float | None, deadzone: float, *, step: float | None = None,
+                 clip: float | None = None) -> None:
+        if (step_rel is None) == (step is None):
+            raise ValueError("give exactly one of step_rel and step")
+        for name, value in (("step_rel", step_rel), ("step", step), ("clip", clip)):
+            if value is not None and (not value > 0 or not np.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number, got {value}")
         if not 0.0 <= deadzone <= 1.0:
             raise ValueError(f"deadzone must be in [0, 1], got {deadzone}")
-        self.step_rel = float(step_rel)
+        self.step_rel = None if step_rel is None else float(step_rel)
+        self.step = None if step is None else float(step)
+        self.clip = None if clip is None else float(clip)
         self.deadzone = float(deadzone)
+
+    @classmethod
+    def global_range(cls, bits: int, deadzone: float) -> DeadzoneCodec:
+        """One range [−1, 1] for the whole model cut into 2**bits steps (the research's
+        setting): step 2/2**bits, weights clipped to [−1, 1]. Midrise (δ = 0) has exactly
+        2**bits levels; δ > 0 adds the level 0 (and ±1 for midtread)."""
+        if not 1 <= bits <= 16:
+            raise ValueError(f"bits must be in 1..16, got {bits}")
+        return cls(None, deadzone, step=2.0 / (1 << bits), clip=1.0)
 
     def encode(
         self, values: np.ndarray, etype: ElementType, chunk_elements: int
@@ -164,17 +183,23 @@ class DeadzoneCodec(TensorCodec):
 
         Memory beyond the input: one float64 copy while the spread is measured, then the
         symbols (int32 when they fit) and the reconstruction; quantization and coding work
-        a batch or a chunk at a time.
+        a batch or a chunk at a time. With ``clip``, values are clipped to ±clip first.
         """
         max_abs = 0.0
         for start in range(0, values.size, ENCODE_BATCH):
             x = to_float64(values[start : start + ENCODE_BATCH], etype)
-            if not np.isfinite(x).all():
+            if not np.isfinite(x).all():  # before clipping, which would make ±inf finite
                 raise NotQuantizable("has non-finite values")
+            if self.clip is not None:
+                np.clip(x, -self.clip, self.clip, out=x)
             max_abs = max(max_abs, float(np.abs(x).max(initial=0.0)))
-        mad = _mad_in_place(to_float64(values, etype))
-        tensor_spread = MAD_TO_STD * mad if mad > 0 else float(to_float64(values, etype).std())
-        step = self.step_rel * tensor_spread
+        if self.step is not None:
+            step = self.step
+        else:
+            mad = _mad_in_place(self._float64(values, etype))
+            tensor_spread = (MAD_TO_STD * mad if mad > 0
+                             else float(self._float64(values, etype).std()))
+            step = self.step_rel * tensor_spread
         if not step > 0 or not np.isfinite(step):
             raise NotQuantizable("has zero spread")
         if max_abs / step >= MAX_SYMBOL:
@@ -182,7 +207,7 @@ class DeadzoneCodec(TensorCodec):
         q = np.empty(values.size, dtype=np.int32 if max_abs / step < 2**30 else np.int64)
         for start in range(0, values.size, ENCODE_BATCH):
             part = slice(start, start + ENCODE_BATCH)
-            q[part] = quantize(to_float64(values[part], etype), step, self.deadzone)
+            q[part] = quantize(self._float64(values[part], etype), step, self.deadzone)
         present, present_counts = ans.histogram(q)
         lo, hi = choose_range_of_histogram(present, present_counts)
         inside = (present >= lo) & (present <= hi)
@@ -212,8 +237,9 @@ class DeadzoneCodec(TensorCodec):
             "reconstruction": RECONSTRUCTION,
             "escape": escape,
             "table": table.to_fields(),
-            "step_rel": self.step_rel,
         }
+        if self.step_rel is not None:
+            params["step_rel"] = self.step_rel
         return EncodedTensor(
             self.codec_id,
             params,
@@ -222,6 +248,13 @@ class DeadzoneCodec(TensorCodec):
             entropy_bits=ans.entropy_bits_of_counts(counts),
             table_bytes=table.stored_size,
         )
+
+    def _float64(self, values: np.ndarray, etype: ElementType) -> np.ndarray:
+        """``values`` as float64 (a new array), clipped to ±clip when set."""
+        x = to_float64(values, etype)
+        if self.clip is not None:
+            np.clip(x, -self.clip, self.clip, out=x)
+        return x
 
     @classmethod
     def decoder(cls, params: Mapping[str, Any], etype: ElementType) -> ChunkDecoder:

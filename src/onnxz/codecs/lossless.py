@@ -3,8 +3,11 @@
 A float element splits into planes (SPEC.md § "lossless"): the exponent field, then the
 sign bit followed by the mantissa, cut into 8-bit groups from the top (the last group may be
 shorter). Other types split into bytes, most significant first. Each plane is coded by one
-method: ``ans`` (order-0 model over the plane's values), ``packed`` (the raw bits),
-or ``constant`` (every element the same value).
+method: ``ans`` (order-0 model over the plane's values), ``zstd`` (the plane's symbols as a
+zstd frame: Huffman-coded literals, decoded ~30x faster than ANS; format 1.1), ``packed``
+(the raw bits), or ``constant`` (every element the same value). The writer picks per plane
+the smallest, counting decode time as bytes (:data:`BYTES_PER_DECODE_NS`) so that large
+planes go to the fast decoders unless ANS saves more than that.
 
 >>> import numpy as np
 >>> from onnxz.dtypes import BY_NAME
@@ -22,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +51,28 @@ ZSTD_LEVEL = 19
 ZSTD_FAST_LEVEL = 9
 ZSTD_FAST_ABOVE = 1 << 22  # bytes; bigger tensors get the faster level
 
+PLANE_ZSTD_LEVELS = (15, 19)
+"""Levels tried for a ``zstd`` plane, smallest kept (15 often beats 19 on exponent planes)."""
+
+DECODE_NS_PER_SYMBOL = {"ans": 30.0, "zstd": 1.0, "packed": 5.0, "packed8": 0.0,
+                        "constant": 0.0}
+"""Decode time per symbol on one core, measured here: constriction's ANS ~30 ns, zstd's
+Huffman literals ~1 ns, bit-unpacking a plane narrower or wider than a byte ~5 ns (a byte
+plane is used as it is stored)."""
+
+BYTES_PER_DECODE_NS = 1 / 480
+"""What a nanosecond of decoding per symbol is worth in stored bytes when a plane's method
+is chosen: ANS then costs 1/16 byte (half a bit) per symbol more than its size, so a large
+plane goes to zstd unless ANS saves more than that (small planes, where zstd's frame and
+table overhead dominate, keep ANS)."""
+
+MIN_ZSTD_GAIN = 0.995
+"""A plane tries the slow zstd levels only if level 1 already gets below this share of its
+packed size (incompressible mantissa bytes skip them)."""
+
+PLANE_METHODS_1_1 = frozenset({"zstd"})
+"""Plane methods that format 1.1 added (a file using one declares 1.1)."""
+
 
 @dataclass(frozen=True)
 class PlaneLayout:
@@ -59,58 +85,100 @@ class PlaneLayout:
     shift: int
     from_sign_mantissa: bool
 
+    @property
+    def symbol_bytes(self) -> int:
+        """Bytes per symbol in a ``zstd`` plane's content (little-endian)."""
+        return (self.bits + 7) // 8
 
-def plane_layouts(etype: ElementType) -> list[PlaneLayout]:
+    @property
+    def numpy(self) -> np.dtype:
+        """The unsigned dtype that holds one symbol."""
+        return np.dtype("u1") if self.bits <= 8 else np.dtype("<u2")
+
+
+@functools.cache
+def plane_layouts(etype: ElementType) -> tuple[PlaneLayout, ...]:
     """The normative plane split of an element type."""
     width_bits = 8 * etype.width
     if not etype.is_float:
-        return [PlaneLayout(8, width_bits - 8 * (i + 1), False) for i in range(etype.width)]
+        return tuple(PlaneLayout(8, width_bits - 8 * (i + 1), False) for i in range(etype.width))
     layouts = [PlaneLayout(etype.exponent_bits, etype.mantissa_bits, False)]
     remaining = 1 + etype.mantissa_bits
     while remaining > 0:
         bits = min(8, remaining)
         remaining -= bits
         layouts.append(PlaneLayout(bits, remaining, True))
-    return layouts
+    return tuple(layouts)
 
 
-def _words(values: np.ndarray, etype: ElementType) -> np.ndarray:
-    return values.view(f"<u{etype.width}").astype(np.uint64)
+def _word_type(etype: ElementType) -> np.dtype:
+    return np.dtype(f"<u{etype.width}")
 
 
 def split_planes(values: np.ndarray, etype: ElementType) -> list[np.ndarray]:
     """The planes of ``values`` as int64 symbol arrays, in layout order."""
-    words = _words(values, etype)
+    word = _word_type(etype).type
+    words = values.view(_word_type(etype))
     sign_mantissa = None
     if etype.is_float:
-        m = np.uint64(etype.mantissa_bits)
-        sign = words >> np.uint64(8 * etype.width - 1)
-        sign_mantissa = (sign << m) | (words & ((np.uint64(1) << m) - np.uint64(1)))
+        m = word(etype.mantissa_bits)
+        sign = words >> word(8 * etype.width - 1)
+        sign_mantissa = (sign << m) | (words & word((1 << etype.mantissa_bits) - 1))
     planes = []
     for layout in plane_layouts(etype):
         source = sign_mantissa if layout.from_sign_mantissa else words
-        mask = (np.uint64(1) << np.uint64(layout.bits)) - np.uint64(1)
-        planes.append(((source >> np.uint64(layout.shift)) & mask).astype(np.int64))
+        mask = word((1 << layout.bits) - 1)
+        planes.append(((source >> word(layout.shift)) & mask).astype(np.int64))
     return planes
 
 
-def join_planes(planes: Sequence[np.ndarray], etype: ElementType) -> np.ndarray:
-    """Inverse of :func:`split_planes`."""
-    words = np.zeros(planes[0].size, dtype=np.uint64)
-    sign_mantissa = np.zeros_like(words)
+def join_planes(planes: Sequence[np.ndarray], etype: ElementType,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """Inverse of :func:`split_planes` (SPEC.md §6.1 reassembly), in the element's width;
+    written into ``out`` (contiguous, of ``etype.numpy``) if given, and returned."""
+    if out is None:
+        out = np.empty(planes[0].size, dtype=etype.numpy)
+    if etype.exponent_bits == 8 and etype.mantissa_bits % 8 == 7:
+        _join_byte_aligned(planes, etype, out.view(np.uint8).reshape(-1, etype.width))
+        return out
+    if etype.name == "float16":
+        _join_float16(planes, out.view(np.uint8).reshape(-1, 2))
+        return out
+    word = _word_type(etype).type
+    words = out.view(_word_type(etype))
+    words[:] = 0
+    sign_mantissa = np.zeros_like(words) if etype.is_float else words
     for layout, plane in zip(plane_layouts(etype), planes, strict=True):
-        shifted = plane.astype(np.uint64) << np.uint64(layout.shift)
-        if layout.from_sign_mantissa:
-            sign_mantissa |= shifted
-        else:
-            words |= shifted
+        target = sign_mantissa if layout.from_sign_mantissa else words
+        shifted = plane.astype(words.dtype)
+        if layout.shift:
+            shifted <<= word(layout.shift)
+        target |= shifted
     if etype.is_float:
-        m = np.uint64(etype.mantissa_bits)
-        sign = sign_mantissa >> m
-        words |= (sign << np.uint64(8 * etype.width - 1)) | (
-            sign_mantissa & ((np.uint64(1) << m) - np.uint64(1))
-        )
-    return words.astype(f"<u{etype.width}").view(etype.numpy)
+        m = word(etype.mantissa_bits)
+        words |= sign_mantissa & word((1 << etype.mantissa_bits) - 1)
+        words |= (sign_mantissa >> m) << word(8 * etype.width - 1)
+    return out
+
+
+def _join_byte_aligned(planes: Sequence[np.ndarray], etype: ElementType, out: np.ndarray
+                       ) -> None:
+    """:func:`join_planes` for float32 and bfloat16, byte by byte into ``out`` (elements ×
+    bytes, little-endian): the top two bytes are ``S | E >> 1`` and ``(E & 1) << 7 |
+    M[top 7]``, the others are the lower SM planes."""
+    exponent, sign_top = planes[0], planes[1]
+    out[:, -1] = (exponent >> 1) | (sign_top & np.uint8(0x80))
+    out[:, -2] = (exponent << 7) | (sign_top & np.uint8(0x7F))
+    for k, plane in enumerate(planes[2:]):
+        out[:, etype.width - 3 - k] = plane
+
+
+def _join_float16(planes: Sequence[np.ndarray], out: np.ndarray) -> None:
+    """:func:`join_planes` for float16 (planes E, S·M[9:3], M[2:0]), byte by byte into
+    ``out`` (elements × 2 bytes, little-endian)."""
+    exponent, sign_top, low = planes
+    out[:, 1] = (sign_top & np.uint8(0x80)) | (exponent << 2) | ((sign_top >> 5) & np.uint8(3))
+    out[:, 0] = (sign_top << 3) | low
 
 
 def pack_bits(symbols: np.ndarray, bits: int) -> bytes:
@@ -122,17 +190,41 @@ def pack_bits(symbols: np.ndarray, bits: int) -> bytes:
 
 
 def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
-    """Inverse of :func:`pack_bits` (``data`` holds exactly ``ceil(count × bits / 8)`` bytes)."""
+    """Inverse of :func:`pack_bits` (``data`` holds exactly ``ceil(count × bits / 8)`` bytes);
+    returns uint8 symbols, or uint16 above 8 bits."""
     if bits == 8:
-        return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
+        return np.frombuffer(data, dtype=np.uint8)
+    if bits < 8:  # 8 symbols fill ``bits`` bytes: read them as one big-endian integer
+        groups = -(-count // 8)
+        raw = np.frombuffer(data, dtype=np.uint8)
+        padded = np.zeros(groups * bits, dtype=np.uint8)
+        padded[: raw.size] = raw
+        rows = padded.reshape(groups, bits)
+        word = rows[:, 0].astype(np.uint64)
+        for k in range(1, bits):
+            word <<= np.uint64(8)
+            word |= rows[:, k]
+        out = np.empty((groups, 8), dtype=np.uint8)
+        mask = np.uint64((1 << bits) - 1)
+        for j in range(8):
+            out[:, j] = (word >> np.uint64(bits * (7 - j))) & mask
+        return out.reshape(-1)[:count]
     flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: count * bits]
     weights = np.uint64(1) << np.arange(bits - 1, -1, -1, dtype=np.uint64)
-    return (flat.reshape(count, bits).astype(np.uint64) @ weights).astype(np.int64)
+    symbols = flat.reshape(count, bits).astype(np.uint64) @ weights
+    return symbols.astype(np.uint16)
+
+
+def zstd_plane(symbols: np.ndarray, bits: int, level: int) -> bytes:
+    """A ``zstd`` part: one frame of the symbols, each as ``ceil(bits / 8)`` little-endian
+    bytes."""
+    raw = symbols.astype("u1" if bits <= 8 else "<u2").tobytes()
+    return zstandard.ZstdCompressor(level=level).compress(raw)
 
 
 @dataclass(frozen=True)
 class PlaneCoding:
-    """How one plane is coded: ``ans`` with a table, ``packed``, or ``constant``."""
+    """How one plane is coded: ``ans`` with a table, ``zstd``, ``packed``, or ``constant``."""
 
     method: str
     table: ans.FrequencyTable | None = None
@@ -153,55 +245,99 @@ class PlaneCoding:
             return cls("ans", table=ans.FrequencyTable.from_fields(field(fields, "table", dict)))
         if method == "constant":
             return cls("constant", value=field(fields, "value", int))
-        if method == "packed":
-            return cls("packed")
+        if method in ("packed", "zstd"):
+            return cls(method)
         raise FormatError(f"lossless codec: unknown plane method {method!r}")
 
-    @classmethod
-    def choose(cls, plane: np.ndarray, bits: int, n_chunks: int) -> tuple[PlaneCoding, float]:
-        """The cheapest coding of ``plane`` and its estimated size in bytes."""
-        return cls.choose_by_histogram(np.bincount(plane, minlength=1 << bits), bits, n_chunks)
-
-    @classmethod
-    def choose_by_histogram(cls, histogram: np.ndarray, bits: int, n_chunks: int
-                            ) -> tuple[PlaneCoding, float]:
-        """:meth:`choose` given the plane's histogram (``histogram[v]`` = count of value v)."""
-        present = np.flatnonzero(histogram)
-        lo, hi = int(present[0]), int(present[-1])
-        if lo == hi:
-            return cls("constant", value=lo), 0.0
-        packed = (int(histogram.sum()) * bits + 7) / 8
-        counts = histogram[lo : hi + 1]
-        table = ans.FrequencyTable.fit_counts(counts, lo)
-        coded = table.cost_bits(counts) / 8 + table.stored_size + 4 * n_chunks
-        if coded < packed:
-            return cls("ans", table=table), coded
-        return cls("packed"), packed
-
-    def encode(self, plane: np.ndarray, bits: int) -> bytes:
+    def encode(self, plane: np.ndarray, bits: int, level: int = PLANE_ZSTD_LEVELS[-1]
+               ) -> bytes:
+        """One chunk's part: ``plane`` (symbols of ``bits`` bits) coded by this method
+        (``level`` is the zstd level of a ``zstd`` part)."""
         if self.method == "ans":
             assert self.table is not None
             return ans.encode(plane, self.table)
         if self.method == "packed":
             return pack_bits(plane, bits)
+        if self.method == "zstd":
+            return zstd_plane(plane, bits, level)
         return b""
+
+
+@dataclass(frozen=True)
+class CodedPlane:
+    """One plane of a tensor, coded: its method and one part per chunk."""
+
+    coding: PlaneCoding
+    parts: tuple[bytes, ...]
+
+    @property
+    def size(self) -> int:
+        """Stored bytes: the parts and the table."""
+        table = self.coding.table.stored_size if self.coding.table is not None else 0
+        return sum(len(p) for p in self.parts) + table
+
+
+def code_plane(plane: np.ndarray, layout: PlaneLayout, counts: Sequence[int]) -> CodedPlane:
+    """The plane in its cheapest method: stored bytes plus decode time per symbol
+    (:data:`DECODE_NS_PER_SYMBOL`) priced at :data:`BYTES_PER_DECODE_NS`. Ties go to the
+    method tried first (constant, packed, ans, zstd)."""
+    starts = np.cumsum([0, *counts])
+    pieces = [plane[s : s + n] for s, n in zip(starts, counts, strict=False)]
+    lo, hi = int(plane.min()), int(plane.max())
+    if lo == hi:
+        return CodedPlane(PlaneCoding("constant", value=lo), tuple(b"" for _ in pieces))
+
+    def time_cost(method: str) -> float:
+        if method == "packed" and layout.bits == 8:
+            method = "packed8"
+        return BYTES_PER_DECODE_NS * DECODE_NS_PER_SYMBOL[method] * plane.size
+
+    def coded(coding: PlaneCoding, level: int = PLANE_ZSTD_LEVELS[-1]) -> CodedPlane:
+        return CodedPlane(coding, tuple(coding.encode(p, layout.bits, level) for p in pieces))
+
+    packed = coded(PlaneCoding("packed"))
+    best, best_cost = packed, packed.size + time_cost("packed")
+    counts_hist = np.bincount(plane.astype(np.intp) - lo)
+    table = ans.FrequencyTable.fit_counts(counts_hist, lo)
+    ans_estimate = (table.cost_bits(counts_hist) / 8 + table.stored_size + 4 * len(pieces)
+                    + time_cost("ans"))
+    if ans_estimate < best_cost:
+        best = coded(PlaneCoding("ans", table=table))
+        best_cost = best.size + time_cost("ans")
+    tries = [coded(PlaneCoding("zstd"), 1)]
+    if tries[0].size < MIN_ZSTD_GAIN * packed.size:
+        tries += [coded(PlaneCoding("zstd"), level) for level in PLANE_ZSTD_LEVELS]
+    for candidate in tries:
+        if candidate.size + time_cost("zstd") < best_cost:
+            best, best_cost = candidate, candidate.size + time_cost("zstd")
+    return best
 
 
 class PlaneReader:
     """One plane of one chunk (``count`` symbols of ``bits`` bits), read a batch at a time.
 
-    The part's length is checked on construction, the end of an ANS stream by :meth:`finish`.
+    Construction checks the part (SPEC.md §10.2 "part by part": ANS stream layout, packed
+    length, empty constant part) and decompresses a ``zstd`` part whole (at most the
+    chunk's element count times the symbol width, less than the output itself); symbol
+    ranges are checked as batches are taken, the end of an ANS stream by :meth:`finish`.
     """
 
-    def __init__(self, coding: PlaneCoding, data: bytes, bits: int, count: int) -> None:
-        self.coding, self.data, self.bits = coding, data, bits
+    def __init__(self, coding: PlaneCoding, data: bytes, layout: PlaneLayout, count: int
+                 ) -> None:
+        self.coding, self.data, self.layout = coding, data, layout
+        self.bits = layout.bits
         self.done = 0
         self.stream: ans.AnsDecoder | None = None
+        self.symbols: np.ndarray | None = None
         if coding.method == "ans":
             assert coding.table is not None
             self.stream = ans.AnsDecoder(data, coding.table, count)
-        elif coding.method == "packed" and len(data) != (count * bits + 7) // 8:
-            raise CorruptDataError(f"packed plane: {len(data)} bytes for {count} x {bits} bits")
+        elif coding.method == "zstd":
+            content = decompress_exact(data, count * layout.symbol_bytes, "zstd plane")
+            self.symbols = np.frombuffer(content, dtype=layout.numpy)
+        elif coding.method == "packed" and len(data) != (count * self.bits + 7) // 8:
+            raise CorruptDataError(
+                f"packed plane: {len(data)} bytes for {count} x {self.bits} bits")
         elif coding.method == "constant" and data:
             raise CorruptDataError("constant plane: unexpected bytes")
 
@@ -213,11 +349,16 @@ class PlaneReader:
             symbols = self.stream.take(n)
             if symbols.min() < 0 or symbols.max() >= 1 << self.bits:
                 raise FormatError(f"lossless plane: symbol outside {self.bits}-bit range")
+            return symbols.astype(self.layout.numpy)
+        if self.symbols is not None:
+            symbols = self.symbols[start : self.done]
+            if self.bits % 8 and int(symbols.max()) >= 1 << self.bits:
+                raise FormatError(f"lossless plane: symbol outside {self.bits}-bit range")
             return symbols
         if self.coding.method == "packed":
             first, end = start * self.bits // 8, (self.done * self.bits + 7) // 8
             return unpack_bits(self.data[first:end], self.bits, n)
-        return np.full(n, self.coding.value, dtype=np.int64)
+        return np.full(n, self.coding.value, dtype=self.layout.numpy)
 
     def finish(self) -> None:
         if self.stream is not None:
@@ -234,11 +375,11 @@ class PlanesDecoder(ChunkDecoder):
     def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
         if len(parts) != len(self.layouts):
             raise FormatError(f"lossless codec: {self.etype.name} needs {len(self.layouts)} planes")
-        readers = [PlaneReader(c, bytes(data), lay.bits, out.size)
+        readers = [PlaneReader(c, bytes(data), lay, out.size)
                    for c, data, lay in zip(self.codings, parts, self.layouts, strict=True)]
         for batch in batches(out.size):
             n = batch.stop - batch.start
-            out[batch] = join_planes([r.take(n) for r in readers], self.etype)
+            join_planes([r.take(n) for r in readers], self.etype, out[batch])
         for r in readers:
             r.finish()
 
@@ -262,43 +403,33 @@ class LosslessCodec(TensorCodec):
         self, values: np.ndarray, etype: ElementType, chunk_elements: int
     ) -> EncodedTensor:
         counts = split_counts(values.size, chunk_elements)
-        layouts = plane_layouts(etype)
-        starts = np.cumsum([0, *counts])
-        # Planes are split a chunk at a time (twice: histograms, then coding), so memory
-        # holds one chunk's planes, never the whole tensor's.
-        histograms = [np.zeros(1 << lay.bits, dtype=np.int64) for lay in layouts]
-        for s, n in zip(starts, counts, strict=False):
-            for histogram, plane, lay in zip(histograms, split_planes(values[s : s + n], etype),
-                                             layouts, strict=True):
-                histogram += np.bincount(plane, minlength=1 << lay.bits)
-        codings = [
-            PlaneCoding.choose_by_histogram(h, lay.bits, len(counts))[0]
-            for h, lay in zip(histograms, layouts, strict=True)
-        ]
-        plane_chunks = tuple(
-            Chunk(n, tuple(c.encode(p, lay.bits) for c, p, lay in zip(
-                codings, split_planes(values[s : s + n], etype), layouts, strict=True)))
-            for s, n in zip(starts, counts, strict=False)
-        )
+        planes = [code_plane(p, lay, counts)
+                  for p, lay in zip(split_planes(values, etype), plane_layouts(etype),
+                                    strict=True)]
+        plane_chunks = tuple(Chunk(n, tuple(p.parts[i] for p in planes))
+                             for i, n in enumerate(counts))
         level = ZSTD_LEVEL if values.nbytes <= ZSTD_FAST_ABOVE else ZSTD_FAST_LEVEL
         compressor = zstandard.ZstdCompressor(level=level)
         raw = values.astype(etype.numpy, copy=False)
+        starts = np.cumsum([0, *counts])
         zstd_chunks = tuple(
             Chunk(n, (compressor.compress(raw[s : s + n].tobytes()),))
             for s, n in zip(starts, counts, strict=False)
         )
-        planes_size = sum(len(p) for c in plane_chunks for p in c.parts)
-        table_bytes = sum(c.table.stored_size for c in codings if c.table is not None)
-        if sum(len(c.parts[0]) for c in zstd_chunks) <= planes_size + table_bytes:
+        if sum(len(c.parts[0]) for c in zstd_chunks) <= sum(p.size for p in planes):
             return EncodedTensor(self.codec_id, {"mode": "zstd"}, zstd_chunks, values)
-        coded = [h for c, h in zip(codings, histograms, strict=True) if c.method == "ans"]
+        ans_planes = [(p, sym) for p, sym in zip(planes, split_planes(values, etype),
+                                                 strict=True) if p.coding.method == "ans"]
         return EncodedTensor(
             self.codec_id,
-            {"mode": "planes", "planes": [c.to_fields() for c in codings]},
+            {"mode": "planes", "planes": [p.coding.to_fields() for p in planes]},
             plane_chunks,
             values,
-            entropy_bits=sum(ans.entropy_bits_of_counts(h) for h in coded) if coded else None,
-            table_bytes=table_bytes,
+            entropy_bits=(sum(ans.entropy_bits(sym) for _, sym in ans_planes)
+                          if ans_planes else None),
+            table_bytes=sum(p.coding.table.stored_size for p, _ in ans_planes
+                            if p.coding.table is not None),
+            format_minor=1 if any(p.coding.method in PLANE_METHODS_1_1 for p in planes) else 0,
         )
 
     @classmethod

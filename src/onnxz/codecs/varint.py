@@ -17,6 +17,7 @@ import numpy as np
 from onnxz.errors import FormatError
 
 MAX_VARINT_BYTES = 10  # enough for any 64-bit value
+SCALAR_DECODE_MAX = 256  # bytes; shorter sequences decode in a plain loop (see there)
 
 
 def encode_uvarints(values: np.ndarray) -> bytes:
@@ -43,6 +44,8 @@ def decode_uvarints(data: bytes | memoryview, count: int | None = None) -> np.nd
 
     Raises :class:`FormatError` on a truncated, overlong or trailing-garbage sequence.
     """
+    if len(data) <= SCALAR_DECODE_MAX:
+        return _decode_uvarints_scalar(bytes(data), count)
     buf = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(buf < 0x80)
     if count is None:
@@ -70,6 +73,34 @@ def decode_uvarints(data: bytes | memoryview, count: int | None = None) -> np.nd
     place = np.arange(buf.size) - np.repeat(starts, lengths)
     groups = (buf & 0x7F).astype(np.uint64) << (np.uint64(7) * place.astype(np.uint64))
     return np.bitwise_or.reduceat(groups, starts)
+
+
+def _decode_uvarints_scalar(data: bytes, count: int | None) -> np.ndarray:
+    """:func:`decode_uvarints` one byte at a time: the same values and checks, faster than
+    numpy's per-call overhead on the short sequences of frequency tables."""
+    values: list[int] = []
+    value = shift = length = 0
+    for byte in data:
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        length += 1
+        if byte >= 0x80:
+            if length == MAX_VARINT_BYTES:
+                raise FormatError("varint sequence: a value is longer than 10 bytes")
+            continue
+        if length > 1 and byte == 0:
+            raise FormatError("varint sequence: a value is not in its shortest form")
+        if length == MAX_VARINT_BYTES and byte > 1:
+            raise FormatError("varint sequence: a value exceeds 64 bits")
+        values.append(value)
+        value = shift = length = 0
+    if length or (count is not None and len(values) != count):
+        expected = len(values) if count is None else count
+        raise FormatError(
+            f"varint sequence: expected {expected} values filling {len(data)} bytes, "
+            f"found {len(values)} terminators"
+        )
+    return np.array(values, dtype=np.uint64)
 
 
 def zigzag_encode(values: np.ndarray) -> np.ndarray:
