@@ -296,7 +296,7 @@ def test_signal_during_pack_removes_the_temporary_file(model_file, tmp_path, act
 
 def test_sigterm_during_unpack_removes_both_temporary_files(packed_file, tmp_path):
     """Item 3: the model and its external data file are both unfinished at this point."""
-    code, out, err = hooked_cli("onnxz.api:set_external_data", 1, "SIGTERM", "unpack",
+    code, out, err = hooked_cli("onnxz.modelio:ExternalDataWriter.add", 1, "SIGTERM", "unpack",
                                 packed_file, "-o", tmp_path / "out.onnx", "--external-data")
     hook, *temps = out.split()
     assert hook == "hooked" and len(temps) == 2

@@ -18,6 +18,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,9 @@ import onnxz
 from onnxz.codecs.minifloat import LAYOUTS
 from onnxz.errors import OnnxzError, first_line
 from onnxz.inputs import DEFAULT_INT_RANGE, DEFAULT_SAMPLES
+from onnxz.parallel import available_cores
 from onnxz.policy import QUANTIZERS, quantizer
+from onnxz.progress import ProgressListener, TerminalProgress
 from onnxz.report import ContainerInfo
 from onnxz.verifier import Thresholds
 
@@ -119,29 +122,24 @@ class _Main(click.Group):
 
 
 @contextmanager
-def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int, str], None] | None]:
-    """A progress bar on stderr (only when it is a terminal and ``enabled``)."""
+def _progress(enabled: bool, label: str, unit: str = "tensors"
+              ) -> Iterator[ProgressListener | None]:
+    """A status line on stderr (items done, bytes, rate, ETA), only when stderr is a
+    terminal and ``enabled``."""
     if not (enabled and sys.stderr.isatty()):
         yield None
         return
-    bar: Any = None
-
-    def update(done: int, total: int, name: str) -> None:
-        nonlocal bar
-        if bar is not None and (total != bar.length or done <= bar.pos):  # a new stage
-            bar.__exit__(None, None, None)
-            bar = None
-        if bar is None:
-            bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
-                                    item_show_func=lambda what: what and what[:48])
-            bar.__enter__()
-        bar.update(done - bar.pos, name)
-
+    display = TerminalProgress(sys.stderr, label, unit)
     try:
-        yield update
+        yield display
     finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+        display.close()
+
+
+_WORKERS = click.option(
+    "--workers", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Worker processes coding tensors in parallel [default: the available cores, "
+         f"here {available_cores()}]; the output is the same for any N.")
 
 
 def _human(n: float) -> str:
@@ -346,7 +344,9 @@ def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
               help="Replace OUTPUT if it is an existing regular file (it keeps its permissions; "
                    "devices, FIFOs, directories and symbolic links are never replaced).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print nothing on success (and no progress line).")
+@_WORKERS
 def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | None,
          deadzone: float | None, fidelity: str | None, max_size: str | None,
          target_snr: float | None, inputs: Path | None, samples: int | None, seed: int | None,
@@ -354,7 +354,7 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
          class_outputs: tuple[str, ...], best_effort: bool, codec: str | None,
          bits: int | None, mu: float | None, grid: str | None, exponent_bits: int | None,
          mantissa_bits: int | None, global_range: bool, force: bool, as_json: bool,
-         quiet: bool) -> None:
+         quiet: bool, workers: int | None) -> None:
     """Pack the ONNX file MODEL into an .onnxz file.
 
     By default weight tensors (Conv/Gemm/MatMul/RNN weights, embedding tables) are
@@ -384,6 +384,9 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
       onnxz pack model.onnx --codec minifloat --bits 8      (E4M3)
       onnxz pack model.onnx --codec minifloat --exponent-bits 5 --mantissa-bits 10
       onnxz pack model.onnx --codec deadzone --global-range --bits 6 --deadzone 0
+
+    A model with external data (weights in files beside the .onnx) is read one tensor at a
+    time. On a terminal a progress line shows tensors and bytes done, rate and time left.
     """
     quantizer_settings = dict(bits=bits, mu=mu, grid=grid, exponent_bits=exponent_bits,
                               mantissa_bits=mantissa_bits)
@@ -412,7 +415,8 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
         info = onnxz.save(model, output, lossless=lossless, step_rel=step_rel,
                           deadzone=deadzone, force=force, options=options, progress=progress,
                           fidelity=fidelity, max_size=max_size, target_snr=target_snr,
-                          inputs=source, best_effort=best_effort, class_outputs=class_outputs)
+                          inputs=source, best_effort=best_effort, class_outputs=class_outputs,
+                          workers=workers)
     rate = info.rate_control
     if rate is not None and not rate.get("met", True):
         click.echo(f"onnxz: warning: {rate.get('target')} not met; wrote the closest file "
@@ -445,24 +449,44 @@ def _rate_summary(rate: dict[str, Any]) -> str:
               callback=_not_stdout, help="Output .onnx file [default: PACKED with suffix .onnx].")
 @click.option("--force", is_flag=True,
               help="Replace OUTPUT if it is an existing regular file (it keeps its permissions).")
-@click.option("--external-data", is_flag=True,
-              help="Write weights to OUTPUT.data beside the model (automatic above 2 GiB).")
+@click.option("--external-data", "external_data", is_flag=False, flag_value="", default=None,
+              metavar="[FILE]",
+              help="Write the weights (tensors of 1 KiB or more) to an external data file beside "
+                   "the model: FILE, relative to OUTPUT's folder [default: OUTPUT.data]. "
+                   "Automatic when the model would pass protobuf's 2 GiB limit. Give FILE as "
+                   "--external-data=FILE.")
 @click.option("--max-output-size", type=_ByteSize(), default=None, metavar="SIZE",
               help="Refuse a file that would decode to more than SIZE bytes (K, M, G, T: "
                    "powers of 1024) [default: the larger of this machine's memory and 1000 × "
                    "the file's size]. A guard against tiny files that claim huge tensors.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def unpack(packed: Path, output: Path | None, force: bool, external_data: bool,
-           max_output_size: int | None, quiet: bool) -> None:
-    """Decode the .onnxz file PACKED back into a runnable ONNX model."""
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print nothing on success (and no progress line).")
+@_WORKERS
+def unpack(packed: Path, output: Path | None, force: bool, external_data: str | None,
+           max_output_size: int | None, quiet: bool, workers: int | None) -> None:
+    """Decode the .onnxz file PACKED back into a runnable ONNX model.
+
+    Tensors are decoded and written one at a time, so memory holds about one tensor per
+    worker plus the graph; on a terminal a progress line shows tensors and bytes done,
+    rate and time left.
+    """
     output = output or packed.with_suffix(".onnx")
     limits = None if max_output_size is None else onnxz.ReadLimits(
         max_output_size=max_output_size)
-    with _errors_as_one_line():
-        out = onnxz.unpack(packed, output, force=force, external_data=external_data or None,
-                           limits=limits)
+    named = external_data or None  # "" when --external-data has no FILE
+    started = time.time()
+    with _errors_as_one_line(), _progress(not quiet, "unpacking") as progress:
+        out = onnxz.unpack(packed, output, force=force,
+                           external_data=True if external_data is not None else None,
+                           external_data_file=named, limits=limits, workers=workers,
+                           progress=progress)
     if not quiet:
-        _echo(f"{out}: {_human(out.stat().st_size)}")
+        data = out.parent / named if named else out.with_name(out.name + ".data")
+        extra = ""
+        with contextlib.suppress(OSError):  # e.g. OUTPUT.data would be a name too long
+            if data.stat().st_mtime >= started - 1:  # written now, not a stale one
+                extra = f" + {data}: {_human(data.stat().st_size)}"
+        _echo(f"{out}: {_human(out.stat().st_size)}{extra}")
 
 
 @main.command()
@@ -606,7 +630,7 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
                 if ctx.get_parameter_source(p) is not click.core.ParameterSource.DEFAULT]
     if fidelity is not None and minimums:
         _fail(f"--fidelity replaces {', '.join(minimums)}: give the criteria in one of them")
-    with _errors_as_one_line(), _progress(True, "verifying") as progress:
+    with _errors_as_one_line(), _progress(True, "verifying", "samples") as progress:
         criteria = onnxz.Fidelity.parse(fidelity) if fidelity is not None else Thresholds(
             min_snr_db=min_snr, min_cosine=min_cosine, min_top1=min_top1,
             noise_floor=noise_floor)

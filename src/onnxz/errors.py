@@ -77,3 +77,15 @@ class TargetSpecError(OnnxzError):
 class TargetNotMetError(OnnxzError):
     """No file meets the requested target (pass ``best_effort=True`` / ``--best-effort``
     to write the closest one instead)."""
+
+
+class WorkerError(OnnxzError):
+    """A worker process of a parallel pack or unpack died (e.g. killed when out of memory)."""
+
+
+class TensorNotFoundError(OnnxzError, KeyError):
+    """:meth:`onnxz.open(...).tensor(name) <onnxz.Reader.tensor>` names no stored tensor, or
+    one of several that share the name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

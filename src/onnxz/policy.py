@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from onnxz.arguments import boolean, integer, real_number
 from onnxz.codecs import DeadzoneCodec, LosslessCodec, MinifloatCodec, MulawCodec, TensorCodec
+from onnxz.codecs.rounding import MantissaRounding
 from onnxz.dtypes import ElementType
 from onnxz.errors import InvalidArgumentError
 from onnxz.walker import TensorSlot
@@ -18,6 +19,27 @@ a uniform pack given a dead zone but no step."""
 
 DEFAULT_DEADZONE = 0.5
 """Default dead zone δ (0.5 = plain midtread uniform quantizer)."""
+
+
+WEIGHT_MIN_ELEMENTS = 256
+"""Weight tensors of fewer elements are not quantized by rate control or the data-free rule
+(their table and parameters outweigh the gain)."""
+
+AUXILIARY_BITS = 10
+"""Mantissa bits of the other float tensors (biases, normalization parameters, small
+weights) under rate control and the data-free rule: float16's precision, with the type's
+own exponent range."""
+
+AUXILIARY_MIN_ELEMENTS = 16
+"""Smaller float tensors (scalars, resize scales, clip bounds) are never touched."""
+
+FALLBACK_WEIGHT_SNR_DB = 40.0
+"""Weight SNR of every quantized tensor under the data-free rule: the default for a model
+it cannot or does not run (see :mod:`onnxz.ratecontrol.defaults`)."""
+
+DEFAULT_MAX_WEIGHT_BYTES = 1 << 30
+"""Models with more weight bytes than this get the data-free rule by default (rate control
+would run them hundreds of times)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +57,8 @@ class PackOptions:
     ``quantizer``: the lossy codec for weight tensors instead of the dead-zone one of
     ``step_rel``/``deadzone`` (e.g. ``MulawCodec(bits=8)``, ``MinifloatCodec.of_width(8)``,
     ``DeadzoneCodec.global_range(8, 0.5)``; see :func:`quantizer`).
+    ``target_snr_db``: instead of one step, each weight tensor's coarsest step that keeps
+    this weight SNR (see :meth:`codec_for`).
     """
 
     lossless: bool = False
@@ -44,6 +68,7 @@ class PackOptions:
     inline_max_bytes: int = 128
     chunk_elements: int = 1 << 20
     quantizer: TensorCodec | None = None
+    target_snr_db: float | None = None
 
     def __post_init__(self) -> None:
         boolean(self.lossless, "lossless")
@@ -60,18 +85,34 @@ class PackOptions:
         if self.quantizer is not None and not isinstance(self.quantizer, TensorCodec):
             raise InvalidArgumentError(
                 f"quantizer must be a codec (e.g. MulawCodec()), not {self.quantizer!r}")
+        if self.target_snr_db is not None and not math.isfinite(
+                real_number(self.target_snr_db, "target_snr_db")):
+            raise InvalidArgumentError(f"target_snr_db must be finite, not {self.target_snr_db}")
 
     def codec_for(self, slot: TensorSlot, etype: ElementType, count: int) -> TensorCodec:
-        """The codec to try first for ``slot`` (a lossy one may still decline)."""
-        if (
-            self.lossless
-            or not etype.is_quantizable
-            or not slot.is_weight
-            or count < self.min_quantized_elements
-        ):
+        """The codec to try first for ``slot`` (a lossy one may still decline).
+
+        With a uniform setting (:attr:`uniform`), weight tensors of at least
+        ``min_quantized_elements`` get it and everything else is lossless. Otherwise (a
+        weight-SNR target, or the default when rate control does not run the model) the
+        data-free rule: weight tensors of at least :data:`WEIGHT_MIN_ELEMENTS` elements get
+        the coarsest step that keeps ``target_snr_db`` (default
+        :data:`FALLBACK_WEIGHT_SNR_DB`) of weight SNR, other float tensors of at least
+        :data:`AUXILIARY_MIN_ELEMENTS` are rounded to :data:`AUXILIARY_BITS` mantissa bits.
+        """
+        if self.lossless or not etype.is_quantizable:
             return LosslessCodec()
-        return self.quantizer or DeadzoneCodec(
-            DEFAULT_STEP_REL if self.step_rel is None else self.step_rel, self.deadzone)
+        if self.uniform:
+            if not slot.is_weight or count < self.min_quantized_elements:
+                return LosslessCodec()
+            return self.quantizer or DeadzoneCodec(
+                DEFAULT_STEP_REL if self.step_rel is None else self.step_rel, self.deadzone)
+        if slot.is_weight and count >= WEIGHT_MIN_ELEMENTS:
+            snr = FALLBACK_WEIGHT_SNR_DB if self.target_snr_db is None else self.target_snr_db
+            return DeadzoneCodec(None, self.deadzone, target_snr_db=snr)
+        if count >= AUXILIARY_MIN_ELEMENTS:
+            return MantissaRounding(AUXILIARY_BITS)
+        return LosslessCodec()
 
     @property
     def uniform(self) -> bool:

@@ -26,7 +26,7 @@ import onnx
 from onnxz.errors import TargetNotMetError, TargetSpecError, VerificationInputError, first_line
 from onnxz.fidelity import Criterion, Fidelity
 from onnxz.inputs import InputsArg
-from onnxz.policy import PackOptions
+from onnxz.policy import DEFAULT_MAX_WEIGHT_BYTES, FALLBACK_WEIGHT_SNR_DB, PackOptions
 from onnxz.progress import Progress
 from onnxz.ratecontrol import defaults
 from onnxz.ratecontrol.objective import objective_for
@@ -36,10 +36,9 @@ from onnxz.ratecontrol.search import (
     Workbench,
     choose_for_fidelity,
     choose_for_size,
-    choose_for_weight_snr,
     summary_template,
 )
-from onnxz.ratecontrol.tensors import Setting, find_candidates, weight_bytes
+from onnxz.ratecontrol.tensors import Setting, weight_bytes
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
               "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
@@ -121,13 +120,6 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
         return _default(model, inputs, options, class_outputs, progress)
     if inputs is None:
         inputs = defaults.generated_inputs(model)
-    if target.target_snr_db is not None:
-        bench = Workbench(model, inputs, options, None, class_outputs, progress)
-        plan = choose_for_weight_snr(bench.candidates, target.target_snr_db)
-        metrics = bench.reference.metrics(bench.run({p: q.setting for p, q in plan.items()}))
-        bench.restore()
-        return RateResult("target_snr", str(target), bench.reference, bench.candidates, plan,
-                          metrics, evaluations=1)
     if target.fidelity is not None:
         bench = Workbench(model, inputs, options, target.fidelity, class_outputs,
                           progress)
@@ -149,16 +141,27 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
     return result
 
 
+def runs_default(model: onnx.ModelProto) -> bool:
+    """Whether the default runs the model (its weights are small enough to run many times);
+    otherwise the data-free rule of :meth:`onnxz.PackOptions.codec_for` applies."""
+    return weight_bytes(model) <= DEFAULT_MAX_WEIGHT_BYTES
+
+
+def fallback(why: str) -> RateResult:
+    """The default's result when it does not run the model: no settings (the data-free rule
+    of :meth:`onnxz.PackOptions.codec_for` applies to every tensor), ``why`` noted."""
+    return RateResult("default", f"weight snr>={FALLBACK_WEIGHT_SNR_DB:g}", None, [], {}, (),
+                      note=f"fallback: {why}")
+
+
 def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
              class_outputs: Sequence[str], progress: Progress | None) -> RateResult:
     """The lossy default (:mod:`onnxz.ratecontrol.defaults`) on the given or generated
-    inputs; the weight-SNR fallback when the model cannot run on them or is too large to
-    run many times."""
-    why = (f"weights larger than {defaults.DEFAULT_MAX_WEIGHT_BYTES >> 20} MiB are not "
-           "run")
+    inputs; the data-free fallback when the model cannot run on them."""
     attempts = [inputs] if inputs is not None else [
         defaults.generated_inputs(model, size) for size in defaults.GENERATED_SIZES]
-    for attempt in attempts if weight_bytes(model) <= defaults.DEFAULT_MAX_WEIGHT_BYTES else ():
+    why = ""
+    for attempt in attempts:
         try:
             bench = Workbench(model, attempt, options, None, class_outputs, progress,
                               defaults.default_extra_outputs(model))
@@ -173,10 +176,7 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
         bench.restore()
         result.mode, result.target = "default", f"default (snr>={defaults.DEFAULT_SNR_DB:g})"
         return result
-    candidates = find_candidates(model, options)
-    plan = choose_for_weight_snr(candidates, defaults.FALLBACK_WEIGHT_SNR_DB)
-    return RateResult("default", f"weight snr>={defaults.FALLBACK_WEIGHT_SNR_DB:g}", None,
-                      candidates, plan, (), note=f"fallback: {why}")
+    return fallback(why)
 
 
 def _budget_weighting(bench: Workbench) -> Fidelity:
@@ -186,4 +186,5 @@ def _budget_weighting(bench: Workbench) -> Fidelity:
     return Fidelity(tuple(criteria))
 
 
-__all__ = ["RateResult", "RateTarget", "Setting", "choose", "parse_size"]
+__all__ = ["DEFAULT_MAX_WEIGHT_BYTES", "RateResult", "RateTarget", "Setting", "choose",
+           "fallback", "parse_size", "runs_default"]

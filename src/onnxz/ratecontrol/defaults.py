@@ -40,17 +40,12 @@ WEIGHT_FLOOR_DB = 25.0
 """No quantized tensor of the default goes below this weight SNR, whatever its measured
 sensitivity (generated inputs may not exercise a tensor the way real ones do)."""
 
-FALLBACK_WEIGHT_SNR_DB = 40.0
-"""Weight SNR of every quantized tensor when the model cannot run on generated inputs."""
 
 SENSITIVITY_SPREAD_DB = 20.0
 """Weight sensitivities measured on generated inputs are clipped to ±this around their
 median (silero-vad on white noise rated its LSTM input weights 87 dB above its recurrent
 ones, which would have kept them lossless)."""
 
-DEFAULT_MAX_WEIGHT_BYTES = 1 << 30
-"""Models with more weight bytes than this get the fallback rule (the default would run them
-hundreds of times)."""
 
 INDEX_PASS_THROUGH = frozenset({"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten",
                                 "Identity"})

@@ -32,7 +32,7 @@ from onnxz.ratecontrol.allocation import (
     slope_range,
 )
 from onnxz.ratecontrol.objective import Objective, extra_outputs_for
-from onnxz.ratecontrol.tensors import LOSSLESS, Candidate, Point, Setting, find_candidates
+from onnxz.ratecontrol.tensors import LOSSLESS, Candidate, Setting, find_candidates
 from onnxz.verifier import ModelFailed, OutputMetrics, ReferenceRun
 from onnxz.walker import Path, put_payload
 
@@ -326,35 +326,5 @@ def summary_template(bench: Workbench, mode: str, target: str) -> dict:
     result = RateResult(mode, target, bench.reference, [], {}, tuple(map(figures, metrics)),
                         evaluations=MAX_EVALUATIONS)
     return result.summary()
-
-
-def choose_for_weight_snr(candidates: Sequence[Candidate], target_db: float) -> Plan:
-    """Per tensor, the smallest point whose weight SNR is at least ``target_db`` (computed
-    on the whole tensor); for the dead-zone quantizer the step is then refined by bisection
-    between that grid point and the next coarser one."""
-    plan: Plan = {}
-    for c in candidates:
-        ok = [p for p in sorted(c.points, key=lambda p: p.bytes)
-              if c.weight_snr_db(p) >= target_db]
-        best = next(exact for p in ok if (exact := _exactly(c, p)) is not None
-                    and c.weight_snr_db(exact) >= target_db)
-        coarser = [p.setting.step_rel for p in c.points if p.setting.method == "deadzone"
-                   and best.setting.method == "deadzone"
-                   and p.setting.step_rel > best.setting.step_rel]  # type: ignore[operator]
-        if coarser:
-            lo, hi = best.setting.step_rel, min(coarser)
-            for _ in range(8):
-                mid = math.sqrt(lo * hi)  # type: ignore[operator]
-                point = c.price(Setting.step(mid), exact=True)
-                if point is not None and c.weight_snr_db(point) >= target_db:
-                    lo, best = mid, point
-                else:
-                    hi = mid
-        plan[c.path] = best
-    return plan
-
-
-def _exactly(candidate: Candidate, point: Point) -> Point | None:
-    return point if point.setting.lossless else candidate.price(point.setting, exact=True)
 
 

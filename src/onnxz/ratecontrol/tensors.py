@@ -35,7 +35,12 @@ from onnxz.codecs.base import LossyCodec, QuantizedTensor
 from onnxz.codecs.deadzone import robust_spread, to_float64
 from onnxz.codecs.rounding import MantissaRounding
 from onnxz.dtypes import ElementType
-from onnxz.policy import PackOptions
+from onnxz.policy import (
+    AUXILIARY_BITS,
+    AUXILIARY_MIN_ELEMENTS,
+    WEIGHT_MIN_ELEMENTS,
+    PackOptions,
+)
 from onnxz.walker import (
     Path,
     TensorSlot,
@@ -56,8 +61,6 @@ STEP_GRID = tuple(2.0 ** (k / 4) for k in range(-36, 13))
 PRICE_SAMPLE = 1 << 18
 """Elements a tensor's settings are priced on (see :meth:`Candidate.price`)."""
 
-MIN_ELEMENTS = 256
-"""Smaller weight tensors stay lossless (their table and parameters outweigh the gain)."""
 
 
 @dataclass(frozen=True)
@@ -104,13 +107,6 @@ METHODS: dict[str, Callable[[Setting], LossyCodec]] = {
 
 
 LOSSLESS = Setting()
-
-AUXILIARY_BITS = 10
-"""Mantissa bits of the other float tensors (biases, normalization parameters, small
-weights): float16's precision, with the type's own exponent range."""
-
-AUXILIARY_MIN_ELEMENTS = 16
-"""Smaller float tensors (scalars, resize scales, clip bounds) are never touched."""
 
 
 @dataclass(frozen=True)
@@ -209,7 +205,7 @@ def weight_bytes(model: onnx.ModelProto) -> int:
 
 def find_candidates(model: onnx.ModelProto, options: PackOptions,
                     settings: Sequence[Setting] | None = None,
-                    min_elements: int = MIN_ELEMENTS) -> list[Candidate]:
+                    min_elements: int = WEIGHT_MIN_ELEMENTS) -> list[Candidate]:
     """The tensors rate control chooses for, each priced losslessly and at its settings:
     the float weight tensors of ``model`` (Conv/Gemm/MatMul/RNN weights, embedding tables,
     found through the walker) with at least ``min_elements`` elements, at every setting
