@@ -278,7 +278,9 @@ class _Packer:
         entries = []
         for slot in self.slots:
             encoded = self.encode(slot, settings.get(slot.path))
-            entries.append(_entry(slot, encoded, writer, sensitivity.get(slot.path)))
+            etype = payload_type(slot.tensor)
+            assert etype is not None
+            entries.append(_entry(slot, etype, encoded, writer, sensitivity.get(slot.path)))
         extra = {"source_bytes": self.source_bytes or 0, "rate_control": summary}
         writer.finish(self.graph_bytes(), entries, extra)
         return out.tell() + SIZE_SLACK
@@ -290,12 +292,10 @@ def _codec(setting: Setting | None, opts: PackOptions, slot: TensorSlot,
     return setting.codec() if setting is not None else opts.codec_for(slot, etype, count)
 
 
-def _entry(slot: TensorSlot, encoded: EncodedResult, writer: ContainerWriter,
-           sensitivity: float | None) -> TensorEntry:
+def _entry(slot: TensorSlot, etype: ElementType, encoded: EncodedResult,
+           writer: ContainerWriter, sensitivity: float | None) -> TensorEntry:
     """The index entry of one encoded tensor, its chunks written."""
     tensor = slot.tensor
-    etype = payload_type(tensor)
-    assert etype is not None
     writer.require_minor(encoded.format_minor)
     return TensorEntry(
         name=tensor.name,
@@ -351,7 +351,8 @@ def _write_tensors(source: ModelFile, writer: ContainerWriter, opts: PackOptions
     with WorkerPool(workers) as pool:
         results = pool.map(encode_tensor, jobs, in_flight=workers + 1)
         for done, (t, encoded) in enumerate(zip(stored, results, strict=True), 1):
-            entries.append(_entry(t.slot, encoded, writer, sensitivity.get(t.slot.path)))
+            entries.append(_entry(t.slot, t.etype, encoded, writer,
+                                  sensitivity.get(t.slot.path)))
             take_payload(t.slot.tensor)
             _make_internal(t.slot.tensor)
             done_bytes += t.nbytes

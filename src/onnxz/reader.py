@@ -1,7 +1,7 @@
 """Random access to an onnxz file: list its tensors, decode one by name, or all in order.
 
->>> import onnxz                                                    # doctest: +SKIP
->>> with onnxz.open("model.onnxz") as reader:
+>>> import onnxz
+>>> with onnxz.open("model.onnxz") as reader:                        # doctest: +SKIP
 ...     [(t.name, t.shape, t.codec) for t in reader.tensors][:2]
 ...     w = reader.tensor("encoder.layer.0.weight")    # numpy array, only its chunks read
 

@@ -72,16 +72,17 @@ class Quantized(QuantizedTensor):
         lo, hi = choose_range_of_histogram(present, present_counts)
         inside = (present >= lo) & (present <= hi)
         escaped = q.size - int(present_counts[inside].sum())
-        counts = np.zeros(hi - lo + 1 + (escaped > 0), dtype=np.int64)
+        size = hi - lo + 1 + (escaped > 0)
+        counts = np.zeros(max(size, 2), dtype=np.int64)  # a table has at least 2 symbols
         counts[present[inside] - lo] = present_counts[inside]
         if escaped:
-            counts[-1] = escaped
+            counts[size - 1] = escaped
         return cls(step, deadzone, q, lo, hi, counts, ans.FrequencyTable.fit_counts(counts, lo))
 
     @property
     def escaped(self) -> int:
         """How many symbols lie outside [lo, hi]."""
-        return int(self.counts[-1]) if self.counts.size > self.hi - self.lo + 1 else 0
+        return self.q.size - int(self.counts[: self.hi - self.lo + 1].sum())
 
     def reconstruction(self, etype: ElementType) -> np.ndarray:
         """What a decoder returns: the dequantized values rounded to ``etype``."""
