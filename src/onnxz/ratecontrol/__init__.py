@@ -159,7 +159,7 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
     """The lossy default (:mod:`onnxz.ratecontrol.defaults`) on the given or generated
     inputs; the data-free fallback when the model cannot run on them."""
     attempts = [inputs] if inputs is not None else [
-        defaults.generated_inputs(model, size) for size in defaults.GENERATED_SIZES]
+        defaults.generated_inputs(model, *sizes) for sizes in defaults.GENERATED_SIZES]
     why = ""
     for attempt in attempts:
         try:

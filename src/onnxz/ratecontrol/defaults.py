@@ -51,19 +51,18 @@ INDEX_PASS_THROUGH = frozenset({"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flat
                                 "Identity"})
 
 
-IMAGE_SIZE = 224
-"""Height and width of generated images: a detector's deep layers see nothing of a 32 × 32
-input (YOLOv8n's sensitivities measured there kept 91% of its detections)."""
+GENERATED_SIZES = ((32, 224), (32, 32), (512, 512))
+"""(size, image size) tried in turn for the dynamic dims of generated inputs, until the
+model runs: images (the spatial dims of rank-4 inputs) of 224 first, since a detector's
+deep layers see nothing of a 32 × 32 input; then 32 (a text recognizer whose width must
+fit its sequence); then 512 (audio frames that a reflect-pad of 64 needs, as
+silero-vad's)."""
 
-GENERATED_SIZES = (32, 512)
-"""Sizes tried, in turn, for the dynamic dims of generated inputs (512: audio frames that a
-reflect-pad of 64 needs, as silero-vad's)."""
 
-
-def generated_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0]
-                     ) -> GeneratedInputs:
+def generated_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0][0],
+                     image_size: int = GENERATED_SIZES[0][1]) -> GeneratedInputs:
     """Generated inputs the model can run on: dynamic dims are ``size`` (axis 0 stays 1),
-    the spatial dims of an image-like (rank 4) input at least :data:`IMAGE_SIZE`, an
+    the spatial dims of an image-like (rank 4) input ``image_size``, an
     unnamed axis 1 of a rank-3 input (an RNN state's batch) 1; an integer input that
     indexes a Gather table (token ids, token types) stays within the table's rows, one that
     an Equal compares with a constant takes that value."""
@@ -74,7 +73,7 @@ def generated_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0]
         for axis, d in enumerate(spec.shape or ()):
             if axis == 0 or isinstance(d, int):
                 continue
-            wanted = max(size, IMAGE_SIZE) if rank == 4 and axis >= 2 else size
+            wanted = image_size if rank == 4 and axis >= 2 else size
             if d is None:
                 dims[f"{spec.name}:{axis}"] = 1 if rank == 3 and axis == 1 else wanted
             elif not any(s.shape and s.shape[0] == d for s in specs):
