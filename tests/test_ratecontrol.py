@@ -173,7 +173,7 @@ def test_cli_pack_with_a_target_prints_what_it_achieved(heads, tmp_path):
     assert stray.exit_code == 2 and "apply to rate control" in stray.output
     default = CliRunner().invoke(main, ["pack", str(heads), "-o", str(tmp_path / "d.onnxz"),
                                         "--inputs", str(tmp_path / "calib.npz")])
-    assert default.exit_code == 0 and "default (snr>=30) on " in default.output
+    assert default.exit_code == 0 and "default (snr>=40) on " in default.output
     tiny = CliRunner().invoke(main, ["pack", str(heads), "-o", str(tmp_path / "z.onnxz"),
                                      "--max-size", "300B"])
     assert tiny.exit_code == 2 and "--best-effort" in tiny.output

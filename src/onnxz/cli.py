@@ -367,7 +367,7 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
     the inputs (--inputs, or generated ones), gives the bits to the tensors
     that matter, searches the smallest file that keeps the target, and runs
     the packed model on the inputs before writing it. The default target keeps
-    30 dB of SNR on every output (class scores: their logits) on the inputs;
+    40 dB of SNR on every output (class scores: their logits) on the inputs;
     --fidelity, --max-size and --target-snr set others. An unreachable target
     is an error (exit 2, nothing written) unless --best-effort.
 

@@ -33,10 +33,10 @@ from onnxz.walker import element_count
 DEFAULT_SAMPLES = 8
 """Generated samples the default measures and checks on."""
 
-DEFAULT_SNR_DB = 30.0
+DEFAULT_SNR_DB = 40.0
 """SNR every float output keeps on the generated samples (class scores: centered logits)."""
 
-WEIGHT_FLOOR_DB = 25.0
+WEIGHT_FLOOR_DB = 45.0
 """No quantized tensor of the default goes below this weight SNR, whatever its measured
 sensitivity (generated inputs may not exercise a tensor the way real ones do)."""
 
