@@ -20,9 +20,10 @@ With step Δ and dead zone δ (SPEC.md § "deadzone"):
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -224,16 +225,7 @@ class DeadzoneCodec(LossyCodec):
         assert isinstance(quantized, Quantized)
         q, symbols, outside, table = (quantized.q, quantized.symbols, quantized.outside,
                                       quantized.table)
-        chunks = []
-        start = 0
-        for count in split_counts(q.size, chunk_elements):
-            part = slice(start, start + count)
-            escapes = q[part][outside[part]]
-            chunks.append(
-                Chunk(count, (ans.encode(symbols[part], table),
-                              encode_uvarints(zigzag_encode(escapes))))
-            )
-            start += count
+        chunks = encode_symbol_chunks(q, symbols, outside, table, chunk_elements)
         params = {
             "step": quantized.step,
             "deadzone": self.deadzone,
@@ -246,7 +238,7 @@ class DeadzoneCodec(LossyCodec):
         return EncodedTensor(
             self.codec_id,
             params,
-            tuple(chunks),
+            chunks,
             quantized.reconstruction(etype),
             entropy_bits=ans.entropy_bits(symbols),
             table_bytes=table.stored_size,
@@ -268,17 +260,25 @@ class DeadzoneCodec(LossyCodec):
         return DeadzoneDecoder(step, deadzone, escape, table, etype)
 
 
-class DeadzoneDecoder(ChunkDecoder):
-    """Part 0: the ANS-coded symbols; part 1: the escaped values (SPEC.md §7.2)."""
+class SymbolDecoder(ChunkDecoder):
+    """Decodes chunks of ANS-coded integer symbols with escapes (SPEC.md §7.2): part 0 the
+    symbols, part 1 the escaped values; each batch of symbols goes to :meth:`reconstruct`."""
 
-    def __init__(self, step: float, deadzone: float, escape: bool, table: ans.FrequencyTable,
-                 etype: ElementType) -> None:
-        self.step, self.deadzone, self.escape, self.table = step, deadzone, escape, table
-        self.etype = etype
+    codec_id: ClassVar[str]
+    max_symbol: ClassVar[int] = MAX_SYMBOL
+
+    def __init__(self, escape: bool, table: ans.FrequencyTable, etype: ElementType) -> None:
+        self.escape, self.table, self.etype = escape, table, etype
+
+    @abstractmethod
+    def reconstruct(self, q: np.ndarray, start: int) -> np.ndarray:
+        """Float64 values of the symbols ``q`` (int64), the first at ``start`` in the chunk
+        (a multiple of :data:`BATCH`)."""
 
     def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
+        name = self.codec_id
         if len(parts) != 2:
-            raise FormatError("deadzone chunk: expected 2 parts (symbols, escapes)")
+            raise FormatError(f"{name} chunk: expected 2 parts (symbols, escapes)")
         symbols = ans.AnsDecoder(parts[0], self.table, out.size)
         escaped = self._escaped(parts[1])
         escape_symbol = self.table.offset + self.table.size - 1
@@ -289,23 +289,58 @@ class DeadzoneDecoder(ChunkDecoder):
                 is_escape = q == escape_symbol
                 k = int(is_escape.sum())
                 if used + k > escaped.size:
-                    raise FormatError("deadzone chunk: more escape symbols than escaped values")
+                    raise FormatError(f"{name} chunk: more escape symbols than escaped values")
                 q[is_escape] = escaped[used : used + k]
                 used += k
-            if ((q < -MAX_SYMBOL) | (q > MAX_SYMBOL)).any():
-                raise FormatError("deadzone chunk: symbol beyond 2**53")
-            out[batch] = from_float64(dequantize(q, self.step, self.deadzone), self.etype)
+            if ((q < -self.max_symbol) | (q > self.max_symbol)).any():
+                raise FormatError(f"{name} chunk: symbol beyond {self._limit}")
+            out[batch] = from_float64(self.reconstruct(q, batch.start), self.etype)
         symbols.finish()
         if used != escaped.size:
-            raise FormatError("deadzone chunk: more escaped values than escape symbols")
+            raise FormatError(f"{name} chunk: more escaped values than escape symbols")
+
+    @property
+    def _limit(self) -> str:
+        return f"2**{self.max_symbol.bit_length() - 1}"
 
     def _escaped(self, data: bytes) -> np.ndarray:
-        """The values of part 1 (int64), each within ±2**53."""
+        """The values of part 1 (int64), each within ±``max_symbol``."""
         if not self.escape:
             if data:
-                raise CorruptDataError("deadzone chunk: escape bytes without escape symbol")
+                raise CorruptDataError(f"{self.codec_id} chunk: escape bytes without escape "
+                                       "symbol")
             return np.zeros(0, dtype=np.int64)
         values = decode_uvarints(data)
-        if values.max(initial=0) > 2 * MAX_SYMBOL:
-            raise FormatError("deadzone chunk: escaped symbol beyond 2**53")
+        if values.max(initial=0) > 2 * self.max_symbol:
+            raise FormatError(f"{self.codec_id} chunk: escaped symbol beyond {self._limit}")
         return zigzag_decode(values)
+
+
+class DeadzoneDecoder(SymbolDecoder):
+    """Reconstructs the midpoints of the dead-zone quantizer's intervals (SPEC.md §7.3)."""
+
+    codec_id = "deadzone"
+
+    def __init__(self, step: float, deadzone: float, escape: bool, table: ans.FrequencyTable,
+                 etype: ElementType) -> None:
+        super().__init__(escape, table, etype)
+        self.step, self.deadzone = step, deadzone
+
+    def reconstruct(self, q: np.ndarray, start: int) -> np.ndarray:
+        return dequantize(q, self.step, self.deadzone)
+
+
+def encode_symbol_chunks(q: np.ndarray, symbols: np.ndarray, outside: np.ndarray,
+                         table: ans.FrequencyTable, chunk_elements: int) -> tuple[Chunk, ...]:
+    """The chunks of a tensor's symbols as :class:`SymbolDecoder` reads them: ``symbols``
+    (``q`` with escapes replaced by the escape symbol) ANS-coded under ``table``, and the
+    values ``q`` where ``outside`` as zigzag varints."""
+    chunks = []
+    start = 0
+    for count in split_counts(q.size, chunk_elements):
+        part = slice(start, start + count)
+        escapes = q[part][outside[part]]
+        chunks.append(Chunk(count, (ans.encode(symbols[part], table),
+                                    encode_uvarints(zigzag_encode(escapes)))))
+        start += count
+    return tuple(chunks)
