@@ -67,6 +67,9 @@ LAMBDA = 0.1
 """λ of the encoder's Viterbi cost in units of (2Δ)²: squared error + λ · bits (measured best
 of 0.05 / 0.1 / 0.15 on the corpus)."""
 
+VITERBI_BLOCK = 1 << 18
+"""Elements the Viterbi works on at once (its memory is ~80 bytes per element)."""
+
 ESCAPE_BYTES = 3
 """Estimated bytes of one escaped level (its varint and the escape symbol)."""
 
@@ -229,8 +232,10 @@ def quantize_tensor(x: np.ndarray, step: float, segment: int = SEGMENT) -> Trell
     if float(np.abs(x).max()) / (2 * step) >= MAX_LEVEL:
         raise NotQuantizable("would need levels beyond 2**52")
     first = np.rint(x / (2 * step)).astype(np.int64)  # Q0 alone: the initial rate model
-    bits = magnitude_code_lengths(first, int(np.abs(first).max()) + 1)
-    levels = viterbi_levels(x, step, segment, 4 * LAMBDA, bits)
+    bits = magnitude_code_lengths(first, min(int(np.abs(first).max()) + 1, MAX_MAGNITUDE))
+    block = max(segment, VITERBI_BLOCK - VITERBI_BLOCK % segment)  # whole segments
+    levels = np.concatenate([viterbi_levels(x[i:i + block], step, segment, 4 * LAMBDA, bits)
+                             for i in range(0, x.size, block)])
     symbols, outside, table, buckets = choose_table(levels)
     return TrellisQuantized(step, segment, levels, symbols, outside, table, buckets)
 
