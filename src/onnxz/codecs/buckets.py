@@ -146,17 +146,28 @@ class BucketTable:
         mags = np.bincount(np.abs(symbols), minlength=magnitude + 1)[:magnitude + 1]
         return cls.fit_counts(mags, escape)
 
+    def cost_bits(self, magnitudes: np.ndarray, escape: int) -> float:
+        """Ideal code length in bits of symbols whose magnitudes have the histogram
+        ``magnitudes`` (``magnitudes[m]`` = how many have |symbol| = m, m ≤ M) and of
+        ``escape`` escape symbols, under this table."""
+        buckets = bucket_of(np.arange(1, magnitudes.size), self.resolution)
+        counts = np.bincount(buckets, weights=magnitudes[1:], minlength=self.freqs.size + 1)
+        bits = float(np.dot(counts[1:], self.precision - np.log2(self.freqs)))
+        bits += int(magnitudes[0]) * (self.precision - np.log2(self.zero_frequency()))
+        return bits + (escape * (self.precision - np.log2(self.escape)) if escape else 0.0)
+
     @classmethod
     def fit_counts(cls, magnitudes: np.ndarray, escape: int) -> BucketTable | None:
         """As :meth:`fit`, from ``magnitudes[m]`` = how many symbols have |symbol| = m."""
-        magnitude = magnitudes.size - 1
+        magnitude = max(magnitudes.size - 1, 1)
+        magnitudes = np.pad(magnitudes, (0, magnitude + 1 - magnitudes.size))
         total = int(magnitudes.sum()) + escape
+        least = int(np.ceil(np.log2(2 * magnitude + 2 + (escape > 0))))
         best, best_bits = None, np.inf
         for resolution in FIT_RESOLUTIONS:
             buckets = bucket_of(np.arange(1, magnitude + 1), resolution)
             widths = np.bincount(buckets)[1:]
             counts = np.bincount(buckets, weights=magnitudes[1:])[1:]
-            least = int(np.ceil(np.log2(2 * magnitude + 2 + (escape > 0))))
             for precision in range(max(MIN_TABLE_PRECISION, least), CODER_PRECISION + 1):
                 scale = float(1 << precision) / max(total, 1)
                 freqs = np.maximum(1, np.rint(counts / (2 * widths) * scale)).astype(np.int64)

@@ -204,25 +204,38 @@ class TrellisQuantized(QuantizedTensor):
 def choose_table(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, ans.FrequencyTable,
                                                 BucketTable | None]:
     """(symbols, outside, table, buckets) of least estimated size: an explicit table over a
-    trimmed range (as the dead-zone codec), or a bucket table over −M … M."""
+    trimmed range (as the dead-zone codec), or a bucket table over −M … M with the levels
+    beyond M escaped (M tried from the largest magnitude down, escaping 1, 2, 4, … levels)."""
     lo, hi = choose_range(levels)
     outside = (levels < lo) | (levels > hi)
     symbols = np.where(outside, hi + 1, levels)
     table = ans.FrequencyTable.fit(symbols, offset=lo, size=hi - lo + 1 + bool(outside.any()))
     counts = np.bincount(symbols - lo, minlength=table.size)
     best = (table.cost_bits(counts) / 8 + table.stored_size + ESCAPE_BYTES * outside.sum(),
-            symbols, outside, table, None)
-    magnitude = min(int(np.abs(levels).max()), MAX_MAGNITUDE)
-    far = np.abs(levels) > magnitude
-    buckets = BucketTable.fit(levels[~far], magnitude, int(far.sum())) if magnitude else None
-    if buckets is not None:
-        expanded = buckets.expand()
-        b_symbols = np.where(far, magnitude + 1, levels)
-        counts = np.bincount(b_symbols + magnitude, minlength=expanded.size)
-        size = expanded.cost_bits(counts) / 8 + buckets.stored_size + ESCAPE_BYTES * far.sum()
-        if size < best[0]:
-            best = (size, b_symbols, far, expanded, buckets)
-    return best[1], best[2], best[3], best[4]
+            lo, hi, None)
+    mags = np.abs(levels)
+    cap = min(int(mags.max()), MAX_MAGNITUDE)
+    dense = np.bincount(np.minimum(mags, cap + 1), minlength=cap + 2)  # [cap + 1]: beyond
+    above = np.cumsum(dense[::-1])[::-1] - dense  # levels with a larger magnitude
+    tried = set()
+    t = 0
+    while t <= levels.size // 64:
+        magnitude = max(1, min(int(np.argmax(above <= t)), cap))
+        if magnitude not in tried:
+            tried.add(magnitude)
+            escaped = int(above[magnitude])
+            buckets = BucketTable.fit_counts(dense[:magnitude + 1], escaped)
+            if buckets is not None:
+                size = (buckets.cost_bits(dense[:magnitude + 1], escaped) / 8
+                        + buckets.stored_size + ESCAPE_BYTES * escaped)
+                if size < best[0]:
+                    best = (size, -magnitude, magnitude, buckets)
+        t = 1 if t == 0 else 2 * t
+    _, lo, hi, buckets = best
+    if buckets is None:
+        return symbols, outside, table, None
+    outside = (levels < lo) | (levels > hi)
+    return np.where(outside, hi + 1, levels), outside, buckets.expand(), buckets
 
 
 def quantize_tensor(x: np.ndarray, step: float, segment: int = SEGMENT) -> TrellisQuantized:
