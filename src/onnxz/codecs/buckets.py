@@ -163,23 +163,32 @@ class BucketTable:
         magnitudes = np.pad(magnitudes, (0, magnitude + 1 - magnitudes.size))
         total = int(magnitudes.sum()) + escape
         least = int(np.ceil(np.log2(2 * magnitude + 2 + (escape > 0))))
+        precisions = np.arange(max(MIN_TABLE_PRECISION, least), CODER_PRECISION + 1)
+        scale = np.exp2(precisions.astype(np.float64))[:, None] / max(total, 1)
         best, best_bits = None, np.inf
-        for resolution in FIT_RESOLUTIONS:
+        for resolution in FIT_RESOLUTIONS:  # all precisions at once for each resolution
             buckets = bucket_of(np.arange(1, magnitude + 1), resolution)
             widths = np.bincount(buckets)[1:]
             counts = np.bincount(buckets, weights=magnitudes[1:])[1:]
-            for precision in range(max(MIN_TABLE_PRECISION, least), CODER_PRECISION + 1):
-                scale = float(1 << precision) / max(total, 1)
-                freqs = np.maximum(1, np.rint(counts / (2 * widths) * scale)).astype(np.int64)
-                esc = max(1, round(escape * scale)) if escape else 0
-                zero = (1 << precision) - 2 * int(np.dot(freqs, widths)) - esc
-                if zero < 1:
-                    continue
-                bits = float(np.dot(counts, precision - np.log2(freqs)))
-                bits += int(magnitudes[0]) * (precision - np.log2(zero))
-                bits += escape * (precision - np.log2(esc)) if escape else 0.0
-                table = cls(magnitude, resolution, precision, freqs, esc)
-                bits += 8 * table.stored_size
-                if bits < best_bits:
-                    best, best_bits = table, bits
+            freqs = np.maximum(1, np.rint(counts / (2 * widths) * scale)).astype(np.int64)
+            esc = np.maximum(1, np.rint(escape * scale[:, 0])).astype(np.int64) * (escape > 0)
+            zero = (np.int64(1) << precisions) - 2 * (freqs @ widths) - esc
+            ok = zero >= 1
+            if not ok.any():
+                continue
+            bits = (counts * (precisions[:, None] - np.log2(freqs))).sum(axis=1)
+            bits += magnitudes[0] * (precisions - np.log2(np.maximum(zero, 1)))
+            if escape:
+                bits += escape * (precisions - np.log2(esc))
+            bits += 8 * (_varint_bytes(freqs).sum(axis=1) + _varint_bytes(esc) * (escape > 0))
+            bits = np.where(ok, bits, np.inf)
+            i = int(np.argmin(bits))
+            if bits[i] < best_bits:
+                best_bits = bits[i]
+                best = cls(magnitude, resolution, int(precisions[i]), freqs[i], int(esc[i]))
         return best
+
+
+def _varint_bytes(values: np.ndarray) -> np.ndarray:
+    """LEB128 length of each value (< 2**28)."""
+    return 1 + (values >= 1 << 7) + (values >= 1 << 14) + (values >= 1 << 21)

@@ -144,12 +144,13 @@ def viterbi_levels(x: np.ndarray, step: float, segment: int, lam: float,
     from_ = np.array([[e[j][0] for e in edges] for j in (0, 1)])
     par = np.array([[e[j][1] for e in edges] for j in (0, 1)])
     kind = 2 * (from_ & 1) + par
+    cost0, cost1 = cost[kind[0]], cost[kind[1]]  # (8, segment, rows): the edges' costs
     total = np.full((8, rows), np.inf)
     total[0] = 0.0
     second = np.empty((segment, 8, rows), dtype=bool)
     for i in range(segment):
-        c0 = total[from_[0]] + cost[kind[0], i]
-        c1 = total[from_[1]] + cost[kind[1], i]
+        c0 = total[from_[0]] + cost0[:, i]
+        c1 = total[from_[1]] + cost1[:, i]
         np.less(c1, c0, out=second[i])
         total = np.minimum(c0, c1)
     state = np.argmin(total, axis=0)
@@ -217,12 +218,12 @@ def choose_table(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, ans.Freque
     cap = min(int(mags.max()), MAX_MAGNITUDE)
     dense = np.bincount(np.minimum(mags, cap + 1), minlength=cap + 2)  # [cap + 1]: beyond
     above = np.cumsum(dense[::-1])[::-1] - dense  # levels with a larger magnitude
-    tried = set()
+    tried = 2 * cap + 2
     t = 0
     while t <= levels.size // 64:
         magnitude = max(1, min(int(np.argmax(above <= t)), cap))
-        if magnitude not in tried:
-            tried.add(magnitude)
+        if magnitude < 0.75 * tried:  # escaping pays only if it shrinks the table
+            tried = magnitude
             escaped = int(above[magnitude])
             buckets = BucketTable.fit_counts(dense[:magnitude + 1], escaped)
             if buckets is not None:
