@@ -213,10 +213,10 @@ def test_bucket_frequencies_leaving_nothing_for_zero_are_refused():
         BucketTable(magnitude=3, resolution=2, precision=8, freqs=np.array([40, 40, 48]))
 
 
-def test_save_with_method_trellis_writes_format_1_1_and_loads(tmp_path):
+def test_save_with_the_trellis_quantizer_writes_format_1_1_and_verifies(tmp_path):
     model = mlp()
-    info = onnxz.save(model, tmp_path / "m.onnxz", method="trellis", step_rel=1 / 16,
-                      options=onnxz.PackOptions(min_quantized_elements=16))
+    info = onnxz.save(model, tmp_path / "m.onnxz", options=onnxz.PackOptions(
+        min_quantized_elements=16, quantizer=TrellisCodec(1 / 16)))
     assert info.version == "1.1"
     assert any(t.codec == "trellis" for t in info.tensors)
     report = onnxz.verify(model, tmp_path / "m.onnxz")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import math
 import sys
@@ -261,10 +260,18 @@ def bucket_tables(enabled: bool) -> Iterator[None]:
 @contextlib.contextmanager
 def rate_control_grid(methods: tuple[str, ...]) -> Iterator[None]:
     """Rate control prices every tensor at every step of its grid with each of ``methods``
-    (today's rate control: the dead-zone codec only)."""
-    grid = tuple(tensors.Setting(s, method=m) for m in methods for s in tensors.STEP_GRID)
+    (today's rate control: the dead-zone codec only); each tensor's points are then put in
+    order from finest to coarsest, as the search expects."""
+    grid = tuple(tensors.Setting(m, s) for m in methods for s in tensors.STEP_GRID)
     find = search.find_candidates
-    search.find_candidates = functools.partial(tensors.find_candidates, settings=grid)
+
+    def find_with_grid(model: onnx.ModelProto, options: onnxz.PackOptions) -> list:
+        found = tensors.find_candidates(model, options, settings=grid)
+        for c in found:
+            c.points = [c.points[0], *sorted(c.points[1:], key=lambda p: p.sse)]
+        return found
+
+    search.find_candidates = find_with_grid
     try:
         yield
     finally:

@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -82,25 +83,27 @@ class BucketTable:
             raise FormatError(f"bucket table: resolution {self.resolution} out of range")
         if not MIN_TABLE_PRECISION <= self.precision <= CODER_PRECISION:
             raise FormatError(f"bucket table: precision {self.precision} out of range")
-        buckets = int(bucket_of(np.array([self.magnitude]), self.resolution)[0])
-        if self.freqs.size != buckets:
-            raise FormatError(f"bucket table: {self.freqs.size} frequencies for {buckets} "
-                              "buckets")
+        if self.freqs.size != int(self._buckets[-1]):
+            raise FormatError(f"bucket table: {self.freqs.size} frequencies for "
+                              f"{int(self._buckets[-1])} buckets")
         if self.freqs.size and int(self.freqs.min()) < 1:
             raise FormatError("bucket table: a frequency is 0")
         if self.zero_frequency() < 1:
             raise FormatError("bucket table: frequencies leave nothing for the zero symbol")
 
+    @functools.cached_property
+    def _buckets(self) -> np.ndarray:
+        """The bucket of every magnitude 1 … M."""
+        return bucket_of(np.arange(1, self.magnitude + 1), self.resolution)
+
     def zero_frequency(self) -> int:
         """2**precision minus the frequencies of every other symbol (Python ints: exact)."""
-        widths = bucket_widths(self.magnitude, self.resolution)
-        used = 2 * sum(int(w) * int(g) for w, g in zip(widths, self.freqs, strict=True))
+        used = 2 * int(self.freqs.astype(np.int64)[self._buckets - 1].sum())
         return (1 << self.precision) - used - self.escape
 
     def expand(self) -> FrequencyTable:
         """The coder's table: offset −M, one frequency per symbol (escape last)."""
-        per_magnitude = self.freqs[bucket_of(np.arange(1, self.magnitude + 1),
-                                             self.resolution) - 1].astype(np.uint32)
+        per_magnitude = self.freqs[self._buckets - 1].astype(np.uint32)
         parts = [per_magnitude[::-1], np.array([self.zero_frequency()], np.uint32),
                  per_magnitude]
         if self.escape:
