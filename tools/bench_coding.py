@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Coding ablation (issue 10): what each coding technique buys, on the corpus models.
 
-Two tables, one run:
+Three tables, one run:
 
 * **weights** — at equal weight SNR, per corpus model: bits per weight of the dead-zone codec
   and the bits each technique saves, summed over the weight tensors (each tensor's
@@ -9,6 +9,11 @@ Two tables, one run:
   techniques are priced by their codec's own estimate (coded bits + tables + escapes);
   techniques that were measured and not built are priced by the ideal code length of their
   symbols plus their tables (``*`` in the table).
+* **versus NNCodec** — the codecs against NNCodec 2.1.3 (the MPEG NNR reference), weight
+  against weight: NNCodec codes the weight tensors at a QP; onnxz's bytes for the same
+  tensors, each at the weight SNR NNCodec's decoding reached (interpolated on its rate–SNR
+  curve), divided by NNCodec's bitstream bytes. Needs ``tools/comparators`` and NNCodec's
+  venv (``make nncodec-venv``); skipped with a note otherwise.
 * **task** — per corpus model, the file rate control writes for the model's fidelity spec on
   its calibration inputs (``onnxz.save(..., fidelity=, inputs=)``), with each technique added
   in turn to the settings rate control may choose from; its size, the task agreement on
@@ -18,6 +23,7 @@ Two tables, one run:
 
     python tools/bench_coding.py                           # both tables, every corpus model
     python tools/bench_coding.py --weights magika          # one table, one model
+    python tools/bench_coding.py --versus-nncodec          # NNCodec at equal weight SNR
     python tools/bench_coding.py --task --nncodec rate.json --json coding.json
 
 The task table needs the real task data of ``tools/tasks`` (``pip install -e .[ratebench]``).
@@ -243,6 +249,80 @@ def weight_table(results: list[WeightResult]) -> str:
     return "\n".join([*rows, "", legend])
 
 
+# --- versus NNCodec, weight against weight -----------------------------------------------
+
+NNCODEC_QPS = (-40, -36, -32, -28, -24, -20)
+FINE_STEPS = tuple(2.0 ** (k / 8) for k in range(-80, 1))  # 1/1024 .. 1, an eighth octave
+ONNXZ_CODECS: dict[str, Pricer] = {"deadzone": deadzone, "trellis": trellis}
+
+
+@dataclass
+class VersusRow:
+    """NNCodec at one QP: its bitstream bytes, the tensors' weight SNR range, and the bytes
+    of each onnxz codec at the same per-tensor SNR."""
+
+    model: str
+    use_dq: bool
+    qp: int
+    nncodec_bytes: int
+    snr_min: float
+    snr_max: float
+    onnxz_bytes: dict[str, float]
+
+
+def versus_nncodec(name: str, model: onnx.ModelProto, workdir: Path) -> list[VersusRow]:
+    import comparators  # tools/comparators: NNCodec in its own venv
+
+    weights = comparators.weight_tensors(model)
+    curves: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for key, array in weights.items():
+        x = array.astype(np.float64).ravel()
+        energy, spread = float(np.dot(x, x)), robust_spread(x)
+        for codec, price in ONNXZ_CODECS.items():
+            curve = []
+            for rel in FINE_STEPS:
+                size, r = price(x, rel * spread)
+                sse = float(np.sum((x - r) ** 2))
+                curve.append((size, 10 * math.log10(energy / sse) if sse else 300.0))
+            curves[key, codec] = curve
+    rows = []
+    for use_dq in (True, False):
+        with comparators.NNCodec(model, use_dq, workdir / f"{name}_nnc") as nnc:
+            for qp in NNCODEC_QPS:
+                result = nnc.code(qp)
+                decoded = comparators.weight_tensors(onnx.load(str(result.model_path)))
+                snrs, totals = [], dict.fromkeys(ONNXZ_CODECS, 0.0)
+                for key, array in weights.items():
+                    x = array.astype(np.float64).ravel()
+                    sse = float(np.sum((x - decoded[key].astype(np.float64).ravel()) ** 2))
+                    snr = 10 * math.log10(float(np.dot(x, x)) / sse) if sse else 300.0
+                    snrs.append(snr)
+                    for codec in ONNXZ_CODECS:
+                        totals[codec] += bits_at(curves[key, codec], snr)
+                rows.append(VersusRow(name, use_dq, qp, result.bitstream_bytes, min(snrs),
+                                      max(snrs), totals))
+                log(f"  {name} NNCodec {'dq' if use_dq else 'no dq'} qp {qp}: "
+                    f"{result.bitstream_bytes:,} B; onnxz trellis "
+                    f"{totals['trellis'] / result.bitstream_bytes:.3f}×")
+    return rows
+
+
+def versus_table(rows: list[VersusRow]) -> str:
+    out = ["| model | NNCodec | QP | weight SNR dB | NNCodec bytes | "
+           + " | ".join(f"onnxz {c}" for c in ONNXZ_CODECS) + " |",
+           "|:---|:---|---:|---:|---:|" + "---:|" * len(ONNXZ_CODECS)]
+    for r in rows:
+        cells = [f"{b:,.0f} ({b / r.nncodec_bytes:.3f}×)" for b in r.onnxz_bytes.values()]
+        out.append(f"| {r.model} | {'dq' if r.use_dq else 'no dq'} | {r.qp} | "
+                   f"{r.snr_min:.1f}–{r.snr_max:.1f} | {r.nncodec_bytes:,} | "
+                   + " | ".join(cells) + " |")
+    return "\n".join([*out, "", "NNCodec 2.1.3 codes the weight tensors (≥ 1024 elements) "
+                       "at one QP, with (dq) or without dependent quantization; onnxz codes "
+                       "each tensor at the weight SNR NNCodec's decoding reached (estimated "
+                       "bytes: coded symbols, tables, escapes; no index or graph). (×) = "
+                       "onnxz / NNCodec bitstream."])
+
+
 # --- task level --------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -400,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("models", nargs="*", help="corpus models (default: all)")
     parser.add_argument("--weights", action="store_true", help="only the weight-level table")
+    parser.add_argument("--versus-nncodec", action="store_true",
+                        help="only the table against NNCodec at equal weight SNR")
     parser.add_argument("--task", action="store_true", help="only the task-level table")
     parser.add_argument("--nncodec", type=Path, metavar="JSON",
                         help="a tools/bench_rate.py --json result with NNCodec's sizes")
@@ -409,10 +491,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - {m.name for m in CORPUS})
     if unknown:
         parser.error(f"unknown corpus models: {', '.join(unknown)}")
-    both = not (args.weights or args.task)
+    every = not (args.weights or args.versus_nncodec or args.task)
     paths = fetch_all(names)
     output: dict[str, list] = {}
-    if args.weights or both:
+    if args.weights or every:
         weights = []
         for name in names:
             log(f"{name}: weight-level curves")
@@ -421,7 +503,20 @@ def main(argv: list[str] | None = None) -> int:
                 output["weights"] = [asdict(w) for w in weights]
                 args.json.write_text(json.dumps(output, indent=1))
         print(weight_table(weights) + "\n")
-    if args.task or both:
+    if args.versus_nncodec or every:
+        rows: list[VersusRow] = []
+        with tempfile.TemporaryDirectory(prefix="bench-coding-") as tmp:
+            try:
+                for name in names:
+                    log(f"{name}: NNCodec against onnxz at equal weight SNR")
+                    rows += versus_nncodec(name, onnx.load(str(paths[name])), Path(tmp))
+                    if args.json:
+                        output["versus_nncodec"] = [asdict(r) for r in rows]
+                        args.json.write_text(json.dumps(output, indent=1))
+            except (ImportError, RuntimeError) as exc:  # no tools/comparators or NNCodec
+                log(f"versus NNCodec skipped: {exc}")
+        print(versus_table(rows) + "\n")
+    if args.task or every:
         import tasks  # tools/tasks: real task data (extra "ratebench")
 
         results = []

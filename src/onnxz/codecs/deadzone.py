@@ -260,7 +260,7 @@ class DeadzoneCodec(LossyCodec):
         return DeadzoneDecoder(step, deadzone, escape, table, etype)
 
 
-class SymbolDecoder(ChunkDecoder):
+class EscapedSymbolDecoder(ChunkDecoder):
     """Decodes chunks of ANS-coded integer symbols with escapes (SPEC.md §7.2): part 0 the
     symbols, part 1 the escaped values; each batch of symbols goes to :meth:`reconstruct`."""
 
@@ -316,7 +316,7 @@ class SymbolDecoder(ChunkDecoder):
         return zigzag_decode(values)
 
 
-class DeadzoneDecoder(SymbolDecoder):
+class DeadzoneDecoder(EscapedSymbolDecoder):
     """Reconstructs the midpoints of the dead-zone quantizer's intervals (SPEC.md §7.3)."""
 
     codec_id = "deadzone"
@@ -332,7 +332,7 @@ class DeadzoneDecoder(SymbolDecoder):
 
 def encode_symbol_chunks(q: np.ndarray, symbols: np.ndarray, outside: np.ndarray,
                          table: ans.FrequencyTable, chunk_elements: int) -> tuple[Chunk, ...]:
-    """The chunks of a tensor's symbols as :class:`SymbolDecoder` reads them: ``symbols``
+    """The chunks of a tensor's symbols as :class:`EscapedSymbolDecoder` reads them: ``symbols``
     (``q`` with escapes replaced by the escape symbol) ANS-coded under ``table``, and the
     values ``q`` where ``outside`` as zigzag varints."""
     chunks = []

@@ -39,8 +39,8 @@ from onnxz.codecs import ans
 from onnxz.codecs.base import ChunkDecoder, EncodedTensor, LossyCodec, QuantizedTensor, field
 from onnxz.codecs.buckets import MAX_MAGNITUDE, BucketTable
 from onnxz.codecs.deadzone import (
+    EscapedSymbolDecoder,
     NotQuantizable,
-    SymbolDecoder,
     choose_range,
     encode_symbol_chunks,
     from_float64,
@@ -321,7 +321,7 @@ class TrellisCodec(LossyCodec):
         return TrellisDecoder(step, segment, escape, table, etype)
 
 
-class TrellisDecoder(SymbolDecoder):
+class TrellisDecoder(EscapedSymbolDecoder):
     """Levels from part 0 and 1 as for the dead-zone codec; quantizers from their parities."""
 
     codec_id = "trellis"
