@@ -19,7 +19,10 @@ Three tables, one run:
   in turn to the settings rate control may choose from; its size, the task agreement on
   held-out real inputs, the encode time and the decode speed (``onnxz.load``, CPU time,
   relative to the first variant's file), next to NNCodec's smallest file at ≥ 99.5%
-  agreement when a ``tools/bench_rate.py --json`` file is given.
+  agreement when a ``tools/bench_rate.py --json`` file is given. Because that agreement
+  moves in steps of one decision and rate control's search in steps of ~10%, the same
+  table also gives each codec at fixed steps: bytes at equal output SNR on the calibration
+  inputs (interpolated on its size–SNR curve), relative to the dead-zone codec.
 
     python tools/bench_coding.py                           # both tables, every corpus model
     python tools/bench_coding.py --weights magika          # one table, one model
@@ -392,6 +395,45 @@ class TaskResult:
     spec: str
     cells: dict[str, TaskCell] = field(default_factory=dict)
     nncodec: int | None = None
+    sweeps: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+OUTPUT_SNR_TARGETS = (25.0, 30.0, 35.0, 40.0)
+SWEEP_STEPS = tuple(2.0 ** (k / 4) for k in range(-34, -3, 3))  # relative steps, 1/362 .. 1/2
+
+
+def output_snr_sweeps(source: Path, calibration: Path, workdir: Path
+                      ) -> dict[str, list[tuple[int, float]]]:
+    """(file bytes, output SNR dB on the calibration inputs) of each codec at fixed steps:
+    the dead-zone codec, trellis with explicit tables only, trellis."""
+    codecs: dict[str, tuple[Callable[[float], onnxz.codecs.TensorCodec], bool]] = {
+        "deadzone": (lambda rel: DeadzoneCodec(rel, 0.5), True),
+        "+ trellis": (TrellisCodec, False),
+        "+ bucket tables": (TrellisCodec, True),
+    }
+    sweeps: dict[str, list[tuple[int, float]]] = {}
+    out = workdir / "sweep.onnxz"
+    for name, (make, buckets) in codecs.items():
+        for rel in SWEEP_STEPS:
+            options = onnxz.PackOptions(quantizer=make(rel), step_rel=rel)
+            with bucket_tables(buckets):
+                info = onnxz.save(source, out, options=options, force=True)
+            report = onnxz.verify(source, out, inputs=str(calibration))
+            snr = min(m.snr_db for m in report.outputs)
+            sweeps.setdefault(name, []).append((info.file_bytes, snr))
+    return sweeps
+
+
+def bytes_at_output_snr(sweep: list[tuple[int, float]], snr: float) -> float | None:
+    """Bytes at output SNR ``snr`` from a least-squares line bytes = a + b·SNR through the
+    sweep's points between 15 and 60 dB (output SNR wobbles from step to step: saturated
+    softmax outputs, a few samples; the line is what 6 dB per bit predicts); None if fewer
+    than 3 points lie there or ``snr`` is outside them."""
+    points = [(b, d) for b, d in sweep if 15.0 <= d <= 60.0]
+    if len(points) < 3 or not min(d for _, d in points) <= snr <= max(d for _, d in points):
+        return None
+    slope, intercept = np.polyfit([d for _, d in points], [b for b, _ in points], 1)
+    return float(intercept + slope * snr)
 
 
 def decode_cpu_seconds(path: Path, repeat: int = 3) -> float:
@@ -424,6 +466,7 @@ def task_ablation(task, workdir: Path, nncodec: dict[str, int]) -> TaskResult:
                                               decode_cpu_seconds(out), codecs)
         log(f"  {task.name} {variant.name}: {info.file_bytes:,} B, {agreement}, "
             f"{seconds:.0f} s")
+    result.sweeps = output_snr_sweeps(source, calibration, workdir)
     return result
 
 
@@ -450,6 +493,19 @@ def task_table(results: list[TaskResult]) -> str:
         rows.append(f"| {r.model} | " + " | ".join(
             f"{r.cells[n].encode_seconds:.0f} s / {base / r.cells[n].decode_cpu_seconds:.2f}×"
             for n in names) + " |")
+    sweep_names = list(results[0].sweeps) if results else []
+    rows += ["", "| model | output SNR dB | " + " | ".join(sweep_names) + " |",
+             "|:---|---:|" + "---:|" * len(sweep_names)]
+    for r in results:
+        for i, snr in enumerate(OUTPUT_SNR_TARGETS):
+            base = bytes_at_output_snr(r.sweeps["deadzone"], snr)
+            if base is None:
+                continue
+            cells = [f"{base:,.0f} B"]
+            for n in sweep_names[1:]:
+                b = bytes_at_output_snr(r.sweeps[n], snr)
+                cells.append("n/a" if b is None else f"{b / base - 1:+.1%}")
+            rows.append(f"| {r.model if i == 0 else ''} | {snr:g} | " + " | ".join(cells) + " |")
     ratios = [r.original_bytes / r.cells[names[-1]].bytes for r in results]
     rows += ["", f"File sizes rate control writes for each model's fidelity spec (its "
              f"calibration inputs), task agreement on held-out real inputs (✗: below "
@@ -457,7 +513,9 @@ def task_table(results: list[TaskResult]) -> str:
              f"{np.mean(ratios):.2f}×. Decode speed: CPU time of onnxz.load relative to the "
              "first column's file (higher is faster). NNCodec: its smallest file at ≥ 99.5% "
              "held-out agreement (tools/bench_rate.py, best of with and without dependent "
-             "quantization)."]
+             "quantization). Second table: one codec for every weight tensor at fixed steps "
+             "(2^(k/4) of the spread); file bytes at the same output SNR (the worst output, "
+             "on the calibration inputs) relative to the dead-zone codec."]
     return "\n".join(rows)
 
 
