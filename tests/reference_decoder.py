@@ -1,5 +1,5 @@
-"""An independent onnxz 1.x decoder (1.0, and the 1.1 codecs mulaw and minifloat), written
-from SPEC.md alone.
+"""An independent onnxz 1.x decoder (1.0, and the 1.1 codecs mulaw, minifloat and
+trellis), written from SPEC.md alone.
 
 It imports nothing from onnxz: only the standard library, onnx (to parse the graph
 section's ModelProto), zstandard and msgpack (the section formats SPEC.md names). Every
@@ -463,6 +463,8 @@ def _decode_tensor(data: bytes, t: TensorRef) -> bytes:
         decode_chunk = _mulaw_decoder(t.params, dtype)
     elif t.codec == "minifloat":
         decode_chunk = _minifloat_decoder(t.params, dtype)
+    elif t.codec == "trellis":
+        decode_chunk = _trellis_decoder(t.params, dtype)
     else:
         raise FormatError(f"tensor {t.name!r}: codec {t.codec!r} is not known to this reader")
     out = b""
@@ -617,32 +619,40 @@ def _deadzone_decoder(params: dict, dtype: DType) -> ChunkDecode:
     table = Table.parse(_typed(params, "table", dict))
     if dtype.name not in QUANTIZABLE:
         raise FormatError(f"deadzone: cannot reconstruct into {dtype.name}")
-    esc = table.offset + len(table.F) - 1
 
     def decode_chunk(parts: list[bytes], count: int) -> bytes:
-        if len(parts) != 2:
-            raise FormatError("deadzone: a chunk has two parts")
-        _check_stream(parts[0], count)
-        if not escape and parts[1]:
-            raise CorruptDataError("deadzone: escape bytes without escape symbol")
-        escaped = [unzigzag(u) for u in read_uvarints(parts[1])] if escape else []
-        if any(abs(v) > 1 << 53 for v in escaped):
-            raise FormatError("deadzone: escaped |q| > 2^53")
-        q, ended = ans_decode(parts[0], count, table)
-        used = 0
-        for i, s in enumerate(q):
-            if escape and s == esc:
-                if used == len(escaped):
-                    raise FormatError("deadzone: more escape symbols than escape values")
-                q[i], used = escaped[used], used + 1
-            elif abs(s) > 1 << 53:
-                raise FormatError("deadzone: |q| > 2^53")
-        if not ended:
-            raise CorruptDataError("deadzone: ANS stream does not end in the initial state")
-        if used != len(escaped):
-            raise FormatError("deadzone: more escape values than escape symbols")
+        q = _decode_symbols(parts, count, table, escape, 1 << 53, "deadzone")
         return b"".join(_reconstruct(v, step, deadzone, dtype) for v in q)
     return decode_chunk
+
+
+def _decode_symbols(parts: list[bytes], count: int, table: Table, escape: bool, limit: int,
+                    codec: str) -> list[int]:
+    """§7.2 (and §15.3): the chunk's symbols with the escaped ones replaced, each within
+    ±``limit``."""
+    if len(parts) != 2:
+        raise FormatError(f"{codec}: a chunk has two parts")
+    _check_stream(parts[0], count)
+    if not escape and parts[1]:
+        raise CorruptDataError(f"{codec}: escape bytes without escape symbol")
+    escaped = [unzigzag(u) for u in read_uvarints(parts[1])] if escape else []
+    if any(abs(v) > limit for v in escaped):
+        raise FormatError(f"{codec}: escaped |q| > {limit}")
+    esc = table.offset + len(table.F) - 1
+    q, ended = ans_decode(parts[0], count, table)
+    used = 0
+    for i, s in enumerate(q):
+        if escape and s == esc:
+            if used == len(escaped):
+                raise FormatError(f"{codec}: more escape symbols than escape values")
+            q[i], used = escaped[used], used + 1
+        elif abs(s) > limit:
+            raise FormatError(f"{codec}: |q| > {limit}")
+    if not ended:
+        raise CorruptDataError(f"{codec}: ANS stream does not end in the initial state")
+    if used != len(escaped):
+        raise FormatError(f"{codec}: more escape values than escape symbols")
+    return q
 
 
 def _number(params: dict, key: str) -> float:
@@ -770,6 +780,77 @@ def round_binary64(x: float, e: int, m: int) -> int:
             n += 1
     bits = ((biased - 1) << m) + n  # a carry out of the mantissa bumps the exponent
     return sign | min(bits, infinity)
+
+
+# --- codec trellis (§15) ------------------------------------------------------------------
+
+TRELLIS_NEXT = ((0, 2), (7, 5), (1, 3), (6, 4), (2, 0), (5, 7), (3, 1), (4, 6))  # §15.3
+
+
+def _trellis_decoder(params: dict, dtype: DType) -> ChunkDecode:
+    step = _number(params, "step")
+    if not (math.isfinite(step) and step > 0):
+        raise FormatError("trellis: step must be finite and > 0")
+    segment = _typed(params, "segment", int)
+    if segment < 1 or segment > 1 << 16 or segment & (segment - 1):
+        raise FormatError("trellis: segment must be 2^j, 0 <= j <= 16")
+    escape = _typed(params, "escape", bool)
+    if ("table" in params) == ("buckets" in params):
+        raise FormatError("trellis: exactly one of table and buckets")
+    if "table" in params:
+        table = Table.parse(_typed(params, "table", dict))
+    else:
+        table = _bucket_table(_typed(params, "buckets", dict), escape)
+    if dtype.name not in QUANTIZABLE:
+        raise FormatError(f"trellis: cannot reconstruct into {dtype.name}")
+
+    def decode_chunk(parts: list[bytes], count: int) -> bytes:
+        k = _decode_symbols(parts, count, table, escape, 1 << 52, "trellis")
+        out = []
+        state = 0
+        for i, level in enumerate(k):
+            if i % segment == 0:
+                state = 0
+            q = state & 1
+            state = TRELLIS_NEXT[state][abs(level) & 1]
+            r = 0.0 if level == 0 else step * float(2 * abs(level) - q)
+            out.append(to_dtype(-r if level < 0 else r, dtype))
+        return b"".join(out)
+    return decode_chunk
+
+
+def _bucket_table(fields: dict, escape: bool) -> Table:
+    """§15.2: the frequency table a bucket table stands for."""
+    M = _typed(fields, "magnitude", int)
+    r = _typed(fields, "resolution", int)
+    P = _typed(fields, "precision", int)
+    raw = _typed(fields, "freqs", bytes)
+    if not (1 <= M <= 32767 and 0 <= r <= 8 and 8 <= P <= 24):
+        raise FormatError("bucket table: magnitude, resolution or precision out of range")
+
+    def bucket(m: int) -> int:
+        if m < 1 << (r + 1):
+            return m
+        s = m.bit_length() - 1 - r
+        return (s << r) + (m >> s)
+
+    B = bucket(M)
+    g = read_uvarints(raw)
+    if len(g) != B + escape:
+        raise FormatError(f"bucket table: {len(g)} frequencies, expected {B + escape}")
+    if min(g) < 1 or max(g) > 1 << 24:
+        raise FormatError("bucket table: frequencies must be in 1..2^24")
+    g_esc = g[B] if escape else 0
+    per_m = [g[bucket(m) - 1] for m in range(1, M + 1)]
+    zero = (1 << P) - 2 * sum(per_m) - g_esc
+    if zero < 1:
+        raise FormatError("bucket table: nothing left for the zero symbol")
+    freqs = per_m[::-1] + [zero] + per_m + ([g_esc] if escape else [])
+    F = tuple(f << (24 - P) for f in freqs)
+    C = [0]
+    for f in F:
+        C.append(C[-1] + f)
+    return Table(-M, F, tuple(C))
 
 
 # --- frequency tables and ANS (§8), varints (§9) ------------------------------------------

@@ -137,6 +137,9 @@ def test_vectors_cover_every_feature():
                 seen.add(("mulaw grid", p["grid"]))
             elif t.codec == "minifloat":
                 seen.add(("minifloat", p["exponent_bits"], p["mantissa_bits"]))
+            elif t.codec == "trellis":
+                seen.add(("trellis table", "buckets" if "buckets" in p else "table",
+                          p["escape"]))
             else:
                 seen.add(("deadzone", p["deadzone"]))
                 seen.update(("escapes", p["escape"], c.sizes[1] > 0) for c in t.chunks)
@@ -154,6 +157,9 @@ def test_vectors_cover_every_feature():
     assert {("deadzone", 0.0), ("deadzone", 0.5), ("deadzone", 0.3), ("deadzone", 0.75)} <= seen
     assert {("escapes", True, True), ("escapes", True, False), ("escapes", False, False)} <= seen
     assert {("chunked", "lossless", True), ("chunked", "deadzone", True)} <= seen
+    assert {("codec", "trellis", d) for d in reference_decoder.QUANTIZABLE} <= seen
+    assert {("trellis table", "buckets", True), ("trellis table", "table", False),
+            ("chunked", "trellis", True)} <= seen
     assert {("path", s) for s in ("graph", "initializer", "node", "attribute", "t", "tensors",
                                   "g", "graphs", "functions")} <= seen
     assert ("minor", True) in seen

@@ -50,6 +50,7 @@ from onnxz.codecs import (  # noqa: E402
     MinifloatCodec,
     MulawCodec,
     TensorCodec,
+    TrellisCodec,
     ans,
 )
 from onnxz.codecs.base import Chunk  # noqa: E402
@@ -270,6 +271,24 @@ def weight(seed: int, uniform: bool = False) -> onnx.ModelProto:
                   [numpy_helper.from_array(w.astype("<f4"), "W")])
 
 
+def skewed_weight(_: Path) -> onnx.ModelProto:
+    """Y = MatMul(X, W) with a mostly positive weight W [24, 16] (a symmetric table fits
+    badly)."""
+    w = np.abs(_laplace(np.random.default_rng(205), (24, 16))) - 0.01
+    return _model([helper.make_node("MatMul", ["X", "W"], ["Y"])],
+                  [_io("X", TensorProto.FLOAT, [1, 24])], [_io("Y", TensorProto.FLOAT, [1, 16])],
+                  [numpy_helper.from_array(w.astype("<f4"), "W")])
+
+
+def far_outliers(_: Path) -> onnx.ModelProto:
+    """A Laplacian weight [32, 24] with three values 10^4 times its spread."""
+    w = _laplace(np.random.default_rng(206), (32, 24))
+    w.flat[[17, 300, 701]] = [500.0, -700.0, 900.0]
+    return _model([helper.make_node("MatMul", ["X", "W"], ["Y"])],
+                  [_io("X", TensorProto.FLOAT, [1, 32])], [_io("Y", TensorProto.FLOAT, [1, 24])],
+                  [numpy_helper.from_array(w.astype("<f4"), "W")])
+
+
 def deadzone_dtypes(_: Path) -> onnx.ModelProto:
     """Dead-zone weights of float16, bfloat16 (through a Cast) and float64."""
     rng = np.random.default_rng(106)
@@ -427,6 +446,16 @@ def absurd_shape(data: bytes) -> bytes:
     t = fields["tensors"][0]
     t["shape"] = [10**6, 10**6]
     t["chunks"][0][2] = 10**12
+    return container_edit.with_index(data, fields)
+
+
+def starve_zero_symbol(data: bytes) -> bytes:
+    """A bucket table whose first bucket takes all of 2**precision (nothing left for 0)."""
+    fields = container_edit.read_index(data)
+    buckets = fields["tensors"][0]["params"]["buckets"]
+    values = onnxz.codecs.varint.decode_uvarints(buckets["freqs"])
+    values[0] = 1 << buckets["precision"]
+    buckets["freqs"] = onnxz.codecs.varint.encode_uvarints(values)
     return container_edit.with_index(data, fields)
 
 
@@ -752,6 +781,22 @@ VECTORS_LIST = (
            "2/2^6 over [−1, 1], midrise, outliers clipped; a format 1.0 file", outliers,
            {"options": quantized(DeadzoneCodec.global_range(6, 0.0))},
            _matmul_inputs(("X", 32, np.float32)), ARITHMETIC),
+    Vector("trellis_explicit_table", "trellis float32 (format 1.1), a mostly positive weight: "
+           "explicit table, the state reset after 256 elements", skewed_weight,
+           {"options": quantized(TrellisCodec(0.25))},
+           _matmul_inputs(("X", 24, np.float32)), ARITHMETIC),
+    Vector("trellis_buckets_escapes", "trellis float32 at a fine step: a bucket table with an "
+           "escape symbol, outliers of both signs, three 256-element chunks", far_outliers,
+           {"options": quantized(TrellisCodec(1 / 128), chunk_elements=300)},
+           _matmul_inputs(("X", 32, np.float32)), ARITHMETIC),
+    Vector("trellis_f16_bf16_f64", "trellis float16, bfloat16 and float64", deadzone_dtypes,
+           {"options": quantized(TrellisCodec(1 / 16))},
+           _matmul_inputs(("X16", 24, np.float16), ("X32", 24, np.float32),
+                          ("X64", 24, np.float64)), (1e-3, 1e-3)),
+    Vector("invalid_trellis_bucket_table", "a trellis bucket table that leaves no frequency "
+           "for the zero symbol", outliers,
+           {"options": quantized(TrellisCodec(1 / 128))},
+           edit=starve_zero_symbol, error="format", match="zero symbol"),
     Vector("invalid_major_2", "format 2.0: refused", spec_example, LOSSLESS,
            edit=lambda d: container_edit.with_version(d, 2, 0), error="format", match="2.0"),
     Vector("invalid_unknown_codec", "codec 'wavelet': refused, named", spec_example, LOSSLESS,

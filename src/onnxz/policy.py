@@ -7,7 +7,14 @@ import math
 from dataclasses import dataclass
 
 from onnxz.arguments import boolean, integer, real_number
-from onnxz.codecs import DeadzoneCodec, LosslessCodec, MinifloatCodec, MulawCodec, TensorCodec
+from onnxz.codecs import (
+    DeadzoneCodec,
+    LosslessCodec,
+    MinifloatCodec,
+    MulawCodec,
+    TensorCodec,
+    TrellisCodec,
+)
 from onnxz.codecs.rounding import MantissaRounding
 from onnxz.dtypes import ElementType
 from onnxz.errors import InvalidArgumentError
@@ -123,7 +130,7 @@ class PackOptions:
         return self.lossless or self.step_rel is not None or self.quantizer is not None
 
 
-QUANTIZERS = ("deadzone", "mulaw", "minifloat")
+QUANTIZERS = ("deadzone", "mulaw", "minifloat", "trellis")
 """The lossy codecs ``pack --codec`` can select."""
 
 
@@ -139,6 +146,8 @@ def quantizer(codec: str, *, step_rel: float | None = None, deadzone: float | No
       ``global_range`` the range is [−1, 1] for every tensor instead of each one's max |x|.
     - ``minifloat``: ``bits`` (a width of ``minifloat.LAYOUTS``, 8 by default) or
       ``exponent_bits`` and ``mantissa_bits``; ``global_range`` as for mulaw.
+    - ``trellis``: ``step_rel`` (trellis-coded quantization: the spacing of its two
+      interleaved quantizers, relative to each tensor's spread).
 
     Settings that do not apply to ``codec`` are an :class:`onnxz.InvalidArgumentError`
     naming them.
@@ -149,6 +158,7 @@ def quantizer(codec: str, *, step_rel: float | None = None, deadzone: float | No
         "deadzone": {"deadzone", "bits" if global_range else "step_rel"},
         "mulaw": {"bits", "mu", "grid"},
         "minifloat": {"bits", "exponent_bits", "mantissa_bits"},
+        "trellis": {"step_rel"},
     }
     if codec not in allowed:
         raise InvalidArgumentError(f"unknown codec {codec!r} (choose from {', '.join(QUANTIZERS)})")
@@ -161,6 +171,10 @@ def quantizer(codec: str, *, step_rel: float | None = None, deadzone: float | No
         if global_range:
             return DeadzoneCodec.global_range(8 if bits is None else bits, dz)
         return DeadzoneCodec(DEFAULT_STEP_REL if step_rel is None else step_rel, dz)
+    if codec == "trellis":
+        if global_range:
+            raise InvalidArgumentError("global_range: not a setting of codec trellis")
+        return TrellisCodec(DEFAULT_STEP_REL if step_rel is None else step_rel)
     if codec == "mulaw":
         return MulawCodec(mu=255.0 if mu is None else mu, bits=8 if bits is None else bits,
                           grid=grid or "midrise", x_max=1.0 if global_range else None)

@@ -11,6 +11,7 @@ from onnxz.codecs.deadzone import DeadzoneCodec, NotQuantizable
 from onnxz.codecs.lossless import LosslessCodec
 from onnxz.codecs.minifloat import MinifloatCodec
 from onnxz.codecs.mulaw import MulawCodec
+from onnxz.codecs.trellis import TrellisCodec
 from onnxz.errors import FormatError
 
 REGISTRY: dict[str, type[TensorCodec]] = {
@@ -18,6 +19,7 @@ REGISTRY: dict[str, type[TensorCodec]] = {
     DeadzoneCodec.codec_id: DeadzoneCodec,
     MulawCodec.codec_id: MulawCodec,
     MinifloatCodec.codec_id: MinifloatCodec,
+    TrellisCodec.codec_id: TrellisCodec,
 }
 
 
@@ -41,5 +43,6 @@ __all__ = [
     "MulawCodec",
     "NotQuantizable",
     "TensorCodec",
+    "TrellisCodec",
     "codec_class",
 ]

@@ -21,9 +21,10 @@ With step Δ and dead zone δ (SPEC.md § "deadzone"):
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -278,28 +279,16 @@ class DeadzoneCodec(LossyCodec):
 
     def encode_quantized(self, quantized: QuantizedTensor, etype: ElementType,
                          chunk_elements: int) -> EncodedTensor:
-        """Code what :meth:`quantize` returned, a chunk at a time (the reconstruction too)."""
+        """Code what :meth:`quantize` returned, a chunk at a time (the reconstruction a
+        batch at a time)."""
         assert isinstance(quantized, Quantized)
-        q, lo, hi, table = quantized.q, quantized.lo, quantized.hi, quantized.table
-        step, escape = quantized.step, quantized.escaped > 0
-        reconstruction = np.empty(q.size, dtype=etype.numpy)
-        chunks = []
-        start = 0
-        for count in split_counts(q.size, chunk_elements):
-            part = slice(start, start + count)
-            outside = (q[part] < lo) | (q[part] > hi)
-            symbols = np.where(outside, hi + 1, q[part])
-            chunks.append(
-                Chunk(count, (ans.encode(symbols, table),
-                              encode_uvarints(zigzag_encode(q[part][outside]))))
-            )
-            reconstruction[part] = from_float64(dequantize(q[part], step, self.deadzone), etype)
-            start += count
+        q, table, step = quantized.q, quantized.table, quantized.step
+        chunks = encode_symbol_chunks(q, quantized.lo, quantized.hi, table, chunk_elements)
         params = {
             "step": step,
             "deadzone": self.deadzone,
             "reconstruction": RECONSTRUCTION,
-            "escape": escape,
+            "escape": quantized.escaped > 0,
             "table": table.to_fields(),
         }
         if self.step_rel is not None:
@@ -307,8 +296,8 @@ class DeadzoneCodec(LossyCodec):
         return EncodedTensor(
             self.codec_id,
             params,
-            tuple(chunks),
-            reconstruction,
+            chunks,
+            quantized.reconstruction(etype),
             entropy_bits=ans.entropy_bits_of_counts(quantized.counts),
             table_bytes=table.stored_size,
         )
@@ -373,57 +362,113 @@ class DeadzoneCodec(LossyCodec):
         return DeadzoneDecoder(step, deadzone, escape, table, etype)
 
 
-class DeadzoneDecoder(ChunkDecoder):
-    """Part 0: the ANS-coded symbols; part 1: the escaped values (SPEC.md §7.2).
+class EscapedSymbolDecoder(ChunkDecoder):
+    """Decodes chunks of ANS-coded integer symbols with escapes (SPEC.md §7.2): part 0 the
+    symbols, part 1 the escaped values. Each batch of symbols becomes values through
+    :meth:`fill`, by default :meth:`reconstruct` of the symbols with escapes replaced."""
+
+    codec_id: ClassVar[str]
+    max_symbol: ClassVar[int] = MAX_SYMBOL
+
+    def __init__(self, escape: bool, table: ans.FrequencyTable, etype: ElementType) -> None:
+        self.escape, self.table, self.etype = escape, table, etype
+        self.symbols = np.arange(table.size, dtype=np.int64) + table.offset
+        self.out_of_range = (self.symbols < -self.max_symbol) | (self.symbols > self.max_symbol)
+        if escape:
+            self.out_of_range[-1] = False  # the escape symbol: its value comes from part 1
+        self.check_range = bool(self.out_of_range.any())
+
+    @abstractmethod
+    def reconstruct(self, q: np.ndarray, start: int) -> np.ndarray:
+        """Float64 values of the symbols ``q`` (int64), the first at ``start`` in the chunk
+        (a multiple of :data:`BATCH`)."""
+
+    def fill(self, target: np.ndarray, index: np.ndarray, where: np.ndarray,
+             escaped: np.ndarray, start: int) -> None:
+        """Write into ``target`` the values of a batch: ``index`` the symbols' positions in
+        the table, ``where`` the positions of escape symbols and ``escaped`` their values,
+        the batch at ``start`` in the chunk."""
+        q = index.astype(np.int64) + self.table.offset
+        q[where] = escaped
+        target[...] = from_float64(self.reconstruct(q, start), self.etype)
+
+    def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
+        name = self.codec_id
+        if len(parts) != 2:
+            raise FormatError(f"{name} chunk: expected 2 parts (symbols, escapes)")
+        symbols = ans.AnsDecoder(parts[0], self.table, out.size)
+        escaped = self._escaped(parts[1])
+        escape_index = self.table.size - 1
+        none = np.zeros(0, dtype=np.intp)
+        used = 0
+        for batch in batches(out.size):
+            index = symbols.take_indices(batch.stop - batch.start)
+            if self.check_range and self.out_of_range[index].any():
+                raise FormatError(f"{name} chunk: symbol beyond {self._limit}")
+            where = np.flatnonzero(index == escape_index) if self.escape else none
+            if used + where.size > escaped.size:
+                raise FormatError(f"{name} chunk: more escape symbols than escaped values")
+            self.fill(out[batch], index, where, escaped[used : used + where.size], batch.start)
+            used += where.size
+        symbols.finish()
+        if used != escaped.size:
+            raise FormatError(f"{name} chunk: more escaped values than escape symbols")
+
+    @property
+    def _limit(self) -> str:
+        return f"2**{self.max_symbol.bit_length() - 1}"
+
+    def _escaped(self, data: bytes) -> np.ndarray:
+        """The values of part 1 (int64), each within ±``max_symbol``."""
+        if not self.escape:
+            if data:
+                raise CorruptDataError(f"{self.codec_id} chunk: escape bytes without escape "
+                                       "symbol")
+            return np.zeros(0, dtype=np.int64)
+        values = decode_uvarints(data)
+        if values.max(initial=0) > 2 * self.max_symbol:
+            raise FormatError(f"{self.codec_id} chunk: escaped symbol beyond {self._limit}")
+        return zigzag_decode(values)
+
+
+class DeadzoneDecoder(EscapedSymbolDecoder):
+    """Reconstructs the midpoints of the dead-zone quantizer's intervals (SPEC.md §7.3).
 
     Every symbol of the table is reconstructed once, into a lookup table of the output
     type; a chunk then decodes to one table lookup per element (plus the arithmetic of
     §7.3 for the few escaped values), bit-identical to computing each element.
     """
 
+    codec_id = "deadzone"
+
     def __init__(self, step: float, deadzone: float, escape: bool, table: ans.FrequencyTable,
                  etype: ElementType) -> None:
-        self.step, self.deadzone, self.escape, self.table = step, deadzone, escape, table
-        self.etype = etype
-        symbols = np.arange(table.size, dtype=np.int64) + table.offset
-        self.out_of_range = (symbols < -MAX_SYMBOL) | (symbols > MAX_SYMBOL)
-        if escape:
-            self.out_of_range[-1] = False  # the escape symbol: its value comes from part 1
+        super().__init__(escape, table, etype)
+        self.step, self.deadzone = step, deadzone
         self.lookup = from_float64(
-            dequantize(np.where(self.out_of_range, 0, symbols), step, deadzone), etype)
-        self.check_range = bool(self.out_of_range.any())
+            self.reconstruct(np.where(self.out_of_range, 0, self.symbols), 0), etype)
 
-    def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
-        if len(parts) != 2:
-            raise FormatError("deadzone chunk: expected 2 parts (symbols, escapes)")
-        symbols = ans.AnsDecoder(parts[0], self.table, out.size)
-        escaped = self._escaped(parts[1])
-        escape_index = self.table.size - 1
-        used = 0
-        for batch in batches(out.size):
-            index = symbols.take_indices(batch.stop - batch.start)
-            if self.check_range and self.out_of_range[index].any():
-                raise FormatError("deadzone chunk: symbol beyond 2**53")
-            target = out[batch]
-            np.take(self.lookup, index, out=target)
-            if self.escape:
-                where = np.flatnonzero(index == escape_index)
-                if used + where.size > escaped.size:
-                    raise FormatError("deadzone chunk: more escape symbols than escaped values")
-                q = escaped[used : used + where.size]
-                target[where] = from_float64(dequantize(q, self.step, self.deadzone), self.etype)
-                used += where.size
-        symbols.finish()
-        if used != escaped.size:
-            raise FormatError("deadzone chunk: more escaped values than escape symbols")
+    def reconstruct(self, q: np.ndarray, start: int) -> np.ndarray:
+        return dequantize(q, self.step, self.deadzone)
 
-    def _escaped(self, data: bytes) -> np.ndarray:
-        """The values of part 1 (int64), each within ±2**53."""
-        if not self.escape:
-            if data:
-                raise CorruptDataError("deadzone chunk: escape bytes without escape symbol")
-            return np.zeros(0, dtype=np.int64)
-        values = decode_uvarints(data)
-        if values.max(initial=0) > 2 * MAX_SYMBOL:
-            raise FormatError("deadzone chunk: escaped symbol beyond 2**53")
-        return zigzag_decode(values)
+    def fill(self, target: np.ndarray, index: np.ndarray, where: np.ndarray,
+             escaped: np.ndarray, start: int) -> None:
+        np.take(self.lookup, index, out=target)
+        if where.size:
+            target[where] = from_float64(self.reconstruct(escaped, start), self.etype)
+
+
+def encode_symbol_chunks(q: np.ndarray, lo: int, hi: int, table: ans.FrequencyTable,
+                         chunk_elements: int) -> tuple[Chunk, ...]:
+    """The chunks of a tensor's symbols ``q`` as :class:`EscapedSymbolDecoder` reads them,
+    made a chunk at a time: ``q`` within [lo, hi], the others as the escape symbol hi + 1,
+    ANS-coded under ``table``; the values outside as zigzag varints."""
+    chunks = []
+    start = 0
+    for count in split_counts(q.size, chunk_elements):
+        part = q[start : start + count]
+        outside = (part < lo) | (part > hi)
+        chunks.append(Chunk(count, (ans.encode(np.where(outside, hi + 1, part), table),
+                                    encode_uvarints(zigzag_encode(part[outside])))))
+        start += count
+    return tuple(chunks)

@@ -30,7 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnxz.codecs import DeadzoneCodec, LosslessCodec, NotQuantizable, TensorCodec
+from onnxz.codecs import (
+    DeadzoneCodec,
+    LosslessCodec,
+    NotQuantizable,
+    TensorCodec,
+    TrellisCodec,
+)
 from onnxz.codecs.base import LossyCodec, QuantizedTensor
 from onnxz.codecs.deadzone import robust_spread, to_float64
 from onnxz.codecs.rounding import MantissaRounding
@@ -50,7 +56,7 @@ from onnxz.walker import (
     read_payload,
 )
 
-INDEX_BYTES = {"deadzone": 48, "mantissa": 0}
+INDEX_BYTES = {"deadzone": 48, "mantissa": 0, "trellis": 48}
 """Index bytes a tensor coded by a method adds over a lossless one (its codec parameters),
 counted in its rate so that tiny tensors are only quantized where it pays (mantissa
 rounding is coded losslessly: nothing more)."""
@@ -102,6 +108,8 @@ class Setting:
 METHODS: dict[str, Callable[[Setting], LossyCodec]] = {
     "deadzone": lambda s: DeadzoneCodec(s.step_rel, s.deadzone),
     "mantissa": lambda s: MantissaRounding(s.bits),  # type: ignore[arg-type]
+    # trellis-coded quantization (format 1.1) at step_rel; the dead zone does not apply
+    "trellis": lambda s: TrellisCodec(s.step_rel),  # type: ignore[arg-type]
 }
 """The lossy codecs rate control may choose, by name: each makes its codec from a setting."""
 
