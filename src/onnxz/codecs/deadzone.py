@@ -71,13 +71,7 @@ class Quantized(QuantizedTensor):
         """Choose the range and fit the table for the symbols ``q``."""
         present, present_counts = ans.histogram(q)
         lo, hi = choose_range_of_histogram(present, present_counts)
-        inside = (present >= lo) & (present <= hi)
-        escaped = q.size - int(present_counts[inside].sum())
-        size = hi - lo + 1 + (escaped > 0)
-        counts = np.zeros(max(size, 2), dtype=np.int64)  # a table has at least 2 symbols
-        counts[present[inside] - lo] = present_counts[inside]
-        if escaped:
-            counts[size - 1] = escaped
+        counts = coded_counts(present, present_counts, lo, hi)
         return cls(step, deadzone, q, lo, hi, counts, ans.FrequencyTable.fit_counts(counts, lo))
 
     @property
@@ -178,6 +172,21 @@ def choose_range(q: np.ndarray) -> tuple[int, int]:
     the range of least estimated cost (coded bits + table + escapes).
     """
     return choose_range_of_histogram(*ans.histogram(q))
+
+
+def coded_counts(present: np.ndarray, present_counts: np.ndarray, lo: int,
+                 hi: int) -> np.ndarray:
+    """The histogram a table over [lo, hi] codes, from the distinct symbols ``present`` and
+    their counts: the counts of lo … hi, then those outside as the escape symbol hi + 1 if
+    there are any; at least 2 entries (a table has at least 2 symbols)."""
+    inside = (present >= lo) & (present <= hi)
+    escaped = int(present_counts.sum()) - int(present_counts[inside].sum())
+    size = hi - lo + 1 + (escaped > 0)
+    counts = np.zeros(max(size, 2), dtype=np.int64)
+    counts[present[inside] - lo] = present_counts[inside]
+    if escaped:
+        counts[size - 1] = escaped
+    return counts
 
 
 def choose_range_of_histogram(values: np.ndarray, counts: np.ndarray) -> tuple[int, int]:

@@ -41,7 +41,8 @@ from onnxz.codecs.buckets import MAX_MAGNITUDE, BucketTable
 from onnxz.codecs.deadzone import (
     EscapedSymbolDecoder,
     NotQuantizable,
-    choose_range,
+    choose_range_of_histogram,
+    coded_counts,
     encode_symbol_chunks,
     from_float64,
     robust_spread,
@@ -177,17 +178,16 @@ def magnitude_code_lengths(levels: np.ndarray, largest: int) -> np.ndarray:
 @dataclass(frozen=True)
 class TrellisQuantized(QuantizedTensor):
     """One tensor through the trellis quantizer: step Δ, the state-reset ``segment``, the
-    levels (int64), the range [lo, hi] coded directly, the coded ``symbols`` (levels outside
-    it replaced by the escape symbol hi + 1), which were escaped, the coder's table and, if
-    the table is stored as buckets, that."""
+    levels (int64), the range [lo, hi] coded directly (others are escaped), the histogram
+    ``counts`` of the coded symbols (the escape symbol hi + 1 last), the coder's table and,
+    if the table is stored as buckets, that."""
 
     step: float
     segment: int
     levels: np.ndarray
     lo: int
     hi: int
-    symbols: np.ndarray
-    outside: np.ndarray
+    counts: np.ndarray
     table: ans.FrequencyTable
     buckets: BucketTable | None
 
@@ -195,31 +195,38 @@ class TrellisQuantized(QuantizedTensor):
     def table_bytes(self) -> int:
         return self.buckets.stored_size if self.buckets else self.table.stored_size
 
+    @property
+    def escaped(self) -> int:
+        """How many levels lie outside [lo, hi]."""
+        return self.levels.size - int(self.counts[: self.hi - self.lo + 1].sum())
+
     def reconstruction(self, etype: ElementType) -> np.ndarray:
         return from_float64(dequantize(self.levels, self.step, self.segment), etype)
 
     def estimated_bytes(self) -> float:
         """Ideal code length of the symbols under the table, the table, the escapes."""
-        counts = np.bincount(self.symbols - self.table.offset, minlength=self.table.size)
-        escaped = int(self.outside.sum())
-        return self.table.cost_bits(counts) / 8 + self.table_bytes + ESCAPE_BYTES * escaped
+        return (self.table.cost_bits(self.counts) / 8 + self.table_bytes
+                + ESCAPE_BYTES * self.escaped)
 
 
-def choose_table(levels: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray,
-                                                ans.FrequencyTable, BucketTable | None]:
-    """(lo, hi, symbols, outside, table, buckets) of least estimated size: an explicit table over a
-    trimmed range (as the dead-zone codec), or a bucket table over −M … M with the levels
-    beyond M escaped (M tried from the largest magnitude down, escaping 1, 2, 4, … levels)."""
-    lo, hi = choose_range(levels)
-    outside = (levels < lo) | (levels > hi)
-    symbols = np.where(outside, hi + 1, levels)
-    table = ans.FrequencyTable.fit(symbols, offset=lo, size=hi - lo + 1 + bool(outside.any()))
-    counts = np.bincount(symbols - lo, minlength=table.size)
-    best = (table.cost_bits(counts) / 8 + table.stored_size + ESCAPE_BYTES * outside.sum(),
+def choose_table(levels: np.ndarray) -> tuple[int, int, np.ndarray, ans.FrequencyTable,
+                                                BucketTable | None]:
+    """(lo, hi, counts, table, buckets) of least estimated size (``counts``: the histogram
+    the table codes, see :func:`~onnxz.codecs.deadzone.coded_counts`): an explicit table
+    over a trimmed range (as the dead-zone codec), or a bucket table over −M … M with the
+    levels beyond M escaped (M tried from the largest magnitude down, escaping 1, 2, 4, …
+    levels). Works on the levels' histogram (no full-size temporaries)."""
+    present, present_counts = ans.histogram(levels)
+    lo, hi = choose_range_of_histogram(present, present_counts)
+    counts = coded_counts(present, present_counts, lo, hi)
+    table = ans.FrequencyTable.fit_counts(counts, lo)
+    escaped = levels.size - int(counts[: hi - lo + 1].sum())
+    best = (table.cost_bits(counts) / 8 + table.stored_size + ESCAPE_BYTES * escaped,
             lo, hi, None)
-    mags = np.abs(levels)
+    mags = np.abs(present)
     cap = min(int(mags.max()), MAX_MAGNITUDE)
-    dense = np.bincount(np.minimum(mags, cap + 1), minlength=cap + 2)  # [cap + 1]: beyond
+    dense = np.zeros(cap + 2, dtype=np.int64)  # [cap + 1]: beyond
+    np.add.at(dense, np.minimum(mags, cap + 1), present_counts)
     above = np.cumsum(dense[::-1])[::-1] - dense  # levels with a larger magnitude
     tried = 2 * cap + 2
     t = 0
@@ -237,9 +244,8 @@ def choose_table(levels: np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray,
         t = 1 if t == 0 else 2 * t
     _, lo, hi, buckets = best
     if buckets is None:
-        return lo, hi, symbols, outside, table, None
-    outside = (levels < lo) | (levels > hi)
-    return lo, hi, np.where(outside, hi + 1, levels), outside, buckets.expand(), buckets
+        return lo, hi, counts, table, None
+    return lo, hi, coded_counts(present, present_counts, lo, hi), buckets.expand(), buckets
 
 
 def quantize_tensor(x: np.ndarray, step: float, segment: int = SEGMENT) -> TrellisQuantized:
@@ -253,8 +259,7 @@ def quantize_tensor(x: np.ndarray, step: float, segment: int = SEGMENT) -> Trell
     block = max(segment, VITERBI_BLOCK - VITERBI_BLOCK % segment)  # whole segments
     levels = np.concatenate([viterbi_levels(x[i:i + block], step, segment, 4 * LAMBDA, bits)
                              for i in range(0, x.size, block)])
-    lo, hi, symbols, outside, table, buckets = choose_table(levels)
-    return TrellisQuantized(step, segment, levels, lo, hi, symbols, outside, table, buckets)
+    return TrellisQuantized(step, segment, levels, *choose_table(levels))
 
 
 class TrellisCodec(LossyCodec):
@@ -287,7 +292,7 @@ class TrellisCodec(LossyCodec):
         params: dict[str, Any] = {
             "step": q.step,
             "segment": q.segment,
-            "escape": bool(q.outside.any()),
+            "escape": q.escaped > 0,
         }
         if q.buckets is not None:
             params["buckets"] = q.buckets.to_fields()
@@ -298,7 +303,7 @@ class TrellisCodec(LossyCodec):
             self.codec_id, params,
             encode_symbol_chunks(q.levels, q.lo, q.hi, q.table, chunk_elements),
             q.reconstruction(etype),
-            entropy_bits=ans.entropy_bits(q.symbols),
+            entropy_bits=ans.entropy_bits_of_counts(q.counts),
             table_bytes=q.table_bytes,
             format_minor=1,
         )
