@@ -322,8 +322,8 @@ def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
                    "--step-rel, --deadzone), mulaw (μ-law companding: --bits, --mu, --grid), "
                    "minifloat (small floats: --bits, or --exponent-bits and "
                    "--mantissa-bits) or trellis (trellis-coded quantization as in MPEG NNR, "
-                   "--step-rel: about 4% smaller than deadzone at equal weight error). Each "
-                   "is followed by entropy coding.")
+                   "--step-rel: 3–10% fewer bits than deadzone at equal weight SNR on the "
+                   "development corpus). Each is followed by entropy coding.")
 @click.option("--bits", type=click.IntRange(1, 16), default=None,
               help="mulaw: 2^BITS levels [8]; minifloat: the format's width, one of "
                    f"{', '.join(map(str, sorted(LAYOUTS)))} [8]; deadzone with --global-range: "

@@ -10,10 +10,11 @@ information: with level k and quantizer q of the element's state (SPEC.md § "tr
 The encoder chooses the levels of a whole segment at once (Viterbi over the 8 states, cost
 = squared error + λ · bits under the tensor's table), which places the reconstruction points
 of the union lattice (spacing Δ) where the weights are while coding levels of a quantizer of
-step 2Δ: at equal weight error about 3–4% fewer bits than the dead-zone quantizer on the
-development corpus. The state restarts at 0 every ``segment`` elements of a chunk, so the
-encoder's Viterbi runs on all segments of a tensor together (vectorized) and the decoder's
-state sequence is a cumulative XOR of parities (:func:`quantizer_sequence`).
+step 2Δ: at equal weight SNR 3–10% fewer bits than the dead-zone quantizer on the
+development corpus (``tools/bench_coding.py``). The state restarts at 0 every ``segment``
+elements of a chunk, so the encoder's Viterbi runs on all segments of a tensor together
+(vectorized) and the decoder's state sequence is a cumulative XOR of parities
+(:func:`quantizer_sequence`).
 
 >>> import numpy as np
 >>> from onnxz.dtypes import BY_NAME
