@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Rate bench: per model, the smallest file that keeps ≥ 99.5% task agreement on held-out
+real inputs, for onnxz --fidelity, the onnxz default, the best single --step-rel, NNCodec
+2.1.3 over a QP sweep (with and without dependent quantization) and onnxruntime int8.
+
+    make bench-rate                                   # everything, markdown table
+    python tools/bench_rate.py magika ppocr_cls       # some models
+    python tools/bench_rate.py --json rate.json       # also machine-readable results
+    python tools/bench_rate.py --methods default,step # some methods
+
+Models and their data/agreement rules: ``python tools/task_eval.py --list``. The sweeps walk
+a grid of factor √2 in step size from fine to coarse (onnxz steps 2^(k/2) of the spread;
+NNCodec QPs in steps of 2, i.e. also √2 in step size) and stop after two grid points in a row
+miss the target; the smallest passing file on the grid is reported (agreement is not
+monotonic in the step, so no bisection). A method that never reaches the target on its grid
+reports its best agreement instead. Needs ``.[ratebench]`` (``make bench-rate`` sets it up)
+and, for NNCodec, ``.venv-nncodec`` (``make nncodec-venv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import onnx
+
+import onnxz
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import comparators
+import tasks
+
+TARGET = 0.995
+METHODS = ("fidelity", "default", "step", "nncodec", "nncodec-nodq", "int8")
+METHOD_TITLES = {
+    "fidelity": "onnxz --fidelity",
+    "default": "onnxz default",
+    "step": "onnxz best --step-rel",
+    "nncodec": "NNCodec (dq)",
+    "nncodec-nodq": "NNCodec (no dq)",
+    "int8": "ORT int8 dynamic",
+}
+STEP_GRID_START = -12  # step_rel = 2^(k/2): k = -12 is 1/64, the v1 default
+STEP_GRID = (-20, 2)  # 1/1024 .. 2
+QP_GRID_START = -40
+QP_GRID = (-64, 0)
+MISSES_TO_STOP = 2
+
+
+@dataclass
+class Trial:
+    """One packed file: the setting, its size and the task agreement it reaches."""
+
+    setting: str
+    bytes: int
+    agreement: float
+    agreeing: float
+    total: float
+
+
+@dataclass
+class MethodResult:
+    """A method on one model: the smallest trial reaching the target (``best``), or None
+    (then ``closest`` is the trial with the highest agreement), every trial, and a note."""
+
+    method: str
+    best: Trial | None = None
+    closest: Trial | None = None
+    trials: list[Trial] = field(default_factory=list)
+    note: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class ModelResult:
+    """All methods on one model."""
+
+    model: str
+    kind: str
+    family: str
+    original_bytes: int
+    heldout: int
+    methods: dict[str, MethodResult]
+
+
+def log(msg: str) -> None:
+    print(f"bench_rate: {msg}", file=sys.stderr, flush=True)
+
+
+def fidelity_pack(task: tasks.Task, source: Path, out: Path, calibration: Path) -> None:
+    """onnxz rate control: the smallest file meeting the task's fidelity spec on the
+    calibration inputs (``onnxz.save(..., fidelity=, inputs=)``, issue 9)."""
+    onnxz.save(source, out, fidelity=task.fidelity, inputs=str(calibration), force=True)
+
+
+def fidelity_available() -> bool:
+    """Whether this onnxz has rate control (``onnxz.save`` takes ``fidelity``)."""
+    return "fidelity" in inspect.signature(onnxz.save).parameters
+
+
+def _trial(task: tasks.Task, setting: str, path: Path, size: int | None = None) -> Trial:
+    result = task.evaluate(path)
+    trial = Trial(setting, size if size is not None else path.stat().st_size, result.fraction,
+                  result.agreeing, result.total)
+    log(f"  {task.name} {setting}: {trial.bytes:,} B, agreement {result}")
+    return trial
+
+
+def _finish(res: MethodResult, target: float) -> MethodResult:
+    passing = [t for t in res.trials if t.agreement >= target]
+    res.best = min(passing, key=lambda t: t.bytes) if passing else None
+    if res.trials:
+        res.closest = max(res.trials, key=lambda t: (t.agreement, -t.bytes))
+    return res
+
+
+def sweep(make: Callable[[int], Trial], start: int, lo: int, hi: int, stride: int,
+          target: float) -> list[Trial]:
+    """Grid points k = start, start+stride... (coarser = larger k): if ``start`` misses, go
+    finer until one passes (or ``lo``); then coarser from there until MISSES_TO_STOP in a
+    row miss (or ``hi``)."""
+    trials: dict[int, Trial] = {}
+    k = start
+    while True:
+        trials[k] = make(k)
+        if trials[k].agreement >= target or k - stride < lo:
+            break
+        k -= stride
+    misses = 0 if trials[k].agreement >= target else MISSES_TO_STOP
+    k = max(trials) + stride
+    while misses < MISSES_TO_STOP and k <= hi:
+        trials[k] = make(k)
+        misses = 0 if trials[k].agreement >= target else misses + 1
+        k += stride
+    return [trials[i] for i in sorted(trials)]
+
+
+def step_label(k: int) -> str:
+    """2^(k/2) as 1/64, 1/45.3, 1/4, 1.41..."""
+    value = 2 ** (k / 2)
+    return f"{value:.3g}" if value >= 1 else f"1/{1 / value:.3g}"
+
+
+def run_model(task: tasks.Task, methods: tuple[str, ...], workdir: Path, target: float
+              ) -> ModelResult:
+    """Every requested method on one model."""
+    source = task.model_path()
+    model = onnx.load(str(source))
+    log(f"{task.name}: {len(task.items)} items, {len(task.split.heldout)} held out")
+    task.reference()
+    calibration = task.write_calibration(workdir / f"{task.name}_calib.npz")
+    results: dict[str, MethodResult] = {}
+    for method in methods:
+        start = time.perf_counter()
+        res = MethodResult(method)
+        try:
+            _run_method(method, task, source, model, calibration, workdir, target, res)
+        except comparators.NNCodecUnavailable as e:
+            res.note = str(e)
+        res.seconds = round(time.perf_counter() - start, 1)
+        results[method] = _finish(res, target)
+    kind = "corpus" if task in tasks.CORPUS_TASKS else "unseen"
+    return ModelResult(task.name, kind, task.family, source.stat().st_size,
+                       len(task.split.heldout), results)
+
+
+def _run_method(method: str, task: tasks.Task, source: Path, model: onnx.ModelProto,
+                calibration: Path, workdir: Path, target: float, res: MethodResult) -> None:
+    out = workdir / f"{task.name}_{method}.onnxz"
+    if method == "fidelity":
+        if not fidelity_available():
+            res.note = "n/a: onnxz.save has no fidelity= yet"
+            return
+        fidelity_pack(task, source, out, calibration)
+        res.trials.append(_trial(task, task.fidelity, out))
+    elif method == "default":
+        onnxz.save(source, out, force=True)
+        res.trials.append(_trial(task, "default", out))
+    elif method == "step":
+        def make(k: int) -> Trial:
+            onnxz.save(source, out, step_rel=2 ** (k / 2), force=True)
+            return _trial(task, f"step {step_label(k)}", out)
+
+        res.trials = sweep(make, STEP_GRID_START, *STEP_GRID, 1, target)
+    elif method in ("nncodec", "nncodec-nodq"):
+        use_dq = method == "nncodec"
+
+        def make(qp: int) -> Trial:
+            (r,) = comparators.nncodec(model, [qp], use_dq, workdir / f"{task.name}_nnc")
+            return _trial(task, f"qp {qp}", r.model_path, r.total_bytes)
+
+        res.trials = sweep(make, QP_GRID_START, *QP_GRID, 2, target)
+        res.note = "bitstream + zstd -19 of the graph without weights"
+    elif method == "int8":
+        r = comparators.ort_int8(source, workdir / f"{task.name}_int8.onnx")
+        res.trials.append(_trial(task, "int8", r.model_path, r.zstd_bytes))
+        res.note = f"{r.note}; zstd -19 of the .onnx ({r.file_bytes:,} B raw)"
+    else:
+        raise ValueError(f"unknown method {method!r}")
+
+
+def _cell(res: MethodResult, original: int) -> str:
+    if res.best is not None:
+        t = res.best
+        return f"{t.bytes:,} ({original / t.bytes:.2f}×) {t.agreement:.2%}"
+    if res.closest is not None:
+        t = res.closest
+        return f"never: best {t.agreement:.2%} ({t.setting}, {t.bytes:,})"
+    return res.note.split(":")[0] or "n/a"
+
+
+def markdown(results: list[ModelResult], methods: tuple[str, ...], target: float) -> str:
+    """The tables: sizes (ratio to the .onnx, agreement) and the chosen settings."""
+    head = "| model | .onnx bytes | " + " | ".join(METHOD_TITLES[m] for m in methods) + " |"
+    rule = "|:---|---:|" + "---:|" * len(methods)
+    rows = [head, rule]
+    for r in results:
+        name = r.model + ("" if r.kind == "corpus" else " *")
+        rows.append(f"| {name} | {r.original_bytes:,} | "
+                    + " | ".join(_cell(r.methods[m], r.original_bytes) for m in methods) + " |")
+    settings = ["", "Setting chosen (smallest file at the target) and trials run:", "",
+                "| model | " + " | ".join(METHOD_TITLES[m] for m in methods) + " |",
+                "|:---|" + "---:|" * len(methods)]
+    for r in results:
+        cells = []
+        for m in methods:
+            res = r.methods[m]
+            chosen = res.best.setting if res.best else "—"
+            cells.append(f"{chosen} ({len(res.trials)})" if res.trials else "—")
+        settings.append(f"| {r.model} | " + " | ".join(cells) + " |")
+    notes = sorted({f"{METHOD_TITLES[m]}: {r.methods[m].note}" for r in results for m in methods
+                    if r.methods[m].note and m not in ("int8",)})
+    int8 = [f"{r.model}: {r.methods['int8'].note}" for r in results
+            if "int8" in methods and r.methods["int8"].note]
+    legend = [
+        "",
+        f"Smallest file whose task agreement with the original on held-out real inputs is "
+        f"≥ {target:.1%}: bytes (ratio .onnx / file) agreement. * = a model nothing was tuned "
+        "on. \"never\": no setting on the grid reached the target; the best agreement seen.",
+    ] + [f"- {n}" for n in notes] + ([f"- ORT int8: {'; '.join(int8)}"] if int8 else [])
+    return "\n".join(rows + legend + settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("models", nargs="*", help=f"default: all ({', '.join(tasks.TASKS)})")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated, of {', '.join(METHODS)}")
+    parser.add_argument("--target", type=float, default=TARGET,
+                        help="agreement to reach (default 0.995)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write all results as JSON")
+    parser.add_argument("--workdir", type=Path, help="keep the packed files here")
+    args = parser.parse_args(argv)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS] + [
+        n for n in args.models if n not in tasks.TASKS]
+    if unknown:
+        parser.error(f"unknown: {', '.join(unknown)}")
+    if not 0 < args.target <= 1:
+        parser.error("--target must be in (0, 1]")
+    selected = [tasks.get(n) for n in (args.models or tasks.TASKS)]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-rate-") as tmp:
+        for task in selected:
+            workdir = (args.workdir or Path(tmp)) / task.name
+            workdir.mkdir(parents=True, exist_ok=True)
+            start = time.perf_counter()
+            results.append(run_model(task, methods, workdir, args.target))
+            log(f"{task.name}: done in {time.perf_counter() - start:.0f} s")
+    print(markdown(results, methods, args.target))
+    print(f"\nRegenerate with `python tools/bench_rate.py {' '.join(sys.argv[1:])}`".rstrip()
+          if argv is None else "")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1,
+                                        default=lambda x: str(x) if isinstance(x, Path) else x))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
