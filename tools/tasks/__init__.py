@@ -17,7 +17,11 @@ README section "Rate control bench" lists each model's data and rule.
 from __future__ import annotations
 
 from .base import Agreement, Detections, Split, Task, box_agreement, equal_agreement, split
+from .fsmn import FsmnTask
 from .magika import MagikaTask
+from .minilm import MiniLMTask
+from .nudenet import NudeNetTask
+from .orientation import OrientationTask
 from .ppocr import ClsTask, DetTask, RecTask
 from .silero import SileroTask
 
@@ -30,6 +34,10 @@ CORPUS_TASKS: tuple[Task, ...] = (
 )
 UNSEEN_TASKS: tuple[Task, ...] = (
     RecTask(),
+    MiniLMTask(),
+    NudeNetTask(),
+    OrientationTask(),
+    FsmnTask(),
 )
 TASKS: dict[str, Task] = {t.name: t for t in CORPUS_TASKS + UNSEEN_TASKS}
 
