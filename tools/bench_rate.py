@@ -277,12 +277,10 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             results.append(run_model(task, methods, workdir, args.target))
             log(f"{task.name}: done in {time.perf_counter() - start:.0f} s")
+            if args.json:  # after every model, so that a long run leaves what it measured
+                args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+            log("table so far:\n" + markdown(results, methods, args.target))
     print(markdown(results, methods, args.target))
-    print(f"\nRegenerate with `python tools/bench_rate.py {' '.join(sys.argv[1:])}`".rstrip()
-          if argv is None else "")
-    if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1,
-                                        default=lambda x: str(x) if isinstance(x, Path) else x))
     return 0
 
 

@@ -253,29 +253,37 @@ class Task(ABC):
     def reference(self) -> list:
         """The original model's decisions on the held-out items, cached on disk by the
         model's bytes, the task version and the items."""
-        model = self.model_path()
-        key = fingerprint(self.name, self.version, model.stat().st_size,
-                          _file_sha256(model), self._items_key())
-        path = cache_dir() / f"{self.name}-{key}.pkl"
+        path = cache_dir() / f"{self.name}-{self._reference_key()}.pkl"
         if path.exists():
             with open(path, "rb") as f:
                 return pickle.load(f)
-        decisions = self.decide(open_session(model), self.split.heldout)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump(decisions, f)
-        os.replace(tmp, path)
+        decisions = self.decide(open_session(self.model_path()), self.split.heldout)
+        _dump(decisions, path)
         return decisions
 
-    def _items_key(self) -> str:
-        return fingerprint(self.split.heldout)
+    @cached_property
+    def _reference_key_value(self) -> str:
+        model = self.model_path()
+        return fingerprint(self.name, self.version, _file_sha256(model),
+                           fingerprint(self.split.heldout))
+
+    def _reference_key(self) -> str:
+        return self._reference_key_value
 
     def evaluate(self, path: str | os.PathLike) -> Agreement:
         """Task agreement of the model file ``path`` (.onnx or .onnxz) with the original on
-        the held-out items."""
-        return self.agreement(self.reference(), self.decide(open_session(path),
-                                                            self.split.heldout))
+        the held-out items; remembered on disk by the file's sha256, so judging the same
+        bytes again is free."""
+        path = Path(path)
+        key = fingerprint(self._reference_key(), _file_sha256(path))
+        memo = cache_dir() / f"{self.name}-eval-{key}.pkl"
+        if memo.exists():
+            with open(memo, "rb") as f:
+                return pickle.load(f)
+        result = self.agreement(self.reference(), self.decide(open_session(path),
+                                                              self.split.heldout))
+        _dump(result, memo)
+        return result
 
     def write_calibration(self, path: str | os.PathLike) -> Path:
         """Write the calibration items' model inputs as an ``.npz`` (verifier layout)."""
@@ -283,6 +291,14 @@ class Task(ABC):
         path = Path(path)
         np.savez(path, **feeds)
         return path
+
+
+def _dump(value: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(value, f)
+    os.replace(tmp, path)
 
 
 _SHA_CACHE: dict[tuple[str, int, float], str] = {}
