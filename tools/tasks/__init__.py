@@ -17,6 +17,7 @@ README section "Rate control bench" lists each model's data and rule.
 from __future__ import annotations
 
 from .base import Agreement, Detections, Split, Task, box_agreement, equal_agreement, split
+from .efficientnet import EfficientNetTask
 from .fsmn import FsmnTask
 from .magika import MagikaTask
 from .minilm import MiniLMTask
@@ -36,6 +37,7 @@ UNSEEN_TASKS: tuple[Task, ...] = (
     RecTask(),
     MiniLMTask(),
     NudeNetTask(),
+    EfficientNetTask(),
     OrientationTask(),
     FsmnTask(),
 )

@@ -26,11 +26,11 @@ SIZE = 320
 MIN_IOU = 0.5
 
 
-def views(image: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+def views(image: np.ndarray, rng: np.random.Generator, count: int = VIEWS) -> list[np.ndarray]:
     """The image, its mirror, and seeded crops (50–75% of each side), some mirrored."""
     out = [image, image[:, ::-1]]
     h, w = image.shape[:2]
-    while len(out) < VIEWS:
+    while len(out) < count:
         ch, cw = int(h * rng.uniform(0.5, 0.75)), int(w * rng.uniform(0.5, 0.75))
         y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
         crop = image[y:y + ch, x:x + cw]
