@@ -192,11 +192,12 @@ def _run_method(method: str, task: tasks.Task, source: Path, model: onnx.ModelPr
     elif method in ("nncodec", "nncodec-nodq"):
         use_dq = method == "nncodec"
 
-        def make(qp: int) -> Trial:
-            (r,) = comparators.nncodec(model, [qp], use_dq, workdir / f"{task.name}_nnc")
-            return _trial(task, f"qp {qp}", r.model_path, r.total_bytes)
+        with comparators.NNCodec(model, use_dq, workdir / f"{task.name}_nnc") as codec:
+            def make(qp: int) -> Trial:
+                r = codec.code(qp)
+                return _trial(task, f"qp {qp}", r.model_path, r.total_bytes)
 
-        res.trials = sweep(make, QP_GRID_START, *QP_GRID, 2, target)
+            res.trials = sweep(make, QP_GRID_START, *QP_GRID, 2, target)
         res.note = "bitstream + zstd -19 of the graph without weights"
     elif method == "int8":
         r = comparators.ort_int8(source, workdir / f"{task.name}_int8.onnx")

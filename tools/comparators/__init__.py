@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,33 +104,57 @@ def nncodec_available() -> bool:
     return NNCODEC_PYTHON.exists()
 
 
-def nncodec(model: onnx.ModelProto, qps: list[int], use_dq: bool, workdir: Path
-            ) -> Iterator[NNCodecResult]:
-    """Code the model's weights with NNCodec at each QP; yields results with a decoded .onnx
-    written under ``workdir``. One subprocess in NNCodec's venv for all QPs."""
-    if not nncodec_available():
-        raise NNCodecUnavailable(f"{NNCODEC_PYTHON} not found: run `make nncodec-venv`")
-    workdir.mkdir(parents=True, exist_ok=True)
-    weights = workdir / "weights.npz"
-    if not weights.exists():
-        np.savez(weights, **weight_tensors(model))
-    skeleton = skeleton_bytes(model)
-    outdir = workdir / ("dq" if use_dq else "nodq")
-    cmd = [str(NNCODEC_PYTHON), str(NNCODEC_RUNNER), str(weights), str(outdir)]
-    cmd += [a for qp in qps for a in ("--qp", str(qp))] + ([] if use_dq else ["--no-dq"])
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise NNCodecUnavailable(f"NNCodec failed (exit {proc.returncode}): "
-                                 f"{proc.stderr.strip().splitlines()[-1:] or proc.stdout}")
-    for line in proc.stdout.splitlines():
-        if not line.startswith("{"):
-            continue
+class NNCodec:
+    """NNCodec coding the weights of one model at QPs chosen one at a time (a sweep), in one
+    process of NNCodec's venv; decoded models are written under ``workdir``::
+
+        with NNCodec(model, use_dq=True, workdir=Path("w")) as codec:
+            result = codec.code(-38)        # NNCodecResult, result.model_path runs
+    """
+
+    def __init__(self, model: onnx.ModelProto, use_dq: bool, workdir: Path):
+        if not nncodec_available():
+            raise NNCodecUnavailable(f"{NNCODEC_PYTHON} not found: run `make nncodec-venv`")
+        self.model, self.use_dq = model, use_dq
+        workdir.mkdir(parents=True, exist_ok=True)
+        weights = workdir / "weights.npz"
+        if not weights.exists():
+            np.savez(weights, **weight_tensors(model))
+        self.skeleton = skeleton_bytes(model)
+        self.outdir = workdir / ("dq" if use_dq else "nodq")
+        cmd = [str(NNCODEC_PYTHON), str(NNCODEC_RUNNER), str(weights), str(self.outdir),
+               "--serve"] + ([] if use_dq else ["--no-dq"])
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+
+    def code(self, qp: int) -> NNCodecResult:
+        """Code at ``qp``; the decoded model is written as an .onnx."""
+        self.proc.stdin.write(f"{qp}\n")
+        self.proc.stdin.flush()
+        line = ""
+        while not line.startswith("{"):
+            line = self.proc.stdout.readline()
+            if not line:
+                err = self.proc.stderr.read().strip().splitlines()
+                raise NNCodecUnavailable(f"NNCodec failed: {err[-1] if err else 'no output'}")
         rec = json.loads(line)
-        with np.load(outdir / f"qp{rec['qp']}.npz") as z:
+        with np.load(self.outdir / f"qp{qp}.npz") as z:
             decoded = {k: z[k] for k in z.files}
-        path = outdir / f"qp{rec['qp']}.onnx"
-        onnx.save(with_weights(model, decoded), str(path))
-        yield NNCodecResult(rec["qp"], rec["use_dq"], rec["bitstream_bytes"], skeleton, path)
+        path = self.outdir / f"qp{qp}.onnx"
+        onnx.save(with_weights(self.model, decoded), str(path))
+        return NNCodecResult(qp, rec["use_dq"], rec["bitstream_bytes"], self.skeleton, path)
+
+    def close(self) -> None:
+        """End the NNCodec process."""
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+    def __enter__(self) -> NNCodec:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,13 @@ QPs; runs in NNCodec's own venv (``make nncodec-venv``), not in onnxz's.
 
     .venv-nncodec/bin/python tools/comparators/nncodec_run.py WEIGHTS.npz OUTDIR \\
         --qp -38 --qp -30 [--no-dq]
+    ... nncodec_run.py WEIGHTS.npz OUTDIR --serve [--no-dq]   # QPs read from stdin, one a line
 
 WEIGHTS.npz holds float32 arrays by name. For each QP it writes OUTDIR/qp<QP>.npz (the
 decoded arrays, same names) and prints one JSON line: {"qp", "use_dq", "bitstream_bytes",
-"seconds"}. ``use_dq`` is NNCodec's dependent (trellis-coded) quantization, on by default
-as in NNCodec; ``--no-dq`` turns it off.
+"seconds"}. ``--serve`` keeps one process (torch imported once) for a sweep that picks the
+next QP from the last result. ``use_dq`` is NNCodec's dependent (trellis-coded)
+quantization, on by default as in NNCodec; ``--no-dq`` turns it off.
 
 nncodec imports torchvision (for its dataset helpers) at import time, and the torchvision
 wheels reachable here fail to load beside the local torch build; the codec never uses it,
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("weights", type=Path)
     parser.add_argument("outdir", type=Path)
-    parser.add_argument("--qp", type=int, action="append", required=True)
+    parser.add_argument("--qp", type=int, action="append", default=[])
+    parser.add_argument("--serve", action="store_true", help="read QPs from stdin")
     parser.add_argument("--no-dq", action="store_true", help="without dependent quantization")
     args = parser.parse_args(argv)
 
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     with np.load(args.weights) as z:
         params = {k: np.ascontiguousarray(z[k], np.float32) for k in z.files}
     args.outdir.mkdir(parents=True, exist_ok=True)
-    for qp in args.qp:
+    qps = (int(line) for line in sys.stdin if line.strip()) if args.serve else args.qp
+    for qp in qps:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             bitstream = nnc.compress(params, bitstream_path=os.path.join(tmp, "b.nnc"), qp=qp,
