@@ -7,13 +7,20 @@ real inputs, for onnxz --fidelity, the onnxz default, the best single --step-rel
     python tools/bench_rate.py magika ppocr_cls       # some models
     python tools/bench_rate.py --json rate.json       # also machine-readable results
     python tools/bench_rate.py --methods default,step # some methods
+    python tools/bench_rate.py --fidelity-spec magika=top1>=0.999     # another spec
+    python tools/bench_rate.py --variant 'dz0.3={"deadzone": 0.3}'    # an ablation column
 
 Models and their data/agreement rules: ``python tools/task_eval.py --list``. The sweeps walk
 a grid of factor √2 in step size from fine to coarse (onnxz steps 2^(k/2) of the spread;
 NNCodec QPs in steps of 2, i.e. also √2 in step size) and stop after two grid points in a row
 miss the target; the smallest passing file on the grid is reported (agreement is not
 monotonic in the step, so no bisection). A method that never reaches the target on its grid
-reports its best agreement instead. Needs ``.[ratebench]`` (``make bench-rate`` sets it up)
+reports its best agreement instead.
+
+``--variant NAME=JSON`` adds a column: ``onnxz.save`` with those keyword arguments, swept over
+``step_rel`` like "best --step-rel"; if they hold ``"fidelity": true`` it is one rate-control
+run at the model's fidelity spec with the calibration inputs instead (each technique of an
+ablation is one variant). Needs ``.[ratebench]`` (``make bench-rate`` sets it up)
 and, for NNCodec, ``.venv-nncodec`` (``make nncodec-venv``).
 """
 
@@ -94,10 +101,10 @@ def log(msg: str) -> None:
     print(f"bench_rate: {msg}", file=sys.stderr, flush=True)
 
 
-def fidelity_pack(task: tasks.Task, source: Path, out: Path, calibration: Path) -> None:
-    """onnxz rate control: the smallest file meeting the task's fidelity spec on the
-    calibration inputs (``onnxz.save(..., fidelity=, inputs=)``, issue 9)."""
-    onnxz.save(source, out, fidelity=task.fidelity, inputs=str(calibration), force=True)
+def fidelity_pack(spec: str, source: Path, out: Path, calibration: Path, **kwargs) -> None:
+    """onnxz rate control: the smallest file meeting ``spec`` on the calibration inputs
+    (``onnxz.save(..., fidelity=, inputs=)``, issue 9); ``kwargs`` go to ``onnxz.save`` too."""
+    onnxz.save(source, out, fidelity=spec, inputs=str(calibration), force=True, **kwargs)
 
 
 def fidelity_available() -> bool:
@@ -148,6 +155,12 @@ def step_label(k: int) -> str:
     return f"{value:.3g}" if value >= 1 else f"1/{1 / value:.3g}"
 
 
+VARIANTS: dict[str, dict] = {}
+"""Extra columns (``--variant NAME=JSON``): name -> onnxz.save keyword arguments."""
+FIDELITY_SPECS: dict[str, str] = {}
+"""``--fidelity-spec MODEL=SPEC`` overrides of each task's own ``fidelity``."""
+
+
 def run_model(task: tasks.Task, methods: tuple[str, ...], workdir: Path, target: float
               ) -> ModelResult:
     """Every requested method on one model."""
@@ -174,12 +187,20 @@ def run_model(task: tasks.Task, methods: tuple[str, ...], workdir: Path, target:
 def _run_method(method: str, task: tasks.Task, source: Path, model: onnx.ModelProto,
                 calibration: Path, workdir: Path, target: float, res: MethodResult) -> None:
     out = workdir / f"{task.name}_{method}.onnxz"
-    if method == "fidelity":
+    spec = FIDELITY_SPECS.get(task.name, task.fidelity)
+    kwargs = dict(VARIANTS.get(method, {}))
+    if method == "fidelity" or kwargs.pop("fidelity", False):
         if not fidelity_available():
             res.note = "n/a: onnxz.save has no fidelity= yet"
             return
-        fidelity_pack(task, source, out, calibration)
-        res.trials.append(_trial(task, task.fidelity, out))
+        fidelity_pack(spec, source, out, calibration, **kwargs)
+        res.trials.append(_trial(task, spec, out))
+    elif method in VARIANTS:
+        def make(k: int) -> Trial:
+            onnxz.save(source, out, step_rel=2 ** (k / 2), force=True, **kwargs)
+            return _trial(task, f"step {step_label(k)}", out)
+
+        res.trials = sweep(make, STEP_GRID_START, *STEP_GRID, 1, target)
     elif method == "default":
         onnxz.save(source, out, force=True)
         res.trials.append(_trial(task, "default", out))
@@ -219,7 +240,10 @@ def _cell(res: MethodResult, original: int) -> str:
 
 def markdown(results: list[ModelResult], methods: tuple[str, ...], target: float) -> str:
     """The tables: sizes (ratio to the .onnx, agreement) and the chosen settings."""
-    head = "| model | .onnx bytes | " + " | ".join(METHOD_TITLES[m] for m in methods) + " |"
+    def title(m: str) -> str:
+        return METHOD_TITLES.get(m, m)
+
+    head = "| model | .onnx bytes | " + " | ".join(title(m) for m in methods) + " |"
     rule = "|:---|---:|" + "---:|" * len(methods)
     rows = [head, rule]
     for r in results:
@@ -227,7 +251,7 @@ def markdown(results: list[ModelResult], methods: tuple[str, ...], target: float
         rows.append(f"| {name} | {r.original_bytes:,} | "
                     + " | ".join(_cell(r.methods[m], r.original_bytes) for m in methods) + " |")
     settings = ["", "Setting chosen (smallest file at the target) and trials run:", "",
-                "| model | " + " | ".join(METHOD_TITLES[m] for m in methods) + " |",
+                "| model | " + " | ".join(title(m) for m in methods) + " |",
                 "|:---|" + "---:|" * len(methods)]
     for r in results:
         cells = []
@@ -236,7 +260,7 @@ def markdown(results: list[ModelResult], methods: tuple[str, ...], target: float
             chosen = res.best.setting if res.best else "—"
             cells.append(f"{chosen} ({len(res.trials)})" if res.trials else "—")
         settings.append(f"| {r.model} | " + " | ".join(cells) + " |")
-    notes = sorted({f"{METHOD_TITLES[m]}: {r.methods[m].note}" for r in results for m in methods
+    notes = sorted({f"{title(m)}: {r.methods[m].note}" for r in results for m in methods
                     if r.methods[m].note and m not in ("int8",)})
     int8 = [f"{r.model}: {r.methods['int8'].note}" for r in results
             if "int8" in methods and r.methods["int8"].note]
@@ -260,10 +284,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=TARGET,
                         help="agreement to reach (default 0.995)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write all results as JSON")
+    parser.add_argument("--fidelity-spec", action="append", default=[], metavar="MODEL=SPEC",
+                        help="the --fidelity spec for MODEL (default: the task's own)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                        help="an extra column: onnxz.save keyword arguments (JSON object)")
     parser.add_argument("--workdir", type=Path, help="keep the packed files here")
     args = parser.parse_args(argv)
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    unknown = [m for m in methods if m not in METHODS] + [
+    for item in args.fidelity_spec:
+        name, _, spec = item.partition("=")
+        if not spec or name not in tasks.TASKS:
+            parser.error(f"--fidelity-spec {item!r}: expected MODEL=SPEC with a known MODEL")
+        FIDELITY_SPECS[name] = spec
+    for item in args.variant:
+        name, _, text = item.partition("=")
+        try:
+            kwargs = json.loads(text)
+        except json.JSONDecodeError as e:
+            parser.error(f"--variant {item!r}: {e}")
+        if not name or not isinstance(kwargs, dict):
+            parser.error(f"--variant {item!r}: expected NAME=JSON object")
+        VARIANTS[name] = kwargs
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) + tuple(VARIANTS)
+    unknown = [m for m in methods if m not in METHODS and m not in VARIANTS] + [
         n for n in args.models if n not in tasks.TASKS]
     if unknown:
         parser.error(f"unknown: {', '.join(unknown)}")
