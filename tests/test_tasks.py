@@ -120,3 +120,43 @@ def test_table_shows_sizes_ratios_and_misses():
     table = bench_rate.markdown([result], ("fidelity", "step", "nncodec"), 0.995)
     row = table.splitlines()[2]
     assert row.startswith("| m * | 1,000 | n/a | 500 (2.00×) 99.70% | never: best 98.00%")
+
+
+@pytest.mark.slow
+def test_efficientnet_weights_read_without_torch_build_an_imagenet_classifier():
+    import onnxruntime as ort
+    from tasks import efficientnet
+
+    weights = efficientnet.read_legacy_pth(efficientnet.corpus_model("efficientnet_lite0_pth"))
+    assert weights["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert weights["_blocks.15._project_conv.weight"].shape == (320, 1152, 1, 1)
+    assert weights["_fc.weight"].shape == (1000, 1280)
+    model = efficientnet.build_onnx(weights)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(2, 3, 224, 224)).astype(np.float32)
+    logits = sess.run(None, {"input": x})[0]
+    assert logits.shape == (2, 1000) and np.isfinite(logits).all()
+
+
+@pytest.mark.slow
+def test_silero_task_judges_packs_on_real_speech(tmp_path):
+    import shutil
+
+    import onnxz
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (.ci/run installs it)")
+    from tasks import get
+
+    task = get("silero_vad_half")
+    calibration = task.write_calibration(tmp_path / "calib.npz")
+    with np.load(calibration) as z:
+        assert set(z.files) == {"input", "state"} and len(z["input"]) == len(z["state"]) > 100
+    lossless = tmp_path / "lossless.onnxz"
+    onnxz.save(task.model_path(), lossless, lossless=True)
+    assert task.evaluate(lossless).fraction == 1.0
+    coarse = tmp_path / "coarse.onnxz"
+    onnxz.save(task.model_path(), coarse, step_rel=2.0)
+    result = task.evaluate(coarse)
+    assert result.total > 3000 and result.fraction < 0.995
+    assert onnxz.verify(task.model_path(), lossless, calibration).passed
