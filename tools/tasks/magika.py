@@ -7,14 +7,13 @@ extraction sees them (first and last bytes, [2048] int32). Decision: the model's
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from .base import Task
-from .models import corpus_model
+from .models import corpus_model, example
 
 FILES = 400
 BATCH = 64
@@ -32,10 +31,10 @@ class MagikaTask(Task):
         return corpus_model(self.name)
 
     def load_items(self) -> list[np.ndarray]:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
         import magika
-        import magika_files
         from magika import Magika
+
+        magika_files = example("magika_files")
 
         original = Magika(model_dir=Path(magika.__file__).parent / "models" / "standard_v3_3")
         _, features = magika_files.pick_files(original, FILES)

@@ -9,7 +9,6 @@ calibration samples are the (input, state[, sr]) triples the original model sees
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +16,14 @@ import onnxruntime as ort
 
 from . import sources
 from .base import Task
-from .models import corpus_model
+from .models import corpus_model, example
 
 STREAMS = 12
 THRESHOLD = 0.5
 
 
 def _stream_runner():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-    import silero_speech
-
-    return silero_speech.stream
+    return example("silero_speech").stream
 
 
 class SileroTask(Task):

@@ -135,14 +135,12 @@ VOICES = ("en-us", "en-gb", "de", "fr", "es", "it", "pt", "nl")
 
 def speech(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
     """espeak-ng's rendering of ``text`` as float32 samples at 16 kHz, peak 0.8."""
-    import sys
     import tempfile
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-    import silero_speech
+    from .models import example
 
     with tempfile.TemporaryDirectory() as tmp:
-        samples = silero_speech.synthesize(voice, text, speed, pitch, Path(tmp))
+        samples = example("silero_speech").synthesize(voice, text, speed, pitch, Path(tmp))
     return (0.8 * samples / max(float(np.abs(samples).max()), 1e-6)).astype(np.float32)
 
 
