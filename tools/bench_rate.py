@@ -228,6 +228,17 @@ def _run_method(method: str, task: tasks.Task, source: Path, model: onnx.ModelPr
         raise ValueError(f"unknown method {method!r}")
 
 
+def load_result(data: dict) -> ModelResult:
+    """A ModelResult from its ``--json`` form."""
+    def trial(t: dict | None) -> Trial | None:
+        return Trial(**t) if t else None
+
+    methods = {name: MethodResult(m["method"], trial(m["best"]), trial(m["closest"]),
+                                  [Trial(**t) for t in m["trials"]], m["note"], m["seconds"])
+               for name, m in data["methods"].items()}
+    return ModelResult(**{**data, "methods": methods})
+
+
 def _cell(res: MethodResult, original: int) -> str:
     if res.best is not None:
         t = res.best
@@ -289,7 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                         help="an extra column: onnxz.save keyword arguments (JSON object)")
     parser.add_argument("--workdir", type=Path, help="keep the packed files here")
+    parser.add_argument("--table", type=Path, metavar="JSON",
+                        help="print the table of an earlier --json file; run nothing")
     args = parser.parse_args(argv)
+    if args.table:
+        results = [load_result(r) for r in json.loads(args.table.read_text())]
+        shown = tuple(m for m in results[0].methods) if results else METHODS
+        print(markdown(results, shown, args.target))
+        return 0
     for item in args.fidelity_spec:
         name, _, spec = item.partition("=")
         if not spec or name not in tasks.TASKS:
