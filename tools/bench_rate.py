@@ -221,7 +221,11 @@ def _run_method(method: str, task: tasks.Task, source: Path, model: onnx.ModelPr
             res.trials = sweep(make, QP_GRID_START, *QP_GRID, 2, target)
         res.note = "bitstream + zstd -19 of the graph without weights"
     elif method == "int8":
-        r = comparators.ort_int8(source, workdir / f"{task.name}_int8.onnx")
+        try:
+            r = comparators.ort_int8(source, workdir / f"{task.name}_int8.onnx")
+        except Exception as e:  # quantize_dynamic's own failure is the result to report
+            res.note = f"quantize_dynamic fails: {type(e).__name__}: {e}".splitlines()[0]
+            return
         res.trials.append(_trial(task, "int8", r.model_path, r.zstd_bytes))
         res.note = f"{r.note}; zstd -19 of the .onnx ({r.file_bytes:,} B raw)"
     else:
@@ -246,7 +250,7 @@ def _cell(res: MethodResult, original: int) -> str:
     if res.closest is not None:
         t = res.closest
         return f"never: best {t.agreement:.2%} ({t.setting}, {t.bytes:,})"
-    return res.note.split(":")[0] or "n/a"
+    return ("fails" if "fails" in res.note else res.note.split(":")[0]) or "n/a"
 
 
 def markdown(results: list[ModelResult], methods: tuple[str, ...], target: float) -> str:
@@ -272,7 +276,7 @@ def markdown(results: list[ModelResult], methods: tuple[str, ...], target: float
             cells.append(f"{chosen} ({len(res.trials)})" if res.trials else "—")
         settings.append(f"| {r.model} | " + " | ".join(cells) + " |")
     notes = sorted({f"{title(m)}: {r.methods[m].note}" for r in results for m in methods
-                    if r.methods[m].note and m not in ("int8",)})
+                    if r.methods[m].note and m != "int8"})
     int8 = [f"{r.model}: {r.methods['int8'].note}" for r in results
             if "int8" in methods and r.methods["int8"].note]
     legend = [
