@@ -34,6 +34,7 @@ $(BENCH_STAMP): pyproject.toml
 
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python tools/bench_compression.py --markdown
+	$(BENCH_VENV)/bin/python tools/bench_speed.py --large --markdown
 
 # Lossless only: sizes per dtype (also the corpus cast to bfloat16/float16) and decode speed.
 bench-lossless: $(BENCH_STAMP)

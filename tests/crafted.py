@@ -38,6 +38,10 @@ class CraftedOptions(PackOptions):
 
     crafted: tuple[tuple[str, TensorCodec], ...] = ()
 
+    @property
+    def uniform(self) -> bool:
+        return True  # the codecs are given: no rate control
+
     def codec_for(self, slot: TensorSlot, etype: ElementType, count: int) -> TensorCodec:
         for name, codec in self.crafted:
             if slot.tensor.name == name:

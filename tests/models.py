@@ -38,11 +38,11 @@ def mlp(hidden: int = 64, dtype=np.float32) -> onnx.ModelProto:
     return model
 
 
-def constants_and_if() -> onnx.ModelProto:
+def constants_and_if(out: int = 8) -> onnx.ModelProto:
     """Weights in Constant nodes, one inside each branch of an If (as silero-vad does)."""
 
     def branch(seed: int, name: str) -> onnx.GraphProto:
-        w = numpy_helper.from_array(_weights((16, 8), seed), f"{name}_w")
+        w = numpy_helper.from_array(_weights((16, out), seed), f"{name}_w")
         return helper.make_graph(
             [
                 helper.make_node("Constant", [], [f"{name}_wc"], value=w),
@@ -50,7 +50,7 @@ def constants_and_if() -> onnx.ModelProto:
             ],
             name,
             [],
-            [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, ["N", 8])],
+            [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, ["N", out])],
         )
 
     w0 = numpy_helper.from_array(_weights((4, 16), 7), "w0")
@@ -66,7 +66,7 @@ def constants_and_if() -> onnx.ModelProto:
         "ifmodel",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
          helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", out])],
         [shape],
     )
     return helper.make_model(graph, opset_imports=OPSET)
@@ -177,5 +177,57 @@ def unnamed_dims() -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1]),
          helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [2, None, 8])],
         [axis],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
+def classifier_heads(classes: int = 10) -> onnx.ModelProto:
+    """x[N,32] -> MatMul -> h; outputs of every kind the verifier tells apart:
+    ``logits`` [N,C] (fed to an ArgMax), ``label`` int64 [N] (that ArgMax), ``probs`` [N,C]
+    (Softmax), ``manual`` [N,C] (exp/sum written out: only the data shows it sums to 1) and
+    ``hidden`` [N,4,16] (hidden states, not class scores)."""
+    w1 = numpy_helper.from_array(_weights((32, 64), 31) * 10, "w1")
+    w2 = numpy_helper.from_array(_weights((64, classes), 32) * 10, "w2")
+    w3 = numpy_helper.from_array(_weights((64, classes), 33) * 10, "w3")
+    shape = numpy_helper.from_array(np.array([-1, 4, 16], np.int64), "hidden_shape")
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"]),
+            helper.make_node("Reshape", ["h", "hidden_shape"], ["hidden"]),
+            helper.make_node("MatMul", ["h", "w2"], ["logits"]),
+            helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
+            helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+            helper.make_node("MatMul", ["h", "w3"], ["z"]),
+            helper.make_node("Exp", ["z"], ["ez"]),
+            helper.make_node("ReduceSum", ["ez", "axes"], ["sz"], keepdims=1),
+            helper.make_node("Div", ["ez", "sz"], ["manual"]),
+        ],
+        "heads",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]),
+         helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", classes]),
+         helper.make_tensor_value_info("manual", TensorProto.FLOAT, ["N", classes]),
+         helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["N", 4, 16])],
+        [w1, w2, w3, shape, axes],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
+def two_branches(width: int = 64, weak: float = 0.02) -> onnx.ModelProto:
+    """y = x·A + weak·(x·B): A and B alike, but B's error reaches y ``weak`` times smaller."""
+    a = numpy_helper.from_array(_weights((width, width), 41), "strong")
+    b = numpy_helper.from_array(_weights((width, width), 42), "weak")
+    scale = numpy_helper.from_array(np.array(weak, np.float32), "scale")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "strong"], ["ya"]),
+         helper.make_node("MatMul", ["x", "weak"], ["yb"]),
+         helper.make_node("Mul", ["yb", "scale"], ["ybs"]),
+         helper.make_node("Add", ["ya", "ybs"], ["y"])],
+        "branches",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])],
+        [a, b, scale],
     )
     return helper.make_model(graph, opset_imports=OPSET)

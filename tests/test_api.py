@@ -62,14 +62,15 @@ def test_lossy_default_quantizes_weights_only(tmp_path):
     codecs = {t.name: t.codec for t in info.tensors}
     assert codecs == {"conv_w": "deadzone", "conv_b": "lossless"}
     weight = next(t for t in info.tensors if t.name == "conv_w")
-    assert weight.step_rel == onnxz.DEFAULT_STEP_REL
-    assert weight.bits_per_weight < 12
+    assert info.rate_control["mode"] == "default" and info.rate_control["met"]
+    assert weight.sensitivity is not None and weight.bits_per_weight < 12
 
 
 def test_weights_inside_if_branches_are_found_and_quantized(tmp_path):
     model = constants_and_if()
     info = onnxz.save(model, tmp_path / "if.onnxz",
-                      options=onnxz.PackOptions(min_quantized_elements=64))
+                      options=onnxz.PackOptions(min_quantized_elements=64,
+                                                      step_rel=onnxz.DEFAULT_STEP_REL))
     by_name = {t.name: t for t in info.tensors}
     assert by_name["then_w"].codec == "deadzone"
     assert by_name["else_w"].codec == "deadzone"
@@ -86,7 +87,8 @@ def test_weights_inside_if_branches_are_found_and_quantized(tmp_path):
 
 def test_float16_model_stays_float16(tmp_path):
     model = mlp(hidden=128, dtype=np.float16)
-    onnxz.save(model, tmp_path / "h.onnxz", options=onnxz.PackOptions(min_quantized_elements=64))
+    onnxz.save(model, tmp_path / "h.onnxz", options=onnxz.PackOptions(min_quantized_elements=64,
+                                                      step_rel=onnxz.DEFAULT_STEP_REL))
     decoded = onnxz.load(tmp_path / "h.onnxz")
     types = {t.name: t.data_type for t in decoded.graph.initializer}
     assert set(types.values()) == {onnx.TensorProto.FLOAT16}
@@ -152,7 +154,8 @@ def test_chunked_tensors_decode_identically(tmp_path):
 def test_transformer_roles(tmp_path):
     model = tiny_transformer()
     info = onnxz.save(model, tmp_path / "t.onnxz",
-                      options=onnxz.PackOptions(min_quantized_elements=64))
+                      options=onnxz.PackOptions(min_quantized_elements=64,
+                                                      step_rel=onnxz.DEFAULT_STEP_REL))
     codecs = {t.name: t.codec for t in info.tensors}
     assert {codecs[n] for n in ("embedding", "wq", "wk", "wv", "wo")} == {"deadzone"}
     assert codecs["ln_s"] == codecs["ln_b"] == "lossless"

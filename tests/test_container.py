@@ -30,3 +30,22 @@ def test_writer_declares_the_lowest_minor_version_that_covers_its_features(tmp_p
     with ContainerReader(path) as reader:  # header and footer agree, CRCs hold
         assert reader.index.version == (MAJOR, expected)
     assert int.from_bytes(path.read_bytes()[10:12], "little") == expected  # header minor
+
+
+def test_a_file_truncated_while_open_gives_corrupt_data_not_a_crash(tmp_path):
+    """Issue 11 item 1: the reader reads by position and checks lengths (no memory map,
+    so no SIGBUS when the file shrinks under it)."""
+    from onnxz.errors import CorruptDataError
+
+    out = io.BytesIO()
+    writer = ContainerWriter(out, writer="test")
+    chunk = writer.add_chunk([b"x" * 5000], count=5000)
+    writer.finish(b"graph", [])
+    path = tmp_path / "c.onnxz"
+    path.write_bytes(out.getvalue())
+    with ContainerReader(path) as reader:
+        assert reader.chunk_bytes(chunk, "t") == b"x" * 5000
+        with open(path, "r+b") as f:
+            f.truncate(1000)
+        with pytest.raises(CorruptDataError, match="truncated or changed"):
+            reader.chunk_bytes(chunk, "t")

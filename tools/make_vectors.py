@@ -655,7 +655,7 @@ def uint16_model(_: Path) -> onnx.ModelProto:
 
 
 LOSSLESS = {"lossless": True}
-WEIGHTS = onnxz.PackOptions(min_quantized_elements=64)
+WEIGHTS = onnxz.PackOptions(min_quantized_elements=64, step_rel=onnxz.DEFAULT_STEP_REL)
 
 
 def quantized(codec: TensorCodec, chunk_elements: int = 1 << 20) -> onnxz.PackOptions:

@@ -1,50 +1,66 @@
-"""The Python API: save, load, unpack, info, inference_session. The CLI calls only these."""
+"""The Python API: save, load, unpack, info, open, inference_session. The CLI calls only
+these.
+
+Models move tensor by tensor in both directions: :func:`save` reads each payload when it is
+encoded (from external data files by offset), and :func:`unpack` writes each decoded tensor
+as it comes (to an external data file past protobuf's 2 GiB limit), so memory holds the graph
+and about one tensor per worker, never the whole model.
+"""
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
+import io
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
-from onnx.external_data_helper import load_external_data_for_model, set_external_data
+from google.protobuf.message import EncodeError
 
-from onnxz import __version__
+from onnxz import __version__, ratecontrol, verifier
 from onnxz.arguments import as_path, boolean
-from onnxz.codecs import NotQuantizable, codec_class
-from onnxz.codecs.lossless import LosslessCodec
-from onnxz.container import (
-    MAGIC,
-    ContainerReader,
-    ContainerWriter,
-    ReadLimits,
-    TensorEntry,
-    crc32,
-)
+from onnxz.codecs import TensorCodec
+from onnxz.container import ContainerReader, ContainerWriter, ReadLimits, TensorEntry
 from onnxz.dtypes import BY_NAME, ElementType
 from onnxz.errors import (
-    CorruptDataError,
-    FormatError,
     InvalidArgumentError,
-    InvalidModelError,
     LimitExceededError,
     OnnxzError,
     OutOfMemoryError,
+    OutputPathError,
+    TargetNotMetError,
+    TargetSpecError,
     UnsupportedModelError,
     first_line,
 )
-from onnxz.fileio import atomic_outputs, check_input, check_outputs, utf8_spelling
-from onnxz.policy import PackOptions
+from onnxz.fidelity import Fidelity
+from onnxz.fileio import atomic_outputs, check_input, check_outputs
+from onnxz.inputs import InputsArg
+from onnxz.modelio import (
+    EXTERNAL_MIN_BYTES,
+    PROTOBUF_LIMIT,
+    ExternalDataWriter,
+    ModelFile,
+    Payload,
+    open_model,
+)
+from onnxz.parallel import EncodedResult, EncodeJob, WorkerPool, check_workers, encode_tensor
+from onnxz.policy import DEFAULT_STEP_REL, PackOptions
+from onnxz.progress import Progress, ProgressUpdate, notify
+from onnxz.ratecontrol.search import SizingPlan
+from onnxz.ratecontrol.tensors import Point, Setting
+from onnxz.reader import Reader
 from onnxz.report import ContainerInfo
+from onnxz.verifier import Thresholds, VerifyReport
+from onnxz.walker import Path as TensorPath
 from onnxz.walker import (
-    element_count,
-    has_payload,
+    TensorSlot,
     iter_tensor_slots,
-    iter_tensors,
     payload_type,
     put_payload,
     read_payload,
@@ -53,12 +69,18 @@ from onnxz.walker import (
 )
 
 ModelSource = onnx.ModelProto | str | os.PathLike
-Progress = Callable[[int, int, str], None]
-"""Called as ``progress(done, total, tensor_name)`` after each tensor."""
 
-PROTOBUF_LIMIT = 2**31 - 1
-EXTERNAL_MIN_BYTES = 1024
-EXTERNAL_ALIGNMENT = 4096
+PARALLEL_MIN_BYTES = 16 << 20
+"""Below this many bytes of tensors, packing runs in this process (starting workers would
+cost more than they save)."""
+
+SIZE_SLACK = 64
+"""Bytes added to every size rate control measures: the index records the achieved figures
+only once they are known, and their compressed size may differ by a few bytes."""
+
+SESSION_PLACEHOLDER = "onnxz-decoded-in-memory"
+"""The external-data location given to initializers that :func:`inference_session` hands
+to onnxruntime as in-memory OrtValues (no such file is ever read)."""
 
 
 def save(
@@ -71,12 +93,36 @@ def save(
     force: bool = False,
     options: PackOptions | None = None,
     progress: Progress | None = None,
+    workers: int | None = None,
+    fidelity: Fidelity | str | None = None,
+    inputs: InputsArg = None,
+    max_size: int | str | None = None,
+    target_snr: float | None = None,
+    best_effort: bool = False,
+    class_outputs: Sequence[str] = (),
 ) -> ContainerInfo:
     """Pack an ONNX model (a ModelProto or a path) into an onnxz file at ``path``.
 
-    The default is lossy: weight tensors get the dead-zone quantizer with step
-    ``step_rel`` × the tensor's spread (see :class:`PackOptions`); ``lossless=True`` is
-    bit-exact. ``options`` sets the rest; the keyword arguments override it.
+    The default is lossy and rate-controlled: every weight tensor's step is chosen so that
+    the outputs keep the default target on generated inputs (or on ``inputs``), checked in
+    onnxruntime before the file appears (see :mod:`onnxz.ratecontrol.defaults` for what it
+    guarantees). ``lossless=True`` is bit-exact; ``step_rel`` (× each tensor's spread) and
+    ``deadzone`` give every weight tensor one uniform quantizer. ``options`` sets the rest;
+    the keyword arguments override it.
+
+    Rate control chooses every weight tensor's step for a target instead: ``fidelity``
+    (e.g. ``"top1>=0.995"``, checked on ``inputs``: an .npz, a test-data folder, arrays,
+    or None for generated samples), ``max_size`` (bytes of the whole file, an int or e.g.
+    ``"2MB"``), or ``target_snr`` (dB of weight SNR for every quantized tensor, no model
+    run). The file is verified on the inputs before it appears; a target that cannot be met
+    raises :class:`TargetNotMetError` unless ``best_effort`` (then the closest file is
+    written and ``info.rate_control["met"]`` is False). ``class_outputs`` names outputs to
+    treat as class scores.
+
+    A model with external data is read tensor by tensor from its data files (rate control
+    runs it, so it loads models of up to 1 GiB of weights; larger ones get the data-free
+    rule of :meth:`PackOptions.codec_for`). ``workers`` processes encode tensors in
+    parallel (None: the available cores); the file is the same for any number of workers.
     The output appears only when complete; an existing one needs ``force=True``.
     Returns what :func:`info` would report on the new file.
     """
@@ -85,61 +131,240 @@ def save(
         raise InvalidArgumentError(f"options must be a PackOptions, not {type(base).__name__}")
     boolean(lossless, "lossless")
     boolean(force, "force")
+    boolean(best_effort, "best_effort")
     _check_callable(progress, "progress")
+    workers = _check_workers(workers)
     opts = dataclasses.replace(
         base,
         lossless=lossless or base.lossless,
         step_rel=base.step_rel if step_rel is None else step_rel,
         deadzone=base.deadzone if deadzone is None else deadzone,
     )
+    if deadzone is not None and opts.step_rel is None and not opts.lossless:
+        opts = dataclasses.replace(opts, step_rel=DEFAULT_STEP_REL)
+    target = _rate_target(fidelity, max_size, target_snr)
+    if target is not None and opts.uniform:
+        raise TargetSpecError("a rate target chooses the steps itself: it cannot be combined "
+                              "with lossless, step_rel, deadzone or a quantizer")
+    if opts.uniform and (inputs is not None or class_outputs):
+        raise TargetSpecError("inputs and class_outputs apply to rate control: not with "
+                              "lossless, step_rel or a quantizer")
+    if target is not None and target.target_snr_db is not None:
+        opts = dataclasses.replace(opts, target_snr_db=target.target_snr_db)
     output = as_path(path, "path")
     if not isinstance(model, onnx.ModelProto):  # the output is checked before the work
         check_outputs([output], force, [check_input(model, "model")])
-    model_proto, files = _read_model(model)
-    with atomic_outputs([output], force, files) as (tmp,):
-        with _about(files[0] if files else None, "packing"), open(tmp, "wb") as f:
+    source = open_model(model)
+    with atomic_outputs([output], force, source.files) as (tmp,):
+        about = source.files[0] if source.files else None
+        result = None
+        if not opts.uniform and opts.target_snr_db is None:
+            with _about(about, "choosing the steps"):
+                result = _rate_control(source, opts, target, inputs, class_outputs, progress)
+            if not result.met and not best_effort:
+                why = result.note or "even the coarsest quantization misses it"
+                raise TargetNotMetError(f"{target}: cannot be met ({why}); use best_effort "
+                                        "(--best-effort) to write the closest file")
+        summary = _summary(result, target)
+        with _about(about, "packing"), builtins.open(tmp, "wb") as f:
             writer = ContainerWriter(f, writer=f"onnxz {__version__}")
-            entries = _write_tensors(model_proto, writer, opts, progress)
-            extra = {"source_bytes": sum(p.stat().st_size for p in files)} if files else {}
-            writer.finish(model_proto.SerializeToString(), entries, extra)
+            entries = _write_tensors(source, writer, opts, workers, progress, result)
+            extra: dict[str, Any] = {"source_bytes": source.source_bytes} if source.path else {}
+            if summary is not None:
+                extra["rate_control"] = summary
+                writer.require_minor(1)
+            writer.finish(source.proto.SerializeToString(), entries, extra)
         # Read the new file back before it gets its name: what cannot be read never appears.
         with _about(output, "reading it back"), ContainerReader(tmp) as reader:
             written = ContainerInfo.from_index(str(output), reader.file_size, reader.index)
+        if result is not None:
+            with _about(output, "checking it"):
+                _check_written(tmp, result, target)
     return written
 
 
-def _write_tensors(
-    model: onnx.ModelProto, writer: ContainerWriter, opts: PackOptions, progress: Progress | None
-) -> list[TensorEntry]:
-    slots = [s for s in iter_tensor_slots(model) if payload_type(s.tensor) is not None]
+def _rate_target(fidelity: Fidelity | str | None, max_size: int | str | None,
+                 target_snr: float | None) -> ratecontrol.RateTarget | None:
+    if fidelity is None and max_size is None and target_snr is None:
+        return None
+    return ratecontrol.RateTarget(
+        fidelity=Fidelity.parse(fidelity) if isinstance(fidelity, str) else fidelity,
+        max_bytes=None if max_size is None else ratecontrol.parse_size(max_size),
+        target_snr_db=target_snr)
+
+
+def _rate_control(source: ModelFile, opts: PackOptions, target: ratecontrol.RateTarget | None,
+                  inputs: InputsArg, class_outputs: Sequence[str],
+                  progress: Progress | None) -> ratecontrol.RateResult:
+    """Rate control's choice for ``target`` (None: the default) on the model in memory."""
+    if target is None and not ratecontrol.runs_default(source.proto):
+        return ratecontrol.fallback(f"weights larger than "
+                                    f"{ratecontrol.DEFAULT_MAX_WEIGHT_BYTES >> 20} MiB are not run")
+    model = _materialized(source)
+    packer = _Packer(model, opts, source.source_bytes)
+    return ratecontrol.choose(model, target, inputs, size_of=packer.size_of, options=opts,
+                              class_outputs=class_outputs, progress=progress)
+
+
+def _summary(result: ratecontrol.RateResult | None,
+             target: ratecontrol.RateTarget | None) -> dict[str, Any] | None:
+    """What the index records of rate control (a weight-SNR target: just the target)."""
+    if result is not None:
+        return result.summary()
+    if target is not None:
+        return {"mode": "target_snr", "target": str(target), "met": True}
+    return None
+
+
+def _materialized(source: ModelFile) -> onnx.ModelProto:
+    """The model with every payload in the proto (rate control runs it in onnxruntime)."""
+    if not any(t.external is not None for t in source.tensors):
+        return source.proto
+    model = onnx.ModelProto()
+    model.CopyFrom(source.proto)
+    for t in source.tensors:
+        if t.external is not None:
+            tensor = resolve(model, t.slot.path)
+            _make_internal(tensor)
+            put_payload(tensor, t.external.read())
+    return model
+
+
+class _Packer:
+    """Packs a model held in memory into in-memory containers, remembering every tensor's
+    encoding, so that rate control can size many plans exactly (``size_of``).
+
+    The graph section (the model without the payloads that go to chunks) is the same for
+    every plan and is built once.
+    """
+
+    def __init__(self, model: onnx.ModelProto, opts: PackOptions,
+                 source_bytes: int | None) -> None:
+        self.model, self.opts, self.source_bytes = model, opts, source_bytes
+        self.slots = [s for s in iter_tensor_slots(model) if (etype := payload_type(s.tensor))
+                      is not None and read_payload(s.tensor, etype).nbytes
+                      >= opts.inline_max_bytes]
+        self._cache: dict[tuple[TensorPath, Setting | None], EncodedResult] = {}
+        self._graph: bytes | None = None
+
+    def graph_bytes(self) -> bytes:
+        if self._graph is None:
+            skeleton = onnx.ModelProto()
+            skeleton.CopyFrom(self.model)
+            for slot in self.slots:
+                take_payload(resolve(skeleton, slot.path))
+            self._graph = skeleton.SerializeToString()
+        return self._graph
+
+    def encode(self, slot: TensorSlot, setting: Setting | None) -> EncodedResult:
+        """The tensor's encoding with ``setting``, or by the pack options (cached)."""
+        key = (slot.path, setting)
+        if key not in self._cache:
+            etype = payload_type(slot.tensor)
+            assert etype is not None
+            values = read_payload(slot.tensor, etype)
+            codec = _codec(setting, self.opts, slot, etype, values.size)
+            self._cache[key] = encode_tensor(EncodeJob(Payload.inline(values, etype.name), codec,
+                                                       self.opts.chunk_elements))
+        return self._cache[key]
+
+    def size_of(self, plan: Mapping[TensorPath, Point], summary: dict[str, Any]) -> int:
+        """The size of the file of rate control's ``plan`` that records ``summary``, plus
+        :data:`SIZE_SLACK`."""
+        sizing = SizingPlan(dict(plan), summary)
+        settings, sensitivity = sizing.settings, sizing.sensitivities()
+        out = io.BytesIO()
+        writer = ContainerWriter(out, writer=f"onnxz {__version__}")
+        entries = []
+        for slot in self.slots:
+            encoded = self.encode(slot, settings.get(slot.path))
+            etype = payload_type(slot.tensor)
+            assert etype is not None
+            entries.append(_entry(slot, etype, encoded, writer, sensitivity.get(slot.path)))
+        extra = {"source_bytes": self.source_bytes or 0, "rate_control": summary}
+        writer.finish(self.graph_bytes(), entries, extra)
+        return out.tell() + SIZE_SLACK
+
+
+def _codec(setting: Setting | None, opts: PackOptions, slot: TensorSlot,
+           etype: ElementType, count: int) -> TensorCodec:
+    """Rate control's codec for a tensor if it chose one, else the options'."""
+    return setting.codec() if setting is not None else opts.codec_for(slot, etype, count)
+
+
+def _entry(slot: TensorSlot, etype: ElementType, encoded: EncodedResult,
+           writer: ContainerWriter, sensitivity: float | None) -> TensorEntry:
+    """The index entry of one encoded tensor, its chunks written."""
+    tensor = slot.tensor
+    writer.require_minor(encoded.format_minor)
+    return TensorEntry(
+        name=tensor.name,
+        path=slot.path,
+        dtype=etype.name,
+        shape=tuple(tensor.dims),
+        codec=encoded.codec_id,
+        params=encoded.params,
+        chunks=tuple(writer.add_chunk(c.parts, c.count) for c in encoded.chunks),
+        crc32=encoded.crc32,
+        entropy_bits=encoded.entropy_bits,
+        table_bytes=encoded.table_bytes,
+        sensitivity=sensitivity,
+    )
+
+
+def _check_written(path: Path, result: ratecontrol.RateResult,
+                   target: ratecontrol.RateTarget | None) -> None:
+    """Decode the written file and run it on rate control's samples: its outputs must give
+    exactly the metrics rate control measured (the same reconstructions), and a size target
+    must hold; otherwise nothing is written."""
+    if result.reference is not None:
+        decoded = load(path)
+        if result.reference.metrics(result.reference.run(decoded)) != result.metrics:
+            raise OnnxzError("internal error: the written file does not reproduce the "
+                             "outputs rate control measured (please report this)")
+    if target is not None and target.max_bytes is not None and result.met and (
+            path.stat().st_size > target.max_bytes):
+        raise OnnxzError("internal error: the file exceeds the size rate control measured "
+                         "(please report this)")
+
+
+def _write_tensors(source: ModelFile, writer: ContainerWriter, opts: PackOptions, workers: int,
+                   progress: Progress | None, result: ratecontrol.RateResult | None
+                   ) -> list[TensorEntry]:
+    """Encode every stored tensor (in walk order, ``workers`` at a time) with rate control's
+    settings where ``result`` has them and the options' codecs elsewhere, write its chunks,
+    and empty its slot in ``source.proto``; small external payloads move inline."""
+    stored = [t for t in source.tensors if t.nbytes >= opts.inline_max_bytes]
+    for t in source.tensors:
+        if t.nbytes < opts.inline_max_bytes and t.external is not None:
+            _make_internal(t.slot.tensor)
+            put_payload(t.slot.tensor, t.external.read())
+    settings = result.settings if result is not None else {}
+    sensitivity = result.sensitivities() if result is not None else {}
+    total_bytes = sum(t.nbytes for t in stored)
+    workers = 1 if total_bytes < PARALLEL_MIN_BYTES else min(workers, len(stored))
+    jobs = (EncodeJob(t.payload(), _codec(settings.get(t.slot.path), opts, t.slot, t.etype,
+                                          t.count), opts.chunk_elements)
+            for t in stored)
     entries = []
-    for done, slot in enumerate(slots, 1):
-        etype = payload_type(slot.tensor)
-        assert etype is not None
-        values = read_payload(slot.tensor, etype)
-        if values.nbytes >= opts.inline_max_bytes:
-            codec = opts.codec_for(slot, etype, values.size)
-            try:
-                encoded = codec.encode(values, etype, opts.chunk_elements)
-            except NotQuantizable:
-                encoded = LosslessCodec().encode(values, etype, opts.chunk_elements)
-            entries.append(TensorEntry(
-                name=slot.tensor.name,
-                path=slot.path,
-                dtype=etype.name,
-                shape=tuple(slot.tensor.dims),
-                codec=encoded.codec_id,
-                params=encoded.params,
-                chunks=tuple(writer.add_chunk(c.parts, c.count) for c in encoded.chunks),
-                crc32=crc32(encoded.reconstruction.tobytes()),
-                entropy_bits=encoded.entropy_bits,
-                table_bytes=encoded.table_bytes,
-            ))
-            writer.require_minor(encoded.format_minor)
-            take_payload(slot.tensor)
-        if progress:
-            progress(done, len(slots), slot.tensor.name)
+    done_bytes = 0
+    with WorkerPool(workers) as pool:
+        results = pool.map(encode_tensor, jobs, in_flight=workers + 1)
+        for done, (t, encoded) in enumerate(zip(stored, results, strict=True), 1):
+            entries.append(_entry(t.slot, t.etype, encoded, writer,
+                                  sensitivity.get(t.slot.path)))
+            take_payload(t.slot.tensor)
+            _make_internal(t.slot.tensor)
+            done_bytes += t.nbytes
+            notify(progress, ProgressUpdate(done, len(stored), done_bytes, total_bytes,
+                                            t.slot.tensor.name))
     return entries
+
+
+def _make_internal(tensor: onnx.TensorProto) -> None:
+    """Forget where an external tensor's data was (its payload now lives elsewhere)."""
+    del tensor.external_data[:]
+    tensor.ClearField("data_location")
 
 
 def _check_callable(value: object, name: str) -> None:
@@ -151,6 +376,13 @@ def _check_limits(limits: object) -> ReadLimits | None:
     if limits is not None and not isinstance(limits, ReadLimits):
         raise InvalidArgumentError(f"limits must be a ReadLimits, not {type(limits).__name__}")
     return limits
+
+
+def _check_workers(workers: object) -> int:
+    try:
+        return check_workers(workers)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -169,68 +401,36 @@ def _about(path: Path | None, work: str) -> Iterator[None]:
         raise error from exc
 
 
-def load(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> onnx.ModelProto:
-    """Decode an onnxz file into an ``onnx.ModelProto`` with every weight restored."""
+def load(path: str | os.PathLike, *, limits: ReadLimits | None = None,
+         workers: int | None = None) -> onnx.ModelProto:
+    """Decode an onnxz file into an ``onnx.ModelProto`` with every weight restored.
+
+    ``workers`` processes decode chunks in parallel (None: the available cores).
+    """
     limits = _check_limits(limits)
+    workers = _check_workers(workers)
     source = check_input(path)
-    with _about(source, "decoding"):
-        return _load(source, limits)
-
-
-def _load(source: Path, limits: ReadLimits | None) -> onnx.ModelProto:
-    with ContainerReader(source, limits) as reader:
-        try:
-            model = onnx.ModelProto.FromString(reader.graph_bytes())
-        except (DecodeError, RuntimeError, ValueError) as exc:
-            raise FormatError(f"graph: not a valid ONNX ModelProto ({exc})") from exc
-        for entry in reader.index.tensors:
-            if entry.dtype not in BY_NAME:
-                raise FormatError(f"tensor {entry.name!r}: unknown dtype {entry.dtype!r}")
-        total = sum(e.element_count * BY_NAME[e.dtype].width for e in reader.index.tensors)
-        budget = reader.limits.output_budget(reader.file_size)
-        if total > budget:
-            raise LimitExceededError(
-                f"tensors: decoded size {total} bytes would exceed the limit of {budget} bytes "
-                "(raise it with --max-output-size or ReadLimits.max_output_size)"
-            )
-        for entry in reader.index.tensors:
-            tensor = resolve(model, entry.path)
-            etype = BY_NAME[entry.dtype]
-            if (tensor.name, tensor.data_type, tuple(tensor.dims)) != (
-                entry.name, etype.onnx_type, entry.shape
-            ):
-                raise FormatError(f"tensor {entry.name!r}: index does not match the graph")
-            if payload_type(tensor) is None or has_payload(tensor):
-                raise FormatError(f"tensor {entry.name!r}: graph slot already holds data")
-            put_payload(tensor, _decode(reader, entry, etype))
-    for tensor_path, tensor in iter_tensors(model):
-        if payload_type(tensor) and element_count(tensor) and not has_payload(tensor):
-            raise FormatError(f"graph: tensor {tensor.name!r} at {list(tensor_path)} has no "
-                              "data and no index entry (SPEC.md §5.2)")
+    with _about(source, "decoding"), Reader(source, limits=limits, workers=workers) as reader:
+        reader.check_output_budget()
+        model = reader.graph()
+        for (_, values), tensor in zip(reader.decode(), reader.slots(model), strict=True):
+            put_payload(tensor, values)
     return model
 
 
-def _decode(reader: ContainerReader, entry: TensorEntry, etype: ElementType) -> np.ndarray:
-    """The decoded elements of one tensor entry, checksum-verified.
+def open(path: str | os.PathLike, *, limits: ReadLimits | None = None,
+         workers: int | None = None) -> Reader:
+    """Open an onnxz file for random access: ``reader.tensors`` lists every stored tensor's
+    metadata, ``reader.tensor(name)`` decodes one, reading only its own chunks.
 
-    Every chunk's CRC is checked first; any failure inside a codec becomes an OnnxzError.
+    >>> with onnxz.open("model.onnxz") as reader:          # doctest: +SKIP
+    ...     w = reader.tensor("fc.weight")
     """
-    chunks = [reader.chunk_parts(c, entry.name) for c in entry.chunks]
-    values = np.empty(entry.element_count, dtype=etype.numpy)
-    try:
-        decoder = codec_class(entry.codec).decoder(entry.params, etype)
-        start = 0
-        for parts, chunk in zip(chunks, entry.chunks, strict=True):
-            decoder.decode_into(parts, values[start : start + chunk.count])
-            start += chunk.count
-    except OnnxzError as exc:
-        raise type(exc)(f"tensor {entry.name!r}: {exc}") from exc
-    except (ValueError, TypeError, OverflowError, IndexError, KeyError) as exc:
-        raise FormatError(
-            f"tensor {entry.name!r}: malformed {entry.codec} stream ({exc})") from exc
-    if crc32(values) != entry.crc32:
-        raise CorruptDataError(f"tensor {entry.name!r}: decoded tensor checksum mismatch")
-    return values
+    limits = _check_limits(limits)
+    workers = _check_workers(workers)
+    source = check_input(path)
+    with _about(source, "reading the index"):
+        return Reader(source, limits=limits, workers=workers)
 
 
 def unpack(
@@ -240,38 +440,95 @@ def unpack(
     force: bool = False,
     external_data: bool | None = None,
     limits: ReadLimits | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    external_data_file: str | os.PathLike | None = None,
 ) -> Path:
     """Decode ``path`` and write a runnable ONNX model to ``output``.
 
-    Weights go to ``<output>.data`` beside it when ``external_data`` is True, or when None
-    and the model is too large for one protobuf (2 GiB). Returns the output path.
+    Tensors of 1 KiB or more go to an external data file beside it when ``external_data``
+    is True, or when None and the model would pass protobuf's 2 GiB limit: the file
+    ``external_data_file`` if given (a relative path is taken from the output's folder, and
+    the file must be in that folder or below it; giving it implies ``external_data``), else
+    ``<output>.data``. Tensors are decoded (``workers`` processes) and written one at a
+    time. Returns the output path.
     """
     source = check_input(path)
     out = as_path(output, "output")
     boolean(force, "force")
     if external_data is not None:
         boolean(external_data, "external_data")
+    limits = _check_limits(limits)
+    workers = _check_workers(workers)
+    _check_callable(progress, "progress")
+    named = None if external_data_file is None else as_path(external_data_file,
+                                                            "external_data_file")
+    if named is not None and external_data is False:
+        raise InvalidArgumentError("external_data_file given with external_data=False")
     check_outputs([out], force, [source])  # before the decoding work, again when writing
-    model = load(source, limits=limits)
-    if external_data is None:
-        external_data = model.ByteSize() >= PROTOBUF_LIMIT
-    if not external_data:
-        with atomic_outputs([out], force, [source]) as (tmp,):
-            tmp.write_bytes(model.SerializeToString())
-        return out
-    data_name = out.name + ".data"
-    with atomic_outputs([out, out.with_name(data_name)], force, [source]) as (tmp, tmp_data):
-        with open(tmp_data, "wb") as data_file:
-            for slot in iter_tensor_slots(model):
-                if len(slot.tensor.raw_data) >= EXTERNAL_MIN_BYTES:
-                    data_file.write(b"\0" * (-data_file.tell() % EXTERNAL_ALIGNMENT))
-                    offset = data_file.tell()
-                    data_file.write(slot.tensor.raw_data)
-                    set_external_data(slot.tensor, data_name, offset, len(slot.tensor.raw_data))
-                    slot.tensor.ClearField("raw_data")
-                    slot.tensor.data_location = onnx.TensorProto.EXTERNAL
-        tmp.write_bytes(model.SerializeToString())
+    with _about(source, "decoding"), Reader(source, limits=limits, workers=workers) as reader:
+        reader.check_output_budget()
+        data_file = _external_data_file(out, external_data, named, reader)
+        model = reader.graph()
+        slots = reader.slots(model)
+        outputs = [out] if data_file is None else [out, data_file]
+        with atomic_outputs(outputs, force, [source]) as temps:
+            decoded = _with_progress(reader, progress)
+            if data_file is None:
+                for (_, values), tensor in zip(decoded, slots, strict=True):
+                    put_payload(tensor, values)
+            else:
+                location = data_file.relative_to(out.parent).as_posix()
+                with builtins.open(temps[1], "wb") as f:
+                    data = ExternalDataWriter(f, location)
+                    for (_, values), tensor in zip(decoded, slots, strict=True):
+                        if values.nbytes >= EXTERNAL_MIN_BYTES:
+                            data.add(tensor, values)
+                        else:
+                            put_payload(tensor, values)
+            temps[0].write_bytes(_serialized(model))
     return out
+
+
+def _with_progress(reader: Reader, progress: Progress | None
+                   ) -> Iterator[tuple[TensorEntry, np.ndarray]]:
+    total = sum(e.element_count * BY_NAME[e.dtype].width for e in reader.entries)
+    done = 0
+    for count, (entry, values) in enumerate(reader.decode(), 1):
+        done += values.nbytes
+        yield entry, values
+        notify(progress, ProgressUpdate(count, len(reader.entries), done, total, entry.name))
+
+
+def _external_data_file(out: Path, external_data: bool | None, named: Path | None,
+                        reader: Reader) -> Path | None:
+    """The external data file to write, or None for one self-contained .onnx."""
+    if external_data is None and named is None:
+        decoded = sum(e.element_count * BY_NAME[e.dtype].width for e in reader.entries)
+        overhead = 64 * len(reader.entries) + (1 << 20)  # tags and lengths, generously
+        external_data = reader.graph_raw_bytes + decoded + overhead >= PROTOBUF_LIMIT
+    if external_data is False or (external_data is None and named is None):
+        return None
+    if named is None:
+        return out.with_name(out.name + ".data")
+    file = out.parent / named
+    folder = out.parent.resolve()
+    resolved = file.parent.resolve() / file.name
+    if folder not in resolved.parents:
+        raise OutputPathError(f"{named}: the external data file must be in the output's "
+                              f"folder ({out.parent}), as ONNX locates it relative to the model")
+    if resolved == out.resolve():
+        raise OutputPathError(f"{named}: the external data file cannot be the output model")
+    return out.parent / resolved.relative_to(folder)
+
+
+def _serialized(model: onnx.ModelProto) -> bytes:
+    try:
+        return model.SerializeToString()
+    except (EncodeError, ValueError) as exc:
+        raise LimitExceededError(
+            f"the decoded model is past protobuf's 2 GiB limit ({exc}); write its weights "
+            "to an external data file (--external-data)") from exc
 
 
 def info(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> ContainerInfo:
@@ -288,8 +545,17 @@ def inference_session(
     providers: list[str] | None = None,
     *,
     limits: ReadLimits | None = None,
+    workers: int | None = None,
 ):
-    """An ``onnxruntime.InferenceSession`` of the decoded model, built in memory."""
+    """An ``onnxruntime.InferenceSession`` of the decoded model, built in memory (nothing is
+    written to disk), for models of any size.
+
+    The main graph's initializers of 1 KiB or more reach onnxruntime as OrtValues
+    (``SessionOptions.add_external_initializers``) instead of inside the serialized model,
+    so a model past protobuf's 2 GiB limit works too; the session keeps their arrays
+    alive. The given ``sess_options`` receives those initializers, so pass a fresh one per
+    session.
+    """
     import onnxruntime as ort
 
     if sess_options is not None and not isinstance(sess_options, ort.SessionOptions):
@@ -300,59 +566,83 @@ def inference_session(
                                       and all(p in available for p in providers)):
         raise InvalidArgumentError(f"providers must be a list of names among {available}, "
                                    f"not {providers!r}")
-    model = load(path, limits=limits)
+    limits = _check_limits(limits)
+    workers = _check_workers(workers)
+    source = check_input(path)
+    options = sess_options if sess_options is not None else ort.SessionOptions()
+    with _about(source, "decoding"), Reader(source, limits=limits, workers=workers) as reader:
+        reader.check_output_budget()
+        model = reader.graph()
+        slots = reader.slots(model)
+        names, arrays = [], []
+        for (entry, values), tensor in zip(reader.decode(), slots, strict=True):
+            if (len(entry.path) == 3 and tuple(entry.path[:2]) == ("graph", "initializer")
+                    and entry.dtype in _ORT_NUMPY_TYPES and values.nbytes >= EXTERNAL_MIN_BYTES):
+                names.append(tensor.name)
+                arrays.append(values.reshape(entry.shape))
+                _point_to_placeholder(tensor, values.nbytes)
+            else:
+                put_payload(tensor, values)
+    if arrays:
+        options.add_external_initializers(  # type: ignore[attr-defined]
+            names, [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
     try:
-        return ort.InferenceSession(model.SerializeToString(), sess_options,
-                                    providers=list(providers or ["CPUExecutionProvider"]))
+        session = ort.InferenceSession(_serialized(model), options,
+                                       providers=list(providers or ["CPUExecutionProvider"]))
+    except OnnxzError:
+        raise
     except Exception as exc:  # onnxruntime's errors derive from Exception only
         error = UnsupportedModelError(f"onnxruntime cannot load the decoded model: "
                                       f"{first_line(exc)}")
         error.path = os.fsdecode(path)
         raise error from exc
+    session._onnxz_initializers = arrays  # type: ignore[attr-defined]  # keep them alive
+    return session
 
 
-def _read_model(model: ModelSource) -> tuple[onnx.ModelProto, list[Path]]:
-    """A private, fully loaded copy of the model, and the files it was read from (the
-    .onnx file, then its external data files; none for a ModelProto)."""
-    if isinstance(model, onnx.ModelProto):
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        if any(s.tensor.data_location == onnx.TensorProto.EXTERNAL
-               for s in iter_tensor_slots(copy)):
-            raise UnsupportedModelError(
-                "the ModelProto refers to external data files: pass its path instead"
-            )
-        return copy, []
-    path = check_input(model, "model")
-    with open(path, "rb") as f:
-        if f.read(len(MAGIC)) == MAGIC:
-            raise InvalidModelError(f"{path}: is an onnxz file, not an ONNX model")
-    try:
-        proto = onnx.load(path, load_external_data=False)
-    except MemoryError as exc:
-        raise OutOfMemoryError(f"{path}: out of memory while reading the model") from exc
-    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        if "Arena alloc failed" in str(exc):  # protobuf's way of running out of memory
-            raise OutOfMemoryError(f"{path}: out of memory while reading the model") from exc
-        raise InvalidModelError(f"{path}: not a readable ONNX model ({exc})") from exc
-    missing = [what for what, absent in (
-        ("IR version", proto.ir_version <= 0), ("graph", not proto.HasField("graph")),
-        ("opset_import", not proto.opset_import)) if absent]
-    if missing:
-        raise InvalidModelError(f"{path}: not an ONNX model (no {' and no '.join(missing)})")
-    data_files = sorted({path.parent / location for location in _external_locations(proto)})
-    try:
-        with utf8_spelling(path.parent) as folder:
-            load_external_data_for_model(proto, folder)
-    except MemoryError as exc:
-        raise OutOfMemoryError(f"{path}: out of memory while reading its external data") from exc
-    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
-        raise InvalidModelError(f"{path}: cannot read its external data ({exc})") from exc
-    return proto, [path, *data_files]
+_ORT_NUMPY_TYPES = frozenset({"float32", "float16", "float64", "int8", "uint8", "int16", "uint16",
+                              "int32", "uint32", "int64", "uint64", "bool"})
+"""Element types whose numpy arrays onnxruntime reads as that same ONNX type (not bfloat16
+or float8, which numpy holds as unsigned integers)."""
 
 
-def _external_locations(model: onnx.ModelProto) -> set[str]:
-    """The ``location`` of every tensor stored in an external data file."""
-    return {entry.value for _, tensor in iter_tensors(model)
-            if tensor.data_location == onnx.TensorProto.EXTERNAL
-            for entry in tensor.external_data if entry.key == "location"}
+def _point_to_placeholder(tensor: onnx.TensorProto, nbytes: int) -> None:
+    take_payload(tensor)
+    del tensor.external_data[:]
+    for key, value in (("location", SESSION_PLACEHOLDER), ("offset", "0"),
+                       ("length", str(nbytes))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+
+
+def verify(
+    original: onnx.ModelProto | str | os.PathLike,
+    packed: str | os.PathLike,
+    inputs: InputsArg = None,
+    thresholds: Thresholds | Fidelity | str | None = None,
+    *,
+    class_outputs: Sequence[str] = (),
+    noise_floor: float | None = None,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Run ``original`` (.onnx path or ModelProto) and ``packed`` (.onnxz) on the same samples
+    and compare their outputs against ``thresholds``.
+
+    ``inputs``: None or :class:`onnxz.GeneratedInputs` for seeded generated samples, a mapping
+    input name -> array of N stacked samples, an ``.npz`` path of the same, or an ONNX
+    test-data folder (``test_data_set_*/input_*.pb``). ``thresholds``: :class:`Thresholds`
+    (the default), or a fidelity target (:class:`onnxz.Fidelity` or a string such as
+    ``"top1>=0.995,snr>=25"``). ``class_outputs`` names outputs to treat as class scores
+    beyond those the graph and data show. Raises :class:`onnxz.VerificationInputError` if
+    the inputs do not fit the model, :class:`onnxz.TargetSpecError` for criteria that name
+    no output or apply to none, and :class:`onnxz.InputNotFoundError` for a missing file; a
+    model that fails to load or run gives a report with ``passed`` False and ``error``
+    naming why. ``noise_floor`` overrides the thresholds' (see :class:`Thresholds`).
+    ``progress(done, total, name)`` is called after each sample.
+    """
+    packed_path = check_input(packed, "packed")
+    return verifier.verify(
+        original, packed_path, lambda options: inference_session(packed_path, options),
+        inputs, thresholds, class_outputs=class_outputs, noise_floor=noise_floor,
+        progress=progress)

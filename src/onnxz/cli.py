@@ -18,6 +18,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,9 @@ import onnxz
 from onnxz.codecs.minifloat import LAYOUTS
 from onnxz.errors import OnnxzError, first_line
 from onnxz.inputs import DEFAULT_INT_RANGE, DEFAULT_SAMPLES
+from onnxz.parallel import available_cores
 from onnxz.policy import QUANTIZERS, quantizer
+from onnxz.progress import ProgressListener, TerminalProgress
 from onnxz.report import ContainerInfo
 from onnxz.verifier import Thresholds
 
@@ -119,26 +122,24 @@ class _Main(click.Group):
 
 
 @contextmanager
-def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int, str], None] | None]:
-    """A progress bar on stderr (only when it is a terminal and ``enabled``)."""
+def _progress(enabled: bool, label: str, unit: str = "tensors"
+              ) -> Iterator[ProgressListener | None]:
+    """A status line on stderr (items done, bytes, rate, ETA), only when stderr is a
+    terminal and ``enabled``."""
     if not (enabled and sys.stderr.isatty()):
         yield None
         return
-    bar: Any = None
-
-    def update(done: int, total: int, name: str) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = click.progressbar(length=total, label=label, file=sys.stderr,
-                                    show_pos=True, item_show_func=lambda _: None)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-
+    display = TerminalProgress(sys.stderr, label, unit)
     try:
-        yield update
+        yield display
     finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+        display.close()
+
+
+_WORKERS = click.option(
+    "--workers", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Worker processes coding tensors in parallel [default: the available cores, "
+         f"here {available_cores()}]; the output is the same for any N.")
 
 
 def _human(n: float) -> str:
@@ -224,6 +225,62 @@ def main() -> None:
     """
 
 
+def _parse_dims(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+                ) -> dict[str, int]:
+    dims = {}
+    for value in values:
+        name, _, size = value.rpartition("=")
+        if not name or not size.isdigit() or int(size) < 1:
+            raise click.BadParameter(f"{value!r} is not NAME=SIZE with SIZE ≥ 1", ctx, param)
+        dims[name] = int(size)
+    return dims
+
+
+def _parse_int_range(ctx: click.Context, param: click.Parameter, value: str | None
+                     ) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    low, _, high = value.partition(":")
+    try:
+        bounds = int(low), int(high)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not LOW:HIGH (integers)", ctx, param) from None
+    if bounds[0] >= bounds[1]:
+        raise click.BadParameter(f"{value!r} is empty: LOW must be below HIGH", ctx, param)
+    return bounds
+
+
+def _generated_input_options(command: Callable) -> Callable:
+    """The options that shape generated inputs (verify, and pack with a target)."""
+    for option in reversed((
+        click.option("--samples", type=click.IntRange(min=1), default=None,
+                     help=f"Generated inputs: how many samples [default: {DEFAULT_SAMPLES}]."),
+        click.option("--seed", type=click.IntRange(min=0), default=None,
+                     help="Generated inputs: random seed [default: 0]."),
+        click.option("--dim", "dims", multiple=True, callback=_parse_dims,
+                     metavar="NAME=SIZE",
+                     help="Generated inputs: size of a dynamic dim, by its name, or INPUT:AXIS "
+                          "for an unnamed one (repeatable)."),
+        click.option("--int-range", callback=_parse_int_range, metavar="LOW:HIGH",
+                     help="Generated inputs: integer inputs are drawn from LOW..HIGH-1 "
+                          f"[default: {DEFAULT_INT_RANGE[0]}:{DEFAULT_INT_RANGE[1]}]."),
+    )):
+        command = option(command)
+    return command
+
+
+def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
+                   dims: dict[str, int], int_range: tuple[int, int] | None):
+    """``--inputs``, or the generated inputs the other options describe."""
+    if inputs is not None and (samples is not None or seed is not None or dims or int_range):
+        _fail("--samples, --seed, --dim and --int-range apply to generated inputs only, "
+              "not with --inputs")
+    if inputs is not None:
+        return inputs
+    return onnxz.GeneratedInputs(samples=samples or DEFAULT_SAMPLES, seed=seed or 0,
+                                 dims=dims, int_range=int_range or DEFAULT_INT_RANGE)
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
@@ -241,6 +298,25 @@ def main() -> None:
 @click.option("--deadzone", type=click.FloatRange(0, 1), default=None, callback=_not_nan,
               help="Dead zone δ: values with |x| < δ·step become 0; 0 = midrise, "
                    f"0.5 = midtread [default: {onnxz.DEFAULT_DEADZONE:g}].")
+@click.option("--fidelity", metavar="SPEC",
+              help="Rate control: the smallest file whose outputs keep SPEC on the inputs, "
+                   "e.g. \"top1>=0.995\", \"cosine>=0.999,snr>=25\", \"exact>=0.99\", "
+                   "\"top1[logits]>=0.99\" (metrics: snr dB, cosine (worst sample), top1, "
+                   "top5, exact (whole samples), max_abs with <=).")
+@click.option("--max-size", metavar="SIZE",
+              help="Rate control: the best fidelity whose whole file fits SIZE (2000000, "
+                   "500KB, 2MB, 1.5GiB; KB = 1000, KiB = 1024).")
+@click.option("--target-snr", type=float, metavar="DB",
+              help="Rate control: every quantized tensor keeps at least DB dB of weight SNR.")
+@click.option("--inputs", type=click.Path(path_type=Path), metavar="NPZ|DIR",
+              help="Rate control's samples (the verify layouts: an .npz of N stacked samples "
+                   "per input, or an ONNX test-data folder) [default: generated].")
+@_generated_input_options
+@click.option("--class-output", "class_outputs", multiple=True, metavar="NAME",
+              help="Treat output NAME as class scores (repeatable; see verify --help).")
+@click.option("--best-effort", is_flag=True,
+              help="If the target cannot be met, write the closest file and warn, instead of "
+                   "failing.")
 @click.option("--codec", type=click.Choice(QUANTIZERS), default=None,
               help="Quantizer of the weight tensors [default: deadzone]: deadzone (uniform, "
                    "--step-rel, --deadzone), mulaw (μ-law companding: --bits, --mu, --grid) "
@@ -268,11 +344,17 @@ def main() -> None:
               help="Replace OUTPUT if it is an existing regular file (it keeps its permissions; "
                    "devices, FIFOs, directories and symbolic links are never replaced).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print nothing on success (and no progress line).")
+@_WORKERS
 def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | None,
-         deadzone: float | None, codec: str | None, bits: int | None, mu: float | None,
-         grid: str | None, exponent_bits: int | None, mantissa_bits: int | None,
-         global_range: bool, force: bool, as_json: bool, quiet: bool) -> None:
+         deadzone: float | None, fidelity: str | None, max_size: str | None,
+         target_snr: float | None, inputs: Path | None, samples: int | None, seed: int | None,
+         dims: dict[str, int], int_range: tuple[int, int] | None,
+         class_outputs: tuple[str, ...], best_effort: bool, codec: str | None,
+         bits: int | None, mu: float | None, grid: str | None, exponent_bits: int | None,
+         mantissa_bits: int | None, global_range: bool, force: bool, as_json: bool,
+         quiet: bool, workers: int | None) -> None:
     """Pack the ONNX file MODEL into an .onnxz file.
 
     By default weight tensors (Conv/Gemm/MatMul/RNN weights, embedding tables) are
@@ -280,11 +362,31 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
     (biases, normalization parameters, shapes, small tensors) is stored losslessly.
 
     \b
+    Without --lossless, --step-rel or --codec, rate control chooses every
+    weight tensor's step: it measures how much each tensor moves the outputs on
+    the inputs (--inputs, or generated ones), gives the bits to the tensors
+    that matter, searches the smallest file that keeps the target, and runs
+    the packed model on the inputs before writing it. The default target keeps
+    40 dB of SNR on every output (class scores: their logits) on the inputs;
+    --fidelity, --max-size and --target-snr set others. An unreachable target
+    is an error (exit 2, nothing written) unless --best-effort.
+
+    \b
+    Examples:
+      onnxz pack m.onnx -o m.onnxz --fidelity "top1>=0.995" --inputs calib.npz
+      onnxz pack m.onnx -o m.onnxz --fidelity "snr>=30"      (generated inputs)
+      onnxz pack m.onnx -o m.onnxz --max-size 2MB
+      onnxz pack m.onnx -o m.onnxz --target-snr 40
+
+    \b
     Other quantizers (format 1.1 files, except deadzone --global-range):
       onnxz pack model.onnx --codec mulaw --bits 8 --mu 255
       onnxz pack model.onnx --codec minifloat --bits 8      (E4M3)
       onnxz pack model.onnx --codec minifloat --exponent-bits 5 --mantissa-bits 10
       onnxz pack model.onnx --codec deadzone --global-range --bits 6 --deadzone 0
+
+    A model with external data (weights in files beside the .onnx) is read one tensor at a
+    time. On a terminal a progress line shows tensors and bytes done, rate and time left.
     """
     quantizer_settings = dict(bits=bits, mu=mu, grid=grid, exponent_bits=exponent_bits,
                               mantissa_bits=mantissa_bits)
@@ -292,17 +394,53 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
         v is not None for v in quantizer_settings.values())
     if lossless and (step_rel is not None or deadzone is not None or custom):
         _fail("--lossless cannot be combined with quantizer options")
+    targets = fidelity is not None or max_size is not None or target_snr is not None
+    fixed = lossless or step_rel is not None or deadzone is not None or custom
+    if targets and fixed:
+        _fail("--fidelity, --max-size and --target-snr choose the steps: they cannot be "
+              "combined with --lossless, --step-rel, --deadzone or --codec options")
+    if fixed and (inputs is not None or samples is not None or seed is not None or dims
+                  or int_range or class_outputs or best_effort):
+        _fail("--inputs, --samples, --seed, --dim, --int-range, --class-output and "
+              "--best-effort apply to rate control, not with --lossless, --step-rel, "
+              "--deadzone or --codec options")
     output = output or model.with_suffix(".onnxz")
+    generator = samples is not None or seed is not None or dims or int_range
+    source = (_inputs_source(inputs, samples, seed, dims, int_range)
+              if inputs is not None or generator else None)
     with _errors_as_one_line(), _progress(not (quiet or as_json), "packing") as progress:
         options = onnxz.PackOptions(quantizer=quantizer(
             codec or "deadzone", step_rel=step_rel, deadzone=deadzone,
             global_range=global_range, **quantizer_settings)) if custom else None
         info = onnxz.save(model, output, lossless=lossless, step_rel=step_rel,
-                          deadzone=deadzone, force=force, options=options, progress=progress)
+                          deadzone=deadzone, force=force, options=options, progress=progress,
+                          fidelity=fidelity, max_size=max_size, target_snr=target_snr,
+                          inputs=source, best_effort=best_effort, class_outputs=class_outputs,
+                          workers=workers)
+    rate = info.rate_control
+    if rate is not None and not rate.get("met", True):
+        click.echo(f"onnxz: warning: {rate.get('target')} not met; wrote the closest file "
+                   "(--best-effort)", err=True)
     if as_json:
         _echo(_json(info.to_dict()))
     elif not quiet:
         _echo(_summary(info))
+        if rate is not None:
+            _echo(_rate_summary(rate))
+
+
+def _rate_summary(rate: dict[str, Any]) -> str:
+    """The achieved figures rate control recorded, a line per output."""
+    lines = [f"rate control: {rate.get('target')} on {rate.get('inputs')}: "
+             + ("met" if rate.get("met") else "NOT met")
+             + f" ({rate.get('evaluations')} model runs in the search)"]
+    for output, figures in (rate.get("achieved") or {}).items():
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in figures.items()
+                          if isinstance(v, int | float))
+        lines.append(f"  {output}: {shown}")
+    for check, value in (rate.get("predicted") or {}).items():
+        lines.append(f"  predicted agreement for {check}: {value:.4f}")
+    return "\n".join(lines)
 
 
 @main.command()
@@ -311,24 +449,44 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
               callback=_not_stdout, help="Output .onnx file [default: PACKED with suffix .onnx].")
 @click.option("--force", is_flag=True,
               help="Replace OUTPUT if it is an existing regular file (it keeps its permissions).")
-@click.option("--external-data", is_flag=True,
-              help="Write weights to OUTPUT.data beside the model (automatic above 2 GiB).")
+@click.option("--external-data", "external_data", is_flag=False, flag_value="", default=None,
+              metavar="[FILE]",
+              help="Write the weights (tensors of 1 KiB or more) to an external data file beside "
+                   "the model: FILE, relative to OUTPUT's folder [default: OUTPUT.data]. "
+                   "Automatic when the model would pass protobuf's 2 GiB limit. Give FILE as "
+                   "--external-data=FILE.")
 @click.option("--max-output-size", type=_ByteSize(), default=None, metavar="SIZE",
               help="Refuse a file that would decode to more than SIZE bytes (K, M, G, T: "
                    "powers of 1024) [default: the larger of this machine's memory and 1000 × "
                    "the file's size]. A guard against tiny files that claim huge tensors.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def unpack(packed: Path, output: Path | None, force: bool, external_data: bool,
-           max_output_size: int | None, quiet: bool) -> None:
-    """Decode the .onnxz file PACKED back into a runnable ONNX model."""
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print nothing on success (and no progress line).")
+@_WORKERS
+def unpack(packed: Path, output: Path | None, force: bool, external_data: str | None,
+           max_output_size: int | None, quiet: bool, workers: int | None) -> None:
+    """Decode the .onnxz file PACKED back into a runnable ONNX model.
+
+    Tensors are decoded and written one at a time, so memory holds about one tensor per
+    worker plus the graph; on a terminal a progress line shows tensors and bytes done,
+    rate and time left.
+    """
     output = output or packed.with_suffix(".onnx")
     limits = None if max_output_size is None else onnxz.ReadLimits(
         max_output_size=max_output_size)
-    with _errors_as_one_line():
-        out = onnxz.unpack(packed, output, force=force, external_data=external_data or None,
-                           limits=limits)
+    named = external_data or None  # "" when --external-data has no FILE
+    started = time.time()
+    with _errors_as_one_line(), _progress(not quiet, "unpacking") as progress:
+        out = onnxz.unpack(packed, output, force=force,
+                           external_data=True if external_data is not None else None,
+                           external_data_file=named, limits=limits, workers=workers,
+                           progress=progress)
     if not quiet:
-        _echo(f"{out}: {_human(out.stat().st_size)}")
+        data = out.parent / named if named else out.with_name(out.name + ".data")
+        extra = ""
+        with contextlib.suppress(OSError):  # e.g. OUTPUT.data would be a name too long
+            if data.stat().st_mtime >= started - 1:  # written now, not a stale one
+                extra = f" + {data}: {_human(data.stat().st_size)}"
+        _echo(f"{out}: {_human(out.stat().st_size)}{extra}")
 
 
 @main.command()
@@ -359,7 +517,7 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
     elif sort == "name":
         tensors.sort(key=lambda t: t.name)
     header = ("tensor", "shape", "dtype", "codec", "step", "δ", "bits/w", "ratio",
-              "coded B", "entropy B", "table B")
+              "coded B", "entropy B", "table B", "sens dB")
     rows = [header]
     for t in tensors:
         rows.append((
@@ -374,6 +532,7 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
             str(t.coded_bytes),
             f"{t.entropy_bytes:.0f}" if t.entropy_bytes is not None else "-",
             str(t.table_bytes) if t.table_bytes else "-",
+            f"{10 * math.log10(t.sensitivity):.1f}" if t.sensitivity else "-",
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w)
@@ -391,32 +550,11 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
         + (f", original {_human(info.source_bytes)} ({_compared(info.ratio)})"
            if info.source_bytes and info.ratio else ""),
     ]
+    if info.rate_control is not None:
+        lines.append(_rate_summary(info.rate_control))
+        lines.append("sens dB: 10·log10 of the output distortion (1 = the target's limit) if the "
+                     "tensor's error were as large as the tensor itself")
     return "\n".join(lines)
-
-
-def _parse_dims(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-                ) -> dict[str, int]:
-    dims = {}
-    for value in values:
-        name, _, size = value.rpartition("=")
-        if not name or not size.isdigit() or int(size) < 1:
-            raise click.BadParameter(f"{value!r} is not NAME=SIZE with SIZE ≥ 1", ctx, param)
-        dims[name] = int(size)
-    return dims
-
-
-def _parse_int_range(ctx: click.Context, param: click.Parameter, value: str | None
-                     ) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    low, _, high = value.partition(":")
-    try:
-        bounds = int(low), int(high)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not LOW:HIGH (integers)", ctx, param) from None
-    if bounds[0] >= bounds[1]:
-        raise click.BadParameter(f"{value!r} is empty: LOW must be below HIGH", ctx, param)
-    return bounds
 
 
 @main.command()
@@ -425,16 +563,7 @@ def _parse_int_range(ctx: click.Context, param: click.Parameter, value: str | No
 @click.option("--inputs", type=click.Path(path_type=Path), metavar="NPZ|DIR",
               help="The inputs to compare on, instead of generated ones: an .npz or an ONNX "
                    "test-data folder (see above).")
-@click.option("--samples", type=click.IntRange(min=1), default=None,
-              help=f"Generated inputs: how many samples [default: {DEFAULT_SAMPLES}].")
-@click.option("--seed", type=click.IntRange(min=0), default=None,
-              help="Generated inputs: random seed [default: 0].")
-@click.option("--dim", "dims", multiple=True, callback=_parse_dims, metavar="NAME=SIZE",
-              help="Generated inputs: size of a dynamic dim, by its name, or INPUT:AXIS for an "
-                   "unnamed one (repeatable).")
-@click.option("--int-range", callback=_parse_int_range, metavar="LOW:HIGH",
-              help="Generated inputs: integer inputs are drawn from LOW..HIGH-1 "
-                   f"[default: {DEFAULT_INT_RANGE[0]}:{DEFAULT_INT_RANGE[1]}].")
+@_generated_input_options
 @click.option("--min-snr", type=float, default=Thresholds.min_snr_db, show_default=True,
               callback=_not_nan, help="Minimum output SNR in dB, over all samples, per output.")
 @click.option("--min-cosine", type=click.FloatRange(-1, 1), default=Thresholds.min_cosine,
@@ -442,8 +571,14 @@ def _parse_int_range(ctx: click.Context, param: click.Parameter, value: str | No
               help="Minimum cosine similarity of the worst sample, per output.")
 @click.option("--min-top1", type=click.FloatRange(0, 1), default=Thresholds.min_top1,
               show_default=True, callback=_not_nan,
-              help="Minimum top-1 agreement on class-score outputs (float, rank ≤ 3, fixed last "
-                   "axis ≥ 2).")
+              help="Minimum top-1 agreement on class-score outputs (see below).")
+@click.option("--fidelity", metavar="SPEC",
+              help="Criteria instead of the three minimums above, e.g. "
+                   "\"top1>=0.995,snr>=25\" or \"exact[labels]>=0.99\" (metrics: snr, "
+                   "cosine, top1, top5, max_abs (<=), exact).")
+@click.option("--class-output", "class_outputs", multiple=True, metavar="NAME",
+              help="Treat output NAME as class scores (top-1/top-5) even without a Softmax, "
+                   "ArgMax or rows summing to 1 (repeatable).")
 @click.option("--noise-floor", type=click.FloatRange(0, 1), default=Thresholds.noise_floor,
               show_default=True, callback=_not_nan,
               help="Differences up to this × max(1, the sample's largest |original|) count as "
@@ -452,8 +587,8 @@ def _parse_int_range(ctx: click.Context, param: click.Parameter, value: str | No
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def verify(original: Path, packed: Path, inputs: Path | None, samples: int | None,
            seed: int | None, dims: dict[str, int], int_range: tuple[int, int] | None,
-           min_snr: float, min_cosine: float, min_top1: float, noise_floor: float,
-           as_json: bool) -> None:
+           min_snr: float, min_cosine: float, min_top1: float, fidelity: str | None,
+           class_outputs: tuple[str, ...], noise_floor: float, as_json: bool) -> None:
     """Check that PACKED (.onnxz) still computes what ORIGINAL (.onnx) does: run both with
     onnxruntime (CPU) on the same inputs and compare every output. Exit status 0 if all
     outputs are within the thresholds, 1 if not (or if a model fails to load or run), 2 on
@@ -461,8 +596,11 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
 
     \b
     Metrics per output: max and mean absolute error, SNR (dB, all samples),
-    cosine similarity (mean and worst sample), and for class scores top-1
-    agreement and top-5 overlap.
+    cosine similarity (mean and worst sample), the fraction of samples whose
+    output is exactly the original's, and for class scores top-1 agreement
+    and top-5 overlap. Class scores: outputs made by Softmax/LogSoftmax or fed
+    to ArgMax/TopK in the graph, outputs whose rows sum to 1 on every sample,
+    and outputs named with --class-output.
 
     \b
     Inputs, without --inputs: N(0,1) floats, integers from --int-range, random
@@ -485,18 +623,20 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
       onnxz verify model.onnx model.onnxz --inputs calib.npz
       onnxz verify model.onnx model.onnxz --dim batch=1 --dim seq=128
       onnxz verify model.onnx model.onnxz --min-snr 30 --json
+      onnxz verify model.onnx model.onnxz --fidelity "exact>=0.99" --inputs calib.npz
     """
-    generator_options = samples is not None or seed is not None or dims or int_range
-    if inputs is not None and generator_options:
-        _fail("--samples, --seed, --dim and --int-range apply to generated inputs only, "
-              "not with --inputs")
-    with _errors_as_one_line(), _progress(True, "verifying") as progress:
-        thresholds = Thresholds(min_snr_db=min_snr, min_cosine=min_cosine, min_top1=min_top1,
-                                noise_floor=noise_floor)
-        source = inputs if inputs is not None else onnxz.GeneratedInputs(
-            samples=samples or DEFAULT_SAMPLES, seed=seed or 0, dims=dims,
-            int_range=int_range or DEFAULT_INT_RANGE)
-        report = onnxz.verify(original, packed, source, thresholds, progress=progress)
+    ctx = click.get_current_context()
+    minimums = [f"--{p.replace('_', '-')}" for p in ("min_snr", "min_cosine", "min_top1")
+                if ctx.get_parameter_source(p) is not click.core.ParameterSource.DEFAULT]
+    if fidelity is not None and minimums:
+        _fail(f"--fidelity replaces {', '.join(minimums)}: give the criteria in one of them")
+    with _errors_as_one_line(), _progress(True, "verifying", "samples") as progress:
+        criteria = onnxz.Fidelity.parse(fidelity) if fidelity is not None else Thresholds(
+            min_snr_db=min_snr, min_cosine=min_cosine, min_top1=min_top1,
+            noise_floor=noise_floor)
+        source = _inputs_source(inputs, samples, seed, dims, int_range)
+        report = onnxz.verify(original, packed, source, criteria, class_outputs=class_outputs,
+                              noise_floor=noise_floor, progress=progress)
     _echo(_json(report.to_dict()) if as_json else report.table())
     if not report.passed:
         sys.exit(EXIT_FAILED)

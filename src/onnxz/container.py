@@ -9,7 +9,6 @@ carries a CRC-32; the reader validates declared sizes against the file size and
 from __future__ import annotations
 
 import math
-import mmap
 import os
 import struct
 import zlib
@@ -112,6 +111,7 @@ class TensorEntry:
     crc32: int
     entropy_bits: float | None = None
     table_bytes: int = 0
+    sensitivity: float | None = None
 
     @property
     def element_count(self) -> int:
@@ -217,31 +217,35 @@ class ContainerWriter:
 class ContainerReader:
     """Reads a container file: header, footer and index are validated on open.
 
-    Chunks are read lazily (memory-mapped), each checked against its CRC-32.
+    Every read is a positioned read (``os.pread``) whose length is checked, so a file that
+    is truncated or rewritten while it is open gives :class:`CorruptDataError`, never a
+    crash (a memory map would turn a truncated page into SIGBUS). Chunks are read only
+    when asked for, each checked against its CRC-32. Reads do not move a shared file
+    position, so one reader may serve several threads.
     """
 
     def __init__(self, path: str | Path, limits: ReadLimits | None = None) -> None:
         self.limits = limits or ReadLimits()
         self.path = Path(path)
-        with open(self.path, "rb") as f:
-            size = f.seek(0, 2)
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            size = os.fstat(self._fd).st_size
             if size < HEADER_SIZE + FOOTER_SIZE:
                 if size >= len(MAGIC):
-                    f.seek(0)
-                    _check_magic(f.read(len(MAGIC)))
+                    _check_magic(self.read_at(0, len(MAGIC), "header"))
                     raise FormatError(f"header: file truncated: {size} bytes, an onnxz "
                                       f"file has at least {HEADER_SIZE + FOOTER_SIZE}")
                 raise FormatError(f"not an onnxz file: only {size} bytes")
-            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self.file_size = size
-        try:
+            self.file_size = size
             self.index = self._read_index()
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
-        self._map.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> ContainerReader:
         return self
@@ -249,15 +253,21 @@ class ContainerReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def read_at(self, offset: int, length: int, what: str) -> bytes:
+        """Exactly ``length`` bytes at ``offset``; :class:`CorruptDataError` if the file
+        now ends sooner (truncated while open)."""
+        return read_exactly(self._fd, offset, length, what)
+
     def _read_index(self) -> Index:
-        header = self._map[: _HEADER_BODY.size]
+        header_bytes = self.read_at(0, HEADER_SIZE, "header")
+        header = header_bytes[: _HEADER_BODY.size]
         magic, major, minor = _HEADER_BODY.unpack(header)
         _check_magic(magic)
-        (header_crc,) = _CRC.unpack_from(self._map, _HEADER_BODY.size)
+        (header_crc,) = _CRC.unpack_from(header_bytes, _HEADER_BODY.size)
         if crc32(header) != header_crc:
             raise CorruptDataError("header: checksum mismatch")
         _check_version(major, minor, "header")
-        footer = self._map[self.file_size - FOOTER_SIZE :]
+        footer = self.read_at(self.file_size - FOOTER_SIZE, FOOTER_SIZE, "footer")
         body = footer[: _FOOTER_BODY.size]
         (index_offset, index_length, index_raw_length, index_crc, f_major,
          f_minor) = _FOOTER_BODY.unpack(body)
@@ -310,7 +320,7 @@ class ContainerReader:
             previous_end = end
 
     def _section(self, entry: SectionEntry, what: str) -> bytes:
-        data = self._map[entry.offset : entry.offset + entry.length]
+        data = self.read_at(entry.offset, entry.length, what)
         if crc32(data) != entry.crc32:
             raise CorruptDataError(f"{what}: checksum mismatch")
         return decompress_exact(data, entry.raw_length, what)
@@ -319,16 +329,48 @@ class ContainerReader:
         """The decompressed, checksum-verified graph section (a serialized ModelProto)."""
         return self._section(self.index.graph, "graph")
 
-    def chunk_parts(self, chunk: ChunkEntry, tensor_name: str) -> list[bytes]:
-        """The parts of one chunk, checksum-verified."""
-        data = self._map[chunk.offset : chunk.offset + chunk.length]
+    def chunk_bytes(self, chunk: ChunkEntry, tensor_name: str) -> bytes:
+        """The stored bytes of one chunk (all its parts), checksum-verified."""
+        data = self.read_at(chunk.offset, chunk.length, f"tensor {tensor_name!r}")
         if crc32(data) != chunk.crc32:
             raise CorruptDataError(f"tensor {tensor_name!r}: chunk checksum mismatch")
-        parts, start = [], 0
-        for size in chunk.sizes:
-            parts.append(data[start : start + size])
-            start += size
-        return parts
+        return data
+
+    def chunk_parts(self, chunk: ChunkEntry, tensor_name: str) -> list[memoryview]:
+        """The parts of one chunk, checksum-verified."""
+        return split_parts(self.chunk_bytes(chunk, tensor_name), chunk.sizes)
+
+
+def split_parts(data: bytes, sizes: Sequence[int]) -> list[memoryview]:
+    """A chunk's bytes cut into its parts (views, no copies)."""
+    view = memoryview(data)
+    parts, start = [], 0
+    for size in sizes:
+        parts.append(view[start : start + size])
+        start += size
+    return parts
+
+
+def read_exactly(fd: int, offset: int, length: int, what: str) -> bytes:
+    """``length`` bytes at ``offset`` of an open file, by positioned reads.
+
+    A file that ends before ``offset + length`` (truncated after it was opened, or a size
+    that lies) is a :class:`CorruptDataError` whose message starts with ``what``.
+    """
+    pieces: list[bytes] = [b""]
+    done = 0
+    while done < length:
+        try:
+            piece = os.pread(fd, min(length - done, 1 << 30), offset + done)
+        except OSError as exc:
+            raise CorruptDataError(f"{what}: read failed ({exc.strerror})") from exc
+        if not piece:
+            raise CorruptDataError(
+                f"{what}: file ends at byte {offset + done}, expected {length} bytes at "
+                f"offset {offset} (truncated or changed while reading?)")
+        pieces.append(piece)
+        done += len(piece)
+    return pieces[-1] if len(pieces) <= 2 else b"".join(pieces)
 
 
 def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
@@ -413,6 +455,8 @@ def _tensor_fields(t: TensorEntry) -> dict[str, Any]:
     }
     if t.entropy_bits is not None:
         fields["entropy_bits"] = t.entropy_bits
+    if t.sensitivity is not None:
+        fields["sensitivity"] = t.sensitivity
     return fields
 
 
@@ -463,6 +507,7 @@ def _tensor_from_fields(t: Any, i: int) -> TensorEntry:
                                  _uint(c[2], where), _uint(c[3], where, 32)))
     entropy = t.get("entropy_bits")
     table_bytes = t.get("table_bytes")
+    sensitivity = t.get("sensitivity")
     entry = TensorEntry(
         name=name,
         path=path,
@@ -474,6 +519,8 @@ def _tensor_from_fields(t: Any, i: int) -> TensorEntry:
         crc32=_uint(_get(t, "crc32", int, where), where, 32),
         entropy_bits=float(entropy) if isinstance(entropy, int | float) else None,
         table_bytes=table_bytes if isinstance(table_bytes, int) and table_bytes >= 0 else 0,
+        sensitivity=float(sensitivity) if isinstance(sensitivity, int | float)
+        and not isinstance(sensitivity, bool) else None,
     )
     if entry.element_count >= MAX_ELEMENTS:
         raise LimitExceededError(f"{where}: shape {list(shape)} has {entry.element_count} "

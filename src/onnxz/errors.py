@@ -67,3 +67,25 @@ class VerificationInputError(OnnxzError):
     """The inputs given to ``verify`` do not fit the model: missing or extra input names,
     mismatched sample counts, wrong dtypes or shapes, a bad test-data folder, or a dynamic
     dimension that cannot be resolved (the message names it and the fix)."""
+
+
+class TargetSpecError(OnnxzError):
+    """A fidelity or size target is malformed, names an unknown metric or output, or
+    applies to no output of the model."""
+
+
+class TargetNotMetError(OnnxzError):
+    """No file meets the requested target (pass ``best_effort=True`` / ``--best-effort``
+    to write the closest one instead)."""
+
+
+class WorkerError(OnnxzError):
+    """A worker process of a parallel pack or unpack died (e.g. killed when out of memory)."""
+
+
+class TensorNotFoundError(OnnxzError, KeyError):
+    """:meth:`onnxz.open(...).tensor(name) <onnxz.Reader.tensor>` names no stored tensor, or
+    one of several that share the name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

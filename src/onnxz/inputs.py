@@ -113,12 +113,14 @@ class GeneratedInputs:
     input with no declared shape, cannot be resolved (nothing says how it relates to the
     other inputs, e.g. an RNN state's batch axis): that is an error naming it, fixed with
     ``dims={"INPUT:AXIS": size}`` (``--dim INPUT:AXIS=SIZE``) or real inputs.
+    ``int_ranges`` overrides ``int_range`` for the integer inputs it names.
     """
 
     samples: int = DEFAULT_SAMPLES
     seed: int = 0
     dims: Mapping[str, int] = field(default_factory=dict)
     int_range: tuple[int, int] = DEFAULT_INT_RANGE
+    int_ranges: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not _is_int(self.samples) or self.samples < 1:
@@ -127,14 +129,17 @@ class GeneratedInputs:
         if not _is_int(self.seed) or self.seed < 0:
             raise VerificationInputError(f"seed must be non-negative (an integer), not "
                                          f"{self.seed!r}")
-        if not (isinstance(self.int_range, Sequence) and len(self.int_range) == 2
-                and all(map(_is_int, self.int_range))):
+        if not isinstance(self.int_ranges, Mapping):
             raise VerificationInputError(
-                f"int_range must be two integers (LOW, HIGH), not {self.int_range!r}")
-        if self.int_range[0] >= self.int_range[1]:
-            raise VerificationInputError(
-                f"int range {self.int_range[0]}:{self.int_range[1]} is empty (LOW < HIGH)"
-            )
+                f"int_ranges must map input names to (LOW, HIGH), not {self.int_ranges!r}")
+        for bounds in (self.int_range, *self.int_ranges.values()):
+            if not (isinstance(bounds, Sequence) and len(bounds) == 2
+                    and all(map(_is_int, bounds))):
+                raise VerificationInputError(
+                    f"int_range must be two integers (LOW, HIGH), not {bounds!r}")
+            if bounds[0] >= bounds[1]:
+                raise VerificationInputError(
+                    f"int range {bounds[0]}:{bounds[1]} is empty (LOW < HIGH)")
         if not isinstance(self.dims, Mapping):
             raise VerificationInputError(
                 f"dims must map a dim's name (or INPUT:AXIS) to a size, not {self.dims!r}")
@@ -338,7 +343,8 @@ def _generated(specs: tuple[TensorSpec, ...], gen: GeneratedInputs) -> Samples:
             )
     shapes, sizes = _resolve_dims(specs, gen.dims)
     _check_sample_size(specs, shapes)
-    ranges = {s.name: _int_range(s, gen.int_range) for s in specs if s.dtype.kind in "iu"}
+    ranges = {s.name: _int_range(s, gen.int_ranges.get(s.name, gen.int_range))
+              for s in specs if s.dtype.kind in "iu"}
 
     def feed(i: int) -> Feed:
         rng = np.random.default_rng([gen.seed, i])
@@ -357,7 +363,8 @@ def _generated(specs: tuple[TensorSpec, ...], gen: GeneratedInputs) -> Samples:
     kinds = {s.dtype.kind for s in specs}
     details = [f"seed {gen.seed}"] + (["floats N(0,1)"] if "f" in kinds else []) + (
         [f"integers {gen.int_range[0]}..{gen.int_range[1] - 1}"] if kinds & {"i", "u"} else []
-    ) + (["bools p=0.5"] if "b" in kinds else []) + ([f"dims {', '.join(sizes)}"] if sizes else [])
+    ) + [f"{name} {low}..{high - 1}" for name, (low, high) in gen.int_ranges.items()] + (
+        ["bools p=0.5"] if "b" in kinds else []) + ([f"dims {', '.join(sizes)}"] if sizes else [])
     return Samples(
         count=gen.samples,
         description=f"{gen.samples} generated samples ({'; '.join(details)})",

@@ -27,6 +27,7 @@ class TensorInfo:
     table_bytes: int
     entropy_bytes: float | None
     chunks: int
+    sensitivity: float | None = None
 
     @property
     def elements(self) -> int:
@@ -65,6 +66,7 @@ class TensorInfo:
             table_bytes=t.table_bytes,
             entropy_bytes=None if t.entropy_bits is None else t.entropy_bits / 8,
             chunks=len(t.chunks),
+            sensitivity=t.sensitivity,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +89,7 @@ class ContainerInfo:
     graph_raw_bytes: int
     source_bytes: int | None
     tensors: tuple[TensorInfo, ...]
+    rate_control: dict[str, Any] | None = None
 
     @property
     def raw_tensor_bytes(self) -> int:
@@ -112,6 +115,7 @@ class ContainerInfo:
     @classmethod
     def from_index(cls, path: str, file_bytes: int, index: Index) -> ContainerInfo:
         source = index.extra.get("source_bytes")
+        rate = index.extra.get("rate_control")
         return cls(
             path=path,
             file_bytes=file_bytes,
@@ -121,6 +125,7 @@ class ContainerInfo:
             graph_raw_bytes=index.graph.raw_length,
             source_bytes=source if isinstance(source, int) else None,
             tensors=tuple(TensorInfo.from_entry(t) for t in index.tensors),
+            rate_control=rate if isinstance(rate, dict) else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,5 +140,6 @@ class ContainerInfo:
             "ratio": self.ratio,
             "raw_tensor_bytes": self.raw_tensor_bytes,
             "coded_tensor_bytes": self.coded_tensor_bytes,
+            "rate_control": self.rate_control,
             "tensors": [t.to_dict() for t in self.tensors],
         }

@@ -1,44 +1,64 @@
 """Round-trip verification: run the original and the packed model on the same samples and
 compare every output (``onnxz verify``, :func:`onnxz.verify`).
 
-Both models run in onnxruntime on the CPU; the .onnxz is decoded in memory. Samples are fed
-one at a time and the metrics are running sums, so no more than one sample's outputs are
-held. A model that fails to load or run gives a failed report naming the reason; inputs that
-do not fit the model raise :class:`onnxz.VerificationInputError`.
+Both models run in onnxruntime on the CPU. Samples are fed one at a time and the metrics
+are running sums, so no more than one sample's outputs are held. A model that fails to load
+or run gives a failed report naming the reason; inputs that do not fit the model raise
+:class:`onnxz.VerificationInputError`.
+
+This module does not decode .onnxz files itself: callers pass a function that opens the
+packed model's session (the API passes :func:`onnxz.inference_session`), so packing can
+verify its own output without an import cycle. :class:`ReferenceRun` keeps the original's
+outputs on a fixed set of samples, for callers that compare many candidates to it (rate
+control).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import load_external_data_for_model
 
-from onnxz.api import Progress, inference_session
 from onnxz.arguments import real_number
 from onnxz.container import MAGIC
-from onnxz.errors import InvalidArgumentError, OutOfMemoryError, first_line
+from onnxz.errors import InvalidArgumentError, OutOfMemoryError, TargetSpecError, first_line
+from onnxz.fidelity import Criterion, Fidelity
 from onnxz.fileio import check_input, utf8_spelling
-from onnxz.inputs import InputsArg, Samples, TensorSpec, graph_specs, samples_for
-
-if TYPE_CHECKING:  # onnxruntime is imported where a session is made, not on `import onnxz`
-    import onnxruntime as ort
+from onnxz.inputs import Feed, InputsArg, Samples, TensorSpec, graph_specs, samples_for
+from onnxz.progress import Progress
 
 TOP_K = 5
+SessionFactory = Callable[[Any], Any]
+"""``factory(session_options) -> onnxruntime.InferenceSession`` of one model."""
+
+PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten"})
+"""Ops that keep class scores class scores (last axis unchanged in practice)."""
+
+SCORE_PRODUCERS = frozenset({"Softmax", "LogSoftmax"})
+DECISION_CONSUMERS = frozenset({"ArgMax", "TopK"})
+
+SCORE_NAMES = frozenset({"logits", "logit", "probs", "probabilities", "softmax"})
+"""Output-name words that say "class scores" (``logits``, ``output_probs``, ...)."""
+
+DISTRIBUTION_TOLERANCE = 1e-3
+"""Rows count as probability distributions when non-negative and summing to 1 ± this."""
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Pass criteria, applied to every output; all must hold. Measured on real inputs
-    (examples/), the lossy default (step 1/64) gives 45–59 dB and changes ≤ 0.5% of decisions;
-    step 1 (about 2 bits/weight) gives 10–25 dB and changes 1.6–15%.
+    """``onnxz verify``'s default pass criteria, applied to every output; all must hold.
+    Measured on real inputs (examples/), the lossy default (step 1/64) gives 45–59 dB and
+    changes ≤ 0.5% of decisions; step 1 (about 2 bits/weight) gives 10–25 dB and changes
+    1.6–15%.
 
     - ``min_snr_db`` (dB, default 20): output SNR = 10·log10(Σref² / Σ(ref − packed)²) over
       all samples: at 20 dB the error carries 1% of the output's energy, the region where
@@ -49,6 +69,7 @@ class Thresholds:
     - ``min_top1`` (fraction, default 0.99): top-1 agreement on class-score outputs (see
       :class:`OutputMetrics`): at most 1 prediction in 100 may change (Magika at step 1/4:
       SNR 23 dB, top-1 0.96).
+
     - ``noise_floor`` (default 1e-5): differences of at most ε = noise_floor × max(1, the
       sample's largest |original|) count as no difference (SNR, cosine, top-k), so an output
       that is ~0 everywhere (a detector's probability map on an input with nothing to find:
@@ -57,6 +78,8 @@ class Thresholds:
       (−100 dB of the peak); 0 compares exactly. Max and mean errors stay raw.
 
     NaN is refused for every threshold; ``min_snr_db`` may be −inf (no SNR criterion).
+    Any other set of criteria is a :class:`onnxz.fidelity.Fidelity` (the noise floor is then
+    :func:`verify`'s ``noise_floor``).
     """
 
     min_snr_db: float = 20.0
@@ -72,8 +95,38 @@ class Thresholds:
                 raise InvalidArgumentError(
                     f"{name} must be in [{low}, {high}], not {getattr(self, name)}")
 
+    def fidelity(self) -> Fidelity:
+        criteria = [Criterion("cosine", self.min_cosine), Criterion("top1", self.min_top1)]
+        if self.min_snr_db > -math.inf:
+            criteria.insert(0, Criterion("snr", self.min_snr_db))
+        return Fidelity(tuple(criteria))
+
     def to_dict(self) -> dict[str, float | None]:
         return {k: _json_number(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class ClassScores:
+    """Why an output counts as class scores, and where its classes are.
+
+    ``axis`` is the class axis; with ``coerced`` (a Softmax of opset < 13) the classes are
+    every axis from ``axis`` on, flattened. ``log_domain`` is True when the values are
+    logits or log-probabilities, False when they are probabilities.
+    """
+
+    reason: str
+    axis: int = -1
+    coerced: bool = False
+    log_domain: bool = True
+
+    def rows(self, values: np.ndarray) -> np.ndarray:
+        """The output as a 2-D array, one prediction per row, one class per column."""
+        if values.ndim == 0:
+            return values.reshape(1, 1)
+        axis = self.axis % values.ndim
+        if self.coerced:
+            return values.reshape(math.prod(values.shape[:axis]), -1)
+        return np.moveaxis(values, axis, -1).reshape(-1, values.shape[axis])
 
 
 @dataclass(frozen=True)
@@ -87,11 +140,14 @@ class OutputMetrics:
     A NaN or inf where the original has a finite value is an infinite error (SNR −inf,
     cosine 0); where both are NaN they agree. ``finite`` counts the original's finite
     values: with none there is nothing to compare, and the output fails.
-    ``top1``/``top5`` exist for outputs that look like class scores: float, declared rank 1–3
-    with a fixed last axis of ≥ 2 classes (``[C]``, ``[N, C]``, ``[N, T, C]``); each row
-    along the last axis is one prediction. ``top1`` = fraction of rows with the same argmax;
-    ``top5`` = mean share of the original's 5 best classes among the packed's 5 best (more
-    than 5 classes only).
+    ``exact`` is the fraction of samples whose output equals the original's exactly.
+    ``top1``/``top5`` exist for class-score outputs only (``class_scores`` says why it is
+    one: the graph makes it with Softmax/LogSoftmax or feeds it to ArgMax/TopK, its rows are
+    probability distributions on every sample, its name says so, or the caller named it);
+    each row along the class axis is one prediction. ``top1`` = fraction of rows with the
+    same argmax; ``top1_sample`` = fraction of samples all of whose rows keep their argmax
+    (a whole recognized string); ``top5`` = mean share of the original's 5 best classes
+    among the packed's 5 best (more than 5 classes only).
     """
 
     name: str
@@ -104,9 +160,16 @@ class OutputMetrics:
     snr_db: float
     cosine_mean: float
     cosine_min: float
+    exact: float
     top1: float | None
     top5: float | None
+    class_scores: str | None = None
+    top1_sample: float | None = None
     finite: int | None = None
+
+    def value(self, criterion: Criterion) -> float | None:
+        """The value ``criterion`` reads (None if the metric does not apply here)."""
+        return getattr(self, criterion.field)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: a non-finite number is null (``snr_db`` +inf: no difference beyond the
@@ -116,7 +179,7 @@ class OutputMetrics:
 
 @dataclass(frozen=True)
 class Failure:
-    """One output's metric on the wrong side of its threshold."""
+    """One output's metric on the wrong side of its bound."""
 
     output: str
     metric: str
@@ -127,16 +190,19 @@ class Failure:
         if self.metric == "finite":
             return (f"output {self.output!r}: the original has no finite value on these "
                     "inputs (nothing to compare)")
-        label, unit = _METRIC_LABELS[self.metric]
-        return (f"output {self.output!r}: {label} {self.value:.4g}{unit} < "
+        label, unit, op = _METRIC_LABELS[self.metric]
+        return (f"output {self.output!r}: {label} {self.value:.4g}{unit} {op} "
                 f"{self.threshold:g}{unit}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_number(v) for k, v in asdict(self).items()}
 
 
-_METRIC_LABELS = {"snr_db": ("SNR", " dB"), "cosine_min": ("worst-sample cosine", ""),
-                  "top1": ("top-1 agreement", "")}
+_METRIC_LABELS = {"snr_db": ("SNR", " dB", "<"), "cosine_min": ("worst-sample cosine", "", "<"),
+                  "top1": ("top-1 agreement", "", "<"), "top5": ("top-5 overlap", "", "<"),
+                  "top1_sample": ("fraction of samples with every top-1 kept", "", "<"),
+                  "max_abs_error": ("max abs error", "", ">"),
+                  "exact": ("exact-sample fraction", "", "<")}
 
 
 def _json_number(value: Any) -> Any:
@@ -144,36 +210,41 @@ def _json_number(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+def failures(outputs: Sequence[OutputMetrics], fidelity: Fidelity) -> tuple[Failure, ...]:
+    """Every (output, criterion) pair where the criterion applies and does not hold, and
+    every output whose original had no finite value (nothing was compared)."""
+    found = []
+    for m in outputs:
+        for c in fidelity.criteria:
+            value = m.value(c) if c.applies_to(m.name, m.class_scores is not None) else None
+            if value is not None and not c.holds(value):
+                found.append(Failure(m.name, c.field, value, c.bound))
+        if m.finite == 0 and m.elements:
+            found.append(Failure(m.name, "finite", 0, 1))
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class VerifyReport:
-    """The result of :func:`verify`: per-output metrics, thresholds, and the verdict.
+    """The result of :func:`verify`: per-output metrics, the criteria, and the verdict.
 
     ``error`` is the reason when a model failed to load or run (then ``outputs`` holds the
     metrics of the ``samples`` compared before it); ``passed`` means no error and no
-    :attr:`failures`.
+    :attr:`failures`. ``thresholds`` is set when the criteria came from :class:`Thresholds`.
     """
 
     original: str
     packed: str
     inputs: str
     samples: int
-    thresholds: Thresholds
+    fidelity: Fidelity
     outputs: tuple[OutputMetrics, ...]
     error: str | None = None
+    thresholds: Thresholds | None = None
 
     @property
     def failures(self) -> tuple[Failure, ...]:
-        t = self.thresholds
-        found = []
-        for m in self.outputs:
-            for metric, value, threshold in (("snr_db", m.snr_db, t.min_snr_db),
-                                             ("cosine_min", m.cosine_min, t.min_cosine),
-                                             ("top1", m.top1, t.min_top1)):
-                if value is not None and value < threshold:
-                    found.append(Failure(m.name, metric, value, threshold))
-            if m.finite == 0 and m.elements:
-                found.append(Failure(m.name, "finite", 0, 1))
-        return tuple(found)
+        return failures(self.outputs, self.fidelity)
 
     @property
     def passed(self) -> bool:
@@ -191,7 +262,8 @@ class VerifyReport:
             "packed": self.packed,
             "inputs": self.inputs,
             "samples": self.samples,
-            "thresholds": self.thresholds.to_dict(),
+            "thresholds": self.thresholds.to_dict() if self.thresholds else None,
+            "criteria": [str(c) for c in self.fidelity.criteria],
             "outputs": [m.to_dict() for m in self.outputs],
             "failures": [f.to_dict() for f in self.failures],
             "error": self.error,
@@ -199,35 +271,18 @@ class VerifyReport:
         }
 
     def table(self) -> str:
-        """The report for people: a line per output, the thresholds, the verdict."""
-        header = ("output", "dtype", "max |orig|", "max abs err", "mean abs err", "SNR dB",
-                  "cos mean", "cos worst", "top-1", "top-5")
-        rows = [header] + [(
-            m.name if len(m.name) <= 32 else "…" + m.name[-31:],
-            m.dtype,
-            f"{m.original_max_abs:.3g}",
-            f"{m.max_abs_error:.3g}",
-            f"{m.mean_abs_error:.3g}",
-            f"{m.snr_db:.1f}",
-            f"{m.cosine_mean:.6f}",
-            f"{m.cosine_min:.6f}",
-            "-" if m.top1 is None else f"{m.top1:.4f}",
-            "-" if m.top5 is None else f"{m.top5:.4f}",
-        ) for m in self.outputs]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        """The report for people: a line per output, the criteria, the verdict."""
         lines = [f"original  {self.original}", f"packed    {self.packed}",
                  f"inputs    {self.inputs}", ""]
         if self.outputs:
-            lines += ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                                for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-                      for r in rows]
-            lines.insert(5, "  ".join("-" * w for w in widths))
-            lines.append("")
-        t = self.thresholds
-        lines.append(f"thresholds: SNR ≥ {t.min_snr_db:g} dB, worst-sample cosine ≥ "
-                     f"{t.min_cosine:g}, top-1 agreement ≥ {t.min_top1:g} (class scores)")
+            lines += [metrics_table(self.outputs), ""]
+        lines.append(f"criteria: {', '.join(map(str, self.fidelity.criteria))}"
+                     + (" (top1/top5: class-score outputs)" if any(
+                         c.metric in ("top1", "top5") for c in self.fidelity.criteria) else ""))
+        classes = [f"{m.name} ({m.class_scores})" for m in self.outputs if m.class_scores]
+        lines.append("class scores: " + (", ".join(classes) if classes else "none"))
         if self.passed:
-            lines.append(f"PASSED: {_count(len(self.outputs), 'output')} within the thresholds "
+            lines.append(f"PASSED: {_count(len(self.outputs), 'output')} within the criteria "
                          f"on {_count(self.samples, 'sample')}")
         else:
             reasons = [self.error] if self.error else [str(f) for f in self.failures]
@@ -235,64 +290,265 @@ class VerifyReport:
         return "\n".join(lines)
 
 
+def metrics_table(outputs: Sequence[OutputMetrics]) -> str:
+    """A line per output: errors, SNR, cosines, exact fraction, top-1/top-5."""
+    header = ("output", "dtype", "max |orig|", "max abs err", "mean abs err", "SNR dB",
+              "cos mean", "cos worst", "exact", "top-1", "top-5")
+    rows = [header] + [(
+        m.name if len(m.name) <= 32 else "…" + m.name[-31:],
+        m.dtype,
+        f"{m.original_max_abs:.3g}",
+        f"{m.max_abs_error:.3g}",
+        f"{m.mean_abs_error:.3g}",
+        f"{m.snr_db:.1f}",
+        f"{m.cosine_mean:.6f}",
+        f"{m.cosine_min:.6f}",
+        f"{m.exact:.4f}",
+        "-" if m.top1 is None else f"{m.top1:.4f}",
+        "-" if m.top5 is None else f"{m.top5:.4f}",
+    ) for m in outputs]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def as_fidelity(criteria: Thresholds | Fidelity | str | None) -> Fidelity:
+    """The criteria as a :class:`Fidelity` (None: the :class:`Thresholds` defaults)."""
+    if criteria is None:
+        return Thresholds().fidelity()
+    if isinstance(criteria, Thresholds):
+        return criteria.fidelity()
+    if isinstance(criteria, Fidelity):
+        return criteria
+    if isinstance(criteria, str):
+        return Fidelity.parse(criteria)
+    raise InvalidArgumentError(f"thresholds must be a Thresholds, a Fidelity or a string like "
+                               f"'snr>=30', not {type(criteria).__name__}")
+
+
 def verify(
     original: onnx.ModelProto | str | os.PathLike,
     packed: str | os.PathLike,
+    open_packed: SessionFactory,
     inputs: InputsArg = None,
-    thresholds: Thresholds | None = None,
+    thresholds: Thresholds | Fidelity | str | None = None,
     *,
+    class_outputs: Sequence[str] = (),
+    noise_floor: float | None = None,
     progress: Progress | None = None,
 ) -> VerifyReport:
-    """Run ``original`` (.onnx path or ModelProto) and ``packed`` (.onnxz) on the same samples
-    and compare their outputs against ``thresholds``.
+    """Run ``original`` (.onnx path or ModelProto) and the packed model (``packed`` names
+    it in the report; ``open_packed(session_options)`` opens its session) on the same
+    samples and compare their outputs against ``thresholds``.
 
-    ``inputs``: None or :class:`onnxz.GeneratedInputs` for seeded generated samples, a mapping
-    input name -> array of N stacked samples, an ``.npz`` path of the same, or an ONNX
-    test-data folder (``test_data_set_*/input_*.pb``). Raises
-    :class:`onnxz.VerificationInputError` if the inputs do not fit the model and
-    :class:`onnxz.InputNotFoundError` for a missing file; a model that fails to load or run
-    gives a report with ``passed`` False and ``error`` naming why. ``progress(done, total,
-    name)`` is called after each sample.
+    See :func:`onnxz.verify` for ``inputs``. ``class_outputs`` names outputs to treat as
+    class scores in addition to those the graph and the data show to be; ``noise_floor``
+    overrides the thresholds' (see :class:`Thresholds`).
     """
-    packed_path = check_input(packed, "packed")
-    if not isinstance(original, onnx.ModelProto):
-        original = check_input(original, "original")
-    thresholds = Thresholds() if thresholds is None else thresholds
-    if not isinstance(thresholds, Thresholds):
-        raise InvalidArgumentError(
-            f"thresholds must be a Thresholds, not {type(thresholds).__name__}")
+    fidelity = as_fidelity(thresholds)
+    floor = _noise_floor(thresholds, noise_floor)
     if progress is not None and not callable(progress):
         raise InvalidArgumentError(f"progress must be callable or None, not {progress!r}")
+    if not isinstance(original, onnx.ModelProto):
+        original = check_input(original, "original")
     described = "(not read)"
     accumulators: list[_Accumulator] = []
     error: str | None = None
     try:
         reference, model = _load_original(original)
         input_specs, output_specs = graph_specs(model)
+        evidence = class_evidence(model, class_outputs)
+        if not isinstance(thresholds, Thresholds | None):  # the defaults apply where they can
+            _check_criteria(fidelity, output_specs, evidence)
         samples = samples_for(input_specs, inputs)
         described = samples.description
-        candidate = _session(lambda: inference_session(packed_path, _quiet()), "packed")
+        candidate = _session(lambda: open_packed(quiet_options()), "packed")
         _check_interfaces(reference, candidate)
-        accumulators = [_Accumulator(s, thresholds.noise_floor) for s in output_specs]
-        _compare(reference, candidate, samples, accumulators, progress)
-    except _ModelFailed as exc:
+        accumulators = [_Accumulator(s, evidence.get(s.name), floor) for s in output_specs]
+        for i in range(samples.count):
+            feed = _feed(samples, i)
+            ref = run_session(reference, feed, "original", i, samples.hint)
+            _accumulate(accumulators, ref, run_session(candidate, feed, "packed", i), i)
+            if progress:
+                progress(i + 1, samples.count, f"sample {i}")
+    except ModelFailed as exc:
         error = str(exc)
+    if error is None and not isinstance(thresholds, Thresholds | None):
+        fidelity.check_outputs({a.spec.name: a.class_scores() is not None for a in accumulators})
     return VerifyReport(
         original=str(original) if isinstance(original, Path) else "<ModelProto>",
-        packed=str(packed_path),
+        packed=str(packed),
         inputs=described,
         samples=min((a.samples for a in accumulators), default=0),
-        thresholds=thresholds,
+        fidelity=fidelity,
         outputs=tuple(a.result() for a in accumulators if a.samples),
         error=error,
+        thresholds=thresholds if isinstance(thresholds, Thresholds) else (
+            Thresholds() if thresholds is None else None),
     )
 
 
-class _ModelFailed(Exception):
+def _noise_floor(thresholds: object, noise_floor: float | None) -> float:
+    if noise_floor is None:
+        return thresholds.noise_floor if isinstance(thresholds, Thresholds) else (
+            Thresholds.noise_floor)
+    if not 0 <= real_number(noise_floor, "noise_floor") <= 1:
+        raise InvalidArgumentError(f"noise_floor must be in [0, 1], not {noise_floor}")
+    return noise_floor
+
+
+def _feed(samples: Samples, i: int) -> Feed:
+    try:
+        return samples.feed(i)
+    except MemoryError as exc:
+        raise OutOfMemoryError(f"out of memory while building sample {i} of the inputs "
+                               f"({samples.description})") from exc
+
+
+class ReferenceRun:
+    """The original model's outputs on a fixed set of samples, computed once, to compare
+    candidates against (rate control compares dozens). Holds every sample and output in
+    memory: meant for calibration-sized sample sets.
+
+    ``extra_outputs`` are intermediate values added as outputs to the original and to
+    every candidate (e.g. the scores an in-graph ArgMax reads); :meth:`metrics` covers the
+    model's own outputs only.
+    """
+
+    noise_floor = Thresholds.noise_floor
+    """Metrics use :func:`verify`'s default noise floor, so that verify agrees with them."""
+
+    def __init__(self, model: onnx.ModelProto, inputs: InputsArg,
+                 class_outputs: Sequence[str] = (), extra_outputs: Sequence[str] = ()) -> None:
+        input_specs, self.output_specs = graph_specs(model)
+        evidence = class_evidence(model, class_outputs)
+        self.samples = samples_for(input_specs, inputs)
+        self.extra_outputs = tuple(extra_outputs)
+        session = _session(lambda: session_from_proto(with_outputs(model, self.extra_outputs)),
+                           "original")
+        self.feeds: list[Feed] = [_feed(self.samples, i) for i in range(self.samples.count)]
+        self.outputs = [run_session(session, f, "original", i, self.samples.hint)
+                        for i, f in enumerate(self.feeds)]
+        probes = [_Accumulator(s, evidence.get(s.name), self.noise_floor)
+                  for s in self.output_specs]
+        for outs in self.outputs:
+            for acc, r in zip(probes, outs, strict=False):
+                acc.add(r, r)
+        self.class_scores: dict[str, ClassScores] = {
+            a.spec.name: scores for a in probes if (scores := a.class_scores()) is not None}
+
+    def check(self, fidelity: Fidelity) -> None:
+        """:class:`TargetSpecError` if a criterion names no output or applies to none."""
+        fidelity.check_outputs({s.name: s.name in self.class_scores for s in self.output_specs})
+
+    def run(self, model: onnx.ModelProto, samples: int | None = None
+            ) -> list[list[np.ndarray]]:
+        """A candidate's outputs (the model's own, then the extra ones) on the first
+        ``samples`` samples (all by default)."""
+        session = _session(lambda: session_from_proto(with_outputs(model, self.extra_outputs)),
+                           "candidate")
+        return [run_session(session, f, "candidate", i)
+                for i, f in enumerate(self.feeds[:samples])]
+
+    def metrics(self, outputs: list[list[np.ndarray]]) -> tuple[OutputMetrics, ...]:
+        """The metrics of a candidate's outputs (from :meth:`run`) against the original's."""
+        accs = [_Accumulator(s, self.class_scores.get(s.name), self.noise_floor)
+                for s in self.output_specs]
+        n = len(accs)
+        for i, (ref, out) in enumerate(zip(self.outputs, outputs, strict=True)):
+            _accumulate(accs, ref[:n], out[:n], i)
+        return tuple(a.result() for a in accs)
+
+
+def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """``model`` with intermediate values ``names`` added as graph outputs (a shallow
+    copy of the graph's output list; the weights are shared, not copied)."""
+    if not names:
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    known = {o.name for o in copy.graph.output}
+    for name in names:
+        if name not in known:
+            copy.graph.output.append(onnx.ValueInfoProto(name=name))
+    return copy
+
+
+def class_evidence(model: onnx.ModelProto, named: Sequence[str] = ()) -> dict[str, ClassScores]:
+    """Outputs the graph (or the caller, by name) shows to be class scores: produced by
+    Softmax/LogSoftmax or consumed by ArgMax/TopK, through Identity/Cast/Reshape/Squeeze/
+    Unsqueeze/Flatten, or named so (a word of :data:`SCORE_NAMES`, with a fixed last axis of
+    at least 2). Rows that sum to 1 are the data's evidence, added by the accumulator.
+    """
+    outputs = [o.name for o in model.graph.output]
+    unknown = [n for n in named if n not in outputs]
+    if unknown:
+        raise TargetSpecError(f"class output {unknown[0]!r}: the model has no such output "
+                              f"(its outputs: {', '.join(map(repr, outputs)) or 'none'})")
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    found = {name: ClassScores("named by the caller") for name in named}
+    for name in outputs:
+        if name in found:
+            continue
+        value, seen = name, set()
+        while value not in seen:
+            seen.add(value)
+            if any(c.op_type in DECISION_CONSUMERS for c in consumers.get(value, ())):
+                found[name] = ClassScores(f"feeds {_op_of(consumers[value])}")
+                break
+            node = producer.get(value)
+            if node is None:
+                break
+            if node.op_type in SCORE_PRODUCERS:
+                found[name] = _softmax_scores(node, opset)
+                break
+            if node.op_type not in PASS_THROUGH or not node.input:
+                break
+            value = node.input[0]
+    for spec in graph_specs(model)[1]:
+        words = set(re.split(r"[^a-z0-9]+", spec.name.lower()))
+        if (spec.name not in found and words & SCORE_NAMES and spec.dtype.kind == "f"
+                and spec.shape and isinstance(spec.shape[-1], int) and spec.shape[-1] >= 2):
+            found[spec.name] = ClassScores(f"named {spec.name!r}")
+    return found
+
+
+def _op_of(nodes: list[onnx.NodeProto]) -> str:
+    return next(n.op_type for n in nodes if n.op_type in DECISION_CONSUMERS)
+
+
+def _softmax_scores(node: onnx.NodeProto, opset: int) -> ClassScores:
+    axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
+    return ClassScores(f"{node.op_type} output", axis=axis, coerced=opset < 13,
+                       log_domain=node.op_type == "LogSoftmax")
+
+
+def _check_criteria(fidelity: Fidelity, specs: Sequence[TensorSpec],
+                    evidence: dict[str, ClassScores]) -> None:
+    """Criteria naming unknown outputs, or applying to none, fail before any run. Outputs
+    that may still turn out to be probability rows count as class scores here."""
+    fidelity.check_outputs({s.name: s.name in evidence or _may_be_distribution(s)
+                            for s in specs})
+
+
+def _may_be_distribution(spec: TensorSpec) -> bool:
+    """A float output with a last axis that may hold ≥ 2 classes."""
+    return spec.dtype.kind == "f" and bool(spec.shape) and (
+        not isinstance(spec.shape[-1], int) or spec.shape[-1] >= 2)
+
+
+class ModelFailed(Exception):
     """A model failed to load or run: the verification fails with this reason."""
 
 
-def _quiet() -> ort.SessionOptions:
+def quiet_options() -> Any:
     """Session options that keep onnxruntime's own error log off stderr (we report)."""
     import onnxruntime as ort
 
@@ -301,35 +557,38 @@ def _quiet() -> ort.SessionOptions:
     return opts
 
 
-def _session(make: Callable[[], ort.InferenceSession], which: str) -> ort.InferenceSession:
+def session_from_proto(model: onnx.ModelProto) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), quiet_options(),
+                                providers=["CPUExecutionProvider"])
+
+
+def _session(make: Callable[[], Any], which: str) -> Any:
     """``make()``, any failure becoming the verification's reason."""
     # onnxruntime's exceptions derive from Exception only; onnxz's from OnnxzError.
     try:
         return make()
     except Exception as exc:
-        raise _ModelFailed(f"{which} model failed to load: {first_line(exc)}") from exc
+        raise ModelFailed(f"{which} model failed to load: {first_line(exc)}") from exc
 
 
-def _load_original(
-    original: onnx.ModelProto | Path,
-) -> tuple[ort.InferenceSession, onnx.ModelProto]:
+def _load_original(original: onnx.ModelProto | Path) -> tuple[Any, onnx.ModelProto]:
     """A session of the original and its graph (weights not loaded when it is a path)."""
     import onnxruntime as ort
 
     if isinstance(original, onnx.ModelProto):
-        data = original.SerializeToString()
-        return _session(lambda: ort.InferenceSession(data, _quiet(), ["CPUExecutionProvider"]),
-                        "original"), original
+        return _session(lambda: session_from_proto(original), "original"), original
     with open(original, "rb") as f:
         if f.read(len(MAGIC)) == MAGIC:
-            raise _ModelFailed(f"original model failed to load: {original} is an .onnxz file "
-                               "(give the .onnx first, then the .onnxz)")
+            raise ModelFailed(f"original model failed to load: {original} is an .onnxz file "
+                              "(give the .onnx first, then the .onnxz)")
     try:
         model = onnx.load(str(original), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise _ModelFailed(f"original model failed to load: {first_line(exc)}") from exc
+        raise ModelFailed(f"original model failed to load: {first_line(exc)}") from exc
     session = _session(
-        lambda: ort.InferenceSession(_model_for_onnxruntime(original), _quiet(),
+        lambda: ort.InferenceSession(_model_for_onnxruntime(original), quiet_options(),
                                      ["CPUExecutionProvider"]),
         "original")
     return session, model
@@ -348,59 +607,58 @@ def _model_for_onnxruntime(path: Path) -> str | bytes:
         return model.SerializeToString()
 
 
-def _check_interfaces(reference: ort.InferenceSession, candidate: ort.InferenceSession) -> None:
+def _check_interfaces(reference: Any, candidate: Any) -> None:
     for kind, ref, cand in (("inputs", reference.get_inputs(), candidate.get_inputs()),
                             ("outputs", reference.get_outputs(), candidate.get_outputs())):
         a, b = [(x.name, x.type) for x in ref], [(x.name, x.type) for x in cand]
         if a != b:
-            raise _ModelFailed(f"the packed model's {kind} {b} differ from the original's {a}")
+            raise ModelFailed(f"the packed model's {kind} {b} differ from the original's {a}")
 
 
-def _compare(reference: ort.InferenceSession, candidate: ort.InferenceSession, samples: Samples,
-             accumulators: list[_Accumulator], progress: Progress | None) -> None:
-    """Feed every sample to both sessions and accumulate the metrics, one sample at a time."""
-    for i in range(samples.count):
-        try:
-            feed = samples.feed(i)
-        except MemoryError as exc:
-            raise OutOfMemoryError(f"out of memory while building sample {i} of the inputs "
-                                   f"({samples.description})") from exc
-        ref = _run(reference, feed, "original", i, samples.hint)
-        out = _run(candidate, feed, "packed", i)
-        for acc, r, o in zip(accumulators, ref, out, strict=True):
-            if r.shape != o.shape or r.dtype != o.dtype:
-                raise _ModelFailed(
-                    f"sample {i}: output {acc.spec.name!r} of the packed model is {o.dtype} "
-                    f"{o.shape}, the original's is {r.dtype} {r.shape}"
-                )
-        for acc, r, o in zip(accumulators, ref, out, strict=True):
-            acc.add(r, o)
-        if progress:
-            progress(i + 1, samples.count, f"sample {i}")
+def _accumulate(accumulators: list[_Accumulator], ref: list[np.ndarray],
+                out: list[np.ndarray], index: int) -> None:
+    for acc, r, o in zip(accumulators, ref, out, strict=True):
+        if r.shape != o.shape or r.dtype != o.dtype:
+            raise ModelFailed(
+                f"sample {index}: output {acc.spec.name!r} of the packed model is {o.dtype} "
+                f"{o.shape}, the original's is {r.dtype} {r.shape}"
+            )
+    for acc, r, o in zip(accumulators, ref, out, strict=True):
+        acc.add(r, o)
 
 
-def _run(session: ort.InferenceSession, feed: dict[str, np.ndarray], which: str, index: int,
-         hint: str = "") -> list[np.ndarray]:
+def run_session(session: Any, feed: Feed, which: str, index: int,
+                hint: str = "") -> list[np.ndarray]:
     """The session's outputs on one sample; ``hint`` is added to a failure's reason."""
     # onnxruntime's exceptions derive from Exception only.
     try:
         return [np.asarray(o) for o in session.run(None, feed)]
     except Exception as exc:
-        raise _ModelFailed(f"{which} model failed to run on sample {index}: {first_line(exc)}"
-                           + (f" ({hint})" if hint else "")) from exc
+        raise ModelFailed(f"{which} model failed to run on sample {index}: {first_line(exc)}"
+                          + (f" ({hint})" if hint else "")) from exc
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+DATA_EVIDENCE = ClassScores("rows sum to 1", log_domain=False)
+
+
 @dataclass
 class _Accumulator:
-    """Running sums for one output, updated one sample at a time by :meth:`add`."""
+    """Running sums for one output, updated one sample at a time by :meth:`add`.
+
+    ``scores`` is the graph's or the caller's evidence that the output is class scores;
+    without it, rows (along the last axis) that are probability distributions on every
+    sample so far are the evidence, and rankings are kept while that holds.
+    """
 
     spec: TensorSpec
+    scores: ClassScores | None = None
     noise_floor: float = 0.0
     samples: int = 0
+    exact_samples: int = 0
     elements: int = 0
     finite: int = 0
     abs_sum: float = 0.0
@@ -411,17 +669,17 @@ class _Accumulator:
     cos_sum: float = 0.0
     cos_min: float = 1.0
     rows: int = 0
+    classes: int = 0
     top1_hits: int = 0
+    top1_samples: int = 0
     top5_sum: float = 0.0
+    distributions: bool = True
 
-    @property
-    def classes(self) -> int | None:
-        """The class count if the output looks like class scores (see OutputMetrics)."""
-        shape = self.spec.shape
-        if (self.spec.dtype.kind == "f" and shape and len(shape) <= 3
-                and isinstance(shape[-1], int) and shape[-1] >= 2):
-            return shape[-1]
-        return None
+    def class_scores(self) -> ClassScores | None:
+        """The evidence that this output is class scores, if any (after some samples)."""
+        if self.scores is not None:
+            return self.scores
+        return DATA_EVIDENCE if self.distributions and self.rows else None
 
     def add(self, reference: np.ndarray, packed: np.ndarray) -> None:
         ref = reference.astype(np.float64).ravel()
@@ -432,6 +690,7 @@ class _Accumulator:
             err = np.where(same, 0.0, np.abs(ref - out))
         err[np.isnan(err)] = np.inf  # NaN against a number
         self.samples += 1
+        self.exact_samples += bool(same.all())
         self.elements += err.size
         if err.size:
             self.abs_sum += float(err.sum())
@@ -449,13 +708,18 @@ class _Accumulator:
         cosine = _cosine(ref[finite], out[finite]) if (same | finite).all() else 0.0
         self.cos_sum += cosine
         self.cos_min = min(self.cos_min, cosine)
-        classes = self.classes
-        if classes and reference.size and reference.shape[-1] == classes:
-            self._add_rankings(reference.reshape(-1, classes), packed.reshape(-1, classes))
+        if self.scores is None and self.distributions:
+            self.distributions = _is_distribution(reference)
+        scores = self.scores or (DATA_EVIDENCE if self.distributions else None)
+        if scores is not None and reference.size and reference.dtype.kind == "f":
+            self._add_rankings(scores.rows(reference), scores.rows(packed))
 
     def _add_rankings(self, ref: np.ndarray, out: np.ndarray) -> None:
         self.rows += ref.shape[0]
-        self.top1_hits += int(np.sum(ref.argmax(-1) == out.argmax(-1)))
+        self.classes = ref.shape[1]
+        hits = int(np.sum(ref.argmax(-1) == out.argmax(-1)))
+        self.top1_hits += hits
+        self.top1_samples += hits == ref.shape[0]
         if ref.shape[1] > TOP_K:
             top_ref = np.argpartition(-ref, TOP_K, axis=-1)[:, :TOP_K]
             top_out = np.argpartition(-out, TOP_K, axis=-1)[:, :TOP_K]
@@ -469,7 +733,7 @@ class _Accumulator:
             snr = -math.inf
         else:
             snr = 10 * math.log10(self.signal / self.noise)
-        classes = self.classes if self.rows else None
+        scores = self.class_scores() if self.rows else None
         return OutputMetrics(
             name=self.spec.name,
             dtype=str(self.spec.dtype),
@@ -479,12 +743,25 @@ class _Accumulator:
             max_abs_error=self.abs_max,
             mean_abs_error=self.abs_sum / self.elements if self.elements else 0.0,
             snr_db=snr,
-            cosine_mean=self.cos_sum / self.samples,
+            cosine_mean=self.cos_sum / self.samples if self.samples else 1.0,
             cosine_min=self.cos_min,
-            top1=self.top1_hits / self.rows if classes else None,
-            top5=self.top5_sum / self.rows if classes and classes > TOP_K else None,
+            exact=self.exact_samples / self.samples if self.samples else 1.0,
+            top1=self.top1_hits / self.rows if scores else None,
+            top5=self.top5_sum / self.rows if scores and self.classes > TOP_K else None,
+            class_scores=scores.reason if scores else None,
             finite=self.finite,
+            top1_sample=self.top1_samples / self.samples if scores else None,
         )
+
+
+def _is_distribution(values: np.ndarray) -> bool:
+    """True if ``values`` has rows (last axis, ≥ 2 entries) that are all probability
+    distributions: non-negative and summing to 1 (± :data:`DISTRIBUTION_TOLERANCE`)."""
+    if values.dtype.kind != "f" or values.ndim == 0 or values.shape[-1] < 2 or not values.size:
+        return False
+    rows = values.reshape(-1, values.shape[-1]).astype(np.float64)
+    return bool((rows >= -DISTRIBUTION_TOLERANCE).all()
+                and (np.abs(rows.sum(-1) - 1) <= DISTRIBUTION_TOLERANCE).all())
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -12,7 +12,6 @@ correlation between layers and inside tensors (the evidence for scalar quantizat
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,10 +29,9 @@ from onnxz.analysis.stats import (
     strong_share,
     tensor_stats,
 )
-from onnxz.api import _read_model
 from onnxz.codecs.deadzone import to_float64
 from onnxz.errors import UnsupportedModelError
-from onnxz.walker import iter_tensor_slots, payload_type, read_payload
+from onnxz.modelio import open_model
 
 DEFAULT_MAX_LAG = 10
 DEFAULT_MIN_ELEMENTS = 1024
@@ -168,14 +166,15 @@ def analyze(model: onnx.ModelProto | str | os.PathLike, *, max_lag: int = DEFAUL
     """
     if max_lag < 1 or min_elements < max_lag + 2:
         raise ValueError("need max_lag ≥ 1 and min_elements ≥ max_lag + 2")
-    proto, path = _read_model(model)
+    source = open_model(model)  # external data read tensor by tensor
+    path = source.path
     chosen = []
-    for slot in iter_tensor_slots(proto):
-        etype = payload_type(slot.tensor)
-        if (etype is None or not etype.is_quantizable or (weights_only and not slot.is_weight)
-                or math.prod(slot.tensor.dims) < min_elements):
+    for tensor in source.tensors:
+        slot, etype = tensor.slot, tensor.etype
+        if (not etype.is_quantizable or (weights_only and not slot.is_weight)
+                or tensor.count < min_elements):
             continue
-        values = to_float64(read_payload(slot.tensor, etype), etype)
+        values = to_float64(tensor.payload().read(), etype)
         if np.isfinite(values).all():
             chosen.append((slot, etype, values))
     if not chosen:

@@ -143,14 +143,22 @@ class FrequencyTable:
         return constriction.stream.model.Categorical(scaled - 1.0, perfect=False)
 
 
+HISTOGRAM_BATCH = 1 << 22
+"""Symbols counted at a time, so a histogram needs little memory beyond its counts."""
+
+
 def histogram(symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct values of a non-empty integer array, ascending, and their counts.
 
-    Counts by bincount when the values span a modest range (linear time), else by sorting.
+    Counts by bincount when the values span a modest range (linear time, a batch at a
+    time), else by sorting.
     """
     lo, hi = int(symbols.min()), int(symbols.max())
     if hi - lo < max(1 << 20, symbols.size):
-        counts = np.bincount((symbols - lo).astype(np.intp), minlength=hi - lo + 1)
+        counts = np.zeros(hi - lo + 1, dtype=np.int64)
+        for start in range(0, symbols.size, HISTOGRAM_BATCH):
+            batch = symbols[start : start + HISTOGRAM_BATCH]
+            counts += np.bincount((batch - lo).astype(np.intp), minlength=hi - lo + 1)
         present = np.flatnonzero(counts)
         return present.astype(np.int64) + lo, counts[present]
     return np.unique(symbols, return_counts=True)
@@ -160,8 +168,13 @@ def entropy_bits(symbols: np.ndarray) -> float:
     """Zeroth-order empirical entropy of ``symbols``, in bits for the whole array."""
     if symbols.size == 0:
         return 0.0
-    counts = histogram(symbols)[1].astype(np.float64)
-    return float(-(counts * np.log2(counts / symbols.size)).sum())
+    return entropy_bits_of_counts(histogram(symbols)[1])
+
+
+def entropy_bits_of_counts(counts: np.ndarray) -> float:
+    """Zeroth-order entropy, in bits for all symbols, of a histogram (zeros are skipped)."""
+    c = counts[counts > 0].astype(np.float64)
+    return float(-(c * np.log2(c / c.sum())).sum()) if c.size else 0.0
 
 
 def encode(symbols: np.ndarray, table: FrequencyTable) -> bytes:
@@ -194,11 +207,14 @@ class AnsDecoder:
 
     def take(self, n: int) -> np.ndarray:
         """The next ``n`` symbols (int64)."""
+        return self.take_indices(n).astype(np.int64) + self._offset
+
+    def take_indices(self, n: int) -> np.ndarray:
+        """The next ``n`` symbols as int32 positions in the table (symbol − offset)."""
         try:
-            symbols = self._coder.decode(self._model, n)
+            return self._coder.decode(self._model, n)
         except (ValueError, RuntimeError) as exc:
             raise CorruptDataError(f"ANS stream: {exc}") from exc
-        return symbols.astype(np.int64) + self._offset
 
     def finish(self) -> None:
         if not self._coder.is_empty():

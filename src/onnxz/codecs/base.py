@@ -77,6 +77,43 @@ class TensorCodec(ABC):
         """The decoder of a tensor's chunks; :class:`FormatError` if ``params`` are invalid."""
 
 
+class QuantizedTensor(ABC):
+    """A tensor through a lossy codec's quantizer, before entropy coding: what rate control
+    prices (:meth:`estimated_bytes`) and what a decoder will return (:meth:`reconstruction`)."""
+
+    @abstractmethod
+    def estimated_bytes(self) -> float:
+        """Coded bytes of the tensor's chunks and tables, without running the coder."""
+
+    @abstractmethod
+    def reconstruction(self, etype: ElementType) -> np.ndarray:
+        """The decoded values, of dtype ``etype.numpy``, flat."""
+
+
+class LossyCodec(TensorCodec):
+    """A codec that approximates: :meth:`quantize` first, then entropy coding.
+
+    ``encode(values)`` is ``encode_quantized(quantize(values))``; rate control calls
+    :meth:`quantize` alone to price many settings and encodes only the chosen one.
+    """
+
+    @abstractmethod
+    def quantize(self, values: np.ndarray, etype: ElementType,
+                 spread: float | None = None) -> QuantizedTensor:
+        """Quantize a flat array of dtype ``etype.numpy``. ``spread`` is the tensor's robust
+        spread if the caller already knows it (it is computed otherwise); raises
+        :class:`onnxz.codecs.NotQuantizable` if the tensor cannot be quantized."""
+
+    @abstractmethod
+    def encode_quantized(self, quantized: QuantizedTensor, etype: ElementType,
+                         chunk_elements: int) -> EncodedTensor:
+        """Entropy-code what :meth:`quantize` returned."""
+
+    def encode(self, values: np.ndarray, etype: ElementType,
+               chunk_elements: int) -> EncodedTensor:
+        return self.encode_quantized(self.quantize(values, etype), etype, chunk_elements)
+
+
 BATCH = 1 << 16
 """Elements a decoder works on at a time (a multiple of 8: packed planes split on bytes)."""
 

@@ -20,7 +20,9 @@ With step Δ and dead zone δ (SPEC.md § "deadzone"):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,8 @@ from onnxz.codecs.base import (
     Chunk,
     ChunkDecoder,
     EncodedTensor,
-    TensorCodec,
+    LossyCodec,
+    QuantizedTensor,
     batches,
     field,
     split_counts,
@@ -46,6 +49,55 @@ MAD_TO_STD = 1.4826
 """Scales the median absolute deviation to the standard deviation of a normal law."""
 
 RECONSTRUCTION = "midpoint"
+
+
+@dataclass(frozen=True)
+class Quantized(QuantizedTensor):
+    """One tensor through the quantizer: step Δ, dead zone δ, the symbols ``q`` (int32 when
+    they fit, else int64), the range [lo, hi] coded directly (others are escaped), the
+    histogram ``counts`` of the coded symbols (the escape symbol last) and the table."""
+
+    step: float
+    deadzone: float
+    q: np.ndarray
+    lo: int
+    hi: int
+    counts: np.ndarray
+    table: ans.FrequencyTable
+
+    @classmethod
+    def of_symbols(cls, step: float, deadzone: float, q: np.ndarray) -> Quantized:
+        """Choose the range and fit the table for the symbols ``q``."""
+        present, present_counts = ans.histogram(q)
+        lo, hi = choose_range_of_histogram(present, present_counts)
+        inside = (present >= lo) & (present <= hi)
+        escaped = q.size - int(present_counts[inside].sum())
+        size = hi - lo + 1 + (escaped > 0)
+        counts = np.zeros(max(size, 2), dtype=np.int64)  # a table has at least 2 symbols
+        counts[present[inside] - lo] = present_counts[inside]
+        if escaped:
+            counts[size - 1] = escaped
+        return cls(step, deadzone, q, lo, hi, counts, ans.FrequencyTable.fit_counts(counts, lo))
+
+    @property
+    def escaped(self) -> int:
+        """How many symbols lie outside [lo, hi]."""
+        return self.q.size - int(self.counts[: self.hi - self.lo + 1].sum())
+
+    def reconstruction(self, etype: ElementType) -> np.ndarray:
+        """What a decoder returns: the dequantized values rounded to ``etype``."""
+        out = np.empty(self.q.size, dtype=etype.numpy)
+        for start in range(0, self.q.size, ENCODE_BATCH):
+            part = slice(start, start + ENCODE_BATCH)
+            out[part] = from_float64(dequantize(self.q[part], self.step, self.deadzone), etype)
+        return out
+
+    def estimated_bytes(self) -> float:
+        """Coded size in bytes without running the coder: ideal code length of the symbols
+        under the stored table (ANS stays within ~0.01% plus a word), the table, and the
+        escaped values' varints (about 3 bytes each)."""
+        return (self.table.cost_bits(self.counts) / 8 + self.table.stored_size
+                + 3 * self.escaped)
 
 
 class NotQuantizable(ValueError):
@@ -88,14 +140,34 @@ def from_float64(x: np.ndarray, etype: ElementType) -> np.ndarray:
         return x.astype(etype.numpy)
 
 
-def spread(x: np.ndarray) -> float:
-    """Robust spread of a tensor: 1.4826 × median(|x − median(x)|), or std if that is 0.
+def robust_spread(x: np.ndarray, overwrite: bool = False) -> float:
+    """Robust spread of float64 values: 1.4826 × median(|x − median(x)|), or their std if
+    that is 0. With ``overwrite`` the work happens in ``x`` itself (no copy).
 
     Unlike the standard deviation it ignores a few huge values (BatchNorm-variance-like
     outliers), so they cannot make the step coarse for all the other weights.
     """
-    mad = float(np.median(np.abs(x - np.median(x))))
-    return MAD_TO_STD * mad if mad > 0 else float(x.std())
+    std = float(x.std()) if overwrite else None
+    mad = _mad_in_place(x if overwrite else np.array(x, dtype=np.float64))
+    if mad > 0:
+        return MAD_TO_STD * mad
+    return std if std is not None else float(x.std())
+
+
+def _mad_in_place(work: np.ndarray) -> float:
+    """median(|x − median(x)|) of the float64 array ``work``, which it overwrites: the
+    medians partition it in place, so no other full-size copy is made."""
+    center = np.median(work, overwrite_input=True)
+    np.subtract(work, center, out=work)
+    np.abs(work, out=work)
+    return float(np.median(work, overwrite_input=True))
+
+
+ENCODE_BATCH = 1 << 20
+"""Elements quantized at a time: the encoder's float64 temporaries stay this small."""
+
+SNR_SAMPLE = 1 << 18
+"""Elements a weight-SNR target's step is searched on (then checked on the whole tensor)."""
 
 
 def choose_range(q: np.ndarray) -> tuple[int, int]:
@@ -104,7 +176,11 @@ def choose_range(q: np.ndarray) -> tuple[int, int]:
     Tries trimming the t smallest and t largest symbols for t = 0, 1, 2, 4, ... and keeps
     the range of least estimated cost (coded bits + table + escapes).
     """
-    values, counts = ans.histogram(q)
+    return choose_range_of_histogram(*ans.histogram(q))
+
+
+def choose_range_of_histogram(values: np.ndarray, counts: np.ndarray) -> tuple[int, int]:
+    """:func:`choose_range` given the distinct symbols (ascending) and their counts."""
     n = int(counts.sum())
     cum = np.cumsum(counts)
     best: tuple[float, int, int] | None = None
@@ -127,7 +203,7 @@ def choose_range(q: np.ndarray) -> tuple[int, int]:
     return best[1], best[2]
 
 
-class DeadzoneCodec(TensorCodec):
+class DeadzoneCodec(LossyCodec):
     """Dead-zone quantizer with step ``step_rel × spread(tensor)``, dead zone ``deadzone``.
 
     With ``step`` instead, every tensor gets that absolute step; with ``clip``, magnitudes
@@ -137,17 +213,20 @@ class DeadzoneCodec(TensorCodec):
     codec_id = "deadzone"
 
     def __init__(self, step_rel: float | None, deadzone: float, *, step: float | None = None,
-                 clip: float | None = None) -> None:
-        if (step_rel is None) == (step is None):
-            raise ValueError("give exactly one of step_rel and step")
+                 clip: float | None = None, target_snr_db: float | None = None) -> None:
+        if sum(v is not None for v in (step_rel, step, target_snr_db)) != 1:
+            raise ValueError("give exactly one of step_rel, step and target_snr_db")
         for name, value in (("step_rel", step_rel), ("step", step), ("clip", clip)):
             if value is not None and (not value > 0 or not np.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number, got {value}")
+        if target_snr_db is not None and not np.isfinite(target_snr_db):
+            raise ValueError(f"target_snr_db must be a finite number, got {target_snr_db}")
         if not 0.0 <= deadzone <= 1.0:
             raise ValueError(f"deadzone must be in [0, 1], got {deadzone}")
         self.step_rel = None if step_rel is None else float(step_rel)
         self.step = None if step is None else float(step)
         self.clip = None if clip is None else float(clip)
+        self.target_snr_db = None if target_snr_db is None else float(target_snr_db)
         self.deadzone = float(deadzone)
 
     @classmethod
@@ -159,34 +238,62 @@ class DeadzoneCodec(TensorCodec):
             raise ValueError(f"bits must be in 1..16, got {bits}")
         return cls(None, deadzone, step=2.0 / (1 << bits), clip=1.0)
 
-    def encode(
-        self, values: np.ndarray, etype: ElementType, chunk_elements: int
-    ) -> EncodedTensor:
-        x = to_float64(values, etype)
-        if not np.isfinite(x).all():
-            raise NotQuantizable("has non-finite values")
-        if self.clip is not None:
-            x = np.clip(x, -self.clip, self.clip)
-        step = self.step if self.step is not None else self.step_rel * spread(x)
+    def quantize(self, values: np.ndarray, etype: ElementType,
+                 spread: float | None = None) -> Quantized:
+        """The tensor's symbols and frequency table, before entropy coding (what rate
+        control prices); :class:`NotQuantizable` if it cannot be quantized. ``spread`` is
+        the tensor's robust spread if the caller knows it (not used with an absolute
+        ``step`` or ``clip``).
+
+        Memory beyond the input: one float64 copy while the spread is measured, then the
+        symbols (int32 when they fit); quantization works a batch at a time. With ``clip``,
+        values are clipped to ±clip first.
+        """
+        max_abs = 0.0
+        for start in range(0, values.size, ENCODE_BATCH):
+            x = to_float64(values[start : start + ENCODE_BATCH], etype)
+            if not np.isfinite(x).all():  # before clipping, which would make ±inf finite
+                raise NotQuantizable("has non-finite values")
+            if self.clip is not None:
+                np.clip(x, -self.clip, self.clip, out=x)
+            max_abs = max(max_abs, float(np.abs(x).max(initial=0.0)))
+        if self.step is not None:
+            step = self.step
+        elif self.target_snr_db is not None:
+            step = self.step_for_snr(values, etype, self.target_snr_db)
+        elif spread is not None and self.clip is None:
+            step = self.step_rel * spread  # type: ignore[operator]
+        else:
+            step = self.step_rel * robust_spread(  # type: ignore[operator]
+                self._float64(values, etype), overwrite=True)
         if not step > 0 or not np.isfinite(step):
             raise NotQuantizable("has zero spread")
-        if float(np.abs(x).max()) / step >= MAX_SYMBOL:
+        if max_abs / step >= MAX_SYMBOL:
             raise NotQuantizable("would need symbols beyond 2**53")
-        q = quantize(x, step, self.deadzone)
-        lo, hi = choose_range(q)
-        outside = (q < lo) | (q > hi)
-        escape = bool(outside.any())
-        symbols = np.where(outside, hi + 1, q)
-        table = ans.FrequencyTable.fit(symbols, offset=lo, size=hi - lo + 1 + escape)
+        q = np.empty(values.size, dtype=np.int32 if max_abs / step < 2**30 else np.int64)
+        for start in range(0, values.size, ENCODE_BATCH):
+            part = slice(start, start + ENCODE_BATCH)
+            q[part] = quantize(self._float64(values[part], etype), step, self.deadzone)
+        return Quantized.of_symbols(step, self.deadzone, q)
+
+    def encode_quantized(self, quantized: QuantizedTensor, etype: ElementType,
+                         chunk_elements: int) -> EncodedTensor:
+        """Code what :meth:`quantize` returned, a chunk at a time (the reconstruction too)."""
+        assert isinstance(quantized, Quantized)
+        q, lo, hi, table = quantized.q, quantized.lo, quantized.hi, quantized.table
+        step, escape = quantized.step, quantized.escaped > 0
+        reconstruction = np.empty(q.size, dtype=etype.numpy)
         chunks = []
         start = 0
         for count in split_counts(q.size, chunk_elements):
             part = slice(start, start + count)
-            escapes = q[part][outside[part]]
+            outside = (q[part] < lo) | (q[part] > hi)
+            symbols = np.where(outside, hi + 1, q[part])
             chunks.append(
-                Chunk(count, (ans.encode(symbols[part], table),
-                              encode_uvarints(zigzag_encode(escapes))))
+                Chunk(count, (ans.encode(symbols, table),
+                              encode_uvarints(zigzag_encode(q[part][outside]))))
             )
+            reconstruction[part] = from_float64(dequantize(q[part], step, self.deadzone), etype)
             start += count
         params = {
             "step": step,
@@ -201,10 +308,54 @@ class DeadzoneCodec(TensorCodec):
             self.codec_id,
             params,
             tuple(chunks),
-            from_float64(dequantize(q, step, self.deadzone), etype),
-            entropy_bits=ans.entropy_bits(symbols),
+            reconstruction,
+            entropy_bits=ans.entropy_bits_of_counts(quantized.counts),
             table_bytes=table.stored_size,
         )
+
+    def step_for_snr(self, values: np.ndarray, etype: ElementType, snr_db: float) -> float:
+        """The largest step whose reconstruction keeps ``snr_db`` of weight SNR
+        (10·log10(Σx² / Σ(x − x̂)²), x̂ rounded to ``etype``): found by bisection on an
+        evenly strided sample of :data:`SNR_SAMPLE` elements, then checked on the whole
+        tensor (a batch at a time) and made finer until it holds there too."""
+        allowed = 10.0 ** (-snr_db / 10)
+        sample = self._float64(values[:: max(1, values.size // SNR_SAMPLE)], etype)
+        energy = float(np.dot(sample, sample))
+        if energy == 0:
+            raise NotQuantizable("has zero spread")
+        lo = hi = math.sqrt(12 * allowed * energy / sample.size)
+        while self._error_ratio(sample, hi, etype) <= allowed and hi < 1e300:
+            hi *= 2
+        while self._error_ratio(sample, lo, etype) > allowed and lo > 1e-300:
+            lo /= 2
+        for _ in range(30):
+            mid = math.sqrt(lo * hi)
+            lo, hi = (mid, hi) if self._error_ratio(sample, mid, etype) <= allowed else (lo, mid)
+        step = lo
+        for _ in range(64):
+            error = energy = 0.0
+            for start in range(0, values.size, ENCODE_BATCH):
+                x = self._float64(values[start : start + ENCODE_BATCH], etype)
+                energy += float(np.dot(x, x))
+                error += self._error_ratio(x, step, etype) * float(np.dot(x, x))
+            if error <= allowed * energy:
+                break
+            step /= 2 ** (1 / 16)
+        return step
+
+    def _error_ratio(self, x: np.ndarray, step: float, etype: ElementType) -> float:
+        """Σ(x − x̂)² / Σx² at ``step``."""
+        y = to_float64(from_float64(dequantize(quantize(x, step, self.deadzone), step,
+                                               self.deadzone), etype), etype)
+        energy = float(np.dot(x, x))
+        return float(np.dot(x - y, x - y)) / energy if energy else 0.0
+
+    def _float64(self, values: np.ndarray, etype: ElementType) -> np.ndarray:
+        """``values`` as float64 (a new array), clipped to ±clip when set."""
+        x = to_float64(values, etype)
+        if self.clip is not None:
+            np.clip(x, -self.clip, self.clip, out=x)
+        return x
 
     @classmethod
     def decoder(cls, params: Mapping[str, Any], etype: ElementType) -> ChunkDecoder:
@@ -223,32 +374,45 @@ class DeadzoneCodec(TensorCodec):
 
 
 class DeadzoneDecoder(ChunkDecoder):
-    """Part 0: the ANS-coded symbols; part 1: the escaped values (SPEC.md §7.2)."""
+    """Part 0: the ANS-coded symbols; part 1: the escaped values (SPEC.md §7.2).
+
+    Every symbol of the table is reconstructed once, into a lookup table of the output
+    type; a chunk then decodes to one table lookup per element (plus the arithmetic of
+    §7.3 for the few escaped values), bit-identical to computing each element.
+    """
 
     def __init__(self, step: float, deadzone: float, escape: bool, table: ans.FrequencyTable,
                  etype: ElementType) -> None:
         self.step, self.deadzone, self.escape, self.table = step, deadzone, escape, table
         self.etype = etype
+        symbols = np.arange(table.size, dtype=np.int64) + table.offset
+        self.out_of_range = (symbols < -MAX_SYMBOL) | (symbols > MAX_SYMBOL)
+        if escape:
+            self.out_of_range[-1] = False  # the escape symbol: its value comes from part 1
+        self.lookup = from_float64(
+            dequantize(np.where(self.out_of_range, 0, symbols), step, deadzone), etype)
+        self.check_range = bool(self.out_of_range.any())
 
     def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
         if len(parts) != 2:
             raise FormatError("deadzone chunk: expected 2 parts (symbols, escapes)")
         symbols = ans.AnsDecoder(parts[0], self.table, out.size)
         escaped = self._escaped(parts[1])
-        escape_symbol = self.table.offset + self.table.size - 1
+        escape_index = self.table.size - 1
         used = 0
         for batch in batches(out.size):
-            q = symbols.take(batch.stop - batch.start)
-            if self.escape:
-                is_escape = q == escape_symbol
-                k = int(is_escape.sum())
-                if used + k > escaped.size:
-                    raise FormatError("deadzone chunk: more escape symbols than escaped values")
-                q[is_escape] = escaped[used : used + k]
-                used += k
-            if ((q < -MAX_SYMBOL) | (q > MAX_SYMBOL)).any():
+            index = symbols.take_indices(batch.stop - batch.start)
+            if self.check_range and self.out_of_range[index].any():
                 raise FormatError("deadzone chunk: symbol beyond 2**53")
-            out[batch] = from_float64(dequantize(q, self.step, self.deadzone), self.etype)
+            target = out[batch]
+            np.take(self.lookup, index, out=target)
+            if self.escape:
+                where = np.flatnonzero(index == escape_index)
+                if used + where.size > escaped.size:
+                    raise FormatError("deadzone chunk: more escape symbols than escaped values")
+                q = escaped[used : used + where.size]
+                target[where] = from_float64(dequantize(q, self.step, self.deadzone), self.etype)
+                used += where.size
         symbols.finish()
         if used != escaped.size:
             raise FormatError("deadzone chunk: more escaped values than escape symbols")

@@ -47,13 +47,13 @@ def decode_uvarints(data: bytes | memoryview, count: int | None = None) -> np.nd
     if len(data) <= SCALAR_DECODE_MAX:
         return _decode_uvarints_scalar(bytes(data), count)
     buf = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(buf < 0x80)
     if count is None:
-        count = int(np.count_nonzero(buf < 0x80))
+        count = ends.size
     if count == 0:
         if buf.size:
             raise FormatError("varint sequence: trailing bytes after 0 values")
         return np.zeros(0, dtype=np.uint64)
-    ends = np.flatnonzero(buf < 0x80)
     if ends.size != count or ends[-1] != buf.size - 1:
         raise FormatError(
             f"varint sequence: expected {count} values filling {buf.size} bytes, "
@@ -67,12 +67,12 @@ def decode_uvarints(data: bytes | memoryview, count: int | None = None) -> np.nd
         raise FormatError("varint sequence: a value is not in its shortest form")
     if ((lengths == MAX_VARINT_BYTES) & (buf[ends] > 1)).any():
         raise FormatError("varint sequence: a value exceeds 64 bits")
-    values = np.zeros(count, dtype=np.uint64)
-    for k in range(int(lengths.max())):
-        sel = lengths > k
-        group = buf[starts[sel] + k].astype(np.uint64) & np.uint64(0x7F)
-        values[sel] |= group << np.uint64(7 * k)
-    return values
+    if ends.size == buf.size:  # every value one byte (common in frequency tables)
+        return buf.astype(np.uint64)
+    # Each byte's 7 bits shifted to its place in its value, then OR-ed value by value.
+    place = np.arange(buf.size) - np.repeat(starts, lengths)
+    groups = (buf & 0x7F).astype(np.uint64) << (np.uint64(7) * place.astype(np.uint64))
+    return np.bitwise_or.reduceat(groups, starts)
 
 
 def _decode_uvarints_scalar(data: bytes, count: int | None) -> np.ndarray:

@@ -1,0 +1,190 @@
+"""Rate control: choose every weight tensor's quantizer so that the packed model keeps a
+target (a fidelity on the outputs, a byte budget, or a weight SNR floor) at the least size.
+
+It sits above the codecs and the verifier and below the API: :func:`choose` returns the
+setting of every weight tensor; the API writes the file with them and verifies it.
+
+Pipeline (a fidelity target):
+
+1. run the original on the samples once (:class:`onnxz.verifier.ReferenceRun`);
+2. price every weight tensor on a grid of steps (:mod:`.tensors`: estimated bytes and
+   squared weight error per step);
+3. measure each tensor's sensitivity: quantize it alone at a probe step, run, measure the
+   target's output distortion (:mod:`.objective`; margins for class scores);
+4. allocate with one slope λ for all tensors (:mod:`.allocation`) and search λ by running
+   the candidates until the target just holds (:mod:`.search`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import onnx
+
+from onnxz.errors import TargetNotMetError, TargetSpecError, VerificationInputError, first_line
+from onnxz.fidelity import Criterion, Fidelity
+from onnxz.inputs import InputsArg
+from onnxz.policy import DEFAULT_MAX_WEIGHT_BYTES, FALLBACK_WEIGHT_SNR_DB, PackOptions
+from onnxz.progress import Progress
+from onnxz.ratecontrol import defaults
+from onnxz.ratecontrol.objective import objective_for
+from onnxz.ratecontrol.search import (
+    RateResult,
+    SizeOf,
+    Workbench,
+    choose_for_fidelity,
+    choose_for_size,
+    summary_template,
+)
+from onnxz.ratecontrol.tensors import Setting, weight_bytes
+
+SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
+              "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
+
+BUDGET_WEIGHTING = "snr>=30"
+"""How a byte budget weighs the outputs' distortions (only the weighting matters there)."""
+
+
+@dataclass(frozen=True)
+class RateTarget:
+    """What the packed model must keep. ``fidelity``: criteria on the outputs (see
+    :mod:`onnxz.fidelity`); ``max_bytes``: the whole file's size at most (alone: the best
+    fidelity that fits; with ``fidelity``: must also fit); ``target_snr_db``: every
+    quantized tensor's weight SNR at least this (dB)."""
+
+    fidelity: Fidelity | None = None
+    max_bytes: int | None = None
+    target_snr_db: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.fidelity is None and self.max_bytes is None and self.target_snr_db is None:
+            raise TargetSpecError("a rate target needs a fidelity, a size or a weight SNR")
+        if self.target_snr_db is not None and (self.fidelity or self.max_bytes):
+            raise TargetSpecError("a weight-SNR target cannot be combined with a fidelity or "
+                                  "size target")
+        if self.max_bytes is not None and (isinstance(self.max_bytes, bool)
+                                           or not isinstance(self.max_bytes, int)
+                                           or self.max_bytes <= 0):
+            raise TargetSpecError(f"max size must be a positive number of bytes, not "
+                                  f"{self.max_bytes!r}")
+        snr = self.target_snr_db
+        if snr is not None and (isinstance(snr, bool) or not isinstance(snr, int | float)
+                                or not -1e3 < snr < 1e3):
+            raise TargetSpecError(f"target SNR must be a number of dB, not {snr!r}")
+
+    def __str__(self) -> str:
+        parts = []
+        if self.fidelity is not None:
+            parts.append(str(self.fidelity))
+        if self.max_bytes is not None:
+            parts.append(f"size<={self.max_bytes}")
+        if self.target_snr_db is not None:
+            parts.append(f"weight snr>={self.target_snr_db:g}")
+        return ",".join(parts)
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``2000000``, ``500KB``, ``2MB``, ``1.5GiB`` (KB/MB/GB = 1000^n,
+    KiB/MiB/GiB = 1024^n, case-insensitive).
+
+    >>> parse_size("1.5GiB"), parse_size("500KB"), parse_size(2000)
+    (1610612736, 500000, 2000)
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*",
+                         str(text))
+        if m is None or m[2].upper() not in SIZE_UNITS:
+            raise TargetSpecError(f"{text!r} is not a size (e.g. 2000000, 500KB, 2MB, 1.5GiB)")
+        value = int(float(m[1]) * SIZE_UNITS[m[2].upper()])
+    if value <= 0:
+        raise TargetSpecError(f"{text!r}: a size must be positive")
+    return value
+
+
+def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg, *,
+           size_of: SizeOf, options: PackOptions, class_outputs: Sequence[str] = (),
+           progress: Progress | None = None) -> RateResult:
+    """The settings that meet ``target`` at the least size (see the module docstring);
+    ``target`` None is the lossy default (:mod:`onnxz.ratecontrol.defaults`).
+
+    ``inputs`` are the samples (None: :func:`~onnxz.ratecontrol.defaults.generated_inputs`);
+    ``size_of(plan, summary)`` gives the
+    exact size of a plan's file. Raises :class:`onnxz.TargetSpecError` for criteria that
+    fit no output; returns a result with ``met`` False when the target cannot be met.
+    """
+    if target is None:
+        return _default(model, inputs, options, class_outputs, progress)
+    if inputs is None:
+        inputs = defaults.generated_inputs(model)
+    if target.fidelity is not None:
+        bench = Workbench(model, inputs, options, target.fidelity, class_outputs,
+                          progress)
+        objective = objective_for(target.fidelity, bench.reference, bench.model)
+        result = choose_for_fidelity(bench, objective)
+        if target.max_bytes is not None:
+            size = size_of(result.plan, summary_template(bench, "fidelity", str(target)))
+            if size > target.max_bytes:
+                result.met = False
+                result.note = f"the smallest file that meets it is {size:,} bytes"
+        bench.restore()
+        return result
+    assert target.max_bytes is not None
+    bench = Workbench(model, inputs, options, None, class_outputs, progress)
+    weighting = _budget_weighting(bench)
+    objective = objective_for(weighting, bench.reference, bench.model)
+    result = choose_for_size(bench, objective, target.max_bytes, size_of)
+    bench.restore()
+    return result
+
+
+def runs_default(model: onnx.ModelProto) -> bool:
+    """Whether the default runs the model (its weights are small enough to run many times);
+    otherwise the data-free rule of :meth:`onnxz.PackOptions.codec_for` applies."""
+    return weight_bytes(model) <= DEFAULT_MAX_WEIGHT_BYTES
+
+
+def fallback(why: str) -> RateResult:
+    """The default's result when it does not run the model: no settings (the data-free rule
+    of :meth:`onnxz.PackOptions.codec_for` applies to every tensor), ``why`` noted."""
+    return RateResult("default", f"weight snr>={FALLBACK_WEIGHT_SNR_DB:g}", None, [], {}, (),
+                      note=f"fallback: {why}")
+
+
+def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
+             class_outputs: Sequence[str], progress: Progress | None) -> RateResult:
+    """The lossy default (:mod:`onnxz.ratecontrol.defaults`) on the given or generated
+    inputs; the data-free fallback when the model cannot run on them."""
+    attempts = [inputs] if inputs is not None else [
+        defaults.generated_inputs(model, *sizes) for sizes in defaults.GENERATED_SIZES]
+    why = ""
+    for attempt in attempts:
+        try:
+            bench = Workbench(model, attempt, options, None, class_outputs, progress,
+                              defaults.default_extra_outputs(model))
+            objective = defaults.default_objective(bench.reference, bench.model)
+        except (TargetNotMetError, VerificationInputError) as exc:
+            if inputs is not None:
+                raise
+            why = first_line(exc)
+            continue
+        defaults.apply_floor(bench.candidates, defaults.WEIGHT_FLOOR_DB)
+        result = choose_for_fidelity(bench, objective, defaults.SENSITIVITY_SPREAD_DB)
+        bench.restore()
+        result.mode, result.target = "default", f"default (snr>={defaults.DEFAULT_SNR_DB:g})"
+        return result
+    return fallback(why)
+
+
+def _budget_weighting(bench: Workbench) -> Fidelity:
+    criteria = [Criterion("snr", 30.0)]
+    if bench.reference.class_scores:
+        criteria.append(Criterion("top1", 0.99))
+    return Fidelity(tuple(criteria))
+
+
+__all__ = ["DEFAULT_MAX_WEIGHT_BYTES", "RateResult", "RateTarget", "Setting", "choose",
+           "fallback", "parse_size", "runs_default"]

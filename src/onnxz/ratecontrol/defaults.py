@@ -1,0 +1,227 @@
+"""The lossy default: rate control on generated inputs, so that a plain ``onnxz pack`` keeps
+the job of models nobody tuned it for.
+
+Without the user's data the default measures each weight tensor's sensitivity on generated
+inputs (:func:`generated_inputs`) and gives the bits to the tensors that move the outputs,
+until every float output keeps :data:`DEFAULT_SNR_DB` of SNR on those inputs — class-score
+outputs (and the scores behind an in-graph ArgMax) measured on their centered logits, since
+the decision margins of generated inputs say nothing about real ones while the logits' noise
+does. No quantized tensor goes below :data:`WEIGHT_FLOOR_DB` of weight SNR. A model that
+cannot run on generated inputs (inputs that cannot be generated, values the model rejects)
+or is too large to run many times falls back to a data-free rule:
+:data:`FALLBACK_WEIGHT_SNR_DB` of weight SNR for every quantized tensor.
+
+What it guarantees and what not (also in the README): the SNRs hold on the generated
+samples, checked in onnxruntime before the file is written; on real data the task decisions
+held on every model measured (tools/bench_rate.py), but generated inputs are not the user's
+data — pass ``--fidelity`` with ``--inputs`` for a guarantee on yours.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxz.errors import TargetNotMetError
+from onnxz.inputs import GeneratedInputs, graph_specs
+from onnxz.ratecontrol.objective import Measure, Objective, argmax_sources
+from onnxz.ratecontrol.tensors import Candidate
+from onnxz.verifier import ReferenceRun
+from onnxz.walker import element_count
+
+DEFAULT_SAMPLES = 8
+"""Generated samples the default measures and checks on."""
+
+DEFAULT_SNR_DB = 40.0
+"""SNR every float output keeps on the generated samples (class scores: centered logits)."""
+
+WEIGHT_FLOOR_DB = 45.0
+"""No quantized tensor of the default goes below this weight SNR, whatever its measured
+sensitivity (generated inputs may not exercise a tensor the way real ones do)."""
+
+
+SENSITIVITY_SPREAD_DB = 20.0
+"""Weight sensitivities measured on generated inputs are clipped to ±this around their
+median (silero-vad on white noise rated its LSTM input weights 87 dB above its recurrent
+ones, which would have kept them lossless)."""
+
+
+INDEX_PASS_THROUGH = frozenset({"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten",
+                                "Identity"})
+
+
+GENERATED_SIZES = ((32, 224), (32, 32), (512, 512))
+"""(size, image size) tried in turn for the dynamic dims of generated inputs, until the
+model runs: images (the spatial dims of rank-4 inputs) of 224 first, since a detector's
+deep layers see nothing of a 32 × 32 input; then 32 (a text recognizer whose width must
+fit its sequence); then 512 (audio frames that a reflect-pad of 64 needs, as
+silero-vad's)."""
+
+
+def generated_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0][0],
+                     image_size: int = GENERATED_SIZES[0][1]) -> GeneratedInputs:
+    """Generated inputs the model can run on: dynamic dims are ``size`` (axis 0 stays 1),
+    the spatial dims of an image-like (rank 4) input ``image_size``, an
+    unnamed axis 1 of a rank-3 input (an RNN state's batch) 1; an integer input that
+    indexes a Gather table (token ids, token types) stays within the table's rows, one that
+    an Equal compares with a constant takes that value."""
+    specs = graph_specs(model)[0]
+    dims: dict[str, int] = {}
+    for spec in specs:
+        rank = len(spec.shape or ())
+        for axis, d in enumerate(spec.shape or ()):
+            if axis == 0 or isinstance(d, int):
+                continue
+            wanted = image_size if rank == 4 and axis >= 2 else size
+            if d is None:
+                dims[f"{spec.name}:{axis}"] = 1 if rank == 3 and axis == 1 else wanted
+            elif not any(s.shape and s.shape[0] == d for s in specs):
+                dims[d] = wanted
+    rows, compared = _gather_rows(model), _compared_with(model)
+    int_ranges = {s.name: (0, rows[s.name]) for s in specs
+                  if s.dtype.kind in "iu" and s.name in rows}
+    int_ranges.update({s.name: (compared[s.name], compared[s.name] + 1) for s in specs
+                       if s.dtype.kind in "iu" and s.name in compared})
+    return GeneratedInputs(samples=DEFAULT_SAMPLES, dims=dims, int_ranges=int_ranges)
+
+
+def _compared_with(model: onnx.ModelProto) -> dict[str, int]:
+    """Graph input -> the integer constant an Equal compares it with (silero-vad's sample
+    rate, 16000, chooses the branch that runs: a random rate would choose none)."""
+    constants = _constants(model)
+    inputs = {i.name for i in model.graph.input}
+    found: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type != "Equal" or len(node.input) != 2:
+            continue
+        for mine, other in (node.input, reversed(node.input)):
+            tensor = constants.get(other)
+            if mine in inputs and tensor is not None and element_count(tensor) == 1:
+                value = numpy_helper.to_array(tensor).reshape(-1)[0]
+                if np.issubdtype(value.dtype, np.integer):
+                    found.setdefault(mine, int(value))
+    return found
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """The main graph's initializers and Constant node values, by value name."""
+    found = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Constant" and attr.name == "value" and node.output:
+                found[node.output[0]] = attr.t
+    return found
+
+
+def _gather_rows(model: onnx.ModelProto) -> dict[str, int]:
+    """Graph input -> the fewest rows of a Gather table it indexes (through casts/reshapes),
+    for tables that are initializers or Constant outputs with a known first dim."""
+    shapes = {name: list(t.dims) for name, t in _constants(model).items()}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found: dict[str, int] = {}
+    for value in (i.name for i in model.graph.input):
+        frontier, seen = [value], set()
+        while frontier:
+            name = frontier.pop()
+            seen.add(name)
+            for node in consumers.get(name, ()):
+                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == name:
+                    table = shapes.get(node.input[0])
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    if table and 0 <= axis < len(table) and table[axis] > 0:
+                        found[value] = min(found.get(value, table[axis]), table[axis])
+                elif node.op_type in INDEX_PASS_THROUGH and node.input[0] == name:
+                    frontier += [o for o in node.output if o not in seen]
+    return found
+
+
+SATURATING = frozenset({"Sigmoid"})
+PASS_THROUGH = frozenset({"Identity", "Reshape", "Squeeze", "Unsqueeze", "Cast", "Flatten"})
+
+DEGENERATE_PEAK = 1e-5
+"""An output whose largest magnitude on the generated samples is below this is degenerate
+(a detector's empty probability map on noise): nothing is measured on it."""
+
+
+class DegenerateOutputs(TargetNotMetError):
+    """No output of the model says anything on the samples."""
+
+
+def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Objective:
+    """The default's measures on this model's outputs, each allowed 1/10^(S/10) of its
+    energy (S = :data:`DEFAULT_SNR_DB`): the log-domain scores of class-score outputs and of
+    the scores behind an in-graph ArgMax (centered logits: margins on generated inputs say
+    nothing about real ones, the logits' noise does), every other float output on its
+    parts (:func:`_measured_parts`: Concat inputs apart, Sigmoids by their logits).
+    Raises :class:`DegenerateOutputs` if every output is degenerate on the samples."""
+    allowed = 10 ** (-DEFAULT_SNR_DB / 10)
+    names = [s.name for s in reference.output_specs]
+    extras = reference.extra_outputs
+
+    def extra(value: str) -> int:
+        return names.index(value) if value in names else len(names) + extras.index(value)
+
+    sources, parts = argmax_sources(model), _measured_parts(model)
+    measures = []
+    for index, spec in enumerate(reference.output_specs):
+        if spec.name in reference.class_scores:
+            found = [Measure("logrelmse", index, allowed, reference.class_scores[spec.name])]
+        elif spec.name in sources and sources[spec.name][0] in extras:
+            found = [Measure("logrelmse", extra(sources[spec.name][0]), allowed,
+                             sources[spec.name][1])]
+        elif spec.dtype.kind == "f":
+            found = [Measure("relmse", extra(v), allowed) for v in parts[spec.name]
+                     if v in names or v in extras]
+        else:
+            found = []
+        for measure in found:
+            peak = max(float(np.abs(np.nan_to_num(r[measure.index])).max(initial=0))
+                       for r in reference.outputs)
+            if peak >= DEGENERATE_PEAK:
+                measures.append(measure)
+    if not measures:
+        raise DegenerateOutputs("every output is ~0 on these inputs: nothing to measure on "
+                                "(give real ones with --inputs)")
+    return Objective(None, tuple(measures), (), reference.extra_outputs)
+
+
+def default_extra_outputs(model: onnx.ModelProto) -> tuple[str, ...]:
+    """The values the default measures that are not outputs: the scores behind integer
+    outputs that are an in-graph ArgMax, and the parts of float outputs (see
+    :func:`_measured_parts`)."""
+    outputs = {o.name for o in model.graph.output}
+    values = [v for v, _ in argmax_sources(model).values()] + [
+        v for part in _measured_parts(model).values() for v in part]
+    return tuple(dict.fromkeys(v for v in values if v not in outputs))
+
+
+def _measured_parts(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """Float output -> the values its SNR is measured on: the output itself, or, through
+    reshapes and casts, the parts a Concat joins, each measured on its own (a detector's
+    boxes and class scores differ in scale by hundreds), and a Sigmoid's input instead of
+    its output (the logits: a saturated probability map hides them)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def parts(value: str, depth: int) -> list[str]:
+        node = producer.get(value)
+        while node is not None and node.op_type in PASS_THROUGH and node.input:
+            node = producer.get(node.input[0])
+        if node is None or depth > 4:
+            return [value]
+        if node.op_type in SATURATING and node.input:
+            return [node.input[0]]
+        if node.op_type == "Concat":
+            return [p for v in node.input if v for p in parts(v, depth + 1)]
+        return [value]
+
+    return {o.name: parts(o.name, 0) for o in model.graph.output}
+
+
+def apply_floor(candidates: list[Candidate], floor_db: float) -> None:
+    """Drop every lossy point whose weight SNR is below ``floor_db`` (lossless stays)."""
+    for c in candidates:
+        c.points = [p for p in c.points if c.weight_snr_db(p) >= floor_db]

@@ -1,0 +1,325 @@
+"""What rate control minimizes and what it must keep: output distortions measured against
+the original model's outputs, normalized by the fidelity target.
+
+Each :class:`Measure` is one distortion of the outputs, scaled so that 1 is about where its
+criterion stops holding; the :class:`Objective` is their sum. Distortions of independent
+weight noise add up (to first order), which is what lets sensitivities measured one tensor at
+a time predict a whole allocation.
+
+For class scores the measure is not the error of the scores but how much the gap between the
+original's top class and the runner-up moves (the *margin*, in logits or log-probabilities):
+a decision changes when the margin's change exceeds the margin. The target's agreement is
+predicted from every row's margin and the empirical spread of margin changes, so that rows
+that did not flip on the calibration samples still count (see :func:`predicted_agreement`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnxz.fidelity import Criterion, Fidelity
+from onnxz.verifier import ClassScores, OutputMetrics, ReferenceRun
+
+FLIP_SAFETY = 0.5
+"""The predicted share of changed decisions may be at most this fraction of what the target
+allows (a target of top-1 ≥ 0.99 allows 1%, so 0.5% is predicted at most): the calibration
+samples are few, the judged inputs others."""
+
+SNR_MARGIN_DB = 1.0
+"""SNR criteria must hold with this margin on the calibration samples."""
+
+LOG_FLOOR = 1e-30
+"""Probabilities are floored here before taking logs (a softmax that underflowed)."""
+
+RUNS = list[list[np.ndarray]]
+"""Outputs per sample, as :meth:`onnxz.verifier.ReferenceRun.run` returns them."""
+
+
+@dataclass(frozen=True)
+class Margins:
+    """Per row of one class-score output: the original's top class, its margin over the
+    runner-up (log domain), and the sample the row belongs to."""
+
+    top: np.ndarray
+    margin: np.ndarray
+    sample: np.ndarray
+
+    @classmethod
+    def of(cls, scores: ClassScores, outputs: Sequence[np.ndarray]) -> Margins:
+        rows = [_log_rows(scores, o) for o in outputs]
+        matrix = np.concatenate(rows)
+        top = matrix.argmax(-1)
+        return cls(top, _margin(matrix, top),
+                   np.repeat(np.arange(len(rows)), [r.shape[0] for r in rows]))
+
+    def change(self, scores: ClassScores, outputs: Sequence[np.ndarray]) -> np.ndarray:
+        """How much each row's margin (for the original's top class) moved in ``outputs``,
+        the candidate's outputs on the first ``len(outputs)`` samples."""
+        matrix = np.concatenate([_log_rows(scores, o) for o in outputs])
+        n = matrix.shape[0]
+        return _margin(matrix, self.top[:n]) - self.margin[:n]
+
+
+def _log_rows(scores: ClassScores, values: np.ndarray) -> np.ndarray:
+    rows = scores.rows(np.asarray(values, dtype=np.float64))
+    return rows if scores.log_domain else np.log(np.maximum(rows, LOG_FLOOR))
+
+
+def _margin(matrix: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """Score of class ``top`` minus the best other score, per row (inf with one class)."""
+    index = np.arange(matrix.shape[0])
+    chosen = matrix[index, top]
+    others = matrix.copy()
+    others[index, top] = -np.inf
+    return chosen - others.max(-1) if matrix.shape[1] > 1 else np.full(len(top), np.inf)
+
+
+def predicted_agreement(margins: Margins, changes: np.ndarray, per_sample: bool) -> float:
+    """Expected share of unchanged decisions on inputs like these: row r flips with the
+    probability that a margin change drawn from ``changes`` (all rows' changes, pooled)
+    is below −margin_r. Per row (top-1), or per sample (every row unchanged: exact)."""
+    ordered = np.sort(changes)
+    flip = np.searchsorted(ordered, -margins.margin, side="right") / max(ordered.size, 1)
+    return _agreement(margins, flip, per_sample)
+
+
+def gaussian_agreement(margins: Margins, sigma: float, per_sample: bool) -> float:
+    """:func:`predicted_agreement` for margin changes N(0, sigma²)."""
+    if sigma == 0:
+        return 1.0
+    return _agreement(margins, 0.5 * _erfc(margins.margin / (sigma * math.sqrt(2))),
+                      per_sample)
+
+
+def _agreement(margins: Margins, flip: np.ndarray, per_sample: bool) -> float:
+    if not per_sample:
+        return float(1 - flip.mean())
+    keep = np.log1p(-np.minimum(flip, 1 - 1e-12))
+    per = np.bincount(margins.sample, weights=keep)
+    return float(np.exp(per).mean())
+
+
+def _erfc(x: np.ndarray) -> np.ndarray:
+    """Complementary error function (Numerical Recipes' erfcc, relative error < 1.2e-7)."""
+    z = np.abs(x)
+    t = 1 / (1 + 0.5 * z)
+    poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
+        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
+            -0.82215223 + t * 0.17087277))))))))
+    r = t * np.exp(poly)
+    return np.where(x >= 0, r, 2 - r)
+
+
+def allowed_sigma(margins: Margins, target: float, per_sample: bool) -> float:
+    """The margin-noise spread at which the Gaussian prediction meets ``target`` with
+    :data:`FLIP_SAFETY` (bisection in log space)."""
+    goal = 1 - FLIP_SAFETY * (1 - target)
+    finite = margins.margin[np.isfinite(margins.margin)]
+    scale = float(np.median(np.abs(finite))) if finite.size else 1.0
+    lo, hi = scale * 1e-6, scale * 1e3
+    if gaussian_agreement(margins, lo, per_sample) < goal:
+        return lo
+    for _ in range(60):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if gaussian_agreement(margins, mid, per_sample) >= goal else (lo, mid)
+    return lo
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One output distortion, normalized: ``kind`` is ``relmse`` (Σerr²/Σref²), ``cosine``
+    (mean over samples of 1 − cosine), ``mse`` (mean err²), ``margin`` (mean squared
+    margin change of a class-score output) or ``logrelmse`` (``relmse`` of a class-score
+    output's log-domain rows, each centered: logits up to their softmax-invariant shift);
+    the value is divided by ``allowed``.
+    ``index`` is the output's position in a run's outputs (the model's, then extras)."""
+
+    kind: str
+    index: int
+    allowed: float
+    scores: ClassScores | None = None
+    margins: Margins | None = None
+
+    def distortion(self, reference: RUNS, candidate: RUNS) -> float:
+        """The normalized distortion of ``candidate`` (outputs on the first samples)."""
+        out = [c[self.index] for c in candidate]
+        ref = [r[self.index] for r in reference[:len(out)]]
+        if self.kind == "margin":
+            assert self.scores is not None and self.margins is not None
+            change = self.margins.change(self.scores, out)
+            value = float(np.mean(np.square(change[np.isfinite(change)]))) if change.size else 0
+        elif self.kind == "logrelmse":
+            assert self.scores is not None
+            a = np.concatenate([_centered(_log_rows(self.scores, o)) for o in ref])
+            b = np.concatenate([_centered(_log_rows(self.scores, o)) for o in out])
+            energy = float(np.sum(np.square(a)))
+            value = float(np.sum(np.square(a - b))) / energy if energy else 0.0
+        elif self.kind == "cosine":
+            value = float(np.mean([1 - _cosine(a, b) for a, b in zip(ref, out, strict=True)]))
+        else:
+            err = sum(float(np.sum(np.square(_f64(a) - _f64(b)))) for a, b in zip(
+                ref, out, strict=True))
+            if self.kind == "relmse":
+                energy = sum(float(np.sum(np.square(_f64(a)))) for a in ref)
+                value = err / energy if energy else err
+            else:
+                value = err / max(sum(a.size for a in ref), 1)
+        return value / self.allowed if self.allowed > 0 else math.inf * (value > 0)
+
+
+def _centered(rows: np.ndarray) -> np.ndarray:
+    return rows - rows.mean(-1, keepdims=True)
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(np.asarray(a, dtype=np.float64).ravel(), posinf=0, neginf=0)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = _f64(a), _f64(b)
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+@dataclass(frozen=True)
+class DecisionCheck:
+    """A top-1/top-5/exact criterion on class scores, judged by predicted agreement."""
+
+    criterion: Criterion
+    output: str
+    measure: Measure
+    per_sample: bool
+
+    def predicted(self, candidate: RUNS) -> float:
+        assert self.measure.scores is not None and self.measure.margins is not None
+        changes = self.measure.margins.change(
+            self.measure.scores, [c[self.measure.index] for c in candidate])
+        return predicted_agreement(self.measure.margins, changes, self.per_sample)
+
+    def holds(self, candidate: RUNS) -> bool:
+        return self.predicted(candidate) >= 1 - FLIP_SAFETY * (1 - self.criterion.bound)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The measures whose sum rate control allocates bits against, the criteria a candidate
+    must meet, and the decision checks that predict agreement beyond the samples."""
+
+    fidelity: Fidelity | None
+    measures: tuple[Measure, ...]
+    decisions: tuple[DecisionCheck, ...]
+    extra_outputs: tuple[str, ...]
+
+    def distortion(self, reference: RUNS, candidate: RUNS) -> float:
+        """The sum of the measures on ``candidate``'s outputs (the first samples)."""
+        return sum(m.distortion(reference, candidate) for m in self.measures)
+
+    def holds(self, metrics: Sequence[OutputMetrics], reference: RUNS, candidate: RUNS) -> bool:
+        """True if every criterion holds on the samples (SNR with its margin) and every
+        decision check's predicted agreement does; without criteria (the default's
+        objective), if every measure is within its allowance."""
+        if self.fidelity is None:
+            return all(m.distortion(reference, candidate) <= 1 for m in self.measures)
+        for m in metrics:
+            for c in self.fidelity.criteria:
+                if not c.applies_to(m.name, m.class_scores is not None):
+                    continue
+                value = m.value(c)
+                if value is None:
+                    continue
+                if c.metric == "snr":
+                    value -= SNR_MARGIN_DB
+                if not c.holds(value):
+                    return False
+        return all(d.holds(candidate) for d in self.decisions)
+
+
+def argmax_sources(model: onnx.ModelProto) -> dict[str, tuple[str, ClassScores]]:
+    """Integer outputs that are an ArgMax of a float value (through Cast/Identity/Squeeze/
+    Unsqueeze/Reshape): output name -> (the value ArgMax reads, its class axis)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    found = {}
+    for output in model.graph.output:
+        value = output.name
+        for _ in range(8):
+            node = producer.get(value)
+            if node is None:
+                break
+            if node.op_type == "ArgMax":
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                found[output.name] = (node.input[0], ClassScores("ArgMax input", axis=axis))
+                break
+            if node.op_type not in ("Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape"):
+                break
+            value = node.input[0]
+    return found
+
+
+def objective_for(fidelity: Fidelity, reference: ReferenceRun,
+                  model: onnx.ModelProto) -> Objective:
+    """The measures and checks of ``fidelity`` on this model's outputs (``reference`` must
+    have been run with the extra outputs :func:`extra_outputs_for` names)."""
+    names = [s.name for s in reference.output_specs]
+    scores = reference.class_scores
+    sources = argmax_sources(model)
+    extras = list(reference.extra_outputs)
+    measures: list[Measure] = []
+    decisions: list[DecisionCheck] = []
+    for c in fidelity.criteria:
+        for index, name in enumerate(names):
+            if not c.applies_to(name, name in scores):
+                continue
+            outputs = [r[index] for r in reference.outputs]
+            if c.metric == "snr":
+                measures.append(Measure("relmse", index, 10 ** (-c.bound / 10)))
+            elif c.metric == "cosine":
+                measures.append(Measure("cosine", index, max(1 - c.bound, 1e-12)))
+            elif c.metric == "max_abs":
+                measures.append(Measure("mse", index, max((c.bound / 3) ** 2, 1e-30)))
+            elif c.metric in ("top1", "top1_sample", "top5") or (
+                    c.metric == "exact" and name in scores):
+                per_sample = c.metric in ("exact", "top1_sample")
+                measure = _margin_measure(scores[name], index, outputs, c.bound, per_sample)
+                measures.append(measure)
+                decisions.append(DecisionCheck(c, name, measure, per_sample))
+            elif c.metric == "exact" and name in sources:
+                value, class_scores = sources[name]
+                extra = names.index(value) if value in names else len(names) + extras.index(
+                    value)
+                measure = _margin_measure(class_scores, extra,
+                                          [r[extra] for r in reference.outputs], c.bound, True)
+                measures.append(measure)
+                decisions.append(DecisionCheck(c, name, measure, True))
+            elif c.metric == "exact":
+                measures.extend(Measure("relmse", i, 1e-6) for i, n in enumerate(names)
+                                if reference.output_specs[i].dtype.kind == "f")
+    return Objective(fidelity, tuple(measures), tuple(decisions), tuple(extras))
+
+
+def extra_outputs_for(fidelity: Fidelity, model: onnx.ModelProto) -> tuple[str, ...]:
+    """Intermediate values the objective needs as outputs: the scores behind integer
+    outputs that an ``exact`` criterion covers."""
+    sources = argmax_sources(model)
+    outputs = {o.name for o in model.graph.output}
+    wanted: list[str] = []
+    for c in fidelity.criteria:
+        if c.metric != "exact":
+            continue
+        for name, (value, _) in sources.items():
+            if (c.output is None or c.output == name) and value not in wanted + list(outputs):
+                wanted.append(value)
+    return tuple(wanted)
+
+
+def _margin_measure(scores: ClassScores, index: int, outputs: Sequence[np.ndarray],
+                    target: float, per_sample: bool) -> Measure:
+    margins = Margins.of(scores, outputs)
+    sigma = allowed_sigma(margins, target, per_sample)
+    return Measure("margin", index, sigma * sigma, scores, margins)

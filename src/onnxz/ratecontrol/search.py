@@ -1,0 +1,330 @@
+"""The searches: the smallest allocation that keeps a fidelity target, the best one that fits
+a byte budget, and the per-tensor weight-SNR floor.
+
+Every search works on a :class:`Workbench`: the model with its candidate tensors' payloads
+swappable in place, and the original's outputs on the samples. A plan is judged by running
+it (onnxruntime, the reconstructions a decoder would produce) — never by the additive model
+alone, which only chooses where to look first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import onnx
+
+from onnxz.errors import TargetNotMetError
+from onnxz.fidelity import Fidelity
+from onnxz.inputs import InputsArg
+from onnxz.policy import PackOptions
+from onnxz.progress import Progress
+from onnxz.ratecontrol.allocation import (
+    Plan,
+    allocate,
+    clip_sensitivities,
+    measure_sensitivities,
+    plan_bytes,
+    predicted_distortion,
+    slope_for,
+    slope_range,
+)
+from onnxz.ratecontrol.objective import Objective, extra_outputs_for
+from onnxz.ratecontrol.tensors import LOSSLESS, Candidate, Setting, find_candidates
+from onnxz.verifier import ModelFailed, OutputMetrics, ReferenceRun
+from onnxz.walker import Path, put_payload
+
+MAX_EVALUATIONS = 14
+"""Model runs the fidelity search may spend after the sensitivity pass."""
+
+SENSITIVITY_UNITS = 4096
+"""The sensitivity pass runs the first samples that hold this many output units (a row of
+class scores, or an element of any other output: the things its measures average over),
+at least :data:`MIN_SENSITIVITY_SAMPLES`, at most :data:`SENSITIVITY_RUNS` / tensors.
+Deterministic, unlike a time budget: a page-sized detector output needs two samples, a
+classifier's one row per sample needs many (and they are cheap)."""
+
+SENSITIVITY_RUNS = 1024
+"""Sample runs (one per tensor and sample) the sensitivity pass may spend."""
+
+MIN_SENSITIVITY_SAMPLES = 2
+
+BISECTION_RATIO = 1.25
+"""The fidelity search stops when the passing and failing slopes are this close."""
+
+SizeOf = Callable[[Plan, dict], int]
+"""``size_of(plan, summary)``: the exact size of the file of ``plan`` whose index records
+``summary`` (the API packs it in memory)."""
+
+
+@dataclass
+class RateResult:
+    """What a search chose: ``settings`` per tensor path, with the figures behind it.
+
+    ``metrics`` are the chosen plan's outputs against the original's on the samples of
+    ``reference`` (none when the plan was chosen without running the model); ``predicted``
+    the decision checks' predicted agreement per criterion;
+    ``met`` says whether the target holds (False only with ``best_effort``).
+    """
+
+    mode: str
+    target: str
+    reference: ReferenceRun | None
+    candidates: list[Candidate]
+    plan: Plan
+    metrics: tuple[OutputMetrics, ...]
+    predicted: dict[str, float] = field(default_factory=dict)
+    evaluations: int = 0
+    met: bool = True
+    note: str = ""
+
+    @property
+    def settings(self) -> dict[Path, Setting]:
+        return {path: point.setting for path, point in self.plan.items()}
+
+    def sensitivities(self) -> dict[Path, float]:
+        """Each measured tensor's relative sensitivity (what the file records)."""
+        return {c.path: c.relative_sensitivity for c in self.candidates
+                if c.exercised and c.relative_sensitivity is not None}
+
+    def summary(self) -> dict:
+        """What the index records of this search (JSON-safe)."""
+        achieved = {}
+        for m in self.metrics:
+            figures = {"snr": m.snr_db, "cosine": m.cosine_min, "exact": m.exact,
+                       "top1": m.top1, "top1_sample": m.top1_sample, "top5": m.top5,
+                       "max_abs": m.max_abs_error}
+            achieved[m.name] = {k: v for k, v in figures.items()
+                                if v is not None and math.isfinite(v)}
+        return {"mode": self.mode, "target": self.target,
+                "inputs": self.reference.samples.description if self.reference else None,
+                "note": self.note,
+                "met": self.met, "evaluations": self.evaluations, "achieved": achieved,
+                "predicted": self.predicted}
+
+
+@dataclass(frozen=True)
+class SizingPlan:
+    """A plan as the writer sees it while its file is only being sized: the figures the
+    file will record are not known yet, so incompressible stand-ins of the same shape."""
+
+    plan: Plan
+    recorded: dict
+
+    @property
+    def settings(self) -> dict[Path, Setting]:
+        return {path: point.setting for path, point in self.plan.items()}
+
+    def sensitivities(self) -> dict[Path, float]:
+        noise = np.random.default_rng(0).random(len(self.plan))
+        return dict(zip(self.plan, map(float, noise), strict=True))
+
+    def summary(self) -> dict:
+        return self.recorded
+
+
+class Workbench:
+    """The model with swappable weights, its candidates and the original's outputs.
+
+    ``model`` is a private copy: candidates' payloads in it are replaced while plans are
+    evaluated and restored afterwards.
+    """
+
+    def __init__(self, model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
+                 fidelity: Fidelity | None, class_outputs: Sequence[str] = (),
+                 progress: Progress | None = None, extra_outputs: Sequence[str] = ()) -> None:
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(model)
+        extras = extra_outputs_for(fidelity, model) if fidelity else tuple(extra_outputs)
+        try:
+            self.reference = ReferenceRun(self.model, inputs, class_outputs, extras)
+        except ModelFailed as exc:
+            raise TargetNotMetError(f"rate control needs the model to run: {exc}") from exc
+        if fidelity is not None:
+            self.reference.check(fidelity)
+        self.candidates = find_candidates(self.model, options)
+        self.progress = progress
+        self.evaluations = 0
+        self._current: dict[Path, Setting] = {}
+
+    def apply(self, settings: dict[Path, Setting]) -> None:
+        """Put every candidate's reconstruction under ``settings`` (missing: exact) into the
+        working model."""
+        for c in self.candidates:
+            setting = settings.get(c.path, LOSSLESS)
+            if self._current.get(c.path, LOSSLESS) != setting:
+                put_payload(c.slot.tensor, c.reconstruction(setting))
+                self._current[c.path] = setting
+
+    def run(self, settings: dict[Path, Setting], samples: int | None = None):
+        self.apply(settings)
+        try:
+            return self.reference.run(self.model, samples)
+        except ModelFailed as exc:
+            raise TargetNotMetError(f"a quantized candidate failed to run: {exc}") from exc
+
+    def restore(self) -> None:
+        self.apply({})
+
+
+def choose_for_fidelity(bench: Workbench, objective: Objective,
+                        sensitivity_spread_db: float | None = None) -> RateResult:
+    """The smallest plan (by estimated bytes) whose outputs meet ``objective``; with
+    ``sensitivity_spread_db``, the measured sensitivities are first clipped to that far
+    around their median (:func:`~onnxz.ratecontrol.allocation.clip_sensitivities`)."""
+    candidates = bench.candidates
+    _sensitivities(bench, objective)
+    if sensitivity_spread_db is not None:
+        clip_sensitivities(candidates, sensitivity_spread_db)
+    predicted = slope_for(candidates,
+                          lambda plan: predicted_distortion(candidates, plan) <= 1.0)
+    verdicts: dict[frozenset, tuple[bool, tuple[OutputMetrics, ...], dict[str, float]]] = {}
+
+    def passes(lam: float) -> bool:
+        plan = allocate(candidates, lam)
+        key = _key(plan)
+        if key not in verdicts:
+            verdicts[key] = _evaluate(bench, objective, plan)
+            bench.evaluations += 1
+            if bench.progress:
+                ok = "meets" if verdicts[key][0] else "misses"
+                bench.progress(bench.evaluations, MAX_EVALUATIONS,
+                               f"search: {plan_bytes(plan) / 1000:.0f} KB {ok} the target")
+        return verdicts[key][0]
+
+    lam_min, lam_max = slope_range(candidates)
+    lo, hi = lam_min, lam_max  # lo passes (every tensor at its finest: lossless)
+    lam = min(max(predicted, lam_min), lam_max)
+    if passes(lam):
+        lo = lam
+        while lo < lam_max and bench.evaluations < MAX_EVALUATIONS:
+            nxt = min(lo * 4, lam_max)
+            if not passes(nxt):
+                hi = nxt
+                break
+            lo = nxt
+        else:
+            hi = lo
+    else:
+        hi = lam
+        while bench.evaluations < MAX_EVALUATIONS:
+            nxt = hi / 4
+            if nxt <= lam_min:
+                break
+            if passes(nxt):
+                lo = nxt
+                break
+            hi = nxt
+    while hi / lo > BISECTION_RATIO and bench.evaluations < MAX_EVALUATIONS:
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if passes(mid) else (lo, mid)
+    plan = allocate(candidates, lo)
+    _, metrics, predictions = verdicts.get(_key(plan)) or _evaluate(bench, objective, plan)
+    result = RateResult("fidelity", str(objective.fidelity), bench.reference, candidates, plan,
+                        metrics, predictions, bench.evaluations)
+    return result
+
+
+def _key(plan: Plan) -> frozenset:
+    return frozenset((path, point.setting) for path, point in plan.items())
+
+
+def _evaluate(bench: Workbench, objective: Objective, plan: Plan
+              ) -> tuple[bool, tuple[OutputMetrics, ...], dict[str, float]]:
+    settings = {path: point.setting for path, point in plan.items()}
+    outputs = bench.run(settings)
+    metrics = bench.reference.metrics(outputs)
+    predictions = {str(d.criterion) + f" ({d.output})": d.predicted(outputs)
+                   for d in objective.decisions}
+    return objective.holds(metrics, bench.reference.outputs, outputs), metrics, predictions
+
+
+def _sensitivities(bench: Workbench, objective: Objective) -> None:
+    """The sensitivity pass, on the samples :data:`SENSITIVITY_UNITS` asks for."""
+    samples = sensitivity_samples(bench.reference, len(bench.candidates))
+
+    def distortion_with(settings: dict[Path, Setting]) -> float:
+        outputs = bench.run(settings, samples)
+        return objective.distortion(bench.reference.outputs, outputs)
+
+    progress = bench.progress
+    measure_sensitivities(bench.candidates, distortion_with, progress and (
+        lambda done, total, name: progress(done, total, f"sensitivity: {name}")))
+    bench.restore()
+
+
+def sensitivity_samples(reference: ReferenceRun, tensors: int) -> int:
+    """How many of the first samples the sensitivity pass runs (see
+    :data:`SENSITIVITY_UNITS`)."""
+    units = 0
+    count = 0
+    for outputs in reference.outputs:
+        count += 1
+        units += sum(
+            (reference.class_scores[spec.name].rows(out).shape[0]
+             if spec.name in reference.class_scores else out.size)
+            for spec, out in zip(reference.output_specs, outputs, strict=False))
+        if units >= SENSITIVITY_UNITS:
+            break
+    most = max(MIN_SENSITIVITY_SAMPLES, SENSITIVITY_RUNS // max(tensors, 1))
+    return min(max(count, MIN_SENSITIVITY_SAMPLES), most, reference.samples.count)
+
+
+def choose_for_size(bench: Workbench, objective: Objective, max_bytes: int,
+                    size_of: SizeOf) -> RateResult:
+    """The plan with the least predicted output distortion whose file fits ``max_bytes``
+    (exact sizes, by bisection on the slope)."""
+    candidates = bench.candidates
+    _sensitivities(bench, objective)
+    lam_min, lam_max = slope_range(candidates)
+    sizes: dict[float, int] = {}
+
+    summary = summary_template(bench, "max_size", f"size<={max_bytes}")
+
+    def fits(lam: float) -> bool:
+        if lam not in sizes:
+            sizes[lam] = size_of(allocate(candidates, lam), summary)
+            if bench.progress:
+                bench.progress(len(sizes), 24, f"size search: {sizes[lam]:,} bytes")
+        return sizes[lam] <= max_bytes
+
+    met = fits(lam_max)
+    lam = lam_max
+    if met and not fits(lam_min):
+        lo, hi = lam_min, lam_max  # hi fits, lo does not
+        for _ in range(22):
+            if hi / lo < 1.02:
+                break
+            mid = math.sqrt(lo * hi)
+            lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+        lam = hi
+    elif met:
+        lam = lam_min
+    plan = allocate(candidates, lam)
+    settings = {path: point.setting for path, point in plan.items()}
+    metrics = bench.reference.metrics(bench.run(settings))
+    bench.evaluations += 1
+    return RateResult("max_size", f"size<={max_bytes}", bench.reference, candidates, plan,
+                      metrics, evaluations=bench.evaluations, met=met)
+
+
+def summary_template(bench: Workbench, mode: str, target: str) -> dict:
+    """A summary as large as any the search's result can record (every figure present), to
+    size files before the achieved figures are known."""
+    metrics = bench.reference.metrics(bench.reference.outputs)
+    rng = np.random.default_rng(0)  # incompressible, like real figures
+
+    def figures(m: OutputMetrics) -> OutputMetrics:
+        return replace(m, snr_db=rng.random(), max_abs_error=rng.random(),
+                       cosine_min=rng.random(), exact=rng.random(),
+                       top1=None if m.top1 is None else rng.random(),
+                       top1_sample=None if m.top1_sample is None else rng.random(),
+                       top5=None if m.top5 is None else rng.random())
+
+    result = RateResult(mode, target, bench.reference, [], {}, tuple(map(figures, metrics)),
+                        evaluations=MAX_EVALUATIONS)
+    return result.summary()
+
+

@@ -1,0 +1,237 @@
+"""The tensors rate control may quantize, and each one's rate–distortion points.
+
+A :class:`Setting` is what the writer will do with a tensor (the dead-zone quantizer at a
+relative step and dead zone, or lossless); a :class:`Point` prices it: estimated coded bytes
+and the squared error it leaves in the weights. Every tensor gets the same grid of settings
+(relative steps a quarter octave apart), so that its rate–distortion curve is known before
+any model is run.
+
+>>> import numpy as np
+>>> from onnxz.dtypes import BY_NAME
+>>> from onnxz.walker import iter_tensor_slots
+>>> import onnx.helper as h, onnx.numpy_helper as nh
+>>> w = np.random.default_rng(0).laplace(0, 0.1, (64, 64)).astype(np.float32)
+>>> graph = h.make_graph([h.make_node("MatMul", ["x", "w"], ["y"])], "g",
+...     [h.make_tensor_value_info("x", 1, [1, 64])], [h.make_tensor_value_info("y", 1, [1, 64])],
+...     [nh.from_array(w, "w")])
+>>> from onnxz.policy import PackOptions
+>>> (c,) = find_candidates(h.make_model(graph), PackOptions())
+>>> fine, coarse = c.price(Setting.step(1 / 16)), c.price(Setting.step(1 / 4))
+>>> fine.bytes > coarse.bytes and fine.sse < coarse.sse
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnxz.codecs import DeadzoneCodec, LosslessCodec, NotQuantizable, TensorCodec
+from onnxz.codecs.base import LossyCodec, QuantizedTensor
+from onnxz.codecs.deadzone import robust_spread, to_float64
+from onnxz.codecs.rounding import MantissaRounding
+from onnxz.dtypes import ElementType
+from onnxz.policy import (
+    AUXILIARY_BITS,
+    AUXILIARY_MIN_ELEMENTS,
+    WEIGHT_MIN_ELEMENTS,
+    PackOptions,
+)
+from onnxz.walker import (
+    Path,
+    TensorSlot,
+    element_count,
+    iter_tensor_slots,
+    payload_type,
+    read_payload,
+)
+
+INDEX_BYTES = {"deadzone": 48, "mantissa": 0}
+"""Index bytes a tensor coded by a method adds over a lossless one (its codec parameters),
+counted in its rate so that tiny tensors are only quantized where it pays (mantissa
+rounding is coded losslessly: nothing more)."""
+
+STEP_GRID = tuple(2.0 ** (k / 4) for k in range(-36, 13))
+"""Relative steps rate control chooses from: 2^-9 (1/512) to 2^3, a quarter octave apart."""
+
+PRICE_SAMPLE = 1 << 18
+"""Elements a tensor's settings are priced on (see :meth:`Candidate.price`)."""
+
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What to do with one tensor: ``method`` ``lossless``, or a lossy codec of
+    :data:`METHODS` — ``deadzone`` with step ``step_rel`` × the tensor's spread and dead
+    zone ``deadzone``, ``mantissa`` rounding to ``bits`` mantissa bits."""
+
+    method: str = "lossless"
+    step_rel: float | None = None
+    deadzone: float = 0.5
+    bits: int | None = None
+
+    @classmethod
+    def step(cls, step_rel: float, deadzone: float = 0.5) -> Setting:
+        """The dead-zone quantizer at ``step_rel``."""
+        return cls("deadzone", step_rel, deadzone)
+
+    @property
+    def lossless(self) -> bool:
+        return self.method == "lossless"
+
+    def codec(self) -> TensorCodec:
+        """The codec the writer uses for this setting."""
+        return LosslessCodec() if self.lossless else self.quantizer()
+
+    def quantizer(self) -> LossyCodec:
+        """The lossy codec of a lossy setting."""
+        if self.lossless:
+            raise ValueError("a lossless setting has no quantizer")
+        return METHODS[self.method](self)
+
+    def __str__(self) -> str:
+        if self.method == "deadzone":
+            return f"deadzone step {self.step_rel!r} δ {self.deadzone!r}"
+        return self.method if self.bits is None else f"{self.method} {self.bits} bits"
+
+
+METHODS: dict[str, Callable[[Setting], LossyCodec]] = {
+    "deadzone": lambda s: DeadzoneCodec(s.step_rel, s.deadzone),
+    "mantissa": lambda s: MantissaRounding(s.bits),  # type: ignore[arg-type]
+}
+"""The lossy codecs rate control may choose, by name: each makes its codec from a setting."""
+
+
+LOSSLESS = Setting()
+
+
+@dataclass(frozen=True)
+class Point:
+    """A setting priced: estimated ``bytes`` in the file and ``sse`` = Σ (x − x̂)² of the
+    weights (float64, after rounding to the tensor's type)."""
+
+    setting: Setting
+    bytes: float
+    sse: float
+
+
+@dataclass
+class Candidate:
+    """A tensor rate control chooses a setting for: a weight tensor, or an ``auxiliary``
+    one (biases, normalization parameters, small weights: lossless or mantissa rounding).
+
+    ``points`` are ordered from finest (lossless first) to coarsest; ``energy`` is Σ x².
+    ``sensitivity`` (objective units per unit of weight squared error) is filled in by the
+    sensitivity pass; ``exercised`` is False when no sample moved the outputs through this
+    tensor (its sensitivity is then a typical one, see
+    :func:`onnxz.ratecontrol.allocation.measure_sensitivities`).
+    """
+
+    slot: TensorSlot
+    etype: ElementType
+    values: np.ndarray
+    points: list[Point]
+    energy: float
+    spread: float
+    auxiliary: bool = False
+    sensitivity: float | None = None
+    exercised: bool = True
+
+    @property
+    def path(self) -> Path:
+        return self.slot.path
+
+    @property
+    def name(self) -> str:
+        return self.slot.tensor.name
+
+    @property
+    def size(self) -> int:
+        return int(self.values.size)
+
+    def reconstruction(self, setting: Setting) -> np.ndarray:
+        """The values a decoder returns for this tensor under ``setting``."""
+        if setting.lossless:
+            return self.values
+        return self.quantized(setting).reconstruction(self.etype)
+
+    def quantized(self, setting: Setting) -> QuantizedTensor:
+        """The tensor through ``setting``'s quantizer (as the writer will quantize it)."""
+        return setting.quantizer().quantize(self.values, self.etype, self.spread)
+
+    def price(self, setting: Setting, exact: bool = False) -> Point | None:
+        """``setting`` priced on this tensor (None if the quantizer declines it). Unless
+        ``exact``, tensors of more than :data:`PRICE_SAMPLE` elements are priced on an
+        evenly strided sample of that many (with the whole tensor's spread), scaled to the
+        whole: the search only needs the curve, the file gets the exact encoding."""
+        stride = 1 if exact else max(1, self.size // PRICE_SAMPLE)
+        values = self.values[::stride]
+        try:
+            quantized = setting.quantizer().quantize(values, self.etype, self.spread)
+        except NotQuantizable:
+            return None
+        x = to_float64(values, self.etype)
+        error = to_float64(quantized.reconstruction(self.etype), self.etype) - x
+        scale = self.size / values.size
+        return Point(setting, quantized.estimated_bytes() * scale + INDEX_BYTES[setting.method],
+                     float(np.dot(error, error)) * scale)
+
+    @property
+    def relative_sensitivity(self) -> float | None:
+        """The objective if this tensor's error energy equalled its own energy (sensitivity
+        × Σx²): comparable between tensors of any size and scale."""
+        return None if self.sensitivity is None else self.sensitivity * self.energy
+
+    def weight_snr_db(self, point: Point) -> float:
+        """10·log10(Σx² / Σ(x − x̂)²) of this tensor at ``point`` (+inf when exact)."""
+        if point.sse == 0:
+            return math.inf
+        return 10 * math.log10(self.energy / point.sse) if self.energy else -math.inf
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the float weight tensors rate control would consider."""
+    total = 0
+    for slot in iter_tensor_slots(model):
+        etype = payload_type(slot.tensor)
+        if etype is not None and etype.is_quantizable and slot.is_weight:
+            total += element_count(slot.tensor) * etype.width
+    return total
+
+
+def find_candidates(model: onnx.ModelProto, options: PackOptions,
+                    settings: Sequence[Setting] | None = None,
+                    min_elements: int = WEIGHT_MIN_ELEMENTS) -> list[Candidate]:
+    """The tensors rate control chooses for, each priced losslessly and at its settings:
+    the float weight tensors of ``model`` (Conv/Gemm/MatMul/RNN weights, embedding tables,
+    found through the walker) with at least ``min_elements`` elements, at every setting
+    (default: :data:`STEP_GRID` at δ = 0.5); and, as auxiliary candidates, every other
+    float tensor of at least :data:`AUXILIARY_MIN_ELEMENTS` elements, with mantissa rounding
+    to :data:`AUXILIARY_BITS` bits. Payloads under ``options.inline_max_bytes`` stay in the
+    graph and are never candidates."""
+    grid = (tuple(settings) if settings is not None
+            else tuple(Setting.step(s) for s in STEP_GRID))
+    rounding = (Setting("mantissa", bits=AUXILIARY_BITS),)
+    found = []
+    for slot in iter_tensor_slots(model):
+        etype = payload_type(slot.tensor)
+        if etype is None or not etype.is_quantizable:
+            continue
+        values = read_payload(slot.tensor, etype)
+        if values.size < AUXILIARY_MIN_ELEMENTS or values.nbytes < options.inline_max_bytes:
+            continue
+        x = to_float64(values, etype)
+        if not np.isfinite(x).all():
+            continue
+        weight = slot.is_weight and values.size >= min_elements
+        lossless = LosslessCodec().encode(values, etype, options.chunk_elements).coded_bytes
+        candidate = Candidate(slot, etype, values, [Point(LOSSLESS, float(lossless), 0.0)],
+                              float(np.dot(x, x)), robust_spread(x), auxiliary=not weight)
+        candidate.points += filter(None, (candidate.price(s) for s in
+                                          (grid if weight else rounding)))
+        found.append(candidate)
+    return found

@@ -1,0 +1,110 @@
+"""Fidelity targets (parsing, checks against the model's outputs) and the evidence that
+decides which outputs are class scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from models import classifier_heads, mlp
+
+import onnxz
+from onnxz.cli import main
+from onnxz.fidelity import Criterion, Fidelity
+
+
+def test_parse_round_trips_and_names_outputs():
+    target = Fidelity.parse(" top1[logits] >= 0.99 ,snr>=25, max_abs<=1e-3,exact>=1")
+    assert [str(c) for c in target.criteria] == [
+        "top1[logits]>=0.99", "snr>=25", "max_abs<=0.001", "exact>=1"]
+    assert target.criteria[0] == Criterion("top1", 0.99, "logits")
+    assert Fidelity.parse(str(target)) == target
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty fidelity target"),
+    ("accuracy>=0.9", "unknown metric 'accuracy'"),
+    ("top1>0.9", "expected top1>=VALUE"),
+    ("max_abs>=0.1", "expected max_abs<=VALUE"),
+    ("snr>=high", "'high' is not a number"),
+    ("top1>=1.5", "a fraction in [0, 1]"),
+    ("snr>=nan", "finite"),
+    ("top1>=0.9,top1>=0.8", "top1 is given twice"),
+    (">=3", "expected METRIC>=VALUE"),
+    ("snr>=30,", "expected METRIC>=VALUE"),
+])
+def test_malformed_targets_are_one_line_errors(text, message):
+    with pytest.raises(onnxz.TargetSpecError, match=message.replace("[", r"\[")):
+        Fidelity.parse(text)
+
+
+@pytest.fixture
+def heads(tmp_path):
+    path = tmp_path / "heads.onnx"
+    path.write_bytes(classifier_heads().SerializeToString())
+    onnxz.save(path, tmp_path / "heads.onnxz", lossless=True)
+    return path, tmp_path / "heads.onnxz"
+
+
+def test_class_scores_come_from_graph_and_data_evidence_not_shape(heads):
+    report = onnxz.verify(*heads)
+    reasons = {m.name: m.class_scores for m in report.outputs}
+    assert reasons == {"logits": "feeds ArgMax", "label": None, "probs": "Softmax output",
+                       "manual": "rows sum to 1", "hidden": None}
+    by_name = {m.name: m for m in report.outputs}
+    assert by_name["hidden"].top1 is None and by_name["probs"].top1 == 1.0
+    assert by_name["probs"].top5 == 1.0 and by_name["label"].exact == 1.0
+    assert "class scores: logits (feeds ArgMax), probs (Softmax output)" in report.table()
+
+
+def test_named_class_outputs_and_unknown_names(heads):
+    report = onnxz.verify(*heads, class_outputs=["hidden"])
+    assert {m.name: m.class_scores for m in report.outputs}["hidden"] == "named by the caller"
+    with pytest.raises(onnxz.TargetSpecError, match="no such output"):
+        onnxz.verify(*heads, class_outputs=["nope"])
+
+
+def test_criteria_that_apply_to_no_output_are_errors(tmp_path):
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(mlp().SerializeToString())
+    onnxz.save(path, tmp_path / "mlp.onnxz", lossless=True)
+    with pytest.raises(onnxz.TargetSpecError, match="no output 'logits'"):
+        onnxz.verify(path, tmp_path / "mlp.onnxz", None, "snr[logits]>=20")
+    # y [N, 10] comes from a MatMul and its rows do not sum to 1: not class scores
+    with pytest.raises(onnxz.TargetSpecError, match="--class-output"):
+        onnxz.verify(path, tmp_path / "mlp.onnxz", None, "top1>=0.9")
+    result = CliRunner().invoke(main, ["verify", str(path), str(tmp_path / "mlp.onnxz"),
+                                       "--fidelity", "top1[y]>=0.9", "--class-output", "y"])
+    assert result.exit_code == 0, result.output
+
+
+def test_exact_counts_whole_samples(heads):
+    original, packed = heads
+    lossy = packed.with_name("lossy.onnxz")
+    onnxz.save(original, lossy, step_rel=2.0)
+    x = np.random.default_rng(0).standard_normal((40, 1, 32)).astype(np.float32)
+    report = onnxz.verify(original, lossy, {"x": x}, "exact[label]>=1")
+    label = {m.name: m for m in report.outputs}["label"]
+    top1 = {m.name: m for m in report.outputs}["logits"].top1
+    assert label.exact == pytest.approx(top1)  # one row per sample here
+    assert label.exact < 1 and not report.passed
+    assert report.failures[0].metric == "exact" and "exact-sample fraction" in report.table()
+
+
+def test_cli_fidelity_excludes_the_minimums(heads):
+    original, packed = heads
+    result = CliRunner().invoke(main, ["verify", str(original), str(packed), "--fidelity",
+                                       "snr>=30", "--min-snr", "10"])
+    assert result.exit_code == 2 and "--fidelity replaces --min-snr" in result.output
+    bad = CliRunner().invoke(main, ["verify", str(original), str(packed), "--fidelity",
+                                    "top3>=0.9"])
+    assert bad.exit_code == 2 and bad.output.startswith("onnxz: error: ")
+
+
+def test_output_names_are_evidence_too():
+    from onnxz.verifier import class_evidence
+
+    model = mlp()
+    assert class_evidence(model) == {}
+    model.graph.node[-1].output[0] = model.graph.output[0].name = "output_logits"
+    assert class_evidence(model)["output_logits"].reason == "named 'output_logits'"

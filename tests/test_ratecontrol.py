@@ -1,0 +1,180 @@
+"""Rate control: fidelity, size and weight-SNR targets on small models, their errors, and
+the allocation's behaviour (bits go where the outputs are sensitive)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from models import classifier_heads, constants_and_if, two_branches
+from onnx import numpy_helper
+
+import onnxz
+from onnxz.cli import main
+from onnxz.ratecontrol import RateTarget, parse_size
+from onnxz.walker import iter_tensor_slots
+
+
+def x_inputs(n: int = 64, width: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((n, 1, width)).astype(np.float32)}
+
+
+@pytest.fixture
+def heads(tmp_path):
+    path = tmp_path / "heads.onnx"
+    path.write_bytes(classifier_heads().SerializeToString())
+    return path
+
+
+def weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {s.tensor.name: numpy_helper.to_array(s.tensor).astype(np.float64)
+            for s in iter_tensor_slots(model) if s.is_weight}
+
+
+def test_fidelity_target_is_met_on_the_inputs_and_recorded(heads, tmp_path):
+    inputs = x_inputs()
+    out = tmp_path / "t.onnxz"
+    info = onnxz.save(heads, out, fidelity="top1>=0.99,snr[hidden]>=30", inputs=inputs)
+    rate = info.rate_control
+    assert rate["met"] and rate["target"] == "top1>=0.99,snr[hidden]>=30"
+    assert rate["inputs"] == "arrays: 64 samples" and info.version == "1.1"
+    report = onnxz.verify(heads, out, inputs, "top1>=0.99,snr[hidden]>=30")
+    assert report.passed, report.table()
+    achieved = rate["achieved"]["probs"]["top1"]
+    assert achieved == {m.name: m for m in report.outputs}["probs"].top1
+    quantized = [t for t in info.tensors if t.codec == "deadzone"]
+    assert quantized and all(t.sensitivity and t.sensitivity > 0 for t in quantized)
+    loose = onnxz.save(heads, tmp_path / "loose.onnxz", fidelity="snr>=20", inputs=inputs)
+    uniform = onnxz.save(heads, tmp_path / "u.onnxz", step_rel=onnxz.DEFAULT_STEP_REL)
+    assert loose.file_bytes < uniform.file_bytes  # one fine step is finer than 20 dB needs
+
+
+def test_tighter_targets_give_larger_files(heads, tmp_path):
+    sizes = [onnxz.save(heads, tmp_path / f"{snr}.onnxz", fidelity=f"snr>={snr}",
+                        inputs=x_inputs()).file_bytes for snr in (20, 35, 50)]
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+def test_sensitive_tensors_get_finer_steps(tmp_path):
+    path = tmp_path / "b.onnx"
+    path.write_bytes(two_branches().SerializeToString())
+    info = onnxz.save(path, tmp_path / "b.onnxz", fidelity="snr>=30",
+                      inputs=x_inputs(width=64))
+    by_name = {t.name: t for t in info.tensors}
+    strong, weak = by_name["strong"], by_name["weak"]
+    assert strong.sensitivity > 100 * weak.sensitivity  # 0.02² = 1/2500 in energy
+    assert strong.bits_per_weight > weak.bits_per_weight + 3
+
+
+def test_exact_on_an_in_graph_argmax_uses_its_scores(heads, tmp_path):
+    inputs = x_inputs(128)
+    info = onnxz.save(heads, tmp_path / "e.onnxz", fidelity="exact[label]>=0.99",
+                      inputs=inputs)
+    assert info.rate_control["met"]
+    assert "exact[label]>=0.99 (label)" in info.rate_control["predicted"]
+    report = onnxz.verify(heads, tmp_path / "e.onnxz", inputs, "exact[label]>=0.99")
+    assert report.passed
+
+
+def test_unexercised_weights_get_a_typical_sensitivity(tmp_path):
+    path = tmp_path / "if.onnx"
+    path.write_bytes(constants_and_if(out=64).SerializeToString())
+    inputs = {"x": np.random.default_rng(1).standard_normal((16, 1, 4)).astype(np.float32),
+              "flag": np.ones(16, bool)}  # the else branch never runs
+    info = onnxz.save(path, tmp_path / "if.onnxz", fidelity="snr>=30", inputs=inputs)
+    by_name = {t.name: t for t in info.tensors}
+    assert by_name["then_w"].sensitivity is not None
+    assert by_name["else_w"].sensitivity is None  # not measured: nothing ran it
+    assert by_name["else_w"].codec == "deadzone"  # yet quantized, not left coarse or exact
+    assert by_name["else_w"].bits_per_weight > 2
+
+
+def test_size_target_fits_and_tighter_budgets_cost_fidelity(heads, tmp_path):
+    lossless = onnxz.save(heads, tmp_path / "l.onnxz", lossless=True).file_bytes
+    snrs = []
+    for fraction in (0.5, 0.3):
+        budget = int(lossless * fraction)
+        info = onnxz.save(heads, tmp_path / f"{fraction}.onnxz", max_size=budget,
+                          inputs=x_inputs())
+        assert info.file_bytes <= budget and info.rate_control["met"]
+        snrs.append(info.rate_control["achieved"]["hidden"]["snr"])
+    assert snrs[0] > snrs[1]
+
+
+def test_unreachable_size_is_an_error_unless_best_effort(heads, tmp_path):
+    out = tmp_path / "tiny.onnxz"
+    with pytest.raises(onnxz.TargetNotMetError, match="best_effort"):
+        onnxz.save(heads, out, max_size=500, inputs=x_inputs())
+    assert not out.exists() and not list(tmp_path.glob(".*part"))
+    info = onnxz.save(heads, out, max_size=500, inputs=x_inputs(), best_effort=True)
+    assert out.exists() and info.rate_control["met"] is False
+
+
+def test_weight_snr_floor_holds_for_every_quantized_tensor(heads, tmp_path):
+    info = onnxz.save(heads, tmp_path / "s.onnxz", target_snr=40)
+    original = weights(classifier_heads())
+    decoded = weights(onnxz.load(tmp_path / "s.onnxz"))
+    quantized = [t.name for t in info.tensors if t.codec == "deadzone"]
+    assert quantized
+    for name in quantized:
+        x, y = original[name], decoded[name]
+        snr = 10 * math.log10(np.sum(x * x) / np.sum((x - y) ** 2))
+        assert 40 <= snr < 43  # the coarsest step that holds it, not a finer one
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"fidelity": "top1[nope]>=0.9"}, "no output 'nope'"),
+    ({"fidelity": "top1>=2"}, "fraction"),
+    ({"max_size": "2 parsecs"}, "not a size"),
+    ({"max_size": 0}, "positive"),
+    ({"fidelity": "snr>=30", "lossless": True}, "cannot be combined"),
+    ({"target_snr": 30, "max_size": "1MB"}, "cannot be combined"),
+])
+def test_bad_targets_fail_before_any_output(heads, tmp_path, kwargs, message):
+    out = tmp_path / "bad.onnxz"
+    with pytest.raises(onnxz.OnnxzError, match=message):
+        onnxz.save(heads, out, inputs=x_inputs(8), **kwargs)
+    assert not out.exists()
+
+
+def test_metrics_applying_to_no_output_are_named(tmp_path):
+    path = tmp_path / "b.onnx"
+    path.write_bytes(two_branches().SerializeToString())
+    with pytest.raises(onnxz.TargetSpecError, match="--class-output"):
+        onnxz.save(path, tmp_path / "b.onnxz", fidelity="top1>=0.99",
+                   inputs=x_inputs(8, width=64))
+
+
+def test_sizes_parse_with_decimal_and_binary_units():
+    assert parse_size("2000000") == parse_size("2MB") == parse_size("2 mb") == 2_000_000
+    assert parse_size("500KB") == 500_000 and parse_size("1.5GiB") == 3 * 2**29
+    assert parse_size("3KiB") == 3072
+    with pytest.raises(onnxz.TargetSpecError):
+        RateTarget()
+
+
+def test_cli_pack_with_a_target_prints_what_it_achieved(heads, tmp_path):
+    np.savez(tmp_path / "calib.npz", **x_inputs(32))
+    out = tmp_path / "cli.onnxz"
+    result = CliRunner().invoke(main, ["pack", str(heads), "-o", str(out), "--fidelity",
+                                       "top1>=0.99", "--inputs", str(tmp_path / "calib.npz")])
+    assert result.exit_code == 0, result.output
+    assert "rate control: top1>=0.99 on" in result.output and "met" in result.output
+    assert "probs: snr" in result.output
+    bad = CliRunner().invoke(main, ["pack", str(heads), "-o", str(tmp_path / "x.onnxz"),
+                                    "--fidelity", "top1>=0.99", "--lossless"])
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1
+    stray = CliRunner().invoke(main, ["pack", str(heads), "-o", str(tmp_path / "y.onnxz"),
+                                      "--inputs", str(tmp_path / "calib.npz"), "--lossless"])
+    assert stray.exit_code == 2 and "apply to rate control" in stray.output
+    default = CliRunner().invoke(main, ["pack", str(heads), "-o", str(tmp_path / "d.onnxz"),
+                                        "--inputs", str(tmp_path / "calib.npz")])
+    assert default.exit_code == 0 and "default (snr>=40) on " in default.output
+    tiny = CliRunner().invoke(main, ["pack", str(heads), "-o", str(tmp_path / "z.onnxz"),
+                                     "--max-size", "300B"])
+    assert tiny.exit_code == 2 and "--best-effort" in tiny.output
+    assert not (tmp_path / "z.onnxz").exists()
