@@ -9,6 +9,8 @@ real inputs, for onnxz --fidelity, the onnxz default, the best single --step-rel
     python tools/bench_rate.py --methods default,step # some methods
     python tools/bench_rate.py --fidelity-spec magika=top1>=0.999     # another spec
     python tools/bench_rate.py --variant 'dz0.3={"deadzone": 0.3}'    # an ablation column
+    python tools/bench_rate.py --methods fidelity,default --reuse old.json   # other columns
+                                                      # from an earlier --json run
 
 Models and their data/agreement rules: ``python tools/task_eval.py --list``. The sweeps walk
 a grid of factor √2 in step size from fine to coarse (onnxz steps 2^(k/2) of the spread;
@@ -27,7 +29,6 @@ and, for NNCodec, ``.venv-nncodec`` (``make nncodec-venv``).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import tempfile
@@ -105,11 +106,6 @@ def fidelity_pack(spec: str, source: Path, out: Path, calibration: Path, **kwarg
     """onnxz rate control: the smallest file meeting ``spec`` on the calibration inputs
     (``onnxz.save(..., fidelity=, inputs=)``, issue 9); ``kwargs`` go to ``onnxz.save`` too."""
     onnxz.save(source, out, fidelity=spec, inputs=str(calibration), force=True, **kwargs)
-
-
-def fidelity_available() -> bool:
-    """Whether this onnxz has rate control (``onnxz.save`` takes ``fidelity``)."""
-    return "fidelity" in inspect.signature(onnxz.save).parameters
 
 
 def _trial(task: tasks.Task, setting: str, path: Path, size: int | None = None) -> Trial:
@@ -190,9 +186,6 @@ def _run_method(method: str, task: tasks.Task, source: Path, model: onnx.ModelPr
     spec = FIDELITY_SPECS.get(task.name, task.fidelity)
     kwargs = dict(VARIANTS.get(method, {}))
     if method == "fidelity" or kwargs.pop("fidelity", False):
-        if not fidelity_available():
-            res.note = "n/a: onnxz.save has no fidelity= yet"
-            return
         fidelity_pack(spec, source, out, calibration, **kwargs)
         res.trials.append(_trial(task, spec, out))
     elif method in VARIANTS:
@@ -263,22 +256,23 @@ def markdown(results: list[ModelResult], methods: tuple[str, ...], target: float
     rows = [head, rule]
     for r in results:
         name = r.model + ("" if r.kind == "corpus" else " *")
-        rows.append(f"| {name} | {r.original_bytes:,} | "
-                    + " | ".join(_cell(r.methods[m], r.original_bytes) for m in methods) + " |")
+        rows.append(f"| {name} | {r.original_bytes:,} | " + " | ".join(
+            _cell(r.methods[m], r.original_bytes) if m in r.methods else "not run"
+            for m in methods) + " |")
     settings = ["", "Setting chosen (smallest file at the target) and trials run:", "",
                 "| model | " + " | ".join(title(m) for m in methods) + " |",
                 "|:---|" + "---:|" * len(methods)]
     for r in results:
         cells = []
         for m in methods:
-            res = r.methods[m]
+            res = r.methods.get(m, MethodResult(m))
             chosen = res.best.setting if res.best else "—"
             cells.append(f"{chosen} ({len(res.trials)})" if res.trials else "—")
         settings.append(f"| {r.model} | " + " | ".join(cells) + " |")
     notes = sorted({f"{title(m)}: {r.methods[m].note}" for r in results for m in methods
-                    if r.methods[m].note and m != "int8"})
+                    if m in r.methods and r.methods[m].note and m != "int8"})
     int8 = [f"{r.model}: {r.methods['int8'].note}" for r in results
-            if "int8" in methods and r.methods["int8"].note]
+            if "int8" in r.methods and r.methods["int8"].note]
     legend = [
         "",
         f"Smallest file whose task agreement with the original on held-out real inputs is "
@@ -306,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep the packed files here")
     parser.add_argument("--table", type=Path, metavar="JSON",
                         help="print the table of an earlier --json file; run nothing")
+    parser.add_argument("--reuse", type=Path, metavar="JSON",
+                        help="columns of the methods not run now are taken from this earlier "
+                             "--json file (their notes say so)")
     args = parser.parse_args(argv)
     if args.table:
         results = [load_result(r) for r in json.loads(args.table.read_text())]
@@ -345,8 +342,28 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:  # after every model, so that a long run leaves what it measured
                 args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
             log("table so far:\n" + markdown(results, methods, args.target))
+    if args.reuse:
+        results, methods = reuse(results, methods, args.reuse)
+        if args.json:
+            args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
     print(markdown(results, methods, args.target))
     return 0
+
+
+def reuse(results: list[ModelResult], methods: tuple[str, ...], earlier: Path
+          ) -> tuple[list[ModelResult], tuple[str, ...]]:
+    """``results`` completed with the methods of an earlier ``--json`` run that were not run
+    now (models of that run only); the reused columns' notes name the file."""
+    before = {r.model: r for r in map(load_result, json.loads(earlier.read_text()))}
+    added: list[str] = []
+    for r in results:
+        for name, res in getattr(before.get(r.model), "methods", {}).items():
+            if name not in methods:
+                res.note = "; ".join(filter(None, [res.note, f"from {earlier.name}"]))
+                r.methods[name] = res
+                added += [name] if name not in added else []
+    order = [m for m in METHODS if m in methods or m in added]
+    return results, tuple(order + [m for m in methods + tuple(added) if m not in order])
 
 
 if __name__ == "__main__":
