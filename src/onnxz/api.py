@@ -119,9 +119,10 @@ def save(
     written and ``info.rate_control["met"]`` is False). ``class_outputs`` names outputs to
     treat as class scores.
 
-    A model with external data is read tensor by tensor from its data files (rate control
-    runs it, so it loads models of up to 1 GiB of weights; larger ones get the data-free
-    rule of :meth:`PackOptions.codec_for`). ``workers`` processes encode tensors in
+    A model with external data is read tensor by tensor from its data files. Rate control
+    holds the model in memory and runs it; by default it does so for models of up to
+    :data:`~onnxz.policy.DEFAULT_MAX_WEIGHT_BYTES` of weights, larger ones get the data-free
+    rule of :meth:`PackOptions.codec_for` and are streamed. ``workers`` processes encode tensors in
     parallel (None: the available cores); the file is the same for any number of workers.
     The output appears only when complete; an existing one needs ``force=True``.
     Returns what :func:`info` would report on the new file.

@@ -108,7 +108,8 @@ def measure_sensitivities(
         if c.auxiliary and c.sensitivity is None:
             c.sensitivity = 0.0
     for done, c in enumerate(weights, 1):
-        point = next((p for p in c.points if p.setting == probe), None)
+        # priced apart when the curve lacks it (a weight-SNR floor removed the coarse steps)
+        point = next((p for p in c.points if p.setting == probe), None) or c.price(probe)
         if point is None or point.sse == 0:
             c.sensitivity = 0.0
         else:

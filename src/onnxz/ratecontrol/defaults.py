@@ -25,7 +25,7 @@ from onnx import numpy_helper
 
 from onnxz.errors import TargetNotMetError
 from onnxz.inputs import GeneratedInputs, graph_specs
-from onnxz.ratecontrol.objective import Measure, Objective, argmax_sources
+from onnxz.ratecontrol.objective import Measure, Objective, argmax_sources, output_parts
 from onnxz.ratecontrol.tensors import Candidate
 from onnxz.verifier import ReferenceRun
 from onnxz.walker import element_count
@@ -139,8 +139,6 @@ def _gather_rows(model: onnx.ModelProto) -> dict[str, int]:
     return found
 
 
-SATURATING = frozenset({"Sigmoid"})
-PASS_THROUGH = frozenset({"Identity", "Reshape", "Squeeze", "Unsqueeze", "Cast", "Flatten"})
 
 DEGENERATE_PEAK = 1e-5
 """An output whose largest magnitude on the generated samples is below this is degenerate
@@ -156,7 +154,8 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
     energy (S = :data:`DEFAULT_SNR_DB`): the log-domain scores of class-score outputs and of
     the scores behind an in-graph ArgMax (centered logits: margins on generated inputs say
     nothing about real ones, the logits' noise does), every other float output on its
-    parts (:func:`_measured_parts`: Concat inputs apart, Sigmoids by their logits).
+    parts (:func:`~onnxz.ratecontrol.objective.output_parts`: Concat inputs apart,
+    Sigmoids by their logits).
     Raises :class:`DegenerateOutputs` if every output is degenerate on the samples."""
     allowed = 10 ** (-DEFAULT_SNR_DB / 10)
     names = [s.name for s in reference.output_specs]
@@ -165,7 +164,7 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
     def extra(value: str) -> int:
         return names.index(value) if value in names else len(names) + extras.index(value)
 
-    sources, parts = argmax_sources(model), _measured_parts(model)
+    sources, parts = argmax_sources(model), output_parts(model, logits=True)
     measures = []
     for index, spec in enumerate(reference.output_specs):
         if spec.name in reference.class_scores:
@@ -192,33 +191,11 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
 def default_extra_outputs(model: onnx.ModelProto) -> tuple[str, ...]:
     """The values the default measures that are not outputs: the scores behind integer
     outputs that are an in-graph ArgMax, and the parts of float outputs (see
-    :func:`_measured_parts`)."""
+    :func:`~onnxz.ratecontrol.objective.output_parts`)."""
     outputs = {o.name for o in model.graph.output}
     values = [v for v, _ in argmax_sources(model).values()] + [
-        v for part in _measured_parts(model).values() for v in part]
+        v for part in output_parts(model, logits=True).values() for v in part]
     return tuple(dict.fromkeys(v for v in values if v not in outputs))
-
-
-def _measured_parts(model: onnx.ModelProto) -> dict[str, list[str]]:
-    """Float output -> the values its SNR is measured on: the output itself, or, through
-    reshapes and casts, the parts a Concat joins, each measured on its own (a detector's
-    boxes and class scores differ in scale by hundreds), and a Sigmoid's input instead of
-    its output (the logits: a saturated probability map hides them)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-
-    def parts(value: str, depth: int) -> list[str]:
-        node = producer.get(value)
-        while node is not None and node.op_type in PASS_THROUGH and node.input:
-            node = producer.get(node.input[0])
-        if node is None or depth > 4:
-            return [value]
-        if node.op_type in SATURATING and node.input:
-            return [node.input[0]]
-        if node.op_type == "Concat":
-            return [p for v in node.input if v for p in parts(v, depth + 1)]
-        return [value]
-
-    return {o.name: parts(o.name, 0) for o in model.graph.output}
 
 
 def apply_floor(candidates: list[Candidate], floor_db: float) -> None:

@@ -144,6 +144,8 @@ class Measure:
     allowed: float
     scores: ClassScores | None = None
     margins: Margins | None = None
+    guard: bool = False
+    """A guard must also be within its allowance for a candidate to hold."""
 
     def distortion(self, reference: RUNS, candidate: RUNS) -> float:
         """The normalized distortion of ``candidate`` (outputs on the first samples)."""
@@ -238,7 +240,8 @@ class Objective:
                     value -= SNR_MARGIN_DB
                 if not c.holds(value):
                     return False
-        return all(d.holds(candidate) for d in self.decisions)
+        return all(d.holds(candidate) for d in self.decisions) and all(
+            m.distortion(reference, candidate) <= 1 for m in self.measures if m.guard)
 
 
 def argmax_sources(model: onnx.ModelProto) -> dict[str, tuple[str, ClassScores]]:
@@ -262,6 +265,33 @@ def argmax_sources(model: onnx.ModelProto) -> dict[str, tuple[str, ClassScores]]
     return found
 
 
+PASS_THROUGH = frozenset({"Identity", "Reshape", "Squeeze", "Unsqueeze", "Cast", "Flatten"})
+"""Ops that keep a value's elements (as far as its SNR goes) on the way to an output."""
+
+
+def output_parts(model: onnx.ModelProto, logits: bool = False) -> dict[str, list[str]]:
+    """Output -> the values its SNR is measured on: the output itself, or, through
+    reshapes and casts, the parts a Concat joins, each measured on its own (a detector's
+    boxes and class scores differ in scale by hundreds: an SNR over both is the boxes');
+    with ``logits``, a Sigmoid's input instead of its output (a saturated probability map
+    hides them)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def parts(value: str, depth: int) -> list[str]:
+        node = producer.get(value)
+        while node is not None and node.op_type in PASS_THROUGH and node.input:
+            node = producer.get(node.input[0])
+        if node is None or depth > 4:
+            return [value]
+        if logits and node.op_type == "Sigmoid" and node.input:
+            return [node.input[0]]
+        if node.op_type == "Concat":
+            return [p for v in node.input if v for p in parts(v, depth + 1)]
+        return [value]
+
+    return {o.name: parts(o.name, 0) for o in model.graph.output}
+
+
 def objective_for(fidelity: Fidelity, reference: ReferenceRun,
                   model: onnx.ModelProto) -> Objective:
     """The measures and checks of ``fidelity`` on this model's outputs (``reference`` must
@@ -270,6 +300,11 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
     scores = reference.class_scores
     sources = argmax_sources(model)
     extras = list(reference.extra_outputs)
+    concat_parts = {n: p for n, p in output_parts(model).items() if len(p) > 1}
+
+    def extra(value: str) -> int:
+        return names.index(value) if value in names else len(names) + extras.index(value)
+
     measures: list[Measure] = []
     decisions: list[DecisionCheck] = []
     for c in fidelity.criteria:
@@ -279,6 +314,11 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
             outputs = [r[index] for r in reference.outputs]
             if c.metric == "snr":
                 measures.append(Measure("relmse", index, 10 ** (-c.bound / 10)))
+                # each part of a Concat keeps the SNR too (else the largest part's SNR is
+                # the output's): guards, checked with the criteria
+                measures.extend(Measure("relmse", extra(v), 10 ** (-(c.bound + SNR_MARGIN_DB) / 10),
+                                        guard=True)
+                                for v in concat_parts.get(name, ()) if v in names + extras)
             elif c.metric == "cosine":
                 measures.append(Measure("cosine", index, max(1 - c.bound, 1e-12)))
             elif c.metric == "max_abs":
@@ -291,10 +331,9 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
                 decisions.append(DecisionCheck(c, name, measure, per_sample))
             elif c.metric == "exact" and name in sources:
                 value, class_scores = sources[name]
-                extra = names.index(value) if value in names else len(names) + extras.index(
-                    value)
-                measure = _margin_measure(class_scores, extra,
-                                          [r[extra] for r in reference.outputs], c.bound, True)
+                measure = _margin_measure(class_scores, extra(value),
+                                          [r[extra(value)] for r in reference.outputs],
+                                          c.bound, True)
                 measures.append(measure)
                 decisions.append(DecisionCheck(c, name, measure, True))
             elif c.metric == "exact":
@@ -305,17 +344,20 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
 
 def extra_outputs_for(fidelity: Fidelity, model: onnx.ModelProto) -> tuple[str, ...]:
     """Intermediate values the objective needs as outputs: the scores behind integer
-    outputs that an ``exact`` criterion covers."""
+    outputs that an ``exact`` criterion covers, the Concat parts of outputs an ``snr``
+    criterion covers."""
     sources = argmax_sources(model)
+    parts = output_parts(model)
     outputs = {o.name for o in model.graph.output}
     wanted: list[str] = []
     for c in fidelity.criteria:
-        if c.metric != "exact":
-            continue
-        for name, (value, _) in sources.items():
-            if (c.output is None or c.output == name) and value not in wanted + list(outputs):
-                wanted.append(value)
-    return tuple(wanted)
+        if c.metric == "exact":
+            wanted += [value for name, (value, _) in sources.items()
+                       if c.output is None or c.output == name]
+        elif c.metric == "snr":
+            wanted += [v for name, values in parts.items() if len(values) > 1
+                       and (c.output is None or c.output == name) for v in values]
+    return tuple(dict.fromkeys(v for v in wanted if v not in outputs))
 
 
 def _margin_measure(scores: ClassScores, index: int, outputs: Sequence[np.ndarray],
