@@ -209,3 +209,20 @@ def test_snr_holds_for_each_part_a_concat_joins(tmp_path):
     for part in (slice(0, 256), slice(256, 512)):
         ref, err = runs[0][..., part], runs[1][..., part] - runs[0][..., part]
         assert 10 * math.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum(err ** 2)) >= 30
+
+
+def test_the_default_streams_models_above_its_weight_limit(tmp_path, monkeypatch):
+    """Weights in external data count: a model above the limit is not loaded to be run (a
+    400 MB external-data model grew the packer by 4.8 GB when they did not)."""
+    import onnxz.ratecontrol as ratecontrol
+    from onnxz.ratecontrol.tensors import weight_bytes
+
+    model = classifier_heads()
+    inline = weight_bytes(model)
+    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True,
+              all_tensors_to_one_file=True, location="m.data", size_threshold=0)
+    external = onnx.load(tmp_path / "m.onnx", load_external_data=False)
+    assert inline > 0 and weight_bytes(external) == inline
+    monkeypatch.setattr(ratecontrol, "DEFAULT_MAX_WEIGHT_BYTES", inline - 1)
+    info = onnxz.save(tmp_path / "m.onnx", tmp_path / "m.onnxz")
+    assert info.rate_control["note"].startswith("fallback")

@@ -40,7 +40,7 @@ from onnxz.codecs import (
 from onnxz.codecs.base import LossyCodec, QuantizedTensor
 from onnxz.codecs.deadzone import robust_spread, to_float64
 from onnxz.codecs.rounding import MantissaRounding
-from onnxz.dtypes import ElementType
+from onnxz.dtypes import ElementType, element_type
 from onnxz.policy import (
     AUXILIARY_BITS,
     AUXILIARY_MIN_ELEMENTS,
@@ -202,10 +202,12 @@ class Candidate:
 
 
 def weight_bytes(model: onnx.ModelProto) -> int:
-    """Bytes of the float weight tensors rate control would consider."""
+    """Bytes of the float weight tensors rate control would consider, wherever their
+    payloads are (external data included: the model need not be loaded)."""
     total = 0
     for slot in iter_tensor_slots(model):
-        etype = payload_type(slot.tensor)
+        etype = None if slot.tensor.HasField("segment") else element_type(
+            slot.tensor.data_type)
         if etype is not None and etype.is_quantizable and slot.is_weight:
             total += element_count(slot.tensor) * etype.width
     return total
