@@ -133,12 +133,30 @@ def test_weight_snr_floor_holds_for_every_quantized_tensor(heads, tmp_path):
     ({"max_size": 0}, "positive"),
     ({"fidelity": "snr>=30", "lossless": True}, "cannot be combined"),
     ({"target_snr": 30, "max_size": "1MB"}, "cannot be combined"),
+    ({"target_snr": -5}, "positive number of dB"),
+    ({"fidelity": "snr>=30", "inputs": "missing.npz"}, "missing.npz: No such file"),
 ])
 def test_bad_targets_fail_before_any_output(heads, tmp_path, kwargs, message):
     out = tmp_path / "bad.onnxz"
+    kwargs = {"inputs": x_inputs(8), **kwargs}
     with pytest.raises(onnxz.OnnxzError, match=message):
-        onnxz.save(heads, out, inputs=x_inputs(8), **kwargs)
+        onnxz.save(heads, out, **kwargs)
     assert not out.exists()
+
+
+def test_cli_names_a_missing_inputs_file_not_the_output(heads, tmp_path):
+    result = CliRunner().invoke(main, ["pack", str(heads), "-o", str(tmp_path / "o.onnxz"),
+                                       "--fidelity", "snr>=30",
+                                       "--inputs", str(tmp_path / "missing.npz")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "missing.npz: No such file" in result.output and "cannot write" not in result.output
+
+
+def test_cli_weight_snr_target_prints_no_inputs(heads, tmp_path):
+    result = CliRunner().invoke(main, ["pack", str(heads), "-o", str(tmp_path / "w.onnxz"),
+                                       "--target-snr", "30"])
+    assert result.exit_code == 0, result.output
+    assert "rate control: weight snr>=30: met" in result.output and "None" not in result.output
 
 
 def test_metrics_applying_to_no_output_are_named(tmp_path):

@@ -434,9 +434,11 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
 
 def _rate_summary(rate: dict[str, Any]) -> str:
     """The achieved figures rate control recorded, a line per output."""
-    lines = [f"rate control: {rate.get('target')} on {rate.get('inputs')}: "
-             + ("met" if rate.get("met") else "NOT met")
-             + f" ({rate.get('evaluations')} model runs in the search)"]
+    where = f" on {rate['inputs']}" if rate.get("inputs") else ""
+    runs = (f" ({rate['evaluations']} model runs in the search)"
+            if rate.get("evaluations") is not None else "")
+    lines = [f"rate control: {rate.get('target')}{where}: "
+             + ("met" if rate.get("met") else "NOT met") + runs]
     for output, figures in (rate.get("achieved") or {}).items():
         shown = ", ".join(f"{k} {v:.4g}" for k, v in figures.items()
                           if isinstance(v, int | float))

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onnxz.arguments import as_path
-from onnxz.errors import InputNotFoundError, OutputExistsError, OutputPathError
+from onnxz.errors import InputNotFoundError, OnnxzError, OutputExistsError, OutputPathError
 
 TEMP_NAME = re.compile(r"\.onnxz-[0-9a-f]{8}\.tmp")
 """Name of every temporary file onnxz writes (beside the output, in the same directory)."""
@@ -281,6 +281,8 @@ def atomic_outputs(
             for t in temps:
                 os.fsync(t.fd)
         except OSError as exc:
+            if isinstance(exc, OnnxzError):
+                raise  # already says which file (InputNotFoundError: an input)
             named = [t.final for t in temps if os.fsdecode(exc.filename or "") == str(t.path)]
             if exc.filename is not None and not named:
                 raise  # about another file (an input): not ours to rename

@@ -71,8 +71,9 @@ class RateTarget:
                                   f"{self.max_bytes!r}")
         snr = self.target_snr_db
         if snr is not None and (isinstance(snr, bool) or not isinstance(snr, int | float)
-                                or not -1e3 < snr < 1e3):
-            raise TargetSpecError(f"target SNR must be a number of dB, not {snr!r}")
+                                or not 0 < snr < 1e3):
+            raise TargetSpecError(f"target SNR must be a positive number of dB (below 1000), "
+                                  f"not {snr!r}")
 
     def __str__(self) -> str:
         parts = []
