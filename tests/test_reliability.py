@@ -113,10 +113,13 @@ HOOKED_CLI = textwrap.dedent("""
 def hooked_cli(target: str, call: int, action: str, *args, wait: bool = True, **popen):
     """Run ``onnxz ARGS`` in a subprocess whose ``target`` (``module:attr``) sends ``action``
     (a signal name, or ``wait``: block) to the process on its ``call``-th call. Returns the
-    process, or its (returncode, stdout, stderr) when ``wait``."""
+    process, or its (returncode, stdout, stderr) when ``wait``. The process starts with
+    SIGINT at its default, as a command run from a terminal does: a suite run in the
+    background of a non-interactive shell inherits SIGINT ignored, and Python keeps it so."""
     proc = subprocess.Popen(
         [sys.executable, "-c", HOOKED_CLI, target, str(call), action, *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
     if not wait:
         return proc
     out, err = proc.communicate(timeout=SUBPROCESS_TIMEOUT)
