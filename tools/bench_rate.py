@@ -361,7 +361,8 @@ def reuse(results: list[ModelResult], methods: tuple[str, ...], earlier: Path
             if name not in methods:
                 res.note = "; ".join(filter(None, [res.note, f"from {earlier.name}"]))
                 r.methods[name] = res
-                added += [name] if name not in added else []
+                if name not in added:
+                    added.append(name)
     order = [m for m in METHODS if m in methods or m in added]
     return results, tuple(order + [m for m in methods + tuple(added) if m not in order])
 

@@ -439,6 +439,13 @@ class ReferenceRun:
         self.class_scores: dict[str, ClassScores] = {
             a.spec.name: scores for a in probes if (scores := a.class_scores()) is not None}
 
+    def position(self, value: str) -> int:
+        """Where ``value`` (an output or an extra output) is in the outputs of a run."""
+        names = [s.name for s in self.output_specs]
+        if value in names:
+            return names.index(value)
+        return len(names) + self.extra_outputs.index(value)
+
     def check(self, fidelity: Fidelity) -> None:
         """:class:`TargetSpecError` if a criterion names no output or applies to none."""
         fidelity.check_outputs({s.name: s.name in self.class_scores for s in self.output_specs})

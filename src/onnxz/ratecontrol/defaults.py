@@ -160,20 +160,16 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
     allowed = 10 ** (-DEFAULT_SNR_DB / 10)
     names = [s.name for s in reference.output_specs]
     extras = reference.extra_outputs
-
-    def extra(value: str) -> int:
-        return names.index(value) if value in names else len(names) + extras.index(value)
-
     sources, parts = argmax_sources(model), output_parts(model, logits=True)
     measures = []
     for index, spec in enumerate(reference.output_specs):
         if spec.name in reference.class_scores:
             found = [Measure("logrelmse", index, allowed, reference.class_scores[spec.name])]
         elif spec.name in sources and sources[spec.name][0] in extras:
-            found = [Measure("logrelmse", extra(sources[spec.name][0]), allowed,
+            found = [Measure("logrelmse", reference.position(sources[spec.name][0]), allowed,
                              sources[spec.name][1])]
         elif spec.dtype.kind == "f":
-            found = [Measure("relmse", extra(v), allowed) for v in parts[spec.name]
+            found = [Measure("relmse", reference.position(v), allowed) for v in parts[spec.name]
                      if v in names or v in extras]
         else:
             found = []

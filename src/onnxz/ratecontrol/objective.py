@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from onnxz.fidelity import Criterion, Fidelity
-from onnxz.verifier import ClassScores, OutputMetrics, ReferenceRun
+from onnxz.verifier import PASS_THROUGH, ClassScores, OutputMetrics, ReferenceRun
 
 FLIP_SAFETY = 0.5
 """The predicted share of changed decisions may be at most this fraction of what the target
@@ -265,10 +265,6 @@ def argmax_sources(model: onnx.ModelProto) -> dict[str, tuple[str, ClassScores]]
     return found
 
 
-PASS_THROUGH = frozenset({"Identity", "Reshape", "Squeeze", "Unsqueeze", "Cast", "Flatten"})
-"""Ops that keep a value's elements (as far as its SNR goes) on the way to an output."""
-
-
 def output_parts(model: onnx.ModelProto, logits: bool = False) -> dict[str, list[str]]:
     """Output -> the values its SNR is measured on: the output itself, or, through
     reshapes and casts, the parts a Concat joins, each measured on its own (a detector's
@@ -301,10 +297,6 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
     sources = argmax_sources(model)
     extras = list(reference.extra_outputs)
     concat_parts = {n: p for n, p in output_parts(model).items() if len(p) > 1}
-
-    def extra(value: str) -> int:
-        return names.index(value) if value in names else len(names) + extras.index(value)
-
     measures: list[Measure] = []
     decisions: list[DecisionCheck] = []
     for c in fidelity.criteria:
@@ -316,8 +308,8 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
                 measures.append(Measure("relmse", index, 10 ** (-c.bound / 10)))
                 # each part of a Concat keeps the SNR too (else the largest part's SNR is
                 # the output's): guards, checked with the criteria
-                measures.extend(Measure("relmse", extra(v), 10 ** (-(c.bound + SNR_MARGIN_DB) / 10),
-                                        guard=True)
+                guard_allowed = 10 ** (-(c.bound + SNR_MARGIN_DB) / 10)
+                measures.extend(Measure("relmse", reference.position(v), guard_allowed, guard=True)
                                 for v in concat_parts.get(name, ()) if v in names + extras)
             elif c.metric == "cosine":
                 measures.append(Measure("cosine", index, max(1 - c.bound, 1e-12)))
@@ -331,9 +323,9 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
                 decisions.append(DecisionCheck(c, name, measure, per_sample))
             elif c.metric == "exact" and name in sources:
                 value, class_scores = sources[name]
-                measure = _margin_measure(class_scores, extra(value),
-                                          [r[extra(value)] for r in reference.outputs],
-                                          c.bound, True)
+                extra = reference.position(value)
+                measure = _margin_measure(class_scores, extra,
+                                          [r[extra] for r in reference.outputs], c.bound, True)
                 measures.append(measure)
                 decisions.append(DecisionCheck(c, name, measure, True))
             elif c.metric == "exact":
