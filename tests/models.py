@@ -231,3 +231,39 @@ def two_branches(width: int = 64, weak: float = 0.02) -> onnx.ModelProto:
         [a, b, scale],
     )
     return helper.make_model(graph, opset_imports=OPSET)
+
+
+def recurrent_cell(width: int = 32) -> onnx.ModelProto:
+    """A streaming cell: hN = tanh(h·R + x), y = hN·V; a caller feeds hN back as the next
+    chunk's h (R is scaled to a spectral radius near 1: errors in it compound over a stream)."""
+    r = np.random.default_rng(51).standard_normal((width, width))
+    r *= 0.99 / np.max(np.abs(np.linalg.eigvals(r)))
+    recur = numpy_helper.from_array(r.astype(np.float32), "recur")
+    readout = numpy_helper.from_array(_weights((width, 2), 52), "readout")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["h", "recur"], ["hr"]),
+         helper.make_node("Add", ["hr", "x"], ["pre"]),
+         helper.make_node("Tanh", ["pre"], ["hN"]),
+         helper.make_node("MatMul", ["hN", "readout"], ["y"])],
+        "cell",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width]),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2]),
+         helper.make_tensor_value_info("hN", TensorProto.FLOAT, [1, width])],
+        [recur, readout],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
+def cell_stream(model: onnx.ModelProto, steps: int = 60, seed: int = 0) -> dict[str, np.ndarray]:
+    """Samples of :func:`recurrent_cell` as a streaming caller makes them: each chunk's h is
+    the original's hN on the chunk before (the first is the zero state)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    xs = (0.5 * np.random.default_rng(seed).standard_normal((steps, 1, 32))).astype(np.float32)
+    hs = [np.zeros((1, 32), np.float32)]
+    for x in xs[:-1]:
+        hs.append(session.run(["hN"], {"x": x, "h": hs[-1]})[0])
+    return {"x": xs, "h": np.stack(hs)}

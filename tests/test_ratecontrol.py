@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from models import classifier_heads, constants_and_if, two_branches
+from models import cell_stream, classifier_heads, constants_and_if, recurrent_cell, two_branches
 from onnx import numpy_helper
 
 import onnxz
@@ -51,6 +51,19 @@ def test_fidelity_target_is_met_on_the_inputs_and_recorded(heads, tmp_path):
     loose = onnxz.save(heads, tmp_path / "loose.onnxz", fidelity="snr>=20", inputs=inputs)
     uniform = onnxz.save(heads, tmp_path / "u.onnxz", step_rel=onnxz.DEFAULT_STEP_REL)
     assert loose.file_bytes < uniform.file_bytes  # one fine step is finer than 20 dB needs
+
+
+def test_a_stream_is_judged_with_its_state_carried(tmp_path):
+    """Rate control runs a stream the way verify and a streaming caller do: the packed
+    model's own state is fed back, so the SNR it records is the compounded one."""
+    model = tmp_path / "cell.onnx"
+    model.write_bytes(recurrent_cell().SerializeToString())
+    stream = cell_stream(recurrent_cell())
+    info = onnxz.save(model, tmp_path / "cell.onnxz", fidelity="snr>=25", inputs=stream)
+    report = onnxz.verify(model, tmp_path / "cell.onnxz", stream, "snr>=25")
+    assert info.rate_control["met"] and report.passed and report.carried == 59
+    snr = {m.name: m.snr_db for m in report.outputs}
+    assert info.rate_control["achieved"]["hN"]["snr"] == pytest.approx(snr["hN"])
 
 
 def test_tighter_targets_give_larger_files(heads, tmp_path):

@@ -8,13 +8,20 @@ import math
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from models import constants_and_if, embedding_bag, mlp, unnamed_dims
+from models import (
+    cell_stream,
+    constants_and_if,
+    embedding_bag,
+    mlp,
+    recurrent_cell,
+    unnamed_dims,
+)
 from onnx import numpy_helper
 
 import onnxz
 from onnxz.cli import main
 from onnxz.inputs import GeneratedInputs, TensorSpec, graph_specs, samples_for
-from onnxz.verifier import ClassScores, _Accumulator
+from onnxz.verifier import ClassScores, ReferenceRun, _Accumulator, session_from_proto
 
 
 def run(*args):
@@ -426,6 +433,47 @@ def test_two_files_for_one_input(tmp_path):
         numpy_helper.from_array(ids, "ids").SerializeToString())
     with pytest.raises(onnxz.VerificationInputError, match="two files give input 'ids'"):
         onnxz.verify(embedding_bag(), tmp_path / "e.onnxz", tmp_path / "data")
+
+
+# --- recurrent state: carried over a stream as a streaming caller carries it -----------
+
+@pytest.fixture
+def cell_files(tmp_path):
+    model = tmp_path / "cell.onnx"
+    model.write_bytes(recurrent_cell().SerializeToString())
+    onnxz.save(model, tmp_path / "cell.onnxz", step_rel=1 / 8)
+    return model, tmp_path / "cell.onnxz"
+
+
+def test_state_is_carried_and_errors_compound(cell_files, tmp_path):
+    model, packed = cell_files
+    stream = cell_stream(recurrent_cell())
+    np.savez(tmp_path / "stream.npz", **stream)
+    # the same values with the links broken (one ulp off): each chunk starts from the
+    # original's state, so the error does not compound
+    np.savez(tmp_path / "apart.npz", x=stream["x"], h=np.nextafter(stream["h"], np.inf))
+    chained = onnxz.verify(model, packed, tmp_path / "stream.npz", "snr>=0")
+    apart = onnxz.verify(model, packed, tmp_path / "apart.npz", "snr>=0")
+    assert chained.carried == 59 and apart.carried == 0
+    assert chained.to_dict()["carried"] == 59 and "carried from the packed" in chained.table()
+    snr = {m.name: m.snr_db for m in chained.outputs}
+    snr_apart = {m.name: m.snr_db for m in apart.outputs}
+    assert snr["hN"] < snr_apart["hN"] - 2
+
+
+def test_reference_run_carries_the_candidates_state(cell_files):
+    _, packed = cell_files
+    stream = cell_stream(recurrent_cell(), steps=10)
+    candidate = onnxz.load(packed)
+    reference = ReferenceRun(recurrent_cell(), stream)
+    outputs = reference.run(candidate)
+    session = session_from_proto(candidate)
+    h = stream["h"][0]
+    for i, (y, h_next) in enumerate(outputs):
+        expected_y, h = session.run(None, {"x": stream["x"][i], "h": h})
+        np.testing.assert_array_equal(y, expected_y)
+        np.testing.assert_array_equal(h_next, h)
+    assert reference.links[0] == {} and all(links == {"h": 1} for links in reference.links[1:])
 
 
 # --- the development corpus (slow) -----------------------------------------------------

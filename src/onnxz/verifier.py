@@ -6,6 +6,11 @@ are running sums, so no more than one sample's outputs are held. A model that fa
 or run gives a failed report naming the reason; inputs that do not fit the model raise
 :class:`onnxz.VerificationInputError`.
 
+Recurrent state is carried the way a streaming caller carries it: where a sample's input is
+exactly the original's output on the previous sample (an LSTM's state fed back chunk after
+chunk), the packed model gets its own previous output there instead (:func:`carried_state`),
+so that errors compound over a stream as they do in use.
+
 This module does not decode .onnxz files itself: callers pass a function that opens the
 packed model's session (the API passes :func:`onnxz.inference_session`), so packing can
 verify its own output without an import cycle. :class:`ReferenceRun` keeps the original's
@@ -241,6 +246,8 @@ class VerifyReport:
     outputs: tuple[OutputMetrics, ...]
     error: str | None = None
     thresholds: Thresholds | None = None
+    carried: int = 0
+    """Samples whose state inputs were the packed model's own previous outputs."""
 
     @property
     def failures(self) -> tuple[Failure, ...]:
@@ -262,6 +269,7 @@ class VerifyReport:
             "packed": self.packed,
             "inputs": self.inputs,
             "samples": self.samples,
+            "carried": self.carried,
             "thresholds": self.thresholds.to_dict() if self.thresholds else None,
             "criteria": [str(c) for c in self.fidelity.criteria],
             "outputs": [m.to_dict() for m in self.outputs],
@@ -273,7 +281,11 @@ class VerifyReport:
     def table(self) -> str:
         """The report for people: a line per output, the criteria, the verdict."""
         lines = [f"original  {self.original}", f"packed    {self.packed}",
-                 f"inputs    {self.inputs}", ""]
+                 f"inputs    {self.inputs}"]
+        if self.carried:
+            lines.append(f"state     carried from the packed model's previous outputs on "
+                         f"{_count(self.carried, 'sample')}")
+        lines.append("")
         if self.outputs:
             lines += [metrics_table(self.outputs), ""]
         lines.append(f"criteria: {', '.join(map(str, self.fidelity.criteria))}"
@@ -356,6 +368,7 @@ def verify(
     described = "(not read)"
     accumulators: list[_Accumulator] = []
     error: str | None = None
+    carried = 0
     try:
         reference, model = _load_original(original)
         input_specs, output_specs = graph_specs(model)
@@ -367,10 +380,16 @@ def verify(
         candidate = _session(lambda: open_packed(quiet_options()), "packed")
         _check_interfaces(reference, candidate)
         accumulators = [_Accumulator(s, evidence.get(s.name), floor) for s in output_specs]
+        names = [s.name for s in output_specs]
+        previous: tuple[list[np.ndarray], list[np.ndarray]] | None = None
         for i in range(samples.count):
             feed = _feed(samples, i)
             ref = run_session(reference, feed, "original", i, samples.hint)
-            _accumulate(accumulators, ref, run_session(candidate, feed, "packed", i), i)
+            links = carried_state(feed, previous[0], names) if previous else {}
+            carried += bool(links)
+            out = run_session(candidate, _with_state(feed, links, previous), "packed", i)
+            _accumulate(accumulators, ref, out, i)
+            previous = ref, out
             if progress:
                 progress(i + 1, samples.count, f"sample {i}")
     except ModelFailed as exc:
@@ -387,7 +406,41 @@ def verify(
         error=error,
         thresholds=thresholds if isinstance(thresholds, Thresholds) else (
             Thresholds() if thresholds is None else None),
+        carried=carried,
     )
+
+
+def carried_state(feed: Feed, previous: Sequence[np.ndarray], output_names: Sequence[str]
+                  ) -> dict[str, int]:
+    """The inputs of ``feed`` that carry state from the previous sample: input name ->
+    index of the output (in ``previous``, the original's outputs on the previous sample)
+    that it equals exactly. Only float arrays with a non-zero element count (a stream's
+    reset state, all zeros, is no evidence of a link).
+
+    >>> state = np.array([[0.5, -1.0]], dtype=np.float32)
+    >>> carried_state({"x": np.ones((1, 4), np.float32), "h": state.copy()},
+    ...               [np.zeros((1, 1), np.float32), state], ["prob", "hN"])
+    {'h': 1}
+    """
+    links = {}
+    for name, value in feed.items():
+        value = np.asarray(value)
+        if value.dtype.kind != "f" or not value.any():
+            continue
+        for index, out in enumerate(previous[:len(output_names)]):
+            if out.shape == value.shape and out.dtype == value.dtype and np.array_equal(
+                    out, value):
+                links[name] = index
+                break
+    return links
+
+
+def _with_state(feed: Feed, links: dict[str, int],
+                previous: tuple[list[np.ndarray], list[np.ndarray]] | None) -> Feed:
+    """``feed`` with its state inputs replaced by the packed model's previous outputs."""
+    if not links or previous is None:
+        return feed
+    return {**feed, **{name: previous[1][index] for name, index in links.items()}}
 
 
 def _noise_floor(thresholds: object, noise_floor: float | None) -> float:
@@ -431,6 +484,11 @@ class ReferenceRun:
         self.feeds: list[Feed] = [_feed(self.samples, i) for i in range(self.samples.count)]
         self.outputs = [run_session(session, f, "original", i, self.samples.hint)
                         for i, f in enumerate(self.feeds)]
+        names = [s.name for s in self.output_specs]
+        self.links: list[dict[str, int]] = [{}] + [
+            carried_state(f, previous, names) for f, previous in zip(
+                self.feeds[1:], self.outputs, strict=False)]
+        """Per sample, its state inputs (see :func:`carried_state`)."""
         probes = [_Accumulator(s, evidence.get(s.name), self.noise_floor)
                   for s in self.output_specs]
         for outs in self.outputs:
@@ -453,11 +511,16 @@ class ReferenceRun:
     def run(self, model: onnx.ModelProto, samples: int | None = None
             ) -> list[list[np.ndarray]]:
         """A candidate's outputs (the model's own, then the extra ones) on the first
-        ``samples`` samples (all by default)."""
+        ``samples`` samples (all by default); state inputs get the candidate's own previous
+        outputs."""
         session = _session(lambda: session_from_proto(with_outputs(model, self.extra_outputs)),
                            "candidate")
-        return [run_session(session, f, "candidate", i)
-                for i, f in enumerate(self.feeds[:samples])]
+        outputs: list[list[np.ndarray]] = []
+        for i, (feed, links) in enumerate(zip(self.feeds[:samples], self.links, strict=False)):
+            previous = (self.outputs[i - 1], outputs[-1]) if outputs else None
+            outputs.append(run_session(session, _with_state(feed, links, previous),
+                                       "candidate", i))
+        return outputs
 
     def metrics(self, outputs: list[list[np.ndarray]]) -> tuple[OutputMetrics, ...]:
         """The metrics of a candidate's outputs (from :meth:`run`) against the original's."""
