@@ -20,8 +20,8 @@ miss the target; the smallest passing file on the grid is reported (agreement is
 monotonic in the step, so no bisection). "swept" walks the task's fidelity spec the same
 way (:func:`loosened`: 3 dB of SNR or a factor √2 of a fraction's shortfall per point),
 from the spec itself: like NNCodec's QP, the knob is chosen by looking at held-out data,
-which no user can; the fixed-spec column is what a user gets. A method that never reaches the target on its grid
-reports its best agreement instead.
+which no user can; the fixed-spec column is what a user gets. A method that never reaches
+the target on its grid reports its best agreement instead.
 
 ``--variant NAME=JSON`` adds a column: ``onnxz.save`` with those keyword arguments, swept over
 ``step_rel`` like "best --step-rel"; if they hold ``"fidelity": true`` it is one rate-control
