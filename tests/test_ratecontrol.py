@@ -9,7 +9,14 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from models import cell_stream, classifier_heads, constants_and_if, recurrent_cell, two_branches
+from models import (
+    binary_head,
+    cell_stream,
+    classifier_heads,
+    constants_and_if,
+    recurrent_cell,
+    two_branches,
+)
 from onnx import numpy_helper
 
 import onnxz
@@ -64,6 +71,15 @@ def test_a_stream_is_judged_with_its_state_carried(tmp_path):
     assert info.rate_control["met"] and report.passed and report.carried == 59
     snr = {m.name: m.snr_db for m in report.outputs}
     assert info.rate_control["achieved"]["hN"]["snr"] == pytest.approx(snr["hN"])
+
+
+def test_yes_no_decisions_of_a_probability_column_are_kept(tmp_path):
+    model = tmp_path / "b.onnx"
+    model.write_bytes(binary_head().SerializeToString())
+    x = {"x": np.random.default_rng(1).standard_normal((100, 1, 32)).astype(np.float32)}
+    info = onnxz.save(model, tmp_path / "b.onnxz", fidelity="top1>=0.99", inputs=x)
+    assert info.rate_control["met"] and "top1>=0.99 (p)" in info.rate_control["predicted"]
+    assert onnxz.verify(model, tmp_path / "b.onnxz", x, "top1>=0.99").passed
 
 
 def test_tighter_targets_give_larger_files(heads, tmp_path):

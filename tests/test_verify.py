@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from models import (
+    binary_head,
     cell_stream,
     constants_and_if,
     embedding_bag,
@@ -433,6 +434,24 @@ def test_two_files_for_one_input(tmp_path):
         numpy_helper.from_array(ids, "ids").SerializeToString())
     with pytest.raises(onnxz.VerificationInputError, match="two files give input 'ids'"):
         onnxz.verify(embedding_bag(), tmp_path / "e.onnxz", tmp_path / "data")
+
+
+def test_a_probability_column_is_judged_by_its_decisions(tmp_path):
+    """One probability per row ([N, 1] in [0, 1]: a VAD's speech score) counts as a yes/no
+    decision at 0.5; its logit (values outside [0, 1]) is not ranked."""
+    model = tmp_path / "b.onnx"
+    model.write_bytes(binary_head().SerializeToString())
+    onnxz.save(model, tmp_path / "b.onnxz", step_rel=1 / 2)
+    x = np.random.default_rng(0).standard_normal((200, 1, 32)).astype(np.float32)
+    report = onnxz.verify(model, tmp_path / "b.onnxz", {"x": x}, "top1>=0.5")
+    p, z = report.outputs
+    assert p.class_scores == "one probability per row, decided at 0.5" and p.top5 is None
+    assert z.class_scores is None and z.top1 is None
+    original = session_from_proto(binary_head())
+    packed = session_from_proto(onnxz.load(tmp_path / "b.onnxz"))
+    same = [(original.run(["p"], {"x": xi})[0] > 0.5) == (packed.run(["p"], {"x": xi})[0] > 0.5)
+            for xi in x]
+    assert p.top1 == pytest.approx(np.mean(same)) and p.top1 < 1
 
 
 # --- recurrent state: carried over a stream as a streaming caller carries it -----------

@@ -116,16 +116,26 @@ class ClassScores:
 
     ``axis`` is the class axis; with ``coerced`` (a Softmax of opset < 13) the classes are
     every axis from ``axis`` on, flattened. ``log_domain`` is True when the values are
-    logits or log-probabilities, False when they are probabilities.
+    logits or log-probabilities, False when they are probabilities. ``binary``: every value
+    is the probability p of one class, a yes/no decision at 0.5 (a voice activity
+    detector's speech probability); its rows are (1 − p, p).
+
+    >>> ClassScores("p", log_domain=False, binary=True).rows(np.array([[0.2], [0.9]]))
+    array([[0.8, 0.2],
+           [0.1, 0.9]])
     """
 
     reason: str
     axis: int = -1
     coerced: bool = False
     log_domain: bool = True
+    binary: bool = False
 
     def rows(self, values: np.ndarray) -> np.ndarray:
         """The output as a 2-D array, one prediction per row, one class per column."""
+        if self.binary:
+            p = values.reshape(-1, 1)
+            return np.concatenate([1 - p, p], axis=1)
         if values.ndim == 0:
             return values.reshape(1, 1)
         axis = self.axis % values.ndim
@@ -609,9 +619,8 @@ def _check_criteria(fidelity: Fidelity, specs: Sequence[TensorSpec],
 
 
 def _may_be_distribution(spec: TensorSpec) -> bool:
-    """A float output with a last axis that may hold ≥ 2 classes."""
-    return spec.dtype.kind == "f" and bool(spec.shape) and (
-        not isinstance(spec.shape[-1], int) or spec.shape[-1] >= 2)
+    """A float output with a last axis: ≥ 2 classes, or one probability per row."""
+    return spec.dtype.kind == "f" and bool(spec.shape)
 
 
 class ModelFailed(Exception):
@@ -713,6 +722,8 @@ def _count(n: int, noun: str) -> str:
 
 
 DATA_EVIDENCE = ClassScores("rows sum to 1", log_domain=False)
+PROBABILITY_EVIDENCE = ClassScores("one probability per row, decided at 0.5",
+                                   log_domain=False, binary=True)
 
 
 @dataclass
@@ -744,12 +755,20 @@ class _Accumulator:
     top1_samples: int = 0
     top5_sum: float = 0.0
     distributions: bool = True
+    probabilities: bool = True
 
     def class_scores(self) -> ClassScores | None:
         """The evidence that this output is class scores, if any (after some samples)."""
         if self.scores is not None:
             return self.scores
-        return DATA_EVIDENCE if self.distributions and self.rows else None
+        return self._data_evidence() if self.rows else None
+
+    def _data_evidence(self) -> ClassScores | None:
+        """Rows that are distributions on every sample so far, or else a single column of
+        probabilities (values in [0, 1], last axis 1)."""
+        if self.distributions:
+            return DATA_EVIDENCE
+        return PROBABILITY_EVIDENCE if self.probabilities else None
 
     def add(self, reference: np.ndarray, packed: np.ndarray) -> None:
         ref = reference.astype(np.float64).ravel()
@@ -778,9 +797,10 @@ class _Accumulator:
         cosine = _cosine(ref[finite], out[finite]) if (same | finite).all() else 0.0
         self.cos_sum += cosine
         self.cos_min = min(self.cos_min, cosine)
-        if self.scores is None and self.distributions:
-            self.distributions = _is_distribution(reference)
-        scores = self.scores or (DATA_EVIDENCE if self.distributions else None)
+        if self.scores is None:
+            self.distributions = self.distributions and _is_distribution(reference)
+            self.probabilities = self.probabilities and _is_probability_column(reference)
+        scores = self.scores or self._data_evidence()
         if scores is not None and reference.size and reference.dtype.kind == "f":
             self._add_rankings(scores.rows(reference), scores.rows(packed))
 
@@ -832,6 +852,14 @@ def _is_distribution(values: np.ndarray) -> bool:
     rows = values.reshape(-1, values.shape[-1]).astype(np.float64)
     return bool((rows >= -DISTRIBUTION_TOLERANCE).all()
                 and (np.abs(rows.sum(-1) - 1) <= DISTRIBUTION_TOLERANCE).all())
+
+
+def _is_probability_column(values: np.ndarray) -> bool:
+    """True if ``values`` is one probability per row: a last axis of 1 (at least 2-D),
+    every value finite and within [0, 1]."""
+    if values.dtype.kind != "f" or values.ndim < 2 or values.shape[-1] != 1 or not values.size:
+        return False
+    return bool(((values >= 0) & (values <= 1)).all())
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
