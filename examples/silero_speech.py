@@ -7,7 +7,9 @@ way silero-vad's own wrapper does: 512-sample chunks, each with the previous 64 
 context, the LSTM state carried from chunk to chunk. A chunk is speech when the probability
 is ≥ 0.5. Each model is packed at several quantizer settings and run the same way with its
 own state; the table shows how many speech decisions agree with the original model's, and
-what ``onnxz.verify`` says when fed the original's per-chunk inputs (audio, state)::
+what ``onnxz.verify`` says when fed the original's per-chunk inputs (audio, state): it sees
+that each chunk's state is the previous chunk's output and carries the packed model's own
+state too, so its top-1 (the speech decisions) equals the loop's agreement::
 
     sudo apt-get install espeak-ng     # Debian/Ubuntu; macOS: brew install espeak-ng
     python examples/silero_speech.py
@@ -142,8 +144,9 @@ def main() -> int:
                           str(f) for f in report.failures)))
     print("\nspeech = share of chunks called speech; agree = same decision as the original "
           "(each model carries its own\nstate); max Δp = largest probability change; SNR = "
-          "worst output of onnxz.verify fed the original's\nper-chunk inputs (default "
-          "thresholds: SNR ≥ 20 dB, worst-sample cosine ≥ 0.99)")
+          "worst output of onnxz.verify fed the original's\nper-chunk inputs, state carried "
+          "(default thresholds: SNR ≥ 20 dB, worst-sample cosine ≥ 0.99,\ntop-1 ≥ 0.99 on "
+          "the speech decisions)")
     return 0
 
 
