@@ -308,10 +308,10 @@ def _growth(*args: str) -> int:
     return json.loads(done.stdout)["grew"]
 
 
-LOSSLESS_ENCODER_MEMORY = pytest.mark.xfail(
-    strict=True, reason="the lossless encoder (issue 13's redesign) splits a whole tensor into "
-    "int64 planes at once: about 12x the tensor (a 256 MiB tensor; the 16 MiB tensors of the "
-    "400 MB model stay within bounds)")
+DEFAULT_PACK_MEMORY = pytest.mark.xfail(
+    strict=True, reason="the default's rate control holds a float64 copy of each candidate "
+    "tensor next to its lossless pricing, and the model for onnxruntime: a 64 MiB zero tensor "
+    "peaks at 515 MB of Python allocations (8x; --lossless alone: 196 MB, 3x)")
 
 
 @pytest.fixture(scope="module")
@@ -342,16 +342,16 @@ def test_lossy_pack_and_unpack_hold_about_one_tensor_not_the_model(model_400mb, 
 
 @pytest.mark.slow
 def test_lossless_pack_holds_about_one_tensor_not_the_model(model_400mb, tmp_path):
-    """Less than the model: the lossless encoder splits a whole tensor into planes at once,
-    about 12x the largest tensor (16 MiB here; measured 190-225 MB), not chunk by chunk."""
+    """A few times the largest tensor, not the model: the tensor, its planes (one or two
+    bytes a symbol, split a batch at a time) and the coded candidates of one plane."""
     model, shape = model_400mb
     largest = 4 * shape.hidden * shape.ffn  # float32 bytes of an FFN matrix
     grew = _growth("pack", str(model), str(tmp_path / "lossless.onnxz"), "lossless")
-    assert grew < min(16 * largest, shape.weight_bytes * 2 // 3), grew
+    assert grew < 6 * largest, grew
 
 
 @pytest.mark.slow
-@LOSSLESS_ENCODER_MEMORY
+@DEFAULT_PACK_MEMORY
 def test_a_large_constant_tensor_packs_in_a_few_times_its_size(tmp_path):
     """Issue 11 item 17, scaled down: an all-zero 256 MiB MatMul weight (the lossy codec
     declines it, the lossless one codes it) used to need ~20x its size."""

@@ -659,7 +659,7 @@ class MisorderedPlanes(crafted.ForcedPlanes):
         planes = split_planes(values, etype)
         encoded = super().encode(values, etype, chunk_elements)
         tables = [ans.FrequencyTable.from_fields(p["table"]) for p in encoded.params["planes"]]
-        wrong = planes[1].copy()
+        wrong = planes[1].astype(np.int64)
         wrong[5] = 256
         extra = [] if self.plane_0_ends_right else [tables[0].offset + 1]  # C_i > 0: state ≠ 0
         parts = (ans.encode(np.append(planes[0], np.array(extra, dtype=np.int64)), tables[0]),

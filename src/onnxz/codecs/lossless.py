@@ -70,6 +70,9 @@ MIN_ZSTD_GAIN = 0.995
 """A plane tries the slow zstd levels only if level 1 already gets below this share of its
 packed size (incompressible mantissa bytes skip them)."""
 
+SPLIT_BATCH = 1 << 20
+"""Elements split into planes at a time (see :func:`split_planes`)."""
+
 PLANE_METHODS_1_1 = frozenset({"zstd"})
 """Plane methods that format 1.1 added (a file using one declares 1.1)."""
 
@@ -116,19 +119,24 @@ def _word_type(etype: ElementType) -> np.dtype:
 
 
 def split_planes(values: np.ndarray, etype: ElementType) -> list[np.ndarray]:
-    """The planes of ``values`` as int64 symbol arrays, in layout order."""
+    """The planes of ``values`` (flattened) as symbol arrays (uint8, uint16 above 8 bits:
+    together the size of ``values``), in layout order; built :data:`SPLIT_BATCH` elements
+    at a time, so the working memory beyond the planes is small."""
     word = _word_type(etype).type
-    words = values.view(_word_type(etype))
-    sign_mantissa = None
-    if etype.is_float:
-        m = word(etype.mantissa_bits)
-        sign = words >> word(8 * etype.width - 1)
-        sign_mantissa = (sign << m) | (words & word((1 << etype.mantissa_bits) - 1))
-    planes = []
-    for layout in plane_layouts(etype):
-        source = sign_mantissa if layout.from_sign_mantissa else words
-        mask = word((1 << layout.bits) - 1)
-        planes.append(((source >> word(layout.shift)) & mask).astype(np.int64))
+    words = values.reshape(-1).view(_word_type(etype))
+    layouts = plane_layouts(etype)
+    planes = [np.empty(words.size, layout.numpy) for layout in layouts]
+    for start in range(0, words.size, SPLIT_BATCH):
+        batch = words[start : start + SPLIT_BATCH]
+        sign_mantissa = None
+        if etype.is_float:
+            m = word(etype.mantissa_bits)
+            sign = batch >> word(8 * etype.width - 1)
+            sign_mantissa = (sign << m) | (batch & word((1 << etype.mantissa_bits) - 1))
+        for plane, layout in zip(planes, layouts, strict=True):
+            source = sign_mantissa if layout.from_sign_mantissa else batch
+            mask = word((1 << layout.bits) - 1)
+            plane[start : start + batch.size] = (source >> word(layout.shift)) & mask
     return planes
 
 
@@ -297,7 +305,9 @@ def code_plane(plane: np.ndarray, layout: PlaneLayout, counts: Sequence[int]) ->
 
     packed = coded(PlaneCoding("packed"))
     best, best_cost = packed, packed.size + time_cost("packed")
-    counts_hist = np.bincount(plane.astype(np.intp) - lo)
+    present, counts_present = ans.histogram(plane)  # a batch at a time: bounded memory
+    counts_hist = np.zeros(hi - lo + 1, dtype=np.int64)
+    counts_hist[present - lo] = counts_present
     table = ans.FrequencyTable.fit_counts(counts_hist, lo)
     ans_estimate = (table.cost_bits(counts_hist) / 8 + table.stored_size + 4 * len(pieces)
                     + time_cost("ans"))
@@ -403,9 +413,9 @@ class LosslessCodec(TensorCodec):
         self, values: np.ndarray, etype: ElementType, chunk_elements: int
     ) -> EncodedTensor:
         counts = split_counts(values.size, chunk_elements)
+        symbols = split_planes(values, etype)
         planes = [code_plane(p, lay, counts)
-                  for p, lay in zip(split_planes(values, etype), plane_layouts(etype),
-                                    strict=True)]
+                  for p, lay in zip(symbols, plane_layouts(etype), strict=True)]
         plane_chunks = tuple(Chunk(n, tuple(p.parts[i] for p in planes))
                              for i, n in enumerate(counts))
         level = ZSTD_LEVEL if values.nbytes <= ZSTD_FAST_ABOVE else ZSTD_FAST_LEVEL
@@ -418,8 +428,8 @@ class LosslessCodec(TensorCodec):
         )
         if sum(len(c.parts[0]) for c in zstd_chunks) <= sum(p.size for p in planes):
             return EncodedTensor(self.codec_id, {"mode": "zstd"}, zstd_chunks, values)
-        ans_planes = [(p, sym) for p, sym in zip(planes, split_planes(values, etype),
-                                                 strict=True) if p.coding.method == "ans"]
+        ans_planes = [(p, sym) for p, sym in zip(planes, symbols, strict=True)
+                      if p.coding.method == "ans"]
         return EncodedTensor(
             self.codec_id,
             {"mode": "planes", "planes": [p.coding.to_fields() for p in planes]},
