@@ -73,8 +73,7 @@ class FrequencyTable:
         """
         lo = int(symbols.min()) if offset is None else offset
         hi = int(symbols.max()) if size is None else lo + size - 1
-        counts = np.bincount((symbols - lo).astype(np.intp), minlength=max(hi - lo + 1, 2))
-        return cls.fit_counts(counts, lo)
+        return cls.fit_counts(dense_histogram(symbols, lo, max(hi - lo + 1, 2)), lo)
 
     @classmethod
     def fit_counts(cls, counts: np.ndarray, offset: int) -> FrequencyTable:
@@ -147,6 +146,20 @@ HISTOGRAM_BATCH = 1 << 22
 """Symbols counted at a time, so a histogram needs little memory beyond its counts."""
 
 
+def dense_histogram(symbols: np.ndarray, lo: int, size: int) -> np.ndarray:
+    """Counts of the values lo … lo + size − 1 in ``symbols`` (all within that range), a
+    batch at a time.
+
+    >>> dense_histogram(np.array([3, 5, 5], dtype=np.uint8), 3, 4).tolist()
+    [1, 0, 2, 0]
+    """
+    counts = np.zeros(size, dtype=np.int64)
+    for start in range(0, symbols.size, HISTOGRAM_BATCH):
+        batch = symbols[start : start + HISTOGRAM_BATCH]
+        counts += np.bincount((batch - lo).astype(np.intp), minlength=size)
+    return counts
+
+
 def histogram(symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct values of a non-empty integer array, ascending, and their counts.
 
@@ -155,10 +168,7 @@ def histogram(symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     lo, hi = int(symbols.min()), int(symbols.max())
     if hi - lo < max(1 << 20, symbols.size):
-        counts = np.zeros(hi - lo + 1, dtype=np.int64)
-        for start in range(0, symbols.size, HISTOGRAM_BATCH):
-            batch = symbols[start : start + HISTOGRAM_BATCH]
-            counts += np.bincount((batch - lo).astype(np.intp), minlength=hi - lo + 1)
+        counts = dense_histogram(symbols, lo, hi - lo + 1)
         present = np.flatnonzero(counts)
         return present.astype(np.int64) + lo, counts[present]
     return np.unique(symbols, return_counts=True)

@@ -70,9 +70,6 @@ MIN_ZSTD_GAIN = 0.995
 """A plane tries the slow zstd levels only if level 1 already gets below this share of its
 packed size (incompressible mantissa bytes skip them)."""
 
-SPLIT_BATCH = 1 << 20
-"""Elements split into planes at a time (see :func:`split_planes`)."""
-
 PLANE_METHODS_1_1 = frozenset({"zstd"})
 """Plane methods that format 1.1 added (a file using one declares 1.1)."""
 
@@ -120,14 +117,14 @@ def _word_type(etype: ElementType) -> np.dtype:
 
 def split_planes(values: np.ndarray, etype: ElementType) -> list[np.ndarray]:
     """The planes of ``values`` (flattened) as symbol arrays (uint8, uint16 above 8 bits:
-    together the size of ``values``), in layout order; built :data:`SPLIT_BATCH` elements
-    at a time, so the working memory beyond the planes is small."""
+    together the size of ``values``), in layout order; built a batch at a time
+    (:func:`~onnxz.codecs.base.batches`), so the working memory beyond the planes is small."""
     word = _word_type(etype).type
     words = values.reshape(-1).view(_word_type(etype))
     layouts = plane_layouts(etype)
     planes = [np.empty(words.size, layout.numpy) for layout in layouts]
-    for start in range(0, words.size, SPLIT_BATCH):
-        batch = words[start : start + SPLIT_BATCH]
+    for part in batches(words.size):
+        batch = words[part]
         sign_mantissa = None
         if etype.is_float:
             m = word(etype.mantissa_bits)
@@ -136,7 +133,7 @@ def split_planes(values: np.ndarray, etype: ElementType) -> list[np.ndarray]:
         for plane, layout in zip(planes, layouts, strict=True):
             source = sign_mantissa if layout.from_sign_mantissa else batch
             mask = word((1 << layout.bits) - 1)
-            plane[start : start + batch.size] = (source >> word(layout.shift)) & mask
+            plane[part] = (source >> word(layout.shift)) & mask
     return planes
 
 
@@ -305,9 +302,7 @@ def code_plane(plane: np.ndarray, layout: PlaneLayout, counts: Sequence[int]) ->
 
     packed = coded(PlaneCoding("packed"))
     best, best_cost = packed, packed.size + time_cost("packed")
-    present, counts_present = ans.histogram(plane)  # a batch at a time: bounded memory
-    counts_hist = np.zeros(hi - lo + 1, dtype=np.int64)
-    counts_hist[present - lo] = counts_present
+    counts_hist = ans.dense_histogram(plane, lo, hi - lo + 1)
     table = ans.FrequencyTable.fit_counts(counts_hist, lo)
     ans_estimate = (table.cost_bits(counts_hist) / 8 + table.stored_size + 4 * len(pieces)
                     + time_cost("ans"))
