@@ -310,9 +310,9 @@ def _growth(*args: str) -> int:
 
 DEFAULT_PACK_MEMORY = pytest.mark.xfail(
     strict=True, reason="the default's rate control works on a float64 copy of each candidate "
-    "(the robust spread, and the std's temporary when the spread is 0) while another copy "
-    "of the tensor is held: a 64 MiB zero tensor peaks at 387 MB of Python allocations (6x; "
-    "--lossless alone: 196 MB, 3x)")
+    "(its robust spread, and the std's temporary) while another copy of the tensor is held: "
+    "a 64 MiB zero tensor peaks at 387 MB of Python allocations (6x; --lossless alone: "
+    "196 MB, 3x)")
 
 
 @pytest.fixture(scope="module")

@@ -213,16 +213,6 @@ def weight_bytes(model: onnx.ModelProto) -> int:
     return total
 
 
-def _energy(values: np.ndarray, etype: ElementType, batch: int = 1 << 20) -> float:
-    """Σ x² in float64, a batch at a time (no float64 copy of the whole tensor); not finite
-    if any value is not."""
-    total = 0.0
-    for start in range(0, values.size, batch):
-        x = to_float64(values[start : start + batch], etype)
-        total += float(np.dot(x, x))
-    return total
-
-
 def find_candidates(model: onnx.ModelProto, options: PackOptions,
                     settings: Sequence[Setting] | None = None,
                     min_elements: int = WEIGHT_MIN_ELEMENTS) -> list[Candidate]:
@@ -244,12 +234,14 @@ def find_candidates(model: onnx.ModelProto, options: PackOptions,
         values = read_payload(slot.tensor, etype)
         if values.size < AUXILIARY_MIN_ELEMENTS or values.nbytes < options.inline_max_bytes:
             continue
-        energy = _energy(values, etype)
-        if not math.isfinite(energy):
+        x = to_float64(values, etype)
+        if not np.isfinite(x).all():
             continue
+        energy = float(np.dot(x, x))
+        spread = robust_spread(x, overwrite=True)  # works in x: no second copy
+        del x  # freed before the lossless pricing
         weight = slot.is_weight and values.size >= min_elements
         lossless = LosslessCodec().encode(values, etype, options.chunk_elements).coded_bytes
-        spread = robust_spread(to_float64(values, etype), overwrite=True)
         candidate = Candidate(slot, etype, values, [Point(LOSSLESS, float(lossless), 0.0)],
                               energy, spread, auxiliary=not weight)
         candidate.points += filter(None, (candidate.price(s) for s in
