@@ -258,10 +258,9 @@ def recurrent_cell(width: int = 32) -> onnx.ModelProto:
 def cell_stream(model: onnx.ModelProto, steps: int = 60, seed: int = 0) -> dict[str, np.ndarray]:
     """Samples of :func:`recurrent_cell` as a streaming caller makes them: each chunk's h is
     the original's hN on the chunk before (the first is the zero state)."""
-    import onnxruntime
+    from onnxz.verifier import session_from_proto
 
-    session = onnxruntime.InferenceSession(model.SerializeToString(),
-                                           providers=["CPUExecutionProvider"])
+    session = session_from_proto(model)
     xs = (0.5 * np.random.default_rng(seed).standard_normal((steps, 1, 32))).astype(np.float32)
     hs = [np.zeros((1, 32), np.float32)]
     for x in xs[:-1]:

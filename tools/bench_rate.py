@@ -38,13 +38,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import onnx
 
 import onnxz
-from onnxz.fidelity import Fidelity
+from onnxz.fidelity import Criterion, Fidelity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comparators
@@ -160,17 +160,15 @@ def loosened(spec: str, k: int) -> str:
     >>> loosened("top1>=0.995,snr[out]>=30", 2)
     'top1>=0.99,snr[out]>=24'
     """
-    parts = []
-    for c in Fidelity.parse(spec).criteria:
+    def bound(c: Criterion) -> float:
         if c.metric == "snr":
-            bound = c.bound - 3 * k
-        elif c.metric == "max_abs":
-            bound = c.bound * 2 ** (k / 2)
-        else:
-            bound = max(1 - (1 - c.bound) * 2 ** (k / 2), -1 if c.metric == "cosine" else 0)
-        name = c.metric + (f"[{c.output}]" if c.output else "")
-        parts.append(f"{name}{c.op}{bound:.6g}")
-    return ",".join(parts)
+            return c.bound - 3 * k
+        if c.metric == "max_abs":
+            return c.bound * 2 ** (k / 2)
+        return max(1 - (1 - c.bound) * 2 ** (k / 2), -1 if c.metric == "cosine" else 0)
+
+    criteria = Fidelity.parse(spec).criteria
+    return str(Fidelity(tuple(replace(c, bound=bound(c)) for c in criteria)))
 
 
 def step_label(k: int) -> str:

@@ -390,12 +390,11 @@ def verify(
         candidate = _session(lambda: open_packed(quiet_options()), "packed")
         _check_interfaces(reference, candidate)
         accumulators = [_Accumulator(s, evidence.get(s.name), floor) for s in output_specs]
-        names = [s.name for s in output_specs]
         previous: tuple[list[np.ndarray], list[np.ndarray]] | None = None
         for i in range(samples.count):
             feed = _feed(samples, i)
             ref = run_session(reference, feed, "original", i, samples.hint)
-            links = carried_state(feed, previous[0], names) if previous else {}
+            links = carried_state(feed, previous[0]) if previous else {}
             carried += bool(links)
             out = run_session(candidate, _with_state(feed, links, previous), "packed", i)
             _accumulate(accumulators, ref, out, i)
@@ -420,16 +419,15 @@ def verify(
     )
 
 
-def carried_state(feed: Feed, previous: Sequence[np.ndarray], output_names: Sequence[str]
-                  ) -> dict[str, int]:
+def carried_state(feed: Feed, previous: Sequence[np.ndarray]) -> dict[str, int]:
     """The inputs of ``feed`` that carry state from the previous sample: input name ->
-    index of the output (in ``previous``, the original's outputs on the previous sample)
-    that it equals exactly. Only float arrays with a non-zero element count (a stream's
-    reset state, all zeros, is no evidence of a link).
+    index of the output (in ``previous``, the original model's outputs on the previous
+    sample) that it equals exactly. Only float arrays with a non-zero element count (a
+    stream's reset state, all zeros, is no evidence of a link).
 
     >>> state = np.array([[0.5, -1.0]], dtype=np.float32)
     >>> carried_state({"x": np.ones((1, 4), np.float32), "h": state.copy()},
-    ...               [np.zeros((1, 1), np.float32), state], ["prob", "hN"])
+    ...               [np.zeros((1, 1), np.float32), state])
     {'h': 1}
     """
     links = {}
@@ -437,7 +435,7 @@ def carried_state(feed: Feed, previous: Sequence[np.ndarray], output_names: Sequ
         value = np.asarray(value)
         if value.dtype.kind != "f" or not value.any():
             continue
-        for index, out in enumerate(previous[:len(output_names)]):
+        for index, out in enumerate(previous):
             if out.shape == value.shape and out.dtype == value.dtype and np.array_equal(
                     out, value):
                 links[name] = index
@@ -494,9 +492,9 @@ class ReferenceRun:
         self.feeds: list[Feed] = [_feed(self.samples, i) for i in range(self.samples.count)]
         self.outputs = [run_session(session, f, "original", i, self.samples.hint)
                         for i, f in enumerate(self.feeds)]
-        names = [s.name for s in self.output_specs]
+        own = len(self.output_specs)  # the model's own outputs, not the extra ones
         self.links: list[dict[str, int]] = [{}] + [
-            carried_state(f, previous, names) for f, previous in zip(
+            carried_state(f, previous[:own]) for f, previous in zip(
                 self.feeds[1:], self.outputs, strict=False)]
         """Per sample, its state inputs (see :func:`carried_state`)."""
         probes = [_Accumulator(s, evidence.get(s.name), self.noise_floor)

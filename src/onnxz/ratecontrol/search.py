@@ -196,14 +196,12 @@ def choose_for_fidelity(bench: Workbench, objective: Objective,
     verdicts: dict[frozenset, tuple[bool, tuple[OutputMetrics, ...], dict[str, float]]] = {}
     plan: Plan | None = None
     for spread in spreads:
-        for c, value in zip(candidates, measured, strict=True):
-            c.sensitivity = value
         if spread is not None:
             clip_sensitivities(candidates, spread)
         found = _smallest_passing(bench, objective, verdicts, len(spreads),
                                   math.inf if plan is None else plan_bytes(plan))
         plan = plan if found is None else found
-    if sensitivity_spread_db is None:  # the file records the sensitivities as measured
+    if len(spreads) > 1:  # after the equal try: the file records them as measured
         for c, value in zip(candidates, measured, strict=True):
             c.sensitivity = value
     assert plan is not None  # the first search has no ceiling
