@@ -1,5 +1,5 @@
-"""An independent onnxz 1.x decoder (1.0, and the 1.1 codecs mulaw, minifloat and
-trellis), written from SPEC.md alone.
+"""An independent onnxz 1.x decoder (1.0, the 1.1 codecs mulaw, minifloat and trellis,
+and the 1.2 codec predictive), written from SPEC.md alone.
 
 It imports nothing from onnxz: only the standard library, onnx (to parse the graph
 section's ModelProto), zstandard and msgpack (the section formats SPEC.md names). Every
@@ -465,6 +465,8 @@ def _decode_tensor(data: bytes, t: TensorRef) -> bytes:
         decode_chunk = _minifloat_decoder(t.params, dtype)
     elif t.codec == "trellis":
         decode_chunk = _trellis_decoder(t.params, dtype)
+    elif t.codec == "predictive":
+        decode_chunk = _predictive_decoder(t.params, dtype)
     else:
         raise FormatError(f"tensor {t.name!r}: codec {t.codec!r} is not known to this reader")
     out = b""
@@ -608,22 +610,29 @@ def _join(dtype: DType, widths: list[int], planes: list[int]) -> bytes:
 # --- codec deadzone (§7) ------------------------------------------------------------------
 
 def _deadzone_decoder(params: dict, dtype: DType) -> ChunkDecode:
-    step = _number(params, "step")
-    deadzone = _number(params, "deadzone")
-    if not (math.isfinite(step) and step > 0 and 0.0 <= deadzone <= 1.0):
-        raise FormatError("deadzone: step must be finite and > 0, deadzone in [0, 1]")
-    rule = _typed(params, "reconstruction", str)
-    if rule != "midpoint":
-        raise FormatError(f"deadzone: reconstruction {rule!r} is not known to this reader")
-    escape = _typed(params, "escape", bool)
-    table = Table.parse(_typed(params, "table", dict))
-    if dtype.name not in QUANTIZABLE:
-        raise FormatError(f"deadzone: cannot reconstruct into {dtype.name}")
+    step, deadzone, escape, table = _deadzone_params(params, dtype, "deadzone")
 
     def decode_chunk(parts: list[bytes], count: int) -> bytes:
         q = _decode_symbols(parts, count, table, escape, 1 << 53, "deadzone")
         return b"".join(_reconstruct(v, step, deadzone, dtype) for v in q)
     return decode_chunk
+
+
+def _deadzone_params(params: dict, dtype: DType, codec: str
+                     ) -> tuple[float, float, bool, Table]:
+    """§7.1 (and §16.1): step, deadzone, escape and the table, checked."""
+    step = _number(params, "step")
+    deadzone = _number(params, "deadzone")
+    if not (math.isfinite(step) and step > 0 and 0.0 <= deadzone <= 1.0):
+        raise FormatError(f"{codec}: step must be finite and > 0, deadzone in [0, 1]")
+    rule = _typed(params, "reconstruction", str)
+    if rule != "midpoint":
+        raise FormatError(f"{codec}: reconstruction {rule!r} is not known to this reader")
+    escape = _typed(params, "escape", bool)
+    table = Table.parse(_typed(params, "table", dict))
+    if dtype.name not in QUANTIZABLE:
+        raise FormatError(f"{codec}: cannot reconstruct into {dtype.name}")
+    return step, deadzone, escape, table
 
 
 def _decode_symbols(parts: list[bytes], count: int, table: Table, escape: bool, limit: int,
@@ -632,6 +641,14 @@ def _decode_symbols(parts: list[bytes], count: int, table: Table, escape: bool, 
     ±``limit``."""
     if len(parts) != 2:
         raise FormatError(f"{codec}: a chunk has two parts")
+    return list(_symbols(parts, count, table, escape, limit, codec))
+
+
+def _symbols(parts: list[bytes], count: int, table: Table, escape: bool, limit: int,
+             codec: str) -> Iterator[int]:
+    """§7.2 on parts 0 and 1: each symbol, escapes replaced, once it passed its checks; the
+    checks that follow the last symbol (§10.2) run when the iteration ends, so a caller's own
+    check of each element (§16.3) comes before them."""
     _check_stream(parts[0], count)
     if not escape and parts[1]:
         raise CorruptDataError(f"{codec}: escape bytes without escape symbol")
@@ -641,18 +658,18 @@ def _decode_symbols(parts: list[bytes], count: int, table: Table, escape: bool, 
     esc = table.offset + len(table.F) - 1
     q, ended = ans_decode(parts[0], count, table)
     used = 0
-    for i, s in enumerate(q):
+    for s in q:
         if escape and s == esc:
             if used == len(escaped):
                 raise FormatError(f"{codec}: more escape symbols than escape values")
-            q[i], used = escaped[used], used + 1
+            s, used = escaped[used], used + 1
         elif abs(s) > limit:
             raise FormatError(f"{codec}: |q| > {limit}")
+        yield s
     if not ended:
         raise CorruptDataError(f"{codec}: ANS stream does not end in the initial state")
     if used != len(escaped):
         raise FormatError(f"{codec}: more escape values than escape symbols")
-    return q
 
 
 def _number(params: dict, key: str) -> float:
@@ -851,6 +868,53 @@ def _bucket_table(fields: dict, escape: bool) -> Table:
     for f in F:
         C.append(C[-1] + f)
     return Table(-M, F, tuple(C))
+
+
+# --- codec predictive (§16) ---------------------------------------------------------------
+
+PREDICTIVE_MAX_ROW = 1 << 16
+PREDICTIVE_MAX_RESIDUAL = 1 << 35
+PREDICTIVE_MAX_LEVEL = 1 << 31
+
+
+def _predictive_decoder(params: dict, dtype: DType) -> ChunkDecode:
+    """§16: the residuals of parts 0 and 1 (§16.2), the levels rebuilt along the chunk's rows
+    with part 2's coefficients (§16.3), reconstructed as §7.3 (§16.4)."""
+    step, deadzone, escape, table = _deadzone_params(params, dtype, "predictive")
+    row = _typed(params, "row", int)
+    if not 1 <= row <= PREDICTIVE_MAX_ROW:
+        raise FormatError(f"predictive: row {row} outside 1..65536")
+
+    def decode_chunk(parts: list[bytes], count: int) -> bytes:
+        if len(parts) != 3:
+            raise FormatError("predictive: a chunk has three parts")
+        rows = -(-count // row)
+        if len(parts[2]) != 4 * rows:
+            raise CorruptDataError(f"predictive: {len(parts[2])} bytes of coefficients for "
+                                   f"{rows} rows")
+        coefficients = [struct.unpack_from("<hh", parts[2], 4 * r) for r in range(rows)]
+        out = []
+        q1 = q2 = 0
+        residuals = _symbols(parts[:2], count, table, escape, PREDICTIVE_MAX_RESIDUAL,
+                             "predictive")
+        for i, e in enumerate(residuals):
+            r, j = divmod(i, row)
+            if j == 0:
+                q1 = q2 = 0  # the predictor restarts at every row of the chunk
+            a, b = coefficients[r]
+            q = e + prediction(a, b, q1, q2)
+            if abs(q) > PREDICTIVE_MAX_LEVEL:
+                raise FormatError(f"predictive: level |q| > 2^31 at element {i}")
+            out.append(_reconstruct(q, step, deadzone, dtype))
+            q2, q1 = q1, q
+        return b"".join(out)
+    return decode_chunk
+
+
+def prediction(a: int, b: int, q1: int, q2: int) -> int:
+    """§16.3: (a·q1 + b·q2 + 2048) >> 12, the shift arithmetic (Python's ``>>`` on ints
+    floors, as the rule wants)."""
+    return (a * q1 + b * q2 + 2048) >> 12
 
 
 # --- frequency tables and ANS (§8), varints (§9) ------------------------------------------

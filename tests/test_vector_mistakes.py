@@ -47,6 +47,10 @@ REVISION_2 = (
 )
 """The vectors added with SPEC revision 2 (issue 14)."""
 
+FORMAT_1_2 = ("predictive_rows", "predictive_f16_bf16_f64", "predictive_extremes",
+              "invalid_predictive_coefficients", "invalid_predictive_level")
+"""The vectors of format 1.2 (codec predictive, SPEC §16)."""
+
 
 @dataclass(frozen=True)
 class Mistake:
@@ -315,6 +319,22 @@ def path_by_field(original):
     return resolve
 
 
+def prediction_truncated(original):
+    """(a·q1 + b·q2 + 2048) / 4096 rounded toward zero (C's integer division), not floored."""
+    def prediction(a, b, q1, q2):
+        n = a * q1 + b * q2 + 2048
+        return n // 4096 if n >= 0 else -(-n // 4096)
+    return prediction
+
+
+def prediction_ties_away(original):
+    """(a·q1 + b·q2) / 4096 rounded to nearest, ties away from zero (not toward +∞)."""
+    def prediction(a, b, q1, q2):
+        n = a * q1 + b * q2
+        return (n + 2048) >> 12 if n >= 0 else -((-n + 2048) >> 12)
+    return prediction
+
+
 def any_map_keys(original):
     return lambda pairs: dict(pairs)
 
@@ -379,6 +399,11 @@ MISTAKES = {
         "_str_keyed_map", any_map_keys, ("invalid_ignored_key_not_str",)),
     "ext values ignored": Mistake("_no_ext", ext_kept, ("invalid_ignored_ext",)),
     "nesting unbounded": Mistake("_check_depth", any_depth, ("invalid_nesting_65",)),
+    # format 1.2: codec predictive (§16.3)
+    "prediction rounded toward zero": Mistake(
+        "prediction", prediction_truncated, ("predictive_rows", "predictive_extremes")),
+    "prediction ties away from zero": Mistake(
+        "prediction", prediction_ties_away, ("predictive_rows", "predictive_extremes")),
 }
 
 
@@ -399,4 +424,5 @@ def test_mistake_fails_its_vectors_and_passes_the_first_ones(mistake, monkeypatc
 
 def test_every_vector_of_revision_2_catches_a_mistake():
     caught = {name for m in MISTAKES.values() for name in m.catches}
-    assert caught == set(REVISION_2) <= set(MANIFEST)
+    assert set(REVISION_2) <= caught <= set(REVISION_2) | set(FORMAT_1_2)
+    assert set(REVISION_2) | set(FORMAT_1_2) <= set(MANIFEST)

@@ -140,6 +140,14 @@ def test_vectors_cover_every_feature():
             elif t.codec == "trellis":
                 seen.add(("trellis table", "buckets" if "buckets" in p else "table",
                           p["escape"]))
+            elif t.codec == "predictive":
+                starts = [sum(c.count for c in t.chunks[:k]) for k in range(len(t.chunks))]
+                seen.add(("predictive deadzone", p["deadzone"]))
+                seen.update(("predictive short row", c.count % p["row"] > 0) for c in t.chunks)
+                seen.update(("predictive chunk starts inside a row", s % p["row"] > 0)
+                            for s in starts)
+                seen.update(("predictive escapes", p["escape"], c.sizes[1] > 0)
+                            for c in t.chunks)
             else:
                 seen.add(("deadzone", p["deadzone"]))
                 seen.update(("escapes", p["escape"], c.sizes[1] > 0) for c in t.chunks)
@@ -160,6 +168,11 @@ def test_vectors_cover_every_feature():
     assert {("codec", "trellis", d) for d in reference_decoder.QUANTIZABLE} <= seen
     assert {("trellis table", "buckets", True), ("trellis table", "table", False),
             ("chunked", "trellis", True)} <= seen
+    assert {("codec", "predictive", d) for d in reference_decoder.QUANTIZABLE} <= seen
+    assert {("chunked", "predictive", True), ("predictive short row", True),
+            ("predictive chunk starts inside a row", True), ("predictive escapes", True, True),
+            ("predictive escapes", True, False), ("predictive deadzone", 0.0),
+            ("predictive deadzone", 0.3), ("predictive deadzone", 0.5)} <= seen
     assert {("path", s) for s in ("graph", "initializer", "node", "attribute", "t", "tensors",
                                   "g", "graphs", "functions")} <= seen
     assert ("minor", True) in seen

@@ -49,13 +49,16 @@ from onnxz.codecs import (  # noqa: E402
     DeadzoneCodec,
     MinifloatCodec,
     MulawCodec,
+    PredictiveCodec,
     TensorCodec,
     TrellisCodec,
     ans,
+    predictive,
 )
-from onnxz.codecs.base import Chunk  # noqa: E402
-from onnxz.codecs.deadzone import dequantize, from_float64  # noqa: E402
+from onnxz.codecs.base import Chunk, EncodedTensor, split_counts  # noqa: E402
+from onnxz.codecs.deadzone import Quantized, dequantize, from_float64  # noqa: E402
 from onnxz.codecs.lossless import split_planes  # noqa: E402
+from onnxz.codecs.varint import encode_uvarints, zigzag_encode  # noqa: E402
 
 VECTORS = ROOT / "tests" / "vectors"
 MANIFEST = "manifest.json"
@@ -683,6 +686,137 @@ def uint16_model(_: Path) -> onnx.ModelProto:
                                   rng.integers(0, 200, 64).astype("<u2"))])
 
 
+# --- vectors of format 1.2: codec predictive (SPEC.md §16) --------------------------------
+
+def _smooth_rows(rows: int, width: int, spikes: dict[int, float] | None = None) -> np.ndarray:
+    """Windowed cosines, one frequency per row (an STFT-like basis; float64), with
+    ``spikes`` (flat index: value) added so that some residuals are escaped."""
+    n = np.arange(width)
+    window = np.sin(np.pi * (n + 0.5) / width)
+    x = np.stack([window * np.cos(np.pi * (k + 0.5) * (n + 0.5) / width) for k in range(rows)])
+    for i, v in (spikes or {}).items():
+        x.flat[i] = v
+    return x
+
+
+def _chirp(count: int, seed: int) -> np.ndarray:
+    """A smooth signal: a chirp under a slow envelope, plus a few spikes."""
+    t = np.arange(count) / count
+    x = (0.5 + 0.5 * t) * np.sin(2 * np.pi * (3 + 20 * t) * t)
+    rng = np.random.default_rng(seed)
+    x[rng.choice(count, 3, replace=False)] += [2.0, -3.0, 2.5]
+    return x
+
+
+def predictive_rows(_: Path) -> onnx.ModelProto:
+    return _constants_model([
+        _raw("basis", TensorProto.FLOAT, _smooth_rows(
+            16, 64, {70: 3.0, 517: -2.5, 900: 4.0}).astype("<f4")),
+        _raw("signal", TensorProto.FLOAT, _chirp(1000, 401).astype("<f4")),
+        _raw("chunk_rows", TensorProto.FLOAT, _chirp(1000, 402)[::-1].astype("<f4")),
+    ])
+
+
+def predictive_dtypes(_: Path) -> onnx.ModelProto:
+    return _constants_model([
+        _raw("f16", TensorProto.FLOAT16, _smooth_rows(12, 48, {100: 2.0}).astype("<f2")),
+        _raw("bf16", TensorProto.BFLOAT16, _bf16(_smooth_rows(8, 96, {300: -2.0}))),
+        _raw("f64", TensorProto.DOUBLE, (100 * _smooth_rows(10, 64, {7: 400.0})).astype("<f8")),
+    ])
+
+
+def _levels_model(name: str, count: int) -> Source:
+    """A float32 tensor of ``count`` zeros: a crafted codec with explicit levels ignores the
+    values (the writer checksums the codec's reconstruction)."""
+    def source(_: Path) -> onnx.ModelProto:
+        return _constants_model([_raw(name, TensorProto.FLOAT, np.zeros(count, "<f4"))])
+    return source
+
+
+class CraftedPredictive(PredictiveCodec):
+    """The predictive codec with choices its writer never makes: the chunks' element
+    ``counts`` (rows cut from each chunk's start, so a chunk may start inside a row of the
+    tensor), and optionally explicit levels ``q`` (with an absolute ``step``), explicit
+    ``coefficients`` (one (a, b) per row of every chunk, in order), the residual range
+    ``coded`` (the others escaped) and an ``edit`` of each chunk's three parts."""
+
+    def __init__(self, step_rel: float | None, deadzone: float, *, row: int,
+                 counts: tuple[int, ...] | None = None, q: list[int] | None = None,
+                 coefficients: list[tuple[int, int]] | None = None,
+                 coded: tuple[int, int] | None = None,
+                 edit: Callable[[tuple[bytes, ...]], tuple[bytes, ...]] | None = None,
+                 **options: Any) -> None:
+        super().__init__(step_rel, deadzone, row=row, **options)
+        self.counts, self.coded, self.edit = counts, coded, edit
+        self.q = None if q is None else np.array(q, dtype=np.int64)
+        self.coefficients = coefficients
+
+    def encode(self, values: np.ndarray, etype: onnxz.dtypes.ElementType,
+               chunk_elements: int) -> EncodedTensor:
+        if self.q is None:
+            quantized = DeadzoneCodec.quantize(self, values, etype)
+            q, step = quantized.q.astype(np.int64), quantized.step
+        else:
+            q, step = self.q, self.step
+        assert q.size == values.size, "one level per element"
+        row = self.row
+        errors, coefficients = [], []
+        given = iter(self.coefficients or ())
+        for part in crafted.chunk_slices(self.counts or split_counts(q.size, chunk_elements)):
+            levels = q[part]
+            rows = -(-levels.size // row)
+            grid = np.zeros(rows * row, dtype=np.int64)
+            grid[:levels.size] = levels
+            grid = grid.reshape(rows, row)
+            c = (np.array([next(given) for _ in range(rows)], dtype=np.int64).reshape(rows, 2)
+                 if self.coefficients else predictive.fit_coefficients(grid))
+            errors.append(predictive.residuals(grid, c).reshape(-1)[:levels.size])
+            coefficients.append(c)
+        e = np.concatenate(errors)
+        if self.coded is None:
+            fitted = Quantized.of_symbols(step, self.deadzone, e)
+            lo, hi, table = fitted.lo, fitted.hi, fitted.table
+        else:
+            lo, hi = self.coded
+            outside = (e < lo) | (e > hi)
+            table = crafted.table_for(np.where(outside, hi + 1, e), lo,
+                                      hi - lo + 1 + bool(outside.any()))
+        escape = table.offset + table.size - 1 > hi
+        chunks = []
+        for part, c in zip(errors, coefficients, strict=True):
+            outside = (part < lo) | (part > hi)
+            parts = (ans.encode(np.where(outside, hi + 1, part), table),
+                     encode_uvarints(zigzag_encode(part[outside])),
+                     c.astype("<i2").tobytes())
+            chunks.append(Chunk(part.size, self.edit(parts) if self.edit else parts))
+        params = {"step": step, "deadzone": self.deadzone, "reconstruction": "midpoint",
+                  "escape": escape, "table": table.to_fields(), "row": row}
+        if self.step_rel is not None and self.q is None:
+            params["step_rel"] = self.step_rel
+        reconstruction = from_float64(dequantize(q, step, self.deadzone), etype)
+        return EncodedTensor(self.codec_id, params, tuple(chunks), reconstruction,
+                             table_bytes=table.stored_size, format_minor=2)
+
+
+EXTREME_LEVELS = [  # rows of 8: |q| = 2^31, the limit; residuals ±2^35, the limit (escaped)
+    2**31, 2**31, 0, -(2**31), -(2**31), 0, 1, -1,  # a = b = −32768
+    -2, -3, -5, 4, -7, -1, -2, -4,  # a = 2048, b = 0: predictions −q1/2 ... ties round up
+    2**31, -(2**31), 2**31, 5,  # a = b = 32767: a short last row
+]
+EXTREME_COEFFICIENTS = [(-32768, -32768), (2048, 0), (32767, 32767)]
+DOUBLING = [2**i for i in range(32)] + [2**31 + 1]  # a = 8192 (2.0): the last one is too large
+
+
+def drop_last_coefficients(parts: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    return (*parts[:2], parts[2][:-4])
+
+
+def _predictive_options(*codecs: tuple[str, TensorCodec], chunk_elements: int = 1 << 20
+                        ) -> dict[str, Any]:
+    return {"options": crafted.CraftedOptions(inline_max_bytes=16, chunk_elements=chunk_elements,
+                                              crafted=codecs)}
+
+
 LOSSLESS = {"lossless": True}
 WEIGHTS = onnxz.PackOptions(min_quantized_elements=64, step_rel=onnxz.DEFAULT_STEP_REL)
 
@@ -890,6 +1024,43 @@ VECTORS_LIST = (
     Vector("invalid_plane_order", "plane 0's ANS stream ends in a wrong state, plane 1 decodes "
            "256 in an 8-bit plane: the range check comes first (format, not corrupt)",
            uint16_model, _options(("u16", MisorderedPlanes())), error="format", match="range"),
+    # format 1.2: codec predictive (SPEC.md §16)
+    Vector("predictive_rows", "predictive float32 (format 1.2), rows of 64: windowed cosines "
+           "16×64 in chunks of 3 rows, escapes in some; a 1000-element chirp (chunks of 3 "
+           "rows, a short last row of 40); chunks of 100, 300, 0, 600 elements, rows cut "
+           "from each chunk's start", predictive_rows, _predictive_options(
+               ("basis", PredictiveCodec(1 / 64, 0.5, row=64)),
+               ("signal", PredictiveCodec(1 / 64, 0.5, row=64)),
+               ("chunk_rows", CraftedPredictive(1 / 64, 0.5, row=64,
+                                                counts=(100, 300, 0, 600))),
+               chunk_elements=200), lambda rng: {}),
+    Vector("predictive_f16_bf16_f64", "predictive float16 (rows of 48, δ=0.5), bfloat16 (rows "
+           "of 96, δ=0) and float64 (rows of 64, δ=0.3, a fine step)", predictive_dtypes,
+           _predictive_options(("f16", PredictiveCodec(1 / 64, 0.5, row=48)),
+                               ("bf16", PredictiveCodec(1 / 32, 0.0, row=96)),
+                               ("f64", PredictiveCodec(1 / 256, 0.3, row=64))),
+           lambda rng: {}),
+    Vector("predictive_extremes", "predictive float32, explicit levels in rows of 8: |q| = "
+           "2^31 and escaped residuals ±2^35 (the limits), coefficients −32768 and 32767, "
+           "predictions halfway between integers (rounded up, also below 0)",
+           _levels_model("extremes", len(EXTREME_LEVELS)), _predictive_options(
+               ("extremes", CraftedPredictive(None, 0.5, row=8, step=2.0**-20,
+                                              q=EXTREME_LEVELS,
+                                              coefficients=EXTREME_COEFFICIENTS,
+                                              coded=(-8, 8)))),
+           lambda rng: {}),
+    Vector("invalid_predictive_coefficients", "a predictive chunk whose coefficient part lacks "
+           "its last row's 4 bytes", lambda _: _constants_model([_raw(
+               "basis", TensorProto.FLOAT, _smooth_rows(4, 64).astype("<f4"))]),
+           _predictive_options(("basis", CraftedPredictive(
+               1 / 64, 0.5, row=64, edit=drop_last_coefficients))),
+           error="corrupt", match="coefficients"),
+    Vector("invalid_predictive_level", "predictive levels doubling along a row (a = 8192): "
+           "2^31 is decoded, then 2^31 + 1, beyond the limit", _levels_model(
+               "doubling", len(DOUBLING)), _predictive_options(
+               ("doubling", CraftedPredictive(None, 0.5, row=40, step=2.0**-20, q=DOUBLING,
+                                              coefficients=[(8192, 0)], coded=(-2, 2)))),
+           error="format", match="level"),
 )
 
 

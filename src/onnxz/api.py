@@ -65,6 +65,7 @@ from onnxz.walker import (
     put_payload,
     read_payload,
     resolve,
+    row_length,
     take_payload,
 )
 
@@ -290,7 +291,9 @@ class _Packer:
 def _codec(setting: Setting | None, opts: PackOptions, slot: TensorSlot,
            etype: ElementType, count: int) -> TensorCodec:
     """Rate control's codec for a tensor if it chose one, else the options'."""
-    return setting.codec() if setting is not None else opts.codec_for(slot, etype, count)
+    if setting is not None:
+        return setting.codec(row_length(slot.tensor.dims))
+    return opts.codec_for(slot, etype, count)
 
 
 def _entry(slot: TensorSlot, etype: ElementType, encoded: EncodedResult,

@@ -12,13 +12,14 @@ from onnxz.codecs import (
     LosslessCodec,
     MinifloatCodec,
     MulawCodec,
+    PredictiveCodec,
     TensorCodec,
     TrellisCodec,
 )
 from onnxz.codecs.rounding import MantissaRounding
 from onnxz.dtypes import ElementType
 from onnxz.errors import InvalidArgumentError
-from onnxz.walker import TensorSlot
+from onnxz.walker import TensorSlot, row_length
 
 DEFAULT_STEP_REL = 1 / 64
 """Step Δ, as a fraction of each tensor's robust spread (see ``deadzone.robust_spread``), of
@@ -115,11 +116,13 @@ class PackOptions:
         if self.uniform:
             if not slot.is_weight or count < self.min_quantized_elements:
                 return LosslessCodec()
-            return self.quantizer or DeadzoneCodec(
-                DEFAULT_STEP_REL if self.step_rel is None else self.step_rel, self.deadzone)
+            return self.quantizer or PredictiveCodec(
+                DEFAULT_STEP_REL if self.step_rel is None else self.step_rel, self.deadzone,
+                row=row_length(slot.tensor.dims))
         if slot.is_weight and count >= WEIGHT_MIN_ELEMENTS:
             snr = FALLBACK_WEIGHT_SNR_DB if self.target_snr_db is None else self.target_snr_db
-            return DeadzoneCodec(None, self.deadzone, target_snr_db=snr)
+            return PredictiveCodec(None, self.deadzone, target_snr_db=snr,
+                                   row=row_length(slot.tensor.dims))
         if count >= AUXILIARY_MIN_ELEMENTS:
             return MantissaRounding(AUXILIARY_BITS)
         return LosslessCodec()

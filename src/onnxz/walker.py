@@ -199,6 +199,16 @@ def element_count(tensor: TensorProto) -> int:
     return math.prod(tensor.dims)
 
 
+def row_length(dims: Sequence[int]) -> int:
+    """Elements of one row of a tensor of shape ``dims``: the product of all dimensions but
+    the first (a 1-D tensor is one row); what a codec that predicts along rows uses.
+
+    >>> row_length([258, 1, 256]), row_length([64]), row_length([])
+    (256, 64, 1)
+    """
+    return math.prod(dims[1:]) if len(dims) > 1 else math.prod(dims)
+
+
 def payload_type(tensor: TensorProto) -> ElementType | None:
     """The element type if onnxz can move this tensor's payload, else None."""
     if tensor.HasField("segment") or tensor.data_location == TensorProto.EXTERNAL:

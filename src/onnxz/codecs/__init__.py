@@ -11,6 +11,7 @@ from onnxz.codecs.deadzone import DeadzoneCodec, NotQuantizable
 from onnxz.codecs.lossless import LosslessCodec
 from onnxz.codecs.minifloat import MinifloatCodec
 from onnxz.codecs.mulaw import MulawCodec
+from onnxz.codecs.predictive import PredictiveCodec
 from onnxz.codecs.trellis import TrellisCodec
 from onnxz.errors import FormatError
 
@@ -20,6 +21,7 @@ REGISTRY: dict[str, type[TensorCodec]] = {
     MulawCodec.codec_id: MulawCodec,
     MinifloatCodec.codec_id: MinifloatCodec,
     TrellisCodec.codec_id: TrellisCodec,
+    PredictiveCodec.codec_id: PredictiveCodec,
 }
 
 
@@ -42,6 +44,7 @@ __all__ = [
     "MinifloatCodec",
     "MulawCodec",
     "NotQuantizable",
+    "PredictiveCodec",
     "TensorCodec",
     "TrellisCodec",
     "codec_class",

@@ -118,10 +118,10 @@ BATCH = 1 << 16
 """Elements a decoder works on at a time (a multiple of 8: packed planes split on bytes)."""
 
 
-def batches(count: int) -> Iterator[slice]:
-    """Consecutive slices of at most :data:`BATCH` elements covering ``range(count)``."""
-    for start in range(0, count, BATCH):
-        yield slice(start, min(start + BATCH, count))
+def batches(count: int, size: int = BATCH) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` elements covering ``range(count)``."""
+    for start in range(0, count, size):
+        yield slice(start, min(start + size, count))
 
 
 def split_counts(total: int, chunk_elements: int) -> list[int]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from onnxz.codecs import ans
 from onnxz.codecs.base import (
+    BATCH,
     Chunk,
     ChunkDecoder,
     EncodedTensor,
@@ -291,25 +292,29 @@ class DeadzoneCodec(LossyCodec):
         """Code what :meth:`quantize` returned, a chunk at a time (the reconstruction a
         batch at a time)."""
         assert isinstance(quantized, Quantized)
-        q, table, step = quantized.q, quantized.table, quantized.step
-        chunks = encode_symbol_chunks(q, quantized.lo, quantized.hi, table, chunk_elements)
-        params = {
-            "step": step,
-            "deadzone": self.deadzone,
-            "reconstruction": RECONSTRUCTION,
-            "escape": quantized.escaped > 0,
-            "table": table.to_fields(),
-        }
-        if self.step_rel is not None:
-            params["step_rel"] = self.step_rel
+        chunks = encode_symbol_chunks(quantized.q, quantized.lo, quantized.hi, quantized.table,
+                                      chunk_elements)
         return EncodedTensor(
-            self.codec_id,
-            params,
+            DeadzoneCodec.codec_id,  # also for subclasses that code some tensors otherwise
+            self.stored_params(quantized),
             chunks,
             quantized.reconstruction(etype),
             entropy_bits=ans.entropy_bits_of_counts(quantized.counts),
-            table_bytes=table.stored_size,
+            table_bytes=quantized.table.stored_size,
         )
+
+    def stored_params(self, quantized: Quantized) -> dict[str, Any]:
+        """The index parameters of §7.1 for symbols coded as ``quantized`` holds them."""
+        params = {
+            "step": quantized.step,
+            "deadzone": self.deadzone,
+            "reconstruction": RECONSTRUCTION,
+            "escape": quantized.escaped > 0,
+            "table": quantized.table.to_fields(),
+        }
+        if self.step_rel is not None:
+            params["step_rel"] = self.step_rel
+        return params
 
     def step_for_snr(self, values: np.ndarray, etype: ElementType, snr_db: float) -> float:
         """The largest step whose reconstruction keeps ``snr_db`` of weight SNR
@@ -357,18 +362,25 @@ class DeadzoneCodec(LossyCodec):
 
     @classmethod
     def decoder(cls, params: Mapping[str, Any], etype: ElementType) -> ChunkDecoder:
-        step = float(field(params, "step", (float, int)))
-        deadzone = float(field(params, "deadzone", (float, int)))
-        if not (np.isfinite(step) and step > 0 and 0.0 <= deadzone <= 1.0):
-            raise FormatError(f"deadzone codec: invalid step {step} or dead zone {deadzone}")
-        reconstruction = field(params, "reconstruction", str)
-        if reconstruction != RECONSTRUCTION:
-            raise FormatError(f"deadzone codec: unknown reconstruction {reconstruction!r}")
-        if not etype.is_quantizable:
-            raise FormatError(f"deadzone codec: cannot reconstruct into {etype.name}")
-        escape = field(params, "escape", bool)
-        table = ans.FrequencyTable.from_fields(field(params, "table", dict))
-        return DeadzoneDecoder(step, deadzone, escape, table, etype)
+        return DeadzoneDecoder(*parse_params(params, etype, cls.codec_id), etype)
+
+
+def parse_params(params: Mapping[str, Any], etype: ElementType,
+                 codec: str) -> tuple[float, float, bool, ans.FrequencyTable]:
+    """(step, deadzone, escape, table) of §7.1's parameters, validated for ``etype``;
+    :class:`FormatError` naming ``codec`` otherwise."""
+    step = float(field(params, "step", (float, int)))
+    deadzone = float(field(params, "deadzone", (float, int)))
+    if not (np.isfinite(step) and step > 0 and 0.0 <= deadzone <= 1.0):
+        raise FormatError(f"{codec} codec: invalid step {step} or dead zone {deadzone}")
+    reconstruction = field(params, "reconstruction", str)
+    if reconstruction != RECONSTRUCTION:
+        raise FormatError(f"{codec} codec: unknown reconstruction {reconstruction!r}")
+    if not etype.is_quantizable:
+        raise FormatError(f"{codec} codec: cannot reconstruct into {etype.name}")
+    escape = field(params, "escape", bool)
+    table = ans.FrequencyTable.from_fields(field(params, "table", dict))
+    return step, deadzone, escape, table
 
 
 class EscapedSymbolDecoder(ChunkDecoder):
@@ -378,6 +390,8 @@ class EscapedSymbolDecoder(ChunkDecoder):
 
     codec_id: ClassVar[str]
     max_symbol: ClassVar[int] = MAX_SYMBOL
+    batch: int = BATCH
+    """Elements decoded at a time (batches start at multiples of it within a chunk)."""
 
     def __init__(self, escape: bool, table: ans.FrequencyTable, etype: ElementType) -> None:
         self.escape, self.table, self.etype = escape, table, etype
@@ -402,22 +416,28 @@ class EscapedSymbolDecoder(ChunkDecoder):
         target[...] = from_float64(self.reconstruct(q, start), self.etype)
 
     def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
-        name = self.codec_id
         if len(parts) != 2:
-            raise FormatError(f"{name} chunk: expected 2 parts (symbols, escapes)")
+            raise FormatError(f"{self.codec_id} chunk: expected 2 parts (symbols, escapes)")
+        self.decode_symbols(parts, out, self.fill)
+
+    def decode_symbols(self, parts: Sequence[bytes], out: np.ndarray,
+                       fill: Callable[..., None]) -> None:
+        """Decode the symbols (part 0) and escaped values (part 1) of a chunk into ``out``,
+        :attr:`batch` elements at a time, each batch through ``fill`` (see :meth:`fill`)."""
+        name = self.codec_id
         symbols = ans.AnsDecoder(parts[0], self.table, out.size)
         escaped = self._escaped(parts[1])
         escape_index = self.table.size - 1
         none = np.zeros(0, dtype=np.intp)
         used = 0
-        for batch in batches(out.size):
+        for batch in batches(out.size, self.batch):
             index = symbols.take_indices(batch.stop - batch.start)
             if self.check_range and self.out_of_range[index].any():
                 raise FormatError(f"{name} chunk: symbol beyond {self._limit}")
             where = np.flatnonzero(index == escape_index) if self.escape else none
             if used + where.size > escaped.size:
                 raise FormatError(f"{name} chunk: more escape symbols than escaped values")
-            self.fill(out[batch], index, where, escaped[used : used + where.size], batch.start)
+            fill(out[batch], index, where, escaped[used : used + where.size], batch.start)
             used += where.size
         symbols.finish()
         if used != escaped.size:

@@ -31,14 +31,15 @@ import numpy as np
 import onnx
 
 from onnxz.codecs import (
-    DeadzoneCodec,
     LosslessCodec,
     NotQuantizable,
+    PredictiveCodec,
     TensorCodec,
     TrellisCodec,
 )
 from onnxz.codecs.base import LossyCodec, QuantizedTensor
 from onnxz.codecs.deadzone import robust_spread, to_float64
+from onnxz.codecs.predictive import ENCODER_MAX_ROW
 from onnxz.codecs.rounding import MantissaRounding
 from onnxz.dtypes import ElementType, element_type
 from onnxz.policy import (
@@ -54,6 +55,7 @@ from onnxz.walker import (
     iter_tensor_slots,
     payload_type,
     read_payload,
+    row_length,
 )
 
 INDEX_BYTES = {"deadzone": 48, "mantissa": 0, "trellis": 48}
@@ -89,15 +91,16 @@ class Setting:
     def lossless(self) -> bool:
         return self.method == "lossless"
 
-    def codec(self) -> TensorCodec:
-        """The codec the writer uses for this setting."""
-        return LosslessCodec() if self.lossless else self.quantizer()
+    def codec(self, row: int) -> TensorCodec:
+        """The codec the writer uses for this setting on a tensor of rows of ``row``
+        elements (see :func:`row_length`)."""
+        return LosslessCodec() if self.lossless else self.quantizer(row)
 
-    def quantizer(self) -> LossyCodec:
-        """The lossy codec of a lossy setting."""
+    def quantizer(self, row: int) -> LossyCodec:
+        """The lossy codec of a lossy setting, for rows of ``row`` elements."""
         if self.lossless:
             raise ValueError("a lossless setting has no quantizer")
-        return METHODS[self.method](self)
+        return METHODS[self.method](self, row)
 
     def __str__(self) -> str:
         if self.method == "deadzone":
@@ -105,13 +108,15 @@ class Setting:
         return self.method if self.bits is None else f"{self.method} {self.bits} bits"
 
 
-METHODS: dict[str, Callable[[Setting], LossyCodec]] = {
-    "deadzone": lambda s: DeadzoneCodec(s.step_rel, s.deadzone),
-    "mantissa": lambda s: MantissaRounding(s.bits),  # type: ignore[arg-type]
+METHODS: dict[str, Callable[[Setting, int], LossyCodec]] = {
+    # the dead-zone quantizer; its levels predicted along rows where that is much cheaper
+    "deadzone": lambda s, row: PredictiveCodec(s.step_rel, s.deadzone, row=row),
+    "mantissa": lambda s, row: MantissaRounding(s.bits),  # type: ignore[arg-type]
     # trellis-coded quantization (format 1.1) at step_rel; the dead zone does not apply
-    "trellis": lambda s: TrellisCodec(s.step_rel),  # type: ignore[arg-type]
+    "trellis": lambda s, row: TrellisCodec(s.step_rel),  # type: ignore[arg-type]
 }
-"""The lossy codecs rate control may choose, by name: each makes its codec from a setting."""
+"""The lossy codecs rate control may choose, by name: each makes its codec from a setting
+and the row length of the tensor it codes."""
 
 
 LOSSLESS = Setting()
@@ -161,6 +166,11 @@ class Candidate:
     def size(self) -> int:
         return int(self.values.size)
 
+    @property
+    def row(self) -> int:
+        """Elements of one row of the tensor (:func:`row_length`)."""
+        return row_length(self.slot.tensor.dims)
+
     def reconstruction(self, setting: Setting) -> np.ndarray:
         """The values a decoder returns for this tensor under ``setting``."""
         if setting.lossless:
@@ -169,17 +179,18 @@ class Candidate:
 
     def quantized(self, setting: Setting) -> QuantizedTensor:
         """The tensor through ``setting``'s quantizer (as the writer will quantize it)."""
-        return setting.quantizer().quantize(self.values, self.etype, self.spread)
+        return setting.quantizer(self.row).quantize(self.values, self.etype, self.spread)
 
     def price(self, setting: Setting, exact: bool = False) -> Point | None:
         """``setting`` priced on this tensor (None if the quantizer declines it). Unless
         ``exact``, tensors of more than :data:`PRICE_SAMPLE` elements are priced on an
-        evenly strided sample of that many (with the whole tensor's spread), scaled to the
-        whole: the search only needs the curve, the file gets the exact encoding."""
-        stride = 1 if exact else max(1, self.size // PRICE_SAMPLE)
-        values = self.values[::stride]
+        evenly spaced sample of about that many (whole rows when rows are short enough to
+        be predicted along, see :mod:`onnxz.codecs.predictive`), with the whole tensor's
+        spread, scaled to the whole: the search only needs the curve, the file gets the
+        exact encoding."""
+        values = self.values if exact else self.price_sample()
         try:
-            quantized = setting.quantizer().quantize(values, self.etype, self.spread)
+            quantized = setting.quantizer(self.row).quantize(values, self.etype, self.spread)
         except NotQuantizable:
             return None
         x = to_float64(values, self.etype)
@@ -187,6 +198,18 @@ class Candidate:
         scale = self.size / values.size
         return Point(setting, quantized.estimated_bytes() * scale + INDEX_BYTES[setting.method],
                      float(np.dot(error, error)) * scale)
+
+    def price_sample(self) -> np.ndarray:
+        """About :data:`PRICE_SAMPLE` evenly spaced elements of the tensor (all of a small
+        one): whole rows of ``row`` elements if 2 ≤ row ≤ the predictor's longest row,
+        else single elements."""
+        row = self.row
+        if self.size <= PRICE_SAMPLE:
+            return self.values
+        if 2 <= row <= ENCODER_MAX_ROW:
+            rows = self.values.reshape(-1, row)
+            return rows[:: max(1, rows.shape[0] // (PRICE_SAMPLE // row))].reshape(-1)
+        return self.values[:: max(1, self.size // PRICE_SAMPLE)]
 
     @property
     def relative_sensitivity(self) -> float | None:
