@@ -88,6 +88,10 @@ REQUIRED_SAVING = 0.95
 COEFFICIENT_BYTES = 4
 """Bytes of one row's coefficients in a chunk's part 2: a then b, little-endian int16."""
 
+ROWS_BATCH = 4 * BATCH
+"""Elements a decoder rebuilds at a time (whole rows): its loop runs once per position of a
+row for each batch, so batches are larger than other codecs' (memory stays bounded)."""
+
 INDEX_BYTES = 8
 """Estimated index bytes this codec adds over ``deadzone`` (the ``row`` parameter)."""
 
@@ -103,21 +107,35 @@ def residuals(levels: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     return levels - ((a * prev1 + b * prev2 + (1 << (SHIFT - 1))) >> SHIFT)
 
 
+CHECK_EVERY = 4
+"""Positions between checks of the levels' magnitude. From |q| ≤ 2**31 a level grows at most
+16-fold (plus 2**35) per position, so four positions on a·q still fits 64 bits."""
+
+
 def predicted_levels(errors: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     """The levels ``(rows, row)`` whose :func:`residuals` are ``errors``: one step per
-    position of a row, all rows at once. :class:`FormatError` if a level exceeds
-    :data:`MAX_LEVEL` (checked as each is computed, so nothing overflows)."""
-    a, b = coefficients[:, 0], coefficients[:, 1]
-    levels = np.empty_like(errors)
-    prev1 = np.zeros(errors.shape[0], dtype=np.int64)
-    prev2 = np.zeros_like(prev1)
-    for i in range(errors.shape[1]):
-        level = errors[:, i] + ((a * prev1 + b * prev2 + (1 << (SHIFT - 1))) >> SHIFT)
-        if level.size and int(np.abs(level).max()) > MAX_LEVEL:
-            raise FormatError(f"predictive chunk: level beyond 2**{MAX_LEVEL.bit_length() - 1}")
-        levels[:, i] = level
-        prev2, prev1 = prev1, level
-    return levels
+    position of a row, all rows at once (in a position-major copy, so every step works on
+    contiguous vectors). :class:`FormatError` if a level exceeds :data:`MAX_LEVEL`
+    (checked every :data:`CHECK_EVERY` positions, before any product could overflow)."""
+    rows, width = errors.shape
+    a, b = coefficients[:, 0].copy(), coefficients[:, 1].copy()
+    by_position = np.ascontiguousarray(errors.T)
+    levels = np.empty_like(by_position)
+    zero = np.zeros(rows, dtype=np.int64)
+    term, other = np.empty_like(zero), np.empty_like(zero)
+    for i in range(width):
+        np.multiply(a, levels[i - 1] if i >= 1 else zero, out=term)
+        np.multiply(b, levels[i - 2] if i >= 2 else zero, out=other)
+        term += other
+        term += 1 << (SHIFT - 1)
+        term >>= SHIFT
+        np.add(by_position[i], term, out=levels[i])
+        if i % CHECK_EVERY == CHECK_EVERY - 1 or i == width - 1:
+            recent = levels[i - i % CHECK_EVERY : i + 1]
+            if recent.size and (recent.max() > MAX_LEVEL or recent.min() < -MAX_LEVEL):
+                raise FormatError(
+                    f"predictive chunk: level beyond 2**{MAX_LEVEL.bit_length() - 1}")
+    return levels.T
 
 
 def fit_coefficients(levels: np.ndarray) -> np.ndarray:
@@ -245,7 +263,7 @@ class PredictiveDecoder(EscapedSymbolDecoder):
                  etype: ElementType, row: int) -> None:
         super().__init__(escape, table, etype)
         self.step, self.deadzone, self.row = step, deadzone, row
-        self.batch = max(1, BATCH // row) * row
+        self.batch = max(1, ROWS_BATCH // row) * row
 
     def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
         if len(parts) != 3:
