@@ -9,7 +9,7 @@ import pytest
 from test_codecs import decode
 
 import onnxz
-from onnxz.codecs import DeadzoneCodec, PredictiveCodec, codec_class
+from onnxz.codecs import DeadzoneCodec, PredictiveCodec, codec_class, predictive
 from onnxz.codecs.predictive import (
     MAX_LEVEL,
     fit_coefficients,
@@ -168,3 +168,20 @@ def test_rate_control_predicts_a_filterbank_and_the_file_verifies(tmp_path):
     (tensor,) = info.tensors
     assert tensor.codec == "predictive" and info.version == "1.2"
     assert onnxz.verify(model, tmp_path / "m.onnxz").passed
+
+
+def test_prediction_in_batches_of_rows_gives_the_same_file(monkeypatch):
+    x = stft_basis(300, 128).ravel()  # more rows than the trial: tried on a sample first
+    whole = encode(x, "float32")
+    monkeypatch.setattr(predictive, "PREDICT_BATCH", 1000)  # 7 rows at a time
+    batched = encode(x, "float32")
+    assert whole.codec_id == batched.codec_id == "predictive"
+    assert [c.parts for c in whole.chunks] == [c.parts for c in batched.chunks]
+
+
+def test_a_tensor_prediction_does_not_help_is_judged_on_a_sample(monkeypatch):
+    calls = []
+    monkeypatch.setattr(predictive, "predict", lambda q, row: calls.append(q.q.size))
+    x = np.random.default_rng(3).laplace(0, 0.1, (2000, 64)).astype(np.float32).ravel()
+    assert encode(x, "float32", row=64).codec_id == "deadzone"
+    assert calls == [predictive.TRIAL_ROWS * 64]  # the sample only, never the whole

@@ -92,6 +92,12 @@ ROWS_BATCH = 4 * BATCH
 """Elements a decoder rebuilds at a time (whole rows): its loop runs once per position of a
 row for each batch, so batches are larger than other codecs' (memory stays bounded)."""
 
+TRIAL_ROWS = 256
+"""Rows, evenly spaced, on which the encoder tries prediction before the whole tensor."""
+
+PREDICT_BATCH = 1 << 20
+"""Elements (whole rows) the encoder fits and predicts at a time."""
+
 INDEX_BYTES = 8
 """Estimated index bytes this codec adds over ``deadzone`` (the ``row`` parameter)."""
 
@@ -181,20 +187,47 @@ class Predicted(QuantizedTensor):
 
 def predict(levels: Quantized, row: int) -> Predicted | None:
     """``levels`` coded along rows of ``row`` elements (the last may be short), or None if
-    their magnitudes are beyond this codec."""
+    their magnitudes are beyond this codec. Works :data:`PREDICT_BATCH` elements of whole
+    rows at a time: beyond the residuals and coefficients, memory stays that small."""
     q = levels.q
     if q.size == 0 or int(np.abs(q).max()) > MAX_LEVEL // 2:
         return None
     rows = -(-q.size // row)
-    padded = np.zeros(rows * row, dtype=np.int64)
-    padded[: q.size] = q
-    grid = padded.reshape(rows, row)
-    coefficients = fit_coefficients(grid)
-    errors = residuals(grid, coefficients).reshape(-1)[: q.size]
+    coefficients = np.empty((rows, 2), dtype=np.int64)
+    errors = np.empty(q.size, dtype=np.int64)
+    per_batch = max(1, PREDICT_BATCH // row)
+    for first in range(0, rows, per_batch):
+        part = q[first * row : (first + per_batch) * row]
+        grid = np.zeros((-(-part.size // row), row), dtype=np.int64)
+        grid.reshape(-1)[: part.size] = part
+        batch = fit_coefficients(grid)
+        coefficients[first : first + batch.shape[0]] = batch
+        errors[first * row : first * row + part.size] = residuals(grid, batch).reshape(-1)[
+            : part.size]
     if int(np.abs(errors).max()) > MAX_RESIDUAL:
         return None
     return Predicted(levels, row, coefficients,
                      Quantized.of_symbols(levels.step, levels.deadzone, errors))
+
+
+def pays(levels: Quantized, row: int) -> Predicted | None:
+    """:func:`predict` if that makes the tensor at most :data:`REQUIRED_SAVING` of its size,
+    tried first on :data:`TRIAL_ROWS` evenly spaced rows (a tensor it does not help costs
+    only that), else None."""
+    whole_rows = levels.q.size // row
+    if whole_rows > TRIAL_ROWS:
+        picked = np.linspace(0, whole_rows - 1, TRIAL_ROWS).astype(np.int64)
+        sample = levels.q[: whole_rows * row].reshape(whole_rows, row)[picked].reshape(-1)
+        trial = Quantized.of_symbols(levels.step, levels.deadzone, sample)
+        if not _cheaper(predict(trial, row), trial):
+            return None
+    predicted = predict(levels, row)
+    return predicted if _cheaper(predicted, levels) else None
+
+
+def _cheaper(predicted: Predicted | None, levels: Quantized) -> bool:
+    return predicted is not None and (predicted.estimated_bytes()
+                                      <= REQUIRED_SAVING * levels.estimated_bytes())
 
 
 class PredictiveCodec(DeadzoneCodec):
@@ -217,11 +250,7 @@ class PredictiveCodec(DeadzoneCodec):
         levels = super().quantize(values, etype, spread)
         if not 2 <= self.row <= ENCODER_MAX_ROW or values.size < 2 * self.row:
             return levels
-        predicted = predict(levels, self.row)
-        if predicted is None or (predicted.estimated_bytes()
-                                 > REQUIRED_SAVING * levels.estimated_bytes()):
-            return levels
-        return predicted
+        return pays(levels, self.row) or levels
 
     def encode_quantized(self, quantized: QuantizedTensor, etype: ElementType,
                          chunk_elements: int) -> EncodedTensor:
