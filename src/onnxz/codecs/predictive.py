@@ -101,6 +101,10 @@ PREDICT_BATCH = 1 << 20
 INDEX_BYTES = 8
 """Estimated index bytes this codec adds over ``deadzone`` (the ``row`` parameter)."""
 
+CHECK_EVERY = 4
+"""Positions between checks of the levels' magnitude. From |q| ≤ 2**31 a level grows at most
+16-fold (plus 2**35) per position, so four positions on a·q still fits 64 bits."""
+
 
 def residuals(levels: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     """e = q − p of levels ``(rows, row)`` (int64) under per-row ``coefficients`` ``(rows,
@@ -111,11 +115,6 @@ def residuals(levels: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     prev1[:, 1:] = levels[:, :-1]
     prev2[:, 2:] = levels[:, :-2]
     return levels - ((a * prev1 + b * prev2 + (1 << (SHIFT - 1))) >> SHIFT)
-
-
-CHECK_EVERY = 4
-"""Positions between checks of the levels' magnitude. From |q| ≤ 2**31 a level grows at most
-16-fold (plus 2**35) per position, so four positions on a·q still fits 64 bits."""
 
 
 def predicted_levels(errors: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
