@@ -273,3 +273,32 @@ def test_the_default_streams_models_above_its_weight_limit(tmp_path, monkeypatch
     monkeypatch.setattr(ratecontrol, "DEFAULT_MAX_WEIGHT_BYTES", inline - 1)
     info = onnxz.save(tmp_path / "m.onnx", tmp_path / "m.onnxz")
     assert info.rate_control["note"].startswith("fallback")
+
+
+def test_the_default_does_not_run_a_model_it_has_nothing_to_choose_in(tmp_path, monkeypatch):
+    """All weights constant (no spread: the quantizer declines them) and no other float
+    tensor: nothing to choose, so no model run (an all-zero 256 MiB weight grew the packer by
+    8x its size when one ran)."""
+    from onnx import helper
+
+    import onnxz.ratecontrol.search as search
+
+    def matmul(w: np.ndarray) -> onnx.ModelProto:
+        return helper.make_model(helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
+            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 512])],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16])],
+            [numpy_helper.from_array(w, "w")]))
+
+    class Ran(Exception):
+        pass
+
+    def run(*args, **kwargs):
+        raise Ran
+
+    monkeypatch.setattr(search, "ReferenceRun", run)
+    info = onnxz.save(matmul(np.zeros((512, 16), np.float32)), tmp_path / "z.onnxz")
+    assert info.rate_control["note"] == "fallback: no tensor to quantize or round"
+    assert [t.codec for t in info.tensors] == ["lossless"]
+    with pytest.raises(Ran):  # a weight with a spread: the model is run
+        onnxz.save(matmul(np.eye(512, 16, dtype=np.float32)), tmp_path / "e.onnxz")

@@ -143,11 +143,24 @@ def robust_spread(x: np.ndarray, overwrite: bool = False) -> float:
     Unlike the standard deviation it ignores a few huge values (BatchNorm-variance-like
     outliers), so they cannot make the step coarse for all the other weights.
     """
-    std = float(x.std()) if overwrite else None
+    std = _std(x) if overwrite else None
     mad = _mad_in_place(x if overwrite else np.array(x, dtype=np.float64))
     if mad > 0:
         return MAD_TO_STD * mad
-    return std if std is not None else float(x.std())
+    return std if std is not None else _std(x)
+
+
+def _std(x: np.ndarray) -> float:
+    """The population standard deviation of float64 ``x``; above :data:`ENCODE_BATCH`
+    elements summed a batch at a time, without a full-size temporary."""
+    if x.size <= ENCODE_BATCH:
+        return float(x.std())
+    mean = float(x.mean())
+    total = 0.0
+    for start in range(0, x.size, ENCODE_BATCH):
+        deviation = x[start : start + ENCODE_BATCH] - mean
+        total += float(np.dot(deviation, deviation))
+    return math.sqrt(total / x.size)
 
 
 def _mad_in_place(work: np.ndarray) -> float:

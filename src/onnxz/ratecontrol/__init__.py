@@ -38,7 +38,7 @@ from onnxz.ratecontrol.search import (
     choose_for_size,
     summary_template,
 )
-from onnxz.ratecontrol.tensors import Setting, weight_bytes
+from onnxz.ratecontrol.tensors import Setting, may_choose, weight_bytes
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
               "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
@@ -159,6 +159,8 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
              class_outputs: Sequence[str], progress: Progress | None) -> RateResult:
     """The lossy default (:mod:`onnxz.ratecontrol.defaults`) on the given or generated
     inputs; the data-free fallback when the model cannot run on them."""
+    if not may_choose(model, options):
+        return fallback("no tensor to quantize or round")
     attempts = [inputs] if inputs is not None else [
         defaults.generated_inputs(model, *sizes) for sizes in defaults.GENERATED_SIZES]
     why = ""

@@ -24,7 +24,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -250,13 +250,7 @@ def find_candidates(model: onnx.ModelProto, options: PackOptions,
             else tuple(Setting.step(s) for s in STEP_GRID))
     rounding = (Setting("mantissa", bits=AUXILIARY_BITS),)
     found = []
-    for slot in iter_tensor_slots(model):
-        etype = payload_type(slot.tensor)
-        if etype is None or not etype.is_quantizable:
-            continue
-        values = read_payload(slot.tensor, etype)
-        if values.size < AUXILIARY_MIN_ELEMENTS or values.nbytes < options.inline_max_bytes:
-            continue
+    for slot, etype, values in _float_payloads(model, options):
         x = to_float64(values, etype)
         if not np.isfinite(x).all():
             continue
@@ -271,3 +265,32 @@ def find_candidates(model: onnx.ModelProto, options: PackOptions,
                                           (grid if weight else rounding)))
         found.append(candidate)
     return found
+
+
+def may_choose(model: onnx.ModelProto, options: PackOptions,
+               min_elements: int = WEIGHT_MIN_ELEMENTS) -> bool:
+    """Whether :func:`find_candidates` may find a tensor to quantize or round: a float tensor
+    that is not a weight (it may be rounded), or a weight of ``min_elements`` or more whose
+    elements are not all equal (one with no spread cannot be quantized). Stops at the first;
+    reads no more than the payloads, so that rate control need not run a model in which it
+    has nothing to choose (an all-zero weight of 256 MiB, say)."""
+    for slot, _, values in _float_payloads(model, options):
+        if not (slot.is_weight and values.size >= min_elements):
+            return True
+        if values.min() != values.max():
+            return True
+    return False
+
+
+def _float_payloads(model: onnx.ModelProto,
+                    options: PackOptions) -> Iterator[tuple[TensorSlot, ElementType, np.ndarray]]:
+    """Each float tensor rate control considers, with its element type and values (flat):
+    of at least :data:`AUXILIARY_MIN_ELEMENTS` elements, its payload not left in the graph
+    (``options.inline_max_bytes``)."""
+    for slot in iter_tensor_slots(model):
+        etype = payload_type(slot.tensor)
+        if etype is None or not etype.is_quantizable:
+            continue
+        values = read_payload(slot.tensor, etype)
+        if values.size >= AUXILIARY_MIN_ELEMENTS and values.nbytes >= options.inline_max_bytes:
+            yield slot, etype, values
