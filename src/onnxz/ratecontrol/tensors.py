@@ -39,12 +39,14 @@ from onnxz.codecs import (
 )
 from onnxz.codecs.base import LossyCodec, QuantizedTensor
 from onnxz.codecs.deadzone import robust_spread, to_float64
-from onnxz.codecs.predictive import ENCODER_MAX_ROW
+from onnxz.codecs.predictive import ENCODER_MAX_ROW, Predicted
 from onnxz.codecs.rounding import MantissaRounding
 from onnxz.dtypes import ElementType, element_type
 from onnxz.policy import (
     AUXILIARY_BITS,
     AUXILIARY_MIN_ELEMENTS,
+    DEFAULT_DEADZONE,
+    DEFAULT_STEP_REL,
     WEIGHT_MIN_ELEMENTS,
     PackOptions,
 )
@@ -138,6 +140,8 @@ class Candidate:
     one (biases, normalization parameters, small weights: lossless or mantissa rounding).
 
     ``points`` are ordered from finest (lossless first) to coarsest; ``energy`` is Σ x².
+    ``row`` is the row length its quantizer predicts levels along (1: none; see
+    :func:`prediction_row`).
     ``sensitivity`` (objective units per unit of weight squared error) is filled in by the
     sensitivity pass; ``exercised`` is False when no sample moved the outputs through this
     tensor (its sensitivity is then a typical one, see
@@ -151,6 +155,7 @@ class Candidate:
     energy: float
     spread: float
     auxiliary: bool = False
+    row: int = 1
     sensitivity: float | None = None
     exercised: bool = True
 
@@ -165,11 +170,6 @@ class Candidate:
     @property
     def size(self) -> int:
         return int(self.values.size)
-
-    @property
-    def row(self) -> int:
-        """Elements of one row of the tensor (:func:`row_length`)."""
-        return row_length(self.slot.tensor.dims)
 
     def reconstruction(self, setting: Setting) -> np.ndarray:
         """The values a decoder returns for this tensor under ``setting``."""
@@ -201,9 +201,9 @@ class Candidate:
 
     def price_sample(self) -> np.ndarray:
         """About :data:`PRICE_SAMPLE` evenly spaced elements of the tensor (all of a small
-        one): whole rows of ``row`` elements if 2 ≤ row ≤ the predictor's longest row,
-        else single elements."""
-        row = self.row
+        one): whole rows of its shape (:func:`row_length`) if 2 ≤ row ≤ the predictor's
+        longest row, else single elements."""
+        row = row_length(self.slot.tensor.dims)
         if self.size <= PRICE_SAMPLE:
             return self.values
         if 2 <= row <= ENCODER_MAX_ROW:
@@ -261,10 +261,27 @@ def find_candidates(model: onnx.ModelProto, options: PackOptions,
         lossless = LosslessCodec().encode(values, etype, options.chunk_elements).coded_bytes
         candidate = Candidate(slot, etype, values, [Point(LOSSLESS, float(lossless), 0.0)],
                               energy, spread, auxiliary=not weight)
+        if weight:
+            candidate.row = prediction_row(candidate)
         candidate.points += filter(None, (candidate.price(s) for s in
                                           (grid if weight else rounding)))
         found.append(candidate)
     return found
+
+
+def prediction_row(candidate: Candidate) -> int:
+    """The tensor's row length if predicting its levels along rows pays at the default step
+    (on its price sample), else 1: decided once per tensor, so that the step grid is priced
+    without trying prediction at every step on tensors it does not help (nearly all)."""
+    row = row_length(candidate.slot.tensor.dims)
+    if not 2 <= row <= ENCODER_MAX_ROW:
+        return 1
+    try:
+        quantized = PredictiveCodec(DEFAULT_STEP_REL, DEFAULT_DEADZONE, row=row).quantize(
+            candidate.price_sample(), candidate.etype, candidate.spread)
+    except NotQuantizable:
+        return 1
+    return row if isinstance(quantized, Predicted) else 1
 
 
 def may_choose(model: onnx.ModelProto, options: PackOptions,
