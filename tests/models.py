@@ -8,6 +8,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 OPSET = [helper.make_opsetid("", 17)]
 
+DEADZONE_LEVELS = frozenset({"deadzone", "deadzone_zstd"})
+"""Codecs that store the dead-zone levels themselves (the writer picks one per tensor)."""
+
 
 def _weights(shape: tuple[int, ...], seed: int, dtype=np.float32) -> np.ndarray:
     rng = np.random.default_rng(seed)

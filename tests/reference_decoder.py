@@ -467,6 +467,8 @@ def _decode_tensor(data: bytes, t: TensorRef) -> bytes:
         decode_chunk = _trellis_decoder(t.params, dtype)
     elif t.codec == "predictive":
         decode_chunk = _predictive_decoder(t.params, dtype)
+    elif t.codec == "deadzone_zstd":
+        decode_chunk = _deadzone_zstd_decoder(t.params, dtype)
     else:
         raise FormatError(f"tensor {t.name!r}: codec {t.codec!r} is not known to this reader")
     out = b""
@@ -621,6 +623,12 @@ def _deadzone_decoder(params: dict, dtype: DType) -> ChunkDecode:
 def _deadzone_params(params: dict, dtype: DType, codec: str
                      ) -> tuple[float, float, bool, Table]:
     """§7.1 (and §16.1): step, deadzone, escape and the table, checked."""
+    step, deadzone, escape = _quantizer_params(params, dtype, codec)
+    return step, deadzone, escape, Table.parse(_typed(params, "table", dict))
+
+
+def _quantizer_params(params: dict, dtype: DType, codec: str) -> tuple[float, float, bool]:
+    """§7.1 (and §16.1, §17.1): step, deadzone and escape, checked."""
     step = _number(params, "step")
     deadzone = _number(params, "deadzone")
     if not (math.isfinite(step) and step > 0 and 0.0 <= deadzone <= 1.0):
@@ -629,10 +637,9 @@ def _deadzone_params(params: dict, dtype: DType, codec: str
     if rule != "midpoint":
         raise FormatError(f"{codec}: reconstruction {rule!r} is not known to this reader")
     escape = _typed(params, "escape", bool)
-    table = Table.parse(_typed(params, "table", dict))
     if dtype.name not in QUANTIZABLE:
         raise FormatError(f"{codec}: cannot reconstruct into {dtype.name}")
-    return step, deadzone, escape, table
+    return step, deadzone, escape
 
 
 def _decode_symbols(parts: list[bytes], count: int, table: Table, escape: bool, limit: int,
@@ -650,26 +657,89 @@ def _symbols(parts: list[bytes], count: int, table: Table, escape: bool, limit: 
     checks that follow the last symbol (§10.2) run when the iteration ends, so a caller's own
     check of each element (§16.3) comes before them."""
     _check_stream(parts[0], count)
-    if not escape and parts[1]:
-        raise CorruptDataError(f"{codec}: escape bytes without escape symbol")
-    escaped = [unzigzag(u) for u in read_uvarints(parts[1])] if escape else []
-    if any(abs(v) > limit for v in escaped):
-        raise FormatError(f"{codec}: escaped |q| > {limit}")
-    esc = table.offset + len(table.F) - 1
+    escaped = _escaped_values(parts[1], escape, limit, codec)
     q, ended = ans_decode(parts[0], count, table)
-    used = 0
-    for s in q:
-        if escape and s == esc:
-            if used == len(escaped):
-                raise FormatError(f"{codec}: more escape symbols than escape values")
-            s, used = escaped[used], used + 1
-        elif abs(s) > limit:
-            raise FormatError(f"{codec}: |q| > {limit}")
-        yield s
+    replaced = EscapeReplacer(iter(q), escaped, table.offset + len(table.F) - 1 if escape
+                             else None, limit, codec)
+    yield from replaced.symbols()
     if not ended:
         raise CorruptDataError(f"{codec}: ANS stream does not end in the initial state")
-    if used != len(escaped):
-        raise FormatError(f"{codec}: more escape values than escape symbols")
+    replaced.check_all_used()
+
+
+def _escaped_values(part: bytes, escape: bool, limit: int, codec: str) -> list[int]:
+    """§7.2: part 1's values (corrupt data if present without ``escape``)."""
+    if not escape and part:
+        raise CorruptDataError(f"{codec}: escape bytes without escape symbol")
+    escaped = [unzigzag(u) for u in read_uvarints(part)] if escape else []
+    if any(abs(v) > limit for v in escaped):
+        raise FormatError(f"{codec}: escaped |q| > {limit}")
+    return escaped
+
+
+@dataclass
+class EscapeReplacer:
+    """§7.2: ``raw`` symbols with each escape symbol ``esc`` (None: none) replaced by the
+    next escaped value, every other symbol checked against ±``limit``."""
+
+    raw: Iterator[int]
+    escaped: list[int]
+    esc: int | None
+    limit: int
+    codec: str
+    used: int = 0
+
+    def symbols(self) -> Iterator[int]:
+        for s in self.raw:
+            if s == self.esc:
+                if self.used == len(self.escaped):
+                    raise FormatError(f"{self.codec}: more escape symbols than escape values")
+                s, self.used = self.escaped[self.used], self.used + 1
+            elif abs(s) > self.limit:
+                raise FormatError(f"{self.codec}: |q| > {self.limit}")
+            yield s
+
+    def check_all_used(self) -> None:
+        if self.used != len(self.escaped):
+            raise FormatError(f"{self.codec}: more escape values than escape symbols")
+
+
+# --- codec deadzone_zstd (§17) ------------------------------------------------------------
+
+def _deadzone_zstd_decoder(params: dict, dtype: DType) -> ChunkDecode:
+    codec = "deadzone_zstd"
+    step, deadzone, escape = _quantizer_params(params, dtype, codec)
+    offset = _typed(params, "offset", int)
+    n = _typed(params, "size", int)
+    k = _typed(params, "low_bits", int)
+    if not (2 <= n <= 65536 and offset >= -(1 << 63) and offset + n - 1 < 1 << 63):
+        raise FormatError(f"{codec}: size or offset out of range")
+    if not (0 <= k <= 8 and (n - 1) >> k <= 255):
+        raise FormatError(f"{codec}: low_bits {k} out of range for {n} symbols")
+
+    def decode_chunk(parts: list[bytes], count: int) -> bytes:
+        if len(parts) != 3:
+            raise FormatError(f"{codec}: a chunk has three parts")
+        high = _zstd_exact(parts[0], count, f"{codec} high bytes")
+        if not escape and parts[1]:  # §10.2: every part's corrupt checks come first
+            raise CorruptDataError(f"{codec}: escape bytes without escape symbol")
+        if len(parts[2]) != -(-count * k // 8):
+            raise CorruptDataError(f"{codec}: low-bits part of the wrong length")
+        escaped = _escaped_values(parts[1], escape, 1 << 53, codec)
+        low = unpack_bits(parts[2], k, count) if k else [0] * count
+
+        def raw() -> Iterator[int]:
+            for h, lo in zip(high, low, strict=True):
+                p = (h << k) | lo
+                if p >= n:
+                    raise FormatError(f"{codec}: position {p} beyond {n} symbols")
+                yield offset + p
+        replaced = EscapeReplacer(raw(), escaped, offset + n - 1 if escape else None,
+                                 1 << 53, codec)
+        q = list(replaced.symbols())
+        replaced.check_all_used()
+        return b"".join(_reconstruct(v, step, deadzone, dtype) for v in q)
+    return decode_chunk
 
 
 def _number(params: dict, key: str) -> float:

@@ -6,7 +6,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from models import big_conv, constants_and_if, mixed_dtypes, mlp, tiny_transformer
+from models import (
+    DEADZONE_LEVELS,
+    big_conv,
+    constants_and_if,
+    mixed_dtypes,
+    mlp,
+    tiny_transformer,
+)
 
 import onnxz
 from onnxz.walker import iter_tensor_slots, payload_type, read_payload
@@ -60,7 +67,8 @@ def test_save_does_not_modify_the_callers_model(tmp_path):
 def test_lossy_default_quantizes_weights_only(tmp_path):
     info = onnxz.save(big_conv(), tmp_path / "c.onnxz")
     codecs = {t.name: t.codec for t in info.tensors}
-    assert codecs == {"conv_w": "deadzone", "conv_b": "lossless"}
+    assert codecs["conv_w"] in DEADZONE_LEVELS and codecs["conv_b"] == "lossless"
+    assert len(codecs) == 2
     weight = next(t for t in info.tensors if t.name == "conv_w")
     assert info.rate_control["mode"] == "default" and info.rate_control["met"]
     assert weight.sensitivity is not None and weight.bits_per_weight < 12
@@ -72,9 +80,9 @@ def test_weights_inside_if_branches_are_found_and_quantized(tmp_path):
                       options=onnxz.PackOptions(min_quantized_elements=64,
                                                       step_rel=onnxz.DEFAULT_STEP_REL))
     by_name = {t.name: t for t in info.tensors}
-    assert by_name["then_w"].codec == "deadzone"
-    assert by_name["else_w"].codec == "deadzone"
-    assert by_name["w0"].codec == "deadzone"
+    assert by_name["then_w"].codec in DEADZONE_LEVELS
+    assert by_name["else_w"].codec in DEADZONE_LEVELS
+    assert by_name["w0"].codec in DEADZONE_LEVELS
     assert "shape" not in by_name or by_name["shape"].codec == "lossless"
     sess = onnxz.inference_session(tmp_path / "if.onnxz")
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
@@ -92,12 +100,14 @@ def test_float16_model_stays_float16(tmp_path):
     decoded = onnxz.load(tmp_path / "h.onnxz")
     types = {t.name: t.data_type for t in decoded.graph.initializer}
     assert set(types.values()) == {onnx.TensorProto.FLOAT16}
-    assert {t.codec for t in onnxz.info(tmp_path / "h.onnxz").tensors} == {"deadzone", "lossless"}
+    codecs = {t.codec for t in onnxz.info(tmp_path / "h.onnxz").tensors}
+    quantized = codecs - {"lossless"}
+    assert "lossless" in codecs and quantized and quantized <= DEADZONE_LEVELS
 
 
 def test_explicit_quantizer_settings_are_recorded(tmp_path):
     info = onnxz.save(big_conv(), tmp_path / "c.onnxz", step_rel=0.05, deadzone=0.4)
-    weight = next(t for t in info.tensors if t.codec == "deadzone")
+    weight = next(t for t in info.tensors if t.codec in DEADZONE_LEVELS)
     assert (weight.step_rel, weight.deadzone) == (0.05, 0.4)
 
 
@@ -157,7 +167,7 @@ def test_transformer_roles(tmp_path):
                       options=onnxz.PackOptions(min_quantized_elements=64,
                                                       step_rel=onnxz.DEFAULT_STEP_REL))
     codecs = {t.name: t.codec for t in info.tensors}
-    assert {codecs[n] for n in ("embedding", "wq", "wk", "wv", "wo")} == {"deadzone"}
+    assert {codecs[n] for n in ("embedding", "wq", "wk", "wv", "wo")} <= DEADZONE_LEVELS
     assert codecs["ln_s"] == codecs["ln_b"] == "lossless"
     ids = np.random.default_rng(0).integers(0, 500, (2, 7)).astype(np.int64)
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])

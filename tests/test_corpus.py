@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 import zstandard
 from corpus_inputs import RUNNERS, snr_db
+from models import DEADZONE_LEVELS
 from test_api import payloads, without_payloads
 
 import onnxz
@@ -77,7 +78,7 @@ def test_lossy_default_runs_with_close_outputs(corpus, tmp_path, name):
               if r.ndim in (2, 3) and r.shape[-1] >= 2]  # [N, C] or [N, T, C] scores
     agree = (np.mean([(r.argmax(-1) == o.argmax(-1)).mean() for r, o in scores])
              if scores else None)
-    quantized = [t for t in info.tensors if t.codec == "deadzone"]
+    quantized = [t for t in info.tensors if t.codec in DEADZONE_LEVELS]
     bits = info.quantized_bits_per_weight or 0.0
     print(f"\n{name}: lossy {src.stat().st_size} -> {info.file_bytes} bytes "
           f"({src.stat().st_size / info.file_bytes:.2f}x), {len(quantized)} tensors at "
@@ -92,7 +93,7 @@ def test_lossy_default_runs_with_close_outputs(corpus, tmp_path, name):
 def test_silero_weights_inside_if_branches_are_quantized(corpus, tmp_path):
     info = onnxz.save(corpus["silero_vad"], tmp_path / "s.onnxz")
     lstm = [t for t in info.tensors if "rnn.weight" in t.name]
-    assert len(lstm) == 4 and all(t.codec == "deadzone" for t in lstm)
+    assert len(lstm) == 4 and all(t.codec in DEADZONE_LEVELS for t in lstm)
 
 
 def test_batchnorm_variance_outlier_stays_exact(corpus, tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import onnx.helper as oh
 import onnx.numpy_helper as nh
 import pytest
+from models import DEADZONE_LEVELS
 from test_codecs import decode
 
 import onnxz
@@ -89,14 +90,14 @@ def test_a_short_last_row_and_escapes_decode():
 def test_noise_like_tensors_stay_deadzone():
     x = np.random.default_rng(1).laplace(0, 0.1, (64, 128)).astype(np.float32).ravel()
     enc = encode(x, "float32")
-    assert enc.codec_id == "deadzone" and enc.format_minor == 0
+    assert enc.codec_id in DEADZONE_LEVELS
     assert np.array_equal(decoded(enc, "float32"), enc.reconstruction)
 
 
 @pytest.mark.parametrize("row", [1, 4096, 100_000])
 def test_rows_too_short_or_long_for_the_encoder_are_not_predicted(row):
     x = np.tile(stft_basis().ravel(), 2)[: 2 * row if row > 1 else 64]
-    assert encode(x, "float32", row=row).codec_id == "deadzone"
+    assert encode(x, "float32", row=row).codec_id in DEADZONE_LEVELS
 
 
 def test_prediction_never_makes_a_row_costlier():
@@ -183,5 +184,5 @@ def test_a_tensor_prediction_does_not_help_is_judged_on_a_sample(monkeypatch):
     calls = []
     monkeypatch.setattr(predictive, "predict", lambda q, row: calls.append(q.q.size))
     x = np.random.default_rng(3).laplace(0, 0.1, (2000, 64)).astype(np.float32).ravel()
-    assert encode(x, "float32", row=64).codec_id == "deadzone"
+    assert encode(x, "float32", row=64).codec_id in DEADZONE_LEVELS
     assert calls == [predictive.TRIAL_ROWS * 64]  # the sample only, never the whole

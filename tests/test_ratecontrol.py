@@ -10,6 +10,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from models import (
+    DEADZONE_LEVELS,
     binary_head,
     cell_stream,
     classifier_heads,
@@ -48,12 +49,12 @@ def test_fidelity_target_is_met_on_the_inputs_and_recorded(heads, tmp_path):
     info = onnxz.save(heads, out, fidelity="top1>=0.99,snr[hidden]>=30", inputs=inputs)
     rate = info.rate_control
     assert rate["met"] and rate["target"] == "top1>=0.99,snr[hidden]>=30"
-    assert rate["inputs"] == "arrays: 64 samples" and info.version == "1.1"
+    assert rate["inputs"] == "arrays: 64 samples" and info.version == "1.3"  # deadzone_zstd
     report = onnxz.verify(heads, out, inputs, "top1>=0.99,snr[hidden]>=30")
     assert report.passed, report.table()
     achieved = rate["achieved"]["probs"]["top1"]
     assert achieved == {m.name: m for m in report.outputs}["probs"].top1
-    quantized = [t for t in info.tensors if t.codec == "deadzone"]
+    quantized = [t for t in info.tensors if t.codec in DEADZONE_LEVELS]
     assert quantized and all(t.sensitivity and t.sensitivity > 0 for t in quantized)
     loose = onnxz.save(heads, tmp_path / "loose.onnxz", fidelity="snr>=20", inputs=inputs)
     uniform = onnxz.save(heads, tmp_path / "u.onnxz", step_rel=onnxz.DEFAULT_STEP_REL)
@@ -118,7 +119,7 @@ def test_unexercised_weights_get_a_typical_sensitivity(tmp_path):
     by_name = {t.name: t for t in info.tensors}
     assert by_name["then_w"].sensitivity is not None
     assert by_name["else_w"].sensitivity is None  # not measured: nothing ran it
-    assert by_name["else_w"].codec == "deadzone"  # yet quantized, not left coarse or exact
+    assert by_name["else_w"].codec in DEADZONE_LEVELS  # yet quantized, not left coarse or exact
     assert by_name["else_w"].bits_per_weight > 2
 
 
@@ -147,7 +148,7 @@ def test_weight_snr_floor_holds_for_every_quantized_tensor(heads, tmp_path):
     info = onnxz.save(heads, tmp_path / "s.onnxz", target_snr=40)
     original = weights(classifier_heads())
     decoded = weights(onnxz.load(tmp_path / "s.onnxz"))
-    quantized = [t.name for t in info.tensors if t.codec == "deadzone"]
+    quantized = [t.name for t in info.tensors if t.codec in DEADZONE_LEVELS]
     assert quantized
     for name in quantized:
         x, y = original[name], decoded[name]

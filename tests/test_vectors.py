@@ -148,6 +148,10 @@ def test_vectors_cover_every_feature():
                             for s in starts)
                 seen.update(("predictive escapes", p["escape"], c.sizes[1] > 0)
                             for c in t.chunks)
+            elif t.codec == "deadzone_zstd":
+                seen.add(("deadzone_zstd low bits", p["low_bits"]))
+                seen.update(("deadzone_zstd escapes", p["escape"], c.sizes[1] > 0)
+                            for c in t.chunks)
             else:
                 seen.add(("deadzone", p["deadzone"]))
                 seen.update(("escapes", p["escape"], c.sizes[1] > 0) for c in t.chunks)
@@ -173,6 +177,11 @@ def test_vectors_cover_every_feature():
             ("predictive chunk starts inside a row", True), ("predictive escapes", True, True),
             ("predictive escapes", True, False), ("predictive deadzone", 0.0),
             ("predictive deadzone", 0.3), ("predictive deadzone", 0.5)} <= seen
+    assert {("codec", "deadzone_zstd", d) for d in reference_decoder.QUANTIZABLE} <= seen
+    assert {("chunked", "deadzone_zstd", True), ("deadzone_zstd low bits", 0),
+            ("deadzone_zstd low bits", 3), ("deadzone_zstd low bits", 8),
+            ("deadzone_zstd escapes", True, True), ("deadzone_zstd escapes", True, False),
+            ("deadzone_zstd escapes", False, False)} <= seen
     assert {("path", s) for s in ("graph", "initializer", "node", "attribute", "t", "tensors",
                                   "g", "graphs", "functions")} <= seen
     assert ("minor", True) in seen

@@ -47,6 +47,7 @@ import reference_decoder  # noqa: E402
 import onnxz  # noqa: E402
 from onnxz.codecs import (  # noqa: E402
     DeadzoneCodec,
+    DeadzoneZstdCodec,
     MinifloatCodec,
     MulawCodec,
     PredictiveCodec,
@@ -490,8 +491,11 @@ def _explicit(specs: list[tuple[str, str, crafted.ExplicitDeadzone]]) -> Source:
     return source
 
 
-def _options(*crafted_codecs: tuple[str, Any]) -> dict[str, Any]:
-    return {"options": crafted.CraftedOptions(inline_max_bytes=16, crafted=crafted_codecs)}
+def _options(*crafted_codecs: tuple[str, Any], chunk_elements: int = 1 << 20
+             ) -> dict[str, Any]:
+    """Pack options giving each named tensor its codec (others by the default rule)."""
+    return {"options": crafted.CraftedOptions(inline_max_bytes=16, chunk_elements=chunk_elements,
+                                              crafted=crafted_codecs)}
 
 
 def _padded(q: list[int], n: int = 64) -> np.ndarray:
@@ -811,10 +815,59 @@ def drop_last_coefficients(parts: tuple[bytes, ...]) -> tuple[bytes, ...]:
     return (*parts[:2], parts[2][:-4])
 
 
-def _predictive_options(*codecs: tuple[str, TensorCodec], chunk_elements: int = 1 << 20
-                        ) -> dict[str, Any]:
-    return {"options": crafted.CraftedOptions(inline_max_bytes=16, chunk_elements=chunk_elements,
-                                              crafted=codecs)}
+# --- vectors of format 1.3: codec deadzone_zstd (SPEC.md §17) -----------------------------
+
+def zstd_symbol_tensors(scale: int) -> Source:
+    """A Laplacian weight (a coarse step: few symbols), a Student-t one with outliers
+    (escaped, in some chunks only) and a uniform one (all its symbols in the low bits), of
+    ``scale`` × 16, 40 and 8 elements."""
+    def source(_: Path) -> onnx.ModelProto:
+        rng = np.random.default_rng(1301)
+        tails = rng.standard_t(3, 40 * scale) * 0.05
+        tails[[scale // 2, 36 * scale]] = [4.0, -5.0]
+        return _constants_model([
+            _raw("coarse", TensorProto.FLOAT, _laplace(rng, (scale, 16)).astype("<f4")),
+            _raw("tails", TensorProto.FLOAT, tails.astype("<f4")),
+            _raw("narrow", TensorProto.FLOAT, rng.uniform(-1, 1, 8 * scale).astype("<f4")),
+        ])
+    return source
+
+
+def zstd_symbol_dtypes(_: Path) -> onnx.ModelProto:
+    """Laplacian weights of float16, bfloat16 and float64, 128 elements each."""
+    rng = np.random.default_rng(1302)
+    return _constants_model([
+        _raw("w16", TensorProto.FLOAT16, _laplace(rng, (8, 16)).astype("<f2")),
+        _raw("wbf", TensorProto.BFLOAT16, _bf16(_laplace(rng, (8, 16)))),
+        _raw("w64", TensorProto.DOUBLE, _laplace(rng, (8, 16)).astype("<f8")),
+    ])
+
+
+class EditedDeadzoneZstd(DeadzoneZstdCodec):
+    """``deadzone_zstd`` with ``edit`` applied to each chunk's three parts (a writer's
+    mistake a reader must catch)."""
+
+    def __init__(self, step_rel: float, deadzone: float, *, low_bits: int,
+                 edit: Callable[[tuple[bytes, ...]], tuple[bytes, ...]]) -> None:
+        super().__init__(step_rel, deadzone, low_bits=low_bits)
+        self.edit = edit
+
+    def encode(self, values: np.ndarray, etype: onnxz.dtypes.ElementType,
+               chunk_elements: int) -> EncodedTensor:
+        encoded = super().encode(values, etype, chunk_elements)
+        chunks = tuple(Chunk(c.count, self.edit(c.parts)) for c in encoded.chunks)
+        return dataclasses.replace(encoded, chunks=chunks)
+
+
+def high_byte_255(parts: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """Part 0 with its first high byte made 255 (a position beyond a small range)."""
+    high = bytearray(zstandard.ZstdDecompressor().decompress(parts[0]))
+    high[0] = 255
+    return (zstandard.ZstdCompressor(level=1).compress(bytes(high)), *parts[1:])
+
+
+def drop_last_low_byte(parts: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    return (*parts[:2], parts[2][:-1])
 
 
 LOSSLESS = {"lossless": True}
@@ -1028,7 +1081,7 @@ VECTORS_LIST = (
     Vector("predictive_rows", "predictive float32 (format 1.2), rows of 64: windowed cosines "
            "16×64 in chunks of 3 rows, escapes in some; a 1000-element chirp (chunks of 3 "
            "rows, a short last row of 40); chunks of 100, 300, 0, 600 elements, rows cut "
-           "from each chunk's start", predictive_rows, _predictive_options(
+           "from each chunk's start", predictive_rows, _options(
                ("basis", PredictiveCodec(1 / 64, 0.5, row=64)),
                ("signal", PredictiveCodec(1 / 64, 0.5, row=64)),
                ("chunk_rows", CraftedPredictive(1 / 64, 0.5, row=64,
@@ -1036,14 +1089,14 @@ VECTORS_LIST = (
                chunk_elements=200), lambda rng: {}),
     Vector("predictive_f16_bf16_f64", "predictive float16 (rows of 48, δ=0.5), bfloat16 (rows "
            "of 96, δ=0) and float64 (rows of 64, δ=0.3, a fine step)", predictive_dtypes,
-           _predictive_options(("f16", PredictiveCodec(1 / 64, 0.5, row=48)),
+           _options(("f16", PredictiveCodec(1 / 64, 0.5, row=48)),
                                ("bf16", PredictiveCodec(1 / 32, 0.0, row=96)),
                                ("f64", PredictiveCodec(1 / 256, 0.3, row=64))),
            lambda rng: {}),
     Vector("predictive_extremes", "predictive float32, explicit levels in rows of 8: |q| = "
            "2^31 and escaped residuals ±2^35 (the limits), coefficients −32768 and 32767, "
            "predictions halfway between integers (rounded up, also below 0)",
-           _levels_model("extremes", len(EXTREME_LEVELS)), _predictive_options(
+           _levels_model("extremes", len(EXTREME_LEVELS)), _options(
                ("extremes", CraftedPredictive(None, 0.5, row=8, step=2.0**-20,
                                               q=EXTREME_LEVELS,
                                               coefficients=EXTREME_COEFFICIENTS,
@@ -1052,15 +1105,39 @@ VECTORS_LIST = (
     Vector("invalid_predictive_coefficients", "a predictive chunk whose coefficient part lacks "
            "its last row's 4 bytes", lambda _: _constants_model([_raw(
                "basis", TensorProto.FLOAT, _smooth_rows(4, 64).astype("<f4"))]),
-           _predictive_options(("basis", CraftedPredictive(
+           _options(("basis", CraftedPredictive(
                1 / 64, 0.5, row=64, edit=drop_last_coefficients))),
            error="corrupt", match="coefficients"),
     Vector("invalid_predictive_level", "predictive levels doubling along a row (a = 8192): "
            "2^31 is decoded, then 2^31 + 1, beyond the limit", _levels_model(
-               "doubling", len(DOUBLING)), _predictive_options(
+               "doubling", len(DOUBLING)), _options(
                ("doubling", CraftedPredictive(None, 0.5, row=40, step=2.0**-20, q=DOUBLING,
                                               coefficients=[(8192, 0)], coded=(-2, 2)))),
            error="format", match="level"),
+    # format 1.3: codec deadzone_zstd (SPEC.md §17)
+    Vector("deadzone_zstd_low_bits", "deadzone_zstd float32 (format 1.3) in 128-element "
+           "chunks: a Laplacian weight at a coarse step (k = 0, no escapes); a Student-t "
+           "weight at a fine step with two outliers escaped in the first and last chunks "
+           "(k = 3, one more than its range needs); a uniform weight at k = 8 (every high "
+           "byte 0)", zstd_symbol_tensors(16), _options(
+               ("coarse", DeadzoneZstdCodec(1 / 2, 0.5, low_bits=0)),
+               ("tails", DeadzoneZstdCodec(1 / 64, 0.5, low_bits=3)),
+               ("narrow", DeadzoneZstdCodec(1 / 16, 0.3, low_bits=8)),
+               chunk_elements=128), lambda rng: {}),
+    Vector("deadzone_zstd_f16_bf16_f64", "deadzone_zstd float16 (k = 1, δ = 0.75), bfloat16 "
+           "(k = 0, δ = 0) and float64 (k = 5, δ = 0.5, a fine step)", zstd_symbol_dtypes,
+           _options(("w16", DeadzoneZstdCodec(1 / 16, 0.75, low_bits=1)),
+                    ("wbf", DeadzoneZstdCodec(1 / 4, 0.0, low_bits=0)),
+                    ("w64", DeadzoneZstdCodec(1 / 256, 0.5, low_bits=5))), lambda rng: {}),
+    Vector("invalid_deadzone_zstd_position", "a deadzone_zstd high byte of 255 with k = 0 and "
+           "a range of a few symbols: a position beyond the range",
+           zstd_symbol_tensors(4), _options(("coarse", EditedDeadzoneZstd(
+               1 / 2, 0.5, low_bits=0, edit=high_byte_255))), error="format",
+           match="position"),
+    Vector("invalid_deadzone_zstd_low_bits", "a deadzone_zstd low-bits part one byte short",
+           zstd_symbol_tensors(4), _options(("tails", EditedDeadzoneZstd(
+               1 / 64, 0.5, low_bits=3, edit=drop_last_low_byte))), error="corrupt",
+           match="low"),
 )
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from onnxz.arguments import boolean, integer, real_number
 from onnxz.codecs import (
-    DeadzoneCodec,
+    DeadzoneZstdCodec,
     LosslessCodec,
     MinifloatCodec,
     MulawCodec,
@@ -67,7 +67,7 @@ class PackOptions:
     Payloads under ``inline_max_bytes`` stay inside the graph section.
     ``quantizer``: the lossy codec for weight tensors instead of the dead-zone one of
     ``step_rel``/``deadzone`` (e.g. ``MulawCodec(bits=8)``, ``MinifloatCodec.of_width(8)``,
-    ``DeadzoneCodec.global_range(8, 0.5)``; see :func:`quantizer`).
+    ``DeadzoneZstdCodec.global_range(8, 0.5)``; see :func:`quantizer`).
     ``target_snr_db``: instead of one step, each weight tensor's coarsest step that keeps
     this weight SNR (see :meth:`codec_for`).
     """
@@ -173,8 +173,8 @@ def quantizer(codec: str, *, step_rel: float | None = None, deadzone: float | No
     dz = DEFAULT_DEADZONE if deadzone is None else deadzone
     if codec == "deadzone":
         if global_range:
-            return DeadzoneCodec.global_range(8 if bits is None else bits, dz)
-        return DeadzoneCodec(DEFAULT_STEP_REL if step_rel is None else step_rel, dz)
+            return DeadzoneZstdCodec.global_range(8 if bits is None else bits, dz)
+        return DeadzoneZstdCodec(DEFAULT_STEP_REL if step_rel is None else step_rel, dz)
     if codec == "trellis":
         if global_range:
             raise InvalidArgumentError("global_range: not a setting of codec trellis")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from onnxz.codecs.base import Chunk, EncodedTensor, TensorCodec
 from onnxz.codecs.deadzone import DeadzoneCodec, NotQuantizable
+from onnxz.codecs.deadzone_zstd import DeadzoneZstdCodec
 from onnxz.codecs.lossless import LosslessCodec
 from onnxz.codecs.minifloat import MinifloatCodec
 from onnxz.codecs.mulaw import MulawCodec
@@ -22,6 +23,7 @@ REGISTRY: dict[str, type[TensorCodec]] = {
     MinifloatCodec.codec_id: MinifloatCodec,
     TrellisCodec.codec_id: TrellisCodec,
     PredictiveCodec.codec_id: PredictiveCodec,
+    DeadzoneZstdCodec.codec_id: DeadzoneZstdCodec,
 }
 
 
@@ -39,6 +41,7 @@ __all__ = [
     "REGISTRY",
     "Chunk",
     "DeadzoneCodec",
+    "DeadzoneZstdCodec",
     "EncodedTensor",
     "LosslessCodec",
     "MinifloatCodec",

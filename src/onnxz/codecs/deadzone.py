@@ -378,9 +378,9 @@ class DeadzoneCodec(LossyCodec):
         return DeadzoneDecoder(*parse_params(params, etype, cls.codec_id), etype)
 
 
-def parse_params(params: Mapping[str, Any], etype: ElementType,
-                 codec: str) -> tuple[float, float, bool, ans.FrequencyTable]:
-    """(step, deadzone, escape, table) of §7.1's parameters, validated for ``etype``;
+def parse_quantizer(params: Mapping[str, Any], etype: ElementType,
+                    codec: str) -> tuple[float, float, bool]:
+    """(step, deadzone, escape) of §7.1's parameters, validated for ``etype``;
     :class:`FormatError` naming ``codec`` otherwise."""
     step = float(field(params, "step", (float, int)))
     deadzone = float(field(params, "deadzone", (float, int)))
@@ -391,9 +391,34 @@ def parse_params(params: Mapping[str, Any], etype: ElementType,
         raise FormatError(f"{codec} codec: unknown reconstruction {reconstruction!r}")
     if not etype.is_quantizable:
         raise FormatError(f"{codec} codec: cannot reconstruct into {etype.name}")
-    escape = field(params, "escape", bool)
+    return step, deadzone, field(params, "escape", bool)
+
+
+def parse_params(params: Mapping[str, Any], etype: ElementType,
+                 codec: str) -> tuple[float, float, bool, ans.FrequencyTable]:
+    """(step, deadzone, escape, table) of §7.1's parameters, validated for ``etype``;
+    :class:`FormatError` naming ``codec`` otherwise."""
     table = ans.FrequencyTable.from_fields(field(params, "table", dict))
-    return step, deadzone, escape, table
+    return (*parse_quantizer(params, etype, codec), table)
+
+
+@dataclass(frozen=True)
+class SymbolRange:
+    """The symbols a stream without a frequency table codes: ``offset`` … ``offset + size −
+    1`` (a :class:`~onnxz.codecs.ans.FrequencyTable` is one too, with frequencies)."""
+
+    offset: int
+    size: int
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], codec: str) -> SymbolRange:
+        """``offset`` and ``size`` of a codec's parameters, with the table's rules (§8.1)."""
+        offset, size = field(params, "offset", int), field(params, "size", int)
+        if not 2 <= size <= ans.MAX_ALPHABET or offset < -(1 << 63) or (
+                offset + size - 1 >= 1 << 63):
+            raise FormatError(f"{codec} codec: invalid symbol range offset {offset}, "
+                              f"size {size}")
+        return cls(offset, size)
 
 
 class EscapedSymbolDecoder(ChunkDecoder):
@@ -406,9 +431,10 @@ class EscapedSymbolDecoder(ChunkDecoder):
     batch: int = BATCH
     """Elements decoded at a time (batches start at multiples of it within a chunk)."""
 
-    def __init__(self, escape: bool, table: ans.FrequencyTable, etype: ElementType) -> None:
-        self.escape, self.table, self.etype = escape, table, etype
-        self.symbols = np.arange(table.size, dtype=np.int64) + table.offset
+    def __init__(self, escape: bool, symbols: ans.FrequencyTable | SymbolRange,
+                 etype: ElementType) -> None:
+        self.escape, self.range, self.etype = escape, symbols, etype
+        self.symbols = np.arange(symbols.size, dtype=np.int64) + symbols.offset
         self.out_of_range = (self.symbols < -self.max_symbol) | (self.symbols > self.max_symbol)
         if escape:
             self.out_of_range[-1] = False  # the escape symbol: its value comes from part 1
@@ -424,7 +450,7 @@ class EscapedSymbolDecoder(ChunkDecoder):
         """Write into ``target`` the values of a batch: ``index`` the symbols' positions in
         the table, ``where`` the positions of escape symbols and ``escaped`` their values,
         the batch at ``start`` in the chunk."""
-        q = index.astype(np.int64) + self.table.offset
+        q = index.astype(np.int64) + self.range.offset
         q[where] = escaped
         target[...] = from_float64(self.reconstruct(q, start), self.etype)
 
@@ -435,12 +461,13 @@ class EscapedSymbolDecoder(ChunkDecoder):
 
     def decode_symbols(self, parts: Sequence[bytes], out: np.ndarray,
                        fill: Callable[..., None]) -> None:
-        """Decode the symbols (part 0) and escaped values (part 1) of a chunk into ``out``,
-        :attr:`batch` elements at a time, each batch through ``fill`` (see :meth:`fill`)."""
+        """Decode the symbols (:meth:`symbol_indexes`) and escaped values (part 1) of a
+        chunk into ``out``, :attr:`batch` elements at a time, each batch through ``fill``
+        (see :meth:`fill`)."""
         name = self.codec_id
-        symbols = ans.AnsDecoder(parts[0], self.table, out.size)
+        symbols = self.symbol_indexes(parts, out.size)
         escaped = self._escaped(parts[1])
-        escape_index = self.table.size - 1
+        escape_index = self.range.size - 1
         none = np.zeros(0, dtype=np.intp)
         used = 0
         for batch in batches(out.size, self.batch):
@@ -455,6 +482,13 @@ class EscapedSymbolDecoder(ChunkDecoder):
         symbols.finish()
         if used != escaped.size:
             raise FormatError(f"{name} chunk: more escaped values than escape symbols")
+
+    def symbol_indexes(self, parts: Sequence[bytes], count: int) -> ans.AnsDecoder:
+        """The source of a chunk's ``count`` symbol positions in the range
+        (``take_indices(n)``, then ``finish()``): part 0, an ANS stream under the range's
+        frequency table (§8)."""
+        assert isinstance(self.range, ans.FrequencyTable)
+        return ans.AnsDecoder(parts[0], self.range, count)
 
     @property
     def _limit(self) -> str:
@@ -483,9 +517,9 @@ class DeadzoneDecoder(EscapedSymbolDecoder):
 
     codec_id = "deadzone"
 
-    def __init__(self, step: float, deadzone: float, escape: bool, table: ans.FrequencyTable,
-                 etype: ElementType) -> None:
-        super().__init__(escape, table, etype)
+    def __init__(self, step: float, deadzone: float, escape: bool,
+                 symbols: ans.FrequencyTable | SymbolRange, etype: ElementType) -> None:
+        super().__init__(escape, symbols, etype)
         self.step, self.deadzone = step, deadzone
         self.lookup = from_float64(
             self.reconstruct(np.where(self.out_of_range, 0, self.symbols), 0), etype)

@@ -21,7 +21,7 @@ weight); other tensors stay ``deadzone``.
 >>> basis = np.stack([np.cos(np.pi * k * n / 256) for k in range(64)]).astype(np.float32)
 >>> codec = PredictiveCodec(step_rel=1 / 64, deadzone=0.5, row=256)
 >>> predicted = codec.quantize(basis.ravel(), BY_NAME["float32"])
->>> plain = DeadzoneCodec(1 / 64, 0.5).quantize(basis.ravel(), BY_NAME["float32"])
+>>> plain = DeadzoneZstdCodec(1 / 64, 0.5).quantize(basis.ravel(), BY_NAME["float32"])
 >>> isinstance(predicted, Predicted), predicted.estimated_bytes() < plain.estimated_bytes() / 2
 (True, True)
 >>> bool((predicted.reconstruction(BY_NAME["float32"])
@@ -54,7 +54,6 @@ from onnxz.codecs.base import (
     field,
 )
 from onnxz.codecs.deadzone import (
-    DeadzoneCodec,
     EscapedSymbolDecoder,
     Quantized,
     dequantize,
@@ -62,6 +61,7 @@ from onnxz.codecs.deadzone import (
     from_float64,
     parse_params,
 )
+from onnxz.codecs.deadzone_zstd import DeadzoneZstdCodec
 from onnxz.dtypes import ElementType
 from onnxz.errors import CorruptDataError, FormatError
 
@@ -229,10 +229,11 @@ def _cheaper(predicted: Predicted | None, levels: Quantized) -> bool:
                                       <= REQUIRED_SAVING * levels.estimated_bytes())
 
 
-class PredictiveCodec(DeadzoneCodec):
+class PredictiveCodec(DeadzoneZstdCodec):
     """The dead-zone quantizer (``step_rel``, ``deadzone`` as :class:`DeadzoneCodec`) whose
     levels are predicted along rows of ``row`` elements where that is clearly cheaper; the
-    tensor is written as ``deadzone`` otherwise."""
+    tensor is written as :class:`DeadzoneZstdCodec` writes it otherwise (``deadzone`` or
+    ``deadzone_zstd``)."""
 
     codec_id = "predictive"
 
@@ -306,7 +307,7 @@ class PredictiveDecoder(EscapedSymbolDecoder):
 
     def _fill_rows(self, coefficients: np.ndarray, target: np.ndarray, index: np.ndarray,
                    where: np.ndarray, escaped: np.ndarray, start: int) -> None:
-        errors = index.astype(np.int64) + self.table.offset
+        errors = index.astype(np.int64) + self.range.offset
         errors[where] = escaped
         first = start // self.row  # batches hold whole rows
         whole = errors.size - errors.size % self.row
