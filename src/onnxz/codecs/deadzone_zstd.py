@@ -80,6 +80,12 @@ def split_index(index: np.ndarray, low_bits: int) -> tuple[np.ndarray, np.ndarra
             (index & ((1 << low_bits) - 1)).astype(np.uint8))
 
 
+def positions(q: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Levels -> their positions in the range [lo, hi + 1], the escaped ones (outside [lo,
+    hi]) at hi + 1 − lo, the escape symbol's."""
+    return np.where((q < lo) | (q > hi), hi + 1, q) - lo
+
+
 def fewest_low_bits(size: int) -> int:
     """The smallest k for which every position below ``size`` has a high byte ≤ 255."""
     return max(0, (size - 1).bit_length() - 8)
@@ -147,18 +153,17 @@ class DeadzoneZstdCodec(DeadzoneCodec):
         choices = (range(fewest, min(fewest + EXTRA_LOW_BITS, MAX_LOW_BITS) + 1)
                    if self.low_bits is None else (max(fewest, self.low_bits),))
         q, lo, hi = quantized.q, quantized.lo, quantized.hi
-        index = np.where((q < lo) | (q > hi), hi + 1, q) - lo  # escaped: size − 1
         compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-        counts = split_counts(index.size, chunk_elements)
+        counts = split_counts(q.size, chunk_elements)
         starts = np.cumsum([0, *counts])
         best = None
         for low_bits in choices:
-            parts = [encode_parts(index[s : s + n], low_bits, compressor)
+            parts = [encode_parts(positions(q[s : s + n], lo, hi), low_bits, compressor)
                      for s, n in zip(starts, counts, strict=False)]
             ns = DECODE_NS_PER_SYMBOL["zstd"] + (DECODE_NS_PER_SYMBOL["packed"] if low_bits
                                                   else 0.0)
             stored = sum(len(high) + len(low) for high, low in parts)
-            cost = stored + BYTES_PER_DECODE_NS * ns * index.size
+            cost = stored + BYTES_PER_DECODE_NS * ns * q.size
             if best is None or cost < best[0]:
                 best = (cost, low_bits, parts)
         return best
