@@ -114,19 +114,6 @@ class LossyCodec(TensorCodec):
         return self.encode_quantized(self.quantize(values, etype), etype, chunk_elements)
 
 
-DECODE_NS_PER_SYMBOL = {"ans": 30.0, "zstd": 1.0, "packed": 5.0, "packed8": 0.0,
-                        "constant": 0.0}
-"""Decode time per symbol on one core, by coding, measured here: constriction's ANS ~30 ns, zstd's
-Huffman literals ~1 ns, bit-unpacking a plane narrower or wider than a byte ~5 ns (a byte
-plane is used as it is stored)."""
-
-BYTES_PER_DECODE_NS = 1 / 480
-"""What a nanosecond of decoding per symbol is worth in stored bytes when a writer chooses
-between codings (a lossless plane's method; ``deadzone`` or ``deadzone_zstd``): ANS then
-costs 1/16 byte (half a bit) per symbol more than its size, so a large plane or tensor goes
-to zstd unless ANS saves more than that (small ones, where zstd's frame and table overhead
-dominate, keep ANS)."""
-
 BATCH = 1 << 16
 """Elements a decoder works on at a time (a multiple of 8: packed planes split on bytes)."""
 

@@ -8,9 +8,9 @@ zstd codes the high bytes as Huffman-coded literals, which decode an order of ma
 faster than ANS; the low bits of a fine step are nearly uniform and cost their width
 either way. The writer
 picks k, the fewest low bits that leave at most 256 high bytes (or one or two more, if
-smaller), and uses this codec where it is cheaper than ``deadzone`` once decode time is
-priced as bytes (:data:`~onnxz.codecs.base.BYTES_PER_DECODE_NS`): at about 1% more bytes
-on large tensors, the decoder runs several times faster.
+smaller), and uses this codec where it is at most :data:`MAX_GROWTH` of the ``deadzone``
+size: fine steps (the default's), where it costs −4% to +1% and decodes 2–4× faster. At
+coarse steps zstd's Huffman codes lose more (a code is at least one bit) and ANS stays.
 
 >>> import numpy as np
 >>> from onnxz.dtypes import BY_NAME
@@ -36,8 +36,6 @@ import zstandard
 
 from onnxz.codecs import ans
 from onnxz.codecs.base import (
-    BYTES_PER_DECODE_NS,
-    DECODE_NS_PER_SYMBOL,
     Chunk,
     ChunkDecoder,
     EncodedTensor,
@@ -67,6 +65,12 @@ MAX_LOW_BITS = 8
 ZSTD_LEVEL = 1
 """zstd level of the writer: higher levels find no more in quantization levels and encode
 over 100× slower (measured on magika's and PP-OCRv4 det's weights)."""
+
+MAX_GROWTH = 1.01
+"""The writer uses ``deadzone_zstd`` for a tensor when its parts are at most this share of
+the ``deadzone`` estimate (ANS symbols and table): a decoder 2–4× faster is worth 1% of a
+lossy file, not more (at 3 bits per weight, the lossless planes' price of decode time,
+:data:`~onnxz.codecs.lossless.BYTES_PER_DECODE_NS`, would accept 17% more)."""
 
 EXTRA_LOW_BITS = 2
 """The writer also tries this many more low bits than the fewest, keeping the smallest (a
@@ -102,9 +106,9 @@ def encode_parts(index: np.ndarray, low_bits: int,
 
 class DeadzoneZstdCodec(DeadzoneCodec):
     """The dead-zone quantizer (settings as :class:`DeadzoneCodec`); each tensor is written
-    as ``deadzone_zstd`` or ``deadzone``, whichever is cheaper with decode time priced.
-    With ``low_bits``, every tensor is written as ``deadzone_zstd`` with that k (at least
-    the fewest its range needs)."""
+    as ``deadzone_zstd`` when that is at most :data:`MAX_GROWTH` of its ``deadzone`` size,
+    else as ``deadzone``. With ``low_bits``, every tensor is written as ``deadzone_zstd``
+    with that k (at least the fewest its range needs)."""
 
     codec_id = "deadzone_zstd"
 
@@ -118,11 +122,10 @@ class DeadzoneZstdCodec(DeadzoneCodec):
     def encode_quantized(self, quantized: QuantizedTensor, etype: ElementType,
                          chunk_elements: int) -> EncodedTensor:
         assert isinstance(quantized, Quantized)
-        ans_cost = (quantized.table.cost_bits(quantized.counts) / 8
-                    + quantized.table.stored_size
-                    + BYTES_PER_DECODE_NS * DECODE_NS_PER_SYMBOL["ans"] * quantized.q.size)
-        best = self._cheapest(quantized, chunk_elements)
-        if best is None or (best[0] >= ans_cost and self.low_bits is None):
+        ans_bytes = (quantized.table.cost_bits(quantized.counts) / 8
+                     + quantized.table.stored_size)
+        best = self._smallest(quantized, chunk_elements)
+        if best is None or (best[0] > MAX_GROWTH * ans_bytes and self.low_bits is None):
             return super().encode_quantized(quantized, etype, chunk_elements)
         _, low_bits, coded = best
         chunks = []
@@ -142,10 +145,10 @@ class DeadzoneZstdCodec(DeadzoneCodec):
             entropy_bits=ans.entropy_bits_of_counts(quantized.counts),
             format_minor=FORMAT_MINOR)
 
-    def _cheapest(self, quantized: Quantized, chunk_elements: int
-                  ) -> tuple[float, int, list[tuple[bytes, bytes]]] | None:
-        """(cost, k, parts 0 and 2 of each chunk) of the cheapest k (or the given one), cost
-        in bytes with decode time priced; None if the range is too wide for this codec."""
+    def _smallest(self, quantized: Quantized, chunk_elements: int
+                  ) -> tuple[int, int, list[tuple[bytes, bytes]]] | None:
+        """(bytes, k, parts 0 and 2 of each chunk) of the smallest k (or the given one); None
+        if the range is too wide for this codec."""
         size = quantized.counts.size
         fewest = fewest_low_bits(size)
         if fewest > MAX_LOW_BITS:
@@ -160,12 +163,9 @@ class DeadzoneZstdCodec(DeadzoneCodec):
         for low_bits in choices:
             parts = [encode_parts(positions(q[s : s + n], lo, hi), low_bits, compressor)
                      for s, n in zip(starts, counts, strict=False)]
-            ns = DECODE_NS_PER_SYMBOL["zstd"] + (DECODE_NS_PER_SYMBOL["packed"] if low_bits
-                                                  else 0.0)
             stored = sum(len(high) + len(low) for high, low in parts)
-            cost = stored + BYTES_PER_DECODE_NS * ns * q.size
-            if best is None or cost < best[0]:
-                best = (cost, low_bits, parts)
+            if best is None or stored < best[0]:
+                best = (stored, low_bits, parts)
         return best
 
     @classmethod

@@ -35,8 +35,6 @@ import zstandard
 
 from onnxz.codecs import ans
 from onnxz.codecs.base import (
-    BYTES_PER_DECODE_NS,
-    DECODE_NS_PER_SYMBOL,
     Chunk,
     ChunkDecoder,
     EncodedTensor,
@@ -55,6 +53,18 @@ ZSTD_FAST_ABOVE = 1 << 22  # bytes; bigger tensors get the faster level
 
 PLANE_ZSTD_LEVELS = (15, 19)
 """Levels tried for a ``zstd`` plane, smallest kept (15 often beats 19 on exponent planes)."""
+
+DECODE_NS_PER_SYMBOL = {"ans": 30.0, "zstd": 1.0, "packed": 5.0, "packed8": 0.0,
+                        "constant": 0.0}
+"""Decode time per symbol on one core, measured here: constriction's ANS ~30 ns, zstd's
+Huffman literals ~1 ns, bit-unpacking a plane narrower or wider than a byte ~5 ns (a byte
+plane is used as it is stored)."""
+
+BYTES_PER_DECODE_NS = 1 / 480
+"""What a nanosecond of decoding per symbol is worth in stored bytes when a plane's method
+is chosen: ANS then costs 1/16 byte (half a bit) per symbol more than its size, so a large
+plane goes to zstd unless ANS saves more than that (small planes, where zstd's frame and
+table overhead dominate, keep ANS)."""
 
 MIN_ZSTD_GAIN = 0.995
 """A plane tries the slow zstd levels only if level 1 already gets below this share of its
