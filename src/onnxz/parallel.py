@@ -389,8 +389,8 @@ def _check_room(nbytes: int) -> None:
 
 
 def decode_in_workers(workers: int, file: ChunkFile,
-                      tasks: Iterable[tuple[tuple[DecodeJob, np.ndarray], ...]],
-                      in_flight: int | None = None) -> Iterator[tuple[int, ...]]:
+                      tasks: Iterable[tuple[tuple[DecodeJob, np.ndarray], ...]]
+                      ) -> Iterator[tuple[int, ...]]:
     """Decode each task's jobs in ``workers`` processes and copy each job's elements into
     its destination (a flat array of ``job.count`` elements of the dtype's numpy type, in
     this process); yield the task's CRC-32s (one per job, of its decoded bytes) once its
@@ -399,7 +399,7 @@ def decode_in_workers(workers: int, file: ChunkFile,
     Workers read their chunks from ``file`` themselves and decode them into shared memory
     (:class:`SharedBlocks`), so what passes through the pipes is a task's description and
     its CRC-32s; this process copies each block once, into the destinations. ``tasks`` is
-    read lazily, at most ``in_flight`` (default: two per worker) ahead of the results.
+    read lazily, at most two per worker ahead of the results.
     The workers are stopped before the blocks are unlinked, whatever ends the decoding.
     """
     outputs: deque[tuple[shared_memory.SharedMemory, tuple[np.ndarray, ...]]] = deque()
@@ -412,7 +412,7 @@ def decode_in_workers(workers: int, file: ChunkFile,
             yield BlockTask(file, block.name, jobs)
 
     with SharedBlocks() as blocks, WorkerPool(workers) as pool:
-        for crcs in pool.map(decode_into_block, block_tasks(blocks), in_flight):
+        for crcs in pool.map(decode_into_block, block_tasks(blocks)):
             block, outs = outputs.popleft()
             _copy_out(block.buf, outs)
             blocks.give(block)
