@@ -23,6 +23,7 @@ from models import constants_and_if, mixed_dtypes
 
 import onnxz
 import onnxz.api
+import onnxz.parallel
 import onnxz.reader
 from onnxz.container import ContainerReader
 from onnxz.parallel import BLOCK_MIN_BYTES, SharedBlocks
@@ -158,6 +159,16 @@ def test_workers_decode_every_kind_of_tensor_as_one_does(tmp_path, build, parall
     onnxz.save(build(), tmp_path / "m.onnxz", lossless=True)
     assert onnxz.load(tmp_path / "m.onnxz", workers=2) == onnxz.load(tmp_path / "m.onnxz",
                                                                      workers=1)
+
+
+def test_spawned_workers_open_the_file_again_and_decode_the_same(chunked, monkeypatch,
+                                                                parallel_always):
+    """Where workers are spawned (not Linux), they inherit no descriptor: they open the file
+    by its path, checked to be the one the reader opened."""
+    expected = onnxz.load(chunked, workers=1)
+    monkeypatch.setattr(onnxz.parallel, "_context",
+                        lambda: multiprocessing.get_context("spawn"))
+    assert onnxz.load(chunked, workers=2) == expected
 
 
 def our_blocks() -> set[str]:
