@@ -3,11 +3,16 @@ every feature used, in both the header and the footer."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import os
+import random
+import zlib
 
 import pytest
 
-from onnxz.container import MAJOR, MINOR, ContainerReader, ContainerWriter
+from onnxz.container import MAJOR, MINOR, ContainerReader, ContainerWriter, crc32_combine
+from onnxz.errors import CorruptDataError
 
 
 def _written(tmp_path, minor_needed: int | None):
@@ -49,3 +54,30 @@ def test_a_file_truncated_while_open_gives_corrupt_data_not_a_crash(tmp_path):
             f.truncate(1000)
         with pytest.raises(CorruptDataError, match="truncated or changed"):
             reader.chunk_bytes(chunk, "t")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_crc32_combine_is_the_crc32_of_the_concatenation(seed):
+    rng = random.Random(seed)
+    parts = [rng.randbytes(rng.choice([0, 1, 3, 64, rng.randrange(5000)]))
+             for _ in range(rng.randrange(1, 6))]
+    crc = 0
+    for part in parts:
+        crc = crc32_combine(crc, zlib.crc32(part), len(part))
+    assert crc == zlib.crc32(b"".join(parts))
+
+
+def test_a_chunk_file_is_opened_again_only_if_it_is_the_same_file(tmp_path):
+    path, _ = _written(tmp_path, None)
+    with ContainerReader(path) as reader:
+        file = reader.file
+        fd = file.open()  # the reader's own descriptor, duplicated
+        assert fd != file.fd and os.fstat(fd).st_ino == file.inode
+        os.close(fd)
+        elsewhere = dataclasses.replace(file, fd=-1)  # as in a spawned worker: by path
+        os.close(elsewhere.open())
+        path.rename(tmp_path / "moved.onnxz")
+        path.write_bytes(b"another file")
+        with pytest.raises(CorruptDataError, match="replaced while it was being read"):
+            elsewhere.open()
+        os.close(file.open())  # the inherited descriptor still reads the right file

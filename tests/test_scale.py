@@ -7,10 +7,13 @@ at small sizes; memory is measured in a subprocess (peak RSS), never time.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import container_edit
 import make_large_model
 import numpy as np
 import onnx
@@ -20,8 +23,10 @@ from models import constants_and_if, mixed_dtypes
 
 import onnxz
 import onnxz.api
+import onnxz.parallel
 import onnxz.reader
 from onnxz.container import ContainerReader
+from onnxz.parallel import BLOCK_MIN_BYTES, SharedBlocks
 from onnxz.progress import ProgressListener, ProgressUpdate, TerminalProgress
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,6 +151,148 @@ def test_a_corrupt_chunk_is_reported_from_a_worker(ext_model, tmp_path, parallel
     packed.write_bytes(bytes(data))
     with pytest.raises(onnxz.CorruptDataError, match=entry.name):
         onnxz.load(packed, workers=2)
+
+
+@pytest.mark.parametrize("build", [mixed_dtypes, constants_and_if])
+def test_workers_decode_every_kind_of_tensor_as_one_does(tmp_path, build, parallel_always):
+    """Tasks that mix element widths, empty and one-element tensors, subgraph tensors."""
+    onnxz.save(build(), tmp_path / "m.onnxz", lossless=True)
+    assert onnxz.load(tmp_path / "m.onnxz", workers=2) == onnxz.load(tmp_path / "m.onnxz",
+                                                                     workers=1)
+
+
+def test_spawned_workers_open_the_file_again_and_decode_the_same(chunked, monkeypatch,
+                                                                parallel_always):
+    """Where workers are spawned (not Linux), they inherit no descriptor: they open the file
+    by its path, checked to be the one the reader opened."""
+    expected = onnxz.load(chunked, workers=1)
+    monkeypatch.setattr(onnxz.parallel, "_context",
+                        lambda: multiprocessing.get_context("spawn"))
+    assert onnxz.load(chunked, workers=2) == expected
+
+
+def our_blocks() -> set[str]:
+    """This process's shared-memory blocks in /dev/shm (SharedBlocks names them
+    ``onnxz-<pid>-...``; other processes' files there are not ours to judge)."""
+    return {n for n in os.listdir("/dev/shm") if n.startswith(f"onnxz-{os.getpid()}-")}
+
+
+needs_dev_shm = pytest.mark.skipif(not Path("/dev/shm").is_dir(),
+                                   reason="shared memory is not in /dev/shm here")
+
+
+@pytest.fixture
+def chunked(ext_model, tmp_path) -> Path:
+    """The lossy ext_model in chunks of 4096 elements: its large tensors span several tasks
+    (with parallel_always)."""
+    packed = tmp_path / "chunked.onnxz"
+    onnxz.save(ext_model, packed, options=onnxz.PackOptions(chunk_elements=4096))
+    return packed
+
+
+def _largest_entry(packed: Path) -> tuple[int, object]:
+    with ContainerReader(packed) as reader:
+        return max(enumerate(reader.index.tensors), key=lambda e: e[1].coded_bytes)
+
+
+@needs_dev_shm
+def test_parallel_decode_uses_shared_blocks_and_unlinks_them(chunked, parallel_always):
+    assert our_blocks() == set()
+    seen = set()
+    with onnxz.open(chunked, workers=2) as reader:
+        for _ in reader.decode():
+            seen |= our_blocks()
+    assert seen and len(seen) <= 4  # at most the tasks in flight: two per worker
+    assert our_blocks() == set()
+    assert multiprocessing.active_children() == []
+
+
+def _damaged(packed: Path, damage: str) -> None:
+    index, entry = _largest_entry(packed)
+    data = packed.read_bytes()
+    chunk = entry.chunks[len(entry.chunks) // 2]
+    stored = bytearray(data[chunk.offset : chunk.offset + chunk.length])
+    if damage == "chunk checksum":  # the chunk's CRC no longer matches
+        stored[len(stored) // 2] ^= 0xFF
+        packed.write_bytes(data[:chunk.offset] + bytes(stored) + data[chunk.offset
+                                                                       + chunk.length:])
+    else:  # a damaged stream whose chunk CRC was fixed up: the decoder meets it
+        stored[-chunk.sizes[-1]:] = bytes(chunk.sizes[-1])
+        packed.write_bytes(container_edit.with_chunk_bytes(
+            data, index, len(entry.chunks) // 2, bytes(stored)))
+
+
+@needs_dev_shm
+@pytest.mark.parametrize("damage", ["chunk checksum", "stream"])
+def test_a_damaged_chunk_fails_in_a_worker_as_in_this_process(chunked, damage,
+                                                               parallel_always):
+    """The same typed error and one-line message as one worker gives; no shared memory or
+    worker is left behind."""
+    _damaged(chunked, damage)
+    errors = []
+    for workers in (1, 2):
+        with pytest.raises(onnxz.OnnxzError) as caught:
+            onnxz.load(chunked, workers=workers)
+        errors.append((type(caught.value), str(caught.value)))
+    assert errors[0] == errors[1]
+    assert errors[0][0] in (onnxz.CorruptDataError, onnxz.FormatError)
+    assert "\n" not in errors[0][1] and errors[0][1].startswith("tensor ")
+    assert our_blocks() == set()
+    assert multiprocessing.active_children() == []
+
+
+@needs_dev_shm
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
+def test_an_interrupted_parallel_decode_leaves_no_shared_memory(chunked, tmp_path, error,
+                                                                parallel_always):
+    def progress(done, total, name):
+        if done == 3:
+            assert our_blocks()  # blocks in use now...
+            raise error("stop")
+
+    with pytest.raises(error):
+        onnxz.unpack(chunked, tmp_path / "u.onnx", workers=2, progress=progress)
+    assert our_blocks() == set()  # ...and none afterwards
+    assert not (tmp_path / "u.onnx").exists()
+    assert multiprocessing.active_children() == []
+    with onnxz.open(chunked, workers=2) as reader:  # the caller stops reading: the same
+        decoded = reader.decode()
+        next(decoded)
+        decoded.close()
+    assert our_blocks() == set()
+    assert multiprocessing.active_children() == []
+
+
+@needs_dev_shm
+def test_shared_blocks_are_reused_grown_and_unlinked():
+    with SharedBlocks() as blocks:
+        a = blocks.take(10)
+        assert a.size >= BLOCK_MIN_BYTES and our_blocks() == {a.name}
+        blocks.give(a)
+        assert blocks.take(BLOCK_MIN_BYTES) is a  # reused
+        blocks.give(a)
+        b = blocks.take(3 * BLOCK_MIN_BYTES)  # too small: replaced by one of 4 MiB
+        assert b.size >= 4 * BLOCK_MIN_BYTES and our_blocks() == {b.name}
+        c = blocks.take(1)  # b is in use
+        assert our_blocks() == {b.name, c.name}
+    assert our_blocks() == set()
+
+
+@needs_dev_shm
+def test_a_full_dev_shm_is_an_error_before_any_worker_writes(chunked, monkeypatch,
+                                                             parallel_always):
+    """A container's small /dev/shm: a typed error, not a worker killed by SIGBUS."""
+    real = os.statvfs
+
+    def small(path):
+        got = real(path)
+        return os.statvfs_result((*got[:4], 1, *got[5:])) if path == "/dev/shm" else got
+
+    monkeypatch.setattr(os, "statvfs", small)
+    with pytest.raises(onnxz.OutOfMemoryError, match=r"/dev/shm has \d+ free"):
+        onnxz.load(chunked, workers=2)
+    assert our_blocks() == set()
+    assert multiprocessing.active_children() == []
 
 
 def test_workers_must_be_a_positive_whole_number(ext_model, tmp_path):
@@ -292,20 +439,28 @@ def test_cli_unpack_external_data_and_workers(ext_model, tmp_path):
 MEMORY_SCRIPT = """
 import json, resource, sys
 import onnxz
+workers = int(sys.argv[1])
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-if sys.argv[1] == "pack":
-    onnxz.save(sys.argv[2], sys.argv[3], lossless=sys.argv[4] == "lossless", workers=1)
+if sys.argv[2] == "pack":
+    onnxz.save(sys.argv[3], sys.argv[4], lossless=sys.argv[5] == "lossless", workers=workers)
 else:
-    onnxz.unpack(sys.argv[2], sys.argv[3], workers=1, external_data=True)
+    onnxz.unpack(sys.argv[3], sys.argv[4], workers=workers, external_data=True)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"grew": (peak - baseline) * 1024}))
+worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"grew": (peak - baseline) * 1024, "worker_grew": (worker - baseline) * 1024}))
 """
 
 
+def _memory(*args: str, workers: int = 1) -> dict[str, int]:
+    """Peak RSS growth beyond the imports, in bytes, of a pack or unpack in a new process
+    (``grew``) and of its largest worker, which starts as a fork of it (``worker_grew``)."""
+    done = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(workers), *args],
+                          check=True, capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
 def _growth(*args: str) -> int:
-    done = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, *args], check=True,
-                          capture_output=True, text=True)
-    return json.loads(done.stdout)["grew"]
+    return _memory(*args)["grew"]
 
 
 @pytest.fixture(scope="module")
@@ -332,6 +487,18 @@ def test_lossy_pack_and_unpack_hold_about_one_tensor_not_the_model(model_400mb, 
     assert grew < shape.weight_bytes / 2, ("pack", grew)
     grew = _growth("unpack", str(packed), str(tmp_path / "unpacked.onnx"))
     assert grew < shape.weight_bytes / 2, ("unpack", grew)
+
+
+@pytest.mark.slow
+def test_a_parallel_unpack_holds_about_one_tensor_per_process_not_the_model(model_400mb,
+                                                                            tmp_path):
+    """Two workers: this process holds the tensor handed out, the one being filled and the
+    shared blocks of the tasks in flight; a worker one task's chunks and block."""
+    model, shape = model_400mb
+    packed = tmp_path / "lossy.onnxz"
+    onnxz.save(model, packed, step_rel=1 / 64, workers=2)
+    grown = _memory("unpack", str(packed), str(tmp_path / "unpacked.onnx"), workers=2)
+    assert max(grown.values()) < shape.weight_bytes / 4, grown
 
 
 @pytest.mark.slow

@@ -145,6 +145,46 @@ def crc32(data: bytes | memoryview) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
+_CRC_POLY = 0xEDB88320  # CRC-32's polynomial, bit-reversed (the lowest bit is x^31)
+
+
+def _multiply_mod_poly(a: int, b: int) -> int:
+    """a(x) × b(x) modulo CRC-32's polynomial, both in its bit-reversed representation."""
+    product = 0
+    for bit in range(31, -1, -1):
+        if a & (1 << bit):
+            product ^= b
+        b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
+    return product
+
+
+def _x_to_the_2_to_the(k: int) -> int:
+    """x^(2^k) modulo CRC-32's polynomial (bit-reversed), by squaring x ``k`` times."""
+    power = 1 << 30  # x^1
+    for _ in range(k):
+        power = _multiply_mod_poly(power, power)
+    return power
+
+
+_X_TO_THE_2_TO_THE = tuple(_x_to_the_2_to_the(k) for k in range(64))
+
+
+def crc32_combine(crc_a: int, crc_b: int, length_b: int) -> int:
+    """The CRC-32 of bytes A then B, from the CRC-32s of A and of B (``length_b`` bytes long),
+    as zlib's ``crc32_combine``: A's CRC is carried over B's 8 × ``length_b`` bits (a
+    multiplication by x^(8 × length_b)) and B's is added. ``crc32_combine(0, crc_b, n)`` is
+    ``crc_b``; so is a sequence of parts combined left to right, whatever their sizes."""
+    shift = 1 << 31  # x^0
+    bits = 8 * length_b
+    k = 0
+    while bits:
+        if bits & 1:
+            shift = _multiply_mod_poly(_X_TO_THE_2_TO_THE[k], shift)
+        bits >>= 1
+        k += 1
+    return _multiply_mod_poly(shift, crc_a) ^ crc_b
+
+
 class ContainerWriter:
     """Writes a container to an open binary file, one tensor at a time, index last.
 
@@ -214,6 +254,39 @@ class ContainerWriter:
         return replace(index, version=(MAJOR, self.minor))
 
 
+@dataclass(frozen=True)
+class ChunkFile:
+    """An open container file as another process finds it: the descriptor the reader holds
+    (``fd``), its absolute ``path``, and the file's identity (``device``, ``inode``)."""
+
+    fd: int
+    path: str
+    device: int
+    inode: int
+
+    def open(self) -> int:
+        """A new read-only descriptor of the same file, for :func:`read_chunk`; the caller
+        closes it. A forked worker duplicates the descriptor it inherited (so a file renamed
+        or deleted while it is read still reads, as in the reader); elsewhere the path is
+        opened again, and :class:`CorruptDataError` if it now names another file."""
+        try:
+            if self._is_ours(os.fstat(self.fd)):
+                return os.dup(self.fd)
+        except OSError:
+            pass  # not inherited (a spawned worker): open the path
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except OSError as exc:
+            raise CorruptDataError(f"cannot open the file again ({exc.strerror})") from exc
+        if not self._is_ours(os.fstat(fd)):
+            os.close(fd)
+            raise CorruptDataError("the file was replaced while it was being read")
+        return fd
+
+    def _is_ours(self, stat: os.stat_result) -> bool:
+        return (stat.st_dev, stat.st_ino) == (self.device, self.inode)
+
+
 class ContainerReader:
     """Reads a container file: header, footer and index are validated on open.
 
@@ -229,7 +302,10 @@ class ContainerReader:
         self.path = Path(path)
         self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
-            size = os.fstat(self._fd).st_size
+            stat = os.fstat(self._fd)
+            self.file = ChunkFile(self._fd, os.path.abspath(self.path), stat.st_dev,
+                                  stat.st_ino)
+            size = stat.st_size
             if size < HEADER_SIZE + FOOTER_SIZE:
                 if size >= len(MAGIC):
                     _check_magic(self.read_at(0, len(MAGIC), "header"))
@@ -331,14 +407,20 @@ class ContainerReader:
 
     def chunk_bytes(self, chunk: ChunkEntry, tensor_name: str) -> bytes:
         """The stored bytes of one chunk (all its parts), checksum-verified."""
-        data = self.read_at(chunk.offset, chunk.length, f"tensor {tensor_name!r}")
-        if crc32(data) != chunk.crc32:
-            raise CorruptDataError(f"tensor {tensor_name!r}: chunk checksum mismatch")
-        return data
+        return read_chunk(self._fd, chunk, tensor_name)
 
     def chunk_parts(self, chunk: ChunkEntry, tensor_name: str) -> list[memoryview]:
         """The parts of one chunk, checksum-verified."""
         return split_parts(self.chunk_bytes(chunk, tensor_name), chunk.sizes)
+
+
+def read_chunk(fd: int, chunk: ChunkEntry, tensor_name: str) -> bytes:
+    """The stored bytes of one chunk of tensor ``tensor_name`` (all its parts) from an open
+    container file, checksum-verified: :class:`CorruptDataError` if they do not match."""
+    data = read_exactly(fd, chunk.offset, chunk.length, f"tensor {tensor_name!r}")
+    if crc32(data) != chunk.crc32:
+        raise CorruptDataError(f"tensor {tensor_name!r}: chunk checksum mismatch")
+    return data
 
 
 def split_parts(data: bytes, sizes: Sequence[int]) -> list[memoryview]:

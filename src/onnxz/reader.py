@@ -13,19 +13,26 @@ from __future__ import annotations
 
 import functools
 import os
-import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
-from onnxz.container import ContainerReader, ReadLimits, TensorEntry
+from onnxz.container import (
+    ChunkEntry,
+    ContainerReader,
+    ReadLimits,
+    TensorEntry,
+    crc32,
+    crc32_combine,
+)
 from onnxz.dtypes import BY_NAME
 from onnxz.errors import CorruptDataError, FormatError, LimitExceededError, TensorNotFoundError
 from onnxz.fileio import check_input
-from onnxz.parallel import DecodeJob, WorkerPool, check_workers, decode_chunks
+from onnxz.parallel import DecodeJob, check_workers, decode_in_workers, decode_job
 from onnxz.report import ContainerInfo, TensorInfo
 from onnxz.walker import element_count, has_payload, iter_tensors, payload_type, resolve
 
@@ -149,60 +156,76 @@ class Reader:
                ) -> Iterator[tuple[TensorEntry, np.ndarray]]:
         """Each entry (default: all) with its decoded, CRC-checked flat values, in order.
 
-        Chunks are read lazily and decoded by the worker processes, a bounded number at a
-        time, so memory holds about one tensor plus the chunks in flight.
+        With one worker (or less than PARALLEL_MIN_ELEMENTS to decode) each tensor is
+        decoded here, a chunk at a time. Otherwise worker processes decode tasks of about
+        TASK_ELEMENTS elements into shared memory, a bounded number ahead, and this process
+        copies them into each tensor's array. Either way memory holds about the tensor handed
+        out and the one being decoded, not the model.
         """
         entries = list(self.entries if entries is None else entries)
-        total = sum(e.element_count for e in entries)
-        workers = self.workers if total >= PARALLEL_MIN_ELEMENTS else 1
-        owners: deque[list[int]] = deque()
-        with WorkerPool(workers) as pool:
-            current, buffer, filled = -1, np.empty(0), 0
-            for arrays in pool.map(decode_chunks, self._tasks(entries, owners, workers > 1)):
-                for index, part in zip(owners.popleft(), arrays, strict=True):
-                    entry = entries[index]
-                    if part.size == entry.element_count:  # one job, CRC checked by it
-                        yield entry, part
-                        continue
-                    if index != current:
-                        current, filled = index, 0
-                        buffer = np.empty(entry.element_count, dtype=part.dtype)
-                    buffer[filled : filled + part.size] = part
-                    filled += part.size
-                    if filled == entry.element_count:
-                        yield entry, _checked(entry, buffer)
-
-    def _tasks(self, entries: list[TensorEntry], owners: deque[list[int]], split: bool
-               ) -> Iterator[tuple[DecodeJob, ...]]:
-        """Jobs grouped into tasks of about TASK_ELEMENTS elements (a tensor is cut into
-        several jobs only if ``split``); ``owners`` gets, per task, the entry index of each
-        of its jobs."""
-        jobs: list[DecodeJob] = []
-        indices: list[int] = []
-        size = 0
-        for index, entry in enumerate(entries):
-            groups = (_chunk_groups(entry) if split else [entry.chunks]) or [()]  # () if empty
-            for group in groups:
-                jobs.append(DecodeJob(
-                    entry.name, entry.codec, entry.params, entry.dtype,
-                    tuple((self._container.chunk_bytes(c, entry.name), c.sizes, c.count)
-                          for c in group),
-                    entry.crc32 if len(groups) == 1 else None))
-                indices.append(index)
-                size += jobs[-1].count
-                if size >= TASK_ELEMENTS:
-                    owners.append(indices)
-                    yield tuple(jobs)
-                    jobs, indices, size = [], [], 0
-        if jobs:
-            owners.append(indices)
-            yield tuple(jobs)
+        if self.workers == 1 or sum(e.element_count for e in entries) < PARALLEL_MIN_ELEMENTS:
+            for entry in entries:
+                values = np.empty(entry.element_count, dtype=BY_NAME[entry.dtype].numpy)
+                decode_job(_job(entry, entry.chunks), self._container.chunk_bytes, values)
+                yield entry, _checked(entry, values, crc32(values.view(np.uint8)))
+            return
+        owners: deque[list[tuple[_Filling, int]]] = deque()
+        for crcs in decode_in_workers(self.workers, self._container.file,
+                                      _tasks(entries, owners)):
+            for (filling, nbytes), crc in zip(owners.popleft(), crcs, strict=True):
+                filling.crc = crc32_combine(filling.crc, crc, nbytes)
+                filling.jobs_left -= 1
+                if not filling.jobs_left:
+                    yield filling.entry, _checked(filling.entry, filling.values, filling.crc)
 
 
-def _chunk_groups(entry: TensorEntry) -> list[tuple]:
+@dataclass
+class _Filling:
+    """A tensor whose array the workers' jobs fill: the jobs not yet done and the CRC-32 of
+    the bytes done so far (the jobs' CRC-32s combined in order)."""
+
+    entry: TensorEntry
+    values: np.ndarray
+    jobs_left: int
+    crc: int = 0
+
+
+def _tasks(entries: list[TensorEntry], owners: deque[list[tuple[_Filling, int]]]
+           ) -> Iterator[tuple[tuple[DecodeJob, np.ndarray], ...]]:
+    """The entries' jobs (a tensor cut at chunk boundaries into jobs of about TASK_ELEMENTS
+    elements) with their destination in their tensor's array, grouped into tasks of about
+    TASK_ELEMENTS elements; ``owners`` gets, per task, each job's tensor and byte count."""
+    task: list[tuple[DecodeJob, np.ndarray]] = []
+    owned: list[tuple[_Filling, int]] = []
+    size = 0
+    for entry in entries:
+        groups = _chunk_groups(entry) or [()]  # () if empty
+        filling = _Filling(entry, np.empty(entry.element_count, BY_NAME[entry.dtype].numpy),
+                           len(groups))
+        start = 0
+        for group in groups:
+            job = _job(entry, group)
+            task.append((job, filling.values[start : start + job.count]))
+            owned.append((filling, job.nbytes))
+            start += job.count
+            size += job.count
+            if size >= TASK_ELEMENTS:
+                owners.append(owned)
+                yield tuple(task)
+                task, owned, size = [], [], 0
+    if task:
+        owners.append(owned)
+        yield tuple(task)
+
+
+def _job(entry: TensorEntry, chunks: Iterable[ChunkEntry]) -> DecodeJob:
+    return DecodeJob(entry.name, entry.codec, entry.params, entry.dtype, tuple(chunks))
+
+
+def _chunk_groups(entry: TensorEntry) -> list[tuple[ChunkEntry, ...]]:
     """The entry's chunks in consecutive groups of about TASK_ELEMENTS elements."""
-    groups: list[tuple] = []
-    group: list = []
+    groups: list[tuple[ChunkEntry, ...]] = []
+    group: list[ChunkEntry] = []
     size = 0
     for chunk in entry.chunks:
         group.append(chunk)
@@ -217,7 +240,8 @@ def _chunk_groups(entry: TensorEntry) -> list[tuple]:
     return groups
 
 
-def _checked(entry: TensorEntry, values: np.ndarray) -> np.ndarray:
-    if zlib.crc32(values.view(np.uint8)) & 0xFFFFFFFF != entry.crc32:
+def _checked(entry: TensorEntry, values: np.ndarray, crc: int) -> np.ndarray:
+    """``values``, if ``crc`` (theirs) is the entry's CRC-32."""
+    if crc != entry.crc32:
         raise CorruptDataError(f"tensor {entry.name!r}: decoded tensor checksum mismatch")
     return values
