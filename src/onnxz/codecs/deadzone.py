@@ -542,9 +542,14 @@ def encode_symbol_chunks(q: np.ndarray, lo: int, hi: int, table: ans.FrequencyTa
     chunks = []
     start = 0
     for count in split_counts(q.size, chunk_elements):
-        part = q[start : start + count]
-        outside = (part < lo) | (part > hi)
-        chunks.append(Chunk(count, (ans.encode(np.where(outside, hi + 1, part), table),
-                                    encode_uvarints(zigzag_encode(part[outside])))))
+        coded, escaped = escaped_symbols(q[start : start + count], lo, hi)
+        chunks.append(Chunk(count, (ans.encode(coded, table), escaped)))
         start += count
     return tuple(chunks)
+
+
+def escaped_symbols(q: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, bytes]:
+    """A chunk's symbols ``q`` as coded (those outside [lo, hi] become the escape symbol
+    hi + 1) and its escape part (their values as zigzag varints, §7.2)."""
+    outside = (q < lo) | (q > hi)
+    return np.where(outside, hi + 1, q), encode_uvarints(zigzag_encode(q[outside]))

@@ -6,11 +6,11 @@ is split into a high byte h = i >> k and k low bits l = i & (2^k − 1): a zstd 
 the N high bytes (part 0), the low bits are stored packed as §6.3 packs a plane (part 2).
 zstd codes the high bytes as Huffman-coded literals, which decode an order of magnitude
 faster than ANS; the low bits of a fine step are nearly uniform and cost their width
-either way. The writer
-picks k, the fewest low bits that leave at most 256 high bytes (or one or two more, if
-smaller), and uses this codec where it is at most :data:`MAX_GROWTH` of the ``deadzone``
-size: fine steps (the default's), where it costs −4% to +1% and decodes 2–4× faster. At
-coarse steps zstd's Huffman codes lose more (a code is at least one bit) and ANS stays.
+either way. The writer picks k, the fewest low bits that leave at most 256 high bytes
+(or one or two more, if smaller), and uses this codec where it is at most
+:data:`MAX_GROWTH` of the ``deadzone`` size: fine steps (the default's), where it costs
+−4% to +1% and decodes 2–4× faster. At coarse steps zstd's Huffman codes lose more (a code
+is at least one bit) and ANS stays.
 
 >>> import numpy as np
 >>> from onnxz.dtypes import BY_NAME
@@ -48,10 +48,10 @@ from onnxz.codecs.deadzone import (
     DeadzoneDecoder,
     Quantized,
     SymbolRange,
+    escaped_symbols,
     parse_quantizer,
 )
 from onnxz.codecs.lossless import pack_bits, unpack_bits
-from onnxz.codecs.varint import encode_uvarints, zigzag_encode
 from onnxz.dtypes import ElementType
 from onnxz.errors import CorruptDataError, FormatError
 from onnxz.zstdframe import decompress_exact
@@ -82,12 +82,6 @@ def split_index(index: np.ndarray, low_bits: int) -> tuple[np.ndarray, np.ndarra
     index = index.astype(np.int64, copy=False)
     return ((index >> low_bits).astype(np.uint8),
             (index & ((1 << low_bits) - 1)).astype(np.uint8))
-
-
-def positions(q: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Levels -> their positions in the range [lo, hi + 1], the escaped ones (outside [lo,
-    hi]) at hi + 1 − lo, the escape symbol's."""
-    return np.where((q < lo) | (q > hi), hi + 1, q) - lo
 
 
 def fewest_low_bits(size: int) -> int:
@@ -132,9 +126,8 @@ class DeadzoneZstdCodec(DeadzoneCodec):
         start = 0
         for count, (high, low) in zip(split_counts(quantized.q.size, chunk_elements), coded,
                                       strict=True):
-            q = quantized.q[start : start + count]
-            outside = (q < quantized.lo) | (q > quantized.hi)
-            escaped = encode_uvarints(zigzag_encode(q[outside]))
+            _, escaped = escaped_symbols(quantized.q[start : start + count], quantized.lo,
+                                         quantized.hi)
             chunks.append(Chunk(count, (high, escaped, low)))
             start += count
         params = {k: v for k, v in self.stored_params(quantized).items() if k != "table"}
@@ -161,7 +154,8 @@ class DeadzoneZstdCodec(DeadzoneCodec):
         starts = np.cumsum([0, *counts])
         best = None
         for low_bits in choices:
-            parts = [encode_parts(positions(q[s : s + n], lo, hi), low_bits, compressor)
+            parts = [encode_parts(escaped_symbols(q[s : s + n], lo, hi)[0] - lo, low_bits,
+                                  compressor)
                      for s, n in zip(starts, counts, strict=False)]
             stored = sum(len(high) + len(low) for high, low in parts)
             if best is None or stored < best[0]:
