@@ -1,5 +1,6 @@
-"""An independent onnxz 1.x decoder (1.0, the 1.1 codecs mulaw, minifloat and trellis,
-and the 1.2 codec predictive), written from SPEC.md alone.
+"""An independent onnxz 1.x decoder (1.0, the 1.1 codecs mulaw, minifloat and trellis, the
+1.2 codec predictive, the 1.3 codec deadzone_zstd and the 1.4 codec trellis_zstd), written
+from SPEC.md alone.
 
 It imports nothing from onnxz: only the standard library, onnx (to parse the graph
 section's ModelProto), zstandard and msgpack (the section formats SPEC.md names). Every
@@ -469,6 +470,8 @@ def _decode_tensor(data: bytes, t: TensorRef) -> bytes:
         decode_chunk = _predictive_decoder(t.params, dtype)
     elif t.codec == "deadzone_zstd":
         decode_chunk = _deadzone_zstd_decoder(t.params, dtype)
+    elif t.codec == "trellis_zstd":
+        decode_chunk = _trellis_zstd_decoder(t.params, dtype)
     else:
         raise FormatError(f"tensor {t.name!r}: codec {t.codec!r} is not known to this reader")
     out = b""
@@ -709,6 +712,18 @@ class EscapeReplacer:
 def _deadzone_zstd_decoder(params: dict, dtype: DType) -> ChunkDecode:
     codec = "deadzone_zstd"
     step, deadzone, escape = _quantizer_params(params, dtype, codec)
+    symbols = _zstd_symbols(params, escape, 1 << 53, codec)
+
+    def decode_chunk(parts: list[bytes], count: int) -> bytes:
+        return b"".join(_reconstruct(v, step, deadzone, dtype) for v in symbols(parts, count))
+    return decode_chunk
+
+
+def _zstd_symbols(params: dict, escape: bool, limit: int,
+                  codec: str) -> Callable[[list[bytes], int], list[int]]:
+    """§17.1 and §17.2 (and §18.1, §18.2): the range's parameters checked, and a function
+    from a chunk's parts to its symbols with the escaped ones replaced, each within
+    ±``limit``."""
     offset = _typed(params, "offset", int)
     n = _typed(params, "size", int)
     k = _typed(params, "low_bits", int)
@@ -717,7 +732,7 @@ def _deadzone_zstd_decoder(params: dict, dtype: DType) -> ChunkDecode:
     if not (0 <= k <= 8 and (n - 1) >> k <= 255):
         raise FormatError(f"{codec}: low_bits {k} out of range for {n} symbols")
 
-    def decode_chunk(parts: list[bytes], count: int) -> bytes:
+    def chunk_symbols(parts: list[bytes], count: int) -> list[int]:
         if len(parts) != 3:
             raise FormatError(f"{codec}: a chunk has three parts")
         high = _zstd_exact(parts[0], count, f"{codec} high bytes")
@@ -725,7 +740,7 @@ def _deadzone_zstd_decoder(params: dict, dtype: DType) -> ChunkDecode:
             raise CorruptDataError(f"{codec}: escape bytes without escape symbol")
         if len(parts[2]) != -(-count * k // 8):
             raise CorruptDataError(f"{codec}: low-bits part of the wrong length")
-        escaped = _escaped_values(parts[1], escape, 1 << 53, codec)
+        escaped = _escaped_values(parts[1], escape, limit, codec)
         low = unpack_bits(parts[2], k, count) if k else [0] * count
 
         def raw() -> Iterator[int]:
@@ -735,11 +750,11 @@ def _deadzone_zstd_decoder(params: dict, dtype: DType) -> ChunkDecode:
                     raise FormatError(f"{codec}: position {p} beyond {n} symbols")
                 yield offset + p
         replaced = EscapeReplacer(raw(), escaped, offset + n - 1 if escape else None,
-                                 1 << 53, codec)
+                                 limit, codec)
         q = list(replaced.symbols())
         replaced.check_all_used()
-        return b"".join(_reconstruct(v, step, deadzone, dtype) for v in q)
-    return decode_chunk
+        return q
+    return chunk_symbols
 
 
 def _number(params: dict, key: str) -> float:
@@ -875,35 +890,56 @@ TRELLIS_NEXT = ((0, 2), (7, 5), (1, 3), (6, 4), (2, 0), (5, 7), (3, 1), (4, 6)) 
 
 
 def _trellis_decoder(params: dict, dtype: DType) -> ChunkDecode:
-    step = _number(params, "step")
-    if not (math.isfinite(step) and step > 0):
-        raise FormatError("trellis: step must be finite and > 0")
-    segment = _typed(params, "segment", int)
-    if segment < 1 or segment > 1 << 16 or segment & (segment - 1):
-        raise FormatError("trellis: segment must be 2^j, 0 <= j <= 16")
-    escape = _typed(params, "escape", bool)
+    step, segment, escape = _trellis_params(params, dtype, "trellis")
     if ("table" in params) == ("buckets" in params):
         raise FormatError("trellis: exactly one of table and buckets")
     if "table" in params:
         table = Table.parse(_typed(params, "table", dict))
     else:
         table = _bucket_table(_typed(params, "buckets", dict), escape)
-    if dtype.name not in QUANTIZABLE:
-        raise FormatError(f"trellis: cannot reconstruct into {dtype.name}")
 
     def decode_chunk(parts: list[bytes], count: int) -> bytes:
         k = _decode_symbols(parts, count, table, escape, 1 << 52, "trellis")
-        out = []
-        state = 0
-        for i, level in enumerate(k):
-            if i % segment == 0:
-                state = 0
-            q = state & 1
-            state = TRELLIS_NEXT[state][abs(level) & 1]
-            r = 0.0 if level == 0 else step * float(2 * abs(level) - q)
-            out.append(to_dtype(-r if level < 0 else r, dtype))
-        return b"".join(out)
+        return _trellis_values(k, step, segment, dtype)
     return decode_chunk
+
+
+def _trellis_zstd_decoder(params: dict, dtype: DType) -> ChunkDecode:
+    """§18: the levels as §17.2 reads symbols, the values as §15.3–§15.4."""
+    step, segment, escape = _trellis_params(params, dtype, "trellis_zstd")
+    levels = _zstd_symbols(params, escape, 1 << 52, "trellis_zstd")
+
+    def decode_chunk(parts: list[bytes], count: int) -> bytes:
+        return _trellis_values(levels(parts, count), step, segment, dtype)
+    return decode_chunk
+
+
+def _trellis_params(params: dict, dtype: DType, codec: str) -> tuple[float, int, bool]:
+    """§15.1: (step, segment, escape), checked."""
+    step = _number(params, "step")
+    if not (math.isfinite(step) and step > 0):
+        raise FormatError(f"{codec}: step must be finite and > 0")
+    segment = _typed(params, "segment", int)
+    if segment < 1 or segment > 1 << 16 or segment & (segment - 1):
+        raise FormatError(f"{codec}: segment must be 2^j, 0 <= j <= 16")
+    escape = _typed(params, "escape", bool)
+    if dtype.name not in QUANTIZABLE:
+        raise FormatError(f"{codec}: cannot reconstruct into {dtype.name}")
+    return step, segment, escape
+
+
+def _trellis_values(levels: list[int], step: float, segment: int, dtype: DType) -> bytes:
+    """§15.3 and §15.4: a chunk's levels through the state machine, reconstructed."""
+    out = []
+    state = 0
+    for i, level in enumerate(levels):
+        if i % segment == 0:
+            state = 0
+        q = state & 1
+        state = TRELLIS_NEXT[state][abs(level) & 1]
+        r = 0.0 if level == 0 else step * float(2 * abs(level) - q)
+        out.append(to_dtype(-r if level < 0 else r, dtype))
+    return b"".join(out)
 
 
 def _bucket_table(fields: dict, escape: bool) -> Table:

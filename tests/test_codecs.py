@@ -148,7 +148,7 @@ def test_ans_stream_damage_is_an_onnxz_error():
 
 def test_registry_lists_every_codec_once():
     assert set(REGISTRY) == {"lossless", "deadzone", "mulaw", "minifloat", "trellis",
-                             "predictive", "deadzone_zstd"}
+                             "predictive", "deadzone_zstd", "trellis_zstd"}
     assert all(cls.codec_id == key for key, cls in REGISTRY.items())
 
 

@@ -53,6 +53,7 @@ from onnxz.codecs import (  # noqa: E402
     PredictiveCodec,
     TensorCodec,
     TrellisCodec,
+    TrellisZstdCodec,
     ans,
     predictive,
 )
@@ -874,6 +875,28 @@ LOSSLESS = {"lossless": True}
 WEIGHTS = onnxz.PackOptions(min_quantized_elements=64, step_rel=onnxz.DEFAULT_STEP_REL)
 
 
+
+# --- vectors of format 1.4: codec trellis_zstd (SPEC.md §18) ------------------------------
+
+def trellis_zstd_tensors(_: Path) -> onnx.ModelProto:
+    """A float32 Laplacian weight of 640 elements with an outlier of each sign (in its first
+    and last 256-element chunks) and a float16 Student-t weight of 512."""
+    rng = np.random.default_rng(1401)
+    laplace = _laplace(rng, (40, 16))
+    laplace[[3, 39], [5, 9]] = [3.0, -4.0]
+    return _constants_model([
+        _raw("laplace", TensorProto.FLOAT, laplace.astype("<f4")),
+        _raw("tails16", TensorProto.FLOAT16,
+             (rng.standard_t(4, (32, 16)) * 0.05).astype("<f2")),
+    ])
+
+
+def set_segment_3(data: bytes) -> bytes:
+    """The first tensor's ``segment`` made 3 (not a power of two)."""
+    fields = container_edit.read_index(data)
+    fields["tensors"][0]["params"]["segment"] = 3
+    return container_edit.with_index(data, fields)
+
 def quantized(codec: TensorCodec, chunk_elements: int = 1 << 20) -> onnxz.PackOptions:
     """Pack options quantizing weights of 64 elements or more with ``codec``."""
     return onnxz.PackOptions(min_quantized_elements=64, quantizer=codec,
@@ -1138,6 +1161,18 @@ VECTORS_LIST = (
            zstd_symbol_tensors(4), _options(("tails", EditedDeadzoneZstd(
                1 / 64, 0.5, low_bits=3, edit=drop_last_low_byte))), error="corrupt",
            match="low"),
+    # format 1.4: codec trellis_zstd (SPEC.md §18)
+    Vector("trellis_zstd_segments", "trellis_zstd (format 1.4) in 256-element chunks, the "
+           "state reset every 64 elements: a float32 Laplacian weight at k = 1 with an "
+           "outlier of each sign escaped (first and last chunks), a float16 Student-t weight "
+           "at a fine step (k = 4)", trellis_zstd_tensors, _options(
+               ("laplace", TrellisZstdCodec(1 / 4, 64, low_bits=1)),
+               ("tails16", TrellisZstdCodec(1 / 32, 64, low_bits=4)),
+               chunk_elements=256), lambda rng: {}),
+    Vector("invalid_trellis_zstd_segment", "a trellis_zstd tensor whose segment is 3",
+           trellis_zstd_tensors, _options(("laplace", TrellisZstdCodec(1 / 4, 64,
+                                                                      low_bits=1))),
+           edit=set_segment_3, error="format", match="segment"),
 )
 
 

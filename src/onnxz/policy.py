@@ -14,7 +14,7 @@ from onnxz.codecs import (
     MulawCodec,
     PredictiveCodec,
     TensorCodec,
-    TrellisCodec,
+    TrellisZstdCodec,
 )
 from onnxz.codecs.rounding import MantissaRounding
 from onnxz.dtypes import ElementType
@@ -178,7 +178,7 @@ def quantizer(codec: str, *, step_rel: float | None = None, deadzone: float | No
     if codec == "trellis":
         if global_range:
             raise InvalidArgumentError("global_range: not a setting of codec trellis")
-        return TrellisCodec(DEFAULT_STEP_REL if step_rel is None else step_rel)
+        return TrellisZstdCodec(DEFAULT_STEP_REL if step_rel is None else step_rel)
     if codec == "mulaw":
         return MulawCodec(mu=255.0 if mu is None else mu, bits=8 if bits is None else bits,
                           grid=grid or "midrise", x_max=1.0 if global_range else None)

@@ -14,6 +14,7 @@ from onnxz.codecs.minifloat import MinifloatCodec
 from onnxz.codecs.mulaw import MulawCodec
 from onnxz.codecs.predictive import PredictiveCodec
 from onnxz.codecs.trellis import TrellisCodec
+from onnxz.codecs.trellis_zstd import TrellisZstdCodec
 from onnxz.errors import FormatError
 
 REGISTRY: dict[str, type[TensorCodec]] = {
@@ -24,6 +25,7 @@ REGISTRY: dict[str, type[TensorCodec]] = {
     TrellisCodec.codec_id: TrellisCodec,
     PredictiveCodec.codec_id: PredictiveCodec,
     DeadzoneZstdCodec.codec_id: DeadzoneZstdCodec,
+    TrellisZstdCodec.codec_id: TrellisZstdCodec,
 }
 
 
@@ -50,5 +52,6 @@ __all__ = [
     "PredictiveCodec",
     "TensorCodec",
     "TrellisCodec",
+    "TrellisZstdCodec",
     "codec_class",
 ]

@@ -46,6 +46,7 @@ from onnxz.codecs.base import (
 from onnxz.codecs.deadzone import (
     DeadzoneCodec,
     DeadzoneDecoder,
+    EscapedSymbolDecoder,
     Quantized,
     SymbolRange,
     escaped_symbols,
@@ -98,6 +99,52 @@ def encode_parts(index: np.ndarray, low_bits: int,
     return compressor.compress(high.tobytes()), packed
 
 
+@dataclass(frozen=True)
+class ZstdSymbols:
+    """A tensor's symbols coded as §17.2 says: the low-bit count ``low_bits``, the
+    ``chunks`` (parts 0, 1 and 2 each) and ``stored``, the bytes of parts 0 and 2."""
+
+    stored: int
+    low_bits: int
+    chunks: tuple[Chunk, ...]
+
+
+def zstd_symbols(q: np.ndarray, lo: int, hi: int, size: int, chunk_elements: int,
+                 low_bits: int | None = None) -> ZstdSymbols | None:
+    """The symbols ``q`` (int64) of a range of ``size`` symbols from ``lo`` (those outside
+    [lo, hi] escaped as §7.2 escapes them), coded with the smallest k of the fewest the
+    range needs to :data:`EXTRA_LOW_BITS` more, or with ``low_bits`` (at least the fewest);
+    None if the range is too wide for this coding."""
+    fewest = fewest_low_bits(size)
+    if fewest > MAX_LOW_BITS:
+        return None
+    choices = (range(fewest, min(fewest + EXTRA_LOW_BITS, MAX_LOW_BITS) + 1)
+               if low_bits is None else (max(fewest, low_bits),))
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    counts = split_counts(q.size, chunk_elements)
+    starts = np.cumsum([0, *counts])
+    pieces = [escaped_symbols(q[s : s + n], lo, hi) for s, n in zip(starts, counts,
+                                                                    strict=False)]
+    best = None
+    for k in choices:
+        parts = [encode_parts(coded - lo, k, compressor) for coded, _ in pieces]
+        stored = sum(len(high) + len(low) for high, low in parts)
+        if best is None or stored < best.stored:
+            chunks = tuple(Chunk(n, (high, escaped, low)) for n, (_, escaped), (high, low)
+                           in zip(counts, pieces, parts, strict=True))
+            best = ZstdSymbols(stored, k, chunks)
+    return best
+
+
+def parse_low_bits(params: Mapping[str, Any], symbols: SymbolRange, codec: str) -> int:
+    """``low_bits`` of §17.1, checked against the range; :class:`FormatError` otherwise."""
+    low_bits = field(params, "low_bits", int)
+    if not 0 <= low_bits <= MAX_LOW_BITS or (symbols.size - 1) >> low_bits > 255:
+        raise FormatError(f"{codec} codec: low_bits {low_bits} cannot split "
+                          f"{symbols.size} symbols into a byte and low bits")
+    return low_bits
+
+
 class DeadzoneZstdCodec(DeadzoneCodec):
     """The dead-zone quantizer (settings as :class:`DeadzoneCodec`); each tensor is written
     as ``deadzone_zstd`` when that is at most :data:`MAX_GROWTH` of its ``deadzone`` size,
@@ -118,71 +165,36 @@ class DeadzoneZstdCodec(DeadzoneCodec):
         assert isinstance(quantized, Quantized)
         ans_bytes = (quantized.table.cost_bits(quantized.counts) / 8
                      + quantized.table.stored_size)
-        best = self._smallest(quantized, chunk_elements)
-        if best is None or (best[0] > MAX_GROWTH * ans_bytes and self.low_bits is None):
+        coded = zstd_symbols(quantized.q, quantized.lo, quantized.hi, quantized.counts.size,
+                             chunk_elements, self.low_bits)
+        if coded is None or (coded.stored > MAX_GROWTH * ans_bytes and self.low_bits is None):
             return super().encode_quantized(quantized, etype, chunk_elements)
-        _, low_bits, coded = best
-        chunks = []
-        start = 0
-        for count, (high, low) in zip(split_counts(quantized.q.size, chunk_elements), coded,
-                                      strict=True):
-            _, escaped = escaped_symbols(quantized.q[start : start + count], quantized.lo,
-                                         quantized.hi)
-            chunks.append(Chunk(count, (high, escaped, low)))
-            start += count
         params = {k: v for k, v in self.stored_params(quantized).items() if k != "table"}
         params |= {"offset": quantized.lo, "size": quantized.counts.size,
-                   "low_bits": low_bits}
+                   "low_bits": coded.low_bits}
         return EncodedTensor(
-            DeadzoneZstdCodec.codec_id, params, tuple(chunks), quantized.reconstruction(etype),
+            DeadzoneZstdCodec.codec_id, params, coded.chunks, quantized.reconstruction(etype),
             entropy_bits=ans.entropy_bits_of_counts(quantized.counts),
             format_minor=FORMAT_MINOR)
-
-    def _smallest(self, quantized: Quantized, chunk_elements: int
-                  ) -> tuple[int, int, list[tuple[bytes, bytes]]] | None:
-        """(bytes, k, parts 0 and 2 of each chunk) of the smallest k (or the given one); None
-        if the range is too wide for this codec."""
-        size = quantized.counts.size
-        fewest = fewest_low_bits(size)
-        if fewest > MAX_LOW_BITS:
-            return None
-        choices = (range(fewest, min(fewest + EXTRA_LOW_BITS, MAX_LOW_BITS) + 1)
-                   if self.low_bits is None else (max(fewest, self.low_bits),))
-        q, lo, hi = quantized.q, quantized.lo, quantized.hi
-        compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-        counts = split_counts(q.size, chunk_elements)
-        starts = np.cumsum([0, *counts])
-        best = None
-        for low_bits in choices:
-            parts = [encode_parts(escaped_symbols(q[s : s + n], lo, hi)[0] - lo, low_bits,
-                                  compressor)
-                     for s, n in zip(starts, counts, strict=False)]
-            stored = sum(len(high) + len(low) for high, low in parts)
-            if best is None or stored < best[0]:
-                best = (stored, low_bits, parts)
-        return best
 
     @classmethod
     def decoder(cls, params: Mapping[str, Any], etype: ElementType) -> ChunkDecoder:
         step, deadzone, escape = parse_quantizer(params, etype, cls.codec_id)
         symbols = SymbolRange.from_params(params, cls.codec_id)
-        low_bits = field(params, "low_bits", int)
-        if not 0 <= low_bits <= MAX_LOW_BITS or (symbols.size - 1) >> low_bits > 255:
-            raise FormatError(f"{cls.codec_id} codec: low_bits {low_bits} cannot split "
-                              f"{symbols.size} symbols into a byte and low bits")
-        return DeadzoneZstdDecoder(step, deadzone, escape, symbols, etype, low_bits)
+        low_bits = parse_low_bits(params, symbols, cls.codec_id)
+        return DeadzoneZstdDecoder(step, deadzone, escape, symbols, etype, low_bits=low_bits)
 
 
-class DeadzoneZstdDecoder(DeadzoneDecoder):
-    """Decodes parts 0 and 2 as §17.2 says, part 1 (escapes) as ``deadzone`` does."""
+class ZstdSymbolDecoder(EscapedSymbolDecoder):
+    """Reads a chunk's symbols from parts 0 and 2 as §17.2 says, its escapes from part 1
+    as §7.2 does; the values come from the codec's own :meth:`fill`/:meth:`reconstruct`
+    (a subclass lists this class before its ANS decoder, whose constructor it extends with
+    ``low_bits``)."""
 
-    codec_id = "deadzone_zstd"
-
-    def __init__(self, step: float, deadzone: float, escape: bool, symbols: SymbolRange,
-                 etype: ElementType, low_bits: int) -> None:
-        super().__init__(step, deadzone, escape, symbols, etype)
+    def __init__(self, *args: Any, low_bits: int) -> None:
+        super().__init__(*args)
         self.low_bits = low_bits
-        self.check_size = symbols.size < 256 << low_bits
+        self.check_size = self.range.size < 256 << low_bits
 
     def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
         if len(parts) != 3:
@@ -202,6 +214,12 @@ class DeadzoneZstdDecoder(DeadzoneDecoder):
             index |= unpack_bits(parts[2], self.low_bits, count)
         return ZstdIndexes(index, self.range.size if self.check_size else None,
                            self.codec_id)
+
+
+class DeadzoneZstdDecoder(ZstdSymbolDecoder, DeadzoneDecoder):
+    """Decodes parts 0 and 2 as §17.2 says, part 1 (escapes) as ``deadzone`` does."""
+
+    codec_id = "deadzone_zstd"
 
 
 @dataclass

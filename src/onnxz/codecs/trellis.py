@@ -42,6 +42,7 @@ from onnxz.codecs.buckets import MAX_MAGNITUDE, BucketTable
 from onnxz.codecs.deadzone import (
     EscapedSymbolDecoder,
     NotQuantizable,
+    SymbolRange,
     choose_range_of_histogram,
     coded_counts,
     encode_symbol_chunks,
@@ -301,7 +302,7 @@ class TrellisCodec(LossyCodec):
             params["table"] = q.table.to_fields()
         params["step_rel"] = self.step_rel
         return EncodedTensor(
-            self.codec_id, params,
+            TrellisCodec.codec_id, params,  # also for a subclass that falls back to it
             encode_symbol_chunks(q.levels, q.lo, q.hi, q.table, chunk_elements),
             q.reconstruction(etype),
             entropy_bits=ans.entropy_bits_of_counts(q.counts),
@@ -311,16 +312,7 @@ class TrellisCodec(LossyCodec):
 
     @classmethod
     def decoder(cls, params: Mapping[str, Any], etype: ElementType) -> ChunkDecoder:
-        step = float(field(params, "step", (float, int)))
-        if not (np.isfinite(step) and step > 0):
-            raise FormatError(f"trellis codec: invalid step {step}")
-        segment = field(params, "segment", int)
-        if segment < 1 or segment & (segment - 1) or segment > 1 << MAX_SEGMENT_LOG2:
-            raise FormatError(f"trellis codec: segment {segment} is not a power of two "
-                              "up to 2**16")
-        if not etype.is_quantizable:
-            raise FormatError(f"trellis codec: cannot reconstruct into {etype.name}")
-        escape = field(params, "escape", bool)
+        step, segment, escape = parse_trellis(params, etype, cls.codec_id)
         if ("table" in params) == ("buckets" in params):
             raise FormatError("trellis codec: expected exactly one of 'table' and 'buckets'")
         if "table" in params:
@@ -330,15 +322,31 @@ class TrellisCodec(LossyCodec):
         return TrellisDecoder(step, segment, escape, table, etype)
 
 
+def parse_trellis(params: Mapping[str, Any], etype: ElementType,
+                  codec: str) -> tuple[float, int, bool]:
+    """(step, segment, escape) of §15.1's parameters, validated for ``etype``;
+    :class:`FormatError` naming ``codec`` otherwise."""
+    step = float(field(params, "step", (float, int)))
+    if not (np.isfinite(step) and step > 0):
+        raise FormatError(f"{codec} codec: invalid step {step}")
+    segment = field(params, "segment", int)
+    if segment < 1 or segment & (segment - 1) or segment > 1 << MAX_SEGMENT_LOG2:
+        raise FormatError(f"{codec} codec: segment {segment} is not a power of two "
+                          "up to 2**16")
+    if not etype.is_quantizable:
+        raise FormatError(f"{codec} codec: cannot reconstruct into {etype.name}")
+    return step, segment, field(params, "escape", bool)
+
+
 class TrellisDecoder(EscapedSymbolDecoder):
     """Levels from part 0 and 1 as for the dead-zone codec; quantizers from their parities."""
 
     codec_id = "trellis"
     max_symbol = MAX_LEVEL
 
-    def __init__(self, step: float, segment: int, escape: bool, table: ans.FrequencyTable,
-                 etype: ElementType) -> None:
-        super().__init__(escape, table, etype)
+    def __init__(self, step: float, segment: int, escape: bool,
+                 symbols: ans.FrequencyTable | SymbolRange, etype: ElementType) -> None:
+        super().__init__(escape, symbols, etype)
         self.step, self.segment = step, segment
 
     def reconstruct(self, q: np.ndarray, start: int) -> np.ndarray:

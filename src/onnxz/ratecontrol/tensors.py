@@ -35,7 +35,7 @@ from onnxz.codecs import (
     NotQuantizable,
     PredictiveCodec,
     TensorCodec,
-    TrellisCodec,
+    TrellisZstdCodec,
 )
 from onnxz.codecs.base import LossyCodec, QuantizedTensor
 from onnxz.codecs.deadzone import robust_spread, to_float64
@@ -115,7 +115,7 @@ METHODS: dict[str, Callable[[Setting, int], LossyCodec]] = {
     "deadzone": lambda s, row: PredictiveCodec(s.step_rel, s.deadzone, row=row),
     "mantissa": lambda s, row: MantissaRounding(s.bits),  # type: ignore[arg-type]
     # trellis-coded quantization (format 1.1) at step_rel; the dead zone does not apply
-    "trellis": lambda s, row: TrellisCodec(s.step_rel),  # type: ignore[arg-type]
+    "trellis": lambda s, row: TrellisZstdCodec(s.step_rel),  # type: ignore[arg-type]
 }
 """The lossy codecs rate control may choose, by name: each makes its codec from a setting
 and the row length of the tensor it codes."""
