@@ -105,9 +105,14 @@ def quantizer_sequence(levels: np.ndarray, segment: int) -> np.ndarray:
 def dequantize(levels: np.ndarray, step: float, segment: int) -> np.ndarray:
     """Float64 reconstruction ``sign(k)·step·(2|k| − q)`` of levels starting at a segment
     boundary (SPEC.md § "trellis"); ±infinity beyond the float64 range."""
-    q = quantizer_sequence(levels, segment)
+    return _reconstructed(levels, quantizer_sequence(levels, segment), step)
+
+
+def _reconstructed(levels: np.ndarray, quantizers: np.ndarray, step: float) -> np.ndarray:
+    """``sign(k)·step·(2|k| − q)`` of levels k (int64) with their quantizers q (0 or 1),
+    +0.0 where k = 0 (SPEC.md §15.4)."""
     with np.errstate(over="ignore"):
-        mag = step * (2 * np.abs(levels) - q).astype(np.float64)
+        mag = step * (2 * np.abs(levels) - quantizers).astype(np.float64)
     return np.where(levels == 0, 0.0, np.copysign(mag, levels.astype(np.float64)))
 
 
@@ -339,7 +344,12 @@ def parse_trellis(params: Mapping[str, Any], etype: ElementType,
 
 
 class TrellisDecoder(EscapedSymbolDecoder):
-    """Levels from part 0 and 1 as for the dead-zone codec; quantizers from their parities."""
+    """Levels from part 0 and 1 as for the dead-zone codec; quantizers from their parities.
+
+    Every symbol of the range is reconstructed once per quantizer, into a lookup table of
+    the output type; a batch then decodes to its quantizer sequence and one table lookup per
+    element (escaped levels computed), bit-identical to computing each element.
+    """
 
     codec_id = "trellis"
     max_symbol = MAX_LEVEL
@@ -348,6 +358,20 @@ class TrellisDecoder(EscapedSymbolDecoder):
                  symbols: ans.FrequencyTable | SymbolRange, etype: ElementType) -> None:
         super().__init__(escape, symbols, etype)
         self.step, self.segment = step, segment
+        levels = np.where(self.out_of_range, 0, self.symbols)
+        self.lookup = from_float64(np.concatenate(
+            [_reconstructed(levels, np.full(levels.size, quantizer), step)
+             for quantizer in (0, 1)]), etype)
 
     def reconstruct(self, q: np.ndarray, start: int) -> np.ndarray:
         return dequantize(q, self.step, self.segment)  # batches start on a segment
+
+    def fill(self, target: np.ndarray, index: np.ndarray, where: np.ndarray,
+             escaped: np.ndarray, start: int) -> None:
+        q = index.astype(np.int64) + self.range.offset
+        q[where] = escaped
+        quantizers = quantizer_sequence(q, self.segment)  # batches start on a segment
+        np.take(self.lookup, quantizers * self.range.size + index, out=target)
+        if where.size:
+            target[where] = from_float64(
+                _reconstructed(escaped, quantizers[where], self.step), self.etype)
