@@ -324,21 +324,22 @@ def _mbps(mb: float, seconds: float | None) -> str:
 
 def table(results: list[ModelRuns], markdown: bool) -> str:
     header = ["model", "method", "size (×)", "encode MB/s", "decode MB/s", "decode ÷ zstd -3",
-              "decode MB/CPU-s", "enc peak RSS MB", "dec peak RSS MB"]
+              "decode MB/CPU-s", "2 workers ÷ 1 (enc / dec)", "enc peak RSS MB",
+              "dec peak RSS MB"]
     rows = []
     for r in results:
         base = r.runs["zstd3"].decode_s
         for method in METHODS:
             run = r.runs[method]
             if run.size is None:
-                rows.append([r.name, LABELS[method], run.note or "n/a", *[""] * 6])
+                rows.append([r.name, LABELS[method], run.note or "n/a", *[""] * 7])
                 continue
             ratio = (f"{base / run.decode_s:.3f}×" if base and run.decode_s else "n/a")
             rows.append([
                 r.name, LABELS[method], f"{run.size:,} ({r.original / run.size:.2f}×)",
                 _mbps(r.weight_mb, run.encode_s),
                 _mbps(r.weight_mb, run.decode_s) if run.decode_s else run.note or "n/a",
-                ratio, _mbps(r.weight_mb, run.decode_cpu_s),
+                ratio, _mbps(r.weight_mb, run.decode_cpu_s), _speedup(r, method),
                 f"{run.encode_rss / 2**20:.0f}" if run.encode_rss else "n/a",
                 f"{run.decode_rss / 2**20:.0f}" if run.decode_rss else "n/a",
             ])
@@ -350,6 +351,18 @@ def table(results: list[ModelRuns], markdown: bool) -> str:
     return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
                                for i, (c, w) in enumerate(zip(row, widths, strict=True)))
                      for row in [header, *rows])
+
+
+def _speedup(runs: ModelRuns, method: str) -> str:
+    """For a 2-worker method, its wall-clock encode and decode speed over the 1-worker
+    method's (blank for other methods)."""
+    if not method.endswith("_2"):
+        return ""
+    one, two = runs.runs[method[:-1] + "1"], runs.runs[method]
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return f"{a / b:.2f}×" if a and b else "n/a"
+    return f"{ratio(one.encode_s, two.encode_s)} / {ratio(one.decode_s, two.decode_s)}"
 
 
 def _zipnn_unavailable() -> str | None:
