@@ -14,6 +14,7 @@ import struct
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from pathlib import Path
 from typing import IO, Any
 
@@ -478,20 +479,21 @@ def _no_ext(code: int, data: bytes) -> Any:
 
 def _check_nesting(fields: Any) -> None:
     """At most :data:`MAX_NESTING` levels of maps and arrays, and no timestamp (the ext
-    type msgpack decodes itself), in known and ignored places alike (SPEC.md §4)."""
+    type msgpack decodes itself), in known and ignored places alike (SPEC.md §4). Looks at
+    one level at a time: the values of all its maps and arrays together, their types as a
+    set (msgpack builds exact dicts and lists)."""
     level, depth = [fields] if type(fields) in (dict, list) else [], 1
     while level:
         if depth > MAX_NESTING:
             raise FormatError(f"index: maps and arrays nest more than {MAX_NESTING} deep")
-        nested: list = []
-        for container in level:
-            values = container.values() if type(container) is dict else container
-            kinds = set(map(type, values))  # msgpack builds exact dicts and lists
-            if msgpack.Timestamp in kinds:
-                raise FormatError("index: a msgpack ext value (timestamp)")
-            if dict in kinds or list in kinds:
-                nested += [v for v in values if type(v) in (dict, list)]
-        level, depth = nested, depth + 1
+        values = list(chain.from_iterable(
+            [c.values() if type(c) is dict else c for c in level]))
+        kinds = set(map(type, values))
+        if msgpack.Timestamp in kinds:
+            raise FormatError("index: a msgpack ext value (timestamp)")
+        level = ([v for v in values if type(v) in (dict, list)]
+                 if dict in kinds or list in kinds else [])
+        depth += 1
 
 
 def _header(minor: int) -> bytes:
