@@ -326,6 +326,26 @@ def test_zstd_plane_symbols_outside_the_plane_are_a_format_error():
         LosslessCodec.decoder(params, etype).decode_into(parts, np.empty(2, np.float16))
 
 
+@pytest.mark.parametrize(("symbols", "error"), [([30, 31, 30], None), ([30, 32, 31], "5-bit")])
+def test_ans_plane_whose_table_reaches_beyond_the_plane(symbols, error):
+    """A table may hold symbols the plane cannot (float16's exponent: 5 bits, the table
+    30..33): a stream of in-range symbols decodes, one that reaches 32 is a FormatError."""
+    etype = BY_NAME["float16"]
+    table = ans.FrequencyTable(30, 8, np.array([64, 64, 64, 64], dtype=np.uint32))
+    params = {"mode": "planes", "planes": [{"method": "ans", "table": table.to_fields()},
+                                           {"method": "constant", "value": 0},
+                                           {"method": "constant", "value": 0}]}
+    parts = [ans.encode(np.array(symbols), table), b"", b""]
+    out = np.empty(3, np.float16)
+    decoder = LosslessCodec.decoder(params, etype)
+    if error is None:
+        decoder.decode_into(parts, out)
+        assert (out.view(np.uint16) >> 10).tolist() == symbols
+    else:
+        with pytest.raises(FormatError, match=error):
+            decoder.decode_into(parts, out)
+
+
 @pytest.mark.parametrize(("frame_content", "count"), [(b"\x01" * 3, 2), (b"\x01", 2)])
 def test_zstd_plane_of_the_wrong_size_is_corrupt(frame_content, count):
     params = {"mode": "planes", "planes": [{"method": "zstd"}]}

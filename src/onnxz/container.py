@@ -14,6 +14,7 @@ import struct
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from pathlib import Path
 from typing import IO, Any
 
@@ -455,12 +456,18 @@ def read_exactly(fd: int, offset: int, length: int, what: str) -> bytes:
     return pieces[-1] if len(pieces) <= 2 else b"".join(pieces)
 
 
+_STR = frozenset({str})
+_INT = frozenset({int})
+_PATH_STEP = frozenset({str, int})
+
+
 def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
-    """msgpack map hook: every key a str, none given twice (SPEC.md §4)."""
+    """msgpack map hook: every key a str, none given twice (SPEC.md §4). msgpack builds
+    exact types, so the keys' types are compared as a set (no Python loop per key)."""
     out = dict(pairs)
     if len(out) != len(pairs):
         raise FormatError("index: a map repeats a key")
-    if not all(isinstance(k, str) for k in out):
+    if not set(map(type, out)) <= _STR:
         raise FormatError("index: a map key is not a str")
     return out
 
@@ -472,20 +479,21 @@ def _no_ext(code: int, data: bytes) -> Any:
 
 def _check_nesting(fields: Any) -> None:
     """At most :data:`MAX_NESTING` levels of maps and arrays, and no timestamp (the ext
-    type msgpack decodes itself), in known and ignored places alike (SPEC.md §4)."""
+    type msgpack decodes itself), in known and ignored places alike (SPEC.md §4). Looks at
+    one level at a time: the values of all its maps and arrays together, their types as a
+    set (msgpack builds exact dicts and lists)."""
     level, depth = [fields] if type(fields) in (dict, list) else [], 1
     while level:
         if depth > MAX_NESTING:
             raise FormatError(f"index: maps and arrays nest more than {MAX_NESTING} deep")
-        nested: list = []
-        for container in level:
-            values = container.values() if type(container) is dict else container
-            kinds = set(map(type, values))  # msgpack builds exact dicts and lists
-            if msgpack.Timestamp in kinds:
-                raise FormatError("index: a msgpack ext value (timestamp)")
-            if dict in kinds or list in kinds:
-                nested += [v for v in values if type(v) in (dict, list)]
-        level, depth = nested, depth + 1
+        values = list(chain.from_iterable(
+            [c.values() if type(c) is dict else c for c in level]))
+        kinds = set(map(type, values))
+        if msgpack.Timestamp in kinds:
+            raise FormatError("index: a msgpack ext value (timestamp)")
+        level = ([v for v in values if type(v) in (dict, list)]
+                 if dict in kinds or list in kinds else [])
+        depth += 1
 
 
 def _header(minor: int) -> bytes:
@@ -542,19 +550,31 @@ def _tensor_fields(t: TensorEntry) -> dict[str, Any]:
     return fields
 
 
-def _get(fields: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if not isinstance(fields, dict):
+def _get(fields: Any, key: str, kind: type, where: str) -> Any:
+    """``fields[key]``, of exactly the type ``kind`` (msgpack builds exact types: a bool is
+    never an int here); :class:`FormatError` otherwise."""
+    if type(fields) is not dict:
         raise FormatError(f"{where}: expected a map")
     value = fields.get(key)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+    if type(value) is not kind:
         raise FormatError(f"{where}: field {key!r} missing or of the wrong type")
     return value
 
 
 def _uint(value: Any, where: str, bits: int = 64) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << bits:
+    if type(value) is not int or not 0 <= value < 1 << bits:
         raise FormatError(f"{where}: expected an unsigned integer, got {value!r}")
     return value
+
+
+def _uints(values: list[Any], where: str) -> tuple[int, ...]:
+    """The unsigned 64-bit integers ``values`` as a tuple; checked all at once, and the
+    first that is not one named as :func:`_uint` names it."""
+    if not (set(map(type, values)) <= _INT and (not values or (
+            min(values) >= 0 and max(values) < 1 << 64))):
+        for value in values:
+            _uint(value, where)
+    return tuple(values)
 
 
 def _index_from_fields(fields: Any, version: tuple[int, int]) -> Index:
@@ -578,36 +598,38 @@ def _tensor_from_fields(t: Any, i: int) -> TensorEntry:
     name = _get(t, "name", str, where)
     where = f"tensor {name!r}"
     path = tuple(_get(t, "path", list, where))
-    if not path or not all(isinstance(p, str | int) and not isinstance(p, bool) for p in path):
+    if not path or not set(map(type, path)) <= _PATH_STEP:
         raise FormatError(f"{where}: invalid path")
-    shape = tuple(_uint(d, where) for d in _get(t, "shape", list, where))
+    shape = _uints(_get(t, "shape", list, where), where)
     chunks = []
     for c in _get(t, "chunks", list, where):
-        if not isinstance(c, list) or len(c) < 4 or not isinstance(c[1], list):
+        if type(c) is not list or len(c) < 4 or type(c[1]) is not list:
             raise FormatError(f"{where}: malformed chunk entry")
-        chunks.append(ChunkEntry(_uint(c[0], where), tuple(_uint(s, where) for s in c[1]),
+        chunks.append(ChunkEntry(_uint(c[0], where), _uints(c[1], where),
                                  _uint(c[2], where), _uint(c[3], where, 32)))
     entropy = t.get("entropy_bits")
     table_bytes = t.get("table_bytes")
     sensitivity = t.get("sensitivity")
-    entry = TensorEntry(
-        name=name,
-        path=path,
-        dtype=_get(t, "dtype", str, where),
-        shape=shape,
-        codec=_get(t, "codec", str, where),
-        params=_get(t, "params", dict, where),
-        chunks=tuple(chunks),
-        crc32=_uint(_get(t, "crc32", int, where), where, 32),
-        entropy_bits=float(entropy) if isinstance(entropy, int | float) else None,
-        table_bytes=table_bytes if isinstance(table_bytes, int) and table_bytes >= 0 else 0,
-        sensitivity=float(sensitivity) if isinstance(sensitivity, int | float)
+    entry = TensorEntry(  # positional: the fields in their declared order
+        name,
+        path,
+        _get(t, "dtype", str, where),
+        shape,
+        _get(t, "codec", str, where),
+        _get(t, "params", dict, where),
+        tuple(chunks),
+        _uint(_get(t, "crc32", int, where), where, 32),
+        float(entropy) if isinstance(entropy, (int, float)) else None,
+        table_bytes if isinstance(table_bytes, int) and table_bytes >= 0 else 0,
+        float(sensitivity) if isinstance(sensitivity, (int, float))
         and not isinstance(sensitivity, bool) else None,
     )
-    if entry.element_count >= MAX_ELEMENTS:
-        raise LimitExceededError(f"{where}: shape {list(shape)} has {entry.element_count} "
-                                 "elements, 2^64 or more")
-    if sum(c.count for c in entry.chunks) != entry.element_count:
-        raise FormatError(f"{where}: chunks hold {sum(c.count for c in entry.chunks)} "
-                          f"elements, shape {list(shape)} needs {entry.element_count}")
+    count = math.prod(shape)
+    if count >= MAX_ELEMENTS:
+        raise LimitExceededError(f"{where}: shape {list(shape)} has {count} elements, 2^64 "
+                                 "or more")
+    held = sum([c.count for c in chunks])
+    if held != count:
+        raise FormatError(f"{where}: chunks hold {held} elements, shape {list(shape)} needs "
+                          f"{count}")
     return entry

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from onnxz.codecs import NotQuantizable, TensorCodec, codec_class
-from onnxz.codecs.base import Chunk
+from onnxz.codecs.base import Chunk, ChunkDecoder
 from onnxz.codecs.lossless import LosslessCodec
 from onnxz.container import ChunkEntry, ChunkFile, crc32, read_chunk, split_parts
 from onnxz.dtypes import BY_NAME
@@ -243,20 +243,23 @@ def decode_job(job: DecodeJob, read: Callable[[ChunkEntry, str], bytes], out: np
 
     Any failure inside a codec becomes an :class:`OnnxzError` naming the tensor.
     """
-    with _naming(job):
-        decoder = codec_class(job.codec).decoder(job.params, BY_NAME[job.dtype])
+    decoder = _naming(job, _decoder, job)
     start = 0
     for chunk in job.chunks:
         parts = split_parts(read(chunk, job.name), chunk.sizes)
-        with _naming(job):
-            decoder.decode_into(parts, out[start : start + chunk.count])
+        _naming(job, decoder.decode_into, parts, out[start : start + chunk.count])
         start += chunk.count
 
 
-@contextlib.contextmanager
-def _naming(job: DecodeJob) -> Iterator[None]:
+def _decoder(job: DecodeJob) -> ChunkDecoder:
+    return codec_class(job.codec).decoder(job.params, BY_NAME[job.dtype])
+
+
+def _naming(job: DecodeJob, step: Callable[..., R], *args: Any) -> R:
+    """``step(*args)``, its failures made errors naming ``job``'s tensor (a plain call, not
+    a context manager: this runs for every chunk, and small chunks are many)."""
     try:
-        yield
+        return step(*args)
     except OnnxzError as exc:
         raise type(exc)(f"tensor {job.name!r}: {exc}") from exc
     except (ValueError, TypeError, OverflowError, IndexError, KeyError) as exc:

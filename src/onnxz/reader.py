@@ -122,9 +122,12 @@ class Reader:
     def slots(self, model: onnx.ModelProto) -> list[onnx.TensorProto]:
         """The TensorProto of each entry in ``model`` (the :meth:`graph`), checked against the
         index, and the check that no other tensor lost its payload (SPEC.md §5.2)."""
+        found = dict(iter_tensors(model))
         slots = []
         for entry in self.entries:
-            tensor = resolve(model, entry.path)
+            tensor = found.get(entry.path)
+            if tensor is None:  # not a place the walk finds: resolve says why
+                tensor = resolve(model, entry.path)
             if (tensor.name, tensor.data_type, tuple(tensor.dims)) != (
                 entry.name, BY_NAME[entry.dtype].onnx_type, entry.shape
             ):
@@ -132,10 +135,10 @@ class Reader:
             if payload_type(tensor) is None or has_payload(tensor):
                 raise FormatError(f"tensor {entry.name!r}: graph slot already holds data")
             slots.append(tensor)
-        stored = {tuple(e.path) for e in self.entries}
-        for tensor_path, tensor in iter_tensors(model):
-            if (payload_type(tensor) and element_count(tensor) and not has_payload(tensor)
-                    and tuple(tensor_path) not in stored):
+        stored = {e.path for e in self.entries}
+        for tensor_path, tensor in found.items():
+            if (tensor_path not in stored and payload_type(tensor) and element_count(tensor)
+                    and not has_payload(tensor)):
                 raise FormatError(f"graph: tensor {tensor.name!r} at {list(tensor_path)} has "
                                   "no data and no index entry (SPEC.md §5.2)")
         return slots

@@ -9,6 +9,7 @@ list indices from the ``ModelProto`` down, e.g. ``("graph", "node", 5, "attribut
 from __future__ import annotations
 
 import math
+import operator
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,19 +98,26 @@ def _walk_graph(graph: onnx.GraphProto, path: Path, found: list) -> None:
     _walk_nodes(graph.node, path, found)
 
 
+_HOLDS_TENSORS = frozenset({AttributeProto.TENSOR, AttributeProto.TENSORS, AttributeProto.GRAPH,
+                            AttributeProto.GRAPHS})
+
+
 def _walk_nodes(nodes: Sequence[onnx.NodeProto], path: Path, found: list) -> None:
     for n, node in enumerate(nodes):
         for a, attr in enumerate(node.attribute):
+            kind = attr.type
+            if kind not in _HOLDS_TENSORS:  # most attributes: ints, floats, strings
+                continue
             here = (*path, "node", n, "attribute", a)
-            output = node.output[0] if node.op_type == "Constant" and node.output else ""
-            if attr.type == AttributeProto.TENSOR:
+            if kind == AttributeProto.TENSOR:
+                output = node.output[0] if node.op_type == "Constant" and node.output else ""
                 found.append(((*here, "t"), attr.t, output))
-            elif attr.type == AttributeProto.TENSORS:
+            elif kind == AttributeProto.TENSORS:
                 for k, tensor in enumerate(attr.tensors):
                     found.append(((*here, "tensors", k), tensor, ""))
-            elif attr.type == AttributeProto.GRAPH:
+            elif kind == AttributeProto.GRAPH:
                 _walk_graph(attr.g, (*here, "g"), found)
-            elif attr.type == AttributeProto.GRAPHS:
+            else:
                 for k, sub in enumerate(attr.graphs):
                     _walk_graph(sub, (*here, "graphs", k), found)
 
@@ -252,8 +260,11 @@ PAYLOAD_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_
                   "uint64_data")
 
 
+_PAYLOADS = operator.attrgetter(*PAYLOAD_FIELDS)
+
+
 def has_payload(tensor: TensorProto) -> bool:
-    return any(len(getattr(tensor, name)) for name in PAYLOAD_FIELDS)
+    return any(map(len, _PAYLOADS(tensor)))
 
 
 def take_payload(tensor: TensorProto) -> None:

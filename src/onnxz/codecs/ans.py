@@ -92,6 +92,10 @@ class FrequencyTable:
         assert best is not None
         return best
 
+    def within(self, low: int, high: int) -> bool:
+        """Whether every symbol of the table lies in ``low`` … ``high − 1``."""
+        return low <= self.offset and self.offset + self.size <= high
+
     def cost_bits(self, counts: np.ndarray) -> float:
         """Ideal coded size in bits of a histogram under this table (excluding the table)."""
         nz = counts > 0

@@ -324,22 +324,27 @@ class PlaneReader:
     Construction checks the part (SPEC.md §10.2 "part by part": ANS stream layout, packed
     length, empty constant part) and decompresses a ``zstd`` part whole (at most the
     chunk's element count times the symbol width, less than the output itself); symbol
-    ranges are checked as batches are taken, the end of an ANS stream by :meth:`finish`.
+    ranges are checked as batches are taken where a symbol could leave the plane's range
+    (an ANS table reaching beyond it, a ``zstd`` plane narrower than its bytes), the end of
+    an ANS stream by :meth:`finish`.
     """
 
-    def __init__(self, coding: PlaneCoding, data: bytes, layout: PlaneLayout, count: int
-                 ) -> None:
+    def __init__(self, coding: PlaneCoding, data: bytes | memoryview, layout: PlaneLayout,
+                 count: int) -> None:
         self.coding, self.data, self.layout = coding, data, layout
         self.bits = layout.bits
         self.done = 0
         self.stream: ans.AnsDecoder | None = None
         self.symbols: np.ndarray | None = None
+        self.check_range = False
         if coding.method == "ans":
             assert coding.table is not None
             self.stream = ans.AnsDecoder(data, coding.table, count)
+            self.check_range = not coding.table.within(0, 1 << self.bits)
         elif coding.method == "zstd":
             content = decompress_exact(data, count * layout.symbol_bytes, "zstd plane")
             self.symbols = np.frombuffer(content, dtype=layout.numpy)
+            self.check_range = self.bits % 8 != 0
         elif coding.method == "packed" and len(data) != (count * self.bits + 7) // 8:
             raise CorruptDataError(
                 f"packed plane: {len(data)} bytes for {count} x {self.bits} bits")
@@ -352,18 +357,16 @@ class PlaneReader:
         start, self.done = self.done, self.done + n
         if self.stream is not None:
             symbols = self.stream.take(n)
-            if symbols.min() < 0 or symbols.max() >= 1 << self.bits:
-                raise FormatError(f"lossless plane: symbol outside {self.bits}-bit range")
-            return symbols.astype(self.layout.numpy)
-        if self.symbols is not None:
+        elif self.symbols is not None:
             symbols = self.symbols[start : self.done]
-            if self.bits % 8 and int(symbols.max()) >= 1 << self.bits:
-                raise FormatError(f"lossless plane: symbol outside {self.bits}-bit range")
-            return symbols
-        if self.coding.method == "packed":
+        elif self.coding.method == "packed":
             first, end = start * self.bits // 8, (self.done * self.bits + 7) // 8
             return unpack_bits(self.data[first:end], self.bits, n)
-        return np.full(n, self.coding.value, dtype=self.layout.numpy)
+        else:
+            return np.full(n, self.coding.value, dtype=self.layout.numpy)
+        if self.check_range and (symbols.min() < 0 or symbols.max() >= 1 << self.bits):
+            raise FormatError(f"lossless plane: symbol outside {self.bits}-bit range")
+        return symbols.astype(self.layout.numpy, copy=False)
 
     def finish(self) -> None:
         if self.stream is not None:
@@ -380,7 +383,7 @@ class PlanesDecoder(ChunkDecoder):
     def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
         if len(parts) != len(self.layouts):
             raise FormatError(f"lossless codec: {self.etype.name} needs {len(self.layouts)} planes")
-        readers = [PlaneReader(c, bytes(data), lay, out.size)
+        readers = [PlaneReader(c, data, lay, out.size)
                    for c, data, lay in zip(self.codings, parts, self.layouts, strict=True)]
         for batch in batches(out.size):
             n = batch.stop - batch.start

@@ -119,28 +119,29 @@ def residuals(levels: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
 
 def predicted_levels(errors: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     """The levels ``(rows, row)`` whose :func:`residuals` are ``errors``: one step per
-    position of a row, all rows at once (in a position-major copy, so every step works on
-    contiguous vectors). :class:`FormatError` if a level exceeds :data:`MAX_LEVEL`
-    (checked every :data:`CHECK_EVERY` positions, before any product could overflow)."""
+    position of a row, all rows at once. The levels are kept position-major (so every step
+    works on contiguous vectors) after two positions of zeros (q₋₂ = q₋₁ = 0), so that a step
+    weighs the two levels before it by (b, a) in one product. :class:`FormatError` if a
+    level exceeds :data:`MAX_LEVEL` (checked every :data:`CHECK_EVERY` positions, before any
+    product could overflow)."""
     rows, width = errors.shape
-    a, b = coefficients[:, 0].copy(), coefficients[:, 1].copy()
-    by_position = np.ascontiguousarray(errors.T)
-    levels = np.empty_like(by_position)
-    zero = np.zeros(rows, dtype=np.int64)
-    term, other = np.empty_like(zero), np.empty_like(zero)
+    levels = np.zeros((width + 2, rows), dtype=np.int64)
+    levels[2:] = errors.T
+    weights = np.ascontiguousarray(coefficients[:, ::-1].T)  # (2, rows): b, then a
+    products = np.empty((2, rows), dtype=np.int64)
+    prediction, newer = products  # the b·q[i−2] row accumulates the prediction
     for i in range(width):
-        np.multiply(a, levels[i - 1] if i >= 1 else zero, out=term)
-        np.multiply(b, levels[i - 2] if i >= 2 else zero, out=other)
-        term += other
-        term += 1 << (SHIFT - 1)
-        term >>= SHIFT
-        np.add(by_position[i], term, out=levels[i])
+        np.multiply(weights, levels[i : i + 2], out=products)
+        prediction += newer
+        prediction += 1 << (SHIFT - 1)
+        prediction >>= SHIFT
+        levels[i + 2] += prediction
         if i % CHECK_EVERY == CHECK_EVERY - 1 or i == width - 1:
-            recent = levels[i - i % CHECK_EVERY : i + 1]
-            if recent.size and (recent.max() > MAX_LEVEL or recent.min() < -MAX_LEVEL):
+            recent = levels[2 + i - i % CHECK_EVERY : i + 3]
+            if recent.max() > MAX_LEVEL or recent.min() < -MAX_LEVEL:
                 raise FormatError(
                     f"predictive chunk: level beyond 2**{MAX_LEVEL.bit_length() - 1}")
-    return levels.T
+    return levels[2:].T
 
 
 def fit_coefficients(levels: np.ndarray) -> np.ndarray:
@@ -319,8 +320,13 @@ class PredictiveDecoder(EscapedSymbolDecoder):
         if whole < errors.size:  # a chunk's short last row
             levels[whole:] = predicted_levels(errors[whole:].reshape(1, -1),
                                               coefficients[-1:]).reshape(-1)
-        target[...] = from_float64(self.reconstruct(levels, start), self.etype)
+        low, high = int(levels.min()), int(levels.max())
+        if high - low < levels.size:  # a table of every level in the range, one lookup each
+            table = from_float64(self.reconstruct(np.arange(low, high + 1), start), self.etype)
+            np.take(table, levels - low, out=target)
+        else:
+            target[...] = from_float64(self.reconstruct(levels, start), self.etype)
 
     def reconstruct(self, q: np.ndarray, start: int) -> np.ndarray:
-        """The values of levels ``q`` (§7.3)."""
+        """The values of levels ``q`` (§7.3), each on its own (so a table of them is exact)."""
         return dequantize(q, self.step, self.deadzone)
