@@ -610,18 +610,18 @@ def _tensor_from_fields(t: Any, i: int) -> TensorEntry:
     entropy = t.get("entropy_bits")
     table_bytes = t.get("table_bytes")
     sensitivity = t.get("sensitivity")
-    entry = TensorEntry(  # positional: the fields in their declared order
-        name,
-        path,
-        _get(t, "dtype", str, where),
-        shape,
-        _get(t, "codec", str, where),
-        _get(t, "params", dict, where),
-        tuple(chunks),
-        _uint(_get(t, "crc32", int, where), where, 32),
-        float(entropy) if isinstance(entropy, (int, float)) else None,
-        table_bytes if isinstance(table_bytes, int) and table_bytes >= 0 else 0,
-        float(sensitivity) if isinstance(sensitivity, (int, float))
+    entry = TensorEntry(
+        name=name,
+        path=path,
+        dtype=_get(t, "dtype", str, where),
+        shape=shape,
+        codec=_get(t, "codec", str, where),
+        params=_get(t, "params", dict, where),
+        chunks=tuple(chunks),
+        crc32=_uint(_get(t, "crc32", int, where), where, 32),
+        entropy_bits=float(entropy) if isinstance(entropy, int | float) else None,
+        table_bytes=table_bytes if isinstance(table_bytes, int) and table_bytes >= 0 else 0,
+        sensitivity=float(sensitivity) if isinstance(sensitivity, int | float)
         and not isinstance(sensitivity, bool) else None,
     )
     count = math.prod(shape)
