@@ -14,9 +14,9 @@ writes ``trellis`` otherwise.
 >>> plain = TrellisCodec(1 / 64).encode(x, BY_NAME["float32"], 1 << 20)
 >>> fast.codec_id, bool((fast.reconstruction == plain.reconstruction).all())
 ('trellis_zstd', True)
->>> 1.0 < fast.coded_bytes / plain.coded_bytes < 1.01      # 1% larger at most, faster
+>>> 1.0 < fast.coded_bytes / plain.coded_bytes < 1.02      # 2% larger at most, faster
 True
->>> TrellisZstdCodec(1 / 8).encode(x, BY_NAME["float32"], 1 << 20).codec_id  # 1.4% larger
+>>> TrellisZstdCodec(1 / 2).encode(x, BY_NAME["float32"], 1 << 20).codec_id  # 17% larger
 'trellis'
 """
 
