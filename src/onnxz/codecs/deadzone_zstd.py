@@ -74,7 +74,7 @@ lossy file, not more (at 3 bits per weight, the lossless planes' price of decode
 :data:`~onnxz.codecs.lossless.BYTES_PER_DECODE_NS`, would accept 17% more). Measured
 (2026-12-01): 1% kept the 3.4 GB generated model's default (8.4 bits per weight, where zstd's
 Huffman codes, at most 11 bits long, cost 1.02%) ANS-coded; 2% makes that file 1.0% larger
-and its decoding 5.3× faster, and the smallest rate-controlled files of the corpus 0–0.25%
+and its decoding 6.1× faster, and the smallest rate-controlled files of the corpus 0–0.25%
 larger."""
 
 EXTRA_LOW_BITS = 2
