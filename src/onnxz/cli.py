@@ -381,7 +381,8 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
       onnxz pack m.onnx -o m.onnxz --target-snr 40
 
     \b
-    Other quantizers (format 1.1 files, except deadzone --global-range):
+    Other quantizers (format 1.1 files, except deadzone --global-range; trellis at
+    fine steps writes 1.4):
       onnxz pack model.onnx --codec mulaw --bits 8 --mu 255
       onnxz pack model.onnx --codec minifloat --bits 8      (E4M3)
       onnxz pack model.onnx --codec minifloat --exponent-bits 5 --mantissa-bits 10
