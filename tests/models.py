@@ -17,6 +17,17 @@ def _weights(shape: tuple[int, ...], seed: int, dtype=np.float32) -> np.ndarray:
     return (rng.laplace(0.0, 0.05, size=shape)).astype(dtype)
 
 
+def matmul(w: np.ndarray) -> onnx.ModelProto:
+    """x[1,R] -> MatMul with the float32 weight ``w`` [R,C] (initializer "w") -> y[1,C]."""
+    rows, cols = w.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cols])],
+        [numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph)
+
+
 def mlp(hidden: int = 64, dtype=np.float32) -> onnx.ModelProto:
     """x[N,32] -> MatMul -> Add -> Relu -> MatMul -> y[N,10]; weights as initializers."""
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zstandard
+from models import matmul
 from test_codecs import decode
 
 import onnxz
@@ -72,17 +73,8 @@ def test_the_writer_keeps_ans_where_huffman_codes_cost_too_much():
 
 
 def test_pack_writes_it_by_default_and_the_file_declares_1_3(tmp_path):
-    import onnx.helper as oh
-    import onnx.numpy_helper as nh
-
-    w = laplace(256 * 512).reshape(256, 512)
-    graph = oh.make_graph([oh.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                          [oh.make_tensor_value_info("x", 1, [1, 256])],
-                          [oh.make_tensor_value_info("y", 1, [1, 512])],
-                          [nh.from_array(w, "w")])
-    model = oh.make_model(graph)
     out = tmp_path / "m.onnxz"
-    onnxz.save(model, out, step_rel=1 / 64)
+    onnxz.save(matmul(laplace(256 * 512).reshape(256, 512)), out, step_rel=1 / 64)
     with onnxz.open(out) as reader:
         assert reader.entry("w").codec == "deadzone_zstd"
         assert reader.info.version == "1.3"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zstandard
+from models import matmul
 from test_codecs import decode
 
 import onnxz
@@ -58,16 +59,8 @@ def test_the_writer_falls_back_to_trellis_where_zstd_costs_more():
 
 
 def test_pack_codec_trellis_writes_it_and_the_file_declares_1_4(tmp_path):
-    import onnx.helper as oh
-    import onnx.numpy_helper as nh
-
-    w = laplace(256 * 512).reshape(256, 512)
-    graph = oh.make_graph([oh.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                          [oh.make_tensor_value_info("x", 1, [1, 256])],
-                          [oh.make_tensor_value_info("y", 1, [1, 512])],
-                          [nh.from_array(w, "w")])
     out = tmp_path / "m.onnxz"
-    onnxz.save(oh.make_model(graph), out, options=onnxz.PackOptions(
+    onnxz.save(matmul(laplace(256 * 512).reshape(256, 512)), out, options=onnxz.PackOptions(
         quantizer=quantizer("trellis", step_rel=1 / 32)))
     with onnxz.open(out) as reader:
         assert reader.entry("w").codec == "trellis_zstd"

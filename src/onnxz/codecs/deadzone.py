@@ -450,9 +450,16 @@ class EscapedSymbolDecoder(ChunkDecoder):
         """Write into ``target`` the values of a batch: ``index`` the symbols' positions in
         the table, ``where`` the positions of escape symbols and ``escaped`` their values,
         the batch at ``start`` in the chunk."""
+        q = self.symbols_of(index, where, escaped)
+        target[...] = from_float64(self.reconstruct(q, start), self.etype)
+
+    def symbols_of(self, index: np.ndarray, where: np.ndarray, escaped: np.ndarray
+                   ) -> np.ndarray:
+        """The symbols (int64) of a batch's positions ``index``, the escaped values put in
+        at ``where`` (see :meth:`fill`)."""
         q = index.astype(np.int64) + self.range.offset
         q[where] = escaped
-        target[...] = from_float64(self.reconstruct(q, start), self.etype)
+        return q
 
     def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
         if len(parts) != 2:

@@ -140,13 +140,34 @@ def zstd_symbols(q: np.ndarray, lo: int, hi: int, size: int, chunk_elements: int
     return best
 
 
-def parse_low_bits(params: Mapping[str, Any], symbols: SymbolRange, codec: str) -> int:
-    """``low_bits`` of §17.1, checked against the range; :class:`FormatError` otherwise."""
+def zstd_coding(q: np.ndarray, lo: int, hi: int, size: int, ans_bytes: float,
+                chunk_elements: int, low_bits: int | None = None) -> ZstdSymbols | None:
+    """The writer's choice (§17.4, §18.4): :func:`zstd_symbols` of the symbols if they are
+    to be written that way — with ``low_bits`` given, whenever the range allows it, else when
+    their parts are at most :data:`MAX_GROWTH` of ``ans_bytes``, the ANS-coded codec's
+    estimated symbols and table; None: write the ANS-coded codec."""
+    coded = zstd_symbols(q, lo, hi, size, chunk_elements, low_bits)
+    if coded is None or (low_bits is None and coded.stored > MAX_GROWTH * ans_bytes):
+        return None
+    return coded
+
+
+def checked_low_bits(low_bits: int | None) -> int | None:
+    """A writer's forced ``low_bits`` (None: its own choice); ValueError beyond 0..8."""
+    if low_bits is not None and not 0 <= low_bits <= MAX_LOW_BITS:
+        raise ValueError(f"low_bits must be in 0..{MAX_LOW_BITS}, got {low_bits!r}")
+    return low_bits
+
+
+def parse_symbol_range(params: Mapping[str, Any], codec: str) -> tuple[SymbolRange, int]:
+    """``offset``, ``size`` and ``low_bits`` of §17.1, ``low_bits`` checked against the
+    range; :class:`FormatError` naming ``codec`` otherwise."""
+    symbols = SymbolRange.from_params(params, codec)
     low_bits = field(params, "low_bits", int)
     if not 0 <= low_bits <= MAX_LOW_BITS or (symbols.size - 1) >> low_bits > 255:
         raise FormatError(f"{codec} codec: low_bits {low_bits} cannot split "
                           f"{symbols.size} symbols into a byte and low bits")
-    return low_bits
+    return symbols, low_bits
 
 
 class DeadzoneZstdCodec(DeadzoneCodec):
@@ -160,18 +181,16 @@ class DeadzoneZstdCodec(DeadzoneCodec):
     def __init__(self, step_rel: float | None, deadzone: float, *,
                  low_bits: int | None = None, **options: Any) -> None:
         super().__init__(step_rel, deadzone, **options)
-        if low_bits is not None and not 0 <= low_bits <= MAX_LOW_BITS:
-            raise ValueError(f"low_bits must be in 0..{MAX_LOW_BITS}, got {low_bits!r}")
-        self.low_bits = low_bits
+        self.low_bits = checked_low_bits(low_bits)
 
     def encode_quantized(self, quantized: QuantizedTensor, etype: ElementType,
                          chunk_elements: int) -> EncodedTensor:
         assert isinstance(quantized, Quantized)
         ans_bytes = (quantized.table.cost_bits(quantized.counts) / 8
                      + quantized.table.stored_size)
-        coded = zstd_symbols(quantized.q, quantized.lo, quantized.hi, quantized.counts.size,
-                             chunk_elements, self.low_bits)
-        if coded is None or (coded.stored > MAX_GROWTH * ans_bytes and self.low_bits is None):
+        coded = zstd_coding(quantized.q, quantized.lo, quantized.hi, quantized.counts.size,
+                            ans_bytes, chunk_elements, self.low_bits)
+        if coded is None:
             return super().encode_quantized(quantized, etype, chunk_elements)
         params = {k: v for k, v in self.stored_params(quantized).items() if k != "table"}
         params |= {"offset": quantized.lo, "size": quantized.counts.size,
@@ -184,8 +203,7 @@ class DeadzoneZstdCodec(DeadzoneCodec):
     @classmethod
     def decoder(cls, params: Mapping[str, Any], etype: ElementType) -> ChunkDecoder:
         step, deadzone, escape = parse_quantizer(params, etype, cls.codec_id)
-        symbols = SymbolRange.from_params(params, cls.codec_id)
-        low_bits = parse_low_bits(params, symbols, cls.codec_id)
+        symbols, low_bits = parse_symbol_range(params, cls.codec_id)
         return DeadzoneZstdDecoder(step, deadzone, escape, symbols, etype, low_bits=low_bits)
 
 

@@ -308,8 +308,7 @@ class PredictiveDecoder(EscapedSymbolDecoder):
 
     def _fill_rows(self, coefficients: np.ndarray, target: np.ndarray, index: np.ndarray,
                    where: np.ndarray, escaped: np.ndarray, start: int) -> None:
-        errors = index.astype(np.int64) + self.range.offset
-        errors[where] = escaped
+        errors = self.symbols_of(index, where, escaped)
         first = start // self.row  # batches hold whole rows
         whole = errors.size - errors.size % self.row
         levels = np.empty_like(errors)

@@ -368,9 +368,8 @@ class TrellisDecoder(EscapedSymbolDecoder):
 
     def fill(self, target: np.ndarray, index: np.ndarray, where: np.ndarray,
              escaped: np.ndarray, start: int) -> None:
-        q = index.astype(np.int64) + self.range.offset
-        q[where] = escaped
-        quantizers = quantizer_sequence(q, self.segment)  # batches start on a segment
+        quantizers = quantizer_sequence(self.symbols_of(index, where, escaped),
+                                        self.segment)  # batches start on a segment
         np.take(self.lookup, quantizers * self.range.size + index, out=target)
         if where.size:
             target[where] = from_float64(

@@ -27,13 +27,11 @@ from typing import Any
 
 from onnxz.codecs import ans
 from onnxz.codecs.base import ChunkDecoder, EncodedTensor, QuantizedTensor
-from onnxz.codecs.deadzone import SymbolRange
 from onnxz.codecs.deadzone_zstd import (
-    MAX_GROWTH,
-    MAX_LOW_BITS,
     ZstdSymbolDecoder,
-    parse_low_bits,
-    zstd_symbols,
+    checked_low_bits,
+    parse_symbol_range,
+    zstd_coding,
 )
 from onnxz.codecs.trellis import (
     SEGMENT,
@@ -59,9 +57,7 @@ class TrellisZstdCodec(TrellisCodec):
     def __init__(self, step_rel: float, segment: int = SEGMENT, *,
                  low_bits: int | None = None) -> None:
         super().__init__(step_rel, segment)
-        if low_bits is not None and not 0 <= low_bits <= MAX_LOW_BITS:
-            raise ValueError(f"low_bits must be in 0..{MAX_LOW_BITS}, got {low_bits!r}")
-        self.low_bits = low_bits
+        self.low_bits = checked_low_bits(low_bits)
 
     def encode_quantized(self, quantized: QuantizedTensor, etype: ElementType,
                          chunk_elements: int) -> EncodedTensor:
@@ -69,9 +65,9 @@ class TrellisZstdCodec(TrellisCodec):
         q = quantized
         chunk_elements = max(q.segment, chunk_elements - chunk_elements % q.segment)
         ans_bytes = q.table.cost_bits(q.counts) / 8 + q.table_bytes
-        coded = zstd_symbols(q.levels, q.lo, q.hi, q.counts.size, chunk_elements,
-                             self.low_bits)
-        if coded is None or (coded.stored > MAX_GROWTH * ans_bytes and self.low_bits is None):
+        coded = zstd_coding(q.levels, q.lo, q.hi, q.counts.size, ans_bytes, chunk_elements,
+                            self.low_bits)
+        if coded is None:
             return super().encode_quantized(quantized, etype, chunk_elements)
         params = {"step": q.step, "segment": q.segment, "escape": q.escaped > 0,
                   "offset": q.lo, "size": q.counts.size, "low_bits": coded.low_bits,
@@ -84,8 +80,7 @@ class TrellisZstdCodec(TrellisCodec):
     @classmethod
     def decoder(cls, params: Mapping[str, Any], etype: ElementType) -> ChunkDecoder:
         step, segment, escape = parse_trellis(params, etype, cls.codec_id)
-        symbols = SymbolRange.from_params(params, cls.codec_id)
-        low_bits = parse_low_bits(params, symbols, cls.codec_id)
+        symbols, low_bits = parse_symbol_range(params, cls.codec_id)
         return TrellisZstdDecoder(step, segment, escape, symbols, etype, low_bits=low_bits)
 
 
