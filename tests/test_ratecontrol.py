@@ -110,6 +110,20 @@ def test_exact_on_an_in_graph_argmax_uses_its_scores(heads, tmp_path):
     assert report.passed
 
 
+def test_the_sensitivity_pass_runs_a_whole_stream_and_budgets_by_probes():
+    """A stream's first chunks are not like the rest: its sensitivities are measured on all
+    of it. Elsewhere the samples shrink as the probes (weight tensors) grow."""
+    from onnxz.ratecontrol.search import SENSITIVITY_RUNS, sensitivity_samples
+    from onnxz.verifier import ReferenceRun
+
+    stream = ReferenceRun(recurrent_cell(), cell_stream(recurrent_cell(), steps=160))
+    # 64 output units a chunk: the first 64 chunks would hold SENSITIVITY_UNITS
+    assert sensitivity_samples(stream, SENSITIVITY_RUNS) == stream.samples.count == 160
+    heads = ReferenceRun(classifier_heads(), x_inputs(n=256))
+    few, many = sensitivity_samples(heads, 4), sensitivity_samples(heads, SENSITIVITY_RUNS // 8)
+    assert few > many == 8
+
+
 def test_unexercised_weights_get_a_typical_sensitivity(tmp_path):
     path = tmp_path / "if.onnx"
     path.write_bytes(constants_and_if(out=64).SerializeToString())
