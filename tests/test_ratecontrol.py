@@ -110,9 +110,9 @@ def test_exact_on_an_in_graph_argmax_uses_its_scores(heads, tmp_path):
     assert report.passed
 
 
-def test_the_sensitivity_pass_runs_a_whole_stream_and_budgets_by_probes():
+def test_the_sensitivity_pass_runs_a_whole_stream_and_budgets_by_tensors():
     """A stream's first chunks are not like the rest: its sensitivities are measured on all
-    of it. Elsewhere the samples shrink as the probes (weight tensors) grow."""
+    of it. Elsewhere the samples shrink as the tensors grow."""
     from onnxz.ratecontrol.search import SENSITIVITY_RUNS, sensitivity_samples
     from onnxz.verifier import ReferenceRun
 

@@ -42,8 +42,7 @@ MAX_EVALUATIONS = 14
 SENSITIVITY_UNITS = 4096
 """The sensitivity pass runs the first samples that hold this many output units (a row of
 class scores, or an element of any other output: the things its measures average over),
-at least :data:`MIN_SENSITIVITY_SAMPLES`, at most :data:`SENSITIVITY_RUNS` / probes (one
-probe per weight tensor, one for all auxiliary tensors together).
+at least :data:`MIN_SENSITIVITY_SAMPLES`, at most :data:`SENSITIVITY_RUNS` / tensors.
 Deterministic, unlike a time budget: a page-sized detector output needs two samples, a
 classifier's one row per sample needs many (and they are cheap). On a model that carries
 state from sample to sample it runs every sample: the start of a stream is not like the
@@ -288,9 +287,7 @@ def _evaluate(bench: Workbench, objective: Objective, plan: Plan
 
 def _sensitivities(bench: Workbench, objective: Objective) -> None:
     """The sensitivity pass, on the samples :data:`SENSITIVITY_UNITS` asks for."""
-    weights = sum(not c.auxiliary for c in bench.candidates)
-    probes = weights + (weights < len(bench.candidates))
-    samples = sensitivity_samples(bench.reference, probes)
+    samples = sensitivity_samples(bench.reference, len(bench.candidates))
 
     def distortion_with(settings: dict[Path, Setting]) -> float:
         outputs = bench.run(settings, samples)
@@ -302,9 +299,9 @@ def _sensitivities(bench: Workbench, objective: Objective) -> None:
     bench.restore()
 
 
-def sensitivity_samples(reference: ReferenceRun, probes: int) -> int:
-    """How many of the first samples the sensitivity pass runs, when it probes ``probes``
-    times (see :data:`SENSITIVITY_UNITS`)."""
+def sensitivity_samples(reference: ReferenceRun, tensors: int) -> int:
+    """How many of the first samples the sensitivity pass runs on a model of ``tensors``
+    candidates (see :data:`SENSITIVITY_UNITS`)."""
     if any(reference.links):
         return reference.samples.count
     units = 0
@@ -317,7 +314,7 @@ def sensitivity_samples(reference: ReferenceRun, probes: int) -> int:
             for spec, out in zip(reference.output_specs, outputs, strict=False))
         if units >= SENSITIVITY_UNITS:
             break
-    most = max(MIN_SENSITIVITY_SAMPLES, SENSITIVITY_RUNS // max(probes, 1))
+    most = max(MIN_SENSITIVITY_SAMPLES, SENSITIVITY_RUNS // max(tensors, 1))
     return min(max(count, MIN_SENSITIVITY_SAMPLES), most, reference.samples.count)
 
 
