@@ -110,15 +110,25 @@ def test_exact_on_an_in_graph_argmax_uses_its_scores(heads, tmp_path):
     assert report.passed
 
 
-def test_the_sensitivity_pass_runs_a_whole_stream_and_budgets_by_tensors():
-    """A stream's first chunks are not like the rest: its sensitivities are measured on all
-    of it. Elsewhere the samples shrink as the tensors grow."""
-    from onnxz.ratecontrol.search import SENSITIVITY_RUNS, sensitivity_samples
+def test_the_sensitivity_pass_runs_a_stream_from_its_start_and_budgets_by_tensors():
+    """A stream's first chunks are not like the rest: its sensitivities are measured from
+    its start as far as a multiple of the search's own runs allows (all of a short one).
+    Elsewhere the samples shrink as the tensors grow."""
+    from onnxz.ratecontrol.search import (
+        MAX_EVALUATIONS,
+        SENSITIVITY_RUNS,
+        STREAM_SENSITIVITY_PASSES,
+        sensitivity_samples,
+    )
     from onnxz.verifier import ReferenceRun
 
     stream = ReferenceRun(recurrent_cell(), cell_stream(recurrent_cell(), steps=160))
     # 64 output units a chunk: the first 64 chunks would hold SENSITIVITY_UNITS
-    assert sensitivity_samples(stream, SENSITIVITY_RUNS) == stream.samples.count == 160
+    assert sensitivity_samples(stream, 2) == stream.samples.count == 160
+    # a model of many tensors: the pass stops at a multiple of the search's sample runs
+    search_passes = STREAM_SENSITIVITY_PASSES * MAX_EVALUATIONS
+    assert sensitivity_samples(stream, search_passes) == 160
+    assert sensitivity_samples(stream, 4 * search_passes) == 40
     heads = ReferenceRun(classifier_heads(), x_inputs(n=256))
     few, many = sensitivity_samples(heads, 4), sensitivity_samples(heads, SENSITIVITY_RUNS // 8)
     assert few > many == 8
