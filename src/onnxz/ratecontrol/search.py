@@ -65,10 +65,11 @@ EQUALIZED_DB = 0.0
 """The fidelity search's second try on models that carry state from sample to sample
 (:func:`onnxz.verifier.carried_state`): every weight tensor's sensitivity set to the
 median, i.e. the allocation for equal relative error everywhere. There the error compounds
-over a stream, which one-tensor probes on the first samples do not capture, and the
-measured sensitivities can misdirect bits (silero-vad: 368 KB by them at output SNR 24.7 dB
-against 324 KB at one relative step with 30 dB). On stateless models they are kept: the
-equal plan is smaller there too but keeps fewer decisions on held-out inputs (magika,
+over a stream, which one-tensor probes do not capture, and the measured sensitivities
+could misdirect bits (silero-vad, when they came from the stream's first 16 chunks: 368 KB
+by them at output SNR 24.7 dB against 324 KB at one relative step with 30 dB; they now come
+from the whole stream, see :data:`SENSITIVITY_UNITS`). On stateless models they are kept:
+the equal plan is smaller there too but keeps fewer decisions on held-out inputs (magika,
 PP-OCR cls: 99.3% against ≥ 99.5%)."""
 
 BISECTION_RATIO = 1.25
