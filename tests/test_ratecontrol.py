@@ -134,6 +134,35 @@ def test_the_sensitivity_pass_runs_a_stream_from_its_start_and_budgets_by_tensor
     assert few > many == 8
 
 
+@pytest.mark.parametrize("growth", [0.0, 0.5, 1.0])
+def test_flip_prediction_follows_changes_that_grow_with_the_margin(growth):
+    """The predicted agreement from 100 calibration rows matches the flips on many new rows
+    whether the margin changes are the same for every row (additive noise on the scores)
+    or grow with the margin (a confident row's large logits move more). Pooling the raw
+    changes judges a near-tie by a confident row's change: with changes proportional to
+    the margin it predicted 6.2% flips here where none happen (30 seeds: within 0.019 of
+    the truth, the pooled changes up to 0.077 off)."""
+    from onnxz.ratecontrol.objective import Margins, predicted_agreement
+
+    rng = np.random.default_rng(7)
+
+    def rows(n):
+        margin = rng.exponential(2.0, n)
+        change = 0.15 * margin ** growth * rng.standard_normal(n)
+        return margin, change
+
+    margin, change = rows(100)
+    calibration = Margins(np.zeros(100, int), margin, np.arange(100))
+    predicted = predicted_agreement(calibration, change, per_sample=False)
+    new_margin, new_change = rows(200_000)
+    actual = float(np.mean(new_change >= -new_margin))
+    assert abs(predicted - actual) < 0.02, (predicted, actual)
+    # rows of a sequence (two per sample here) keep the pooled prediction's caution
+    pairs = Margins(np.zeros(100, int), margin, np.arange(100) // 2)
+    pooled = predicted_agreement(pairs, change, per_sample=False)
+    assert pooled <= predicted and (growth == 0 or pooled < actual - 0.02)
+
+
 def test_unexercised_weights_get_a_typical_sensitivity(tmp_path):
     path = tmp_path / "if.onnx"
     path.write_bytes(constants_and_if(out=64).SerializeToString())

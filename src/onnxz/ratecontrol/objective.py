@@ -9,8 +9,9 @@ a time predict a whole allocation.
 For class scores the measure is not the error of the scores but how much the gap between the
 original's top class and the runner-up moves (the *margin*, in logits or log-probabilities):
 a decision changes when the margin's change exceeds the margin. The target's agreement is
-predicted from every row's margin and the empirical spread of margin changes, so that rows
-that did not flip on the calibration samples still count (see :func:`predicted_agreement`).
+predicted from every row's margin and the empirical spread of margin changes (scaled to
+each row by how the changes grow with the margin), so that rows that did not flip on the
+calibration samples still count (see :func:`predicted_agreement`).
 """
 
 from __future__ import annotations
@@ -81,11 +82,54 @@ def _margin(matrix: np.ndarray, top: np.ndarray) -> np.ndarray:
 
 def predicted_agreement(margins: Margins, changes: np.ndarray, per_sample: bool) -> float:
     """Expected share of unchanged decisions on inputs like these: row r flips with the
-    probability that a margin change drawn from ``changes`` (all rows' changes, pooled)
-    is below −margin_r. Per row (top-1), or per sample (every row unchanged: exact)."""
-    ordered = np.sort(changes)
-    flip = np.searchsorted(ordered, -margins.margin, side="right") / max(ordered.size, 1)
+    probability that a margin change drawn from ``changes`` (all rows' changes, pooled,
+    each divided by its row's scale m^α) and scaled to row r is below −margin_r. Per row
+    (top-1), or per sample (every row unchanged: exact).
+
+    The scale is how the changes grow with the margin (:func:`change_growth`): a confident
+    row's logits are large and move more, so a near-tie must not be judged by the changes
+    of rows ten times its margin (PP-OCR cls: α 0.3–0.6; where α is 0 this is the plain
+    pooled prediction). Only where every sample is one row: a sequence's decision reads
+    all its rows (a CTC string), and there the pooled prediction's caution is what keeps
+    it (PP-OCRv4 rec at `top1>=0.995` with scaled changes: 99.75% of the held-out positions
+    kept, as asked, but 97.67% of the strings, against 99.67% with pooled ones)."""
+    n = changes.size
+    margin = margins.margin
+    finite = np.isfinite(margin)
+    one_row_each = margins.sample.size == np.unique(margins.sample).size
+    alpha = change_growth(margin[:n], changes) if one_row_each else 0.0
+    floor = float(np.median(margin[finite])) * 1e-9 if finite.any() else 1.0
+    scale = np.power(np.maximum(np.where(finite, margin, 1.0), floor), alpha)
+    ordered = np.sort(changes / scale[:n])
+    limit = np.where(finite, -margin / scale, -np.inf)
+    flip = np.searchsorted(ordered, limit, side="right") / max(ordered.size, 1)
     return _agreement(margins, flip, per_sample)
+
+
+MIN_GROWTH_ROWS = 8
+"""Rows needed to fit :func:`change_growth`; with fewer, changes are taken not to grow."""
+
+
+def change_growth(margin: np.ndarray, changes: np.ndarray) -> float:
+    """α in |change| ∝ margin^α, fitted by least squares of log|change| on log margin over
+    the rows with a finite positive margin and a non-zero change, clipped to [0, 1]: 0 when
+    the changes do not grow with the margin, 1 when they are proportional to it.
+
+    >>> m = np.geomspace(0.01, 10, 50)
+    >>> round(change_growth(m, 0.1 * m * np.where(np.arange(50) % 2, 1, -1)), 3)
+    1.0
+    >>> change_growth(m, np.full(50, -0.01))
+    0.0
+    """
+    use = np.isfinite(margin) & (margin > 0) & (changes != 0) & np.isfinite(changes)
+    if use.sum() < MIN_GROWTH_ROWS:
+        return 0.0
+    x, y = np.log(margin[use]), np.log(np.abs(changes[use]))
+    spread = float(np.var(x))
+    if spread == 0:
+        return 0.0
+    slope = float(np.mean((x - x.mean()) * (y - y.mean()))) / spread
+    return min(max(slope, 0.0), 1.0)
 
 
 def gaussian_agreement(margins: Margins, sigma: float, per_sample: bool) -> float:
