@@ -98,7 +98,8 @@ def predicted_agreement(margins: Margins, changes: np.ndarray, per_sample: bool)
     finite = np.isfinite(margin)
     one_row_each = margins.sample.size == np.unique(margins.sample).size
     alpha = change_growth(margin[:n], changes) if one_row_each else 0.0
-    floor = float(np.median(margin[finite])) * 1e-9 if finite.any() else 1.0
+    positive = margin[finite & (margin > 0)]
+    floor = float(np.median(positive)) * 1e-9 if positive.size else 1.0
     scale = np.power(np.maximum(np.where(finite, margin, 1.0), floor), alpha)
     ordered = np.sort(changes / scale[:n])
     limit = np.where(finite, -margin / scale, -np.inf)
