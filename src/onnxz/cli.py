@@ -381,6 +381,13 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
       onnxz pack m.onnx -o m.onnxz --target-snr 40
 
     \b
+    Specs that kept real tasks on held-out inputs (README "Which spec to ask for"):
+      a class per input, a yes/no per chunk    top1>=0.995
+      a CTC string                             top1>=0.995 (per position)
+      boxes                                    snr>=25 (more when boxes are few)
+      embeddings (nearest neighbours)          cosine>=0.9999
+
+    \b
     Other quantizers (format 1.1 files, except deadzone --global-range; trellis at
     fine steps writes 1.4):
       onnxz pack model.onnx --codec mulaw --bits 8 --mu 255
