@@ -163,6 +163,20 @@ def test_flip_prediction_follows_changes_that_grow_with_the_margin(growth):
     assert pooled <= predicted and (growth == 0 or pooled < actual - 0.02)
 
 
+def test_flip_prediction_never_promises_fewer_flips_than_the_rows_show():
+    """Four near-ties that flip among 100 rows: the model of the changes alone predicts
+    about 2% flips; the rows themselves show 4%, and that is what is predicted."""
+    from onnxz.ratecontrol.objective import Margins, predicted_agreement
+
+    margin = np.r_[np.full(96, 10.0), np.full(4, 0.1)]
+    change = np.r_[np.tile([1.0, -1.0], 48), np.full(4, -0.2)]
+    rows = Margins(np.zeros(100, int), margin, np.arange(100))
+    assert predicted_agreement(rows, change, per_sample=False) == pytest.approx(0.96)
+    # per sample (two rows each, a near-tie in two of the samples): 2 of 50 changed
+    pairs = Margins(np.zeros(100, int), margin, np.arange(100) // 2)
+    assert predicted_agreement(pairs, change, per_sample=True) == pytest.approx(0.96)
+
+
 def test_unexercised_weights_get_a_typical_sensitivity(tmp_path):
     path = tmp_path / "if.onnx"
     path.write_bytes(constants_and_if(out=64).SerializeToString())
