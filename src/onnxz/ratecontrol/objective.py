@@ -82,9 +82,9 @@ def _margin(matrix: np.ndarray, top: np.ndarray) -> np.ndarray:
 
 def predicted_agreement(margins: Margins, changes: np.ndarray, per_sample: bool) -> float:
     """Expected share of unchanged decisions on inputs like these: row r flips with the
-    probability that a margin change drawn from ``changes`` (all rows' changes, pooled,
-    each divided by its row's scale m^α) and scaled to row r is below −margin_r. Per row
-    (top-1), or per sample (every row unchanged: exact).
+    probability that a margin change drawn from ``changes`` (all rows' changes pooled, each
+    divided by its own row's scale m^α, then multiplied by row r's) is below −margin_r.
+    Per row (top-1), or per sample (every row unchanged: exact).
 
     The scale is how the changes grow with the margin (:func:`change_growth`): a confident
     row's logits are large and move more, so a near-tie must not be judged by the changes
