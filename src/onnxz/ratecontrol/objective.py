@@ -58,6 +58,11 @@ class Margins:
         return cls(top, _margin(matrix, top),
                    np.repeat(np.arange(len(rows)), [r.shape[0] for r in rows]))
 
+    @property
+    def one_row_each(self) -> bool:
+        """Every sample is one row (a classifier's label, not a sequence's positions)."""
+        return self.sample.size == np.unique(self.sample).size
+
     def change(self, scores: ClassScores, outputs: Sequence[np.ndarray]) -> np.ndarray:
         """How much each row's margin (for the original's top class) moved in ``outputs``,
         the candidate's outputs on the first ``len(outputs)`` samples."""
@@ -101,17 +106,16 @@ def predicted_agreement(margins: Margins, changes: np.ndarray, per_sample: bool)
     n = changes.size
     margin = margins.margin
     finite = np.isfinite(margin)
-    one_row_each = margins.sample.size == np.unique(margins.sample).size
-    alpha = change_growth(margin[:n], changes) if one_row_each else 0.0
+    alpha = change_growth(margin[:n], changes) if margins.one_row_each else 0.0
     positive = margin[finite & (margin > 0)]
     floor = float(np.median(positive)) * 1e-9 if positive.size else 1.0
     scale = np.power(np.maximum(np.where(finite, margin, 1.0), floor), alpha)
     ordered = np.sort(changes / scale[:n])
     limit = np.where(finite, -margin / scale, -np.inf)
     flip = np.searchsorted(ordered, limit, side="right") / max(ordered.size, 1)
-    seen = Margins(margins.top[:n], margin[:n], margins.sample[:n])
     flipped = (changes < -margin[:n]).astype(np.float64)
-    return min(_agreement(margins, flip, per_sample), _agreement(seen, flipped, per_sample))
+    return min(_agreement(margins.sample, flip, per_sample),
+               _agreement(margins.sample[:n], flipped, per_sample))
 
 
 MIN_GROWTH_ROWS = 8
@@ -144,15 +148,17 @@ def gaussian_agreement(margins: Margins, sigma: float, per_sample: bool) -> floa
     """:func:`predicted_agreement` for margin changes N(0, sigma²)."""
     if sigma == 0:
         return 1.0
-    return _agreement(margins, 0.5 * _erfc(margins.margin / (sigma * math.sqrt(2))),
+    return _agreement(margins.sample, 0.5 * _erfc(margins.margin / (sigma * math.sqrt(2))),
                       per_sample)
 
 
-def _agreement(margins: Margins, flip: np.ndarray, per_sample: bool) -> float:
+def _agreement(sample: np.ndarray, flip: np.ndarray, per_sample: bool) -> float:
+    """Expected share of unchanged rows (or of samples, ``sample`` naming each row's) given
+    each row's flip probability."""
     if not per_sample:
         return float(1 - flip.mean())
     keep = np.log1p(-np.minimum(flip, 1 - 1e-12))
-    per = np.bincount(margins.sample, weights=keep)
+    per = np.bincount(sample, weights=keep)
     return float(np.exp(per).mean())
 
 
@@ -257,8 +263,10 @@ class DecisionCheck:
             self.measure.scores, [c[self.measure.index] for c in candidate])
         return predicted_agreement(self.measure.margins, changes, self.per_sample)
 
-    def holds(self, candidate: RUNS) -> bool:
-        return self.predicted(candidate) >= 1 - FLIP_SAFETY * (1 - self.criterion.bound)
+    def allows(self, predicted: float) -> bool:
+        """Whether a predicted agreement (from :meth:`predicted`) meets the criterion with
+        :data:`FLIP_SAFETY`."""
+        return predicted >= 1 - FLIP_SAFETY * (1 - self.criterion.bound)
 
 
 @dataclass(frozen=True)
@@ -275,10 +283,12 @@ class Objective:
         """The sum of the measures on ``candidate``'s outputs (the first samples)."""
         return sum(m.distortion(reference, candidate) for m in self.measures)
 
-    def holds(self, metrics: Sequence[OutputMetrics], reference: RUNS, candidate: RUNS) -> bool:
+    def holds(self, metrics: Sequence[OutputMetrics], reference: RUNS, candidate: RUNS,
+              predicted: Sequence[float]) -> bool:
         """True if every criterion holds on the samples (SNR with its margin) and every
-        decision check's predicted agreement does; without criteria (the default's
-        objective), if every measure is within its allowance."""
+        decision check's predicted agreement (``predicted``, one per :attr:`decisions`, from
+        :meth:`DecisionCheck.predicted`) does; without criteria (the default's objective),
+        if every measure is within its allowance."""
         if self.fidelity is None:
             return all(m.distortion(reference, candidate) <= 1 for m in self.measures)
         for m in metrics:
@@ -292,7 +302,7 @@ class Objective:
                     value -= SNR_MARGIN_DB
                 if not c.holds(value):
                     return False
-        return all(d.holds(candidate) for d in self.decisions) and all(
+        return all(d.allows(p) for d, p in zip(self.decisions, predicted, strict=True)) and all(
             m.distortion(reference, candidate) <= 1 for m in self.measures if m.guard)
 
 

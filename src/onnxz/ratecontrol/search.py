@@ -287,9 +287,11 @@ def _evaluate(bench: Workbench, objective: Objective, plan: Plan
     settings = {path: point.setting for path, point in plan.items()}
     outputs = bench.run(settings)
     metrics = bench.reference.metrics(outputs)
-    predictions = {str(d.criterion) + f" ({d.output})": d.predicted(outputs)
-                   for d in objective.decisions}
-    return objective.holds(metrics, bench.reference.outputs, outputs), metrics, predictions
+    predicted = [d.predicted(outputs) for d in objective.decisions]
+    predictions = {f"{d.criterion} ({d.output})": p
+                   for d, p in zip(objective.decisions, predicted, strict=True)}
+    return (objective.holds(metrics, bench.reference.outputs, outputs, predicted), metrics,
+            predictions)
 
 
 def _sensitivities(bench: Workbench, objective: Objective) -> None:
