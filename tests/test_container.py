@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import random
 import zlib
@@ -81,3 +82,28 @@ def test_a_chunk_file_is_opened_again_only_if_it_is_the_same_file(tmp_path):
         with pytest.raises(CorruptDataError, match="replaced while it was being read"):
             elsewhere.open()
         os.close(file.open())  # the inherited descriptor still reads the right file
+
+
+def test_informative_figures_are_stored_rounded_and_read_back_as_stored(tmp_path):
+    """``entropy_bits`` as whole bits, ``sensitivity`` to 8 significant bits (their float64
+    low bytes would be incompressible noise in the index); the decoded values are exact."""
+    from onnxz.container import INFORMATIVE_BITS, TensorEntry, informative
+
+    out = io.BytesIO()
+    writer = ContainerWriter(out, writer="test")
+    chunk = writer.add_chunk([b"abcd"], count=1)
+    entry = TensorEntry("w", ("graph", "initializer", 0), "float32", (1,), "lossless",
+                        {"mode": "raw"}, (chunk,), zlib.crc32(b"abcd"), entropy_bits=129.7,
+                        sensitivity=99.62051535362374)
+    writer.finish(b"graph", [entry])
+    path = tmp_path / "c.onnxz"
+    path.write_bytes(out.getvalue())
+    with ContainerReader(path) as reader:
+        (read,) = reader.index.tensors
+    assert read.entropy_bits == 130
+    assert read.sensitivity == informative(99.62051535362374) == 99.5
+    for value in (0.1, 3e-9, 7.0, -2.5e6, 1 / 3):
+        rounded = informative(value)
+        assert abs(rounded - value) <= abs(value) * 2.0 ** -INFORMATIVE_BITS
+        mantissa = abs(rounded) / 2.0 ** (math.floor(math.log2(abs(rounded))) - INFORMATIVE_BITS + 1)
+        assert mantissa == int(mantissa)  # at most INFORMATIVE_BITS significant bits

@@ -544,10 +544,29 @@ def _tensor_fields(t: TensorEntry) -> dict[str, Any]:
         "table_bytes": t.table_bytes,
     }
     if t.entropy_bits is not None:
-        fields["entropy_bits"] = t.entropy_bits
+        fields["entropy_bits"] = round(t.entropy_bits)
     if t.sensitivity is not None:
-        fields["sensitivity"] = t.sensitivity
+        fields["sensitivity"] = informative(t.sensitivity)
     return fields
+
+
+INFORMATIVE_BITS = 8
+"""Significant bits of the informative ``sensitivity`` stored in the index (≤ 0.4%, 0.02 dB:
+finer than ``onnxz info`` shows it). ``entropy_bits`` is stored as a whole number of bits.
+A float64 with 44 zero low bits compresses; a full one costs 8 bytes per tensor in the
+zstd frame (PP-OCR cls, 150 tensors: index 9,241 → 7,649 bytes, 1.3% of its file)."""
+
+
+def informative(value: float) -> float:
+    """``value`` rounded to :data:`INFORMATIVE_BITS` significant bits (inf and nan kept).
+
+    >>> informative(0.1), informative(1000.0)
+    (0.10009765625, 1000.0)
+    """
+    if not math.isfinite(value) or value == 0:
+        return value
+    mantissa, exponent = math.frexp(value)
+    return math.ldexp(round(mantissa * (1 << INFORMATIVE_BITS)), exponent - INFORMATIVE_BITS)
 
 
 def _get(fields: Any, key: str, kind: type, where: str) -> Any:
