@@ -105,5 +105,6 @@ def test_informative_figures_are_stored_rounded_and_read_back_as_stored(tmp_path
     for value in (0.1, 3e-9, 7.0, -2.5e6, 1 / 3):
         rounded = informative(value)
         assert abs(rounded - value) <= abs(value) * 2.0 ** -INFORMATIVE_BITS
-        mantissa = abs(rounded) / 2.0 ** (math.floor(math.log2(abs(rounded))) - INFORMATIVE_BITS + 1)
+        lowest_bit = math.floor(math.log2(abs(rounded))) - INFORMATIVE_BITS + 1
+        mantissa = abs(rounded) / 2.0**lowest_bit
         assert mantissa == int(mantissa)  # at most INFORMATIVE_BITS significant bits
