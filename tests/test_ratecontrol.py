@@ -3,6 +3,7 @@ the allocation's behaviour (bits go where the outputs are sensitive)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -370,3 +371,45 @@ def test_the_default_does_not_run_a_model_it_has_nothing_to_choose_in(tmp_path, 
     assert [t.codec for t in info.tensors] == ["lossless"]
     with pytest.raises(Ran):  # a weight with a spread: the model is run
         onnxz.save(matmul(np.eye(512, 16, dtype=np.float32)), tmp_path / "e.onnxz")
+
+
+def test_a_strict_target_rounds_mantissas_rather_than_storing_a_weight_exactly():
+    """Between a weight's finest step (~65 dB, ~11 bits per weight) and lossless (~27 bits)
+    its curve has near-lossless points (mantissa rounding), priced without coding them
+    (lossless size less the dropped bits): within 1% of the coded size, each finer than the
+    next (a compressible tensor's are coded); and at a slope that the finest step does not satisfy, the allocation takes one of
+    them, not lossless."""
+    from onnxz.codecs.rounding import MantissaRounding
+    from onnxz.dtypes import BY_NAME
+    from onnxz.ratecontrol.allocation import allocate
+    from onnxz.ratecontrol.tensors import NEAR_LOSSLESS_BITS, STEP_GRID, Setting, find_candidates
+
+    w = np.random.default_rng(0).laplace(0, 0.05, (256, 256)).astype(np.float32)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", 1, [1, 256])],
+        [onnx.helper.make_tensor_value_info("y", 1, [1, 256])], [numpy_helper.from_array(w, "w")])
+    (c,) = find_candidates(onnx.helper.make_model(graph), onnxz.PackOptions())
+    near = [p for p in c.points if p.setting.method == "mantissa"]
+    assert [p.setting.bits for p in near] == list(NEAR_LOSSLESS_BITS)
+    assert c.points[1 : 1 + len(near)] == near  # after lossless, before the steps
+    finest = c.points[1 + len(near)]
+    assert finest.setting == Setting.step(STEP_GRID[0])
+    curve = [c.points[0], *near, finest]
+    assert all(a.bytes > b.bytes and a.sse < b.sse for a, b in itertools.pairwise(curve))
+    for p in near:
+        coded = MantissaRounding(p.setting.bits).quantize(w.ravel(), BY_NAME["float32"])
+        assert p.bytes == pytest.approx(coded.estimated_bytes(), rel=0.01)
+    # a compressible tensor (values on a grid: few mantissa bits used) is priced by coding
+    grid = np.round(w * 64) / 64
+    graph.initializer[0].CopyFrom(numpy_helper.from_array(grid, "w"))
+    (g,) = find_candidates(onnx.helper.make_model(graph), onnxz.PackOptions())
+    assert 8 * g.points[0].bytes < g.size * 23
+    for p in (p for p in g.points if p.setting.method == "mantissa"):
+        coded = MantissaRounding(p.setting.bits).quantize(grid.ravel(), BY_NAME["float32"])
+        assert p.bytes == coded.estimated_bytes() > 0
+    c.sensitivity = 1.0
+    lossless_slope = (near[0].sse - 0) / (c.points[0].bytes - near[0].bytes)
+    finest_slope = (finest.sse - near[-1].sse) / (near[-1].bytes - finest.bytes)
+    chosen = allocate([c], math.sqrt(lossless_slope * finest_slope))[c.path]
+    assert chosen.setting.method == "mantissa"
