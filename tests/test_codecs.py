@@ -129,6 +129,27 @@ def test_deadzone_declines_degenerate_tensors(values):
         DeadzoneCodec(1 / 64, 0.5).encode(values.astype(np.float32), BY_NAME["float32"], 1 << 20)
 
 
+def test_deadzone_declines_a_step_too_fine_for_any_table(tmp_path):
+    """Symbols spanning more than a table's alphabet even with half of them escaped: the
+    codec declines (the writer stores the tensor losslessly) instead of failing an assert."""
+    x = np.random.default_rng(0).laplace(0, 1, 200_000).astype(np.float32)
+    with pytest.raises(NotQuantizable, match="too fine"):
+        DeadzoneCodec(1e-6, 0.5).encode(x, BY_NAME["float32"], 1 << 20)
+    import onnx.helper as h
+    import onnx.numpy_helper as nh
+
+    import onnxz
+
+    graph = h.make_graph([h.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                         [h.make_tensor_value_info("x", 1, [1, 400])],
+                         [h.make_tensor_value_info("y", 1, [1, 500])],
+                         [nh.from_array(x.reshape(400, 500), "w")])
+    source = tmp_path / "m.onnx"
+    source.write_bytes(h.make_model(graph).SerializeToString())
+    info = onnxz.save(source, tmp_path / "m.onnxz", step_rel=1e-6)
+    assert [t.codec for t in info.tensors] == ["lossless"]
+
+
 def test_ans_table_validation():
     with pytest.raises(FormatError):
         ans.FrequencyTable(0, 8, np.array([100, 100], dtype=np.uint32))  # sums to 200, not 256

@@ -377,8 +377,8 @@ def test_a_strict_target_rounds_mantissas_rather_than_storing_a_weight_exactly()
     """Between a weight's finest step (~65 dB, ~11 bits per weight) and lossless (~27 bits)
     its curve has near-lossless points (mantissa rounding), priced without coding them
     (lossless size less the dropped bits): within 1% of the coded size, each finer than the
-    next (a compressible tensor's are coded); and at a slope that the finest step does not satisfy, the allocation takes one of
-    them, not lossless."""
+    next (a compressible tensor's are coded); and at a slope that the finest step does not
+    satisfy, the allocation takes one of them, not lossless."""
     from onnxz.codecs.rounding import MantissaRounding
     from onnxz.dtypes import BY_NAME
     from onnxz.ratecontrol.allocation import allocate

@@ -204,7 +204,8 @@ def coded_counts(present: np.ndarray, present_counts: np.ndarray, lo: int,
 
 
 def choose_range_of_histogram(values: np.ndarray, counts: np.ndarray) -> tuple[int, int]:
-    """:func:`choose_range` given the distinct symbols (ascending) and their counts."""
+    """:func:`choose_range` given the distinct symbols (ascending) and their counts;
+    :class:`NotQuantizable` if no trimmed range fits a table (:data:`ans.MAX_ALPHABET`)."""
     n = int(counts.sum())
     cum = np.cumsum(counts)
     best: tuple[float, int, int] | None = None
@@ -223,7 +224,9 @@ def choose_range_of_histogram(values: np.ndarray, counts: np.ndarray) -> tuple[i
             if best is None or bits < best[0]:
                 best = (bits, lo, hi)
         t = 1 if t == 0 else 2 * t
-    assert best is not None
+    if best is None:
+        raise NotQuantizable(f"its symbols span more than {ans.MAX_ALPHABET - 1} levels even "
+                             "with half of them escaped (a step too fine for its values)")
     return best[1], best[2]
 
 
