@@ -413,3 +413,25 @@ def test_a_strict_target_rounds_mantissas_rather_than_storing_a_weight_exactly()
     finest_slope = (finest.sse - near[-1].sse) / (near[-1].bytes - finest.bytes)
     chosen = allocate([c], math.sqrt(lossless_slope * finest_slope))[c.path]
     assert chosen.setting.method == "mantissa"
+
+
+def test_the_default_keeps_its_grid_without_the_strict_targets_points():
+    """The near-lossless roundings and the steps below 2^-9 serve strict targets judged on
+    the user's data; the data-free default is offered neither (its points: lossless, then
+    steps from 2^-9), and auxiliary tensors keep their rounding."""
+    from onnxz.ratecontrol.defaults import FINEST_STEP, keep_default_grid
+    from onnxz.ratecontrol.tensors import STEP_GRID, Setting, find_candidates
+
+    candidates = find_candidates(classifier_heads(), onnxz.PackOptions())
+    weights_before = {c.path: len(c.points) for c in candidates if not c.auxiliary}
+    auxiliary = {c.path: list(c.points) for c in candidates if c.auxiliary}
+    assert weights_before and min(STEP_GRID) < FINEST_STEP
+    keep_default_grid(candidates)
+    for c in candidates:
+        if c.auxiliary:
+            assert c.points == auxiliary[c.path]
+            continue
+        assert c.points[0].setting.lossless
+        assert [p.setting for p in c.points[1:]] == [
+            Setting.step(s) for s in STEP_GRID if s >= FINEST_STEP][: len(c.points) - 1]
+        assert len(c.points) < weights_before[c.path]

@@ -174,6 +174,7 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
                 raise
             why = first_line(exc)
             continue
+        defaults.keep_default_grid(bench.candidates)
         defaults.apply_floor(bench.candidates, defaults.WEIGHT_FLOOR_DB)
         result = choose_for_fidelity(bench, objective, defaults.SENSITIVITY_SPREAD_DB)
         bench.restore()

@@ -198,3 +198,19 @@ def apply_floor(candidates: list[Candidate], floor_db: float) -> None:
     """Drop every lossy point whose weight SNR is below ``floor_db`` (lossless stays)."""
     for c in candidates:
         c.points = [p for p in c.points if c.weight_snr_db(p) >= floor_db]
+
+
+FINEST_STEP = 2.0**-9
+"""The default's finest step: weight tensors are offered neither finer steps nor the
+near-lossless roundings (:data:`~onnxz.ratecontrol.tensors.NEAR_LOSSLESS_BITS`) that serve
+strict targets. With them the default's allocation followed its generated-input
+sensitivities further and kept fewer real decisions (EfficientNet-Lite0: 322 → 320 of 324
+held-out labels, 5.09 → 5.06 MB); the default is judged on inputs it never saw."""
+
+
+def keep_default_grid(candidates: list[Candidate]) -> None:
+    """Drop every weight tensor's points finer than :data:`FINEST_STEP` but lossless."""
+    for c in candidates:
+        if not c.auxiliary:
+            c.points = [p for p in c.points if p.setting.lossless or (
+                p.setting.method == "deadzone" and p.setting.step_rel >= FINEST_STEP)]
