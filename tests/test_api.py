@@ -193,3 +193,33 @@ def test_weight_analysis_is_not_exponential_in_fan_out():
     with time_limit(60):
         (slot,) = iter_tensor_slots(onnx.helper.make_model(graph))
     assert slot.is_weight
+
+
+def test_info_tells_rounded_tensors_from_exact_ones(tmp_path):
+    """A tensor rounded to fewer mantissa bits before lossless coding is recorded as such
+    (``rounded_bits``; `onnxz info` shows ``m10`` in the step column), an exact one is not."""
+    import onnx.helper as h
+    from click.testing import CliRunner
+
+    from onnxz.cli import main
+    from onnxz.policy import AUXILIARY_BITS
+
+    rng = np.random.default_rng(0)
+    graph = h.make_graph(
+        [h.make_node("MatMul", ["x", "w"], ["m"]), h.make_node("Add", ["m", "b"], ["y"])], "g",
+        [h.make_tensor_value_info("x", 1, [1, 64])], [h.make_tensor_value_info("y", 1, [1, 64])],
+        [onnx.numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "w"),
+         onnx.numpy_helper.from_array(rng.standard_normal(64).astype(np.float32), "b")])
+    source = tmp_path / "m.onnx"
+    source.write_bytes(h.make_model(graph).SerializeToString())
+    rounded = onnxz.save(source, tmp_path / "r.onnxz", target_snr=40)
+    assert {t.name: t.rounded_bits for t in rounded.tensors} == {"w": None, "b": AUXILIARY_BITS}
+    assert {t.name: t.rounded_bits for t in onnxz.info(tmp_path / "r.onnxz").tensors} == {
+        "w": None, "b": AUXILIARY_BITS}
+    exact = onnxz.save(source, tmp_path / "l.onnxz", lossless=True)
+    assert all(t.rounded_bits is None for t in exact.tensors)
+    shown = CliRunner().invoke(main, ["info", str(tmp_path / "r.onnxz")])
+    assert shown.exit_code == 0
+    (bias_row,) = [line for line in shown.output.splitlines() if line.startswith("b ")]
+    assert f"m{AUXILIARY_BITS}" in bias_row.split()
+    assert "step mN: the values rounded to N mantissa bits" in shown.output

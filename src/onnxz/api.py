@@ -25,6 +25,7 @@ from google.protobuf.message import EncodeError
 from onnxz import __version__, ratecontrol, verifier
 from onnxz.arguments import as_path, boolean
 from onnxz.codecs import TensorCodec
+from onnxz.codecs.rounding import MantissaRounding
 from onnxz.container import ContainerReader, ContainerWriter, ReadLimits, TensorEntry
 from onnxz.dtypes import BY_NAME, ElementType
 from onnxz.errors import (
@@ -297,7 +298,8 @@ def _codec(setting: Setting | None, opts: PackOptions, slot: TensorSlot,
 
 
 def _entry(slot: TensorSlot, etype: ElementType, encoded: EncodedResult,
-           writer: ContainerWriter, sensitivity: float | None) -> TensorEntry:
+           writer: ContainerWriter, sensitivity: float | None,
+           rounded_bits: int | None) -> TensorEntry:
     """The index entry of one encoded tensor, its chunks written."""
     tensor = slot.tensor
     writer.require_minor(encoded.format_minor)
@@ -313,6 +315,7 @@ def _entry(slot: TensorSlot, etype: ElementType, encoded: EncodedResult,
         entropy_bits=encoded.entropy_bits,
         table_bytes=encoded.table_bytes,
         sensitivity=sensitivity,
+        rounded_bits=rounded_bits,
     )
 
 
@@ -347,16 +350,19 @@ def _write_tensors(source: ModelFile, writer: ContainerWriter, opts: PackOptions
     sensitivity = result.sensitivities() if result is not None else {}
     total_bytes = sum(t.nbytes for t in stored)
     workers = 1 if total_bytes < PARALLEL_MIN_BYTES else min(workers, len(stored))
-    jobs = (EncodeJob(t.payload(), _codec(settings.get(t.slot.path), opts, t.slot, t.etype,
-                                          t.count), opts.chunk_elements)
-            for t in stored)
+    codecs = [_codec(settings.get(t.slot.path), opts, t.slot, t.etype, t.count)
+              for t in stored]
+    jobs = (EncodeJob(t.payload(), codec, opts.chunk_elements)
+            for t, codec in zip(stored, codecs, strict=True))
     entries = []
     done_bytes = 0
     with WorkerPool(workers) as pool:
         results = pool.map(encode_tensor, jobs, in_flight=workers + 1)
-        for done, (t, encoded) in enumerate(zip(stored, results, strict=True), 1):
+        for done, (t, codec, encoded) in enumerate(zip(stored, codecs, results, strict=True),
+                                                   1):
+            rounded = codec.bits if isinstance(codec, MantissaRounding) else None
             entries.append(_entry(t.slot, t.etype, encoded, writer,
-                                  sensitivity.get(t.slot.path)))
+                                  sensitivity.get(t.slot.path), rounded))
             take_payload(t.slot.tensor)
             _make_internal(t.slot.tensor)
             done_bytes += t.nbytes

@@ -538,7 +538,8 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
             "x".join(map(str, t.shape)) or "scalar",
             t.dtype,
             t.codec if t.codec != "lossless" else f"lossless/{t.mode}",
-            f"{t.step:.3g}" if t.step is not None else "-",
+            f"{t.step:.3g}" if t.step is not None else (
+                f"m{t.rounded_bits}" if t.rounded_bits is not None else "-"),
             f"{t.deadzone:g}" if t.deadzone is not None else "-",
             f"{t.bits_per_weight:.2f}",
             f"{t.ratio:.2f}",
@@ -563,6 +564,8 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
         + (f", original {_human(info.source_bytes)} ({_compared(info.ratio)})"
            if info.source_bytes and info.ratio else ""),
     ]
+    if any(t.rounded_bits is not None for t in tensors):
+        lines.append("step mN: the values rounded to N mantissa bits, then coded losslessly")
     if info.rate_control is not None:
         lines.append(_rate_summary(info.rate_control))
         lines.append("sens dB: 10·log10 of the output distortion (1 = the target's limit) if the "

@@ -113,6 +113,9 @@ class TensorEntry:
     entropy_bits: float | None = None
     table_bytes: int = 0
     sensitivity: float | None = None
+    rounded_bits: int | None = None
+    """Mantissa bits the values were rounded to before lossless coding (informative; the
+    stream is an ordinary one), None if they were not."""
 
     @property
     def element_count(self) -> int:
@@ -547,6 +550,8 @@ def _tensor_fields(t: TensorEntry) -> dict[str, Any]:
         fields["entropy_bits"] = round(t.entropy_bits)
     if t.sensitivity is not None:
         fields["sensitivity"] = informative(t.sensitivity)
+    if t.rounded_bits is not None:
+        fields["rounded_bits"] = t.rounded_bits
     return fields
 
 
@@ -629,6 +634,7 @@ def _tensor_from_fields(t: Any, i: int) -> TensorEntry:
     entropy = t.get("entropy_bits")
     table_bytes = t.get("table_bytes")
     sensitivity = t.get("sensitivity")
+    rounded = t.get("rounded_bits")
     entry = TensorEntry(
         name=name,
         path=path,
@@ -642,6 +648,7 @@ def _tensor_from_fields(t: Any, i: int) -> TensorEntry:
         table_bytes=table_bytes if isinstance(table_bytes, int) and table_bytes >= 0 else 0,
         sensitivity=float(sensitivity) if isinstance(sensitivity, int | float)
         and not isinstance(sensitivity, bool) else None,
+        rounded_bits=rounded if type(rounded) is int and rounded >= 0 else None,
     )
     count = math.prod(shape)
     if count >= MAX_ELEMENTS:

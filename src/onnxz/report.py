@@ -28,6 +28,7 @@ class TensorInfo:
     entropy_bytes: float | None
     chunks: int
     sensitivity: float | None = None
+    rounded_bits: int | None = None
 
     @property
     def elements(self) -> int:
@@ -67,6 +68,7 @@ class TensorInfo:
             entropy_bytes=None if t.entropy_bits is None else t.entropy_bits / 8,
             chunks=len(t.chunks),
             sensitivity=t.sensitivity,
+            rounded_bits=t.rounded_bits,
         )
 
     def to_dict(self) -> dict[str, Any]:
