@@ -61,6 +61,7 @@ from onnxz.verifier import Thresholds, VerifyReport
 from onnxz.walker import Path as TensorPath
 from onnxz.walker import (
     TensorSlot,
+    element_count,
     iter_tensor_slots,
     payload_type,
     put_payload,
@@ -280,10 +281,13 @@ class _Packer:
         writer = ContainerWriter(out, writer=f"onnxz {__version__}")
         entries = []
         for slot in self.slots:
-            encoded = self.encode(slot, settings.get(slot.path))
+            setting = settings.get(slot.path)
+            encoded = self.encode(slot, setting)
             etype = payload_type(slot.tensor)
             assert etype is not None
-            entries.append(_entry(slot, etype, encoded, writer, sensitivity.get(slot.path)))
+            codec = _codec(setting, self.opts, slot, etype, element_count(slot.tensor))
+            entries.append(_entry(slot, etype, encoded, writer, sensitivity.get(slot.path),
+                                  codec))
         extra = {"source_bytes": self.source_bytes or 0, "rate_control": summary}
         writer.finish(self.graph_bytes(), entries, extra)
         return out.tell() + SIZE_SLACK
@@ -299,8 +303,8 @@ def _codec(setting: Setting | None, opts: PackOptions, slot: TensorSlot,
 
 def _entry(slot: TensorSlot, etype: ElementType, encoded: EncodedResult,
            writer: ContainerWriter, sensitivity: float | None,
-           rounded_bits: int | None) -> TensorEntry:
-    """The index entry of one encoded tensor, its chunks written."""
+           codec: TensorCodec) -> TensorEntry:
+    """The index entry of one encoded tensor (by ``codec``), its chunks written."""
     tensor = slot.tensor
     writer.require_minor(encoded.format_minor)
     return TensorEntry(
@@ -315,7 +319,7 @@ def _entry(slot: TensorSlot, etype: ElementType, encoded: EncodedResult,
         entropy_bits=encoded.entropy_bits,
         table_bytes=encoded.table_bytes,
         sensitivity=sensitivity,
-        rounded_bits=rounded_bits,
+        rounded_bits=codec.bits if isinstance(codec, MantissaRounding) else None,
     )
 
 
@@ -360,9 +364,8 @@ def _write_tensors(source: ModelFile, writer: ContainerWriter, opts: PackOptions
         results = pool.map(encode_tensor, jobs, in_flight=workers + 1)
         for done, (t, codec, encoded) in enumerate(zip(stored, codecs, results, strict=True),
                                                    1):
-            rounded = codec.bits if isinstance(codec, MantissaRounding) else None
             entries.append(_entry(t.slot, t.etype, encoded, writer,
-                                  sensitivity.get(t.slot.path), rounded))
+                                  sensitivity.get(t.slot.path), codec))
             take_payload(t.slot.tensor)
             _make_internal(t.slot.tensor)
             done_bytes += t.nbytes
