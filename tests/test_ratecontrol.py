@@ -419,14 +419,14 @@ def test_the_default_keeps_its_grid_without_the_strict_targets_points():
     """The near-lossless roundings and the steps below 2^-9 serve strict targets judged on
     the user's data; the data-free default is offered neither (its points: lossless, then
     steps from 2^-9), and auxiliary tensors keep their rounding."""
-    from onnxz.ratecontrol.defaults import FINEST_STEP, keep_default_grid
+    from onnxz.ratecontrol.defaults import FINEST_STEP, GRID
     from onnxz.ratecontrol.tensors import STEP_GRID, Setting, find_candidates
 
-    candidates = find_candidates(classifier_heads(), onnxz.PackOptions())
-    weights_before = {c.path: len(c.points) for c in candidates if not c.auxiliary}
-    auxiliary = {c.path: list(c.points) for c in candidates if c.auxiliary}
+    full = find_candidates(classifier_heads(), onnxz.PackOptions())
+    weights_before = {c.path: len(c.points) for c in full if not c.auxiliary}
+    auxiliary = {c.path: list(c.points) for c in full if c.auxiliary}
     assert weights_before and min(STEP_GRID) < FINEST_STEP
-    keep_default_grid(candidates)
+    candidates = find_candidates(classifier_heads(), onnxz.PackOptions(), GRID)
     for c in candidates:
         if c.auxiliary:
             assert c.points == auxiliary[c.path]

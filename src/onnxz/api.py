@@ -25,7 +25,6 @@ from google.protobuf.message import EncodeError
 from onnxz import __version__, ratecontrol, verifier
 from onnxz.arguments import as_path, boolean
 from onnxz.codecs import TensorCodec
-from onnxz.codecs.rounding import MantissaRounding
 from onnxz.container import ContainerReader, ContainerWriter, ReadLimits, TensorEntry
 from onnxz.dtypes import BY_NAME, ElementType
 from onnxz.errors import (
@@ -61,7 +60,6 @@ from onnxz.verifier import Thresholds, VerifyReport
 from onnxz.walker import Path as TensorPath
 from onnxz.walker import (
     TensorSlot,
-    element_count,
     iter_tensor_slots,
     payload_type,
     put_payload,
@@ -281,13 +279,10 @@ class _Packer:
         writer = ContainerWriter(out, writer=f"onnxz {__version__}")
         entries = []
         for slot in self.slots:
-            setting = settings.get(slot.path)
-            encoded = self.encode(slot, setting)
+            encoded = self.encode(slot, settings.get(slot.path))
             etype = payload_type(slot.tensor)
             assert etype is not None
-            codec = _codec(setting, self.opts, slot, etype, element_count(slot.tensor))
-            entries.append(_entry(slot, etype, encoded, writer, sensitivity.get(slot.path),
-                                  codec))
+            entries.append(_entry(slot, etype, encoded, writer, sensitivity.get(slot.path)))
         extra = {"source_bytes": self.source_bytes or 0, "rate_control": summary}
         writer.finish(self.graph_bytes(), entries, extra)
         return out.tell() + SIZE_SLACK
@@ -302,9 +297,8 @@ def _codec(setting: Setting | None, opts: PackOptions, slot: TensorSlot,
 
 
 def _entry(slot: TensorSlot, etype: ElementType, encoded: EncodedResult,
-           writer: ContainerWriter, sensitivity: float | None,
-           codec: TensorCodec) -> TensorEntry:
-    """The index entry of one encoded tensor (by ``codec``), its chunks written."""
+           writer: ContainerWriter, sensitivity: float | None) -> TensorEntry:
+    """The index entry of one encoded tensor, its chunks written."""
     tensor = slot.tensor
     writer.require_minor(encoded.format_minor)
     return TensorEntry(
@@ -319,7 +313,7 @@ def _entry(slot: TensorSlot, etype: ElementType, encoded: EncodedResult,
         entropy_bits=encoded.entropy_bits,
         table_bytes=encoded.table_bytes,
         sensitivity=sensitivity,
-        rounded_bits=codec.bits if isinstance(codec, MantissaRounding) else None,
+        rounded_bits=encoded.rounded_bits,
     )
 
 
@@ -354,18 +348,16 @@ def _write_tensors(source: ModelFile, writer: ContainerWriter, opts: PackOptions
     sensitivity = result.sensitivities() if result is not None else {}
     total_bytes = sum(t.nbytes for t in stored)
     workers = 1 if total_bytes < PARALLEL_MIN_BYTES else min(workers, len(stored))
-    codecs = [_codec(settings.get(t.slot.path), opts, t.slot, t.etype, t.count)
-              for t in stored]
-    jobs = (EncodeJob(t.payload(), codec, opts.chunk_elements)
-            for t, codec in zip(stored, codecs, strict=True))
+    jobs = (EncodeJob(t.payload(), _codec(settings.get(t.slot.path), opts, t.slot, t.etype,
+                                          t.count), opts.chunk_elements)
+            for t in stored)
     entries = []
     done_bytes = 0
     with WorkerPool(workers) as pool:
         results = pool.map(encode_tensor, jobs, in_flight=workers + 1)
-        for done, (t, codec, encoded) in enumerate(zip(stored, codecs, results, strict=True),
-                                                   1):
+        for done, (t, encoded) in enumerate(zip(stored, results, strict=True), 1):
             entries.append(_entry(t.slot, t.etype, encoded, writer,
-                                  sensitivity.get(t.slot.path), codec))
+                                  sensitivity.get(t.slot.path)))
             take_payload(t.slot.tensor)
             _make_internal(t.slot.tensor)
             done_bytes += t.nbytes

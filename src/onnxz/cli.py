@@ -33,7 +33,7 @@ from onnxz.inputs import DEFAULT_INT_RANGE, DEFAULT_SAMPLES
 from onnxz.parallel import available_cores
 from onnxz.policy import QUANTIZERS, quantizer
 from onnxz.progress import ProgressListener, TerminalProgress
-from onnxz.report import ContainerInfo
+from onnxz.report import ContainerInfo, TensorInfo
 from onnxz.verifier import Thresholds
 
 EXIT_ERROR = 2
@@ -523,6 +523,14 @@ def _json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, allow_nan=False)
 
 
+def _step_text(t: TensorInfo) -> str:
+    """The info table's step column: the quantizer's step, ``mN`` for values rounded to N
+    mantissa bits before lossless coding, or ``-``."""
+    if t.step is not None:
+        return f"{t.step:.3g}"
+    return f"m{t.rounded_bits}" if t.rounded_bits is not None else "-"
+
+
 def _info_table(info: ContainerInfo, sort: str) -> str:
     tensors = list(info.tensors)
     if sort == "size":
@@ -538,8 +546,7 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
             "x".join(map(str, t.shape)) or "scalar",
             t.dtype,
             t.codec if t.codec != "lossless" else f"lossless/{t.mode}",
-            f"{t.step:.3g}" if t.step is not None else (
-                f"m{t.rounded_bits}" if t.rounded_bits is not None else "-"),
+            _step_text(t),
             f"{t.deadzone:g}" if t.deadzone is not None else "-",
             f"{t.bits_per_weight:.2f}",
             f"{t.ratio:.2f}",

@@ -192,6 +192,7 @@ class EncodedResult:
     entropy_bits: float | None
     table_bytes: int
     format_minor: int
+    rounded_bits: int | None
 
 
 def encode_tensor(job: EncodeJob) -> EncodedResult:
@@ -206,7 +207,7 @@ def encode_tensor(job: EncodeJob) -> EncodedResult:
     return EncodedResult(
         encoded.codec_id, encoded.params, encoded.chunks,
         zlib.crc32(reconstruction.view(np.uint8)) & 0xFFFFFFFF,
-        encoded.entropy_bits, encoded.table_bytes, encoded.format_minor)
+        encoded.entropy_bits, encoded.table_bytes, encoded.format_minor, encoded.rounded_bits)
 
 
 # --- chunk decoding ---------------------------------------------------------------------

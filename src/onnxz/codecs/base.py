@@ -29,7 +29,9 @@ class EncodedTensor:
     codec). ``entropy_bits`` is the zeroth-order entropy of the entropy-coded symbols (None
     if the codec did not entropy-code any), ``table_bytes`` the bytes of frequency tables.
     ``format_minor`` is the lowest 1.x minor version that defines everything this encoding
-    uses (SPEC.md §3); the writer declares the largest over all tensors.
+    uses (SPEC.md §3); the writer declares the largest over all tensors. ``rounded_bits`` is
+    the mantissa bits the values were rounded to before a lossless codec coded them (None:
+    not rounded; informative, recorded in the index).
     """
 
     codec_id: str
@@ -39,6 +41,7 @@ class EncodedTensor:
     entropy_bits: float | None = None
     table_bytes: int = 0
     format_minor: int = 0
+    rounded_bits: int | None = None
 
     @property
     def coded_bytes(self) -> int:

@@ -15,7 +15,7 @@ above 65504 — PP-OCRv4's BatchNorm variances reach 9.8e7) and bounds the relat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -73,9 +73,10 @@ class MantissaRounding(LossyCodec):
     def encode_quantized(self, quantized: QuantizedTensor, etype: ElementType,
                          chunk_elements: int) -> EncodedTensor:
         assert isinstance(quantized, Rounded)
-        if chunk_elements == self.chunk_elements:
-            return quantized.encoded
-        return LosslessCodec().encode(quantized.encoded.reconstruction, etype, chunk_elements)
+        encoded = (quantized.encoded if chunk_elements == self.chunk_elements else
+                   LosslessCodec().encode(quantized.encoded.reconstruction, etype,
+                                          chunk_elements))
+        return replace(encoded, rounded_bits=self.bits)
 
     @classmethod
     def decoder(cls, params, etype):  # the stream is the lossless codec's

@@ -167,14 +167,13 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
     for attempt in attempts:
         try:
             bench = Workbench(model, attempt, options, None, class_outputs, progress,
-                              defaults.default_extra_outputs(model))
+                              defaults.default_extra_outputs(model), defaults.GRID)
             objective = defaults.default_objective(bench.reference, bench.model)
         except (TargetNotMetError, VerificationInputError) as exc:
             if inputs is not None:
                 raise
             why = first_line(exc)
             continue
-        defaults.keep_default_grid(bench.candidates)
         defaults.apply_floor(bench.candidates, defaults.WEIGHT_FLOOR_DB)
         result = choose_for_fidelity(bench, objective, defaults.SENSITIVITY_SPREAD_DB)
         bench.restore()

@@ -26,7 +26,7 @@ from onnx import numpy_helper
 from onnxz.errors import TargetNotMetError
 from onnxz.inputs import GeneratedInputs, graph_specs
 from onnxz.ratecontrol.objective import Measure, Objective, argmax_sources, output_parts
-from onnxz.ratecontrol.tensors import Candidate
+from onnxz.ratecontrol.tensors import STEP_GRID, Candidate, Setting
 from onnxz.verifier import ReferenceRun
 from onnxz.walker import element_count
 
@@ -207,10 +207,5 @@ strict targets. With them the default's allocation followed its generated-input
 sensitivities further and kept fewer real decisions (EfficientNet-Lite0: 322 → 320 of 324
 held-out labels, 5.09 → 5.06 MB); the default is judged on inputs it never saw."""
 
-
-def keep_default_grid(candidates: list[Candidate]) -> None:
-    """Drop every weight tensor's points finer than :data:`FINEST_STEP` but lossless."""
-    for c in candidates:
-        if not c.auxiliary:
-            c.points = [p for p in c.points if p.setting.lossless or (
-                p.setting.method == "deadzone" and p.setting.step_rel >= FINEST_STEP)]
+GRID = tuple(Setting.step(s) for s in STEP_GRID if s >= FINEST_STEP)
+"""The settings the default prices weight tensors at (lossless aside)."""

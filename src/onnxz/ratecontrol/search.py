@@ -150,12 +150,14 @@ class Workbench:
     """The model with swappable weights, its candidates and the original's outputs.
 
     ``model`` is a private copy: candidates' payloads in it are replaced while plans are
-    evaluated and restored afterwards.
+    evaluated and restored afterwards. ``settings`` are the weight tensors' settings to price
+    (default: :func:`~onnxz.ratecontrol.tensors.find_candidates`'s).
     """
 
     def __init__(self, model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
                  fidelity: Fidelity | None, class_outputs: Sequence[str] = (),
-                 progress: Progress | None = None, extra_outputs: Sequence[str] = ()) -> None:
+                 progress: Progress | None = None, extra_outputs: Sequence[str] = (),
+                 settings: Sequence[Setting] | None = None) -> None:
         self.model = onnx.ModelProto()
         self.model.CopyFrom(model)
         extras = extra_outputs_for(fidelity, model) if fidelity else tuple(extra_outputs)
@@ -165,7 +167,7 @@ class Workbench:
             raise TargetNotMetError(f"rate control needs the model to run: {exc}") from exc
         if fidelity is not None:
             self.reference.check(fidelity)
-        self.candidates = find_candidates(self.model, options)
+        self.candidates = find_candidates(self.model, options, settings)
         self.progress = progress
         self.evaluations = 0
         self._current: dict[Path, Setting] = {}

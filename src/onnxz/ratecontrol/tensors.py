@@ -206,11 +206,15 @@ class Candidate:
             quantized = setting.quantizer(self.row).quantize(values, self.etype, self.spread)
         except NotQuantizable:
             return None
-        x = to_float64(values, self.etype)
-        error = to_float64(quantized.reconstruction(self.etype), self.etype) - x
         scale = self.size / values.size
         return Point(setting, quantized.estimated_bytes() * scale + INDEX_BYTES[setting.method],
-                     float(np.dot(error, error)) * scale)
+                     self.scaled_sse(values, quantized.reconstruction(self.etype)))
+
+    def scaled_sse(self, values: np.ndarray, reconstruction: np.ndarray) -> float:
+        """Σ (x − x̂)² of ``values`` (the whole tensor or its price sample) against their
+        ``reconstruction``, scaled to the whole tensor."""
+        error = to_float64(reconstruction, self.etype) - to_float64(values, self.etype)
+        return float(np.dot(error, error)) * self.size / values.size
 
     def price_sample(self) -> np.ndarray:
         """About :data:`PRICE_SAMPLE` evenly spaced elements of the tensor (all of a small
@@ -300,11 +304,9 @@ def near_lossless_point(candidate: Candidate, setting: Setting) -> Point | None:
     if lossless.bytes * 8 < candidate.size * etype.mantissa_bits:
         return candidate.price(setting)
     values = candidate.price_sample()
-    error = (to_float64(round_mantissa(values, etype, setting.bits), etype)
-             - to_float64(values, etype))
     dropped = candidate.size * (etype.mantissa_bits - setting.bits) / 8
     return Point(setting, lossless.bytes - dropped,
-                 float(np.dot(error, error)) * candidate.size / values.size)
+                 candidate.scaled_sse(values, round_mantissa(values, etype, setting.bits)))
 
 
 def prediction_row(candidate: Candidate) -> int:
