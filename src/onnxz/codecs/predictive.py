@@ -121,21 +121,25 @@ def predicted_levels(errors: np.ndarray, coefficients: np.ndarray) -> np.ndarray
     """The levels ``(rows, row)`` whose :func:`residuals` are ``errors``: one step per
     position of a row, all rows at once. The levels are kept position-major (so every step
     works on contiguous vectors) after two positions of zeros (q₋₂ = q₋₁ = 0), so that a step
-    weighs the two levels before it by (b, a) in one product. :class:`FormatError` if a
-    level exceeds :data:`MAX_LEVEL` (checked every :data:`CHECK_EVERY` positions, before any
-    product could overflow)."""
+    weighs the two levels before it by (b, a) in one product. Each position starts as
+    e·2^12 + 2^11, the residual and the rounding term in one (e is an integer, so
+    ``(e·2^12 + 2^11 + a·q₋₁ + b·q₋₂) >> 12`` is e + p): a step is one product, two
+    additions and the shift. :class:`FormatError` if a level exceeds :data:`MAX_LEVEL`
+    (checked every :data:`CHECK_EVERY` positions, before any product could overflow)."""
     rows, width = errors.shape
-    levels = np.zeros((width + 2, rows), dtype=np.int64)
-    levels[2:] = errors.T
+    levels = np.empty((width + 2, rows), dtype=np.int64)
+    levels[:2] = 0
+    np.left_shift(errors.T, SHIFT, out=levels[2:])
+    levels[2:] += 1 << (SHIFT - 1)
     weights = np.ascontiguousarray(coefficients[:, ::-1].T)  # (2, rows): b, then a
     products = np.empty((2, rows), dtype=np.int64)
-    prediction, newer = products  # the b·q[i−2] row accumulates the prediction
+    older, newer = products  # b·q[i−2] and a·q[i−1]
     for i in range(width):
         np.multiply(weights, levels[i : i + 2], out=products)
-        prediction += newer
-        prediction += 1 << (SHIFT - 1)
-        prediction >>= SHIFT
-        levels[i + 2] += prediction
+        level = levels[i + 2]
+        level += older
+        level += newer
+        level >>= SHIFT
         if i % CHECK_EVERY == CHECK_EVERY - 1 or i == width - 1:
             recent = levels[2 + i - i % CHECK_EVERY : i + 3]
             if recent.max() > MAX_LEVEL or recent.min() < -MAX_LEVEL:
