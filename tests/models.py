@@ -299,3 +299,21 @@ def binary_head(width: int = 64) -> onnx.ModelProto:
         [w1, w2],
     )
     return helper.make_model(graph, opset_imports=OPSET)
+
+
+def last_token_embedding(rows: int = 160, width: int = 64) -> onnx.ModelProto:
+    """tokens int64[1,T] -> Gather (the last token) -> Gather of an embedding table [rows,
+    width] -> MatMul -> y: the ids reach the table through another Gather, and ids of
+    ``rows`` or more make the model fail."""
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["tokens", "last"], ["token"], axis=1),
+         helper.make_node("Gather", ["table", "token"], ["embedded"]),
+         helper.make_node("MatMul", ["embedded", "w"], ["y"])],
+        "last_token",
+        [helper.make_tensor_value_info("tokens", TensorProto.INT64, [1, "T"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])],
+        [numpy_helper.from_array(np.array(-1, np.int64), "last"),
+         numpy_helper.from_array(_weights((rows, width), 70), "table"),
+         numpy_helper.from_array(_weights((width, width), 71), "w")],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)

@@ -48,6 +48,9 @@ def test_pack_json_output(model_file, tmp_path):
     ("unpack", "missing.onnxz", "-o", "x.onnx"),
     ("info", "missing.onnxz"),
     ("pack", "missing.onnx"),
+    ("pack", "."),                          # usage errors too: a directory as MODEL,
+    ("pack", "m.onnx", "-o", "-"),          # standard output as OUTPUT,
+    ("pack", "m.onnx", "--no-such-option"),  # an unknown option
 ])
 def test_errors_are_one_line_with_nonzero_exit(tmp_path, args, monkeypatch):
     monkeypatch.chdir(tmp_path)

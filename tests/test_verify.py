@@ -13,6 +13,7 @@ from models import (
     cell_stream,
     constants_and_if,
     embedding_bag,
+    last_token_embedding,
     mlp,
     recurrent_cell,
     unnamed_dims,
@@ -155,6 +156,19 @@ def test_model_failing_to_run_is_named_with_a_hint(tmp_path):
                         GeneratedInputs(int_range=(0, 256))).passed
 
 
+def test_default_inputs_are_those_the_default_pack_runs_the_model_on(tmp_path):
+    model, packed = last_token_embedding(rows=160), tmp_path / "t.onnxz"
+    info = onnxz.save(model, packed)
+    assert "tokens 0..159" in info.rate_control["inputs"]  # not the data-free fallback
+    plain = onnxz.verify(model, packed, GeneratedInputs())  # ids 0..255: out of the table
+    assert not plain.passed and "failed to run" in plain.error
+    report = onnxz.verify(model, packed)
+    assert report.passed and "tokens 0..159" in report.inputs
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    result = run("verify", tmp_path / "m.onnx", packed)
+    assert result.exit_code == 0, result.output
+
+
 def test_missing_files_are_usage_errors(mlp_files):
     for args in (("verify", mlp_files / "nope.onnx", mlp_files / "lossy.onnxz"),
                  ("verify", mlp_files / "mlp.onnx", mlp_files / "nope.onnxz"),
@@ -197,7 +211,9 @@ def test_unresolvable_dim_is_named_with_the_fix(tmp_path):
     model = tmp_path / "u.onnx"
     model.write_bytes(unnamed_dims().SerializeToString())
     onnxz.save(model, tmp_path / "u.onnxz")
-    result = run("verify", model, tmp_path / "u.onnxz")
+    default = run("verify", model, tmp_path / "u.onnxz")  # the dims pack's default runs with
+    assert default.exit_code == 0 and "x:1=32, h:1=1" in default.output, default.output
+    result = run("verify", model, tmp_path / "u.onnxz", "--samples", "4")  # plain generator
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "x:1, h:1" in result.output and "--dim x:1=SIZE --dim h:1=SIZE" in result.output
     fixed = run("verify", model, tmp_path / "u.onnxz", "--dim", "x:1=5", "--dim", "h:1=1")

@@ -109,7 +109,24 @@ def _exit_stopped(signum: int) -> None:
 
 
 class _Main(click.Group):
-    """The command group: Ctrl-C, SIGTERM and SIGHUP end a command with 128 + N."""
+    """The command group: Ctrl-C, SIGTERM and SIGHUP end a command with 128 + N; a usage
+    error (an unknown option, a bad value) is one line on stderr like every other error."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            status = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # no command: the help, as asked
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            context = getattr(exc, "ctx", None)
+            where = f" (see '{context.command_path} --help')" if context else ""
+            _fail(f"{exc.format_message()}{where}")
+        except click.exceptions.Abort:
+            _fail("aborted")
+        sys.exit(status if isinstance(status, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         with _signals_as_exceptions():
@@ -157,8 +174,11 @@ def _compared(ratio: float) -> str:
 
 def _summary(info: ContainerInfo) -> str:
     ratio = f", {_compared(info.ratio)} than the original" if info.ratio else ""
-    coded = [t for t in info.tensors if t.codec != "lossless"]
-    lossy = f"; {len(coded)} tensors quantized" if coded else "; all tensors lossless"
+    coded = sum(t.codec != "lossless" for t in info.tensors)
+    rounded = sum(t.codec == "lossless" and t.rounded_bits is not None for t in info.tensors)
+    kinds = [f"{coded} tensors quantized"] * bool(coded) + [
+        f"{rounded} rounded to fewer mantissa bits"] * bool(rounded)
+    lossy = f"; {', '.join(kinds)}" if kinds else "; all tensors exact"
     return (f"{info.path}: {_human(info.file_bytes)} ({info.file_bytes} bytes){ratio}; "
             f"{len(info.tensors)} tensors{lossy}")
 
@@ -271,11 +291,13 @@ def _generated_input_options(command: Callable) -> Callable:
 
 def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
                    dims: dict[str, int], int_range: tuple[int, int] | None):
-    """``--inputs``, or the generated inputs the other options describe."""
-    if inputs is not None and (samples is not None or seed is not None or dims or int_range):
+    """``--inputs``, the generated inputs the other options describe, or None (none given:
+    the generated inputs the model runs on, see :func:`onnxz.inputs.runnable_inputs`)."""
+    generator = samples is not None or seed is not None or dims or int_range
+    if inputs is not None and generator:
         _fail("--samples, --seed, --dim and --int-range apply to generated inputs only, "
               "not with --inputs")
-    if inputs is not None:
+    if inputs is not None or not generator:
         return inputs
     return onnxz.GeneratedInputs(samples=samples or DEFAULT_SAMPLES, seed=seed or 0,
                                  dims=dims, int_range=int_range or DEFAULT_INT_RANGE)
@@ -353,10 +375,10 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
          deadzone: float | None, fidelity: str | None, max_size: str | None,
          target_snr: float | None, inputs: Path | None, samples: int | None, seed: int | None,
          dims: dict[str, int], int_range: tuple[int, int] | None,
-         class_outputs: tuple[str, ...], best_effort: bool, codec: str | None,
-         bits: int | None, mu: float | None, grid: str | None, exponent_bits: int | None,
-         mantissa_bits: int | None, global_range: bool, force: bool, as_json: bool,
-         quiet: bool, workers: int | None) -> None:
+         class_outputs: tuple[str, ...], best_effort: bool,
+         codec: str | None, bits: int | None, mu: float | None, grid: str | None,
+         exponent_bits: int | None, mantissa_bits: int | None, global_range: bool,
+         force: bool, as_json: bool, quiet: bool, workers: int | None) -> None:
     """Pack the ONNX file MODEL into an .onnxz file.
 
     By default weight tensors (Conv/Gemm/MatMul/RNN weights, embedding tables) are
@@ -416,9 +438,7 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
               "--best-effort apply to rate control, not with --lossless, --step-rel, "
               "--deadzone or --codec options")
     output = output or model.with_suffix(".onnxz")
-    generator = samples is not None or seed is not None or dims or int_range
-    source = (_inputs_source(inputs, samples, seed, dims, int_range)
-              if inputs is not None or generator else None)
+    source = _inputs_source(inputs, samples, seed, dims, int_range)
     with _errors_as_one_line(), _progress(not (quiet or as_json), "packing") as progress:
         options = onnxz.PackOptions(quantizer=quantizer(
             codec or "deadzone", step_rel=step_rel, deadzone=deadzone,
@@ -445,8 +465,9 @@ def _rate_summary(rate: dict[str, Any]) -> str:
     where = f" on {rate['inputs']}" if rate.get("inputs") else ""
     runs = (f" ({rate['evaluations']} model runs in the search)"
             if rate.get("evaluations") is not None else "")
+    note = f" ({rate['note']})" if rate.get("note") else ""
     lines = [f"rate control: {rate.get('target')}{where}: "
-             + ("met" if rate.get("met") else "NOT met") + runs]
+             + ("met" if rate.get("met") else "NOT met") + runs + note]
     for output, figures in (rate.get("achieved") or {}).items():
         shown = ", ".join(f"{k} {v:.4g}" for k, v in figures.items()
                           if isinstance(v, int | float))

@@ -476,3 +476,99 @@ def _listing(specs: tuple[TensorSpec, ...]) -> str:
 def _natural(path: Path) -> tuple[int | str, ...]:
     """Sort key putting ``x_2`` before ``x_10``."""
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path.name))
+
+
+# ----------------------------------------------------------------- inputs a model runs on
+
+INDEX_PASS_THROUGH = frozenset({"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten",
+                                "Identity", "Gather", "Slice", "Transpose", "Expand", "Tile"})
+"""Ops whose first input's values reach their output unchanged (some of them, moved): an
+integer input that flows through them to a Gather's indices indexes its table."""
+
+
+GENERATED_SIZES = ((32, 224), (32, 32), (512, 512))
+"""(size, image size) tried in turn for the dynamic dims of generated inputs, until the
+model runs: images (the spatial dims of rank-4 inputs) of 224 first, since a detector's
+deep layers see nothing of a 32 × 32 input; then 32 (a text recognizer whose width must
+fit its sequence); then 512 (audio frames that a reflect-pad of 64 needs, as
+silero-vad's)."""
+
+
+def runnable_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0][0],
+                    image_size: int = GENERATED_SIZES[0][1]) -> GeneratedInputs:
+    """Generated inputs the model can run on: dynamic dims are ``size`` (axis 0 stays 1),
+    the spatial dims of an image-like (rank 4) input ``image_size``, an
+    unnamed axis 1 of a rank-3 input (an RNN state's batch) 1; an integer input that
+    indexes a Gather table (token ids, token types) stays within the table's rows, one that
+    an Equal compares with a constant takes that value."""
+    specs = graph_specs(model)[0]
+    dims: dict[str, int] = {}
+    for spec in specs:
+        rank = len(spec.shape or ())
+        for axis, d in enumerate(spec.shape or ()):
+            if axis == 0 or isinstance(d, int):
+                continue
+            wanted = image_size if rank == 4 and axis >= 2 else size
+            if d is None:
+                dims[f"{spec.name}:{axis}"] = 1 if rank == 3 and axis == 1 else wanted
+            elif not any(s.shape and s.shape[0] == d for s in specs):
+                dims[d] = wanted
+    rows, compared = _gather_rows(model), _compared_with(model)
+    int_ranges = {s.name: (0, rows[s.name]) for s in specs
+                  if s.dtype.kind in "iu" and s.name in rows}
+    int_ranges.update({s.name: (compared[s.name], compared[s.name] + 1) for s in specs
+                       if s.dtype.kind in "iu" and s.name in compared})
+    return GeneratedInputs(samples=DEFAULT_SAMPLES, dims=dims, int_ranges=int_ranges)
+
+
+def _compared_with(model: onnx.ModelProto) -> dict[str, int]:
+    """Graph input -> the integer constant an Equal compares it with (silero-vad's sample
+    rate, 16000, chooses the branch that runs: a random rate would choose none)."""
+    constants = _constants(model)
+    inputs = {i.name for i in model.graph.input}
+    found: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type != "Equal" or len(node.input) != 2:
+            continue
+        for mine, other in (node.input, reversed(node.input)):
+            tensor = constants.get(other)
+            if mine in inputs and tensor is not None and math.prod(tensor.dims) == 1:
+                value = numpy_helper.to_array(tensor).reshape(-1)[0]
+                if np.issubdtype(value.dtype, np.integer):
+                    found.setdefault(mine, int(value))
+    return found
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """The main graph's initializers and Constant node values, by value name."""
+    found = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Constant" and attr.name == "value" and node.output:
+                found[node.output[0]] = attr.t
+    return found
+
+
+def _gather_rows(model: onnx.ModelProto) -> dict[str, int]:
+    """Graph input -> the fewest rows of a Gather table it indexes (through casts/reshapes),
+    for tables that are initializers or Constant outputs with a known first dim."""
+    shapes = {name: list(t.dims) for name, t in _constants(model).items()}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found: dict[str, int] = {}
+    for value in (i.name for i in model.graph.input):
+        frontier, seen = [value], set()
+        while frontier:
+            name = frontier.pop()
+            seen.add(name)
+            for node in consumers.get(name, ()):
+                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == name:
+                    table = shapes.get(node.input[0])
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    if table and 0 <= axis < len(table) and table[axis] > 0:
+                        found[value] = min(found.get(value, table[axis]), table[axis])
+                elif node.op_type in INDEX_PASS_THROUGH and node.input[0] == name:
+                    frontier += [o for o in node.output if o not in seen]
+    return found

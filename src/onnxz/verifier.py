@@ -35,10 +35,25 @@ from onnx.external_data_helper import load_external_data_for_model
 
 from onnxz.arguments import real_number
 from onnxz.container import MAGIC
-from onnxz.errors import InvalidArgumentError, OutOfMemoryError, TargetSpecError, first_line
+from onnxz.errors import (
+    InvalidArgumentError,
+    OutOfMemoryError,
+    TargetSpecError,
+    VerificationInputError,
+    first_line,
+)
 from onnxz.fidelity import Criterion, Fidelity
 from onnxz.fileio import check_input, utf8_spelling
-from onnxz.inputs import Feed, InputsArg, Samples, TensorSpec, graph_specs, samples_for
+from onnxz.inputs import (
+    GENERATED_SIZES,
+    Feed,
+    InputsArg,
+    Samples,
+    TensorSpec,
+    graph_specs,
+    runnable_inputs,
+    samples_for,
+)
 from onnxz.progress import Progress
 
 TOP_K = 5
@@ -385,7 +400,8 @@ def verify(
         evidence = class_evidence(model, class_outputs)
         if not isinstance(thresholds, Thresholds | None):  # the defaults apply where they can
             _check_criteria(fidelity, output_specs, evidence)
-        samples = samples_for(input_specs, inputs)
+        samples = (samples_for(input_specs, inputs) if inputs is not None
+                   else _runnable_samples(input_specs, model, reference))
         described = samples.description
         candidate = _session(lambda: open_packed(quiet_options()), "packed")
         _check_interfaces(reference, candidate)
@@ -682,6 +698,22 @@ def _model_for_onnxruntime(path: Path) -> str | bytes:
         with utf8_spelling(path.parent) as folder:
             load_external_data_for_model(model, folder)
         return model.SerializeToString()
+
+
+def _runnable_samples(specs: tuple[TensorSpec, ...], model: onnx.ModelProto,
+                      reference: Any) -> Samples:
+    """Verify's default samples: the generated inputs ``pack``'s default runs the model on
+    (:func:`~onnxz.inputs.runnable_inputs`, each size of
+    :data:`~onnxz.inputs.GENERATED_SIZES` in turn), the first whose sample 0 the original
+    runs; if none does, the plain generated inputs (whose run then reports why)."""
+    for sizes in GENERATED_SIZES:
+        try:
+            samples = samples_for(specs, runnable_inputs(model, *sizes))
+            run_session(reference, _feed(samples, 0), "original", 0, samples.hint)
+        except (ModelFailed, VerificationInputError):
+            continue
+        return samples
+    return samples_for(specs, None)
 
 
 def _check_interfaces(reference: Any, candidate: Any) -> None:

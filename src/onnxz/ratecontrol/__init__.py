@@ -25,7 +25,7 @@ import onnx
 
 from onnxz.errors import TargetNotMetError, TargetSpecError, VerificationInputError, first_line
 from onnxz.fidelity import Criterion, Fidelity
-from onnxz.inputs import InputsArg
+from onnxz.inputs import GENERATED_SIZES, InputsArg, runnable_inputs
 from onnxz.policy import DEFAULT_MAX_WEIGHT_BYTES, FALLBACK_WEIGHT_SNR_DB, PackOptions
 from onnxz.progress import Progress
 from onnxz.ratecontrol import defaults
@@ -112,7 +112,7 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
     """The settings that meet ``target`` at the least size (see the module docstring);
     ``target`` None is the lossy default (:mod:`onnxz.ratecontrol.defaults`).
 
-    ``inputs`` are the samples (None: :func:`~onnxz.ratecontrol.defaults.generated_inputs`);
+    ``inputs`` are the samples (None: :func:`~onnxz.inputs.runnable_inputs`);
     ``size_of(plan, summary)`` gives the
     exact size of a plan's file. Raises :class:`onnxz.TargetSpecError` for criteria that
     fit no output; returns a result with ``met`` False when the target cannot be met.
@@ -120,7 +120,7 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
     if target is None:
         return _default(model, inputs, options, class_outputs, progress)
     if inputs is None:
-        inputs = defaults.generated_inputs(model)
+        inputs = runnable_inputs(model)
     if target.fidelity is not None:
         bench = Workbench(model, inputs, options, target.fidelity, class_outputs,
                           progress)
@@ -162,7 +162,7 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
     if not may_choose(model, options):
         return fallback("no tensor to quantize or round")
     attempts = [inputs] if inputs is not None else [
-        defaults.generated_inputs(model, *sizes) for sizes in defaults.GENERATED_SIZES]
+        runnable_inputs(model, *sizes) for sizes in GENERATED_SIZES]
     why = ""
     for attempt in attempts:
         try:
