@@ -301,6 +301,44 @@ def binary_head(width: int = 64) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=OPSET)
 
 
+def relu_convnet(channels: int = 16, classes: int = 10) -> onnx.ModelProto:
+    """x[N,3,12,12] -> Conv(+bias) -> Relu -> Conv (no bias) -> BatchNormalization -> Relu
+    -> GlobalAveragePool -> Flatten -> MatMul -> Add -> Relu -> Gemm(transB, +C) -> y[N,C]:
+    each place a layer's bias can live, every layer fed inputs whose mean is not zero."""
+    c = channels
+    rng = np.random.default_rng(60)
+    tensors = {
+        "conv1_w": _weights((c, 3, 3, 3), 61) * 4, "conv1_b": _weights((c,), 62),
+        "conv2_w": _weights((c, c, 3, 3), 63) * 2,
+        "bn_scale": (1 + 0.1 * rng.standard_normal(c)).astype(np.float32),
+        "bn_bias": _weights((c,), 64), "bn_mean": _weights((c,), 65),
+        "bn_var": (1 + 0.1 * rng.random(c)).astype(np.float32),
+        "fc_w": _weights((c, 32), 66) * 8, "fc_b": _weights((32,), 67),
+        "out_w": _weights((classes, 32), 68) * 8, "out_c": _weights((classes,), 69),
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "conv1_w", "conv1_b"], ["c1"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c1"], ["r1"]),
+            helper.make_node("Conv", ["r1", "conv2_w"], ["c2"], pads=[1, 1, 1, 1]),
+            helper.make_node("BatchNormalization",
+                             ["c2", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["n2"]),
+            helper.make_node("Relu", ["n2"], ["r2"]),
+            helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+            helper.make_node("Flatten", ["p"], ["f"]),
+            helper.make_node("MatMul", ["f", "fc_w"], ["h"]),
+            helper.make_node("Add", ["h", "fc_b"], ["hb"]),
+            helper.make_node("Relu", ["hb"], ["r3"]),
+            helper.make_node("Gemm", ["r3", "out_w", "out_c"], ["y"], transB=1),
+        ],
+        "relu_convnet",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes])],
+        [numpy_helper.from_array(v, k) for k, v in tensors.items()],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
 def last_token_embedding(rows: int = 160, width: int = 64) -> onnx.ModelProto:
     """tokens int64[1,T] -> Gather (the last token) -> Gather of an embedding table [rows,
     width] -> MatMul -> y: the ids reach the table through another Gather, and ids of

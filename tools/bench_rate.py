@@ -25,9 +25,11 @@ the target on its grid reports its best agreement instead.
 
 ``--variant NAME=JSON`` adds a column: ``onnxz.save`` with those keyword arguments, swept over
 ``step_rel`` like "best --step-rel"; if they hold ``"fidelity": true`` it is one rate-control
-run at the model's fidelity spec with the calibration inputs instead (each technique of an
-ablation is one variant). Needs ``.[ratebench]`` (``make bench-rate`` sets it up)
-and, for NNCodec, ``.venv-nncodec`` (``make nncodec-venv``).
+run at the model's fidelity spec with the calibration inputs instead, with ``"fidelity":
+"sweep"`` the spec swept like "swept" (each technique of an ablation is one variant, e.g.
+``--variant 'bc={"fidelity": true, "correct_biases": true}'``). Needs ``.[ratebench]``
+(``make bench-rate`` sets it up) and, for NNCodec, ``.venv-nncodec`` (``make
+nncodec-venv``).
 """
 
 from __future__ import annotations
@@ -211,12 +213,13 @@ def _run_method(method: str, task: tasks.Task, source: Path, model: onnx.ModelPr
     out = workdir / f"{task.name}_{method}.onnxz"
     spec = FIDELITY_SPECS.get(task.name, task.fidelity)
     kwargs = dict(VARIANTS.get(method, {}))
-    if method == "fidelity" or kwargs.pop("fidelity", False):
+    rate_control = kwargs.pop("fidelity", False)
+    if method == "fidelity" or rate_control is True:
         fidelity_pack(spec, source, out, calibration, **kwargs)
         res.trials.append(_trial(task, spec, out))
-    elif method == "fidelity-sweep":
+    elif method == "fidelity-sweep" or rate_control == "sweep":
         def make(k: int) -> Trial:
-            fidelity_pack(loosened(spec, k), source, out, calibration)
+            fidelity_pack(loosened(spec, k), source, out, calibration, **kwargs)
             return _trial(task, loosened(spec, k), out)
 
         res.trials = sweep(make, 0, *SPEC_GRID, 1, target)

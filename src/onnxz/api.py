@@ -101,6 +101,7 @@ def save(
     target_snr: float | None = None,
     best_effort: bool = False,
     class_outputs: Sequence[str] = (),
+    correct_biases: bool | None = None,
 ) -> ContainerInfo:
     """Pack an ONNX model (a ModelProto or a path) into an onnxz file at ``path``.
 
@@ -118,7 +119,9 @@ def save(
     run). The file is verified on the inputs before it appears; a target that cannot be met
     raises :class:`TargetNotMetError` unless ``best_effort`` (then the closest file is
     written and ``info.rate_control["met"]`` is False). ``class_outputs`` names outputs to
-    treat as class scores.
+    treat as class scores. ``correct_biases`` (with ``fidelity`` and ``inputs``): each
+    layer's bias absorbs the mean shift its quantized weights cause on the inputs (see
+    :mod:`onnxz.ratecontrol.correction`; off by default).
 
     A model with external data is read tensor by tensor from its data files. Rate control
     holds the model in memory and runs it; by default it does so for models of up to
@@ -134,6 +137,8 @@ def save(
     boolean(lossless, "lossless")
     boolean(force, "force")
     boolean(best_effort, "best_effort")
+    if correct_biases is not None:
+        boolean(correct_biases, "correct_biases")
     _check_callable(progress, "progress")
     workers = _check_workers(workers)
     opts = dataclasses.replace(
@@ -141,6 +146,7 @@ def save(
         lossless=lossless or base.lossless,
         step_rel=base.step_rel if step_rel is None else step_rel,
         deadzone=base.deadzone if deadzone is None else deadzone,
+        correct_biases=base.correct_biases if correct_biases is None else correct_biases,
     )
     if deadzone is not None and opts.step_rel is None and not opts.lossless:
         opts = dataclasses.replace(opts, step_rel=DEFAULT_STEP_REL)
@@ -346,10 +352,16 @@ def _write_tensors(source: ModelFile, writer: ContainerWriter, opts: PackOptions
             put_payload(t.slot.tensor, t.external.read())
     settings = result.settings if result is not None else {}
     sensitivity = result.sensitivities() if result is not None else {}
+    corrections = result.corrections if result is not None else {}
+    for t in source.tensors:  # corrected biases left in the graph
+        if t.nbytes < opts.inline_max_bytes and t.slot.path in corrections:
+            put_payload(t.slot.tensor, corrections[t.slot.path])
     total_bytes = sum(t.nbytes for t in stored)
     workers = 1 if total_bytes < PARALLEL_MIN_BYTES else min(workers, len(stored))
-    jobs = (EncodeJob(t.payload(), _codec(settings.get(t.slot.path), opts, t.slot, t.etype,
-                                          t.count), opts.chunk_elements)
+    jobs = (EncodeJob(Payload.inline(corrections[t.slot.path], t.etype.name)
+                      if t.slot.path in corrections else t.payload(),
+                      _codec(settings.get(t.slot.path), opts, t.slot, t.etype, t.count),
+                      opts.chunk_elements)
             for t in stored)
     entries = []
     done_bytes = 0

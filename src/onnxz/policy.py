@@ -70,6 +70,9 @@ class PackOptions:
     ``DeadzoneZstdCodec.global_range(8, 0.5)``; see :func:`quantizer`).
     ``target_snr_db``: instead of one step, each weight tensor's coarsest step that keeps
     this weight SNR (see :meth:`codec_for`).
+    ``correct_biases``: with a fidelity target and the user's inputs, rate control moves
+    each layer's bias by the mean shift its quantized weights cause on those inputs (see
+    :mod:`onnxz.ratecontrol.correction`); off by default (README: "Bias correction").
     """
 
     lossless: bool = False
@@ -80,9 +83,11 @@ class PackOptions:
     chunk_elements: int = 1 << 20
     quantizer: TensorCodec | None = None
     target_snr_db: float | None = None
+    correct_biases: bool = False
 
     def __post_init__(self) -> None:
         boolean(self.lossless, "lossless")
+        boolean(self.correct_biases, "correct_biases")
         if self.step_rel is not None:
             step_rel = real_number(self.step_rel, "step_rel")
             if not (step_rel > 0 and math.isfinite(step_rel)):

@@ -71,10 +71,10 @@ class TensorSlot:
 
 def iter_tensor_slots(model: onnx.ModelProto) -> list[TensorSlot]:
     """Every tensor payload of the model, in a stable depth-first order."""
-    consumers = _consumers(model)
+    uses = consumers(model)
     known: dict[tuple[str, int], bool] = {}
     return [
-        TensorSlot(path, tensor, _is_weight(output_name, consumers, known))
+        TensorSlot(path, tensor, _is_weight(output_name, uses, known))
         for path, tensor, output_name in _find_tensors(model)
     ]
 
@@ -122,7 +122,7 @@ def _walk_nodes(nodes: Sequence[onnx.NodeProto], path: Path, found: list) -> Non
                     _walk_graph(sub, (*here, "graphs", k), found)
 
 
-def _consumers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
+def consumers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
     """Value name -> (node, input index) of every use, across the graph and its subgraphs."""
     uses: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
     graph_outputs: set[str] = set()

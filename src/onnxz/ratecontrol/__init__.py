@@ -25,7 +25,7 @@ import onnx
 
 from onnxz.errors import TargetNotMetError, TargetSpecError, VerificationInputError, first_line
 from onnxz.fidelity import Criterion, Fidelity
-from onnxz.inputs import GENERATED_SIZES, InputsArg, runnable_inputs
+from onnxz.inputs import GENERATED_SIZES, GeneratedInputs, InputsArg, runnable_inputs
 from onnxz.policy import DEFAULT_MAX_WEIGHT_BYTES, FALLBACK_WEIGHT_SNR_DB, PackOptions
 from onnxz.progress import Progress
 from onnxz.ratecontrol import defaults
@@ -119,11 +119,13 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
     """
     if target is None:
         return _default(model, inputs, options, class_outputs, progress)
+    correct_biases = options.correct_biases and inputs is not None and not isinstance(
+        inputs, GeneratedInputs)  # means of the user's inputs, not of generated ones
     if inputs is None:
         inputs = runnable_inputs(model)
     if target.fidelity is not None:
         bench = Workbench(model, inputs, options, target.fidelity, class_outputs,
-                          progress)
+                          progress, correct_biases=correct_biases)
         objective = objective_for(target.fidelity, bench.reference, bench.model)
         result = choose_for_fidelity(bench, objective)
         if target.max_bytes is not None:

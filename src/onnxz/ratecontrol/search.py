@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import onnx
 
+from onnxz.codecs.deadzone import to_float64
 from onnxz.errors import TargetNotMetError
 from onnxz.fidelity import Fidelity
 from onnxz.inputs import InputsArg
@@ -31,10 +32,11 @@ from onnxz.ratecontrol.allocation import (
     slope_for,
     slope_range,
 )
+from onnxz.ratecontrol.correction import BiasCorrection
 from onnxz.ratecontrol.objective import Objective, extra_outputs_for
 from onnxz.ratecontrol.tensors import LOSSLESS, Candidate, Setting, find_candidates
 from onnxz.verifier import ModelFailed, OutputMetrics, ReferenceRun
-from onnxz.walker import Path, put_payload
+from onnxz.walker import Path, put_payload, resolve
 
 MAX_EVALUATIONS = 14
 """Model runs the fidelity search may spend after the sensitivity pass."""
@@ -87,7 +89,9 @@ class RateResult:
     ``metrics`` are the chosen plan's outputs against the original's on the samples of
     ``reference`` (none when the plan was chosen without running the model); ``predicted``
     the decision checks' predicted agreement per criterion;
-    ``met`` says whether the target holds (False only with ``best_effort``).
+    ``met`` says whether the target holds (False only with ``best_effort``);
+    ``corrections`` the new values (before their own coding) of the biases that absorb
+    their layer's quantization shift (:mod:`onnxz.ratecontrol.correction`), by path.
     """
 
     mode: str
@@ -100,6 +104,7 @@ class RateResult:
     evaluations: int = 0
     met: bool = True
     note: str = ""
+    corrections: dict[Path, np.ndarray] = field(default_factory=dict)
 
     @property
     def settings(self) -> dict[Path, Setting]:
@@ -119,11 +124,12 @@ class RateResult:
                        "max_abs": m.max_abs_error}
             achieved[m.name] = {k: v for k, v in figures.items()
                                 if v is not None and math.isfinite(v)}
+        corrected = {"corrected_biases": len(self.corrections)} if self.corrections else {}
         return {"mode": self.mode, "target": self.target,
                 "inputs": self.reference.samples.description if self.reference else None,
                 "note": self.note,
                 "met": self.met, "evaluations": self.evaluations, "achieved": achieved,
-                "predicted": self.predicted}
+                "predicted": self.predicted} | corrected
 
 
 @dataclass(frozen=True)
@@ -151,13 +157,17 @@ class Workbench:
 
     ``model`` is a private copy: candidates' payloads in it are replaced while plans are
     evaluated and restored afterwards. ``settings`` are the weight tensors' settings to price
-    (default: :func:`~onnxz.ratecontrol.tensors.find_candidates`'s).
+    (default: :func:`~onnxz.ratecontrol.tensors.find_candidates`'s). With
+    ``correct_biases``, every plan runs with the biases that absorb their layer's
+    quantization shift corrected (:mod:`onnxz.ratecontrol.correction`, means measured on
+    these inputs).
     """
 
     def __init__(self, model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
                  fidelity: Fidelity | None, class_outputs: Sequence[str] = (),
                  progress: Progress | None = None, extra_outputs: Sequence[str] = (),
-                 settings: Sequence[Setting] | None = None) -> None:
+                 settings: Sequence[Setting] | None = None,
+                 correct_biases: bool = False) -> None:
         self.model = onnx.ModelProto()
         self.model.CopyFrom(model)
         extras = extra_outputs_for(fidelity, model) if fidelity else tuple(extra_outputs)
@@ -168,18 +178,48 @@ class Workbench:
         if fidelity is not None:
             self.reference.check(fidelity)
         self.candidates = find_candidates(self.model, options, settings)
+        self.correction = (BiasCorrection.measure(self.model, self.reference)
+                           if correct_biases else None)
         self.progress = progress
         self.evaluations = 0
         self._current: dict[Path, Setting] = {}
+        self._shifts: dict[Path, np.ndarray] = {}  # per corrected bias: its layer's shift
 
     def apply(self, settings: dict[Path, Setting]) -> None:
         """Put every candidate's reconstruction under ``settings`` (missing: exact) into the
-        working model."""
+        working model, and the corrected biases (with their own settings)."""
+        moved: set[Path] = set()
         for c in self.candidates:
             setting = settings.get(c.path, LOSSLESS)
             if self._current.get(c.path, LOSSLESS) != setting:
-                put_payload(c.slot.tensor, c.reconstruction(setting))
+                values = c.reconstruction(setting)
+                put_payload(c.slot.tensor, values)
                 self._current[c.path] = setting
+                moved.add(c.path)
+                if self.correction and c.path in self.correction.by_weight:
+                    target = self.correction.by_weight[c.path].target
+                    self._shifts[target] = self.correction.shift(
+                        c.path, to_float64(c.values, c.etype), to_float64(values, c.etype))
+                    moved.add(target)
+        if self.correction:
+            by_path = {c.path: c for c in self.candidates}
+            for target in moved & self._shifts.keys():
+                values = self._corrected(target)
+                if target in by_path:
+                    values = by_path[target].reconstruction(settings.get(target, LOSSLESS),
+                                                            values)
+                put_payload(resolve(self.model, target), values)
+
+    def corrections(self, settings: dict[Path, Setting]) -> dict[Path, np.ndarray]:
+        """The corrected biases' values under ``settings`` (before their own coding): what
+        the file stores in their place."""
+        self.apply(settings)
+        return {target: self._corrected(target) for target, shift in self._shifts.items()
+                if shift.any()}
+
+    def _corrected(self, target: Path) -> np.ndarray:
+        assert self.correction is not None
+        return self.correction.corrected(target, self._shifts[target])
 
     def run(self, settings: dict[Path, Setting], samples: int | None = None):
         self.apply(settings)
@@ -219,8 +259,9 @@ def choose_for_fidelity(bench: Workbench, objective: Objective,
             c.sensitivity = value
     assert plan is not None  # the first search has no ceiling
     _, metrics, predictions = verdicts.get(_key(plan)) or _evaluate(bench, objective, plan)
+    corrections = bench.corrections({path: point.setting for path, point in plan.items()})
     return RateResult("fidelity", str(objective.fidelity), bench.reference, candidates, plan,
-                      metrics, predictions, bench.evaluations)
+                      metrics, predictions, bench.evaluations, corrections=corrections)
 
 
 def _smallest_passing(bench: Workbench, objective: Objective, verdicts: dict,

@@ -184,8 +184,16 @@ class Candidate:
     def size(self) -> int:
         return int(self.values.size)
 
-    def reconstruction(self, setting: Setting) -> np.ndarray:
-        """The values a decoder returns for this tensor under ``setting``."""
+    def reconstruction(self, setting: Setting, values: np.ndarray | None = None
+                       ) -> np.ndarray:
+        """The values a decoder returns for this tensor under ``setting`` — or for
+        ``values`` in its place (quantized as the writer quantizes them, from their own
+        spread)."""
+        if values is not None:
+            if setting.lossless:
+                return values
+            return setting.quantizer(self.row).quantize(values, self.etype).reconstruction(
+                self.etype)
         if setting.lossless:
             return self.values
         return self.quantized(setting).reconstruction(self.etype)

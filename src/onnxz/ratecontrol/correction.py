@@ -1,0 +1,253 @@
+"""Bias correction: quantizing a layer's weights moves the mean of its outputs; the layer's
+bias absorbs that move.
+
+A layer y = W·x + b whose weights become W + ΔW gives, on average over inputs like the
+calibration samples, outputs shifted by ΔW·E[x] per output channel. Where x is not
+centred — after a ReLU, a BatchNormalization's shift, an image — that shift is a large
+part of the output error, and it is the same for every input: the bias b − ΔW·E[x]
+removes it at no cost in bytes (Nagel et al., "Data-free quantization through weight
+equalization and bias correction", 2019). E[x] is each layer's input mean per channel,
+measured once on the original model over the calibration samples.
+
+Three places can absorb the shift (the tensor must be used by that layer alone):
+
+* a Conv's or Gemm's own bias input (``b − shift``; Gemm: ``C − α·shift/β``);
+* the mean of a BatchNormalization that alone reads a bias-less Conv's output
+  (``mean + shift``);
+* the constant of an Add that alone reads a MatMul's output (``c − shift``).
+
+Layers in subgraphs, or whose weight or bias has other users, are left as they are. For a
+Conv the shift ignores the border (zero padding): it is the mean over full windows.
+
+>>> import numpy as np
+>>> delta_w = np.array([[[[0.5]], [[-1.0]]]])           # one output, two inputs, 1×1 kernel
+>>> Layer(("w",), ("b",), -1.0, "conv", "x").shift(delta_w, np.array([2.0, 1.0])).tolist()
+[0.0]
+>>> Layer(("w",), ("b",), -1.0, "matmul", "x").shift(np.array([[1.0], [2.0]]),
+...                                                   np.array([3.0, -1.0])).tolist()
+[1.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxz.codecs.deadzone import to_float64
+from onnxz.verifier import ReferenceRun
+from onnxz.walker import Path, consumers, payload_type, read_payload, resolve
+
+MIN_OPSET = 5
+"""The mean probes use Reshape with a shape input (opset 5 and later)."""
+
+MEAN_SUFFIX = "__onnxz_input_mean"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer whose output shift ``target`` absorbs: ``shift`` × ``sign`` is added to the
+    target (−1 for a bias, +1 for a BatchNormalization mean), times ``scale`` (a Gemm's
+    α/β). ``form`` says how the weight meets its input's channels: ``conv`` (weight
+    (O, C/groups, k…), input channel axis 1), ``gemm_t`` (weight (N, K)) or ``matmul``
+    (weight (K, N), input channels last); ``source`` is the input value."""
+
+    weight: Path
+    target: Path
+    sign: float
+    form: str
+    source: str
+    groups: int = 1
+    scale: float = 1.0
+
+    def shift(self, delta_w: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        """ΔW·E[x] per output channel, from the weight change ``delta_w`` (the weight's
+        shape) and the input's per-channel ``mean``."""
+        if self.form == "conv":
+            outputs, per_group = delta_w.shape[:2]
+            summed = delta_w.reshape(outputs, per_group, -1).sum(axis=2)
+            group = np.arange(outputs) // (outputs // self.groups)
+            return (summed * mean.reshape(self.groups, per_group)[group]).sum(axis=1)
+        if self.form == "gemm_t":
+            return delta_w @ mean
+        return mean @ delta_w
+
+    def channels(self, weight_shape: Sequence[int]) -> int:
+        """How many input channels the mean has."""
+        if self.form == "conv":
+            return weight_shape[1] * self.groups
+        return weight_shape[1] if self.form == "gemm_t" else weight_shape[0]
+
+
+def find_layers(model: onnx.ModelProto) -> list[Layer]:
+    """The layers of the top-level graph whose shift a tensor of the model can absorb (see
+    the module docstring), on models of opset :data:`MIN_OPSET` or later."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < MIN_OPSET:
+        return []
+    paths = _tensor_paths(model)
+    uses = consumers(model)
+    shapes = {name: tuple(resolve(model, path).dims) for name, path in paths.items()}
+
+    def sole(value: str) -> onnx.NodeProto | None:
+        used = uses.get(value, [])
+        return used[0][0] if len(used) == 1 else None
+
+    def alone(value: str, width: int) -> bool:  # a tensor only this layer reads, (width,)
+        return (value in paths and len(uses.get(value, [])) == 1
+                and shapes[value] in ((width,), (1, width)))
+
+    found = []
+    for node in model.graph.node:
+        if len(node.input) < 2 or node.input[1] not in paths or len(uses[node.input[1]]) != 1:
+            continue
+        weight = node.input[1]
+        shape = shapes[weight]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Conv" and len(shape) >= 3:
+            layer = dict(weight=paths[weight], form="conv", source=node.input[0],
+                         groups=int(attrs.get("group", 1)))
+            if shape[0] % layer["groups"]:
+                continue
+            if len(node.input) > 2 and node.input[2]:
+                if alone(node.input[2], shape[0]):
+                    found.append(Layer(target=paths[node.input[2]], sign=-1.0, **layer))
+            elif (after := sole(node.output[0])) is not None and (
+                    after.op_type == "BatchNormalization" and after.input[0] == node.output[0]
+                    and len(after.input) == 5 and not _training(after)
+                    and alone(after.input[3], shape[0])):
+                found.append(Layer(target=paths[after.input[3]], sign=1.0, **layer))
+        elif node.op_type == "Gemm" and len(shape) == 2 and not attrs.get("transA", 0):
+            transposed = bool(attrs.get("transB", 0))
+            width = shape[0] if transposed else shape[1]
+            alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+            if len(node.input) > 2 and beta != 0 and alone(node.input[2], width):
+                found.append(Layer(paths[weight], paths[node.input[2]], -1.0,
+                                   "gemm_t" if transposed else "matmul", node.input[0],
+                                   scale=alpha / beta))
+        elif node.op_type == "MatMul" and len(shape) == 2:
+            after = sole(node.output[0])
+            if after is not None and after.op_type == "Add" and len(after.input) == 2:
+                other = after.input[1] if after.input[0] == node.output[0] else after.input[0]
+                if alone(other, shape[1]):
+                    found.append(Layer(paths[weight], paths[other], -1.0, "matmul",
+                                       node.input[0]))
+    return found
+
+
+def _training(node: onnx.NodeProto) -> bool:
+    return any(a.name == "training_mode" and a.i for a in node.attribute)
+
+
+def _tensor_paths(model: onnx.ModelProto) -> dict[str, Path]:
+    """Value name -> path of the top-level graph's float initializers and Constant tensors."""
+    found: dict[str, Path] = {}
+    for i, tensor in enumerate(model.graph.initializer):
+        found[tensor.name] = ("graph", "initializer", i)
+    for n, node in enumerate(model.graph.node):
+        if node.op_type == "Constant" and node.output:
+            for a, attr in enumerate(node.attribute):
+                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                    found[node.output[0]] = ("graph", "node", n, "attribute", a, "t")
+    return {name: path for name, path in found.items()
+            if (etype := payload_type(resolve(model, path))) is not None and etype.is_float
+            and etype.name != "bfloat16"}
+
+
+def input_means(model: onnx.ModelProto, layers: Sequence[Layer], reference: ReferenceRun
+                ) -> dict[str, np.ndarray]:
+    """Each layer input's mean per channel (float64) on ``reference``'s samples, each
+    sample weighing the same: the original model runs once with a GlobalAveragePool of
+    every input added as an output (a Conv's input directly, a Gemm's or MatMul's with its
+    channels moved first)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    graph = probe.graph
+    names: dict[str, str] = {}
+    for layer in layers:
+        if layer.source in names:
+            continue
+        weight = resolve(model, layer.weight)
+        mean = layer.source + MEAN_SUFFIX
+        if layer.form == "conv":
+            graph.node.append(helper.make_node("GlobalAveragePool", [layer.source], [mean]))
+        else:  # (…, K) -> (1, K, rows)
+            channels = layer.channels(weight.dims)
+            rows, first, grid = (f"{mean}_{k}" for k in ("rows", "channels", "grid"))
+            graph.initializer.extend([
+                numpy_helper.from_array(np.array([-1, channels], np.int64), rows),
+                numpy_helper.from_array(np.array([1, channels, -1], np.int64), grid)])
+            graph.node.extend([
+                helper.make_node("Reshape", [layer.source, rows], [rows + "_out"]),
+                helper.make_node("Transpose", [rows + "_out"], [first], perm=[1, 0]),
+                helper.make_node("Reshape", [first, grid], [grid + "_out"]),
+                helper.make_node("GlobalAveragePool", [grid + "_out"], [mean])])
+        graph.output.append(onnx.ValueInfoProto(name=mean))
+        names[layer.source] = mean
+    first_mean = len(model.graph.output)
+    runs = reference.run(probe)
+    means = {}
+    for k, source in enumerate(names):
+        per_sample = [np.asarray(run[first_mean + k], np.float64) for run in runs]
+        means[source] = np.mean([m.reshape(m.shape[0], m.shape[1], -1).mean(axis=(0, 2))
+                                 for m in per_sample], axis=0)
+    return means
+
+
+class BiasCorrection:
+    """The layers of a model whose bias absorbs their weights' quantization shift, with
+    their inputs' means: :meth:`corrected` gives a target's values for a weight's
+    reconstruction."""
+
+    def __init__(self, model: onnx.ModelProto, layers: Sequence[Layer],
+                 means: Mapping[str, np.ndarray]) -> None:
+        self.by_weight = {layer.weight: layer for layer in layers}
+        self.by_target = {layer.target: layer for layer in layers}
+        self.means = dict(means)
+        self.originals = {}
+        self.shapes = {}
+        for layer in layers:
+            target = resolve(model, layer.target)
+            etype = payload_type(target)
+            assert etype is not None
+            self.originals[layer.target] = (read_payload(target, etype).copy(), etype)
+            self.shapes[layer.weight] = tuple(resolve(model, layer.weight).dims)
+
+    @classmethod
+    def measure(cls, model: onnx.ModelProto, reference: ReferenceRun) -> BiasCorrection | None:
+        """The model's correctable layers and their input means on ``reference``'s samples;
+        None if it has none."""
+        layers = [layer for layer in find_layers(model)
+                  if np.isfinite(to_float64(*_payload(model, layer.target))).all()]
+        if not layers:
+            return None
+        means = input_means(model, layers, reference)
+        usable = [layer for layer in layers
+                  if means[layer.source].shape == (layer.channels(resolve(
+                      model, layer.weight).dims),) and np.isfinite(means[layer.source]).all()]
+        return cls(model, usable, means) if usable else None
+
+    def shift(self, weight: Path, original: np.ndarray, reconstruction: np.ndarray
+              ) -> np.ndarray:
+        """The output shift of the layer of ``weight`` when its ``original`` values (flat,
+        float64) become ``reconstruction``."""
+        layer = self.by_weight[weight]
+        delta_w = (reconstruction - original).reshape(self.shapes[weight])
+        return layer.scale * layer.shift(delta_w, self.means[layer.source])
+
+    def corrected(self, target: Path, shift: np.ndarray) -> np.ndarray:
+        """The target's values (its element type, flat) once it absorbs ``shift``."""
+        layer = self.by_target[target]
+        values, etype = self.originals[target]
+        moved = to_float64(values, etype) + layer.sign * shift
+        return moved.astype(etype.numpy)
+
+
+def _payload(model: onnx.ModelProto, path: Path):
+    tensor = resolve(model, path)
+    etype = payload_type(tensor)
+    assert etype is not None
+    return read_payload(tensor, etype), etype
