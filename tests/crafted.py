@@ -26,7 +26,14 @@ from onnxz import PackOptions
 from onnxz.codecs import ans
 from onnxz.codecs.base import Chunk, EncodedTensor, TensorCodec, split_counts
 from onnxz.codecs.deadzone import DeadzoneCodec, dequantize, from_float64
-from onnxz.codecs.lossless import LosslessCodec, PlaneCoding, plane_layouts, split_planes
+from onnxz.codecs.lossless import (
+    PALETTE_MINOR,
+    LosslessCodec,
+    PlaneCoding,
+    palette_layout,
+    plane_layouts,
+    split_planes,
+)
 from onnxz.codecs.varint import encode_uvarints, zigzag_encode
 from onnxz.dtypes import ElementType
 from onnxz.walker import TensorSlot
@@ -138,6 +145,49 @@ class ForcedPlanes(LosslessCodec):
             self.codec_id, {"mode": "planes", "planes": [c.to_fields() for c in codings]},
             chunks, values,
             table_bytes=sum(c.table.stored_size for c in codings if c.table is not None))
+
+
+class ForcedPalette(LosslessCodec):
+    """Lossless ``palette`` mode (format 1.5) whatever its size, the index plane coded by
+    ``method`` (``ans``, ``packed``, ``constant`` or ``zstd``). The table is the tensor's
+    distinct element words ascending, or ``table`` (words in any order, repeats and unused
+    values allowed; each element takes the first position holding its word); ``edit``
+    rewrites the index symbols before they are coded (for invalid vectors); chunks of
+    ``counts`` elements."""
+
+    def __init__(self, method: str, table: Sequence[int] | None = None,
+                 counts: Sequence[int] | None = None,
+                 edit: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        self.method, self.table, self.counts, self.edit = method, table, counts, edit
+
+    def encode(self, values: np.ndarray, etype: ElementType, chunk_elements: int
+               ) -> EncodedTensor:
+        word = np.dtype(f"<u{etype.width}")
+        words = values.reshape(-1).view(word)
+        table = (np.unique(words) if self.table is None
+                 else np.array(self.table, dtype=np.uint64).astype(word))
+        first = {int(w): i for i, w in reversed(list(enumerate(table.tolist())))}
+        index = np.array([first[int(w)] for w in words.tolist()], dtype=np.int64)
+        if self.edit is not None:
+            index = self.edit(index)
+        layout = palette_layout(table.size)
+        index = index.astype(layout.numpy)
+        if self.method == "constant":
+            coding = PlaneCoding("constant", value=int(index[0]))
+        elif self.method == "ans":
+            lo = int(index.min())
+            coding = PlaneCoding("ans", table=table_for(
+                index.astype(np.int64), lo, max(int(index.max()) - lo + 1, 2)))
+        else:
+            coding = PlaneCoding(self.method)
+        chunks = tuple(Chunk(part.stop - part.start, (coding.encode(index[part], layout.bits),))
+                       for part in chunk_slices(
+                           self.counts or split_counts(values.size, chunk_elements)))
+        return EncodedTensor(
+            self.codec_id,
+            {"mode": "palette", "values": table.tobytes(), "index": coding.to_fields()},
+            chunks, values, format_minor=PALETTE_MINOR,
+            table_bytes=table.nbytes + (coding.table.stored_size if coding.table else 0))
 
 
 class ZstdFrames(LosslessCodec):

@@ -1,6 +1,6 @@
 """An independent onnxz 1.x decoder (1.0, the 1.1 codecs mulaw, minifloat and trellis, the
-1.2 codec predictive, the 1.3 codec deadzone_zstd and the 1.4 codec trellis_zstd), written
-from SPEC.md alone.
+1.2 codec predictive, the 1.3 codec deadzone_zstd, the 1.4 codec trellis_zstd and the 1.5
+lossless mode palette), written from SPEC.md alone.
 
 It imports nothing from onnxz: only the standard library, onnx (to parse the graph
 section's ModelProto), zstandard and msgpack (the section formats SPEC.md names). Every
@@ -516,6 +516,8 @@ def _lossless_decoder(params: dict, dtype: DType) -> ChunkDecode:
                 raise FormatError("lossless zstd: a chunk has one part")
             return _zstd_exact(parts[0], count * dtype.width, "lossless zstd part")
         return decode_zstd
+    if mode == "palette":
+        return _palette_decoder(params, dtype)
     if mode != "planes":
         raise FormatError(f"lossless: mode {mode!r} is not known to this reader")
     widths = plane_widths(dtype)
@@ -527,15 +529,7 @@ def _lossless_decoder(params: dict, dtype: DType) -> ChunkDecode:
     def decode_planes(parts: list[bytes], count: int) -> bytes:
         if len(parts) != len(planes):
             raise FormatError(f"lossless: {dtype.name} chunks have {len(planes)} parts")
-        for plane, part in zip(planes, parts, strict=True):
-            if plane.method == "constant" and part:
-                raise CorruptDataError("lossless: constant plane with stored bytes")
-            if plane.method == "packed" and len(part) != -(-count * plane.bits // 8):
-                raise CorruptDataError("lossless: packed plane of the wrong length")
-            if plane.method == "ans":
-                _check_stream(part, count)
-        parts = [_zstd_exact(part, count * -(-plane.bits // 8), "lossless zstd plane")
-                 if plane.method == "zstd" else part  # §6.5: its content, checked here
+        parts = [_checked_part(plane, part, count)
                  for plane, part in zip(planes, parts, strict=True)]
         symbols, ended = zip(*(plane_symbols(plane, part, count)
                                for plane, part in zip(planes, parts, strict=True)), strict=True)
@@ -543,6 +537,44 @@ def _lossless_decoder(params: dict, dtype: DType) -> ChunkDecode:
             raise CorruptDataError("lossless: ANS stream does not end in the initial state")
         return b"".join(_join(dtype, widths, [s[j] for s in symbols]) for j in range(count))
     return decode_planes
+
+
+def _checked_part(plane: Plane, part: bytes, count: int) -> bytes:
+    """§10.2 "part by part": the part's layout checked; a ``zstd`` part's content (§6.5)."""
+    if plane.method == "constant" and part:
+        raise CorruptDataError("lossless: constant plane with stored bytes")
+    if plane.method == "packed" and len(part) != -(-count * plane.bits // 8):
+        raise CorruptDataError("lossless: packed plane of the wrong length")
+    if plane.method == "ans":
+        _check_stream(part, count)
+    if plane.method == "zstd":
+        return _zstd_exact(part, count * -(-plane.bits // 8), "lossless zstd plane")
+    return part
+
+
+def _palette_decoder(params: dict, dtype: DType) -> ChunkDecode:
+    """§6.6: n values of W bytes; one index plane of b = max(1, ceil(log2 n)) bits per chunk,
+    each index below n and replaced by its value's bytes."""
+    values = _typed(params, "values", bytes)
+    n, rest = divmod(len(values), dtype.width)
+    if rest or not 1 <= n <= 1 << 16:
+        raise FormatError(f"lossless palette: {len(values)} bytes are not 1 to 65536 values")
+    bits = 1
+    while 1 << bits < n:
+        bits += 1
+    plane = _parse_plane(_typed(params, "index", dict), bits)
+    table = [values[i * dtype.width:(i + 1) * dtype.width] for i in range(n)]
+
+    def decode_palette(parts: list[bytes], count: int) -> bytes:
+        if len(parts) != 1:
+            raise FormatError("lossless palette: a chunk has one part")
+        symbols, ended = plane_symbols(plane, _checked_part(plane, parts[0], count), count)
+        if any(x >= n for x in symbols):
+            raise FormatError("lossless palette: index beyond the table")
+        if not ended:  # §10.2: after the range checks
+            raise CorruptDataError("lossless: ANS stream does not end in the initial state")
+        return b"".join(table[x] for x in symbols)
+    return decode_palette
 
 
 def plane_symbols(plane: Plane, part: bytes, count: int) -> tuple[list[int], bool]:

@@ -126,6 +126,14 @@ def test_vectors_cover_every_feature():
             seen.update(("path", step) for step in t.path if isinstance(step, str))
             if t.codec == "lossless":
                 seen.add(("mode", p["mode"]))
+                if p["mode"] == "palette":
+                    n = len(p["values"]) // reference_decoder.DTYPES[t.dtype].width
+                    seen.update({("palette index", p["index"]["method"]),
+                                 ("palette", t.dtype), ("palette 2-byte zstd index",
+                                                        p["index"]["method"] == "zstd"
+                                                        and n > 256),
+                                 ("palette size a power of two", n & (n - 1) == 0),
+                                 ("palette of one value", n == 1)})
                 for k, plane in enumerate(p.get("planes", [])):
                     seen.add(("method", plane["method"]))
                     if plane["method"] == "ans":
@@ -166,6 +174,12 @@ def test_vectors_cover_every_feature():
     assert {("mode", "planes"), ("mode", "zstd"), ("method", "ans"), ("method", "packed"),
             ("method", "constant"), ("empty ans stream", True), ("method", "zstd"),
             ("zstd plane bytes", 1), ("zstd plane bytes", 2)} <= seen
+    assert {("mode", "palette"), ("palette 2-byte zstd index", True),
+            ("palette size a power of two", True), ("palette size a power of two", False),
+            ("palette of one value", True)} <= seen
+    assert {("palette index", m) for m in ("ans", "packed", "constant", "zstd")} <= seen
+    assert {("palette", d) for d in ("float32", "float16", "bfloat16", "float64", "int64",
+                                     "int32", "int16", "uint8")} <= seen
     assert {("deadzone", 0.0), ("deadzone", 0.5), ("deadzone", 0.3), ("deadzone", 0.75)} <= seen
     assert {("escapes", True, True), ("escapes", True, False), ("escapes", False, False)} <= seen
     assert {("chunked", "lossless", True), ("chunked", "deadzone", True)} <= seen

@@ -897,6 +897,59 @@ def set_segment_3(data: bytes) -> bytes:
     fields["tensors"][0]["params"]["segment"] = 3
     return container_edit.with_index(data, fields)
 
+# --- vectors of format 1.5: lossless mode palette (SPEC.md §6.6) -------------------------
+
+NAN_PAYLOADS = (0x7FC00123, 0xFF800001)  # a quiet NaN with a payload, a negative signalling one
+
+
+def palette_tensors(names: tuple[str, ...] | None = None) -> Source:
+    """Tensors with few distinct values, of several types (only ``names`` if given): float32
+    multiples of 1/160 with −0.0, +0.0 and two NaN payloads; float16 of exactly 16 values;
+    bfloat16 of 3; float64 of 260 (9-bit indices); int64 of one; int16 of 3; uint8 of 5;
+    int32 of 20 (for the writer's own choice)."""
+    def source(_: Path) -> onnx.ModelProto:
+        rng = np.random.default_rng(1501)
+        grid = (np.clip(np.round(_laplace(rng, (24, 25), 12.0)), -60, 60) / 160).astype("<f4")
+        grid.flat[[3, 4, 300, 599]] = [-0.0, 0.0, 0.0, -0.0]
+        grid.view("<u4").flat[[10, 400]] = NAN_PAYLOADS
+        tensors = [
+            _raw("f32_grid", TensorProto.FLOAT, grid),
+            _raw("f16_16", TensorProto.FLOAT16,
+                 rng.choice((np.arange(16) - 8) / 4, 600).astype("<f2")),
+            _raw("bf16_3", TensorProto.BFLOAT16,
+                 _bf16(rng.choice([0.5, -1.25, 3.0], 300, p=[0.7, 0.2, 0.1]))),
+            _raw("f64_260", TensorProto.DOUBLE,
+                 (rng.permutation(np.r_[np.arange(260), rng.choice(260, 340)]) - 130
+                  ).astype("<f8") / 8),
+            _raw("i64_one", TensorProto.INT64, np.full(40, 123456789012, dtype="<i8")),
+            _raw("i16_3", TensorProto.INT16, rng.choice([7, -3, 100], 200).astype("<i2")),
+            _raw("u8_5", TensorProto.UINT8, rng.choice([0, 1, 2, 200, 255], 160).astype("u1")),
+            _raw("i32_writer", TensorProto.INT32,
+                 rng.choice(np.arange(-10, 10) * 70001, 400).astype("<i4")),
+        ]
+        return _constants_model([t for t in tensors if names is None or t.name in names])
+    return source
+
+
+I16_TABLE = (7, 0xFFFD, 7, 100, 5)
+"""A palette table out of order, with a repeat (7) and unused values (the second 7, 5)."""
+
+
+def palette_index_7(index: np.ndarray) -> np.ndarray:
+    """One index made 7, beyond a table of 5 values (3-bit indices)."""
+    index = index.copy()
+    index[150] = 7
+    return index
+
+
+def palette_values_short(data: bytes) -> bytes:
+    """The first tensor's palette values one byte short (not a whole number of values)."""
+    fields = container_edit.read_index(data)
+    params = fields["tensors"][0]["params"]
+    params["values"] = params["values"][:-1]
+    return container_edit.with_index(data, fields)
+
+
 def quantized(codec: TensorCodec, chunk_elements: int = 1 << 20) -> onnxz.PackOptions:
     """Pack options quantizing weights of 64 elements or more with ``codec``."""
     return onnxz.PackOptions(min_quantized_elements=64, quantizer=codec,
@@ -1173,6 +1226,28 @@ VECTORS_LIST = (
            trellis_zstd_tensors, _options(("laplace", TrellisZstdCodec(1 / 4, 64,
                                                                       low_bits=1))),
            edit=set_segment_3, error="format", match="segment"),
+    # format 1.5: lossless mode palette (SPEC.md §6.6)
+    Vector("lossless_palette", "lossless mode palette (format 1.5) in 256-element chunks: "
+           "float32 multiples of 1/160 with −0.0, +0.0 and two NaN payloads, and int32 of 20 "
+           "values (the writer's choice); index planes packed (float16, exactly 16 values), "
+           "ans (bfloat16, 3 values), zstd of 2-byte symbols (float64, 260 values), constant "
+           "(int64, one value), packed under an unordered table with a repeat and unused "
+           "values (int16), zstd in chunks of 0, 100 and 60 (uint8)", palette_tensors(),
+           _options(("f16_16", crafted.ForcedPalette("packed")),
+                    ("bf16_3", crafted.ForcedPalette("ans")),
+                    ("f64_260", crafted.ForcedPalette("zstd")),
+                    ("i64_one", crafted.ForcedPalette("constant")),
+                    ("i16_3", crafted.ForcedPalette("packed", table=I16_TABLE)),
+                    ("u8_5", crafted.ForcedPalette("zstd", counts=(0, 100, 60))),
+                    chunk_elements=256), lambda rng: {}),
+    Vector("invalid_palette_index", "a palette index of 7 with a table of 5 values",
+           palette_tensors(("i16_3",)), _options(
+               ("i16_3", crafted.ForcedPalette("packed", table=I16_TABLE,
+                                               edit=palette_index_7))),
+           error="format", match="index"),
+    Vector("invalid_palette_values", "palette values of float32 one byte short (4·n − 1 bytes)",
+           palette_tensors(("f32_grid",)), _options(("f32_grid", crafted.ForcedPalette("ans"))),
+           edit=palette_values_short, error="format", match="values"),
 )
 
 

@@ -1,4 +1,4 @@
-"""Bit-exact codec: float bit planes entropy-coded, or zstd, whichever is smaller.
+"""Bit-exact codec: float bit planes entropy-coded, zstd, or a palette, whichever is smaller.
 
 A float element splits into planes (SPEC.md § "lossless"): the exponent field, then the
 sign bit followed by the mantissa, cut into 8-bit groups from the top (the last group may be
@@ -8,6 +8,10 @@ zstd frame: Huffman-coded literals, decoded ~30x faster than ANS; format 1.1), `
 (the raw bits), or ``constant`` (every element the same value). The writer picks per plane
 the smallest, counting decode time as bytes (:data:`BYTES_PER_DECODE_NS`) so that large
 planes go to the fast decoders unless ANS saves more than that.
+
+A tensor with few distinct values (weights on a grid such as multiples of 1/160) is coded
+in mode ``palette`` (format 1.5) when that is smaller: its sorted table of distinct values,
+stored exactly, and one plane of indices into it, coded by the same plane methods.
 
 >>> import numpy as np
 >>> from onnxz.dtypes import BY_NAME
@@ -72,6 +76,21 @@ packed size (incompressible mantissa bytes skip them)."""
 
 PLANE_METHODS_1_1 = frozenset({"zstd"})
 """Plane methods that format 1.1 added (a file using one declares 1.1)."""
+
+PALETTE_MINOR = 5
+"""Mode ``palette`` is defined by format 1.5."""
+
+PALETTE_MAX_VALUES = 1 << 16
+"""The most values a ``palette`` table may hold (SPEC.md §6.6): indices of at most 16 bits."""
+
+PALETTE_WRITER_MAX_VALUES = 4096
+"""The writer tries ``palette`` only for tensors of at most this many distinct values, and at
+most a quarter of their element count (larger tables rarely pay for themselves)."""
+
+PALETTE_SAMPLE = 1 << 15
+"""Elements whose distinct values are counted first: more than
+:data:`PALETTE_WRITER_MAX_VALUES` among them rules ``palette`` out without sorting the tensor
+(a continuous weight fails here in a few milliseconds)."""
 
 
 @dataclass(frozen=True)
@@ -254,6 +273,12 @@ class PlaneCoding:
             return cls(method)
         raise FormatError(f"lossless codec: unknown plane method {method!r}")
 
+    def check_constant(self, layout: PlaneLayout) -> None:
+        """A ``constant`` plane's value must fit its plane (SPEC.md §6.2; format error)."""
+        if self.method == "constant" and not 0 <= self.value < 1 << layout.bits:
+            raise FormatError(
+                f"constant plane: value {self.value} outside {layout.bits}-bit range")
+
     def encode(self, plane: np.ndarray, bits: int, level: int = PLANE_ZSTD_LEVELS[-1]
                ) -> bytes:
         """One chunk's part: ``plane`` (symbols of ``bits`` bits) coded by this method
@@ -402,6 +427,98 @@ class ZstdDecoder(ChunkDecoder):
         out.view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8)
 
 
+def palette_layout(size: int) -> PlaneLayout:
+    """The index plane of a ``size``-value table: ``max(1, ceil(log2(size)))`` bits."""
+    return PlaneLayout(max(1, (size - 1).bit_length()), 0, False)
+
+
+def palette_of(values: np.ndarray, etype: ElementType) -> np.ndarray | None:
+    """The tensor's distinct element words (its bit patterns as unsigned integers, so -0.0
+    and +0.0, and NaNs of different payloads, are different values), ascending; None when
+    ``palette`` is not worth trying (1-byte types, where a byte plane already is an index;
+    too many distinct values, :data:`PALETTE_WRITER_MAX_VALUES`)."""
+    words = values.reshape(-1).view(_word_type(etype))
+    if etype.width == 1 or words.size < 8:
+        return None
+    if np.unique(words[:PALETTE_SAMPLE]).size > PALETTE_WRITER_MAX_VALUES:
+        return None
+    table = np.unique(words)
+    if table.size > min(PALETTE_WRITER_MAX_VALUES, words.size // 4):
+        return None
+    return table
+
+
+def palette_indices(values: np.ndarray, etype: ElementType, table: np.ndarray,
+                    layout: PlaneLayout) -> np.ndarray:
+    """Each element's position in ``table`` (which holds all of them), a batch at a time."""
+    words = values.reshape(-1).view(_word_type(etype))
+    index = np.empty(words.size, layout.numpy)
+    for part in batches(words.size, 1 << 20):
+        index[part] = np.searchsorted(table, words[part])
+    return index
+
+
+def encode_palette(values: np.ndarray, etype: ElementType, counts: Sequence[int],
+                   beat: int) -> EncodedTensor | None:
+    """Mode ``palette`` (SPEC.md §6.6) if the tensor has few distinct values and its table
+    and index plane take fewer than ``beat`` bytes; else None."""
+    table = palette_of(values, etype)
+    if table is None:
+        return None
+    layout = palette_layout(table.size)
+    index = palette_indices(values, etype, table, layout)
+    plane = code_plane(index, layout, counts)
+    if plane.size + table.nbytes >= beat:
+        return None
+    coding = plane.coding
+    return EncodedTensor(
+        LosslessCodec.codec_id,
+        {"mode": "palette", "values": table.astype(_word_type(etype), copy=False).tobytes(),
+         "index": coding.to_fields()},
+        tuple(Chunk(n, (plane.parts[i],)) for i, n in enumerate(counts)),
+        values,
+        entropy_bits=ans.entropy_bits(index) if coding.method == "ans" else None,
+        table_bytes=table.nbytes + (coding.table.stored_size if coding.table is not None else 0),
+        format_minor=PALETTE_MINOR,
+    )
+
+
+class PaletteDecoder(ChunkDecoder):
+    """Mode ``palette``: one index plane per chunk, each index looked up in the table."""
+
+    def __init__(self, table: np.ndarray, coding: PlaneCoding, layout: PlaneLayout) -> None:
+        self.table, self.coding, self.layout = table, coding, layout
+        self.check_range = table.size < 1 << layout.bits
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], etype: ElementType) -> PaletteDecoder:
+        """SPEC.md §6.6: the table's length checked before anything is built from it."""
+        values = field(params, "values", bytes)
+        size, rest = divmod(len(values), etype.width)
+        if rest or not 1 <= size <= PALETTE_MAX_VALUES:
+            raise FormatError(
+                f"lossless palette: {len(values)} bytes of values is not 1 to "
+                f"{PALETTE_MAX_VALUES} {etype.name} values")
+        layout = palette_layout(size)
+        coding = PlaneCoding.from_fields(field(params, "index", dict))
+        coding.check_constant(layout)
+        return cls(np.frombuffer(values, dtype=_word_type(etype)), coding, layout)
+
+    def decode_into(self, parts: Sequence[bytes], out: np.ndarray) -> None:
+        if len(parts) != 1:
+            raise FormatError("lossless palette chunk: expected 1 part")
+        reader = PlaneReader(self.coding, parts[0], self.layout, out.size)
+        words = out.view(self.table.dtype)
+        for batch in batches(out.size):
+            index = reader.take(batch.stop - batch.start)
+            if self.check_range and index.size and int(index.max()) >= self.table.size:
+                raise FormatError(
+                    f"lossless palette: index {int(index.max())} beyond its table of "
+                    f"{self.table.size} values")
+            np.take(self.table, index, out=words[batch])
+        reader.finish()
+
+
 class LosslessCodec(TensorCodec):
     """Bit-exact for every element type; picks bit planes or zstd per tensor."""
 
@@ -424,7 +541,12 @@ class LosslessCodec(TensorCodec):
             Chunk(n, (compressor.compress(raw[s : s + n].tobytes()),))
             for s, n in zip(starts, counts, strict=False)
         )
-        if sum(len(c.parts[0]) for c in zstd_chunks) <= sum(p.size for p in planes):
+        zstd_size = sum(len(c.parts[0]) for c in zstd_chunks)
+        planes_size = sum(p.size for p in planes)
+        palette = encode_palette(values, etype, counts, min(zstd_size, planes_size))
+        if palette is not None:
+            return palette
+        if zstd_size <= planes_size:
             return EncodedTensor(self.codec_id, {"mode": "zstd"}, zstd_chunks, values)
         ans_planes = [(p, sym) for p, sym in zip(planes, symbols, strict=True)
                       if p.coding.method == "ans"]
@@ -445,6 +567,8 @@ class LosslessCodec(TensorCodec):
         mode = field(params, "mode", str)
         if mode == "zstd":
             return ZstdDecoder()
+        if mode == "palette":
+            return PaletteDecoder.from_params(params, etype)
         if mode != "planes":
             raise FormatError(f"lossless codec: unknown mode {mode!r}")
         layouts = plane_layouts(etype)
@@ -453,7 +577,5 @@ class LosslessCodec(TensorCodec):
             raise FormatError(f"lossless codec: {etype.name} needs {len(layouts)} planes")
         codings = [PlaneCoding.from_fields(f) for f in plane_fields]
         for coding, layout in zip(codings, layouts, strict=True):
-            if coding.method == "constant" and not 0 <= coding.value < 1 << layout.bits:
-                raise FormatError(
-                    f"constant plane: value {coding.value} outside {layout.bits}-bit range")
+            coding.check_constant(layout)
         return PlanesDecoder(codings, etype)
