@@ -122,3 +122,16 @@ def test_generated_inputs_never_correct_biases(tmp_path):
     info = onnxz.save(relu_convnet(), tmp_path / "g.onnxz", fidelity="snr>=20",
                       options=PackOptions(correct_biases=True))
     assert "corrected_biases" not in info.rate_control
+
+
+def test_a_model_whose_mean_probe_cannot_run_packs_without_correction(tmp_path, monkeypatch):
+    import onnxz.ratecontrol.correction as correction
+    from onnxz.verifier import ModelFailed
+
+    def failing(*args):
+        raise ModelFailed("GlobalAveragePool: not implemented for this type")
+
+    monkeypatch.setattr(correction, "input_means", failing)
+    info = onnxz.save(relu_convnet(), tmp_path / "f.onnxz", fidelity="snr>=20",
+                      inputs=images(), correct_biases=True)
+    assert info.rate_control["met"] and "corrected_biases" not in info.rate_control

@@ -38,7 +38,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxz.codecs.deadzone import to_float64
-from onnxz.verifier import ReferenceRun
+from onnxz.verifier import ModelFailed, ReferenceRun
 from onnxz.walker import Path, consumers, payload_type, read_payload, resolve
 
 MIN_OPSET = 5
@@ -219,12 +219,16 @@ class BiasCorrection:
     @classmethod
     def measure(cls, model: onnx.ModelProto, reference: ReferenceRun) -> BiasCorrection | None:
         """The model's correctable layers and their input means on ``reference``'s samples;
-        None if it has none."""
+        None if it has none, or if the model with the means added does not run (it then
+        packs as without correction)."""
         layers = [layer for layer in find_layers(model)
                   if np.isfinite(to_float64(*_payload(model, layer.target))).all()]
         if not layers:
             return None
-        means = input_means(model, layers, reference)
+        try:
+            means = input_means(model, layers, reference)
+        except ModelFailed:
+            return None
         usable = [layer for layer in layers
                   if means[layer.source].shape == (layer.channels(resolve(
                       model, layer.weight).dims),) and np.isfinite(means[layer.source]).all()]
