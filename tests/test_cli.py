@@ -50,6 +50,7 @@ def test_pack_json_output(model_file, tmp_path):
     ("pack", "missing.onnx"),
     ("pack", "."),                          # usage errors too: a directory as MODEL,
     ("pack", "m.onnx", "-o", "-"),          # standard output as OUTPUT,
+    ("unpack", "m.onnxz", "-o", ""),        # an empty OUTPUT,
     ("pack", "m.onnx", "--no-such-option"),  # an unknown option
 ])
 def test_errors_are_one_line_with_nonzero_exit(tmp_path, args, monkeypatch):

@@ -206,12 +206,15 @@ def _not_nan(ctx: click.Context, param: click.Parameter, value: float | None
     return value
 
 
-def _not_stdout(ctx: click.Context, param: click.Parameter, value: Path | None
-                ) -> Path | None:
-    if value is not None and str(value) == "-":
+def _output_path(ctx: click.Context, param: click.Parameter, value: str | None
+                 ) -> Path | None:
+    """An output file's path: not standard output, not empty."""
+    if value == "-":
         raise click.BadParameter("writing to standard output is not supported: give a file "
                                  "name (./- for a file named -)", ctx, param)
-    return value
+    if value == "":
+        raise click.BadParameter("an empty path: give a file name", ctx, param)
+    return None if value is None else Path(value)
 
 
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -305,8 +308,8 @@ def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              callback=_not_stdout, help="Output .onnxz file [default: MODEL with suffix .onnxz].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              callback=_output_path, help="Output .onnxz file [default: MODEL with suffix .onnxz].")
 @click.option("--lossless", is_flag=True,
               help="Bit-exact: every tensor keeps its exact bits (float bit planes + ANS, "
                    "or zstd).")
@@ -487,8 +490,8 @@ def _rate_summary(rate: dict[str, Any]) -> str:
 
 @main.command()
 @click.argument("packed", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              callback=_not_stdout, help="Output .onnx file [default: PACKED with suffix .onnx].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              callback=_output_path, help="Output .onnx file [default: PACKED with suffix .onnx].")
 @click.option("--force", is_flag=True,
               help="Replace OUTPUT if it is an existing regular file (it keeps its permissions).")
 @click.option("--external-data", "external_data", is_flag=False, flag_value="", default=None,
