@@ -137,8 +137,6 @@ def save(
     boolean(lossless, "lossless")
     boolean(force, "force")
     boolean(best_effort, "best_effort")
-    if correct_biases is not None:
-        boolean(correct_biases, "correct_biases")
     _check_callable(progress, "progress")
     workers = _check_workers(workers)
     opts = dataclasses.replace(

@@ -176,8 +176,11 @@ def _summary(info: ContainerInfo) -> str:
     ratio = f", {_compared(info.ratio)} than the original" if info.ratio else ""
     coded = sum(t.codec != "lossless" for t in info.tensors)
     rounded = sum(t.codec == "lossless" and t.rounded_bits is not None for t in info.tensors)
-    kinds = [f"{coded} tensors quantized"] * bool(coded) + [
-        f"{rounded} rounded to fewer mantissa bits"] * bool(rounded)
+    kinds = []
+    if coded:
+        kinds.append(f"{coded} tensors quantized")
+    if rounded:
+        kinds.append(f"{rounded} rounded to fewer mantissa bits")
     lossy = f"; {', '.join(kinds)}" if kinds else "; all tensors exact"
     return (f"{info.path}: {_human(info.file_bytes)} ({info.file_bytes} bytes){ratio}; "
             f"{len(info.tensors)} tensors{lossy}")

@@ -39,6 +39,7 @@ from onnxz.errors import (
     first_line,
 )
 from onnxz.fileio import utf8_spelling
+from onnxz.walker import consumers
 
 Dim = int | str | None
 """A declared dimension: a fixed size, a symbolic name, or None (dynamic and unnamed)."""
@@ -553,17 +554,14 @@ def _gather_rows(model: onnx.ModelProto) -> dict[str, int]:
     """Graph input -> the fewest rows of a Gather table it indexes (through casts/reshapes),
     for tables that are initializers or Constant outputs with a known first dim."""
     shapes = {name: list(t.dims) for name, t in _constants(model).items()}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    uses = consumers(model)
     found: dict[str, int] = {}
     for value in (i.name for i in model.graph.input):
         frontier, seen = [value], set()
         while frontier:
             name = frontier.pop()
             seen.add(name)
-            for node in consumers.get(name, ()):
+            for node, _ in uses.get(name, ()):
                 if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == name:
                     table = shapes.get(node.input[0])
                     axis = next((a.i for a in node.attribute if a.name == "axis"), 0)

@@ -473,7 +473,7 @@ def encode_palette(values: np.ndarray, etype: ElementType, counts: Sequence[int]
     coding = plane.coding
     return EncodedTensor(
         LosslessCodec.codec_id,
-        {"mode": "palette", "values": table.astype(_word_type(etype), copy=False).tobytes(),
+        {"mode": "palette", "values": table.tobytes(),
          "index": coding.to_fields()},
         tuple(Chunk(n, (plane.parts[i],)) for i, n in enumerate(counts)),
         values,

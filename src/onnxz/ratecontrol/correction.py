@@ -21,10 +21,11 @@ Conv the shift ignores the border (zero padding): it is the mean over full windo
 
 >>> import numpy as np
 >>> delta_w = np.array([[[[0.5]], [[-1.0]]]])           # one output, two inputs, 1×1 kernel
->>> Layer(("w",), ("b",), -1.0, "conv", "x").shift(delta_w, np.array([2.0, 1.0])).tolist()
-[0.0]
->>> Layer(("w",), ("b",), -1.0, "matmul", "x").shift(np.array([[1.0], [2.0]]),
-...                                                   np.array([3.0, -1.0])).tolist()
+>>> conv = Layer(("w",), ("b",), -1.0, "conv", "x", delta_w.shape)
+>>> conv.channels, conv.shift(delta_w, np.array([2.0, 1.0])).tolist()
+(2, [0.0])
+>>> Layer(("w",), ("b",), -1.0, "matmul", "x", (2, 1)).shift(np.array([[1.0], [2.0]]),
+...                                                          np.array([3.0, -1.0])).tolist()
 [1.0]
 """
 
@@ -38,6 +39,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxz.codecs.deadzone import to_float64
+from onnxz.dtypes import ElementType
 from onnxz.verifier import ModelFailed, ReferenceRun
 from onnxz.walker import Path, consumers, payload_type, read_payload, resolve
 
@@ -53,13 +55,15 @@ class Layer:
     target (−1 for a bias, +1 for a BatchNormalization mean), times ``scale`` (a Gemm's
     α/β). ``form`` says how the weight meets its input's channels: ``conv`` (weight
     (O, C/groups, k…), input channel axis 1), ``gemm_t`` (weight (N, K)) or ``matmul``
-    (weight (K, N), input channels last); ``source`` is the input value."""
+    (weight (K, N), input channels last); ``source`` is the input value, ``weight_shape``
+    the weight's dims."""
 
     weight: Path
     target: Path
     sign: float
     form: str
     source: str
+    weight_shape: tuple[int, ...]
     groups: int = 1
     scale: float = 1.0
 
@@ -75,11 +79,12 @@ class Layer:
             return delta_w @ mean
         return mean @ delta_w
 
-    def channels(self, weight_shape: Sequence[int]) -> int:
+    @property
+    def channels(self) -> int:
         """How many input channels the mean has."""
         if self.form == "conv":
-            return weight_shape[1] * self.groups
-        return weight_shape[1] if self.form == "gemm_t" else weight_shape[0]
+            return self.weight_shape[1] * self.groups
+        return self.weight_shape[1] if self.form == "gemm_t" else self.weight_shape[0]
 
 
 def find_layers(model: onnx.ModelProto) -> list[Layer]:
@@ -109,7 +114,7 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Conv" and len(shape) >= 3:
             layer = dict(weight=paths[weight], form="conv", source=node.input[0],
-                         groups=int(attrs.get("group", 1)))
+                         weight_shape=shape, groups=int(attrs.get("group", 1)))
             if shape[0] % layer["groups"]:
                 continue
             if len(node.input) > 2 and node.input[2]:
@@ -126,7 +131,7 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
             alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
             if len(node.input) > 2 and beta != 0 and alone(node.input[2], width):
                 found.append(Layer(paths[weight], paths[node.input[2]], -1.0,
-                                   "gemm_t" if transposed else "matmul", node.input[0],
+                                   "gemm_t" if transposed else "matmul", node.input[0], shape,
                                    scale=alpha / beta))
         elif node.op_type == "MatMul" and len(shape) == 2:
             after = sole(node.output[0])
@@ -134,7 +139,7 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
                 other = after.input[1] if after.input[0] == node.output[0] else after.input[0]
                 if alone(other, shape[1]):
                     found.append(Layer(paths[weight], paths[other], -1.0, "matmul",
-                                       node.input[0]))
+                                       node.input[0], shape))
     return found
 
 
@@ -170,12 +175,11 @@ def input_means(model: onnx.ModelProto, layers: Sequence[Layer], reference: Refe
     for layer in layers:
         if layer.source in names:
             continue
-        weight = resolve(model, layer.weight)
         mean = layer.source + MEAN_SUFFIX
         if layer.form == "conv":
             graph.node.append(helper.make_node("GlobalAveragePool", [layer.source], [mean]))
         else:  # (…, K) -> (1, K, rows)
-            channels = layer.channels(weight.dims)
+            channels = layer.channels
             rows, first, grid = (f"{mean}_{k}" for k in ("rows", "channels", "grid"))
             graph.initializer.extend([
                 numpy_helper.from_array(np.array([-1, channels], np.int64), rows),
@@ -202,44 +206,38 @@ class BiasCorrection:
     their inputs' means: :meth:`corrected` gives a target's values for a weight's
     reconstruction."""
 
-    def __init__(self, model: onnx.ModelProto, layers: Sequence[Layer],
-                 means: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, layers: Sequence[Layer], means: Mapping[str, np.ndarray],
+                 originals: Mapping[Path, tuple[np.ndarray, ElementType]]) -> None:
         self.by_weight = {layer.weight: layer for layer in layers}
         self.by_target = {layer.target: layer for layer in layers}
         self.means = dict(means)
-        self.originals = {}
-        self.shapes = {}
-        for layer in layers:
-            target = resolve(model, layer.target)
-            etype = payload_type(target)
-            assert etype is not None
-            self.originals[layer.target] = (read_payload(target, etype).copy(), etype)
-            self.shapes[layer.weight] = tuple(resolve(model, layer.weight).dims)
+        self.originals = dict(originals)  # target -> its original values and element type
 
     @classmethod
     def measure(cls, model: onnx.ModelProto, reference: ReferenceRun) -> BiasCorrection | None:
         """The model's correctable layers and their input means on ``reference``'s samples;
         None if it has none, or if the model with the means added does not run (it then
         packs as without correction)."""
-        layers = [layer for layer in find_layers(model)
-                  if np.isfinite(to_float64(*_payload(model, layer.target))).all()]
+        found = find_layers(model)
+        originals = {layer.target: _payload(model, layer.target) for layer in found}
+        layers = [layer for layer in found
+                  if np.isfinite(to_float64(*originals[layer.target])).all()]
         if not layers:
             return None
         try:
             means = input_means(model, layers, reference)
         except ModelFailed:
             return None
-        usable = [layer for layer in layers
-                  if means[layer.source].shape == (layer.channels(resolve(
-                      model, layer.weight).dims),) and np.isfinite(means[layer.source]).all()]
-        return cls(model, usable, means) if usable else None
+        usable = [layer for layer in layers if means[layer.source].shape == (layer.channels,)
+                  and np.isfinite(means[layer.source]).all()]
+        return cls(usable, means, originals) if usable else None
 
     def shift(self, weight: Path, original: np.ndarray, reconstruction: np.ndarray
               ) -> np.ndarray:
         """The output shift of the layer of ``weight`` when its ``original`` values (flat,
         float64) become ``reconstruction``."""
         layer = self.by_weight[weight]
-        delta_w = (reconstruction - original).reshape(self.shapes[weight])
+        delta_w = (reconstruction - original).reshape(layer.weight_shape)
         return layer.scale * layer.shift(delta_w, self.means[layer.source])
 
     def corrected(self, target: Path, shift: np.ndarray) -> np.ndarray:
@@ -250,8 +248,9 @@ class BiasCorrection:
         return moved.astype(etype.numpy)
 
 
-def _payload(model: onnx.ModelProto, path: Path):
+def _payload(model: onnx.ModelProto, path: Path) -> tuple[np.ndarray, ElementType]:
+    """A float tensor's values (a copy: the working model's payloads change) and type."""
     tensor = resolve(model, path)
     etype = payload_type(tensor)
     assert etype is not None
-    return read_payload(tensor, etype), etype
+    return read_payload(tensor, etype).copy(), etype

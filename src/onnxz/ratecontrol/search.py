@@ -180,6 +180,7 @@ class Workbench:
         self.candidates = find_candidates(self.model, options, settings)
         self.correction = (BiasCorrection.measure(self.model, self.reference)
                            if correct_biases else None)
+        self._by_path = {c.path: c for c in self.candidates}
         self.progress = progress
         self.evaluations = 0
         self._current: dict[Path, Setting] = {}
@@ -201,14 +202,12 @@ class Workbench:
                     self._shifts[target] = self.correction.shift(
                         c.path, to_float64(c.values, c.etype), to_float64(values, c.etype))
                     moved.add(target)
-        if self.correction:
-            by_path = {c.path: c for c in self.candidates}
-            for target in moved & self._shifts.keys():
-                values = self._corrected(target)
-                if target in by_path:
-                    values = by_path[target].reconstruction(settings.get(target, LOSSLESS),
-                                                            values)
-                put_payload(resolve(self.model, target), values)
+        for target in moved & self._shifts.keys():
+            values = self._corrected(target)
+            if target in self._by_path:
+                values = self._by_path[target].reconstruction(settings.get(target, LOSSLESS),
+                                                              values)
+            put_payload(resolve(self.model, target), values)
 
     def corrections(self, settings: dict[Path, Setting]) -> dict[Path, np.ndarray]:
         """The corrected biases' values under ``settings`` (before their own coding): what

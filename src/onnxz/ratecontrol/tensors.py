@@ -189,14 +189,12 @@ class Candidate:
         """The values a decoder returns for this tensor under ``setting`` — or for
         ``values`` in its place (quantized as the writer quantizes them, from their own
         spread)."""
-        if values is not None:
-            if setting.lossless:
-                return values
-            return setting.quantizer(self.row).quantize(values, self.etype).reconstruction(
-                self.etype)
         if setting.lossless:
-            return self.values
-        return self.quantized(setting).reconstruction(self.etype)
+            return self.values if values is None else values
+        if values is None:
+            return self.quantized(setting).reconstruction(self.etype)
+        return setting.quantizer(self.row).quantize(values, self.etype).reconstruction(
+            self.etype)
 
     def quantized(self, setting: Setting) -> QuantizedTensor:
         """The tensor through ``setting``'s quantizer (as the writer will quantize it)."""
