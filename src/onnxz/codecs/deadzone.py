@@ -539,7 +539,9 @@ class DeadzoneDecoder(EscapedSymbolDecoder):
 
     def fill(self, target: np.ndarray, index: np.ndarray, where: np.ndarray,
              escaped: np.ndarray, start: int) -> None:
-        np.take(self.lookup, index, out=target)
+        # positions are checked before (or in the table by construction); "wrap" spares
+        # the buffered copy of ``out`` that numpy makes under the default mode "raise"
+        np.take(self.lookup, index, out=target, mode="wrap")
         if where.size:
             target[where] = from_float64(self.reconstruct(escaped, start), self.etype)
 
