@@ -102,6 +102,7 @@ def save(
     best_effort: bool = False,
     class_outputs: Sequence[str] = (),
     correct_biases: bool | None = None,
+    calibrated_rounding: bool | None = None,
 ) -> ContainerInfo:
     """Pack an ONNX model (a ModelProto or a path) into an onnxz file at ``path``.
 
@@ -121,7 +122,10 @@ def save(
     written and ``info.rate_control["met"]`` is False). ``class_outputs`` names outputs to
     treat as class scores. ``correct_biases`` (with ``fidelity`` and ``inputs``): each
     layer's bias absorbs the mean shift its quantized weights cause on the inputs (see
-    :mod:`onnxz.ratecontrol.correction`; off by default).
+    :mod:`onnxz.ratecontrol.correction`; off by default). ``calibrated_rounding`` (with
+    ``fidelity`` and ``inputs``, without ``max_size``): weights of linear layers are rounded
+    with error feedback through their inputs on ``inputs`` (GPTQ-style, same bytes, smaller
+    output error; see :mod:`onnxz.ratecontrol.feedback`; off by default).
 
     A model with external data is read tensor by tensor from its data files. Rate control
     holds the model in memory and runs it; by default it does so for models of up to
@@ -145,6 +149,8 @@ def save(
         step_rel=base.step_rel if step_rel is None else step_rel,
         deadzone=base.deadzone if deadzone is None else deadzone,
         correct_biases=base.correct_biases if correct_biases is None else correct_biases,
+        calibrated_rounding=(base.calibrated_rounding if calibrated_rounding is None
+                             else calibrated_rounding),
     )
     if deadzone is not None and opts.step_rel is None and not opts.lossless:
         opts = dataclasses.replace(opts, step_rel=DEFAULT_STEP_REL)
@@ -350,7 +356,8 @@ def _write_tensors(source: ModelFile, writer: ContainerWriter, opts: PackOptions
             put_payload(t.slot.tensor, t.external.read())
     settings = result.settings if result is not None else {}
     sensitivity = result.sensitivities() if result is not None else {}
-    corrections = result.corrections if result is not None else {}
+    # the values rate control changed: corrected biases, weights rounded with feedback
+    corrections = {**result.corrections, **result.rounded} if result is not None else {}
     for t in source.tensors:  # corrected biases left in the graph
         if t.nbytes < opts.inline_max_bytes and t.slot.path in corrections:
             put_payload(t.slot.tensor, corrections[t.slot.path])

@@ -73,6 +73,10 @@ class PackOptions:
     ``correct_biases``: with a fidelity target and the user's inputs, rate control moves
     each layer's bias by the mean shift its quantized weights cause on those inputs (see
     :mod:`onnxz.ratecontrol.correction`); off by default (README: "Bias correction").
+    ``calibrated_rounding``: with a fidelity target (no size target) and the user's inputs,
+    rate control rounds the weights of linear layers with error feedback through their
+    inputs on those samples (GPTQ-style, see :mod:`onnxz.ratecontrol.feedback`): the same
+    levels and bytes, a smaller output error.
     """
 
     lossless: bool = False
@@ -84,10 +88,12 @@ class PackOptions:
     quantizer: TensorCodec | None = None
     target_snr_db: float | None = None
     correct_biases: bool = False
+    calibrated_rounding: bool = False
 
     def __post_init__(self) -> None:
         boolean(self.lossless, "lossless")
         boolean(self.correct_biases, "correct_biases")
+        boolean(self.calibrated_rounding, "calibrated_rounding")
         if self.step_rel is not None:
             step_rel = real_number(self.step_rel, "step_rel")
             if not (step_rel > 0 and math.isfinite(step_rel)):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -537,14 +537,21 @@ class ReferenceRun:
         """A candidate's outputs (the model's own, then the extra ones) on the first
         ``samples`` samples (all by default); state inputs get the candidate's own previous
         outputs."""
-        session = _session(lambda: session_from_proto(with_outputs(model, self.extra_outputs)),
+        return list(self.stream(model, samples))
+
+    def stream(self, model: onnx.ModelProto, samples: int | None = None,
+               extra_outputs: Sequence[str] | None = None) -> Iterator[list[np.ndarray]]:
+        """:meth:`run` one sample at a time (only the previous sample's outputs are kept);
+        ``extra_outputs`` in place of the run's own extra outputs (state links stay: they
+        read the model's own outputs, which come first)."""
+        extras = self.extra_outputs if extra_outputs is None else extra_outputs
+        session = _session(lambda: session_from_proto(with_outputs(model, extras)),
                            "candidate")
-        outputs: list[list[np.ndarray]] = []
+        last: list[np.ndarray] | None = None
         for i, (feed, links) in enumerate(zip(self.feeds[:samples], self.links, strict=False)):
-            previous = (self.outputs[i - 1], outputs[-1]) if outputs else None
-            outputs.append(run_session(session, _with_state(feed, links, previous),
-                                       "candidate", i))
-        return outputs
+            previous = (self.outputs[i - 1], last) if last is not None else None
+            last = run_session(session, _with_state(feed, links, previous), "candidate", i)
+            yield last
 
     def metrics(self, outputs: list[list[np.ndarray]]) -> tuple[OutputMetrics, ...]:
         """The metrics of a candidate's outputs (from :meth:`run`) against the original's."""

@@ -122,6 +122,22 @@ def _walk_nodes(nodes: Sequence[onnx.NodeProto], path: Path, found: list) -> Non
                     _walk_graph(sub, (*here, "graphs", k), found)
 
 
+def float_tensor_paths(model: onnx.ModelProto) -> dict[str, Path]:
+    """Value name -> path of the top-level graph's float initializers and Constant tensors
+    (bfloat16 aside): where the weights of its layers can live."""
+    found: dict[str, Path] = {}
+    for i, tensor in enumerate(model.graph.initializer):
+        found[tensor.name] = ("graph", "initializer", i)
+    for n, node in enumerate(model.graph.node):
+        if node.op_type == "Constant" and node.output:
+            for a, attr in enumerate(node.attribute):
+                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                    found[node.output[0]] = ("graph", "node", n, "attribute", a, "t")
+    return {name: path for name, path in found.items()
+            if (etype := payload_type(resolve(model, path))) is not None and etype.is_float
+            and etype.name != "bfloat16"}
+
+
 def consumers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
     """Value name -> (node, input index) of every use, across the graph and its subgraphs."""
     uses: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)

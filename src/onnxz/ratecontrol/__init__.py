@@ -119,13 +119,15 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
     """
     if target is None:
         return _default(model, inputs, options, class_outputs, progress)
-    correct_biases = options.correct_biases and inputs is not None and not isinstance(
-        inputs, GeneratedInputs)  # means of the user's inputs, not of generated ones
+    users_inputs = inputs is not None and not isinstance(inputs, GeneratedInputs)
+    correct_biases = options.correct_biases and users_inputs  # not generated inputs' means
+    calibrated_rounding = options.calibrated_rounding and users_inputs
     if inputs is None:
         inputs = runnable_inputs(model)
     if target.fidelity is not None:
         bench = Workbench(model, inputs, options, target.fidelity, class_outputs,
-                          progress, correct_biases=correct_biases)
+                          progress, correct_biases=correct_biases,
+                          calibrated_rounding=calibrated_rounding and target.max_bytes is None)
         objective = objective_for(target.fidelity, bench.reference, bench.model)
         result = choose_for_fidelity(bench, objective)
         if target.max_bytes is not None:

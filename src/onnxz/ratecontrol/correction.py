@@ -41,7 +41,14 @@ from onnx import helper, numpy_helper
 from onnxz.codecs.deadzone import to_float64
 from onnxz.dtypes import ElementType
 from onnxz.verifier import ModelFailed, ReferenceRun
-from onnxz.walker import Path, consumers, payload_type, read_payload, resolve
+from onnxz.walker import (
+    Path,
+    consumers,
+    float_tensor_paths,
+    payload_type,
+    read_payload,
+    resolve,
+)
 
 MIN_OPSET = 5
 """The mean probes use Reshape with a shape input (opset 5 and later)."""
@@ -93,7 +100,7 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
         return []
-    paths = _tensor_paths(model)
+    paths = float_tensor_paths(model)
     uses = consumers(model)
     shapes = {name: tuple(resolve(model, path).dims) for name, path in paths.items()}
 
@@ -145,21 +152,6 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
 
 def _training(node: onnx.NodeProto) -> bool:
     return any(a.name == "training_mode" and a.i for a in node.attribute)
-
-
-def _tensor_paths(model: onnx.ModelProto) -> dict[str, Path]:
-    """Value name -> path of the top-level graph's float initializers and Constant tensors."""
-    found: dict[str, Path] = {}
-    for i, tensor in enumerate(model.graph.initializer):
-        found[tensor.name] = ("graph", "initializer", i)
-    for n, node in enumerate(model.graph.node):
-        if node.op_type == "Constant" and node.output:
-            for a, attr in enumerate(node.attribute):
-                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
-                    found[node.output[0]] = ("graph", "node", n, "attribute", a, "t")
-    return {name: path for name, path in found.items()
-            if (etype := payload_type(resolve(model, path))) is not None and etype.is_float
-            and etype.name != "bfloat16"}
 
 
 def input_means(model: onnx.ModelProto, layers: Sequence[Layer], reference: ReferenceRun

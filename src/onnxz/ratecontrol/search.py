@@ -33,6 +33,7 @@ from onnxz.ratecontrol.allocation import (
     slope_range,
 )
 from onnxz.ratecontrol.correction import BiasCorrection
+from onnxz.ratecontrol.feedback import ErrorFeedback, find_linear_layers, input_moments
 from onnxz.ratecontrol.objective import Objective, extra_outputs_for
 from onnxz.ratecontrol.tensors import LOSSLESS, Candidate, Setting, find_candidates
 from onnxz.verifier import ModelFailed, OutputMetrics, ReferenceRun
@@ -91,7 +92,10 @@ class RateResult:
     the decision checks' predicted agreement per criterion;
     ``met`` says whether the target holds (False only with ``best_effort``);
     ``corrections`` the new values (before their own coding) of the biases that absorb
-    their layer's quantization shift (:mod:`onnxz.ratecontrol.correction`), by path.
+    their layer's quantization shift (:mod:`onnxz.ratecontrol.correction`), by path;
+    ``rounded`` the values of the weights rounded with error feedback
+    (:mod:`onnxz.ratecontrol.feedback`), which the writer codes at their settings' absolute
+    steps.
     """
 
     mode: str
@@ -105,6 +109,7 @@ class RateResult:
     met: bool = True
     note: str = ""
     corrections: dict[Path, np.ndarray] = field(default_factory=dict)
+    rounded: dict[Path, np.ndarray] = field(default_factory=dict)
 
     @property
     def settings(self) -> dict[Path, Setting]:
@@ -125,6 +130,8 @@ class RateResult:
             achieved[m.name] = {k: v for k, v in figures.items()
                                 if v is not None and math.isfinite(v)}
         corrected = {"corrected_biases": len(self.corrections)} if self.corrections else {}
+        if self.rounded:
+            corrected["calibrated_rounding"] = len(self.rounded)
         return {"mode": self.mode, "target": self.target,
                 "inputs": self.reference.samples.description if self.reference else None,
                 "note": self.note,
@@ -167,7 +174,7 @@ class Workbench:
                  fidelity: Fidelity | None, class_outputs: Sequence[str] = (),
                  progress: Progress | None = None, extra_outputs: Sequence[str] = (),
                  settings: Sequence[Setting] | None = None,
-                 correct_biases: bool = False) -> None:
+                 correct_biases: bool = False, calibrated_rounding: bool = False) -> None:
         self.model = onnx.ModelProto()
         self.model.CopyFrom(model)
         extras = extra_outputs_for(fidelity, model) if fidelity else tuple(extra_outputs)
@@ -181,6 +188,7 @@ class Workbench:
         self.correction = (BiasCorrection.measure(self.model, self.reference)
                            if correct_biases else None)
         self._by_path = {c.path: c for c in self.candidates}
+        self.feedback = self._measure_feedback() if calibrated_rounding else {}
         self.progress = progress
         self.evaluations = 0
         self._current: dict[Path, Setting] = {}
@@ -208,6 +216,38 @@ class Workbench:
                 values = self._by_path[target].reconstruction(settings.get(target, LOSSLESS),
                                                               values)
             put_payload(resolve(self.model, target), values)
+
+    def _measure_feedback(self) -> dict[Path, ErrorFeedback]:
+        """The rounding with error feedback (:mod:`onnxz.ratecontrol.feedback`) of every
+        weight tensor of a linear layer where it holds up on the samples."""
+        weights = {c.path: c for c in self.candidates if not c.auxiliary and c.row == 1}
+        layers = {layer.weight: layer for layer in find_linear_layers(self.model)
+                  if layer.weight in weights}
+        found = {}
+        for path, moments in input_moments(self.model, self.reference,
+                                           list(layers.values())).items():
+            c = weights[path]
+            feedback = ErrorFeedback.measure(layers[path], to_float64(c.values, c.etype),
+                                             c.spread, moments, c.dead_zone_steps())
+            if feedback is not None:
+                found[path] = feedback
+        return found
+
+    def use_feedback(self) -> None:
+        """From now on, round the tensors :attr:`feedback` holds with it (after the
+        sensitivity pass, which measures each tensor with plain rounding)."""
+        for path, feedback in self.feedback.items():
+            self._by_path[path].use_feedback(feedback)
+
+    def coded(self, plan: Plan) -> tuple[Plan, dict[Path, np.ndarray]]:
+        """``plan`` as the writer codes it (fed-back tensors at their absolute steps) and
+        the fed-back tensors' values."""
+        coded = {path: replace(point, setting=self._by_path[path].coded_setting(point.setting))
+                 if path in self._by_path else point for path, point in plan.items()}
+        rounded = {path: self._by_path[path].rounded(point.setting)
+                   for path, point in plan.items()
+                   if path in self._by_path and coded[path].setting != point.setting}
+        return coded, rounded
 
     def corrections(self, settings: dict[Path, Setting]) -> dict[Path, np.ndarray]:
         """The corrected biases' values under ``settings`` (before their own coding): what
@@ -241,6 +281,7 @@ def choose_for_fidelity(bench: Workbench, objective: Objective,
     keeps the smaller plan that holds."""
     candidates = bench.candidates
     _sensitivities(bench, objective)
+    bench.use_feedback()
     stateful = any(bench.reference.links)
     spreads = ((sensitivity_spread_db,) if sensitivity_spread_db is not None
                else (None, EQUALIZED_DB) if stateful else (None,))
@@ -259,8 +300,10 @@ def choose_for_fidelity(bench: Workbench, objective: Objective,
     assert plan is not None  # the first search has no ceiling
     _, metrics, predictions = verdicts.get(_key(plan)) or _evaluate(bench, objective, plan)
     corrections = bench.corrections({path: point.setting for path, point in plan.items()})
+    plan, rounded = bench.coded(plan)
     return RateResult("fidelity", str(objective.fidelity), bench.reference, candidates, plan,
-                      metrics, predictions, bench.evaluations, corrections=corrections)
+                      metrics, predictions, bench.evaluations, corrections=corrections,
+                      rounded=rounded)
 
 
 def _smallest_passing(bench: Workbench, objective: Objective, verdicts: dict,

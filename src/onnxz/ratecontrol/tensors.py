@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -38,7 +38,7 @@ from onnxz.codecs import (
     TrellisZstdCodec,
 )
 from onnxz.codecs.base import LossyCodec, QuantizedTensor
-from onnxz.codecs.deadzone import robust_spread, to_float64
+from onnxz.codecs.deadzone import from_float64, robust_spread, to_float64
 from onnxz.codecs.predictive import ENCODER_MAX_ROW, Predicted
 from onnxz.codecs.rounding import MantissaRounding, round_mantissa
 from onnxz.dtypes import ElementType, element_type
@@ -50,6 +50,7 @@ from onnxz.policy import (
     WEIGHT_MIN_ELEMENTS,
     PackOptions,
 )
+from onnxz.ratecontrol.feedback import ErrorFeedback
 from onnxz.walker import (
     Path,
     TensorSlot,
@@ -81,6 +82,9 @@ lossless, 6.2 of its 10.1 MB; with these points 7.96 MB). 12 bits is about 80 dB
 per weight; the step grid stops at 2^-11, where symbols begin to pass the coder's alphabet.
 Priced by :func:`near_lossless_point`."""
 
+ROUNDED_KEPT = 3
+"""Settings whose fed-back values a candidate keeps (see :meth:`Candidate.rounded`)."""
+
 PRICE_SAMPLE = 1 << 18
 """Elements a tensor's settings are priced on (see :meth:`Candidate.price`)."""
 
@@ -90,12 +94,15 @@ PRICE_SAMPLE = 1 << 18
 class Setting:
     """What to do with one tensor: ``method`` ``lossless``, or a lossy codec of
     :data:`METHODS` — ``deadzone`` with step ``step_rel`` × the tensor's spread and dead
-    zone ``deadzone``, ``mantissa`` rounding to ``bits`` mantissa bits."""
+    zone ``deadzone``, ``mantissa`` rounding to ``bits`` mantissa bits. ``absolute_step``
+    replaces ``step_rel`` × spread where the writer codes levels chosen elsewhere (a tensor
+    rounded with error feedback, :mod:`onnxz.ratecontrol.feedback`)."""
 
     method: str = "lossless"
     step_rel: float | None = None
     deadzone: float = 0.5
     bits: int | None = None
+    absolute_step: float | None = None
 
     @classmethod
     def step(cls, step_rel: float, deadzone: float = 0.5) -> Setting:
@@ -125,7 +132,9 @@ class Setting:
 
 METHODS: dict[str, Callable[[Setting, int], LossyCodec]] = {
     # the dead-zone quantizer; its levels predicted along rows where that is much cheaper
-    "deadzone": lambda s, row: PredictiveCodec(s.step_rel, s.deadzone, row=row),
+    "deadzone": lambda s, row: (
+        PredictiveCodec(s.step_rel, s.deadzone, row=row) if s.absolute_step is None
+        else PredictiveCodec(None, s.deadzone, row=row, step=s.absolute_step)),
     "mantissa": lambda s, row: MantissaRounding(s.bits),  # type: ignore[arg-type]
     # trellis-coded quantization (format 1.1) at step_rel; the dead zone does not apply
     "trellis": lambda s, row: TrellisZstdCodec(s.step_rel),  # type: ignore[arg-type]
@@ -171,6 +180,8 @@ class Candidate:
     row: int = 1
     sensitivity: float | None = None
     exercised: bool = True
+    feedback: ErrorFeedback | None = None
+    _rounded: dict[Setting, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def path(self) -> Path:
@@ -191,10 +202,48 @@ class Candidate:
         spread)."""
         if setting.lossless:
             return self.values if values is None else values
+        if values is None and self.feedback is not None and setting.method == "deadzone":
+            return self.rounded(setting)
         if values is None:
             return self.quantized(setting).reconstruction(self.etype)
         return setting.quantizer(self.row).quantize(values, self.etype).reconstruction(
             self.etype)
+
+    def rounded(self, setting: Setting) -> np.ndarray:
+        """The values of a dead-zone ``setting`` rounded with :attr:`feedback` (the last
+        few kept: the search applies a plan many times)."""
+        assert self.feedback is not None
+        if setting not in self._rounded:
+            if len(self._rounded) >= ROUNDED_KEPT:
+                del self._rounded[next(iter(self._rounded))]
+            assert setting.step_rel is not None
+            self._rounded[setting] = from_float64(self.feedback.reconstruction(
+                to_float64(self.values, self.etype), setting.step_rel * self.spread,
+                setting.deadzone), self.etype)
+        return self._rounded[setting]
+
+    def use_feedback(self, feedback: ErrorFeedback) -> None:
+        """Round dead-zone settings with ``feedback`` from now on; their priced error
+        becomes the weight error that plain rounding would need for the same output error
+        (× the gain at their step, :meth:`ErrorFeedback.gain`), which is what the
+        allocation trades against the sensitivity measured with plain rounding."""
+        self.feedback = feedback
+        self.points = [replace(p, sse=p.sse * feedback.gain(p.setting.step_rel))
+                       if p.setting.method == "deadzone" and p.setting.step_rel is not None
+                       else p for p in self.points]
+
+    def dead_zone_steps(self) -> list[float]:
+        """The relative steps of this tensor's dead-zone points."""
+        return [p.setting.step_rel for p in self.points
+                if p.setting.method == "deadzone" and p.setting.step_rel is not None]
+
+    def coded_setting(self, setting: Setting) -> Setting:
+        """The setting the writer codes this tensor with: a fed-back dead-zone setting at
+        its absolute step (the levels are the rounded values' own)."""
+        if self.feedback is None or setting.method != "deadzone":
+            return setting
+        assert setting.step_rel is not None
+        return replace(setting, absolute_step=setting.step_rel * self.spread)
 
     def quantized(self, setting: Setting) -> QuantizedTensor:
         """The tensor through ``setting``'s quantizer (as the writer will quantize it)."""
@@ -213,8 +262,10 @@ class Candidate:
         except NotQuantizable:
             return None
         scale = self.size / values.size
+        gain = (self.feedback.gain(setting.step_rel) if self.feedback is not None
+                and setting.method == "deadzone" and setting.step_rel is not None else 1.0)
         return Point(setting, quantized.estimated_bytes() * scale + INDEX_BYTES[setting.method],
-                     self.scaled_sse(values, quantized.reconstruction(self.etype)))
+                     self.scaled_sse(values, quantized.reconstruction(self.etype)) * gain)
 
     def scaled_sse(self, values: np.ndarray, reconstruction: np.ndarray) -> float:
         """Σ (x − x̂)² of ``values`` (the whole tensor or its price sample) against their

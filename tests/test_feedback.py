@@ -1,0 +1,221 @@
+"""Calibration-aware rounding: the layers it applies to, the inputs as each weight matrix
+sees them, the rounding itself, and what it does to rate control's files."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from models import relu_convnet
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxz
+from onnxz.cli import main
+from onnxz.codecs.deadzone import to_float64
+from onnxz.policy import PackOptions
+from onnxz.ratecontrol.feedback import (
+    ErrorFeedback,
+    InputMoments,
+    LinearLayer,
+    find_linear_layers,
+    output_error,
+    round_with_feedback,
+    upper_inverse_factor,
+)
+from onnxz.ratecontrol.search import Workbench
+from onnxz.ratecontrol.tensors import Setting
+from onnxz.walker import resolve
+
+
+def correlated_images(n: int = 24, seed: int = 0) -> dict[str, np.ndarray]:
+    """Images whose channels and neighbouring pixels move together, as real ones do."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n, 1, 1, 6, 6))
+    smooth = np.repeat(np.repeat(base, 2, axis=3), 2, axis=4)  # 12×12, 2×2 blocks alike
+    mix = np.array([1.0, 0.8, 0.6]).reshape(1, 1, 3, 1, 1)
+    x = smooth * mix + 0.05 * rng.standard_normal((n, 1, 3, 12, 12)) + 0.5
+    return {"x": x.astype(np.float32)}
+
+
+def test_the_linear_layers_are_found_with_their_geometry():
+    model = relu_convnet()
+    found = {resolve(model, layer.weight).name: layer for layer in find_linear_layers(model)}
+    assert set(found) == {"conv1_w", "conv2_w", "fc_w", "out_w"}
+    assert (found["conv1_w"].form, found["conv1_w"].pads, found["conv1_w"].columns) == (
+        "conv", (1, 1, 1, 1), 27)
+    assert (found["fc_w"].form, found["fc_w"].columns) == ("matmul", 16)
+    assert (found["out_w"].form, found["out_w"].columns) == ("gemm_t", 32)
+
+
+def test_a_shared_weight_or_a_same_padded_conv_is_left_alone():
+    model = relu_convnet()
+    model.graph.node.append(helper.make_node("Identity", ["fc_w"], ["fc_w_copy"]))
+    model.graph.output.append(onnx.ValueInfoProto(name="fc_w_copy"))
+    next(n for n in model.graph.node if n.output[0] == "c1").attribute.append(
+        helper.make_attribute("auto_pad", "SAME_UPPER"))
+    names = {resolve(model, layer.weight).name for layer in find_linear_layers(model)}
+    assert names == {"conv2_w", "out_w"}
+
+
+@pytest.mark.parametrize(("groups", "strides", "pads", "dilations"), [
+    (1, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (2, (2, 1), (0, 1, 1, 0), (1, 2)),
+    (4, (1, 2), (2, 0, 0, 1), (2, 1)),
+])
+def test_input_rows_times_the_weight_matrix_are_the_conv_outputs(groups, strides, pads,
+                                                                   dilations):
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((8, 4 // groups, 3, 2)).astype(np.float32)
+    x = rng.standard_normal((2, 4, 7, 6)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], group=groups, strides=strides,
+                            pads=pads, dilations=dilations)
+    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, x.shape)], [onnx.ValueInfoProto(name="y")],
+        [numpy_helper.from_array(w, "w")])
+    session = ort.InferenceSession(helper.make_model(graph).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": x})
+    layer = LinearLayer(("w",), "conv", "x", w.shape, groups, strides, pads, dilations)
+    rows = layer.input_rows(x, limit=10**6)  # every window, in (sample, output pixel) order
+    matrix = layer.matrix(w.astype(np.float64))  # (groups, rows, columns)
+    outputs = np.einsum("grc,gpc->pgr", matrix, rows).reshape(rows.shape[1], -1)
+    np.testing.assert_allclose(outputs, y.transpose(0, 2, 3, 1).reshape(-1, 8), atol=1e-4)
+
+
+def test_input_rows_of_a_matmul_are_its_tokens_and_a_limit_picks_them_evenly():
+    x = np.arange(2 * 5 * 3, dtype=np.float32).reshape(2, 5, 3)
+    layer = LinearLayer(("w",), "matmul", "x", (3, 4))
+    np.testing.assert_array_equal(layer.input_rows(x, 100)[0], x.reshape(10, 3))
+    np.testing.assert_array_equal(layer.input_rows(x, 4)[0], x.reshape(10, 3)[[0, 3, 6, 9]])
+    w = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_array_equal(layer.weight_of(layer.matrix(w)), w.reshape(-1))
+
+
+def moments(x: np.ndarray) -> np.ndarray:
+    return (x.T @ x)[None]
+
+
+def test_feedback_keeps_the_grid_and_lowers_the_output_error_on_unseen_inputs():
+    rng = np.random.default_rng(2)
+    mixing = rng.standard_normal((4, 16))
+    def inputs(n):
+        return rng.standard_normal((n, 4)) @ mixing + 0.1 * rng.standard_normal((n, 16))
+    w = rng.standard_normal((1, 32, 16))
+    step = 0.25
+    fed = round_with_feedback(w, upper_inverse_factor(moments(inputs(2000))), step, 0.5)
+    levels = fed / step
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-9)  # the same grid
+    plain = np.round(w / step) * step
+    unseen = moments(inputs(2000))
+    assert output_error(w - fed, unseen) < 0.3 * output_error(w - plain, unseen)
+    # and the same number of levels in use: the bits stay those of the step
+    assert abs(np.abs(np.round(levels)).mean() - np.abs(np.round(w / step)).mean()) < 0.1
+
+
+def test_feedback_is_declined_where_it_does_not_hold_up():
+    rng = np.random.default_rng(3)
+    layer = LinearLayer(("w",), "matmul", "x", (16, 32))
+    w = rng.standard_normal(16 * 32)
+    white = InputMoments(moments(rng.standard_normal((4000, 16))),
+                         moments(rng.standard_normal((4000, 16))), rows=4000)
+    assert ErrorFeedback.measure(layer, w, 1.0, white, [0.5, 1.0]) is None  # no correlation to use
+    mixing = rng.standard_normal((3, 16))
+    correlated = InputMoments(*(moments(rng.standard_normal((4000, 3)) @ mixing
+                                        + 0.05 * rng.standard_normal((4000, 16)))
+                                for _ in range(2)), rows=4000)
+    found = ErrorFeedback.measure(layer, w, 1.0, correlated, [0.5, 1.0])
+    assert found is not None and found.gain(0.5) < 0.5 and found.gain(0.6) == found.gain(0.5)
+    correlated.rows = 8 * 16 - 1  # too few rows per column: H would be fitted, not measured
+    assert ErrorFeedback.measure(layer, w, 1.0, correlated, [0.5, 1.0]) is None
+
+
+def output_mse(rounding: bool) -> float:
+    """relu_convnet's output error with every weight at one step, on its samples."""
+    bench = Workbench(relu_convnet(), correlated_images(), PackOptions(), None,
+                      calibrated_rounding=rounding)
+    bench.use_feedback()
+    coarse = {c.path: Setting.step(0.5) for c in bench.candidates if not c.auxiliary}
+    errors = np.concatenate([out[0] - ref[0] for out, ref in zip(
+        bench.run(coarse), bench.reference.outputs, strict=True)])
+    fed = sum(c.feedback is not None for c in bench.candidates)
+    bench.restore()
+    return float((errors ** 2).mean()), fed
+
+
+def test_rounding_with_feedback_lowers_the_output_error_at_the_same_steps():
+    plain, none = output_mse(rounding=False)
+    fed, used = output_mse(rounding=True)
+    assert none == 0 and used >= 2
+    assert fed < 0.7 * plain
+
+
+def test_the_file_stores_the_fed_back_levels_and_reproduces_what_was_measured(tmp_path):
+    model, samples = relu_convnet(), correlated_images()
+    out = tmp_path / "r.onnxz"
+    info = onnxz.save(model, out, fidelity="snr>=25", inputs=samples, calibrated_rounding=True)
+    assert info.rate_control["calibrated_rounding"] >= 2
+    assert onnxz.verify(model, out, samples, "snr>=25").passed  # as rate control measured
+    bench = Workbench(model, samples, PackOptions(), None, calibrated_rounding=True)
+    bench.use_feedback()
+    unpacked = onnxz.load(out)
+    checked = 0
+    for c in bench.candidates:
+        entry = next(e for e in info.tensors if e.name == c.name)
+        if c.feedback is None or entry.step is None:
+            continue
+        stored = to_float64(numpy_helper.to_array(resolve(unpacked, c.path)).reshape(-1),
+                            c.etype)
+        step = entry.step
+        np.testing.assert_allclose(stored / step, np.round(stored / step), atol=1e-6)
+        plain = np.round(to_float64(c.values, c.etype) / step) * step
+        assert not np.array_equal(stored, plain)  # other levels than plain rounding's
+        checked += 1
+    assert checked >= 2
+
+
+def test_cli_rounds_with_feedback_only_when_asked_and_says_so(tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(relu_convnet().SerializeToString())
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **correlated_images())
+    runner = CliRunner()
+    common = ["pack", str(model), "--fidelity", "snr>=25", "--inputs", str(calib), "--force"]
+    asked = runner.invoke(main, [*common, "-o", str(tmp_path / "a.onnxz"),
+                                 "--calibrated-rounding"])
+    assert asked.exit_code == 0, asked.output
+    assert "rounded with error feedback through their inputs" in asked.output
+    plain = runner.invoke(main, [*common, "-o", str(tmp_path / "b.onnxz")])
+    assert plain.exit_code == 0 and "error feedback" not in plain.output
+    wrong = runner.invoke(main, ["pack", str(model), "--step-rel", "0.1",
+                                 "--calibrated-rounding"])
+    assert wrong.exit_code == 2 and "--calibrated-rounding" in wrong.output
+
+
+def test_generated_inputs_and_size_targets_never_round_with_feedback(tmp_path):
+    info = onnxz.save(relu_convnet(), tmp_path / "g.onnxz", fidelity="snr>=20",
+                      calibrated_rounding=True)
+    assert "calibrated_rounding" not in info.rate_control
+    info = onnxz.save(relu_convnet(), tmp_path / "s.onnxz", max_size=40000,
+                      inputs=correlated_images(), calibrated_rounding=True)
+    assert "calibrated_rounding" not in info.rate_control
+
+
+def test_the_blocked_loop_rounds_as_one_column_at_a_time_does():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3000, 40)) @ rng.standard_normal((40, 300))
+    factor = upper_inverse_factor(moments(x))
+    w = rng.standard_normal((2, 5, 300))
+    step = 0.3
+
+    def column_by_column(w):
+        w, out = w.copy(), np.empty_like(w)
+        for i in range(w.shape[2]):
+            out[:, :, i] = np.round(w[:, :, i] / step) * step
+            error = (w[:, :, i] - out[:, :, i]) / factor[:, i, i][:, None]
+            w[:, :, i + 1:] -= error[:, :, None] * factor[:, None, i, i + 1:]
+        return out
+
+    np.testing.assert_allclose(round_with_feedback(w, np.repeat(factor, 2, axis=0), step, 0.5),
+                               column_by_column(w), atol=1e-9)
