@@ -129,14 +129,14 @@ class RateResult:
                        "max_abs": m.max_abs_error}
             achieved[m.name] = {k: v for k, v in figures.items()
                                 if v is not None and math.isfinite(v)}
-        corrected = {"corrected_biases": len(self.corrections)} if self.corrections else {}
+        changed = {"corrected_biases": len(self.corrections)} if self.corrections else {}
         if self.rounded:
-            corrected["calibrated_rounding"] = len(self.rounded)
+            changed["calibrated_rounding"] = len(self.rounded)
         return {"mode": self.mode, "target": self.target,
                 "inputs": self.reference.samples.description if self.reference else None,
                 "note": self.note,
                 "met": self.met, "evaluations": self.evaluations, "achieved": achieved,
-                "predicted": self.predicted} | corrected
+                "predicted": self.predicted} | changed
 
 
 @dataclass(frozen=True)
