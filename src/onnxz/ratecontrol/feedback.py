@@ -119,11 +119,11 @@ class LinearLayer:
 
     def input_rows(self, x: np.ndarray, limit: int) -> np.ndarray:
         """At most ``limit`` rows of the input as the weight matrix sees it: (groups,
-        rows, columns), float64."""
+        rows, columns), float32 (H's products are summed in float64 per sample)."""
         if self.form != "conv":
             rows = x.reshape(-1, x.shape[-1]) if self.form == "matmul" else x.reshape(
                 -1, self.columns)
-            rows = rows[_evenly(rows.shape[0], limit)].astype(np.float64)
+            rows = rows[_evenly(rows.shape[0], limit)].astype(np.float32)
             return rows[None]
         kernel = self.weight_shape[2:]
         axes = tuple(range(2, 2 + len(kernel)))
@@ -135,11 +135,11 @@ class LinearLayer:
         windows = windows[(slice(None), slice(None),
                            *(slice(None, None, s) for s in self.strides),
                            *(slice(None, None, d) for d in self.dilations))]
-        # (N, C, out…, k…) -> (positions, C, k…), evenly chosen positions
-        order = (0, *range(2, 2 + half), 1, *range(2 + half, 2 + 2 * half))
-        windows = windows.transpose(order)
-        flat = windows.reshape(-1, *windows.shape[1 + half:])
-        chosen = flat[_evenly(flat.shape[0], limit)].astype(np.float64)
+        # (N, C, out…, k…) -> (positions, C, k…) at evenly chosen positions, gathered
+        # without unfolding the others
+        grid = (windows.shape[0], *windows.shape[2 : 2 + half])
+        at = np.unravel_index(_evenly(int(np.prod(grid)), limit), grid)
+        chosen = windows[(at[0], slice(None), *at[1:])].astype(np.float32)
         per_group = chosen.shape[1] // self.groups
         return chosen.reshape(chosen.shape[0], self.groups, per_group * int(np.prod(kernel))
                               ).transpose(1, 0, 2)
@@ -273,7 +273,7 @@ def round_with_feedback(w: np.ndarray, factor: np.ndarray, step: float,
 def output_error(error: np.ndarray, h: np.ndarray) -> float:
     """Σ over groups of trace(E·H·Eᵀ): the squared output error of weight error ``E``
     (groups, rows, columns) on inputs whose moments are ``h``."""
-    return float(np.einsum("grc,gcd,grd->", error, h, error))
+    return float(np.sum((error @ h) * error))
 
 
 @dataclass
