@@ -219,3 +219,27 @@ def test_the_blocked_loop_rounds_as_one_column_at_a_time_does():
 
     np.testing.assert_allclose(round_with_feedback(w, np.repeat(factor, 2, axis=0), step, 0.5),
                                column_by_column(w), atol=1e-9)
+
+
+def matmul_model(dtype: int) -> onnx.ModelProto:
+    """x[N,16] -> Cast(dtype) -> MatMul with a weight (16, 32) of ``dtype`` -> Cast -> y."""
+    w = np.random.default_rng(5).standard_normal((16, 32))
+    w = w.astype(np.float16 if dtype == TensorProto.FLOAT16 else np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["xc"], to=dtype),
+         helper.make_node("MatMul", ["xc", "w"], ["yc"]),
+         helper.make_node("Cast", ["yc"], ["y"], to=TensorProto.FLOAT)],
+        "matmul", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32])],
+        [numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_float16_weights_are_rounded_plainly():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((24, 200, 3)) @ rng.standard_normal((3, 16))
+    samples = {"x": (x + 0.05 * rng.standard_normal(x.shape)).astype(np.float32)}
+    fed = {dtype: Workbench(matmul_model(dtype), samples, PackOptions(), None,
+                            calibrated_rounding=True).feedback
+           for dtype in (TensorProto.FLOAT, TensorProto.FLOAT16)}
+    assert len(fed[TensorProto.FLOAT]) == 1 and not fed[TensorProto.FLOAT16]

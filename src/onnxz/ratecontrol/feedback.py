@@ -9,7 +9,9 @@ those of the same step. Nothing changes in the format: the file stores dead-zone
 the tensor's step, only other ones.
 
 Where it applies: a Conv (any groups; the input unfolded into windows), a Gemm or a MatMul
-whose weight is a tensor of the top-level graph used by that layer alone. H is summed over
+whose weight is a float32 tensor of the top-level graph used by that layer alone (the
+writer quantizes the fed-back values again at their step: in float16, a level beyond 2¹⁰
+could come back as its neighbour). H is summed over
 at most :data:`ROWS_PER_SAMPLE` input rows per sample (windows, tokens), from the original
 model's layer inputs. Whether the feedback helps is checked per tensor before it is used:
 each half of the samples must give H :data:`MIN_ROWS_PER_COLUMN` rows per column (a layer

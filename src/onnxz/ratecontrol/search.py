@@ -220,7 +220,9 @@ class Workbench:
     def _measure_feedback(self) -> dict[Path, ErrorFeedback]:
         """The rounding with error feedback (:mod:`onnxz.ratecontrol.feedback`) of every
         weight tensor of a linear layer where it holds up on the samples."""
-        weights = {c.path: c for c in self.candidates if not c.auxiliary and c.row == 1}
+        # float32 only: the writer quantizes the fed-back values again (see feedback.py)
+        weights = {c.path: c for c in self.candidates
+                   if not c.auxiliary and c.row == 1 and c.etype.name == "float32"}
         layers = {layer.weight: layer for layer in find_linear_layers(self.model)
                   if layer.weight in weights}
         found = {}
