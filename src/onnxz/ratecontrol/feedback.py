@@ -65,6 +65,10 @@ rounding fits the calibration samples instead of the layer: at the coarse steps 
 allows, their outputs stay close while other inputs' do not (PP-LCNet's 1280×512 head at
 1.8 bits per weight: 44 dB output SNR on the calibration images, 35 dB on held-out ones)."""
 
+MAX_LEVEL = 1 << 21
+"""Levels stay below this (at the finest step priced) where the feedback is used: the
+writer quantizes the fed-back float32 values again, exact for levels below 2²²."""
+
 MAX_GAIN = 0.9
 """The feedback is used on a tensor only if its output error on the held-back half of the
 samples is below this share of plain rounding's (0.46 dB)."""
@@ -296,7 +300,8 @@ class ErrorFeedback:
         """The feedback for ``values`` (float64, flat) with its gain at each of
         ``steps_rel``, if ``moments`` has enough rows and the gain at :data:`GAIN_STEP`
         is below :data:`MAX_GAIN`; else None."""
-        if not (moments.enough and spread > 0
+        if not (moments.enough and spread > 0 and steps_rel
+                and np.abs(values).max() < MAX_LEVEL * min(steps_rel) * spread
                 and np.trace(moments.second, axis1=1, axis2=2).any()):
             return None
         w = layer.matrix(values)
