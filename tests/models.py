@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -355,3 +357,12 @@ def last_token_embedding(rows: int = 160, width: int = 64) -> onnx.ModelProto:
          numpy_helper.from_array(_weights((width, width), 71), "w")],
     )
     return helper.make_model(graph, opset_imports=OPSET)
+
+
+def written(folder: Path, model: onnx.ModelProto, samples: dict[str, np.ndarray]
+            ) -> tuple[Path, Path]:
+    """``model`` saved as folder/m.onnx and ``samples`` as folder/calib.npz (a CLI's view)."""
+    model_path, inputs_path = folder / "m.onnx", folder / "calib.npz"
+    model_path.write_bytes(model.SerializeToString())
+    np.savez(inputs_path, **samples)
+    return model_path, inputs_path

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from click.testing import CliRunner
-from models import relu_convnet
+from models import relu_convnet, written
 from onnx import helper, numpy_helper
 
 import onnxz
@@ -102,10 +102,7 @@ def test_the_file_stores_the_corrected_biases_and_reproduces_what_was_measured(t
 
 
 def test_cli_corrects_biases_only_when_asked_and_says_so(tmp_path):
-    model = tmp_path / "m.onnx"
-    model.write_bytes(relu_convnet().SerializeToString())
-    calib = tmp_path / "calib.npz"
-    np.savez(calib, **images())
+    model, calib = written(tmp_path, relu_convnet(), images())
     runner = CliRunner()
     common = ["pack", str(model), "--fidelity", "snr>=20", "--inputs", str(calib), "--force"]
     asked = runner.invoke(main, [*common, "-o", str(tmp_path / "a.onnxz"), "--bias-correction"])

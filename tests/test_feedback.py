@@ -8,7 +8,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from models import relu_convnet
+from models import relu_convnet, written
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxz
@@ -178,10 +178,7 @@ def test_the_file_stores_the_fed_back_levels_and_reproduces_what_was_measured(tm
 
 
 def test_cli_rounds_with_feedback_only_when_asked_and_says_so(tmp_path):
-    model = tmp_path / "m.onnx"
-    model.write_bytes(relu_convnet().SerializeToString())
-    calib = tmp_path / "calib.npz"
-    np.savez(calib, **correlated_images())
+    model, calib = written(tmp_path, relu_convnet(), correlated_images())
     runner = CliRunner()
     common = ["pack", str(model), "--fidelity", "snr>=25", "--inputs", str(calib), "--force"]
     asked = runner.invoke(main, [*common, "-o", str(tmp_path / "a.onnxz"),
