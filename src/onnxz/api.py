@@ -357,14 +357,14 @@ def _write_tensors(source: ModelFile, writer: ContainerWriter, opts: PackOptions
     settings = result.settings if result is not None else {}
     sensitivity = result.sensitivities() if result is not None else {}
     # the values rate control changed: corrected biases, weights rounded with feedback
-    corrections = {**result.corrections, **result.rounded} if result is not None else {}
+    replaced = {**result.corrections, **result.rounded} if result is not None else {}
     for t in source.tensors:  # corrected biases left in the graph
-        if t.nbytes < opts.inline_max_bytes and t.slot.path in corrections:
-            put_payload(t.slot.tensor, corrections[t.slot.path])
+        if t.nbytes < opts.inline_max_bytes and t.slot.path in replaced:
+            put_payload(t.slot.tensor, replaced[t.slot.path])
     total_bytes = sum(t.nbytes for t in stored)
     workers = 1 if total_bytes < PARALLEL_MIN_BYTES else min(workers, len(stored))
-    jobs = (EncodeJob(Payload.inline(corrections[t.slot.path], t.etype.name)
-                      if t.slot.path in corrections else t.payload(),
+    jobs = (EncodeJob(Payload.inline(replaced[t.slot.path], t.etype.name)
+                      if t.slot.path in replaced else t.payload(),
                       _codec(settings.get(t.slot.path), opts, t.slot, t.etype, t.count),
                       opts.chunk_elements)
             for t in stored)

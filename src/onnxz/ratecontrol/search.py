@@ -244,12 +244,11 @@ class Workbench:
     def coded(self, plan: Plan) -> tuple[Plan, dict[Path, np.ndarray]]:
         """``plan`` as the writer codes it (fed-back tensors at their absolute steps) and
         the fed-back tensors' values."""
-        coded = {path: replace(point, setting=self._by_path[path].coded_setting(point.setting))
-                 if path in self._by_path else point for path, point in plan.items()}
-        rounded = {path: self._by_path[path].rounded(point.setting)
-                   for path, point in plan.items()
-                   if path in self._by_path and coded[path].setting != point.setting}
-        return coded, rounded
+        fed = {path: self._by_path[path] for path, point in plan.items()
+               if path in self._by_path and self._by_path[path].fed_back(point.setting)}
+        coded = {path: replace(point, setting=fed[path].coded_setting(point.setting))
+                 if path in fed else point for path, point in plan.items()}
+        return coded, {path: c.rounded(plan[path].setting) for path, c in fed.items()}
 
     def corrections(self, settings: dict[Path, Setting]) -> dict[Path, np.ndarray]:
         """The corrected biases' values under ``settings`` (before their own coding): what

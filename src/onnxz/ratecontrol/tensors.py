@@ -202,12 +202,25 @@ class Candidate:
         spread)."""
         if setting.lossless:
             return self.values if values is None else values
-        if values is None and self.feedback is not None and setting.method == "deadzone":
+        if values is None and self.fed_back(setting):
             return self.rounded(setting)
         if values is None:
             return self.quantized(setting).reconstruction(self.etype)
         return setting.quantizer(self.row).quantize(values, self.etype).reconstruction(
             self.etype)
+
+    def fed_back(self, setting: Setting) -> bool:
+        """Whether ``setting`` is rounded with :attr:`feedback` (a dead-zone step, once
+        :meth:`use_feedback` gave one)."""
+        return (self.feedback is not None and setting.method == "deadzone"
+                and setting.step_rel is not None)
+
+    def _gain(self, setting: Setting) -> float:
+        """The factor on a point's priced error: the feedback's gain at its step, or 1."""
+        if not self.fed_back(setting):
+            return 1.0
+        assert self.feedback is not None and setting.step_rel is not None
+        return self.feedback.gain(setting.step_rel)
 
     def rounded(self, setting: Setting) -> np.ndarray:
         """The values of a dead-zone ``setting`` rounded with :attr:`feedback` (the last
@@ -228,9 +241,7 @@ class Candidate:
         (× the gain at their step, :meth:`ErrorFeedback.gain`), which is what the
         allocation trades against the sensitivity measured with plain rounding."""
         self.feedback = feedback
-        self.points = [replace(p, sse=p.sse * feedback.gain(p.setting.step_rel))
-                       if p.setting.method == "deadzone" and p.setting.step_rel is not None
-                       else p for p in self.points]
+        self.points = [replace(p, sse=p.sse * self._gain(p.setting)) for p in self.points]
 
     def dead_zone_steps(self) -> list[float]:
         """The relative steps of this tensor's dead-zone points."""
@@ -240,7 +251,7 @@ class Candidate:
     def coded_setting(self, setting: Setting) -> Setting:
         """The setting the writer codes this tensor with: a fed-back dead-zone setting at
         its absolute step (the levels are the rounded values' own)."""
-        if self.feedback is None or setting.method != "deadzone":
+        if not self.fed_back(setting):
             return setting
         assert setting.step_rel is not None
         return replace(setting, absolute_step=setting.step_rel * self.spread)
@@ -262,10 +273,9 @@ class Candidate:
         except NotQuantizable:
             return None
         scale = self.size / values.size
-        gain = (self.feedback.gain(setting.step_rel) if self.feedback is not None
-                and setting.method == "deadzone" and setting.step_rel is not None else 1.0)
         return Point(setting, quantized.estimated_bytes() * scale + INDEX_BYTES[setting.method],
-                     self.scaled_sse(values, quantized.reconstruction(self.etype)) * gain)
+                     self.scaled_sse(values, quantized.reconstruction(self.etype))
+                     * self._gain(setting))
 
     def scaled_sse(self, values: np.ndarray, reconstruction: np.ndarray) -> float:
         """Σ (x − x̂)² of ``values`` (the whole tensor or its price sample) against their
