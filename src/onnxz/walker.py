@@ -122,17 +122,19 @@ def _walk_nodes(nodes: Sequence[onnx.NodeProto], path: Path, found: list) -> Non
                     _walk_graph(sub, (*here, "graphs", k), found)
 
 
-def float_tensor_paths(model: onnx.ModelProto) -> dict[str, Path]:
-    """Value name -> path of the top-level graph's float initializers and Constant tensors
-    (bfloat16 aside): where the weights of its layers can live."""
+def float_tensor_paths(model: onnx.ModelProto, graph: Path = ("graph",)) -> dict[str, Path]:
+    """Value name -> path of the float initializers and Constant tensors (bfloat16 aside)
+    of the graph at ``graph`` (the top-level one unless told): where the weights of its
+    layers can live."""
     found: dict[str, Path] = {}
-    for i, tensor in enumerate(model.graph.initializer):
-        found[tensor.name] = ("graph", "initializer", i)
-    for n, node in enumerate(model.graph.node):
+    at = graph_at(model, graph)
+    for i, tensor in enumerate(at.initializer):
+        found[tensor.name] = (*graph, "initializer", i)
+    for n, node in enumerate(at.node):
         if node.op_type == "Constant" and node.output:
             for a, attr in enumerate(node.attribute):
                 if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
-                    found[node.output[0]] = ("graph", "node", n, "attribute", a, "t")
+                    found[node.output[0]] = (*graph, "node", n, "attribute", a, "t")
     return {name: path for name, path in found.items()
             if (etype := payload_type(resolve(model, path))) is not None and etype.is_float
             and etype.name != "bfloat16"}
@@ -198,6 +200,22 @@ def _takes(inputs: frozenset[int] | None, index: int) -> bool:
 
 def resolve(model: onnx.ModelProto, path: Sequence[str | int]) -> TensorProto:
     """The tensor at ``path``; :class:`FormatError` if the path is invalid for this model."""
+    found = _follow(model, path)
+    if not isinstance(found, TensorProto):
+        raise FormatError(f"tensor path {list(path)} does not lead to a tensor")
+    return found
+
+
+def graph_at(model: onnx.ModelProto, path: Sequence[str | int]) -> onnx.GraphProto:
+    """The graph at ``path`` (``("graph",)``: the top-level one, or a subgraph's path as
+    :func:`iter_tensor_slots` spells it); :class:`FormatError` if there is none."""
+    found = _follow(model, path)
+    if not isinstance(found, onnx.GraphProto):
+        raise FormatError(f"path {list(path)} does not lead to a graph")
+    return found
+
+
+def _follow(model: onnx.ModelProto, path: Sequence[str | int]) -> object:
     obj: object = model
     for step in path:
         if isinstance(step, str) and step in PATH_FIELDS:
@@ -213,8 +231,6 @@ def resolve(model: onnx.ModelProto, path: Sequence[str | int]) -> TensorProto:
             obj = obj[step]  # type: ignore[index]
         else:
             raise FormatError(f"tensor path {list(path)}: invalid step {step!r}")
-    if not isinstance(obj, TensorProto):
-        raise FormatError(f"tensor path {list(path)} does not lead to a tensor")
     return obj
 
 

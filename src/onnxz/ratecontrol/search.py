@@ -33,7 +33,12 @@ from onnxz.ratecontrol.allocation import (
     slope_range,
 )
 from onnxz.ratecontrol.correction import BiasCorrection
-from onnxz.ratecontrol.feedback import ErrorFeedback, find_linear_layers, input_moments
+from onnxz.ratecontrol.feedback import (
+    ErrorFeedback,
+    find_linear_layers,
+    inline_taken_branches,
+    input_moments,
+)
 from onnxz.ratecontrol.objective import Objective, extra_outputs_for
 from onnxz.ratecontrol.tensors import LOSSLESS, Candidate, Setting, find_candidates
 from onnxz.verifier import ModelFailed, OutputMetrics, ReferenceRun
@@ -223,10 +228,11 @@ class Workbench:
         # float32 only: the writer quantizes the fed-back values again (see feedback.py)
         weights = {c.path: c for c in self.candidates
                    if not c.auxiliary and c.row == 1 and c.etype.name == "float32"}
-        layers = {layer.weight: layer for layer in find_linear_layers(self.model)
+        inlined = inline_taken_branches(self.model, self.reference)
+        layers = {layer.weight: layer for layer in find_linear_layers(self.model, inlined)
                   if layer.weight in weights}
         found = {}
-        for path, moments in input_moments(self.model, self.reference,
+        for path, moments in input_moments(inlined.model, self.reference,
                                            list(layers.values())).items():
             c = weights[path]
             feedback = ErrorFeedback.measure(layers[path], to_float64(c.values, c.etype),
