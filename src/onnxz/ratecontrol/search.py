@@ -33,12 +33,8 @@ from onnxz.ratecontrol.allocation import (
     slope_range,
 )
 from onnxz.ratecontrol.correction import BiasCorrection
-from onnxz.ratecontrol.feedback import (
-    ErrorFeedback,
-    find_linear_layers,
-    inline_taken_branches,
-    input_moments,
-)
+from onnxz.ratecontrol.feedback import ErrorFeedback
+from onnxz.ratecontrol.layers import find_linear_layers, inline_taken_branches, input_moments
 from onnxz.ratecontrol.objective import Objective, extra_outputs_for
 from onnxz.ratecontrol.tensors import LOSSLESS, Candidate, Setting, find_candidates
 from onnxz.verifier import ModelFailed, OutputMetrics, ReferenceRun
