@@ -349,3 +349,17 @@ def test_float16_weights_are_rounded_plainly():
                             calibrated_rounding=True).feedback
            for dtype in (TensorProto.FLOAT, TensorProto.FLOAT16)}
     assert len(fed[TensorProto.FLOAT]) == 1 and not fed[TensorProto.FLOAT16]
+
+
+def test_the_layer_report_shows_each_layers_gains_and_verdict(tmp_path):
+    import feedback_layers
+
+    model, calib = written(tmp_path, relu_convnet(), correlated_images())
+    rows = {row["name"]: row for row in feedback_layers.layer_rows(
+        onnx.load(model), str(calib), [0.25, 0.125])}
+    assert set(rows) == {"conv1_w", "conv2_w", "fc_w", "out_w"}
+    fed = [row for row in rows.values() if row["fed_back"]]
+    assert fed and all(row["gains"]["1/8"]["held_out"] < 0.9 and not row["why_not"]
+                       for row in fed)
+    assert all(row["why_not"] for row in rows.values() if not row["fed_back"])
+

@@ -123,6 +123,54 @@ def output_error(error: np.ndarray, h: np.ndarray) -> float:
     return float(np.sum((error @ h) * error))
 
 
+@dataclass(frozen=True)
+class HalvesCheck:
+    """A tensor rounded with the first half of the samples' H, judged under either half's:
+    ``rows`` up to :data:`GAIN_ROWS` rows (over all groups) of its weight matrix,
+    ``factor`` the first half's :func:`upper_inverse_factor`."""
+
+    rows: np.ndarray
+    factor: np.ndarray
+    moments: InputMoments
+    spread: float
+
+    @classmethod
+    def of(cls, layer: LinearLayer, values: np.ndarray, spread: float,
+           moments: InputMoments) -> HalvesCheck:
+        w = layer.matrix(values)
+        return cls(w[:, evenly_spaced(w.shape[1], max(1, GAIN_ROWS // layer.groups)), :],
+                   upper_inverse_factor(moments.first), moments, spread)
+
+    def gains(self, step_rel: float) -> tuple[float, float]:
+        """The output error with feedback relative to plain rounding's at ``step_rel`` ×
+        the spread: under the second half's H (held out), and under the first's (seen)."""
+        step = step_rel * self.spread
+        plain = self.rows - dequantize(quantize(self.rows, step, 0.5), step, 0.5)
+        fed = self.rows - round_with_feedback(self.rows, self.factor, step, 0.5)
+        held_out, seen = (output_error(fed, h) / error if (error := output_error(plain, h)) > 0
+                          else 1.0 for h in (self.moments.second, self.moments.first))
+        return held_out, seen
+
+
+def checked(layer: LinearLayer, values: np.ndarray, spread: float, moments: InputMoments,
+            finest_step_rel: float) -> tuple[HalvesCheck | None, str]:
+    """The :class:`HalvesCheck` of a tensor that passes every guard of the module
+    docstring, or None and the guard it fails."""
+    if not moments.enough:
+        return None, "too few input rows per column"
+    if not (spread > 0 and np.trace(moments.second, axis1=1, axis2=2).any()):
+        return None, "no spread or no input"
+    if not np.abs(values).max() < MAX_LEVEL * finest_step_rel * spread:
+        return None, "levels too large to quantize again exactly"
+    check = HalvesCheck.of(layer, values, spread, moments)
+    held_out, seen = check.gains(GAIN_STEP)
+    if not held_out < MAX_GAIN:
+        return None, "no gain on the held-out half"
+    if not held_out <= MAX_OPTIMISM * seen:
+        return None, "fits the samples it saw far better"
+    return check, ""
+
+
 @dataclass
 class ErrorFeedback:
     """One weight tensor's calibration-aware rounding: its layer, the factor of its inputs'
@@ -139,31 +187,15 @@ class ErrorFeedback:
     def measure(cls, layer: LinearLayer, values: np.ndarray, spread: float,
                 moments: InputMoments, steps_rel: Sequence[float]) -> ErrorFeedback | None:
         """The feedback for ``values`` (float64, flat) with its gain at each of
-        ``steps_rel``, if ``moments`` has enough rows and the gain at :data:`GAIN_STEP`
-        is below :data:`MAX_GAIN` and within :data:`MAX_OPTIMISM` of the gain on the
-        samples rounded with; else None."""
-        if not (moments.enough and spread > 0 and steps_rel
-                and np.abs(values).max() < MAX_LEVEL * min(steps_rel) * spread
-                and np.trace(moments.second, axis1=1, axis2=2).any()):
-            return None
-        w = layer.matrix(values)
-        w = w[:, evenly_spaced(w.shape[1], max(1, GAIN_ROWS // layer.groups)), :]
-        first = upper_inverse_factor(moments.first)
-
-        def gain(step_rel: float, h: np.ndarray = moments.second) -> float:
-            step = step_rel * spread
-            plain = output_error(w - dequantize(quantize(w, step, 0.5), step, 0.5), h)
-            fed = output_error(w - round_with_feedback(w, first, step, 0.5), h)
-            return fed / plain if plain > 0 else 1.0
-
-        held_out = gain(GAIN_STEP)
-        if not (held_out < MAX_GAIN and held_out <= MAX_OPTIMISM * gain(GAIN_STEP,
-                                                                         moments.first)):
+        ``steps_rel`` (an octave apart: :data:`GAIN_OCTAVES`), if it passes
+        :func:`checked`; else None."""
+        check = checked(layer, values, spread, moments, min(steps_rel)) if steps_rel else None
+        if check is None or check[0] is None:
             return None
         measured = sorted({s for s in steps_rel
                            if abs(math.log2(s) / GAIN_OCTAVES - round(math.log2(s) / GAIN_OCTAVES))
                            < 1e-9} or set(steps_rel))
-        gains = {s: min(gain(s), 1.0) for s in measured}
+        gains = {s: min(check[0].gains(s)[0], 1.0) for s in measured}
         return cls(layer, upper_inverse_factor(moments.first + moments.second), gains)
 
     def gain(self, step_rel: float) -> float:
