@@ -139,7 +139,7 @@ class InlinedModel:
 
 def find_linear_layers(model: onnx.ModelProto, inlined: InlinedModel | None = None
                        ) -> list[LinearLayer]:
-    """The Conv, Gemm and MatMul layers, and the input weights of LSTM, GRU and RNN layers,
+    """The Conv, Gemm and MatMul layers, and the W and R weights of LSTM, GRU and RNN layers,
     of the top-level graph (and of the branches ``inlined`` has in line), whose weight is a
     float tensor of those graphs (initializer or Constant, not bfloat16) that no other node
     reads (in ``inlined``'s model: a branch no sample takes does not count)."""
@@ -170,7 +170,7 @@ def find_linear_layers(model: onnx.ModelProto, inlined: InlinedModel | None = No
                                      node.input[0], shape))
         elif node.op_type == "MatMul" and len(shape) == 2:
             found.append(LinearLayer(path, "matmul", node.input[0], shape))
-    found += _recurrent_input_weights(model, graphs, paths, uses)
+    found += _recurrent_weights(model, graphs, paths, uses)
     return [layer for layer in found if layer.columns <= MAX_COLUMNS]
 
 
@@ -184,10 +184,11 @@ input's) left whole, each row of W stays a row of the weight (gates reordered, a
 direction axis added), and a row's output error depends on the inputs alone."""
 
 
-def _recurrent_input_weights(model: onnx.ModelProto, graphs: Sequence[Path],
-                             paths: dict[str, Path], uses: dict) -> list[LinearLayer]:
-    """The input weights W (rows × input size, through :data:`ROW_OPS`) of the LSTM, GRU
-    and RNN layers of ``graphs``: W·x for every x of the sequence, a ``gemm_t`` layer."""
+def _recurrent_weights(model: onnx.ModelProto, graphs: Sequence[Path],
+                       paths: dict[str, Path], uses: dict) -> list[LinearLayer]:
+    """The weights W (on x) and R (on the state before each step; forward layers with an
+    initial state and output Y) of the LSTM, GRU and RNN layers of ``graphs``, each
+    reached through :data:`ROW_OPS` as rows × input size: a ``gemm_t`` layer."""
     nodes = [node for graph in graphs for node in graph_at(model, graph).node]
     producers = {name: node for node in nodes for name in node.output}
     constants = {**{t.name: t for graph in graphs for t in graph_at(model, graph).initializer},
