@@ -352,9 +352,11 @@ def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
                    "(README: Bias correction).")
 @click.option("--calibrated-rounding", is_flag=True,
               help="With --fidelity and --inputs (no --max-size): round the weights of "
-                   "Conv, Gemm and MatMul layers with error feedback through their inputs "
-                   "on those samples (GPTQ-style): the same bytes per step, a smaller output "
-                   "error, so coarser steps meet the target (README: Calibrated rounding).")
+                   "Conv, Gemm, MatMul and LSTM/GRU/RNN layers (also inside an If branch "
+                   "every sample takes) with error feedback through their inputs on those "
+                   "samples (GPTQ-style): the same bytes per step, a smaller output error, "
+                   "so coarser steps meet the target; packing takes longer (README: "
+                   "Calibrated rounding).")
 @click.option("--codec", type=click.Choice(QUANTIZERS), default=None,
               help="Quantizer of the weight tensors [default: deadzone]: deadzone (uniform, "
                    "--step-rel, --deadzone), mulaw (μ-law companding: --bits, --mu, --grid), "

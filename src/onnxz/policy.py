@@ -74,9 +74,10 @@ class PackOptions:
     each layer's bias by the mean shift its quantized weights cause on those inputs (see
     :mod:`onnxz.ratecontrol.correction`); off by default (README: "Bias correction").
     ``calibrated_rounding``: with a fidelity target (no size target) and the user's inputs,
-    rate control rounds the weights of linear layers with error feedback through their
-    inputs on those samples (GPTQ-style, see :mod:`onnxz.ratecontrol.feedback`): the same
-    levels and bytes, a smaller output error.
+    rate control rounds the weights of linear layers (Conv, Gemm, MatMul, LSTM/GRU/RNN; see
+    :mod:`onnxz.ratecontrol.layers`) with error feedback through their inputs on those
+    samples (GPTQ-style, see :mod:`onnxz.ratecontrol.feedback`): the same levels and bytes,
+    a smaller output error.
     """
 
     lossless: bool = False
