@@ -25,7 +25,7 @@ import onnx
 
 from onnxz.codecs.deadzone import robust_spread, to_float64
 from onnxz.dtypes import element_type
-from onnxz.ratecontrol.feedback import GAIN_STEP, HalvesCheck, checked
+from onnxz.ratecontrol.feedback import GAIN_STEP, checked
 from onnxz.ratecontrol.layers import find_linear_layers, inline_taken_branches, input_moments
 from onnxz.verifier import ReferenceRun
 from onnxz.walker import read_payload, resolve
@@ -51,13 +51,11 @@ def layer_rows(model: onnx.ModelProto, inputs: str, steps: list[float]) -> list[
         spread = robust_spread(values)
         check, why_not = checked(layer, values, spread, found, min([*steps, GAIN_STEP]))
         row["rows_per_column"] = round(found.rows / layer.columns, 2)
-        if check is not None or why_not in ("no gain on the held-out half",
-                                            "fits the samples it saw far better"):
-            probe = check or HalvesCheck.of(layer, values, spread, found)
+        if check is not None:
             row["gains"] = {f"{Fraction(s).limit_denominator(1024)}": dict(zip(
-                ("held_out", "seen"), (round(g, 3) for g in probe.gains(s)), strict=True))
+                ("held_out", "seen"), (round(g, 3) for g in check.gains(s)), strict=True))
                 for s in steps}
-        rows.append({**row, "fed_back": check is not None, "why_not": why_not})
+        rows.append({**row, "fed_back": not why_not, "why_not": why_not})
     return rows
 
 

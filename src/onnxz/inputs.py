@@ -39,7 +39,7 @@ from onnxz.errors import (
     first_line,
 )
 from onnxz.fileio import utf8_spelling
-from onnxz.walker import consumers
+from onnxz.walker import consumers, graph_constants
 
 Dim = int | str | None
 """A declared dimension: a fixed size, a symbolic name, or None (dynamic and unnamed)."""
@@ -525,7 +525,7 @@ def runnable_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0][0],
 def _compared_with(model: onnx.ModelProto) -> dict[str, int]:
     """Graph input -> the integer constant an Equal compares it with (silero-vad's sample
     rate, 16000, chooses the branch that runs: a random rate would choose none)."""
-    constants = _constants(model)
+    constants = graph_constants(model)
     inputs = {i.name for i in model.graph.input}
     found: dict[str, int] = {}
     for node in model.graph.node:
@@ -540,20 +540,10 @@ def _compared_with(model: onnx.ModelProto) -> dict[str, int]:
     return found
 
 
-def _constants(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
-    """The main graph's initializers and Constant node values, by value name."""
-    found = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        for attr in node.attribute:
-            if node.op_type == "Constant" and attr.name == "value" and node.output:
-                found[node.output[0]] = attr.t
-    return found
-
-
 def _gather_rows(model: onnx.ModelProto) -> dict[str, int]:
     """Graph input -> the fewest rows of a Gather table it indexes (through casts/reshapes),
     for tables that are initializers or Constant outputs with a known first dim."""
-    shapes = {name: list(t.dims) for name, t in _constants(model).items()}
+    shapes = {name: list(t.dims) for name, t in graph_constants(model).items()}
     uses = consumers(model)
     found: dict[str, int] = {}
     for value in (i.name for i in model.graph.input):

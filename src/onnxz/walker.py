@@ -140,6 +140,24 @@ def float_tensor_paths(model: onnx.ModelProto, graph: Path = ("graph",)) -> dict
             and etype.name != "bfloat16"}
 
 
+def graph_constants(model: onnx.ModelProto, graph: Path = ("graph",)
+                    ) -> dict[str, TensorProto]:
+    """The initializers and Constant node values of the graph at ``graph`` (the top-level
+    one unless told), by value name."""
+    at = graph_at(model, graph)
+    found = {t.name: t for t in at.initializer}
+    for node in at.node:
+        for attr in node.attribute:
+            if node.op_type == "Constant" and attr.name == "value" and node.output:
+                found[node.output[0]] = attr.t
+    return found
+
+
+def node_attributes(node: onnx.NodeProto) -> dict[str, object]:
+    """A node's attributes by name, as Python values."""
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
 def consumers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
     """Value name -> (node, input index) of every use, across the graph and its subgraphs."""
     uses: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)

@@ -45,6 +45,7 @@ from onnxz.walker import (
     Path,
     consumers,
     float_tensor_paths,
+    node_attributes,
     payload_type,
     read_payload,
     resolve,
@@ -118,7 +119,7 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
             continue
         weight = node.input[1]
         shape = shapes[weight]
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = node_attributes(node)
         if node.op_type == "Conv" and len(shape) >= 3:
             layer = dict(weight=paths[weight], form="conv", source=node.input[0],
                          weight_shape=shape, groups=int(attrs.get("group", 1)))

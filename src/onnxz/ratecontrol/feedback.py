@@ -154,8 +154,8 @@ class HalvesCheck:
 
 def checked(layer: LinearLayer, values: np.ndarray, spread: float, moments: InputMoments,
             finest_step_rel: float) -> tuple[HalvesCheck | None, str]:
-    """The :class:`HalvesCheck` of a tensor that passes every guard of the module
-    docstring, or None and the guard it fails."""
+    """Which guard of the module docstring the tensor fails ("" if none), and its
+    :class:`HalvesCheck` if the rows were enough to make one (None otherwise)."""
     if not moments.enough:
         return None, "too few input rows per column"
     if not (spread > 0 and np.trace(moments.second, axis1=1, axis2=2).any()):
@@ -165,9 +165,9 @@ def checked(layer: LinearLayer, values: np.ndarray, spread: float, moments: Inpu
     check = HalvesCheck.of(layer, values, spread, moments)
     held_out, seen = check.gains(GAIN_STEP)
     if not held_out < MAX_GAIN:
-        return None, "no gain on the held-out half"
+        return check, "no gain on the held-out half"
     if not held_out <= MAX_OPTIMISM * seen:
-        return None, "fits the samples it saw far better"
+        return check, "fits the samples it saw far better"
     return check, ""
 
 
@@ -189,13 +189,16 @@ class ErrorFeedback:
         """The feedback for ``values`` (float64, flat) with its gain at each of
         ``steps_rel`` (an octave apart: :data:`GAIN_OCTAVES`), if it passes
         :func:`checked`; else None."""
-        check = checked(layer, values, spread, moments, min(steps_rel)) if steps_rel else None
-        if check is None or check[0] is None:
+        if not steps_rel:
             return None
+        check, why_not = checked(layer, values, spread, moments, min(steps_rel))
+        if why_not:
+            return None
+        assert check is not None
         measured = sorted({s for s in steps_rel
                            if abs(math.log2(s) / GAIN_OCTAVES - round(math.log2(s) / GAIN_OCTAVES))
                            < 1e-9} or set(steps_rel))
-        gains = {s: min(check[0].gains(s)[0], 1.0) for s in measured}
+        gains = {s: min(check.gains(s)[0], 1.0) for s in measured}
         return cls(layer, upper_inverse_factor(moments.first + moments.second), gains)
 
     def gain(self, step_rel: float) -> float:

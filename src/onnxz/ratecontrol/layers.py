@@ -32,7 +32,15 @@ import onnx
 from onnx import helper
 
 from onnxz.verifier import ModelFailed, ReferenceRun
-from onnxz.walker import Path, consumers, float_tensor_paths, graph_at, resolve
+from onnxz.walker import (
+    Path,
+    consumers,
+    float_tensor_paths,
+    graph_at,
+    graph_constants,
+    node_attributes,
+    resolve,
+)
 
 ROWS_PER_SAMPLE = 512
 """Input rows (a Conv's windows, a MatMul's tokens) per sample that H sums, chosen evenly."""
@@ -129,7 +137,8 @@ def evenly_spaced(count: int, limit: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class InlinedModel:
-    """A copy of a model with branches in line (:func:`inline_taken_branches`) and the
+    """A model with branches in line (:func:`inline_taken_branches`; the model itself if
+    none is) and the
     paths, in the original, of the graphs whose nodes are now in its top level
     (``("graph",)`` first)."""
 
@@ -154,7 +163,7 @@ def find_linear_layers(model: onnx.ModelProto, inlined: InlinedModel | None = No
             continue
         path = paths[node.input[1]]
         shape = tuple(int(d) for d in resolve(model, path).dims)
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = node_attributes(node)
         if node.op_type == "Conv" and len(shape) >= 3:
             groups, half = int(attrs.get("group", 1)), len(shape) - 2
             if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID",
@@ -191,16 +200,13 @@ def _recurrent_weights(model: onnx.ModelProto, graphs: Sequence[Path],
     reached through :data:`ROW_OPS` as rows × input size: a ``gemm_t`` layer."""
     nodes = [node for graph in graphs for node in graph_at(model, graph).node]
     producers = {name: node for node in nodes for name in node.output}
-    constants = {**{t.name: t for graph in graphs for t in graph_at(model, graph).initializer},
-                 **{node.output[0]: node.attribute[0].t for node in nodes
-                    if node.op_type == "Constant" and node.output and node.attribute
-                    and node.attribute[0].name == "value"}}
+    constants = {name: t for graph in graphs for name, t in graph_constants(model, graph).items()}
     ranks = {name: len(resolve(model, path).dims) for name, path in paths.items()}
     found = []
     for node in nodes:
         if node.op_type not in RECURRENT_OPS or len(node.input) < 2:
             continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = node_attributes(node)
         forward = attrs.get("direction", b"forward") in (b"forward", "forward")
         inputs = [(1, node.input[0], "")]  # W reads x; R reads the state before each step
         if forward and len(node.input) > 5 and node.input[2] and node.input[5] and node.output[0]:
@@ -248,7 +254,7 @@ def _rows_of(name: str, producers: dict, ranks: dict[str, int], constants: dict,
 def _row_op_rank(node: onnx.NodeProto, rank: int, constants: dict) -> int | None:
     """The rank of a :data:`ROW_OPS` node's output, or None if it touches the last axis
     (or its axes are not constants)."""
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attrs = node_attributes(node)
 
     def ints(index: int, attribute: str) -> list[int] | None:
         if attribute in attrs:
@@ -283,9 +289,8 @@ def inline_taken_branches(model: onnx.ModelProto, reference: ReferenceRun) -> In
     often as that uncovers more. onnxruntime returns only top-level values, so this is how
     a layer inside a branch (silero-vad's sample-rate switch) shows its inputs. An If
     whose branch would reuse a name of the graph stays; so does everything if the model
-    fails to run."""
-    flat = onnx.ModelProto()
-    flat.CopyFrom(model)
+    fails to run. The model is copied only if a branch goes in line."""
+    flat = model
     graphs: list[Path] = [("graph",)]
     where = {node.output[0]: ("graph", "node", n)
              for n, node in enumerate(model.graph.node) if node.output}
@@ -309,6 +314,9 @@ def inline_taken_branches(model: onnx.ModelProto, reference: ReferenceRun) -> In
         for node in ifs:  # asked once
             del where[node.output[0]]
         for output, branch, inlined, nodes in chosen:
+            if flat is model:
+                flat = onnx.ModelProto()
+                flat.CopyFrom(model)
             if _inline(flat, output, branch):
                 graphs.append(inlined)
                 where.update(nodes)
