@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from models import (
     DEADZONE_LEVELS,
+    big_conv,
     binary_head,
     cell_stream,
     classifier_heads,
@@ -133,6 +134,25 @@ def test_the_sensitivity_pass_runs_a_stream_from_its_start_and_budgets_by_tensor
     heads = ReferenceRun(classifier_heads(), x_inputs(n=256))
     few, many = sensitivity_samples(heads, 4), sensitivity_samples(heads, SENSITIVITY_RUNS // 8)
     assert few > many == 8
+
+
+def test_the_sensitivity_pass_runs_several_inputs_even_when_one_fills_its_units():
+    """A conv layer's 4096 output units answer one input: the pass still runs
+    MIN_SENSITIVITY_SAMPLES samples, or all there are if fewer."""
+    from onnxz.ratecontrol.search import (
+        MIN_SENSITIVITY_SAMPLES,
+        SENSITIVITY_UNITS,
+        sensitivity_samples,
+    )
+    from onnxz.verifier import ReferenceRun
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((20, 1, 16, 8, 8)).astype(np.float32)
+    run = ReferenceRun(big_conv(), {"x": images})
+    assert run.outputs[0][0].size >= SENSITIVITY_UNITS
+    assert sensitivity_samples(run, 2) == MIN_SENSITIVITY_SAMPLES == 8
+    few = ReferenceRun(big_conv(), {"x": images[:5]})
+    assert sensitivity_samples(few, 2) == 5
 
 
 @pytest.mark.parametrize("growth", [0.0, 0.5, 1.0])
