@@ -464,14 +464,12 @@ _INT = frozenset({int})
 _PATH_STEP = frozenset({str, int})
 
 
-def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
-    """msgpack map hook: every key a str, none given twice (SPEC.md §4). msgpack builds
-    exact types, so the keys' types are compared as a set (no Python loop per key)."""
+def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """msgpack map hook: no key given twice (SPEC.md §4). That every key is a str is
+    checked with the nesting (:func:`_check_nesting`), for a whole level at once."""
     out = dict(pairs)
     if len(out) != len(pairs):
         raise FormatError("index: a map repeats a key")
-    if not set(map(type, out)) <= _STR:
-        raise FormatError("index: a map key is not a str")
     return out
 
 
@@ -481,14 +479,17 @@ def _no_ext(code: int, data: bytes) -> Any:
 
 
 def _check_nesting(fields: Any) -> None:
-    """At most :data:`MAX_NESTING` levels of maps and arrays, and no timestamp (the ext
-    type msgpack decodes itself), in known and ignored places alike (SPEC.md §4). Looks at
-    one level at a time: the values of all its maps and arrays together, their types as a
-    set (msgpack builds exact dicts and lists)."""
+    """At most :data:`MAX_NESTING` levels of maps and arrays, every map key a str, and no
+    timestamp (the ext type msgpack decodes itself), in known and ignored places alike
+    (SPEC.md §4). Looks at one level at a time: the keys of all its maps, and the values of
+    all its maps and arrays, their types as a set (msgpack builds exact dicts and lists)."""
     level, depth = [fields] if type(fields) in (dict, list) else [], 1
     while level:
         if depth > MAX_NESTING:
             raise FormatError(f"index: maps and arrays nest more than {MAX_NESTING} deep")
+        maps = [c for c in level if type(c) is dict]
+        if not set(map(type, chain.from_iterable(maps))) <= _STR:
+            raise FormatError("index: a map key is not a str")
         values = list(chain.from_iterable(
             [c.values() if type(c) is dict else c for c in level]))
         kinds = set(map(type, values))

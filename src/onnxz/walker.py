@@ -310,11 +310,13 @@ PAYLOAD_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_
                   "uint64_data")
 
 
-_PAYLOADS = operator.attrgetter(*PAYLOAD_FIELDS)
+_TYPED_PAYLOADS = operator.attrgetter(*PAYLOAD_FIELDS[1:])
 
 
 def has_payload(tensor: TensorProto) -> bool:
-    return any(map(len, _PAYLOADS(tensor)))
+    """Whether any payload field holds data: ``raw_data`` first, where exporters put it
+    (the typed fields are not fetched then)."""
+    return bool(tensor.raw_data) or any(map(len, _TYPED_PAYLOADS(tensor)))
 
 
 def take_payload(tensor: TensorProto) -> None:

@@ -30,6 +30,7 @@ True
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -218,25 +219,48 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
     returns uint8 symbols, or uint16 above 8 bits."""
     if bits == 8:
         return np.frombuffer(data, dtype=np.uint8)
-    if bits < 8:  # 8 symbols fill ``bits`` bytes: read them as one big-endian integer
-        groups = -(-count // 8)
+    if bits < 8:  # a group of symbols fills whole bytes: read them as one big-endian integer
+        group = _bit_group(bits)
+        groups = -(-count // group.symbols)
         raw = np.frombuffer(data, dtype=np.uint8)
-        padded = np.zeros(groups * bits, dtype=np.uint8)
-        padded[: raw.size] = raw
-        rows = padded.reshape(groups, bits)
-        word = rows[:, 0].astype(np.uint64)
-        for k in range(1, bits):
-            word <<= np.uint64(8)
-            word |= rows[:, k]
-        out = np.empty((groups, 8), dtype=np.uint8)
-        mask = np.uint64((1 << bits) - 1)
-        for j in range(8):
-            out[:, j] = (word >> np.uint64(bits * (7 - j))) & mask
+        if group.word.itemsize == 1 and raw.size == groups:
+            words = raw
+        else:  # each group's bytes reversed into a little-endian word, zero-padded
+            padded = np.zeros((groups, group.word.itemsize), dtype=np.uint8)
+            rows = padded[:, group.nbytes - 1 :: -1]
+            full = raw.size // group.nbytes
+            rows[:full] = raw[: full * group.nbytes].reshape(full, group.nbytes)
+            rows[full:, : raw.size - full * group.nbytes] = raw[full * group.nbytes :]
+            words = padded.view(group.word).reshape(groups)
+        out = np.empty((groups, group.symbols), dtype=np.uint8)
+        for j, shift in enumerate(group.shifts):  # one pass per position, over all groups
+            np.right_shift(words, shift, out=out[:, j], casting="unsafe")
+        out &= np.uint8((1 << bits) - 1)
         return out.reshape(-1)[:count]
     flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: count * bits]
     weights = np.uint64(1) << np.arange(bits - 1, -1, -1, dtype=np.uint64)
     symbols = flat.reshape(count, bits).astype(np.uint64) @ weights
     return symbols.astype(np.uint16)
+
+
+@dataclass(frozen=True)
+class _BitGroup:
+    """The fewest ``symbols`` of a width below 8 bits that fill whole bytes (``nbytes``), read
+    as one unsigned ``word``; symbol j of a group is ``(word >> shifts[j])`` masked."""
+
+    symbols: int
+    nbytes: int
+    word: np.dtype
+    shifts: tuple[np.integer, ...]
+
+
+@functools.cache
+def _bit_group(bits: int) -> _BitGroup:
+    symbols = 8 // math.gcd(8, bits)
+    nbytes = symbols * bits // 8
+    word = np.dtype("u1" if nbytes == 1 else "<u4" if nbytes <= 4 else "<u8")
+    return _BitGroup(symbols, nbytes, word,
+                     tuple(word.type(bits * (symbols - 1 - j)) for j in range(symbols)))
 
 
 def zstd_plane(symbols: np.ndarray, bits: int, level: int) -> bytes:

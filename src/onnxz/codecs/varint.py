@@ -17,7 +17,7 @@ import numpy as np
 from onnxz.errors import FormatError
 
 MAX_VARINT_BYTES = 10  # enough for any 64-bit value
-SCALAR_DECODE_MAX = 256  # bytes; shorter sequences decode in a plain loop (see there)
+SCALAR_DECODE_MAX = 384  # bytes; shorter sequences decode in a plain loop (see there)
 
 
 def encode_uvarints(values: np.ndarray) -> bytes:
@@ -77,24 +77,29 @@ def decode_uvarints(data: bytes | memoryview, count: int | None = None) -> np.nd
 
 def _decode_uvarints_scalar(data: bytes, count: int | None) -> np.ndarray:
     """:func:`decode_uvarints` one byte at a time: the same values and checks, faster than
-    numpy's per-call overhead on the short sequences of frequency tables."""
+    numpy's per-call overhead on short sequences (frequency tables, escaped values). A
+    one-byte value is appended as it is; ``shift`` (7 × the bytes read of a longer one) is
+    63 at its tenth byte."""
     values: list[int] = []
-    value = shift = length = 0
+    append = values.append
+    value = shift = 0
     for byte in data:
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        length += 1
-        if byte >= 0x80:
-            if length == MAX_VARINT_BYTES:
-                raise FormatError("varint sequence: a value is longer than 10 bytes")
-            continue
-        if length > 1 and byte == 0:
-            raise FormatError("varint sequence: a value is not in its shortest form")
-        if length == MAX_VARINT_BYTES and byte > 1:
-            raise FormatError("varint sequence: a value exceeds 64 bits")
-        values.append(value)
-        value = shift = length = 0
-    if length or (count is not None and len(values) != count):
+        if byte < 0x80:
+            if not shift:
+                append(byte)
+                continue
+            if not byte:
+                raise FormatError("varint sequence: a value is not in its shortest form")
+            if shift == 63 and byte > 1:
+                raise FormatError("varint sequence: a value exceeds 64 bits")
+            append(value | byte << shift)
+            value = shift = 0
+        elif shift == 63:
+            raise FormatError("varint sequence: a value is longer than 10 bytes")
+        else:
+            value |= (byte & 0x7F) << shift
+            shift += 7
+    if shift or (count is not None and len(values) != count):
         expected = len(values) if count is None else count
         raise FormatError(
             f"varint sequence: expected {expected} values filling {len(data)} bytes, "
