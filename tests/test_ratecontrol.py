@@ -455,3 +455,29 @@ def test_the_default_keeps_its_grid_without_the_strict_targets_points():
         assert [p.setting for p in c.points[1:]] == [
             Setting.step(s) for s in STEP_GRID if s >= FINEST_STEP][: len(c.points) - 1]
         assert len(c.points) < weights_before[c.path]
+
+
+def test_the_sensitivity_noise_tool_compares_two_halves_per_tensor(tmp_path, capsys,
+                                                                   monkeypatch):
+    import json
+
+    import sensitivity_noise
+
+    from onnxz.ratecontrol import search
+
+    # the tool sets --min-samples for its process: restored after this test
+    monkeypatch.setattr(search, "MIN_SENSITIVITY_SAMPLES", search.MIN_SENSITIVITY_SAMPLES)
+    model = tmp_path / "heads.onnx"
+    model.write_bytes(classifier_heads().SerializeToString())
+    np.savez(tmp_path / "x.npz", **x_inputs(n=40))
+    assert sensitivity_noise.main([str(model), "--inputs", str(tmp_path / "x.npz"),
+                                   "--fidelity", "snr>=30", "--min-samples", "3",
+                                   "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["samples_per_half"] == [20, 20] and result["min_samples"] == 3
+    assert {row["name"] for row in result["rows"]} == {"w1", "w2", "w3"}
+    centred = [row["centred_difference_db"] for row in result["rows"]]
+    assert sorted(abs(d) for d in centred)[1] == result["median_abs_difference_db"]
+    for row in result["rows"]:
+        assert row["first_db"] - row["second_db"] == pytest.approx(
+            result["offset_db"] + row["centred_difference_db"], abs=0.02)

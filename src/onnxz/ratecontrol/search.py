@@ -291,7 +291,7 @@ def choose_for_fidelity(bench: Workbench, objective: Objective,
     sensitivities as measured and again with all of them equal (:data:`EQUALIZED_DB`), and
     keeps the smaller plan that holds."""
     candidates = bench.candidates
-    _sensitivities(bench, objective)
+    sensitivity_pass(bench, objective)
     bench.use_feedback()
     stateful = any(bench.reference.links)
     spreads = ((sensitivity_spread_db,) if sensitivity_spread_db is not None
@@ -390,8 +390,9 @@ def _evaluate(bench: Workbench, objective: Objective, plan: Plan
             predictions)
 
 
-def _sensitivities(bench: Workbench, objective: Objective) -> None:
-    """The sensitivity pass, on the samples :data:`SENSITIVITY_UNITS` asks for."""
+def sensitivity_pass(bench: Workbench, objective: Objective) -> None:
+    """The sensitivity pass: every candidate's sensitivity, measured on the samples
+    :data:`SENSITIVITY_UNITS` and :data:`MIN_SENSITIVITY_SAMPLES` ask for."""
     samples = sensitivity_samples(bench.reference, len(bench.candidates))
 
     def distortion_with(settings: dict[Path, Setting]) -> float:
@@ -430,7 +431,7 @@ def choose_for_size(bench: Workbench, objective: Objective, max_bytes: int,
     """The plan with the least predicted output distortion whose file fits ``max_bytes``
     (exact sizes, by bisection on the slope)."""
     candidates = bench.candidates
-    _sensitivities(bench, objective)
+    sensitivity_pass(bench, objective)
     lam_min, lam_max = slope_range(candidates)
     sizes: dict[float, int] = {}
 
