@@ -134,6 +134,8 @@ def test_the_sensitivity_pass_runs_a_stream_from_its_start_and_budgets_by_tensor
     heads = ReferenceRun(classifier_heads(), x_inputs(n=256))
     few, many = sensitivity_samples(heads, 4), sensitivity_samples(heads, SENSITIVITY_RUNS // 8)
     assert few > many == 8
+    # the budget caps the samples below MIN_SENSITIVITY_SAMPLES for many tensors
+    assert sensitivity_samples(heads, SENSITIVITY_RUNS // 4) == 4
 
 
 def test_the_sensitivity_pass_runs_several_inputs_even_when_one_fills_its_units():
