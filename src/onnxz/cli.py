@@ -329,7 +329,8 @@ def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
 @click.option("--fidelity", metavar="SPEC",
               help="Rate control: the smallest file whose outputs keep SPEC on the inputs, "
                    "e.g. \"top1>=0.995\", \"cosine>=0.999,snr>=25\", \"exact>=0.99\", "
-                   "\"top1[logits]>=0.99\" (metrics: snr dB, cosine (worst sample), top1, "
+                   "\"top1[logits]>=0.99\", \"ctc>=0.99\" (metrics: snr dB, cosine (worst "
+                   "sample), top1, top1_sample, ctc (a recognizer's greedy CTC strings), "
                    "top5, exact (whole samples), max_abs with <=).")
 @click.option("--max-size", metavar="SIZE",
               help="Rate control: the best fidelity whose whole file fits SIZE (2000000, "
@@ -646,7 +647,7 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
 @click.option("--fidelity", metavar="SPEC",
               help="Criteria instead of the three minimums above, e.g. "
                    "\"top1>=0.995,snr>=25\" or \"exact[labels]>=0.99\" (metrics: snr, "
-                   "cosine, top1, top5, max_abs (<=), exact).")
+                   "cosine, top1, top1_sample, ctc, top5, max_abs (<=), exact).")
 @click.option("--class-output", "class_outputs", multiple=True, metavar="NAME",
               help="Treat output NAME as class scores (top-1/top-5) even without a Softmax, "
                    "ArgMax or rows summing to 1 (repeatable).")

@@ -12,6 +12,8 @@ cosine   cosine similarity of the worst sample                        >=
 top1     fraction of rows with the same argmax (class-score outputs)  >=
 top1_sample  fraction of samples whose rows all keep their argmax     >=
          (a recognized string, a sequence of decisions; ditto)
+ctc      fraction of samples whose greedy CTC string is unchanged     >=
+         (argmax path, repeats merged, the blank dropped; ditto)
 top5     mean share of the original's 5 best classes kept (ditto)     >=
 max_abs  largest absolute error, in the output's units                <=
 exact    fraction of samples whose output equals the original's       >=
@@ -37,16 +39,17 @@ METRICS: dict[str, tuple[str, str]] = {
     "cosine": ("cosine_min", ">="),
     "top1": ("top1", ">="),
     "top1_sample": ("top1_sample", ">="),
+    "ctc": ("ctc", ">="),
     "top5": ("top5", ">="),
     "max_abs": ("max_abs_error", "<="),
     "exact": ("exact", ">="),
 }
 """Criterion metric name -> (the :class:`onnxz.OutputMetrics` field it reads, its operator)."""
 
-CLASS_METRICS = frozenset({"top1", "top1_sample", "top5"})
+CLASS_METRICS = frozenset({"top1", "top1_sample", "ctc", "top5"})
 """Metrics that exist only for class-score outputs."""
 
-FRACTION_METRICS = frozenset({"top1", "top1_sample", "top5", "exact"})
+FRACTION_METRICS = frozenset({"top1", "top1_sample", "ctc", "top5", "exact"})
 
 _CRITERION = re.compile(
     r"\s*(?P<metric>[A-Za-z_0-9]+)\s*(?:\[(?P<output>[^\]]+)\])?\s*(?P<op>>=|<=|=>|=<|>|<|=)?"

@@ -24,7 +24,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from onnx.external_data_helper import load_external_data_for_model
 
 from onnxz.arguments import real_number
 from onnxz.container import MAGIC
+from onnxz.ctc import merged_runs
 from onnxz.errors import (
     InvalidArgumentError,
     OutOfMemoryError,
@@ -57,6 +58,9 @@ from onnxz.inputs import (
 from onnxz.progress import Progress
 
 TOP_K = 5
+CTC_MAX_ROWS = 65536
+"""Samples with more class-score rows than this get no ``ctc`` figure (it keeps each
+sample's argmax paths; CTC sequences are tens to hundreds of rows)."""
 SessionFactory = Callable[[Any], Any]
 """``factory(session_options) -> onnxruntime.InferenceSession`` of one model."""
 
@@ -176,7 +180,10 @@ class OutputMetrics:
     probability distributions on every sample, its name says so, or the caller named it);
     each row along the class axis is one prediction. ``top1`` = fraction of rows with the
     same argmax; ``top1_sample`` = fraction of samples all of whose rows keep their argmax
-    (a whole recognized string); ``top5`` = mean share of the original's 5 best classes
+    (a whole recognized string); ``ctc`` = fraction of samples whose greedy CTC string
+    (argmax per row, repeats merged, the blank dropped: :mod:`onnxz.ctc`; the blank is the
+    class the original's rows take most often) is unchanged, for samples of up to
+    :data:`CTC_MAX_ROWS` rows; ``top5`` = mean share of the original's 5 best classes
     among the packed's 5 best (more than 5 classes only).
     """
 
@@ -196,6 +203,7 @@ class OutputMetrics:
     class_scores: str | None = None
     top1_sample: float | None = None
     finite: int | None = None
+    ctc: float | None = None
 
     def value(self, criterion: Criterion) -> float | None:
         """The value ``criterion`` reads (None if the metric does not apply here)."""
@@ -231,6 +239,7 @@ class Failure:
 _METRIC_LABELS = {"snr_db": ("SNR", " dB", "<"), "cosine_min": ("worst-sample cosine", "", "<"),
                   "top1": ("top-1 agreement", "", "<"), "top5": ("top-5 overlap", "", "<"),
                   "top1_sample": ("fraction of samples with every top-1 kept", "", "<"),
+                  "ctc": ("fraction of samples with the CTC string kept", "", "<"),
                   "max_abs_error": ("max abs error", "", ">"),
                   "exact": ("exact-sample fraction", "", "<")}
 
@@ -790,6 +799,11 @@ class _Accumulator:
     classes: int = 0
     top1_hits: int = 0
     top1_samples: int = 0
+    paths: list[tuple[np.ndarray, np.ndarray]] | None = field(default_factory=list)
+    """Per sample, the original's and the packed's argmax paths with runs merged (None
+    once a sample has more than :data:`CTC_MAX_ROWS` rows)."""
+    path_classes: np.ndarray | None = None
+    """How often each class is the original's argmax (finds the CTC blank)."""
     top5_sum: float = 0.0
     distributions: bool = True
     probabilities: bool = True
@@ -844,14 +858,35 @@ class _Accumulator:
     def _add_rankings(self, ref: np.ndarray, out: np.ndarray) -> None:
         self.rows += ref.shape[0]
         self.classes = ref.shape[1]
-        hits = int(np.sum(ref.argmax(-1) == out.argmax(-1)))
+        ref_path, out_path = ref.argmax(-1), out.argmax(-1)
+        hits = int(np.sum(ref_path == out_path))
         self.top1_hits += hits
         self.top1_samples += hits == ref.shape[0]
+        self._add_paths(ref_path, out_path, ref.shape[1])
         if ref.shape[1] > TOP_K:
             top_ref = np.argpartition(-ref, TOP_K, axis=-1)[:, :TOP_K]
             top_out = np.argpartition(-out, TOP_K, axis=-1)[:, :TOP_K]
             shared = (top_ref[:, :, None] == top_out[:, None, :]).any(-1).sum(-1)
             self.top5_sum += float(shared.sum()) / TOP_K
+
+    def _add_paths(self, ref_path: np.ndarray, out_path: np.ndarray, classes: int) -> None:
+        if self.paths is None or ref_path.size > CTC_MAX_ROWS:
+            self.paths = None
+            return
+        counts = np.bincount(ref_path, minlength=classes)
+        if self.path_classes is not None:
+            size = max(counts.size, self.path_classes.size)
+            counts = np.pad(counts, (0, size - counts.size)) + np.pad(
+                self.path_classes, (0, size - self.path_classes.size))
+        self.path_classes = counts
+        self.paths.append((merged_runs(ref_path), merged_runs(out_path)))
+
+    def _ctc(self) -> float | None:
+        if not self.paths or self.path_classes is None:
+            return None
+        blank = int(self.path_classes.argmax())
+        kept = sum(np.array_equal(r[r != blank], o[o != blank]) for r, o in self.paths)
+        return kept / len(self.paths)
 
     def result(self) -> OutputMetrics:
         if self.noise == 0:
@@ -878,6 +913,7 @@ class _Accumulator:
             class_scores=scores.reason if scores else None,
             finite=self.finite,
             top1_sample=self.top1_samples / self.samples if scores else None,
+            ctc=self._ctc() if scores else None,
         )
 
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnxz.fidelity import Criterion, Fidelity
+from onnxz.ctc import blank_class, harmless_alternatives
+from onnxz.fidelity import CLASS_METRICS, Criterion, Fidelity
 from onnxz.verifier import PASS_THROUGH, ClassScores, OutputMetrics, ReferenceRun
 
 FLIP_SAFETY = 0.5
@@ -44,19 +45,31 @@ RUNS = list[list[np.ndarray]]
 @dataclass(frozen=True)
 class Margins:
     """Per row of one class-score output: the original's top class, its margin over the
-    runner-up (log domain), and the sample the row belongs to."""
+    runner-up (log domain), and the sample the row belongs to. With ``harmless`` (rows × 3
+    classes, −1 padded) the runner-up is the best class not among the row's harmless
+    ones: for a CTC string, the classes a position may take without changing the string
+    (:func:`onnxz.ctc.harmless_alternatives`)."""
 
     top: np.ndarray
     margin: np.ndarray
     sample: np.ndarray
+    harmless: np.ndarray | None = None
 
     @classmethod
-    def of(cls, scores: ClassScores, outputs: Sequence[np.ndarray]) -> Margins:
+    def of(cls, scores: ClassScores, outputs: Sequence[np.ndarray], ctc: bool = False
+           ) -> Margins:
+        """The margins of the original's ``outputs``; with ``ctc``, over the classes that
+        would change each sample's greedy CTC string (the blank found on these samples)."""
         rows = [_log_rows(scores, o) for o in outputs]
         matrix = np.concatenate(rows)
         top = matrix.argmax(-1)
-        return cls(top, _margin(matrix, top),
-                   np.repeat(np.arange(len(rows)), [r.shape[0] for r in rows]))
+        harmless = None
+        if ctc:
+            paths = [r.argmax(-1) for r in rows]
+            blank = blank_class(paths)
+            harmless = np.concatenate([harmless_alternatives(p, blank) for p in paths])
+        return cls(top, _margin(matrix, top, harmless),
+                   np.repeat(np.arange(len(rows)), [r.shape[0] for r in rows]), harmless)
 
     @property
     def one_row_each(self) -> bool:
@@ -68,7 +81,8 @@ class Margins:
         the candidate's outputs on the first ``len(outputs)`` samples."""
         matrix = np.concatenate([_log_rows(scores, o) for o in outputs])
         n = matrix.shape[0]
-        return _margin(matrix, self.top[:n]) - self.margin[:n]
+        harmless = None if self.harmless is None else self.harmless[:n]
+        return _margin(matrix, self.top[:n], harmless) - self.margin[:n]
 
 
 def _log_rows(scores: ClassScores, values: np.ndarray) -> np.ndarray:
@@ -76,12 +90,17 @@ def _log_rows(scores: ClassScores, values: np.ndarray) -> np.ndarray:
     return rows if scores.log_domain else np.log(np.maximum(rows, LOG_FLOOR))
 
 
-def _margin(matrix: np.ndarray, top: np.ndarray) -> np.ndarray:
-    """Score of class ``top`` minus the best other score, per row (inf with one class)."""
+def _margin(matrix: np.ndarray, top: np.ndarray, harmless: np.ndarray | None = None
+            ) -> np.ndarray:
+    """Score of class ``top`` minus the best other score not in the row's ``harmless``
+    classes, per row (inf where no such class is left)."""
     index = np.arange(matrix.shape[0])
     chosen = matrix[index, top]
     others = matrix.copy()
     others[index, top] = -np.inf
+    for column in () if harmless is None else harmless.T:
+        some = column >= 0
+        others[index[some], column[some]] = -np.inf
     return chosen - others.max(-1) if matrix.shape[1] > 1 else np.full(len(top), np.inf)
 
 
@@ -377,10 +396,10 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
                 measures.append(Measure("cosine", index, max(1 - c.bound, 1e-12)))
             elif c.metric == "max_abs":
                 measures.append(Measure("mse", index, max((c.bound / 3) ** 2, 1e-30)))
-            elif c.metric in ("top1", "top1_sample", "top5") or (
-                    c.metric == "exact" and name in scores):
-                per_sample = c.metric in ("exact", "top1_sample")
-                measure = _margin_measure(scores[name], index, outputs, c.bound, per_sample)
+            elif c.metric in CLASS_METRICS or (c.metric == "exact" and name in scores):
+                per_sample = c.metric in ("exact", "top1_sample", "ctc")
+                measure = _margin_measure(scores[name], index, outputs, c.bound, per_sample,
+                                          ctc=c.metric == "ctc")
                 measures.append(measure)
                 decisions.append(DecisionCheck(c, name, measure, per_sample))
             elif c.metric == "exact" and name in sources:
@@ -415,7 +434,7 @@ def extra_outputs_for(fidelity: Fidelity, model: onnx.ModelProto) -> tuple[str, 
 
 
 def _margin_measure(scores: ClassScores, index: int, outputs: Sequence[np.ndarray],
-                    target: float, per_sample: bool) -> Measure:
-    margins = Margins.of(scores, outputs)
+                    target: float, per_sample: bool, ctc: bool = False) -> Measure:
+    margins = Margins.of(scores, outputs, ctc)
     sigma = allowed_sigma(margins, target, per_sample)
     return Measure("margin", index, sigma * sigma, scores, margins)

@@ -136,7 +136,7 @@ class RateResult:
         achieved = {}
         for m in self.metrics:
             figures = {"snr": m.snr_db, "cosine": m.cosine_min, "exact": m.exact,
-                       "top1": m.top1, "top1_sample": m.top1_sample, "top5": m.top5,
+                       "top1": m.top1, "top1_sample": m.top1_sample, "ctc": m.ctc, "top5": m.top5,
                        "max_abs": m.max_abs_error}
             achieved[m.name] = {k: v for k, v in figures.items()
                                 if v is not None and math.isfinite(v)}
@@ -477,6 +477,7 @@ def summary_template(bench: Workbench, mode: str, target: str) -> dict:
                        cosine_min=rng.random(), exact=rng.random(),
                        top1=None if m.top1 is None else rng.random(),
                        top1_sample=None if m.top1_sample is None else rng.random(),
+                       ctc=None if m.ctc is None else rng.random(),
                        top5=None if m.top5 is None else rng.random())
 
     result = RateResult(mode, target, bench.reference, [], {}, tuple(map(figures, metrics)),
