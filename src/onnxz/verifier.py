@@ -58,9 +58,10 @@ from onnxz.inputs import (
 from onnxz.progress import Progress
 
 TOP_K = 5
-CTC_MAX_ROWS = 65536
-"""Samples with more class-score rows than this get no ``ctc`` figure (it keeps each
-sample's argmax paths; CTC sequences are tens to hundreds of rows)."""
+CTC_MAX_ROWS = 4096
+"""Samples with more class-score rows than this get no ``ctc`` figure: it keeps each
+sample's argmax paths (runs merged) until the end, and a CTC line has tens to hundreds of
+rows (a minute of speech at 50 per second, 3000), a detector's page of anchors thousands."""
 SessionFactory = Callable[[Any], Any]
 """``factory(session_options) -> onnxruntime.InferenceSession`` of one model."""
 
@@ -879,7 +880,8 @@ class _Accumulator:
             counts = np.pad(counts, (0, size - counts.size)) + np.pad(
                 self.path_classes, (0, size - self.path_classes.size))
         self.path_classes = counts
-        self.paths.append((merged_runs(ref_path), merged_runs(out_path)))
+        self.paths.append((merged_runs(ref_path).astype(np.int32),
+                           merged_runs(out_path).astype(np.int32)))
 
     def _ctc(self) -> float | None:
         if not self.paths or self.path_classes is None:
