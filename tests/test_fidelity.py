@@ -108,3 +108,21 @@ def test_output_names_are_evidence_too():
     assert class_evidence(model) == {}
     model.graph.node[-1].output[0] = model.graph.output[0].name = "output_logits"
     assert class_evidence(model)["output_logits"].reason == "named 'output_logits'"
+
+
+def test_ctc_on_samples_longer_than_its_limit_fails_plainly(heads, monkeypatch):
+    """``ctc`` keeps every sample's path: past CTC_MAX_ROWS rows a sample gets no figure,
+    and a ctc criterion then fails in verify (never passes unjudged) and is a one-line
+    target error in pack, before any work."""
+    original, packed = heads
+    x = {"x": np.random.default_rng(1).standard_normal((4, 1, 32)).astype(np.float32)}
+    assert onnxz.verify(original, packed, x, "ctc[logits]>=0.99").passed
+    monkeypatch.setattr("onnxz.verifier.CTC_MAX_ROWS", 0)
+    monkeypatch.setattr("onnxz.ratecontrol.objective.CTC_MAX_ROWS", 0)
+    report = onnxz.verify(original, packed, x, "ctc[logits]>=0.99")
+    assert not report.passed and report.failures[0].metric == "ctc_rows"
+    assert "ctc judges samples of up to 0 rows" in report.table()
+    with pytest.raises(onnxz.TargetSpecError, match="ctc judges samples of up to 0 rows"):
+        onnxz.save(original, packed.with_name("ctc.onnxz"), fidelity="ctc[logits]>=0.99",
+                   inputs=x)
+    assert not packed.with_name("ctc.onnxz").exists()

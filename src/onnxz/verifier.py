@@ -229,6 +229,9 @@ class Failure:
         if self.metric == "finite":
             return (f"output {self.output!r}: the original has no finite value on these "
                     "inputs (nothing to compare)")
+        if self.metric == "ctc_rows":
+            return (f"output {self.output!r}: ctc judges samples of up to {CTC_MAX_ROWS} "
+                    "rows (CTC strings); this output has more")
         label, unit, op = _METRIC_LABELS[self.metric]
         return (f"output {self.output!r}: {label} {self.value:.4g}{unit} {op} "
                 f"{self.threshold:g}{unit}")
@@ -256,9 +259,12 @@ def failures(outputs: Sequence[OutputMetrics], fidelity: Fidelity) -> tuple[Fail
     found = []
     for m in outputs:
         for c in fidelity.criteria:
-            value = m.value(c) if c.applies_to(m.name, m.class_scores is not None) else None
+            applies = c.applies_to(m.name, m.class_scores is not None)
+            value = m.value(c) if applies else None
             if value is not None and not c.holds(value):
                 found.append(Failure(m.name, c.field, value, c.bound))
+            elif applies and value is None and c.metric == "ctc":
+                found.append(Failure(m.name, "ctc_rows", CTC_MAX_ROWS, c.bound))
         if m.finite == 0 and m.elements:
             found.append(Failure(m.name, "finite", 0, 1))
     return tuple(found)

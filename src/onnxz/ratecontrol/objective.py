@@ -24,8 +24,9 @@ import numpy as np
 import onnx
 
 from onnxz.ctc import blank_class, harmless_alternatives
+from onnxz.errors import TargetSpecError
 from onnxz.fidelity import CLASS_METRICS, Criterion, Fidelity
-from onnxz.verifier import PASS_THROUGH, ClassScores, OutputMetrics, ReferenceRun
+from onnxz.verifier import CTC_MAX_ROWS, PASS_THROUGH, ClassScores, OutputMetrics, ReferenceRun
 
 FLIP_SAFETY = 0.5
 """The predicted share of changed decisions may be at most this fraction of what the target
@@ -397,6 +398,9 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
             elif c.metric == "max_abs":
                 measures.append(Measure("mse", index, max((c.bound / 3) ** 2, 1e-30)))
             elif c.metric in CLASS_METRICS or (c.metric == "exact" and name in scores):
+                if c.metric == "ctc" and scores[name].rows(outputs[0]).shape[0] > CTC_MAX_ROWS:
+                    raise TargetSpecError(f"{c}: ctc judges samples of up to {CTC_MAX_ROWS} "
+                                          f"rows (CTC strings); output {name!r} has more")
                 per_sample = c.metric in ("exact", "top1_sample", "ctc")
                 measure = _margin_measure(scores[name], index, outputs, c.bound, per_sample,
                                           ctc=c.metric == "ctc")
