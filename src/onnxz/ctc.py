@@ -29,15 +29,10 @@ def blank_class(paths: list[np.ndarray]) -> int:
     return int(np.bincount(flat).argmax()) if flat.size else 0
 
 
-def merged_runs(path: np.ndarray) -> np.ndarray:
-    """``path`` with each run of one class merged into one entry (int64)."""
-    path = np.asarray(path, dtype=np.int64).ravel()
-    return path[np.concatenate([[True], path[1:] != path[:-1]])] if path.size else path
-
-
 def greedy_string(path: np.ndarray, blank: int) -> tuple[int, ...]:
     """The classes of ``path`` with runs of one class merged and ``blank`` dropped."""
-    runs = merged_runs(path)
+    path = np.asarray(path, dtype=np.int64).ravel()
+    runs = path[np.concatenate([[True], path[1:] != path[:-1]])] if path.size else path
     return tuple(int(c) for c in runs[runs != blank])
 
 

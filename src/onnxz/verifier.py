@@ -35,7 +35,7 @@ from onnx.external_data_helper import load_external_data_for_model
 
 from onnxz.arguments import real_number
 from onnxz.container import MAGIC
-from onnxz.ctc import merged_runs
+from onnxz.ctc import blank_class, greedy_string
 from onnxz.errors import (
     InvalidArgumentError,
     OutOfMemoryError,
@@ -60,8 +60,9 @@ from onnxz.progress import Progress
 TOP_K = 5
 CTC_MAX_ROWS = 4096
 """Samples with more class-score rows than this get no ``ctc`` figure: it keeps each
-sample's argmax paths (runs merged) until the end, and a CTC line has tens to hundreds of
-rows (a minute of speech at 50 per second, 3000), a detector's page of anchors thousands."""
+sample's argmax paths until the end (the blank is decided over all of them), and a CTC
+line has tens to hundreds of rows (a minute of speech at 50 per second, 3000), a
+detector's page of anchors thousands."""
 SessionFactory = Callable[[Any], Any]
 """``factory(session_options) -> onnxruntime.InferenceSession`` of one model."""
 
@@ -807,10 +808,8 @@ class _Accumulator:
     top1_hits: int = 0
     top1_samples: int = 0
     paths: list[tuple[np.ndarray, np.ndarray]] | None = field(default_factory=list)
-    """Per sample, the original's and the packed's argmax paths with runs merged (None
-    once a sample has more than :data:`CTC_MAX_ROWS` rows)."""
-    path_classes: np.ndarray | None = None
-    """How often each class is the original's argmax (finds the CTC blank)."""
+    """Per sample, the original's and the packed's argmax paths (int32; None once a
+    sample has more than :data:`CTC_MAX_ROWS` rows)."""
     top5_sum: float = 0.0
     distributions: bool = True
     probabilities: bool = True
@@ -869,31 +868,22 @@ class _Accumulator:
         hits = int(np.sum(ref_path == out_path))
         self.top1_hits += hits
         self.top1_samples += hits == ref.shape[0]
-        self._add_paths(ref_path, out_path, ref.shape[1])
+        if self.paths is not None and ref_path.size <= CTC_MAX_ROWS:
+            self.paths.append((ref_path.astype(np.int32), out_path.astype(np.int32)))
+        else:
+            self.paths = None
         if ref.shape[1] > TOP_K:
             top_ref = np.argpartition(-ref, TOP_K, axis=-1)[:, :TOP_K]
             top_out = np.argpartition(-out, TOP_K, axis=-1)[:, :TOP_K]
             shared = (top_ref[:, :, None] == top_out[:, None, :]).any(-1).sum(-1)
             self.top5_sum += float(shared.sum()) / TOP_K
 
-    def _add_paths(self, ref_path: np.ndarray, out_path: np.ndarray, classes: int) -> None:
-        if self.paths is None or ref_path.size > CTC_MAX_ROWS:
-            self.paths = None
-            return
-        counts = np.bincount(ref_path, minlength=classes)
-        if self.path_classes is not None:
-            size = max(counts.size, self.path_classes.size)
-            counts = np.pad(counts, (0, size - counts.size)) + np.pad(
-                self.path_classes, (0, size - self.path_classes.size))
-        self.path_classes = counts
-        self.paths.append((merged_runs(ref_path).astype(np.int32),
-                           merged_runs(out_path).astype(np.int32)))
-
     def _ctc(self) -> float | None:
-        if not self.paths or self.path_classes is None:
+        if not self.paths:
             return None
-        blank = int(self.path_classes.argmax())
-        kept = sum(np.array_equal(r[r != blank], o[o != blank]) for r, o in self.paths)
+        blank = blank_class([ref for ref, _ in self.paths])
+        kept = sum(greedy_string(ref, blank) == greedy_string(out, blank)
+                   for ref, out in self.paths)
         return kept / len(self.paths)
 
     def result(self) -> OutputMetrics:

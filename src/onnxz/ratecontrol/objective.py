@@ -64,13 +64,14 @@ class Margins:
         rows = [_log_rows(scores, o) for o in outputs]
         matrix = np.concatenate(rows)
         top = matrix.argmax(-1)
+        lengths = [r.shape[0] for r in rows]
         harmless = None
         if ctc:
-            paths = [r.argmax(-1) for r in rows]
+            paths = np.split(top, np.cumsum(lengths)[:-1])
             blank = blank_class(paths)
             harmless = np.concatenate([harmless_alternatives(p, blank) for p in paths])
         return cls(top, _margin(matrix, top, harmless),
-                   np.repeat(np.arange(len(rows)), [r.shape[0] for r in rows]), harmless)
+                   np.repeat(np.arange(len(rows)), lengths), harmless)
 
     @property
     def one_row_each(self) -> bool:
@@ -398,7 +399,8 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
             elif c.metric == "max_abs":
                 measures.append(Measure("mse", index, max((c.bound / 3) ** 2, 1e-30)))
             elif c.metric in CLASS_METRICS or (c.metric == "exact" and name in scores):
-                if c.metric == "ctc" and scores[name].rows(outputs[0]).shape[0] > CTC_MAX_ROWS:
+                if c.metric == "ctc" and max(
+                        scores[name].rows(o).shape[0] for o in outputs) > CTC_MAX_ROWS:
                     raise TargetSpecError(f"{c}: ctc judges samples of up to {CTC_MAX_ROWS} "
                                           f"rows (CTC strings); output {name!r} has more")
                 per_sample = c.metric in ("exact", "top1_sample", "ctc")
