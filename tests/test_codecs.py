@@ -11,7 +11,13 @@ import zstandard
 from onnxz.codecs import REGISTRY, DeadzoneCodec, LosslessCodec, NotQuantizable, ans
 from onnxz.codecs.base import BATCH
 from onnxz.codecs.deadzone import choose_range, dequantize, from_float64, quantize
-from onnxz.codecs.lossless import pack_bits, plane_layouts, split_planes, zstd_plane
+from onnxz.codecs.lossless import (
+    join_planes,
+    pack_bits,
+    plane_layouts,
+    split_planes,
+    zstd_plane,
+)
 from onnxz.dtypes import BY_NAME
 from onnxz.errors import CorruptDataError, FormatError
 from onnxz.zstdframe import decompress_exact
@@ -46,6 +52,14 @@ def test_lossless_is_bit_exact_for_every_dtype(dtype):
         raw[:4] = [np.inf, -np.inf, np.nan, -0.0]
     _, decoded = roundtrip(LosslessCodec(), raw, dtype, chunk_elements=1234)
     assert decoded.tobytes() == raw.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64"])
+def test_planes_join_back_to_every_bit_pattern(dtype):
+    etype = BY_NAME[dtype]
+    raw = np.random.default_rng(2).integers(0, 256, 4099 * etype.width, dtype=np.uint8)
+    values = raw.view(etype.numpy)
+    assert join_planes(split_planes(values, etype), etype).tobytes() == raw.tobytes()
 
 
 def test_lossless_compresses_laplacian_floats_below_raw():
