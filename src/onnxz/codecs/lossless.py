@@ -160,63 +160,31 @@ def split_planes(values: np.ndarray, etype: ElementType) -> list[np.ndarray]:
 def join_planes(planes: Sequence[np.ndarray], etype: ElementType,
                 out: np.ndarray | None = None) -> np.ndarray:
     """Inverse of :func:`split_planes` (SPEC.md §6.1 reassembly), in the element's width;
-    written into ``out`` (contiguous, of ``etype.numpy``) if given, and returned."""
+    written into ``out`` (contiguous, of ``etype.numpy``) if given, and returned.
+
+    Each plane is shifted into place in whole little-endian words (several times faster
+    than storing bytes with a stride); a float's sign comes out of the top bit of the
+    sign-and-mantissa plane that holds it."""
     if out is None:
         out = np.empty(planes[0].size, dtype=etype.numpy)
-    if etype.exponent_bits == 8 and etype.mantissa_bits % 8 == 7:
-        _join_byte_aligned(planes, etype, out.view(_word_type(etype)))
-        return out
-    if etype.name == "float16":
-        _join_float16(planes, out.view(np.uint8).reshape(-1, 2))
-        return out
-    word = _word_type(etype).type
     words = out.view(_word_type(etype))
-    words[:] = 0
-    sign_mantissa = np.zeros_like(words) if etype.is_float else words
-    for layout, plane in zip(plane_layouts(etype), planes, strict=True):
-        target = sign_mantissa if layout.from_sign_mantissa else words
-        shifted = plane.astype(words.dtype)
-        if layout.shift:
-            shifted <<= word(layout.shift)
-        target |= shifted
-    if etype.is_float:
-        m = word(etype.mantissa_bits)
-        words |= sign_mantissa & word((1 << etype.mantissa_bits) - 1)
-        words |= (sign_mantissa >> m) << word(8 * etype.width - 1)
-    return out
-
-
-def _join_byte_aligned(planes: Sequence[np.ndarray], etype: ElementType, out: np.ndarray
-                       ) -> None:
-    """:func:`join_planes` for float32 and bfloat16, into ``out`` (little-endian words):
-    ``S·E`` on top of ``E``'s shift, then the SM planes' bytes from the top 7 mantissa bits
-    down, each shifted into place in whole words (2.5× faster than byte-strided stores)."""
-    exponent, sign_top = planes[0], planes[1]
-    top = 8 * etype.width - 8
-    word = out.dtype
-    np.left_shift(exponent, etype.mantissa_bits, out=out, dtype=word)
-    part = np.empty_like(out)
-    np.bitwise_and(sign_top, 0x80, out=part, dtype=word)
-    part <<= top
-    out |= part
-    np.bitwise_and(sign_top, 0x7F, out=part, dtype=word)
-    part <<= top - 8
-    out |= part
-    for k, plane in enumerate(planes[2:]):
-        shift = top - 16 - 8 * k
-        if shift:
-            np.left_shift(plane, shift, out=part, dtype=word)
-            out |= part
+    word = words.dtype
+    part = np.empty_like(words)
+    sign_bit = 8 * etype.width - 1
+    first, *rest = zip(plane_layouts(etype), planes, strict=True)
+    np.left_shift(first[1], first[0].shift, out=words, dtype=word)  # E, or an integer's top
+    for layout, plane in rest:
+        sign_at = etype.mantissa_bits - layout.shift  # the sign's bit within this plane
+        if layout.from_sign_mantissa and sign_at < layout.bits:
+            np.right_shift(plane, sign_at, out=part, dtype=word)
+            part <<= sign_bit
+            words |= part
+            np.bitwise_and(plane, (1 << sign_at) - 1, out=part, dtype=word)
+            part <<= layout.shift
         else:
-            out |= plane
-
-
-def _join_float16(planes: Sequence[np.ndarray], out: np.ndarray) -> None:
-    """:func:`join_planes` for float16 (planes E, S·M[9:3], M[2:0]), byte by byte into
-    ``out`` (elements × 2 bytes, little-endian)."""
-    exponent, sign_top, low = planes
-    out[:, 1] = (sign_top & np.uint8(0x80)) | (exponent << 2) | ((sign_top >> 5) & np.uint8(3))
-    out[:, 0] = (sign_top << 3) | low
+            np.left_shift(plane, layout.shift, out=part, dtype=word)
+        words |= part
+    return out
 
 
 def pack_bits(symbols: np.ndarray, bits: int) -> bytes:
