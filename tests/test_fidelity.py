@@ -21,6 +21,14 @@ def test_parse_round_trips_and_names_outputs():
     assert Fidelity.parse(str(target)) == target
 
 
+def test_an_output_named_with_commas_can_be_named():
+    # openWakeWord's custom models name their class scores with a JSON object
+    name = '{"1": "1_minute_timer", "2": "5_minute_timer"}'
+    target = Fidelity.parse(f"top1[{name}]>=0.99, snr>=25")
+    assert target.criteria == (Criterion("top1", 0.99, name), Criterion("snr", 25.0))
+    assert Fidelity.parse(str(target)) == target
+
+
 @pytest.mark.parametrize("text, message", [
     ("", "empty fidelity target"),
     ("accuracy>=0.9", "unknown metric 'accuracy'"),

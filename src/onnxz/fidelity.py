@@ -2,7 +2,7 @@
 
 A target is a comma-separated list of criteria, each ``METRIC[OUTPUT] OP VALUE`` with the
 ``[OUTPUT]`` part optional (without it the criterion applies to every output the metric
-applies to):
+applies to; a comma inside it belongs to the output's name):
 
 ======== ============================================================ ======
 metric   meaning (per output, over all samples)                       op
@@ -129,7 +129,7 @@ class Fidelity:
         """Parse ``"metric[output]>=value, ..."``; :class:`TargetSpecError` if malformed."""
         if not isinstance(text, str) or not text.strip():
             raise TargetSpecError("empty fidelity target (e.g. \"top1>=0.995\" or \"snr>=30\")")
-        return cls(tuple(_parse_criterion(part) for part in text.split(",")))
+        return cls(tuple(_parse_criterion(part) for part in _split_criteria(text)))
 
     def check_outputs(self, outputs: dict[str, bool]) -> None:
         """Check every criterion against the model's outputs (name -> is class scores):
@@ -147,6 +147,23 @@ class Fidelity:
 
     def __str__(self) -> str:
         return ",".join(map(str, self.criteria))
+
+
+def _split_criteria(text: str) -> list[str]:
+    """The criteria of ``text``: its parts between commas, except commas inside an
+    ``[OUTPUT]`` (an output's name may hold commas: an openWakeWord model names its class
+    scores with a JSON object, ``{"1": "1_minute_timer", "2": ...}``)."""
+    parts, start, inside = [], 0, False
+    for i, char in enumerate(text):
+        if char == "[":
+            inside = True
+        elif char == "]":
+            inside = False
+        elif char == "," and not inside:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
 
 
 def _parse_criterion(part: str) -> Criterion:
