@@ -169,6 +169,22 @@ def test_default_inputs_are_those_the_default_pack_runs_the_model_on(tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def test_sample_count_or_seed_alone_keeps_the_inputs_the_model_runs_on(tmp_path):
+    # --samples/--seed/--dim change only what they name: token ids still stay in the table
+    # (khmersm's 126-row embedding: "--samples 4" made pack and verify fail to run it)
+    model, folder = last_token_embedding(rows=160), tmp_path
+    (folder / "m.onnx").write_bytes(model.SerializeToString())
+    result = run("pack", folder / "m.onnx", "-o", folder / "s.onnxz", "--samples", "3")
+    assert result.exit_code == 0, result.output
+    assert "3 generated samples" in result.output and "tokens 0..159" in result.output
+    for options in (("--samples", "4"), ("--seed", "5"), ("--dim", "T=7")):
+        result = run("verify", folder / "m.onnx", folder / "s.onnxz", *options)
+        assert result.exit_code == 0, result.output
+        assert "tokens 0..159" in result.output
+    result = run("verify", folder / "m.onnx", folder / "s.onnxz", "--int-range", "0:300")
+    assert result.exit_code == 1 and "failed to run" in result.output  # the user's range
+
+
 def test_missing_files_are_usage_errors(mlp_files):
     for args in (("verify", mlp_files / "nope.onnx", mlp_files / "lossy.onnxz"),
                  ("verify", mlp_files / "mlp.onnx", mlp_files / "nope.onnxz"),
@@ -213,9 +229,11 @@ def test_unresolvable_dim_is_named_with_the_fix(tmp_path):
     onnxz.save(model, tmp_path / "u.onnxz")
     default = run("verify", model, tmp_path / "u.onnxz")  # the dims pack's default runs with
     assert default.exit_code == 0 and "x:1=32, h:1=1" in default.output, default.output
-    result = run("verify", model, tmp_path / "u.onnxz", "--samples", "4")  # plain generator
-    assert result.exit_code == 2 and result.output.count("\n") == 1
-    assert "x:1, h:1" in result.output and "--dim x:1=SIZE --dim h:1=SIZE" in result.output
+    result = run("verify", model, tmp_path / "u.onnxz", "--samples", "4")  # the same dims
+    assert result.exit_code == 0 and "x:1=32, h:1=1" in result.output, result.output
+    with pytest.raises(onnxz.VerificationInputError,  # the plain generator has no default
+                       match=r"x:1, h:1.*--dim x:1=SIZE --dim h:1=SIZE"):
+        onnxz.verify(model, tmp_path / "u.onnxz", GeneratedInputs(samples=4))
     fixed = run("verify", model, tmp_path / "u.onnxz", "--dim", "x:1=5", "--dim", "h:1=1")
     assert fixed.exit_code == 0, fixed.output
     assert "x:1=5" in fixed.output and "x:0=1 (default)" in fixed.output

@@ -29,7 +29,7 @@ import click
 import onnxz
 from onnxz.codecs.minifloat import LAYOUTS
 from onnxz.errors import OnnxzError, first_line
-from onnxz.inputs import DEFAULT_INT_RANGE, DEFAULT_SAMPLES
+from onnxz.inputs import DEFAULT_INT_RANGE, DEFAULT_SAMPLES, DefaultInputs
 from onnxz.parallel import available_cores
 from onnxz.policy import QUANTIZERS, quantizer
 from onnxz.progress import ProgressListener, TerminalProgress
@@ -297,16 +297,16 @@ def _generated_input_options(command: Callable) -> Callable:
 
 def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
                    dims: dict[str, int], int_range: tuple[int, int] | None):
-    """``--inputs``, the generated inputs the other options describe, or None (none given:
-    the generated inputs the model runs on, see :func:`onnxz.inputs.runnable_inputs`)."""
+    """``--inputs``, or the generated inputs the model runs on (None: see
+    :func:`onnxz.inputs.runnable_inputs`) with the changes the other options give."""
     generator = samples is not None or seed is not None or dims or int_range
     if inputs is not None and generator:
         _fail("--samples, --seed, --dim and --int-range apply to generated inputs only, "
               "not with --inputs")
     if inputs is not None or not generator:
         return inputs
-    return onnxz.GeneratedInputs(samples=samples or DEFAULT_SAMPLES, seed=seed or 0,
-                                 dims=dims, int_range=int_range or DEFAULT_INT_RANGE)
+    return DefaultInputs(samples=samples or DEFAULT_SAMPLES, seed=seed or 0, dims=dims,
+                         int_range=int_range)
 
 
 @main.command()

@@ -157,6 +157,37 @@ def _is_int(value: object) -> bool:
 
 
 @dataclass(frozen=True)
+class DefaultInputs:
+    """The generated inputs the model runs on (:func:`runnable_inputs`: pack's default and
+    verify's), with the settings given here changed: ``samples``, ``seed``, ``dims`` (added
+    to the sizes the model's own would take) and ``int_range`` (every integer input; None
+    keeps the ranges the model's Gather tables and Equal constants give, else 0:256). What
+    the command line's ``--samples``, ``--seed``, ``--dim`` and ``--int-range`` describe:
+    ``--samples 4`` alone changes the count, not the token ids an embedding table can take.
+    Where no model is at hand it is :meth:`plain`."""
+
+    samples: int = DEFAULT_SAMPLES
+    seed: int = 0
+    dims: Mapping[str, int] = field(default_factory=dict)
+    int_range: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        self.plain()  # the same checks as GeneratedInputs's
+
+    def plain(self) -> GeneratedInputs:
+        """These settings on plain generated inputs (no model's ranges or sizes)."""
+        return GeneratedInputs(samples=self.samples, seed=self.seed, dims=self.dims,
+                               int_range=self.int_range or DEFAULT_INT_RANGE)
+
+    def applied_to(self, runnable: GeneratedInputs) -> GeneratedInputs:
+        """The model's runnable inputs ``runnable`` with these settings changed."""
+        return GeneratedInputs(
+            samples=self.samples, seed=self.seed, dims={**runnable.dims, **self.dims},
+            int_range=self.int_range or runnable.int_range,
+            int_ranges={} if self.int_range is not None else runnable.int_ranges)
+
+
+@dataclass(frozen=True)
 class Samples:
     """``count`` samples, each built on demand by ``feed(i)`` so one at a time is in memory.
 
@@ -169,7 +200,8 @@ class Samples:
     hint: str = ""
 
 
-InputsArg = GeneratedInputs | str | os.PathLike | Mapping[str, np.ndarray] | None
+InputsArg = (GeneratedInputs | DefaultInputs | str | os.PathLike | Mapping[str, np.ndarray]
+             | None)
 
 
 def samples_for(specs: tuple[TensorSpec, ...], inputs: InputsArg) -> Samples:
@@ -178,6 +210,8 @@ def samples_for(specs: tuple[TensorSpec, ...], inputs: InputsArg) -> Samples:
     ``inputs``: None or :class:`GeneratedInputs` (generated), a mapping name -> stacked array,
     an ``.npz`` path, or a test-data folder (see the module docstring for the contract).
     """
+    if isinstance(inputs, DefaultInputs):
+        inputs = inputs.plain()
     if inputs is None or isinstance(inputs, GeneratedInputs):
         return _generated(specs, inputs or GeneratedInputs())
     if isinstance(inputs, Mapping):
@@ -496,12 +530,14 @@ silero-vad's)."""
 
 
 def runnable_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0][0],
-                    image_size: int = GENERATED_SIZES[0][1]) -> GeneratedInputs:
+                    image_size: int = GENERATED_SIZES[0][1],
+                    changes: DefaultInputs | None = None) -> GeneratedInputs:
     """Generated inputs the model can run on: dynamic dims are ``size`` (axis 0 stays 1),
     the spatial dims of an image-like (rank 4) input ``image_size``, an
     unnamed axis 1 of a rank-3 input (an RNN state's batch) 1; an integer input that
     indexes a Gather table (token ids, token types) stays within the table's rows, one that
-    an Equal compares with a constant takes that value."""
+    an Equal compares with a constant takes that value; then the settings ``changes`` gives
+    (see :class:`DefaultInputs`)."""
     specs = graph_specs(model)[0]
     dims: dict[str, int] = {}
     for spec in specs:
@@ -519,7 +555,8 @@ def runnable_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0][0],
                   if s.dtype.kind in "iu" and s.name in rows}
     int_ranges.update({s.name: (compared[s.name], compared[s.name] + 1) for s in specs
                        if s.dtype.kind in "iu" and s.name in compared})
-    return GeneratedInputs(samples=DEFAULT_SAMPLES, dims=dims, int_ranges=int_ranges)
+    runnable = GeneratedInputs(samples=DEFAULT_SAMPLES, dims=dims, int_ranges=int_ranges)
+    return runnable if changes is None else changes.applied_to(runnable)
 
 
 def _compared_with(model: onnx.ModelProto) -> dict[str, int]:

@@ -47,6 +47,7 @@ from onnxz.fidelity import Criterion, Fidelity
 from onnxz.fileio import check_input, utf8_spelling
 from onnxz.inputs import (
     GENERATED_SIZES,
+    DefaultInputs,
     Feed,
     InputsArg,
     Samples,
@@ -417,8 +418,9 @@ def verify(
         evidence = class_evidence(model, class_outputs)
         if not isinstance(thresholds, Thresholds | None):  # the defaults apply where they can
             _check_criteria(fidelity, output_specs, evidence)
-        samples = (samples_for(input_specs, inputs) if inputs is not None
-                   else _runnable_samples(input_specs, model, reference))
+        samples = (samples_for(input_specs, inputs)
+                   if inputs is not None and not isinstance(inputs, DefaultInputs)
+                   else _runnable_samples(input_specs, model, reference, inputs))
         described = samples.description
         candidate = _session(lambda: open_packed(quiet_options()), "packed")
         _check_interfaces(reference, candidate)
@@ -725,19 +727,20 @@ def _model_for_onnxruntime(path: Path) -> str | bytes:
 
 
 def _runnable_samples(specs: tuple[TensorSpec, ...], model: onnx.ModelProto,
-                      reference: Any) -> Samples:
+                      reference: Any, changes: DefaultInputs | None = None) -> Samples:
     """Verify's default samples: the generated inputs ``pack``'s default runs the model on
     (:func:`~onnxz.inputs.runnable_inputs`, each size of
-    :data:`~onnxz.inputs.GENERATED_SIZES` in turn), the first whose sample 0 the original
-    runs; if none does, the plain generated inputs (whose run then reports why)."""
+    :data:`~onnxz.inputs.GENERATED_SIZES` in turn, with the settings ``changes`` gives), the
+    first whose sample 0 the original runs; if none does, the plain generated inputs (whose
+    run then reports why)."""
     for sizes in GENERATED_SIZES:
         try:
-            samples = samples_for(specs, runnable_inputs(model, *sizes))
+            samples = samples_for(specs, runnable_inputs(model, *sizes, changes=changes))
             run_session(reference, _feed(samples, 0), "original", 0, samples.hint)
         except (ModelFailed, VerificationInputError):
             continue
         return samples
-    return samples_for(specs, None)
+    return samples_for(specs, changes)
 
 
 def _check_interfaces(reference: Any, candidate: Any) -> None:

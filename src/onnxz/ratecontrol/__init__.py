@@ -25,7 +25,13 @@ import onnx
 
 from onnxz.errors import TargetNotMetError, TargetSpecError, VerificationInputError, first_line
 from onnxz.fidelity import Criterion, Fidelity
-from onnxz.inputs import GENERATED_SIZES, GeneratedInputs, InputsArg, runnable_inputs
+from onnxz.inputs import (
+    GENERATED_SIZES,
+    DefaultInputs,
+    GeneratedInputs,
+    InputsArg,
+    runnable_inputs,
+)
 from onnxz.policy import DEFAULT_MAX_WEIGHT_BYTES, FALLBACK_WEIGHT_SNR_DB, PackOptions
 from onnxz.progress import Progress
 from onnxz.ratecontrol import defaults
@@ -119,11 +125,12 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
     """
     if target is None:
         return _default(model, inputs, options, class_outputs, progress)
-    users_inputs = inputs is not None and not isinstance(inputs, GeneratedInputs)
+    users_inputs = inputs is not None and not isinstance(inputs, GeneratedInputs
+                                                          | DefaultInputs)
     correct_biases = options.correct_biases and users_inputs  # not generated inputs' means
     calibrated_rounding = options.calibrated_rounding and users_inputs
-    if inputs is None:
-        inputs = runnable_inputs(model)
+    if inputs is None or isinstance(inputs, DefaultInputs):
+        inputs = runnable_inputs(model, changes=inputs)
     if target.fidelity is not None:
         bench = Workbench(model, inputs, options, target.fidelity, class_outputs,
                           progress, correct_biases=correct_biases,
@@ -165,8 +172,9 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
     inputs; the data-free fallback when the model cannot run on them."""
     if not may_choose(model, options):
         return fallback("no tensor to quantize or round")
-    attempts = [inputs] if inputs is not None else [
-        runnable_inputs(model, *sizes) for sizes in GENERATED_SIZES]
+    runnable = inputs is None or isinstance(inputs, DefaultInputs)
+    attempts = [runnable_inputs(model, *sizes, changes=inputs) for sizes in GENERATED_SIZES
+                ] if runnable else [inputs]
     why = ""
     for attempt in attempts:
         try:
@@ -174,7 +182,7 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
                               defaults.default_extra_outputs(model), defaults.GRID)
             objective = defaults.default_objective(bench.reference, bench.model)
         except (TargetNotMetError, VerificationInputError) as exc:
-            if inputs is not None:
+            if not runnable:
                 raise
             why = first_line(exc)
             continue
