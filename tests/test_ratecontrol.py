@@ -17,6 +17,7 @@ from models import (
     cell_stream,
     classifier_heads,
     constants_and_if,
+    mlp,
     recurrent_cell,
     two_branches,
 )
@@ -483,3 +484,31 @@ def test_the_sensitivity_noise_tool_compares_two_halves_per_tensor(tmp_path, cap
     for row in result["rows"]:
         assert row["first_db"] - row["second_db"] == pytest.approx(
             result["offset_db"] + row["centred_difference_db"], abs=0.02)
+
+
+def test_a_target_is_not_met_on_outputs_with_no_finite_value(tmp_path):
+    """Outputs that are NaN on every sample (a T5 encoder fed generated attention masks of
+    0..255) compare as equal, so a target "held" with nothing measured, while verify fails
+    such an output: pack now refuses to judge it, and the default names it."""
+    from onnx import helper
+
+    model = mlp()
+    graph = model.graph
+    graph.output[0].name = "scores"
+    graph.node.extend([helper.make_node("Mul", ["y", "y"], ["y2"]),
+                       helper.make_node("Add", ["y2", "one"], ["y2p"]),
+                       helper.make_node("Neg", ["y2p"], ["negative"]),
+                       helper.make_node("Sqrt", ["negative"], ["scores"])])
+    graph.initializer.append(numpy_helper.from_array(np.array(1, np.float32), "one"))
+    for target in ({"fidelity": "snr>=30"}, {"max_size": "1MB"}):
+        with pytest.raises(onnxz.TargetNotMetError, match="'scores' of the original has no "
+                                                          "finite value"):
+            onnxz.save(model, tmp_path / "t.onnxz", **target)
+        assert not (tmp_path / "t.onnxz").exists()
+    info = onnxz.save(model, tmp_path / "d.onnxz")
+    assert info.rate_control["note"].startswith("fallback: every output is ~0 or not finite")
+    onnx.save(model, tmp_path / "m.onnx")
+    result = CliRunner().invoke(main, ["pack", str(tmp_path / "m.onnx"), "-o",
+                                       str(tmp_path / "c.onnxz"), "--fidelity", "snr>=30"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "no finite value" in result.output and not (tmp_path / "c.onnxz").exists()

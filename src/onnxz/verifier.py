@@ -39,6 +39,7 @@ from onnxz.ctc import blank_class, greedy_string
 from onnxz.errors import (
     InvalidArgumentError,
     OutOfMemoryError,
+    TargetNotMetError,
     TargetSpecError,
     VerificationInputError,
     first_line,
@@ -539,6 +540,9 @@ class ReferenceRun:
                 acc.add(r, r)
         self.class_scores: dict[str, ClassScores] = {
             a.spec.name: scores for a in probes if (scores := a.class_scores()) is not None}
+        self.not_finite = tuple(a.spec.name for a in probes if a.elements and not a.finite)
+        """Outputs with no finite value on any sample: verify fails them (nothing to
+        compare), so no target can be judged on them."""
 
     def position(self, value: str) -> int:
         """Where ``value`` (an output or an extra output) is in the outputs of a run."""
@@ -548,8 +552,20 @@ class ReferenceRun:
         return len(names) + self.extra_outputs.index(value)
 
     def check(self, fidelity: Fidelity) -> None:
-        """:class:`TargetSpecError` if a criterion names no output or applies to none."""
+        """:class:`TargetSpecError` if a criterion names no output or applies to none;
+        :class:`TargetNotMetError` as :meth:`check_finite`."""
         fidelity.check_outputs({s.name: s.name in self.class_scores for s in self.output_specs})
+        self.check_finite(str(fidelity))
+
+    def check_finite(self, target: str) -> None:
+        """:class:`TargetNotMetError` if an output has no finite value on the samples:
+        verify fails it whatever the packed model computes, so ``target`` cannot be judged
+        on them."""
+        if self.not_finite:
+            hint = f" ({self.samples.hint})" if self.samples.hint else ""
+            raise TargetNotMetError(
+                f"{target}: cannot be judged: output {self.not_finite[0]!r} of the original "
+                f"has no finite value (NaN or inf) on these inputs{hint}")
 
     def run(self, model: onnx.ModelProto, samples: int | None = None
             ) -> list[list[np.ndarray]]:

@@ -146,6 +146,7 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
         return result
     assert target.max_bytes is not None
     bench = Workbench(model, inputs, options, None, class_outputs, progress)
+    bench.reference.check_finite(str(target))
     weighting = _budget_weighting(bench)
     objective = objective_for(weighting, bench.reference, bench.model)
     result = choose_for_size(bench, objective, target.max_bytes, size_of)

@@ -80,8 +80,9 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
             if peak >= DEGENERATE_PEAK:
                 measures.append(measure)
     if not measures:
-        raise DegenerateOutputs("every output is ~0 on these inputs: nothing to measure on "
-                                "(give real ones with --inputs)")
+        state = "~0 or not finite (NaN or inf)" if reference.not_finite else "~0"
+        raise DegenerateOutputs(f"every output is {state} on these inputs: nothing to "
+                                "measure on (give real ones with --inputs)")
     return Objective(None, tuple(measures), (), reference.extra_outputs)
 
 
