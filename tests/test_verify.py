@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
 from models import (
@@ -18,7 +19,7 @@ from models import (
     recurrent_cell,
     unnamed_dims,
 )
-from onnx import numpy_helper
+from onnx import TensorProto, numpy_helper
 
 import onnxz
 from onnxz.cli import main
@@ -574,3 +575,33 @@ def test_corpus_lossless_exact_and_lossy_honest(corpus, tmp_path, name):
         assert metrics.max_abs_error == pytest.approx(float(np.abs(ref - out).max()))
         assert metrics.snr_db == pytest.approx(snr_db([ref], [out]), abs=1e-6)
         assert metrics.max_abs_error > 0 and math.isfinite(metrics.snr_db)
+
+
+def test_an_output_that_is_not_a_tensor_is_named_as_such(tmp_path):
+    # an sklearn classifier (onnxruntime's logreg_iris.onnx): ZipMap makes a sequence of maps
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("LinearClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml",
+                          classlabels_ints=[0, 1, 2], coefficients=[0.5, -1.0] * 3,
+                          intercepts=[0.1, 0.2, 0.3]),
+         helper.make_node("ZipMap", ["scores"], ["probabilities"], domain="ai.onnx.ml",
+                          classlabels_int64s=[0, 1, 2])],
+        "zipmap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 2])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, [3]),
+         helper.make_value_info("probabilities", helper.make_sequence_type_proto(
+             helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(
+                 TensorProto.FLOAT, [])))),
+         ])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("ai.onnx.ml", 1)])
+    onnx.save(model, tmp_path / "m.onnx")
+    assert run("pack", tmp_path / "m.onnx", "-o", tmp_path / "l.onnxz", "--lossless"
+               ).exit_code == 0
+    for args in (("pack", tmp_path / "m.onnx", "-o", tmp_path / "f.onnxz", "--fidelity",
+                  "snr>=30"),
+                 ("verify", tmp_path / "m.onnx", tmp_path / "l.onnxz")):
+        result = run(*args)
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert "'probabilities' is a sequence of maps, not a tensor" in result.output
+    assert not (tmp_path / "f.onnxz").exists()

@@ -77,10 +77,21 @@ def graph_specs(model: onnx.ModelProto) -> tuple[tuple[TensorSpec, ...], tuple[T
     return inputs, tuple(_spec(v) for v in model.graph.output)
 
 
+_NOT_TENSORS = {"sequence_type": "a sequence", "map_type": "a map",
+                "optional_type": "an optional", "sparse_tensor_type": "a sparse tensor",
+                None: "of no declared type"}
+
+
 def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
     kind = value.type.WhichOneof("value")
     if kind != "tensor_type":
-        raise UnsupportedModelError(f"{value.name!r} is a {kind}: verify handles tensors only")
+        what = _NOT_TENSORS.get(kind, kind)
+        if kind == "sequence_type" and value.type.sequence_type.elem_type.HasField("map_type"):
+            what = "a sequence of maps"
+        raise UnsupportedModelError(
+            f"{value.name!r} is {what}, not a tensor: running the model to compare its outputs "
+            "(verify, rate control) takes tensors only; pack --lossless or --step-rel does "
+            "not run it")
     tensor = value.type.tensor_type
     try:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
