@@ -184,6 +184,8 @@ def test_sample_count_or_seed_alone_keeps_the_inputs_the_model_runs_on(tmp_path)
         assert "tokens 0..159" in result.output
     result = run("verify", folder / "m.onnx", folder / "s.onnxz", "--int-range", "0:300")
     assert result.exit_code == 1 and "failed to run" in result.output  # the user's range
+    result = run("pack", folder / "m.onnx", "-o", folder / "d.onnxz", "--dim", "nope=3")
+    assert result.exit_code == 2 and "dim nope: the model has no dynamic dim" in result.output
 
 
 def test_missing_files_are_usage_errors(mlp_files):

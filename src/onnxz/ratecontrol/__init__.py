@@ -183,8 +183,8 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
                               defaults.default_extra_outputs(model), defaults.GRID)
             objective = defaults.default_objective(bench.reference, bench.model)
         except (TargetNotMetError, VerificationInputError) as exc:
-            if not runnable:
-                raise
+            if not runnable or (inputs is not None and isinstance(exc, VerificationInputError)):
+                raise  # the caller's inputs, or the sizes the caller asked for, do not fit
             why = first_line(exc)
             continue
         defaults.apply_floor(bench.candidates, defaults.WEIGHT_FLOOR_DB)
