@@ -281,7 +281,7 @@ class Candidate:
         """Σ (x − x̂)² of ``values`` (the whole tensor or its price sample) against their
         ``reconstruction``, scaled to the whole tensor."""
         error = to_float64(reconstruction, self.etype) - to_float64(values, self.etype)
-        return float(np.dot(error, error)) * self.size / values.size
+        return float(np.einsum("i,i->", error, error)) * self.size / values.size
 
     def price_sample(self) -> np.ndarray:
         """About :data:`PRICE_SAMPLE` evenly spaced elements of the tensor (all of a small
@@ -341,7 +341,7 @@ def find_candidates(model: onnx.ModelProto, options: PackOptions,
         x = to_float64(values, etype)
         if not np.isfinite(x).all():
             continue
-        energy = float(np.dot(x, x))
+        energy = float(np.einsum("i,i->", x, x))  # not BLAS: its threads spin on a busy machine
         spread = robust_spread(x, overwrite=True)  # works in x: no second copy
         del x  # freed before the lossless pricing
         weight = slot.is_weight and values.size >= min_elements
