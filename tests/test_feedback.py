@@ -17,7 +17,6 @@ from onnxz.codecs.deadzone import to_float64
 from onnxz.policy import PackOptions
 from onnxz.ratecontrol.feedback import (
     ErrorFeedback,
-    output_error,
     round_with_feedback,
     upper_inverse_factor,
 )
@@ -27,6 +26,7 @@ from onnxz.ratecontrol.layers import (
     find_linear_layers,
     inline_taken_branches,
     input_moments,
+    output_error,
 )
 from onnxz.ratecontrol.search import Workbench
 from onnxz.ratecontrol.tensors import Setting

@@ -32,6 +32,7 @@ it saw (:data:`MAX_OPTIMISM`), is rounded plainly.
 >>> fed = round_with_feedback(w, upper_inverse_factor(h), 0.5, 0.5)
 >>> bool(np.all(np.abs(fed / 0.5 - np.round(fed / 0.5)) < 1e-9))  # still on the grid
 True
+>>> from onnxz.ratecontrol.layers import output_error
 >>> bool(output_error(w - fed, h) < 0.5 * output_error(w - plain, h))
 True
 """
@@ -45,11 +46,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxz.codecs.deadzone import dequantize, quantize
-from onnxz.ratecontrol.layers import InputMoments, LinearLayer, evenly_spaced
-
-DAMPING = 0.01
-"""Added to H's diagonal, as a share of its mean: keeps H⁻¹ stable where inputs are
-(nearly) linearly dependent, as GPTQ does."""
+from onnxz.ratecontrol.heads import HeadLayer
+from onnxz.ratecontrol.layers import (
+    DAMPING,
+    InputMoments,
+    LinearLayer,
+    evenly_spaced,
+)
 
 MAX_LEVEL = 1 << 21
 """Levels stay below this (at the finest step priced) where the feedback is used: the
@@ -81,14 +84,14 @@ GAIN_ROWS = 256
 """Rows of the weight matrix (over all groups) the gains are measured on."""
 
 
-def upper_inverse_factor(h: np.ndarray) -> np.ndarray:
-    """The upper Cholesky factor of (H + damping)⁻¹ per group (GPTQ's ``Hinv``); a column
-    no input reached gets the damping alone (it is rounded plainly)."""
+def upper_inverse_factor(h: np.ndarray, damping: float = DAMPING) -> np.ndarray:
+    """The upper Cholesky factor of (H + damping × H's mean diagonal)⁻¹ per group (GPTQ's
+    ``Hinv``); a column no input reached gets the damping alone (it is rounded plainly)."""
     h = h.copy()
     for g in range(h.shape[0]):
         diagonal = np.diagonal(h[g])
         mean = float(diagonal.mean())
-        h[g][np.diag_indices_from(h[g])] += DAMPING * mean if mean > 0 else 1.0
+        h[g][np.diag_indices_from(h[g])] += damping * mean if mean > 0 else 1.0
         dead = np.diagonal(h[g]) <= 0
         h[g][dead, dead] = 1.0
     inverse = np.linalg.inv(h)
@@ -117,12 +120,6 @@ def round_with_feedback(w: np.ndarray, factor: np.ndarray, step: float,
     return out
 
 
-def output_error(error: np.ndarray, h: np.ndarray) -> float:
-    """Σ over groups of trace(E·H·Eᵀ): the squared output error of weight error ``E``
-    (groups, rows, columns) on inputs whose moments are ``h``."""
-    return float(np.sum((error @ h) * error))
-
-
 @dataclass(frozen=True)
 class HalvesCheck:
     """A tensor rounded with the first half of the samples' H, judged under either half's:
@@ -135,11 +132,13 @@ class HalvesCheck:
     spread: float
 
     @classmethod
-    def of(cls, layer: LinearLayer, values: np.ndarray, spread: float,
+    def of(cls, layer: LinearLayer | HeadLayer, values: np.ndarray, spread: float,
            moments: InputMoments) -> HalvesCheck:
         w = layer.matrix(values)
-        return cls(w[:, evenly_spaced(w.shape[1], max(1, GAIN_ROWS // layer.groups)), :],
-                   upper_inverse_factor(moments.first), moments, spread)
+        rows = (np.arange(w.shape[1]) if moments.whole_matrix
+                else evenly_spaced(w.shape[1], max(1, GAIN_ROWS // layer.groups)))
+        return cls(w[:, rows, :], upper_inverse_factor(moments.first, layer.damping), moments,
+                   spread)
 
     def gains(self, step_rel: float) -> tuple[float, float]:
         """The output error with feedback relative to plain rounding's at ``step_rel`` ×
@@ -147,13 +146,14 @@ class HalvesCheck:
         step = step_rel * self.spread
         plain = self.rows - dequantize(quantize(self.rows, step, 0.5), step, 0.5)
         fed = self.rows - round_with_feedback(self.rows, self.factor, step, 0.5)
-        held_out, seen = (output_error(fed, h) / error if (error := output_error(plain, h)) > 0
-                          else 1.0 for h in (self.moments.second, self.moments.first))
+        held_out, seen = (self.moments.error(fed, half) / error
+                          if (error := self.moments.error(plain, half)) > 0 else 1.0
+                          for half in (1, 0))
         return held_out, seen
 
 
-def checked(layer: LinearLayer, values: np.ndarray, spread: float, moments: InputMoments,
-            finest_step_rel: float) -> tuple[HalvesCheck | None, str]:
+def checked(layer: LinearLayer | HeadLayer, values: np.ndarray, spread: float,
+            moments: InputMoments, finest_step_rel: float) -> tuple[HalvesCheck | None, str]:
     """Which guard of the module docstring the tensor fails ("" if none), and its
     :class:`HalvesCheck` if the rows were enough to make one (None otherwise)."""
     if not moments.enough:
@@ -179,12 +179,12 @@ class ErrorFeedback:
     did not see (see the module docstring), measured on up to :data:`GAIN_ROWS` rows per
     group of the weight matrix."""
 
-    layer: LinearLayer
+    layer: LinearLayer | HeadLayer
     factor: np.ndarray
     gains: dict[float, float]
 
     @classmethod
-    def measure(cls, layer: LinearLayer, values: np.ndarray, spread: float,
+    def measure(cls, layer: LinearLayer | HeadLayer, values: np.ndarray, spread: float,
                 moments: InputMoments, steps_rel: Sequence[float]) -> ErrorFeedback | None:
         """The feedback for ``values`` (float64, flat) with its gain at each of
         ``steps_rel`` (an octave apart: :data:`GAIN_OCTAVES`), if it passes
@@ -199,7 +199,8 @@ class ErrorFeedback:
                            if abs(math.log2(s) / GAIN_OCTAVES - round(math.log2(s) / GAIN_OCTAVES))
                            < 1e-9} or set(steps_rel))
         gains = {s: min(check.gains(s)[0], 1.0) for s in measured}
-        return cls(layer, upper_inverse_factor(moments.first + moments.second), gains)
+        return cls(layer, upper_inverse_factor(moments.first + moments.second, layer.damping),
+                   gains)
 
     def gain(self, step_rel: float) -> float:
         """The gain at the measured step nearest ``step_rel`` (in ratio)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import onnx
@@ -41,6 +42,10 @@ from onnxz.walker import (
     node_attributes,
     resolve,
 )
+
+DAMPING = 0.01
+"""Added to H's diagonal, as a share of its mean: keeps H⁻¹ stable where inputs are
+(nearly) linearly dependent, as GPTQ does."""
 
 ROWS_PER_SAMPLE = 512
 """Input rows (a Conv's windows, a MatMul's tokens) per sample that H sums, chosen evenly."""
@@ -75,6 +80,8 @@ class LinearLayer:
     pads: tuple[int, ...] = ()
     dilations: tuple[int, ...] = ()
     previous: str = ""
+
+    damping: ClassVar[float] = DAMPING
 
     @property
     def columns(self) -> int:
@@ -365,6 +372,12 @@ def _inline(model: onnx.ModelProto, output: str, branch_name: str) -> bool:
     return True
 
 
+def output_error(error: np.ndarray, h: np.ndarray) -> float:
+    """Σ over groups of trace(E·H·Eᵀ): the squared output error of weight error ``E``
+    (groups, rows, columns) on inputs whose moments are ``h``."""
+    return float(np.sum((error @ h) * error))
+
+
 @dataclass
 class InputMoments:
     """A layer's H = Σ x·xᵀ over its input rows, for the first and for the second half of
@@ -375,10 +388,18 @@ class InputMoments:
     second: np.ndarray
     rows: int = 0
 
+    whole_matrix: ClassVar[bool] = False
+    """Whether :meth:`error` needs every row of the weight matrix (not a sample of them)."""
+
     @property
     def enough(self) -> bool:
         """Whether each half has :data:`MIN_ROWS_PER_COLUMN` rows per input column."""
         return self.rows >= MIN_ROWS_PER_COLUMN * self.first.shape[-1]
+
+    def error(self, error: np.ndarray, half: int) -> float:
+        """The squared output error of weight error ``error`` (as the layer's matrix) on the
+        first (0) or second (1) half of the samples."""
+        return output_error(error, self.second if half else self.first)
 
 
 def input_moments(model: onnx.ModelProto, reference: ReferenceRun,

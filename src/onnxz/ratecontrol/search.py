@@ -34,6 +34,7 @@ from onnxz.ratecontrol.allocation import (
 )
 from onnxz.ratecontrol.correction import BiasCorrection
 from onnxz.ratecontrol.feedback import ErrorFeedback
+from onnxz.ratecontrol.heads import find_head_layers, output_moments
 from onnxz.ratecontrol.layers import find_linear_layers, inline_taken_branches, input_moments
 from onnxz.ratecontrol.objective import Objective, extra_outputs_for
 from onnxz.ratecontrol.tensors import LOSSLESS, Candidate, Setting, find_candidates
@@ -243,6 +244,15 @@ class Workbench:
             c = weights[path]
             feedback = ErrorFeedback.measure(layers[path], to_float64(c.values, c.etype),
                                              c.spread, moments, c.dead_zone_steps())
+            if feedback is not None:
+                found[path] = feedback
+        heads = [head for head in find_head_layers(self.model)
+                 if head.weight in weights and head.weight not in found]
+        for path, moments in output_moments(self.model, self.reference, heads).items():
+            c = weights[path]
+            head = next(head for head in heads if head.weight == path)
+            feedback = ErrorFeedback.measure(head, to_float64(c.values, c.etype), c.spread,
+                                             moments, c.dead_zone_steps())
             if feedback is not None:
                 found[path] = feedback
         return found
