@@ -195,7 +195,7 @@ def _form(node: onnx.NodeProto, shape: tuple[int, ...] | None) -> str | None:
     if node.op_type == "Conv":
         one_by_one = len(shape) >= 3 and all(k == 1 for k in shape[2:])
         return "conv" if one_by_one and int(attrs.get("group", 1)) == 1 else None
-    if len(shape) != 2 or attrs.get("transA", 0):
+    if len(shape) != 2 or attrs.get("transA", 0) or float(attrs.get("alpha", 1.0)) != 1.0:
         return None
     return "gemm_t" if node.op_type == "Gemm" and attrs.get("transB", 0) else "matmul"
 
@@ -236,7 +236,7 @@ def _follow(value: str, uses: dict, constants: dict, outputs: set[str]):
             b = constants.get(node.input[1]) if len(node.input) > 1 else None
             if b is None or len(b.dims) != 2 or attrs.get("transA", 0):
                 return None
-            n = onnx.numpy_helper.to_array(b).astype(np.float64)
+            n = onnx.numpy_helper.to_array(b).astype(np.float64) * float(attrs.get("alpha", 1.0))
             classifier = n.T if node.op_type == "Gemm" and attrs.get("transB", 0) else n
         elif classifier is not None and node.op_type in TAIL_OPS:
             centred = centred or node.op_type in ("Softmax", "LogSoftmax")
@@ -325,8 +325,9 @@ def output_moments(model: onnx.ModelProto, reference: ReferenceRun,
             continue
         inputs = tuple(np.array(h[0]) for h in seen[head.weight])
         outputs = tuple(np.array(h[1]) for h in seen[head.weight])
-        jacobians = [head.slopes(z)[:, :, None] * head.classifier for z in outputs]
-        first, second = (np.einsum("soc,spc->op", j, j)[None] for j in jacobians)
+        products = head.classifier @ head.classifier.T  # Σ_s diag(d)·N·Nᵀ·diag(d), as
+        slopes = [head.slopes(z) for z in outputs]     # N·Nᵀ ∘ Σ_s d·dᵀ
+        first, second = ((products * (d.T @ d))[None] for d in slopes)
         moments[head.weight] = HeadMoments(first, second, min(len(z) for z in outputs), head,
                                            inputs, outputs)
     return moments
