@@ -355,8 +355,10 @@ def test_the_layer_report_shows_each_layers_gains_and_verdict(tmp_path):
     import feedback_layers
 
     model, calib = written(tmp_path, relu_convnet(), correlated_images())
-    rows = {row["name"]: row for row in feedback_layers.layer_rows(
-        onnx.load(model), str(calib), [0.25, 0.125])}
+    listed = feedback_layers.layer_rows(onnx.load(model), str(calib), [0.25, 0.125])
+    heads = [row for row in listed if row["form"] == "head"]  # fed back from the output side
+    assert [row["name"] for row in heads] == ["fc_w"] and "gains" in heads[0]
+    rows = {row["name"]: row for row in listed if row["form"] != "head"}
     assert set(rows) == {"conv1_w", "conv2_w", "fc_w", "out_w"}
     fed = [row for row in rows.values() if row["fed_back"]]
     assert fed and all(row["gains"]["1/8"]["held_out"] < 0.9 and not row["why_not"]

@@ -5,7 +5,9 @@
     python tools/feedback_layers.py model.onnx --inputs calib.npz --steps 1/4 1/16 --json
 
 Per linear layer that ``onnxz pack --calibrated-rounding`` looks at (src/onnxz/ratecontrol/
-layers.py): its form, input rows per column in each half of the samples, and at each
+layers.py; and per classifier head it feeds back from the output side, form ``head``,
+heads.py, whose "rows/col" are samples per half and gains the logits' change): its form,
+input rows per column in each half of the samples, and at each
 relative step (× the weight's robust spread) the output error with error feedback relative
 to plain rounding's, rounded with the first half's H and measured under the second half's
 (held out) and the first's (seen); then whether the guards let it be fed back, or which
@@ -26,23 +28,31 @@ import onnx
 from onnxz.codecs.deadzone import robust_spread, to_float64
 from onnxz.dtypes import element_type
 from onnxz.ratecontrol.feedback import GAIN_STEP, checked
+from onnxz.ratecontrol.heads import find_head_layers, output_moments
 from onnxz.ratecontrol.layers import find_linear_layers, inline_taken_branches, input_moments
 from onnxz.verifier import ReferenceRun
 from onnxz.walker import read_payload, resolve
 
 
 def layer_rows(model: onnx.ModelProto, inputs: str, steps: list[float]) -> list[dict]:
-    """One dict per layer (see the module docstring)."""
+    """One dict per layer (see the module docstring): the linear layers, then the heads
+    fed back from their output side (form ``head``; src/onnxz/ratecontrol/heads.py)."""
     reference = ReferenceRun(model, inputs)
     inlined = inline_taken_branches(model, reference)
     layers = find_linear_layers(model, inlined)
-    moments = input_moments(inlined.model, reference, layers)
+    heads = find_head_layers(model)
+    moments = {**input_moments(inlined.model, reference, layers),
+               **{("head", *path): m for path, m in output_moments(model, reference,
+                                                                   heads).items()}}
     rows = []
-    for layer in layers:
+    for layer, key in [*((x, x.weight) for x in layers),
+                       *((h, ("head", *h.weight)) for h in heads)]:
         tensor = resolve(model, layer.weight)
-        row = {"name": tensor.name, "form": layer.form, "shape": list(layer.weight_shape),
-               "columns": layer.columns}
-        found = moments.get(layer.weight)
+        head = key[0] == "head"
+        row = {"name": tensor.name, "form": "head" if head else layer.form,
+               "shape": list(layer.weight_shape),
+               "columns": layer.outputs if head else layer.columns}
+        found = moments.get(key)
         if found is None:
             rows.append({**row, "fed_back": False, "why_not": "input not readable"})
             continue
@@ -50,7 +60,7 @@ def layer_rows(model: onnx.ModelProto, inputs: str, steps: list[float]) -> list[
         values = to_float64(read_payload(tensor, etype).reshape(-1), etype)
         spread = robust_spread(values)
         check, why_not = checked(layer, values, spread, found, min([*steps, GAIN_STEP]))
-        row["rows_per_column"] = round(found.rows / layer.columns, 2)
+        row["rows_per_column"] = round(found.rows / (1 if head else layer.columns), 2)
         if check is not None:
             row["gains"] = {f"{Fraction(s).limit_denominator(1024)}": dict(zip(
                 ("held_out", "seen"), (round(g, 3) for g in check.gains(s)), strict=True))
