@@ -112,12 +112,28 @@ def test_output_side_feedback_keeps_the_grid_and_lowers_the_logit_error_on_unsee
             head.matrix(w) - plain, half)
 
 
+def test_samples_count_by_their_margin_only_where_the_head_decides_classes():
+    model, samples = pooled_classifier(), pooled_features(32)
+    (head,) = find_head_layers(model)
+    reference = ReferenceRun(model, samples)
+    alike = output_moments(model, reference, [head])[head.weight]
+    assert all(np.array_equal(w, np.ones(16)) for w in alike.weights)
+    decided = output_moments(model, reference, [head], frozenset({"p"}))[head.weight]
+    logits = np.log(np.concatenate([outputs[0] for outputs in reference.outputs]))
+    top = np.sort(logits, axis=1)
+    margins = top[:, -1] - top[:, -2]  # in logits: a flip needs a change this large
+    floor = np.quantile(margins, 0.1)
+    expected = 1 / np.maximum(margins, floor) ** 2
+    np.testing.assert_allclose(np.concatenate(decided.weights), expected, rtol=1e-6)
+    assert expected.max() > 10 * expected.min()  # the near ties count most
+
+
 def test_calibrated_rounding_feeds_a_head_back_from_its_output_side(tmp_path):
-    model, samples = pooled_classifier(outputs=64, inputs=16), pooled_features(48, 16)
+    model, samples = pooled_classifier(outputs=64, inputs=16), pooled_features(96, 16)
     bench = Workbench(model, samples, PackOptions(), None, calibrated_rounding=True)
-    (path,) = bench.feedback  # 16 input columns from one row per sample: the input side
-    assert resolve(model, path).name == "head_w"  # cannot; the output side can
-    assert isinstance(bench.feedback[path].layer, HeadLayer)
+    (path,) = bench.feedback  # 16 input columns, one row per sample: plenty for the input
+    assert resolve(model, path).name == "head_w"  # side (it gains nothing here: the inputs
+    assert isinstance(bench.feedback[path].layer, HeadLayer)  # are white); the output side
     out = tmp_path / "h.onnxz"
     info = onnxz.save(model, out, fidelity="top1>=0.99", inputs=samples,
                       calibrated_rounding=True)

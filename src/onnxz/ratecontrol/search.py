@@ -18,7 +18,7 @@ import onnx
 
 from onnxz.codecs.deadzone import to_float64
 from onnxz.errors import TargetNotMetError
-from onnxz.fidelity import Fidelity
+from onnxz.fidelity import CLASS_METRICS, Fidelity
 from onnxz.inputs import InputsArg
 from onnxz.policy import PackOptions
 from onnxz.progress import Progress
@@ -189,6 +189,7 @@ class Workbench:
                  correct_biases: bool = False, calibrated_rounding: bool = False) -> None:
         self.model = onnx.ModelProto()
         self.model.CopyFrom(model)
+        self.fidelity = fidelity
         extras = extra_outputs_for(fidelity, model) if fidelity else tuple(extra_outputs)
         try:
             self.reference = ReferenceRun(self.model, inputs, class_outputs, extras)
@@ -248,7 +249,13 @@ class Workbench:
                 found[path] = feedback
         heads = [head for head in find_head_layers(self.model)
                  if head.weight in weights and head.weight not in found]
-        for path, moments in output_moments(self.model, self.reference, heads).items():
+        decided = frozenset(
+            spec.name for spec in self.reference.output_specs if self.fidelity is not None
+            and (judged := [c for c in self.fidelity.criteria if c.applies_to(
+                spec.name, spec.name in self.reference.class_scores)])
+            and all(c.metric in CLASS_METRICS for c in judged))
+        for path, moments in output_moments(self.model, self.reference, heads,
+                                            decided).items():
             c = weights[path]
             head = next(head for head in heads if head.weight == path)
             feedback = ErrorFeedback.measure(head, to_float64(c.values, c.etype), c.spread,
