@@ -125,7 +125,8 @@ def save(
     :mod:`onnxz.ratecontrol.correction`; off by default). ``calibrated_rounding`` (with
     ``fidelity`` and ``inputs``, without ``max_size``): weights of linear layers are rounded
     with error feedback through their inputs on ``inputs`` (GPTQ-style, same bytes, smaller
-    output error; see :mod:`onnxz.ratecontrol.feedback`; off by default).
+    output error; see :mod:`onnxz.ratecontrol.feedback`; off by default), and a classifier
+    head's through its outputs (:mod:`onnxz.ratecontrol.heads`).
 
     A model with external data is read tensor by tensor from its data files. Rate control
     holds the model in memory and runs it; by default it does so for models of up to

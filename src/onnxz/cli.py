@@ -355,7 +355,9 @@ def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
               help="With --fidelity and --inputs (no --max-size): round the weights of "
                    "Conv, Gemm, MatMul and LSTM/GRU/RNN layers (also inside an If branch "
                    "every sample takes) with error feedback through their inputs on those "
-                   "samples (GPTQ-style): the same bytes per step, a smaller output error, "
+                   "samples (GPTQ-style), and a classifier head (a layer read through "
+                   "elementwise ops by one linear classifier) through its outputs: the same "
+                   "bytes per step, a smaller output error, "
                    "so coarser steps meet the target; packing takes longer (README: "
                    "Calibrated rounding).")
 @click.option("--codec", type=click.Choice(QUANTIZERS), default=None,
@@ -500,8 +502,8 @@ def _rate_summary(rate: dict[str, Any]) -> str:
         lines.append(f"  biases corrected for their layer's mean shift: "
                      f"{rate['corrected_biases']}")
     if rate.get("calibrated_rounding"):
-        lines.append(f"  weights rounded with error feedback through their inputs: "
-                     f"{rate['calibrated_rounding']}")
+        lines.append(f"  weights rounded with error feedback through their inputs (a "
+                     f"classifier head: its outputs): {rate['calibrated_rounding']}")
     return "\n".join(lines)
 
 
