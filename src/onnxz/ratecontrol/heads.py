@@ -50,7 +50,7 @@ from typing import ClassVar
 import numpy as np
 import onnx
 
-from onnxz.ratecontrol.layers import InputMoments
+from onnxz.ratecontrol.layers import InputMoments, sample_halves
 from onnxz.verifier import ModelFailed, ReferenceRun
 from onnxz.walker import (
     SHAPE_ONLY,
@@ -330,13 +330,10 @@ def output_moments(model: onnx.ModelProto, reference: ReferenceRun,
     if count < 2 or not heads:
         return {}
     values = list(dict.fromkeys(v for head in heads for v in (head.source, head.value)))
-    own = len(reference.output_specs)
     seen: dict[Path, list[tuple[list, list, list]]] = {
         head.weight: [([], [], []), ([], [], [])] for head in heads}
     try:
-        for i, outputs in enumerate(reference.stream(model, extra_outputs=values)):
-            found = dict(zip(values, outputs[own:], strict=True))
-            half = 0 if i < count // 2 else 1
+        for half, outputs, found in sample_halves(model, reference, values):
             for head in heads:
                 if head.weight not in seen:
                     continue

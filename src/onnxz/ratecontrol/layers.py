@@ -24,7 +24,7 @@ alone, in the top-level graph or in the branch of an If that every sample takes
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -402,6 +402,17 @@ class InputMoments:
         return output_error(error, self.second if half else self.first)
 
 
+def sample_halves(model: onnx.ModelProto, reference: ReferenceRun, values: Sequence[str]
+                  ) -> Iterator[tuple[int, list[np.ndarray], dict[str, np.ndarray]]]:
+    """Per sample of ``reference``, in order (one run of ``model`` each): the half of the
+    samples it belongs to (0: the first ``count // 2``), the model's own outputs, and
+    ``values`` (extra outputs) by name."""
+    count, own = len(reference.feeds), len(reference.output_specs)
+    for i, outputs in enumerate(reference.stream(model, extra_outputs=values)):
+        yield (0 if i < count // 2 else 1), outputs[:own], dict(
+            zip(values, outputs[own:], strict=True))
+
+
 def input_moments(model: onnx.ModelProto, reference: ReferenceRun,
                   layers: Sequence[LinearLayer]) -> dict[Path, InputMoments]:
     """Per layer (by weight path), its :class:`InputMoments` on the samples. Empty if the
@@ -413,15 +424,12 @@ def input_moments(model: onnx.ModelProto, reference: ReferenceRun,
         return {}
     sources = list(dict.fromkeys(name for layer in layers
                                  for name in (layer.source, layer.previous) if name))
-    own = len(reference.output_specs)
     moments = {layer.weight: InputMoments(*(np.zeros((layer.groups, layer.columns,
                                                       layer.columns)) for _ in range(2)))
                for layer in layers}
     rows = {layer.weight: [0, 0] for layer in layers}
     try:
-        for i, outputs in enumerate(reference.stream(model, extra_outputs=sources)):
-            values = dict(zip(sources, outputs[own:], strict=True))
-            half = 0 if i < count // 2 else 1
+        for half, _, values in sample_halves(model, reference, sources):
             for layer in layers:
                 if layer.weight not in moments:
                     continue
