@@ -213,8 +213,9 @@ def _form(node: onnx.NodeProto, shape: tuple[int, ...] | None) -> str | None:
 
 
 def _follow(value: str, uses: dict, constants: dict, outputs: set[str]):
-    """(ops, their attributes, N as (O, C), centred) from ``value`` to a model output, or
-    None if the path is not one this module models."""
+    """(ops, their attributes, N as (O, C), centred, the model output reached, whether it
+    holds probabilities) from ``value`` to a model output, or None if the path is not one
+    this module models."""
     ops: list[str] = []
     attributes: list[dict] = []
     classifier = None
