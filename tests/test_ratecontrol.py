@@ -512,3 +512,30 @@ def test_a_target_is_not_met_on_outputs_with_no_finite_value(tmp_path):
                                        str(tmp_path / "c.onnxz"), "--fidelity", "snr>=30"])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert "no finite value" in result.output and not (tmp_path / "c.onnxz").exists()
+
+
+def test_generated_attention_masks_attend_to_every_position(tmp_path):
+    from onnx import TensorProto, helper
+
+    from onnxz.inputs import runnable_inputs
+
+    w = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32), "w")
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+             helper.make_node("Sub", ["two", "m"], ["room"]),
+             helper.make_node("Sqrt", ["room"], ["scale"]),  # NaN where the mask is > 2
+             helper.make_node("Mul", ["h", "scale"], ["y"])]
+    graph = helper.make_graph(nodes, "masked", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, 1]),
+        helper.make_tensor_value_info("steps", TensorProto.INT64, [1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [w, two])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    generated = runnable_inputs(model)
+    assert generated.int_ranges["attention_mask"] == (1, 2) and "steps" not in (
+        generated.int_ranges)
+    info = onnxz.save(model, tmp_path / "m.onnxz")
+    assert info.rate_control["mode"] == "default"
+    assert not info.rate_control["note"].startswith("fallback"), info.rate_control["note"]
