@@ -514,7 +514,7 @@ def test_a_target_is_not_met_on_outputs_with_no_finite_value(tmp_path):
     assert "no finite value" in result.output and not (tmp_path / "c.onnxz").exists()
 
 
-def test_generated_attention_masks_attend_to_every_position(tmp_path):
+def test_generated_attention_masks_hold_a_masks_values(tmp_path):
     from onnx import TensorProto, helper
 
     from onnxz.inputs import runnable_inputs
@@ -534,7 +534,7 @@ def test_generated_attention_masks_attend_to_every_position(tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [w, two])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     generated = runnable_inputs(model)
-    assert generated.int_ranges["attention_mask"] == (1, 2) and "steps" not in (
+    assert generated.int_ranges["attention_mask"] == (0, 2) and "steps" not in (
         generated.int_ranges)
     info = onnxz.save(model, tmp_path / "m.onnxz")
     assert info.rate_control["mode"] == "default"

@@ -548,9 +548,8 @@ def runnable_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0][0],
     unnamed axis 1 of a rank-3 input (an RNN state's batch) 1; an integer input that
     indexes a Gather table (token ids, token types) stays within the table's rows, one that
     an Equal compares with a constant takes that value, one named as a mask
-    (``attention_mask``) is all ones — every position attended, a transformer's commonest
-    case (masks of 0..255 turn a T5 encoder's outputs to NaN); then the settings ``changes``
-    gives (see :class:`DefaultInputs`)."""
+    (``attention_mask``) is 0 or 1 (a mask's values: masks of 0..255 turn a T5 encoder's
+    outputs to NaN); then the settings ``changes`` gives (see :class:`DefaultInputs`)."""
     specs = graph_specs(model)[0]
     dims: dict[str, int] = {}
     for spec in specs:
@@ -568,7 +567,7 @@ def runnable_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0][0],
                   if s.dtype.kind in "iu" and s.name in rows}
     int_ranges.update({s.name: (compared[s.name], compared[s.name] + 1) for s in specs
                        if s.dtype.kind in "iu" and s.name in compared})
-    int_ranges.update({s.name: (1, 2) for s in specs if s.dtype.kind in "iu"
+    int_ranges.update({s.name: (0, 2) for s in specs if s.dtype.kind in "iu"
                        and "mask" in s.name.lower() and s.name not in int_ranges})
     runnable = GeneratedInputs(samples=DEFAULT_SAMPLES, dims=dims, int_ranges=int_ranges)
     return runnable if changes is None else changes.applied_to(runnable)
