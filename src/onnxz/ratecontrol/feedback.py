@@ -9,9 +9,11 @@ those of the same step. Nothing changes in the format: the file stores dead-zone
 the tensor's step, only other ones.
 
 Where it applies: the weights of the layers :mod:`.layers` finds (Conv, Gemm, MatMul, and
-the W and R weights of recurrent layers, also inside an If branch every sample takes)
-that are float32 (the writer quantizes the fed-back values again at their step: in
-float16, a level beyond 2¹⁰ could come back as its neighbour). H is summed over at most
+the W and R weights of recurrent layers, also inside an If branch every sample takes), and
+from their output side the classifier heads :mod:`.heads` finds (the same loop and guards
+with the roles of inputs and outputs swapped), that are float32 (the writer quantizes the
+fed-back values again at their step: in float16, a level beyond 2¹⁰ could come back as its
+neighbour). H is summed over at most
 :data:`~.layers.ROWS_PER_SAMPLE` input rows per sample (windows, tokens), from the original
 model's layer inputs. Whether the feedback helps is checked per tensor before it is used:
 each half of the samples must give H :data:`~.layers.MIN_ROWS_PER_COLUMN` rows per
@@ -123,8 +125,9 @@ def round_with_feedback(w: np.ndarray, factor: np.ndarray, step: float,
 @dataclass(frozen=True)
 class HalvesCheck:
     """A tensor rounded with the first half of the samples' H, judged under either half's:
-    ``rows`` up to :data:`GAIN_ROWS` rows (over all groups) of its weight matrix,
-    ``factor`` the first half's :func:`upper_inverse_factor`."""
+    ``rows`` up to :data:`GAIN_ROWS` rows (over all groups) of its weight matrix (all of them
+    where the moments measure the error exactly: a head's), ``factor`` the first half's
+    :func:`upper_inverse_factor`."""
 
     rows: np.ndarray
     factor: np.ndarray
