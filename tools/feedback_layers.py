@@ -41,18 +41,15 @@ def layer_rows(model: onnx.ModelProto, inputs: str, steps: list[float]) -> list[
     inlined = inline_taken_branches(model, reference)
     layers = find_linear_layers(model, inlined)
     heads = find_head_layers(model)
-    moments = {**input_moments(inlined.model, reference, layers),
-               **{("head", *path): m for path, m in output_moments(model, reference,
-                                                                   heads).items()}}
+    inputs_seen = input_moments(inlined.model, reference, layers)
+    outputs_seen = output_moments(model, reference, heads)
+    entries = ([(x, inputs_seen.get(x.weight), x.form, x.columns, x.columns) for x in layers]
+               + [(h, outputs_seen.get(h.weight), "head", h.outputs, 1) for h in heads])
     rows = []
-    for layer, key in [*((x, x.weight) for x in layers),
-                       *((h, ("head", *h.weight)) for h in heads)]:
+    for layer, found, form, columns, per in entries:  # per: what its rows are counted per
         tensor = resolve(model, layer.weight)
-        head = key[0] == "head"
-        row = {"name": tensor.name, "form": "head" if head else layer.form,
-               "shape": list(layer.weight_shape),
-               "columns": layer.outputs if head else layer.columns}
-        found = moments.get(key)
+        row = {"name": tensor.name, "form": form, "shape": list(layer.weight_shape),
+               "columns": columns}
         if found is None:
             rows.append({**row, "fed_back": False, "why_not": "input not readable"})
             continue
@@ -60,7 +57,7 @@ def layer_rows(model: onnx.ModelProto, inputs: str, steps: list[float]) -> list[
         values = to_float64(read_payload(tensor, etype).reshape(-1), etype)
         spread = robust_spread(values)
         check, why_not = checked(layer, values, spread, found, min([*steps, GAIN_STEP]))
-        row["rows_per_column"] = round(found.rows / (1 if head else layer.columns), 2)
+        row["rows_per_column"] = round(found.rows / per, 2)
         if check is not None:
             row["gains"] = {f"{Fraction(s).limit_denominator(1024)}": dict(zip(
                 ("held_out", "seen"), (round(g, 3) for g in check.gains(s)), strict=True))

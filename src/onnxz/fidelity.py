@@ -145,6 +145,14 @@ class Fidelity:
                     "TopK consumer, rows that sum to 1, or a name such as logits); name such "
                     "outputs with --class-output NAME, or use snr/cosine/exact")
 
+    def decided(self, outputs: dict[str, bool]) -> frozenset[str]:
+        """The outputs (name -> is class scores) that criteria judge by their class
+        decisions alone (``top1``, ``ctc``, ...; no ``snr`` or ``cosine`` on them)."""
+        return frozenset(name for name, class_scores in outputs.items()
+                         if (judged := [c for c in self.criteria
+                                        if c.applies_to(name, class_scores)])
+                         and all(c.metric in CLASS_METRICS for c in judged))
+
     def __str__(self) -> str:
         return ",".join(map(str, self.criteria))
 

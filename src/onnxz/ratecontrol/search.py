@@ -18,7 +18,7 @@ import onnx
 
 from onnxz.codecs.deadzone import to_float64
 from onnxz.errors import TargetNotMetError
-from onnxz.fidelity import CLASS_METRICS, Fidelity
+from onnxz.fidelity import Fidelity
 from onnxz.inputs import InputsArg
 from onnxz.policy import PackOptions
 from onnxz.progress import Progress
@@ -232,36 +232,30 @@ class Workbench:
 
     def _measure_feedback(self) -> dict[Path, ErrorFeedback]:
         """The rounding with error feedback (:mod:`onnxz.ratecontrol.feedback`) of every
-        weight tensor of a linear layer where it holds up on the samples."""
+        weight tensor of a linear layer where it holds up on the samples: through its inputs,
+        or a classifier head's through its outputs (:mod:`onnxz.ratecontrol.heads`)."""
         # float32 only: the writer quantizes the fed-back values again (see feedback.py)
         weights = {c.path: c for c in self.candidates
                    if not c.auxiliary and c.row == 1 and c.etype.name == "float32"}
         inlined = inline_taken_branches(self.model, self.reference)
         layers = {layer.weight: layer for layer in find_linear_layers(self.model, inlined)
                   if layer.weight in weights}
+        outputs = {spec.name: spec.name in self.reference.class_scores
+                   for spec in self.reference.output_specs}
+        decided = self.fidelity.decided(outputs) if self.fidelity else frozenset()
+        heads = {head.weight: head for head in find_head_layers(self.model)
+                 if head.weight in weights}
+        sides = [(layers, input_moments(inlined.model, self.reference, list(layers.values()))),
+                 (heads, output_moments(self.model, self.reference, list(heads.values()),
+                                        decided))]
         found = {}
-        for path, moments in input_moments(inlined.model, self.reference,
-                                           list(layers.values())).items():
-            c = weights[path]
-            feedback = ErrorFeedback.measure(layers[path], to_float64(c.values, c.etype),
-                                             c.spread, moments, c.dead_zone_steps())
-            if feedback is not None:
-                found[path] = feedback
-        heads = [head for head in find_head_layers(self.model)
-                 if head.weight in weights and head.weight not in found]
-        decided = frozenset(
-            spec.name for spec in self.reference.output_specs if self.fidelity is not None
-            and (judged := [c for c in self.fidelity.criteria if c.applies_to(
-                spec.name, spec.name in self.reference.class_scores)])
-            and all(c.metric in CLASS_METRICS for c in judged))
-        for path, moments in output_moments(self.model, self.reference, heads,
-                                            decided).items():
-            c = weights[path]
-            head = next(head for head in heads if head.weight == path)
-            feedback = ErrorFeedback.measure(head, to_float64(c.values, c.etype), c.spread,
-                                             moments, c.dead_zone_steps())
-            if feedback is not None:
-                found[path] = feedback
+        for side, moments in sides:  # the input side first; a head's outputs where it fails
+            for path, measured in moments.items():
+                c = weights[path]
+                if path not in found and (feedback := ErrorFeedback.measure(
+                        side[path], to_float64(c.values, c.etype), c.spread, measured,
+                        c.dead_zone_steps())) is not None:
+                    found[path] = feedback
         return found
 
     def use_feedback(self) -> None:
