@@ -101,7 +101,7 @@ def test_json_is_one_strict_object(mlp_files):
     data = strict_json(result.output)
     assert data["passed"] is True and data["failures"] == [] and data["error"] is None
     assert data["thresholds"] == {"min_snr_db": 20.0, "min_cosine": 0.99, "min_top1": 0.99,
-                                  "noise_floor": 1e-5}
+                                  "noise_floor": 1e-5, "top1_on_generated": False}
     (y,) = data["outputs"]
     assert y["name"] == "y" and y["snr_db"] is None and y["max_abs_error"] == 0
     damaged = run("verify", mlp_files / "mlp.onnx", mlp_files / "damaged.onnxz", "--json")
@@ -489,6 +489,44 @@ def test_a_probability_column_is_judged_by_its_decisions(tmp_path):
     same = [(original.run(["p"], {"x": xi})[0] > 0.5) == (packed.run(["p"], {"x": xi})[0] > 0.5)
             for xi in x]
     assert p.top1 == pytest.approx(np.mean(same)) and p.top1 < 1
+
+
+def near_tie_classifier(weight: np.ndarray) -> onnx.ModelProto:
+    """x [1, 32] -> Softmax(x·W) over 4 classes."""
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "W"], ["z"]),
+         onnx.helper.make_node("Softmax", ["z"], ["p"], axis=-1)],
+        "near_tie", [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+        [onnx.helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(weight, "W")])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+def test_top1_is_judged_on_generated_inputs_only_when_asked(tmp_path):
+    """Scores that are near ties on every sample (weights of 1e-3) flip under a change that
+    keeps 44 dB of SNR: on generated inputs the default criteria report top-1 and do not
+    judge it; asked for (--min-top1, top1_on_generated) or on the user's inputs, they do."""
+    rng = np.random.default_rng(0)
+    weight = (1e-3 * rng.standard_normal((32, 4))).astype(np.float32)
+    changed = weight + (1e-3 * rng.standard_normal((32, 4))).astype(np.float32)
+    original = tmp_path / "m.onnx"
+    original.write_bytes(near_tie_classifier(weight).SerializeToString())
+    onnxz.save(near_tie_classifier(changed), tmp_path / "m.onnxz", lossless=True)
+    report = onnxz.verify(original, tmp_path / "m.onnxz")
+    (p,) = report.outputs
+    assert p.top1 < 0.99 and p.snr_db > 30 and report.passed
+    assert [c.metric for c in report.fidelity.criteria] == ["snr", "cosine"]
+    assert "top-1 is reported, not judged, on generated inputs" in report.table()
+    asked = onnxz.verify(original, tmp_path / "m.onnxz",
+                         thresholds=onnxz.Thresholds(top1_on_generated=True))
+    assert not asked.passed and asked.failures[0].metric == "top1"
+    x = rng.standard_normal((8, 1, 32)).astype(np.float32)
+    assert not onnxz.verify(original, tmp_path / "m.onnxz", {"x": x}).passed
+    assert run("verify", original, tmp_path / "m.onnxz").exit_code == 0
+    insisted = run("verify", original, tmp_path / "m.onnxz", "--min-top1", "0.99")
+    assert insisted.exit_code == 1 and "top-1 agreement" in insisted.output
+    with pytest.raises(onnxz.InvalidArgumentError, match="top1_on_generated"):
+        onnxz.Thresholds(top1_on_generated="yes")
 
 
 # --- recurrent state: carried over a stream as a streaming caller carries it -----------

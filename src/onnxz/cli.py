@@ -645,7 +645,8 @@ def _info_table(info: ContainerInfo, sort: str) -> str:
               help="Minimum cosine similarity of the worst sample, per output.")
 @click.option("--min-top1", type=click.FloatRange(0, 1), default=Thresholds.min_top1,
               show_default=True, callback=_not_nan,
-              help="Minimum top-1 agreement on class-score outputs (see below).")
+              help="Minimum top-1 agreement on class-score outputs (see below); on generated "
+                   "inputs judged only when given (their scores are near ties).")
 @click.option("--fidelity", metavar="SPEC",
               help="Criteria instead of the three minimums above, e.g. "
                    "\"top1>=0.995,snr>=25\" or \"exact[labels]>=0.99\" (metrics: snr, "
@@ -707,7 +708,7 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
     with _errors_as_one_line(), _progress(True, "verifying", "samples") as progress:
         criteria = onnxz.Fidelity.parse(fidelity) if fidelity is not None else Thresholds(
             min_snr_db=min_snr, min_cosine=min_cosine, min_top1=min_top1,
-            noise_floor=noise_floor)
+            noise_floor=noise_floor, top1_on_generated="--min-top1" in minimums)
         source = _inputs_source(inputs, samples, seed, dims, int_range)
         report = onnxz.verify(original, packed, source, criteria, class_outputs=class_outputs,
                               noise_floor=noise_floor, progress=progress)
