@@ -217,11 +217,11 @@ class AnsDecoder:
             raise CorruptDataError("ANS stream: last word is zero")
         self._coder = constriction.stream.stack.AnsCoder(words)
         self._model = table._model()
-        self._offset = table.offset
+        self.offset = table.offset
 
     def take(self, n: int) -> np.ndarray:
         """The next ``n`` symbols (int64)."""
-        return self.take_indices(n).astype(np.int64) + self._offset
+        return self.take_indices(n).astype(np.int64) + self.offset
 
     def take_indices(self, n: int) -> np.ndarray:
         """The next ``n`` symbols as int32 positions in the table (symbol − offset)."""

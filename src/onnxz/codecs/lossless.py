@@ -157,16 +157,19 @@ def split_planes(values: np.ndarray, etype: ElementType) -> list[np.ndarray]:
     return planes
 
 
-def join_planes(planes: Sequence[np.ndarray], etype: ElementType,
+def join_planes(planes: Sequence[np.ndarray | int], etype: ElementType,
                 out: np.ndarray | None = None) -> np.ndarray:
     """Inverse of :func:`split_planes` (SPEC.md §6.1 reassembly), in the element's width;
-    written into ``out`` (contiguous, of ``etype.numpy``) if given, and returned.
+    written into ``out`` (contiguous, of ``etype.numpy``) if given, and returned. A plane
+    may be an int, the value of every one of its symbols (a ``constant`` plane; given
+    ``out``, or with an array among the planes).
 
     Each plane is shifted into place in whole little-endian words (several times faster
     than storing bytes with a stride); a float's sign comes out of the top bit of the
-    sign-and-mantissa plane that holds it."""
+    sign-and-mantissa plane that holds it. A plane of zeros adds nothing and is skipped."""
     if out is None:
-        out = np.empty(planes[0].size, dtype=etype.numpy)
+        size = next(p.size for p in planes if isinstance(p, np.ndarray))
+        out = np.empty(size, dtype=etype.numpy)
     words = out.view(_word_type(etype))
     word = words.dtype
     part = np.empty_like(words)
@@ -174,6 +177,8 @@ def join_planes(planes: Sequence[np.ndarray], etype: ElementType,
     first, *rest = zip(plane_layouts(etype), planes, strict=True)
     np.left_shift(first[1], first[0].shift, out=words, dtype=word)  # E, or an integer's top
     for layout, plane in rest:
+        if isinstance(plane, int) and plane == 0:
+            continue
         sign_at = etype.mantissa_bits - layout.shift  # the sign's bit within this plane
         if layout.from_sign_mantissa and sign_at < layout.bits:
             np.right_shift(plane, sign_at, out=part, dtype=word)
@@ -386,6 +391,10 @@ class PlaneReader:
         packed plane splits on byte boundaries)."""
         start, self.done = self.done, self.done + n
         if self.stream is not None:
+            if not self.check_range:  # positions and offset within the plane's range
+                symbols = self.stream.take_indices(n)
+                symbols += self.stream.offset
+                return symbols.astype(self.layout.numpy)
             symbols = self.stream.take(n)
         elif self.symbols is not None:
             symbols = self.symbols[start : self.done]
@@ -397,6 +406,10 @@ class PlaneReader:
         if self.check_range and (symbols.min() < 0 or symbols.max() >= 1 << self.bits):
             raise FormatError(f"lossless plane: symbol outside {self.bits}-bit range")
         return symbols.astype(self.layout.numpy, copy=False)
+
+    def take_plane(self, n: int) -> np.ndarray | int:
+        """:meth:`take`, or the plane's value if it is ``constant`` (see :func:`join_planes`)."""
+        return self.coding.value if self.coding.method == "constant" else self.take(n)
 
     def finish(self) -> None:
         if self.stream is not None:
@@ -417,7 +430,7 @@ class PlanesDecoder(ChunkDecoder):
                    for c, data, lay in zip(self.codings, parts, self.layouts, strict=True)]
         for batch in batches(out.size):
             n = batch.stop - batch.start
-            join_planes([r.take(n) for r in readers], self.etype, out[batch])
+            join_planes([r.take_plane(n) for r in readers], self.etype, out[batch])
         for r in readers:
             r.finish()
 
