@@ -279,8 +279,8 @@ class PlaneCoding:
             return cls("ans", table=ans.FrequencyTable.from_fields(field(fields, "table", dict)))
         if method == "constant":
             return cls("constant", value=field(fields, "value", int))
-        if method in ("packed", "zstd"):
-            return cls(method)
+        if method in _WITHOUT_FIELDS:
+            return _WITHOUT_FIELDS[method]
         raise FormatError(f"lossless codec: unknown plane method {method!r}")
 
     def check_constant(self, layout: PlaneLayout) -> None:
@@ -301,6 +301,10 @@ class PlaneCoding:
         if self.method == "zstd":
             return zstd_plane(plane, bits, level)
         return b""
+
+
+_WITHOUT_FIELDS = {method: PlaneCoding(method) for method in ("packed", "zstd")}
+"""The plane codings that have no fields, shared (a tensor's planes are mostly these)."""
 
 
 @dataclass(frozen=True)
