@@ -515,6 +515,10 @@ def unpack(
 
 def _with_progress(reader: Reader, progress: Progress | None
                    ) -> Iterator[tuple[TensorEntry, np.ndarray]]:
+    """``reader.decode()``, each tensor reported to ``progress`` (none built without one)."""
+    if progress is None:
+        yield from reader.decode()
+        return
     total = sum(e.element_count * BY_NAME[e.dtype].width for e in reader.entries)
     done = 0
     for count, (entry, values) in enumerate(reader.decode(), 1):

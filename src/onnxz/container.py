@@ -14,7 +14,7 @@ import struct
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import chain
+from itertools import chain, compress
 from pathlib import Path
 from typing import IO, Any
 
@@ -461,6 +461,8 @@ def read_exactly(fd: int, offset: int, length: int, what: str) -> bytes:
 
 _STR = frozenset({str})
 _INT = frozenset({int})
+_MAP = frozenset({dict})
+_CONTAINERS = frozenset({dict, list})
 _PATH_STEP = frozenset({str, int})
 
 
@@ -482,21 +484,23 @@ def _check_nesting(fields: Any) -> None:
     """At most :data:`MAX_NESTING` levels of maps and arrays, every map key a str, and no
     timestamp (the ext type msgpack decodes itself), in known and ignored places alike
     (SPEC.md §4). Looks at one level at a time: the keys of all its maps, and the values of
-    all its maps and arrays, their types as a set (msgpack builds exact dicts and lists)."""
-    level, depth = [fields] if type(fields) in (dict, list) else [], 1
+    all its maps and arrays, their types as a set (msgpack builds exact dicts and lists);
+    the containers among them, picked by type without a Python loop, make the next level."""
+    level, depth = [fields] if type(fields) in _CONTAINERS else [], 1
     while level:
         if depth > MAX_NESTING:
             raise FormatError(f"index: maps and arrays nest more than {MAX_NESTING} deep")
-        maps = [c for c in level if type(c) is dict]
+        maps = list(compress(level, map(_MAP.__contains__, map(type, level))))
         if not set(map(type, chain.from_iterable(maps))) <= _STR:
             raise FormatError("index: a map key is not a str")
         values = list(chain.from_iterable(
             [c.values() if type(c) is dict else c for c in level]))
-        kinds = set(map(type, values))
+        types = list(map(type, values))
+        kinds = set(types)
         if msgpack.Timestamp in kinds:
             raise FormatError("index: a msgpack ext value (timestamp)")
-        level = ([v for v in values if type(v) in (dict, list)]
-                 if dict in kinds or list in kinds else [])
+        level = (list(compress(values, map(_CONTAINERS.__contains__, types)))
+                 if not kinds.isdisjoint(_CONTAINERS) else [])
         depth += 1
 
 

@@ -136,9 +136,9 @@ class Reader:
                 raise FormatError(f"tensor {entry.name!r}: graph slot already holds data")
             slots.append(tensor)
         stored = {e.path for e in self.entries}
-        for tensor_path, tensor in found.items():
-            if (tensor_path not in stored and payload_type(tensor) and element_count(tensor)
-                    and not has_payload(tensor)):
+        for tensor_path, tensor in found.items():  # most hold their payload: asked first
+            if (tensor_path not in stored and not has_payload(tensor) and payload_type(tensor)
+                    and element_count(tensor)):
                 raise FormatError(f"graph: tensor {tensor.name!r} at {list(tensor_path)} has "
                                   "no data and no index entry (SPEC.md §5.2)")
         return slots

@@ -74,8 +74,8 @@ def iter_tensor_slots(model: onnx.ModelProto) -> list[TensorSlot]:
     uses = consumers(model)
     known: dict[tuple[str, int], bool] = {}
     return [
-        TensorSlot(path, tensor, _is_weight(output_name, uses, known))
-        for path, tensor, output_name in _find_tensors(model)
+        TensorSlot(path, tensor, _is_weight(_value_name(source), uses, known))
+        for path, tensor, source in _find_tensors(model)
     ]
 
 
@@ -84,8 +84,23 @@ def iter_tensors(model: onnx.ModelProto) -> list[tuple[Path, TensorProto]]:
     return [(path, tensor) for path, tensor, _ in _find_tensors(model)]
 
 
-def _find_tensors(model: onnx.ModelProto) -> list[tuple[Path, TensorProto, str]]:
-    found: list[tuple[Path, TensorProto, str]] = []
+Source = str | onnx.NodeProto
+"""Where a payload found by the walk comes from: the node whose ``TENSOR`` attribute holds
+it, else the name of the value it is (an initializer's; "" in a ``TENSORS`` attribute)."""
+
+
+def _value_name(source: Source) -> str:
+    """The name of the value a payload is: a Constant node's output, an initializer's name
+    ("" if it is neither)."""
+    if isinstance(source, str):
+        return source
+    return source.output[0] if source.op_type == "Constant" and source.output else ""
+
+
+def _find_tensors(model: onnx.ModelProto) -> list[tuple[Path, TensorProto, Source]]:
+    """Every payload, its path and :data:`Source` (its value's name is looked up only by
+    :func:`iter_tensor_slots`, which needs it)."""
+    found: list[tuple[Path, TensorProto, Source]] = []
     _walk_graph(model.graph, ("graph",), found)
     for f_index, function in enumerate(model.functions):
         _walk_nodes(function.node, ("functions", f_index), found)
@@ -110,8 +125,7 @@ def _walk_nodes(nodes: Sequence[onnx.NodeProto], path: Path, found: list) -> Non
                 continue
             here = (*path, "node", n, "attribute", a)
             if kind == AttributeProto.TENSOR:
-                output = node.output[0] if node.op_type == "Constant" and node.output else ""
-                found.append(((*here, "t"), attr.t, output))
+                found.append(((*here, "t"), attr.t, node))
             elif kind == AttributeProto.TENSORS:
                 for k, tensor in enumerate(attr.tensors):
                     found.append(((*here, "tensors", k), tensor, ""))

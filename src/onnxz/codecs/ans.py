@@ -142,8 +142,8 @@ class FrequencyTable:
         # constriction's fast quantizer gives each symbol 1 + floor(prefix-sum scaling); with
         # weights freq-1 summing to 2**24 - size the scale is exactly 1.0, so the coder's
         # table is exactly freqs << (24 - precision).
-        scaled = self.freqs.astype(np.float64) * 2.0 ** (CODER_PRECISION - self.precision)
-        return constriction.stream.model.Categorical(scaled - 1.0, perfect=False)
+        weights = self.freqs * 2.0 ** (CODER_PRECISION - self.precision) - 1.0  # float64, exact
+        return constriction.stream.model.Categorical(weights, perfect=False)
 
 
 HISTOGRAM_BATCH = 1 << 22
@@ -217,11 +217,11 @@ class AnsDecoder:
             raise CorruptDataError("ANS stream: last word is zero")
         self._coder = constriction.stream.stack.AnsCoder(words)
         self._model = table._model()
-        self._offset = table.offset
+        self.offset = table.offset
 
     def take(self, n: int) -> np.ndarray:
         """The next ``n`` symbols (int64)."""
-        return self.take_indices(n).astype(np.int64) + self._offset
+        return self.take_indices(n).astype(np.int64) + self.offset
 
     def take_indices(self, n: int) -> np.ndarray:
         """The next ``n`` symbols as int32 positions in the table (symbol − offset)."""

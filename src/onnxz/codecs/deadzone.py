@@ -437,11 +437,25 @@ class EscapedSymbolDecoder(ChunkDecoder):
     def __init__(self, escape: bool, symbols: ans.FrequencyTable | SymbolRange,
                  etype: ElementType) -> None:
         self.escape, self.range, self.etype = escape, symbols, etype
-        self.symbols = np.arange(symbols.size, dtype=np.int64) + symbols.offset
-        self.out_of_range = (self.symbols < -self.max_symbol) | (self.symbols > self.max_symbol)
-        if escape:
-            self.out_of_range[-1] = False  # the escape symbol: its value comes from part 1
-        self.check_range = bool(self.out_of_range.any())
+        # the escape symbol (the last, with escapes) is no value: its value is in part 1
+        last = symbols.offset + symbols.size - 1 - int(escape)
+        self.check_range = symbols.offset < -self.max_symbol or last > self.max_symbol
+        self.out_of_range: np.ndarray | None = None
+        """Which positions of the range hold a symbol beyond ±``max_symbol`` (built only if
+        some do, :attr:`check_range`)."""
+        if self.check_range:
+            values = self.table_symbols()  # every one: out_of_range is not known yet
+            self.out_of_range = (values < -self.max_symbol) | (values > self.max_symbol)
+            if escape:
+                self.out_of_range[-1] = False
+
+    def table_symbols(self) -> np.ndarray:
+        """The symbols of the range (int64), in order; those beyond ±``max_symbol`` as 0 once
+        :attr:`out_of_range` is known (the values a lookup table is built from)."""
+        symbols = np.arange(self.range.size, dtype=np.int64) + self.range.offset
+        if self.out_of_range is not None:
+            symbols[self.out_of_range] = 0
+        return symbols
 
     @abstractmethod
     def reconstruct(self, q: np.ndarray, start: int) -> np.ndarray:
@@ -482,7 +496,7 @@ class EscapedSymbolDecoder(ChunkDecoder):
         used = 0
         for batch in batches(out.size, self.batch):
             index = symbols.take_indices(batch.stop - batch.start)
-            if self.check_range and self.out_of_range[index].any():
+            if self.out_of_range is not None and self.out_of_range[index].any():
                 raise FormatError(f"{name} chunk: symbol beyond {self._limit}")
             where = np.flatnonzero(index == escape_index) if self.escape else none
             if used + where.size > escaped.size:
@@ -532,7 +546,7 @@ class DeadzoneDecoder(EscapedSymbolDecoder):
         super().__init__(escape, symbols, etype)
         self.step, self.deadzone = step, deadzone
         self.lookup = from_float64(
-            self.reconstruct(np.where(self.out_of_range, 0, self.symbols), 0), etype)
+            self.reconstruct(self.table_symbols(), 0), etype)
 
     def reconstruct(self, q: np.ndarray, start: int) -> np.ndarray:
         return dequantize(q, self.step, self.deadzone)

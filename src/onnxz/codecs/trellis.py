@@ -358,7 +358,7 @@ class TrellisDecoder(EscapedSymbolDecoder):
                  symbols: ans.FrequencyTable | SymbolRange, etype: ElementType) -> None:
         super().__init__(escape, symbols, etype)
         self.step, self.segment = step, segment
-        levels = np.where(self.out_of_range, 0, self.symbols)
+        levels = self.table_symbols()
         self.lookup = from_float64(np.concatenate(
             [_reconstructed(levels, np.full(levels.size, quantizer), step)
              for quantizer in (0, 1)]), etype)
