@@ -284,21 +284,25 @@ def cell_stream(model: onnx.ModelProto, steps: int = 60, seed: int = 0) -> dict[
     return {"x": xs, "h": np.stack(hs)}
 
 
-def binary_head(width: int = 64) -> onnx.ModelProto:
+def binary_head(width: int = 64, vector: bool = False) -> onnx.ModelProto:
     """x[N,32] -> MatMul -> Relu -> MatMul -> Sigmoid -> p[N,1]: one yes/no probability per
-    row (a detector's "speech" score), and its logit z[N,1]."""
+    row (a detector's "speech" score), and its logit z[N,1]. With ``vector``, p is reshaped
+    to [N] (as faster-whisper's Silero VAD gives its chunks' speech probabilities)."""
     w1 = numpy_helper.from_array(_weights((32, width), 61), "w1")
     w2 = numpy_helper.from_array(_weights((width, 1), 62) * 20, "w2")
+    shape = numpy_helper.from_array(np.array([-1], np.int64), "flat")
+    sigmoid = [helper.make_node("Sigmoid", ["z"], ["s"]),
+               helper.make_node("Reshape", ["s", "flat"], ["p"])] if vector else [
+        helper.make_node("Sigmoid", ["z"], ["p"])]
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w1"], ["h"]),
          helper.make_node("Relu", ["h"], ["r"]),
-         helper.make_node("MatMul", ["r", "w2"], ["z"]),
-         helper.make_node("Sigmoid", ["z"], ["p"])],
+         helper.make_node("MatMul", ["r", "w2"], ["z"]), *sigmoid],
         "binary",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
-        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 1]),
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N"] if vector else ["N", 1]),
          helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 1])],
-        [w1, w2],
+        [w1, w2] + ([shape] if vector else []),
     )
     return helper.make_model(graph, opset_imports=OPSET)
 

@@ -77,9 +77,10 @@ def test_a_stream_is_judged_with_its_state_carried(tmp_path):
     assert info.rate_control["achieved"]["hN"]["snr"] == pytest.approx(snr["hN"])
 
 
-def test_yes_no_decisions_of_a_probability_column_are_kept(tmp_path):
+@pytest.mark.parametrize("vector", [False, True])
+def test_yes_no_decisions_of_a_probability_column_are_kept(tmp_path, vector):
     model = tmp_path / "b.onnx"
-    model.write_bytes(binary_head().SerializeToString())
+    model.write_bytes(binary_head(vector=vector).SerializeToString())
     x = {"x": np.random.default_rng(1).standard_normal((100, 1, 32)).astype(np.float32)}
     info = onnxz.save(model, tmp_path / "b.onnxz", fidelity="top1>=0.99", inputs=x)
     assert info.rate_control["met"] and "top1>=0.99 (p)" in info.rate_control["predicted"]

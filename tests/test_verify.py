@@ -473,18 +473,20 @@ def test_two_files_for_one_input(tmp_path):
         onnxz.verify(embedding_bag(), tmp_path / "e.onnxz", tmp_path / "data")
 
 
-def test_a_probability_column_is_judged_by_its_decisions(tmp_path):
-    """One probability per row ([N, 1] in [0, 1]: a VAD's speech score) counts as a yes/no
-    decision at 0.5; its logit (values outside [0, 1]) is not ranked."""
+@pytest.mark.parametrize("vector", [False, True])
+def test_a_probability_column_is_judged_by_its_decisions(tmp_path, vector):
+    """One probability per row ([N, 1] in [0, 1]: a VAD's speech score; or [N], as
+    faster-whisper's Silero VAD gives one per chunk) counts as a yes/no decision at 0.5,
+    not as N classes of one row; its logit (values outside [0, 1]) is not ranked."""
     model = tmp_path / "b.onnx"
-    model.write_bytes(binary_head().SerializeToString())
+    model.write_bytes(binary_head(vector=vector).SerializeToString())
     onnxz.save(model, tmp_path / "b.onnxz", step_rel=1 / 2)
-    x = np.random.default_rng(0).standard_normal((200, 1, 32)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((50, 4, 32)).astype(np.float32)
     report = onnxz.verify(model, tmp_path / "b.onnxz", {"x": x}, "top1>=0.5")
     p, z = report.outputs
     assert p.class_scores == "one probability per row, decided at 0.5" and p.top5 is None
     assert z.class_scores is None and z.top1 is None
-    original = session_from_proto(binary_head())
+    original = session_from_proto(binary_head(vector=vector))
     packed = session_from_proto(onnxz.load(tmp_path / "b.onnxz"))
     same = [(original.run(["p"], {"x": xi})[0] > 0.5) == (packed.run(["p"], {"x": xi})[0] > 0.5)
             for xi in x]
