@@ -25,6 +25,7 @@ from onnx import numpy_helper
 
 import onnxz
 from onnxz.cli import main
+from onnxz.inputs import DefaultInputs
 from onnxz.ratecontrol import RateTarget, parse_size
 from onnxz.walker import iter_tensor_slots
 
@@ -540,3 +541,35 @@ def test_generated_attention_masks_hold_a_masks_values(tmp_path):
     info = onnxz.save(model, tmp_path / "m.onnxz")
     assert info.rate_control["mode"] == "default"
     assert not info.rate_control["note"].startswith("fallback"), info.rate_control["note"]
+
+
+def long_window(kernel: int = 100) -> onnx.ModelProto:
+    """x[1,1,T] -> Conv (8 filters of ``kernel`` taps) -> y: runs only where T >= kernel (an
+    STFT as a convolution, as openWakeWord's melspectrogram: 32 generated samples are too
+    few)."""
+    from onnx import helper
+
+    w = numpy_helper.from_array(
+        np.random.default_rng(3).standard_normal((8, 1, kernel)).astype(np.float32), "w")
+    return helper.make_model(helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], strides=[16])], "window",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, "T"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8, None])], [w]),
+        opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("target", [{"fidelity": "snr>=30"}, {"max_size": 3000}])
+def test_targets_on_generated_inputs_try_the_sizes_the_default_tries(tmp_path, target):
+    """A target on generated inputs runs the model on the sizes the default (and verify)
+    fall back to when it does not run on the first; before, only the default did."""
+    model = tmp_path / "w.onnx"
+    model.write_bytes(long_window().SerializeToString())
+    default = onnxz.save(model, tmp_path / "d.onnxz")
+    assert "T=512" in default.rate_control["inputs"]
+    info = onnxz.save(model, tmp_path / "t.onnxz", **target)
+    assert info.rate_control["met"] and "T=512" in info.rate_control["inputs"]
+    assert onnxz.verify(model, tmp_path / "t.onnxz").passed
+    # sizes the caller set stay set
+    with pytest.raises(onnxz.TargetNotMetError, match="needs the model to run"):
+        onnxz.save(model, tmp_path / "s.onnxz", inputs=DefaultInputs(dims={"T": 32}),
+                   **target)
