@@ -573,3 +573,29 @@ def test_targets_on_generated_inputs_try_the_sizes_the_default_tries(tmp_path, t
     with pytest.raises(onnxz.TargetNotMetError, match="needs the model to run"):
         onnxz.save(model, tmp_path / "s.onnxz", inputs=DefaultInputs(dims={"T": 32}),
                    **target)
+
+
+def test_generated_channels_last_images_are_224_px_square():
+    """An image input laid out N×H×W×C (a TensorFlow export: MTCNN's P-Net) gets 224 px on
+    its spatial axes 1 and 2, as N×C×H×W gets them on 2 and 3 (it got 32 × 224)."""
+    from onnx import TensorProto, helper
+
+    from onnxz.inputs import runnable_inputs
+
+    w = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+
+    def model(shape: list) -> onnx.ModelProto:
+        nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+                 helper.make_node("Conv", ["t", "w"], ["y"])]
+        return helper.make_model(helper.make_graph(nodes, "nhwc", [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w]),
+            opset_imports=[helper.make_opsetid("", 17)])
+
+    assert runnable_inputs(model(["N", "H", "W", 3])).dims == {"H": 224, "W": 224}
+    assert runnable_inputs(model(["N", None, None, 3])).dims == {"x:1": 224, "x:2": 224}
+    nchw = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "nchw", [nchw],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    assert runnable_inputs(helper.make_model(graph)).dims == {"H": 224, "W": 224}
