@@ -599,3 +599,21 @@ def test_generated_channels_last_images_are_224_px_square():
     graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "nchw", [nchw],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
     assert runnable_inputs(helper.make_model(graph)).dims == {"H": 224, "W": 224}
+
+
+def test_cli_warns_of_class_decisions_judged_on_generated_inputs(heads, tmp_path):
+    """A top1/ctc target without --inputs is judged on random inputs' decisions: the file
+    is written, with a warning (MTCNN's O-Net at top1>=0.99: 72x smaller, 63% of real
+    face/non-face decisions kept); with --inputs, or an snr target, no warning."""
+    runner = CliRunner()
+    generated = runner.invoke(main, ["pack", str(heads), "-o", str(tmp_path / "g.onnxz"),
+                                     "--fidelity", "top1>=0.99,snr>=10", "--quiet"])
+    assert generated.exit_code == 0, generated.output
+    assert generated.stderr.count("\n") == 1
+    assert generated.stderr.startswith("onnxz: warning: top1 judged on generated inputs")
+    np.savez(tmp_path / "calib.npz", **x_inputs(32))
+    for args in (["--fidelity", "top1>=0.99", "--inputs", str(tmp_path / "calib.npz")],
+                 ["--fidelity", "snr>=20"]):
+        quiet = runner.invoke(main, ["pack", str(heads), "-o", str(tmp_path / "q.onnxz"),
+                                     "--force", "--quiet", *args])
+        assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
