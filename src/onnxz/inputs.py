@@ -254,8 +254,13 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _stacked(specs: tuple[TensorSpec, ...], arrays: Feed, where: str) -> Samples:
-    """Samples from arrays holding N samples each on a new leading axis."""
+    """Samples from arrays holding N samples each on a new leading axis. A string input's
+    array may be numpy's str (``<U``): an .npz holds object arrays only pickled, which
+    :func:`np.load` refuses; they are fed as the object arrays of str ONNX strings are."""
     _check_names(specs, arrays, where)
+    strings = {s.name for s in specs if s.dtype.kind == "O"}
+    arrays = {n: a.astype(object) if n in strings and a.dtype.kind == "U" else a
+              for n, a in arrays.items()}
     if not arrays:
         raise VerificationInputError(f"{where}: no arrays, so no samples")
     for name, array in arrays.items():
