@@ -155,6 +155,26 @@ def tiny_transformer(vocab: int = 500, width: int = 64) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=OPSET)
 
 
+def word_bag(words: tuple[str, ...] = ("hello", "world", "good", "morning", "onnx")
+             ) -> onnx.ModelProto:
+    """words[1, n] (strings) -> ai.onnx.ml LabelEncoder (unknown words: 0) -> Gather from a
+    [8, 300] table -> ReduceMean -> MatMul -> y[1, 16]: a model whose input is text (as
+    sklearn-onnx's text pipelines, or an encoder with its tokenizer in the graph)."""
+    table = numpy_helper.from_array(_weights((8, 300), 71), "table")
+    w = numpy_helper.from_array(_weights((300, 16), 72), "w")
+    nodes = [helper.make_node("LabelEncoder", ["words"], ["ids"], domain="ai.onnx.ml",
+                              keys_strings=list(words), default_int64=0,
+                              values_int64s=list(range(1, len(words) + 1))),
+             helper.make_node("Gather", ["table", "ids"], ["e"]),
+             helper.make_node("ReduceMean", ["e"], ["m"], axes=[1], keepdims=0),
+             helper.make_node("MatMul", ["m", "w"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "word_bag", [helper.make_tensor_value_info("words", TensorProto.STRING, [1, "n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], [table, w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                   helper.make_opsetid("ai.onnx.ml", 2)])
+
+
 def embedding_bag(vocab: int = 256, width: int = 16, classes: int = 4) -> onnx.ModelProto:
     """ids int64 [batch, seq], mask bool [batch, seq] -> masked sum of embeddings -> MatMul
     -> scores float [batch, classes]. Ids outside 0..vocab-1 make onnxruntime fail."""
@@ -284,21 +304,25 @@ def cell_stream(model: onnx.ModelProto, steps: int = 60, seed: int = 0) -> dict[
     return {"x": xs, "h": np.stack(hs)}
 
 
-def binary_head(width: int = 64) -> onnx.ModelProto:
+def binary_head(width: int = 64, vector: bool = False) -> onnx.ModelProto:
     """x[N,32] -> MatMul -> Relu -> MatMul -> Sigmoid -> p[N,1]: one yes/no probability per
-    row (a detector's "speech" score), and its logit z[N,1]."""
+    row (a detector's "speech" score), and its logit z[N,1]. With ``vector``, p is reshaped
+    to [N] (as faster-whisper's Silero VAD gives its chunks' speech probabilities)."""
     w1 = numpy_helper.from_array(_weights((32, width), 61), "w1")
     w2 = numpy_helper.from_array(_weights((width, 1), 62) * 20, "w2")
+    shape = numpy_helper.from_array(np.array([-1], np.int64), "flat")
+    sigmoid = [helper.make_node("Sigmoid", ["z"], ["s"]),
+               helper.make_node("Reshape", ["s", "flat"], ["p"])] if vector else [
+        helper.make_node("Sigmoid", ["z"], ["p"])]
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w1"], ["h"]),
          helper.make_node("Relu", ["h"], ["r"]),
-         helper.make_node("MatMul", ["r", "w2"], ["z"]),
-         helper.make_node("Sigmoid", ["z"], ["p"])],
+         helper.make_node("MatMul", ["r", "w2"], ["z"]), *sigmoid],
         "binary",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
-        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 1]),
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N"] if vector else ["N", 1]),
          helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 1])],
-        [w1, w2],
+        [w1, w2] + ([shape] if vector else []),
     )
     return helper.make_model(graph, opset_imports=OPSET)
 

@@ -25,6 +25,7 @@ from onnx import numpy_helper
 
 import onnxz
 from onnxz.cli import main
+from onnxz.inputs import DefaultInputs
 from onnxz.ratecontrol import RateTarget, parse_size
 from onnxz.walker import iter_tensor_slots
 
@@ -77,9 +78,10 @@ def test_a_stream_is_judged_with_its_state_carried(tmp_path):
     assert info.rate_control["achieved"]["hN"]["snr"] == pytest.approx(snr["hN"])
 
 
-def test_yes_no_decisions_of_a_probability_column_are_kept(tmp_path):
+@pytest.mark.parametrize("vector", [False, True])
+def test_yes_no_decisions_of_a_probability_column_are_kept(tmp_path, vector):
     model = tmp_path / "b.onnx"
-    model.write_bytes(binary_head().SerializeToString())
+    model.write_bytes(binary_head(vector=vector).SerializeToString())
     x = {"x": np.random.default_rng(1).standard_normal((100, 1, 32)).astype(np.float32)}
     info = onnxz.save(model, tmp_path / "b.onnxz", fidelity="top1>=0.99", inputs=x)
     assert info.rate_control["met"] and "top1>=0.99 (p)" in info.rate_control["predicted"]
@@ -539,3 +541,79 @@ def test_generated_attention_masks_hold_a_masks_values(tmp_path):
     info = onnxz.save(model, tmp_path / "m.onnxz")
     assert info.rate_control["mode"] == "default"
     assert not info.rate_control["note"].startswith("fallback"), info.rate_control["note"]
+
+
+def long_window(kernel: int = 100) -> onnx.ModelProto:
+    """x[1,1,T] -> Conv (8 filters of ``kernel`` taps) -> y: runs only where T >= kernel (an
+    STFT as a convolution, as openWakeWord's melspectrogram: 32 generated samples are too
+    few)."""
+    from onnx import helper
+
+    w = numpy_helper.from_array(
+        np.random.default_rng(3).standard_normal((8, 1, kernel)).astype(np.float32), "w")
+    return helper.make_model(helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], strides=[16])], "window",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, "T"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8, None])], [w]),
+        opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("target", [{"fidelity": "snr>=30"}, {"max_size": 3000}])
+def test_targets_on_generated_inputs_try_the_sizes_the_default_tries(tmp_path, target):
+    """A target on generated inputs runs the model on the sizes the default (and verify)
+    fall back to when it does not run on the first; before, only the default did."""
+    model = tmp_path / "w.onnx"
+    model.write_bytes(long_window().SerializeToString())
+    default = onnxz.save(model, tmp_path / "d.onnxz")
+    assert "T=512" in default.rate_control["inputs"]
+    info = onnxz.save(model, tmp_path / "t.onnxz", **target)
+    assert info.rate_control["met"] and "T=512" in info.rate_control["inputs"]
+    assert onnxz.verify(model, tmp_path / "t.onnxz").passed
+    # sizes the caller set stay set
+    with pytest.raises(onnxz.TargetNotMetError, match="needs the model to run"):
+        onnxz.save(model, tmp_path / "s.onnxz", inputs=DefaultInputs(dims={"T": 32}),
+                   **target)
+
+
+def test_generated_channels_last_images_are_224_px_square():
+    """An image input laid out N×H×W×C (a TensorFlow export: MTCNN's P-Net) gets 224 px on
+    its spatial axes 1 and 2, as N×C×H×W gets them on 2 and 3 (it got 32 × 224)."""
+    from onnx import TensorProto, helper
+
+    from onnxz.inputs import runnable_inputs
+
+    w = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+
+    def model(shape: list) -> onnx.ModelProto:
+        nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+                 helper.make_node("Conv", ["t", "w"], ["y"])]
+        return helper.make_model(helper.make_graph(nodes, "nhwc", [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w]),
+            opset_imports=[helper.make_opsetid("", 17)])
+
+    assert runnable_inputs(model(["N", "H", "W", 3])).dims == {"H": 224, "W": 224}
+    assert runnable_inputs(model(["N", None, None, 3])).dims == {"x:1": 224, "x:2": 224}
+    nchw = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "nchw", [nchw],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    assert runnable_inputs(helper.make_model(graph)).dims == {"H": 224, "W": 224}
+
+
+def test_cli_warns_of_class_decisions_judged_on_generated_inputs(heads, tmp_path):
+    """A top1/ctc target without --inputs is judged on random inputs' decisions: the file
+    is written, with a warning (MTCNN's O-Net at top1>=0.99: 72x smaller, 63% of real
+    face/non-face decisions kept); with --inputs, or an snr target, no warning."""
+    runner = CliRunner()
+    generated = runner.invoke(main, ["pack", str(heads), "-o", str(tmp_path / "g.onnxz"),
+                                     "--fidelity", "top1>=0.99,snr>=10", "--quiet"])
+    assert generated.exit_code == 0, generated.output
+    assert generated.stderr.count("\n") == 1
+    assert generated.stderr.startswith("onnxz: warning: top1 judged on generated inputs")
+    np.savez(tmp_path / "calib.npz", **x_inputs(32))
+    for args in (["--fidelity", "top1>=0.99", "--inputs", str(tmp_path / "calib.npz")],
+                 ["--fidelity", "snr>=20"]):
+        quiet = runner.invoke(main, ["pack", str(heads), "-o", str(tmp_path / "q.onnxz"),
+                                     "--force", "--quiet", *args])
+        assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr

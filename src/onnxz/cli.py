@@ -29,6 +29,7 @@ import click
 import onnxz
 from onnxz.codecs.minifloat import LAYOUTS
 from onnxz.errors import OnnxzError, first_line
+from onnxz.fidelity import CLASS_METRICS, Fidelity
 from onnxz.inputs import DEFAULT_INT_RANGE, DEFAULT_SAMPLES, DefaultInputs
 from onnxz.parallel import available_cores
 from onnxz.policy import QUANTIZERS, quantizer
@@ -476,6 +477,12 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
     if rate is not None and not rate.get("met", True):
         click.echo(f"onnxz: warning: {rate.get('target')} not met; wrote the closest file "
                    "(--best-effort)", err=True)
+    decided = sorted({c.metric for c in Fidelity.parse(fidelity).criteria
+                      if c.metric in CLASS_METRICS}) if fidelity and inputs is None else []
+    if decided:
+        click.echo(f"onnxz: warning: {', '.join(decided)} judged on generated inputs, whose "
+                   "class decisions say little about real ones (the file may change many of "
+                   "yours): give real samples with --inputs", err=True)
     if as_json:
         _echo(_json(info.to_dict()))
     elif not quiet:

@@ -254,8 +254,13 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _stacked(specs: tuple[TensorSpec, ...], arrays: Feed, where: str) -> Samples:
-    """Samples from arrays holding N samples each on a new leading axis."""
+    """Samples from arrays holding N samples each on a new leading axis. A string input's
+    array may be numpy's str (``<U``): an .npz holds object arrays only pickled, which
+    :func:`np.load` refuses; they are fed as the object arrays of str ONNX strings are."""
     _check_names(specs, arrays, where)
+    strings = {s.name for s in specs if s.dtype.kind == "O"}
+    arrays = {n: a.astype(object) if n in strings and a.dtype.kind == "U" else a
+              for n, a in arrays.items()}
     if not arrays:
         raise VerificationInputError(f"{where}: no arrays, so no samples")
     for name, array in arrays.items():
@@ -544,7 +549,8 @@ def runnable_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0][0],
                     image_size: int = GENERATED_SIZES[0][1],
                     changes: DefaultInputs | None = None) -> GeneratedInputs:
     """Generated inputs the model can run on: dynamic dims are ``size`` (axis 0 stays 1),
-    the spatial dims of an image-like (rank 4) input ``image_size``, an
+    the spatial dims of an image-like (rank 4) input ``image_size`` (axes 2 and 3, or 1
+    and 2 where the channels come last), an
     unnamed axis 1 of a rank-3 input (an RNN state's batch) 1; an integer input that
     indexes a Gather table (token ids, token types) stays within the table's rows, one that
     an Equal compares with a constant takes that value, one named as a mask
@@ -554,10 +560,11 @@ def runnable_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0][0],
     dims: dict[str, int] = {}
     for spec in specs:
         rank = len(spec.shape or ())
+        spatial = (1, 2) if _channels_last(spec.shape) else (2, 3)
         for axis, d in enumerate(spec.shape or ()):
             if axis == 0 or isinstance(d, int):
                 continue
-            wanted = image_size if rank == 4 and axis >= 2 else size
+            wanted = image_size if rank == 4 and axis in spatial else size
             if d is None:
                 dims[f"{spec.name}:{axis}"] = 1 if rank == 3 and axis == 1 else wanted
             elif not any(s.shape and s.shape[0] == d for s in specs):
@@ -571,6 +578,14 @@ def runnable_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0][0],
                        and "mask" in s.name.lower() and s.name not in int_ranges})
     runnable = GeneratedInputs(samples=DEFAULT_SAMPLES, dims=dims, int_ranges=int_ranges)
     return runnable if changes is None else changes.applied_to(runnable)
+
+
+def _channels_last(shape: Sequence[int | str | None] | None) -> bool:
+    """An image batch laid out N×H×W×C (TensorFlow's, kept by its converters: MTCNN's
+    P-Net is [N, H, W, 3]): rank 4, a fixed last axis of 1, 3 or 4 channels, a dynamic
+    axis 1 (N×C×H×W has the fixed channels there)."""
+    return (shape is not None and len(shape) == 4 and shape[-1] in (1, 3, 4)
+            and not isinstance(shape[1], int))
 
 
 def _compared_with(model: onnx.ModelProto) -> dict[str, int]:

@@ -863,7 +863,7 @@ class _Accumulator:
 
     def _data_evidence(self) -> ClassScores | None:
         """Rows that are distributions on every sample so far, or else a single column of
-        probabilities (values in [0, 1], last axis 1)."""
+        probabilities (values in [0, 1], last axis 1 or a vector)."""
         if self.distributions:
             return DATA_EVIDENCE
         return PROBABILITY_EVIDENCE if self.probabilities else None
@@ -967,9 +967,11 @@ def _is_distribution(values: np.ndarray) -> bool:
 
 
 def _is_probability_column(values: np.ndarray) -> bool:
-    """True if ``values`` is one probability per row: a last axis of 1 (at least 2-D),
-    every value finite and within [0, 1]."""
-    if values.dtype.kind != "f" or values.ndim < 2 or values.shape[-1] != 1 or not values.size:
+    """True if ``values`` is one probability per row: a last axis of 1, or a vector (one
+    value per row: faster-whisper's Silero VAD gives its chunks' speech probabilities as
+    shape [chunks]), every value finite and within [0, 1]."""
+    if (values.dtype.kind != "f" or values.ndim == 0 or not values.size
+            or (values.ndim > 1 and values.shape[-1] != 1)):
         return False
     return bool(((values >= 0) & (values <= 1)).all())
 

@@ -18,7 +18,7 @@ Pipeline (a fidelity target):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import onnx
@@ -129,12 +129,11 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
                                                           | DefaultInputs)
     correct_biases = options.correct_biases and users_inputs  # not generated inputs' means
     calibrated_rounding = options.calibrated_rounding and users_inputs
-    if inputs is None or isinstance(inputs, DefaultInputs):
-        inputs = runnable_inputs(model, changes=inputs)
     if target.fidelity is not None:
-        bench = Workbench(model, inputs, options, target.fidelity, class_outputs,
-                          progress, correct_biases=correct_biases,
-                          calibrated_rounding=calibrated_rounding and target.max_bytes is None)
+        bench = _workbench(model, inputs, lambda samples: Workbench(
+            model, samples, options, target.fidelity, class_outputs, progress,
+            correct_biases=correct_biases,
+            calibrated_rounding=calibrated_rounding and target.max_bytes is None))
         objective = objective_for(target.fidelity, bench.reference, bench.model)
         result = choose_for_fidelity(bench, objective)
         if target.max_bytes is not None:
@@ -145,13 +144,34 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
         bench.restore()
         return result
     assert target.max_bytes is not None
-    bench = Workbench(model, inputs, options, None, class_outputs, progress)
+    bench = _workbench(model, inputs, lambda samples: Workbench(
+        model, samples, options, None, class_outputs, progress))
     bench.reference.check_finite(str(target))
     weighting = _budget_weighting(bench)
     objective = objective_for(weighting, bench.reference, bench.model)
     result = choose_for_size(bench, objective, target.max_bytes, size_of)
     bench.restore()
     return result
+
+
+def _workbench(model: onnx.ModelProto, inputs: InputsArg,
+               make: Callable[[InputsArg], Workbench]) -> Workbench:
+    """``make(inputs)``; on generated inputs (None, or :class:`DefaultInputs`), on the first
+    sizes of :data:`GENERATED_SIZES` the model runs on, as the default and verify choose
+    them (openWakeWord's melspectrogram runs on 512 samples, not 32), raising the first
+    sizes' error if it runs on none. Sizes the caller set that fit no input are an error."""
+    if inputs is not None and not isinstance(inputs, DefaultInputs):
+        return make(inputs)
+    first: Exception | None = None
+    for sizes in GENERATED_SIZES:
+        try:
+            return make(runnable_inputs(model, *sizes, changes=inputs))
+        except (TargetNotMetError, VerificationInputError) as exc:
+            if inputs is not None and isinstance(exc, VerificationInputError):
+                raise
+            first = first or exc
+    assert first is not None
+    raise first
 
 
 def runs_default(model: onnx.ModelProto) -> bool:
