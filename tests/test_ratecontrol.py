@@ -352,6 +352,53 @@ def test_snr_holds_for_each_part_a_concat_joins(tmp_path):
         assert 10 * math.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum(err ** 2)) >= 30
 
 
+def faint_output(sigmoid: bool) -> onnx.ModelProto:
+    """x [N, 32] -> x·W scaled by 1e-5 (peaks near 1e-4), or Sigmoid(x·W − 11) (about 2e-5):
+    both under 1e-3."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(3)
+    weight = numpy_helper.from_array(rng.standard_normal((32, 64)).astype(np.float32), "W")
+    last = (helper.make_node("Sigmoid", ["logits"], ["y"]) if sigmoid
+            else helper.make_node("Mul", ["z", "scale"], ["y"]))
+    constant = numpy_helper.from_array(np.array(-11.0 if sigmoid else 1e-5, np.float32),
+                                       "shift" if sigmoid else "scale")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["z"])] + (
+        [helper.make_node("Add", ["z", "shift"], ["logits"])] if sigmoid else []) + [last]
+    graph = helper.make_graph(
+        nodes, "faint", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 64])], [weight, constant])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_snr_of_a_faint_output_is_measured_without_the_noise_floor(tmp_path):
+    """Verify's noise floor (1e-5) swallows the errors of an output that peaks near it, so
+    its SNR read as infinite and any file met snr>=30 (PP-OCRv5 det on generated inputs,
+    a map peaking at 3e-5): it is held without the floor, on a Sigmoid's logits where the
+    output is one."""
+    import onnxruntime as ort
+
+    from onnxz.ratecontrol.objective import objective_for
+    from onnxz.ratecontrol.search import Workbench
+
+    model = faint_output(sigmoid=False)
+    x = np.random.default_rng(4).standard_normal((16, 1, 32)).astype(np.float32)
+    onnxz.save(model, tmp_path / "f.onnxz", fidelity="snr>=30", inputs={"x": x})
+    packed = onnxz.load(tmp_path / "f.onnxz")
+    ref, got = [ort.InferenceSession(m.SerializeToString()).run(None, {"x": x[:, 0]})[0]
+                for m in (model, packed)]
+    err = (got - ref).astype(np.float64)
+    assert ref.max() < 1e-3
+    assert 10 * math.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum(err ** 2)) >= 30
+
+    fidelity = onnxz.Fidelity.parse("snr>=30")
+    bench = Workbench(faint_output(sigmoid=True), {"x": x / 10}, onnxz.PackOptions(), fidelity)
+    assert max(np.abs(r[0]).max() for r in bench.reference.outputs) < 1e-3
+    objective = objective_for(fidelity, bench.reference, bench.model)
+    (measure,) = objective.measures
+    assert measure.guard and measure.index == bench.reference.position("logits")
+
+
 def test_the_default_streams_models_above_its_weight_limit(tmp_path, monkeypatch):
     """Weights in external data count: a model above the limit is not loaded to be run (a
     400 MB external-data model grew the packer by 4.8 GB when they did not)."""
