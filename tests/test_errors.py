@@ -55,8 +55,12 @@ def test_onnxz_given_to_pack(packed, tmp_path):
 def test_non_onnxz_input(tmp_path):
     onnx_file = tmp_path / "m.onnx"
     onnx_file.write_bytes(mlp().SerializeToString())
-    with pytest.raises(onnxz.FormatError, match="not an onnxz file"):
+    with pytest.raises(onnxz.FormatError, match=r"not an onnxz file .*ONNX model\? `onnxz pack`"):
         onnxz.load(onnx_file)
+    other = tmp_path / "calib.npz"
+    np.savez(other, x=np.zeros(3))
+    with pytest.raises(onnxz.FormatError, match=r"not an onnxz file \(signature mismatch\)$"):
+        onnxz.load(other)
 
 
 def test_text_mode_damage_is_named(packed, tmp_path):

@@ -176,8 +176,8 @@ def save(
                 result = _rate_control(source, opts, target, inputs, class_outputs, progress)
             if not result.met and not best_effort:
                 why = result.note or "even the coarsest quantization misses it"
-                raise TargetNotMetError(f"{target}: cannot be met ({why}); use best_effort "
-                                        "(--best-effort) to write the closest file")
+                raise TargetNotMetError(f"{target}: cannot be met ({why}); best_effort=True "
+                                        "(CLI: --best-effort) writes the closest file")
         summary = _summary(result, target)
         with _about(about, "packing"), builtins.open(tmp, "wb") as f:
             writer = ContainerWriter(f, writer=f"onnxz {__version__}")

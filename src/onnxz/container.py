@@ -26,6 +26,9 @@ from onnxz.errors import CorruptDataError, FormatError, InvalidArgumentError, Li
 from onnxz.zstdframe import decompress_exact
 
 MAGIC = b"\x89ONZ\r\n\x1a\n"
+ONNX_FIRST_BYTE = b"\x08"
+"""A serialized ONNX model's first byte (the tag of ``ir_version``, field 1, a varint):
+named in the error for a file without :data:`MAGIC` that starts with it."""
 END_MAGIC = b"ONZ\x00"
 MAJOR, MINOR = 1, 0
 """The version this library writes at least; :meth:`ContainerWriter.require_minor` raises the
@@ -513,7 +516,9 @@ def _check_magic(magic: bytes) -> None:
     if magic != MAGIC:
         if magic[1:4] == MAGIC[1:4]:
             raise CorruptDataError("header: signature damaged (text-mode transfer?)")
-        raise FormatError("not an onnxz file (signature mismatch)")
+        raise FormatError("not an onnxz file (signature mismatch"
+                          + ("; an ONNX model? `onnxz pack` makes the .onnxz)"
+                             if magic[:1] == ONNX_FIRST_BYTE else ")"))
 
 
 def _check_version(major: int, minor: int, where: str) -> None:

@@ -389,7 +389,7 @@ def _generated(specs: tuple[TensorSpec, ...], gen: GeneratedInputs) -> Samples:
     for spec in specs:
         if spec.dtype.kind not in "fiub":
             raise VerificationInputError(
-                f"input {spec.name!r} is {type_name(spec.dtype)}: verify cannot generate it; "
+                f"input {spec.name!r} is {type_name(spec.dtype)}: such inputs are not generated; "
                 "give real inputs (--inputs)"
             )
     shapes, sizes = _resolve_dims(specs, gen.dims)
