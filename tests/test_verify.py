@@ -96,6 +96,24 @@ def test_thresholds_decide(mlp_files):
     assert strict.exit_code == 1 and "SNR" in strict.output and "< 200 dB" in strict.output
 
 
+def test_a_failed_default_check_names_the_target_the_file_was_packed_for(mlp_files):
+    """A file packed for a looser target than verify's defaults fails them; verify says which
+    target to check instead (on stderr, so --json stays one object)."""
+    x = x_samples(50)
+    np.savez(mlp_files / "x.npz", x=x)
+    onnxz.save(mlp_files / "mlp.onnx", mlp_files / "loose.onnxz", fidelity="cosine>=0.9",
+               inputs={"x": x})
+    args = ("verify", mlp_files / "mlp.onnx", mlp_files / "loose.onnxz", "--inputs",
+            mlp_files / "x.npz")
+    failed = run(*args)
+    assert failed.exit_code == 1 and "FAILED" in failed.output
+    assert 'was packed for cosine>=0.9' in failed.output
+    assert '--fidelity "cosine>=0.9"' in failed.output
+    assert run(*args, "--fidelity", "cosine>=0.9").exit_code == 0
+    assert "packed for" not in run("verify", mlp_files / "mlp.onnx",
+                                   mlp_files / "damaged.onnxz").output  # no target recorded
+
+
 def test_json_is_one_strict_object(mlp_files):
     result = run("verify", mlp_files / "mlp.onnx", mlp_files / "lossless.onnxz", "--json")
     assert result.exit_code == 0

@@ -721,7 +721,19 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
                               noise_floor=noise_floor, progress=progress)
     _echo(_json(report.to_dict()) if as_json else report.table())
     if not report.passed:
+        if fidelity is None and (target := _packed_for(packed)):
+            click.echo(f"onnxz: note: {packed} was packed for {target} (these criteria are "
+                       f"verify's defaults); check that with --fidelity \"{target}\"", err=True)
         sys.exit(EXIT_FAILED)
+
+
+def _packed_for(packed: Path) -> str | None:
+    """The fidelity target a file was packed for (its rate-control summary), if any."""
+    with contextlib.suppress(OnnxzError):
+        summary = onnxz.info(packed).rate_control or {}
+        if summary.get("mode") == "fidelity" and isinstance(summary.get("target"), str):
+            return summary["target"]
+    return None
 
 
 def _require(module: str, extra: str, what: str) -> None:
