@@ -439,11 +439,10 @@ class EscapedSymbolDecoder(ChunkDecoder):
         self.escape, self.range, self.etype = escape, symbols, etype
         # the escape symbol (the last, with escapes) is no value: its value is in part 1
         last = symbols.offset + symbols.size - 1 - int(escape)
-        self.check_range = symbols.offset < -self.max_symbol or last > self.max_symbol
         self.out_of_range: np.ndarray | None = None
-        """Which positions of the range hold a symbol beyond ±``max_symbol`` (built only if
-        some do, :attr:`check_range`)."""
-        if self.check_range:
+        """Which positions of the range hold a symbol beyond ±``max_symbol`` (None when
+        none can: the range's ends say so)."""
+        if symbols.offset < -self.max_symbol or last > self.max_symbol:
             values = self.table_symbols()  # every one: out_of_range is not known yet
             self.out_of_range = (values < -self.max_symbol) | (values > self.max_symbol)
             if escape:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import onnx
 
@@ -35,7 +36,7 @@ from onnxz.inputs import (
 from onnxz.policy import DEFAULT_MAX_WEIGHT_BYTES, FALLBACK_WEIGHT_SNR_DB, PackOptions
 from onnxz.progress import Progress
 from onnxz.ratecontrol import defaults
-from onnxz.ratecontrol.objective import objective_for
+from onnxz.ratecontrol.objective import Objective, objective_for
 from onnxz.ratecontrol.search import (
     RateResult,
     SizeOf,
@@ -130,7 +131,7 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
     correct_biases = options.correct_biases and users_inputs  # not generated inputs' means
     calibrated_rounding = options.calibrated_rounding and users_inputs
     if target.fidelity is not None:
-        bench = _workbench(model, inputs, lambda samples: Workbench(
+        bench = _on_runnable_inputs(model, inputs, lambda samples: Workbench(
             model, samples, options, target.fidelity, class_outputs, progress,
             correct_biases=correct_biases,
             calibrated_rounding=calibrated_rounding and target.max_bytes is None))
@@ -144,7 +145,7 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
         bench.restore()
         return result
     assert target.max_bytes is not None
-    bench = _workbench(model, inputs, lambda samples: Workbench(
+    bench = _on_runnable_inputs(model, inputs, lambda samples: Workbench(
         model, samples, options, None, class_outputs, progress))
     bench.reference.check_finite(str(target))
     weighting = _budget_weighting(bench)
@@ -154,24 +155,25 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
     return result
 
 
-def _workbench(model: onnx.ModelProto, inputs: InputsArg,
-               make: Callable[[InputsArg], Workbench]) -> Workbench:
-    """``make(inputs)``; on generated inputs (None, or :class:`DefaultInputs`), on the first
-    sizes of :data:`GENERATED_SIZES` the model runs on, as the default and verify choose
-    them (openWakeWord's melspectrogram runs on 512 samples, not 32), raising the first
-    sizes' error if it runs on none. Sizes the caller set that fit no input are an error."""
+T = TypeVar("T")
+
+
+def _on_runnable_inputs(model: onnx.ModelProto, inputs: InputsArg,
+                        make: Callable[[InputsArg], T]) -> T:
+    """``make(inputs)``; on generated inputs (None, or :class:`DefaultInputs`), on the sizes
+    of :data:`GENERATED_SIZES` in turn until the model runs on them, as verify chooses them
+    (openWakeWord's melspectrogram runs on 512 samples, not 32), raising the last size's
+    failure if it runs on none. Sizes the caller set that fit no input fail at once."""
     if inputs is not None and not isinstance(inputs, DefaultInputs):
         return make(inputs)
-    first: Exception | None = None
-    for sizes in GENERATED_SIZES:
+    *earlier, last = GENERATED_SIZES
+    for sizes in earlier:
         try:
             return make(runnable_inputs(model, *sizes, changes=inputs))
         except (TargetNotMetError, VerificationInputError) as exc:
             if inputs is not None and isinstance(exc, VerificationInputError):
                 raise
-            first = first or exc
-    assert first is not None
-    raise first
+    return make(runnable_inputs(model, *last, changes=inputs))
 
 
 def runs_default(model: onnx.ModelProto) -> bool:
@@ -193,26 +195,24 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
     inputs; the data-free fallback when the model cannot run on them."""
     if not may_choose(model, options):
         return fallback("no tensor to quantize or round")
-    runnable = inputs is None or isinstance(inputs, DefaultInputs)
-    attempts = [runnable_inputs(model, *sizes, changes=inputs) for sizes in GENERATED_SIZES
-                ] if runnable else [inputs]
-    why = ""
-    for attempt in attempts:
-        try:
-            bench = Workbench(model, attempt, options, None, class_outputs, progress,
-                              defaults.default_extra_outputs(model), defaults.GRID)
-            objective = defaults.default_objective(bench.reference, bench.model)
-        except (TargetNotMetError, VerificationInputError) as exc:
-            if not runnable or (inputs is not None and isinstance(exc, VerificationInputError)):
-                raise  # the caller's inputs, or the sizes the caller asked for, do not fit
-            why = first_line(exc)
-            continue
-        defaults.apply_floor(bench.candidates, defaults.WEIGHT_FLOOR_DB)
-        result = choose_for_fidelity(bench, objective, defaults.SENSITIVITY_SPREAD_DB)
-        bench.restore()
-        result.mode, result.target = "default", f"default (snr>={defaults.DEFAULT_SNR_DB:g})"
-        return result
-    return fallback(why)
+
+    def prepared(samples: InputsArg) -> tuple[Workbench, Objective]:
+        bench = Workbench(model, samples, options, None, class_outputs, progress,
+                          defaults.default_extra_outputs(model), defaults.GRID)
+        return bench, defaults.default_objective(bench.reference, bench.model)
+
+    try:
+        bench, objective = _on_runnable_inputs(model, inputs, prepared)
+    except (TargetNotMetError, VerificationInputError) as exc:
+        if inputs is not None and (not isinstance(inputs, DefaultInputs)
+                                   or isinstance(exc, VerificationInputError)):
+            raise  # the caller's inputs, or the sizes the caller asked for, do not fit
+        return fallback(first_line(exc))
+    defaults.apply_floor(bench.candidates, defaults.WEIGHT_FLOOR_DB)
+    result = choose_for_fidelity(bench, objective, defaults.SENSITIVITY_SPREAD_DB)
+    bench.restore()
+    result.mode, result.target = "default", f"default (snr>={defaults.DEFAULT_SNR_DB:g})"
+    return result
 
 
 def _budget_weighting(bench: Workbench) -> Fidelity:

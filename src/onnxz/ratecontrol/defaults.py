@@ -19,11 +19,16 @@ data — pass ``--fidelity`` with ``--inputs`` for a guarantee on yours.
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 
 from onnxz.errors import TargetNotMetError
-from onnxz.ratecontrol.objective import Measure, Objective, argmax_sources, output_parts
+from onnxz.ratecontrol.objective import (
+    Measure,
+    Objective,
+    argmax_sources,
+    output_parts,
+    peak_magnitude,
+)
 from onnxz.ratecontrol.tensors import STEP_GRID, Candidate, Setting
 from onnxz.verifier import ReferenceRun
 
@@ -75,9 +80,8 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
         else:
             found = []
         for measure in found:
-            peak = max(float(np.abs(np.nan_to_num(r[measure.index])).max(initial=0))
-                       for r in reference.outputs)
-            if peak >= DEGENERATE_PEAK:
+            if peak_magnitude([r[measure.index] for r in reference.outputs]
+                              ) >= DEGENERATE_PEAK:
                 measures.append(measure)
     if not measures:
         state = "~0 or not finite (NaN or inf)" if reference.not_finite else "~0"

@@ -396,9 +396,9 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
             if not c.applies_to(name, name in scores):
                 continue
             outputs = [r[index] for r in reference.outputs]
-            if c.metric == "snr" and _peak(outputs) < FLOORED_PEAK:
+            if c.metric == "snr" and peak_magnitude(outputs) < FLOORED_PEAK:
                 judged = [v for v in logit_parts[name] if v != name and v in names + extras
-                          ] or ([name] if _peak(outputs) > 0 else [])  # all 0: no scale
+                          ] or ([name] if peak_magnitude(outputs) > 0 else [])  # all 0: no scale
                 measures.extend(Measure("relmse", reference.position(v),
                                         10 ** (-(c.bound + SNR_MARGIN_DB) / 10), guard=True)
                                 for v in judged)
@@ -458,10 +458,11 @@ def extra_outputs_for(fidelity: Fidelity, model: onnx.ModelProto) -> tuple[str, 
     return tuple(dict.fromkeys(v for v in wanted if v not in outputs))
 
 
-def _peak(outputs: Sequence[np.ndarray]) -> float:
-    """The largest finite magnitude in ``outputs`` (0 if none)."""
-    return max((float(np.abs(np.nan_to_num(o, nan=0, posinf=0, neginf=0)).max(initial=0))
-                for o in outputs), default=0.0)
+def peak_magnitude(outputs: Sequence[np.ndarray]) -> float:
+    """The largest magnitude in ``outputs`` (NaN counts as 0, infinity as the largest
+    float; 0 if there are none)."""
+    return max((float(np.abs(np.nan_to_num(o)).max(initial=0)) for o in outputs),
+               default=0.0)
 
 
 def _margin_measure(scores: ClassScores, index: int, outputs: Sequence[np.ndarray],
