@@ -65,7 +65,7 @@ def test_save_does_not_modify_the_callers_model(tmp_path):
 
 
 def test_lossy_default_quantizes_weights_only(tmp_path):
-    info = onnxz.save(big_conv(), tmp_path / "c.onnxz")
+    info = onnxz.save(big_conv(channels=128), tmp_path / "c.onnxz")
     codecs = {t.name: t.codec for t in info.tensors}
     assert codecs["conv_w"] in DEADZONE_LEVELS and codecs["conv_b"] == "lossless"
     assert len(codecs) == 2
@@ -74,11 +74,42 @@ def test_lossy_default_quantizes_weights_only(tmp_path):
     assert weight.sensitivity is not None and weight.bits_per_weight < 12
 
 
+def test_small_payloads_stay_in_the_graph_as_a_decoder_gives_them(tmp_path):
+    """A payload under ``inline_max_bytes`` (512 bytes by default) is not stored in a chunk:
+    the chunk's alignment, its index entry and its coding's set-up would cost more than zstd
+    of the graph. Where the pack rounds the tensor, the graph holds the rounded values; random
+    access reads it from the graph."""
+    from onnxz.codecs.rounding import round_mantissa
+    from onnxz.dtypes import BY_NAME
+    from onnxz.policy import AUXILIARY_BITS
+
+    model = big_conv()  # conv_b: 64 float32 values, 256 bytes
+    bias = onnx.numpy_helper.to_array(model.graph.initializer[1])
+    rounded = onnxz.save(model, tmp_path / "r.onnxz", target_snr=40)  # data-free rule
+    assert [t.name for t in rounded.tensors] == ["conv_w"]
+    with onnxz.open(tmp_path / "r.onnxz") as reader:
+        kept = reader.tensor("conv_b")
+    expected = round_mantissa(bias.reshape(-1), BY_NAME["float32"], AUXILIARY_BITS)
+    np.testing.assert_array_equal(kept, expected.reshape(bias.shape))
+    assert not np.array_equal(kept, bias)
+    decoded = {t.name: t for t in onnxz.load(tmp_path / "r.onnxz").graph.initializer}
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(decoded["conv_b"]), kept)
+
+    exact = onnxz.save(model, tmp_path / "l.onnxz", lossless=True)
+    with onnxz.open(tmp_path / "l.onnxz") as reader:
+        np.testing.assert_array_equal(reader.tensor("conv_b"), bias)
+    every = onnxz.save(model, tmp_path / "s.onnxz", lossless=True,
+                       options=onnxz.PackOptions(inline_max_bytes=0))
+    assert [t.name for t in every.tensors] == ["conv_w", "conv_b"]
+    assert exact.file_bytes < every.file_bytes
+
+
 def test_weights_inside_if_branches_are_found_and_quantized(tmp_path):
     model = constants_and_if()
     info = onnxz.save(model, tmp_path / "if.onnxz",
                       options=onnxz.PackOptions(min_quantized_elements=64,
-                                                      step_rel=onnxz.DEFAULT_STEP_REL))
+                                                      step_rel=onnxz.DEFAULT_STEP_REL,
+                                                      inline_max_bytes=128))
     by_name = {t.name: t for t in info.tensors}
     assert by_name["then_w"].codec in DEADZONE_LEVELS
     assert by_name["else_w"].codec in DEADZONE_LEVELS
@@ -96,7 +127,8 @@ def test_weights_inside_if_branches_are_found_and_quantized(tmp_path):
 def test_float16_model_stays_float16(tmp_path):
     model = mlp(hidden=128, dtype=np.float16)
     onnxz.save(model, tmp_path / "h.onnxz", options=onnxz.PackOptions(min_quantized_elements=64,
-                                                      step_rel=onnxz.DEFAULT_STEP_REL))
+                                                      step_rel=onnxz.DEFAULT_STEP_REL,
+                                                      inline_max_bytes=128))
     decoded = onnxz.load(tmp_path / "h.onnxz")
     types = {t.name: t.data_type for t in decoded.graph.initializer}
     assert set(types.values()) == {onnx.TensorProto.FLOAT16}
@@ -165,7 +197,8 @@ def test_transformer_roles(tmp_path):
     model = tiny_transformer()
     info = onnxz.save(model, tmp_path / "t.onnxz",
                       options=onnxz.PackOptions(min_quantized_elements=64,
-                                                      step_rel=onnxz.DEFAULT_STEP_REL))
+                                                      step_rel=onnxz.DEFAULT_STEP_REL,
+                                                      inline_max_bytes=128))
     codecs = {t.name: t.codec for t in info.tensors}
     assert {codecs[n] for n in ("embedding", "wq", "wk", "wv", "wo")} <= DEADZONE_LEVELS
     assert codecs["ln_s"] == codecs["ln_b"] == "lossless"
@@ -207,9 +240,9 @@ def test_info_tells_rounded_tensors_from_exact_ones(tmp_path):
     rng = np.random.default_rng(0)
     graph = h.make_graph(
         [h.make_node("MatMul", ["x", "w"], ["m"]), h.make_node("Add", ["m", "b"], ["y"])], "g",
-        [h.make_tensor_value_info("x", 1, [1, 64])], [h.make_tensor_value_info("y", 1, [1, 64])],
-        [onnx.numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "w"),
-         onnx.numpy_helper.from_array(rng.standard_normal(64).astype(np.float32), "b")])
+        [h.make_tensor_value_info("x", 1, [1, 64])], [h.make_tensor_value_info("y", 1, [1, 128])],
+        [onnx.numpy_helper.from_array(rng.standard_normal((64, 128)).astype(np.float32), "w"),
+         onnx.numpy_helper.from_array(rng.standard_normal(128).astype(np.float32), "b")])
     source = tmp_path / "m.onnx"
     source.write_bytes(h.make_model(graph).SerializeToString())
     rounded = onnxz.save(source, tmp_path / "r.onnxz", target_snr=40)

@@ -33,7 +33,7 @@ def test_pack_unpack_info(model_file, tmp_path):
     info = run("info", tmp_path / "s.onnxz")
     assert info.exit_code == 0 and "deadzone" in info.output and "0.4" in info.output
     data = json.loads(run("info", out, "--json").output)
-    assert {t["name"] for t in data["tensors"]} == {"conv_w", "conv_b"}
+    assert {t["name"] for t in data["tensors"]} == {"conv_w"}  # conv_b's 256 B: in the graph
     assert "bits_per_weight" in data["tensors"][0]
     result = run("unpack", out, "-o", tmp_path / "back.onnx")
     assert result.exit_code == 0 and (tmp_path / "back.onnx").exists()

@@ -99,11 +99,13 @@ def test_silero_weights_inside_if_branches_are_quantized(corpus, tmp_path):
 
 
 def test_batchnorm_variance_outlier_stays_exact(corpus, tmp_path):
+    """PP-OCRv4 det's BatchNormalization variances reaching 9.8e7 (float16 would overflow)."""
     original = onnx.load(corpus["ppocr_det"])
     onnxz.save(original, tmp_path / "d.onnxz")
     decoded = onnxz.load(tmp_path / "d.onnxz")
     bn_inputs = {n.input[4] for n in original.graph.node if n.op_type == "BatchNormalization"}
     before = {k: v for k, v in payloads(original).items()
-              if original.graph.node[k[2]].output[0] in bn_inputs}
+              if original.graph.node[k[2]].output[0] in bn_inputs
+              and np.abs(np.frombuffer(v, np.float32)).max() > 65504}
     after = payloads(decoded)
     assert before and all(after[k] == v for k, v in before.items())

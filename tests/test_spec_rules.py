@@ -44,7 +44,9 @@ def outcome(tmp_path: Path, data: bytes, kind: str, match: str = "") -> bytes:
 
 
 def packed(tmp_path: Path, model: onnx.ModelProto, **save) -> bytes:
+    """``model`` packed; its payloads of 128 bytes or more stored (entries to edit)."""
     path = tmp_path / "packed.onnxz"
+    save.setdefault("options", onnxz.PackOptions(inline_max_bytes=128))
     onnxz.save(model, path, force=True, **save)
     return path.read_bytes()
 

@@ -24,7 +24,7 @@ from google.protobuf.message import EncodeError
 
 from onnxz import __version__, ratecontrol, verifier
 from onnxz.arguments import as_path, boolean
-from onnxz.codecs import TensorCodec
+from onnxz.codecs import LosslessCodec, NotQuantizable, TensorCodec
 from onnxz.container import ContainerReader, ContainerWriter, ReadLimits, TensorEntry
 from onnxz.dtypes import BY_NAME, ElementType
 from onnxz.errors import (
@@ -53,13 +53,14 @@ from onnxz.parallel import EncodedResult, EncodeJob, WorkerPool, check_workers, 
 from onnxz.policy import DEFAULT_STEP_REL, PackOptions
 from onnxz.progress import Progress, ProgressUpdate, notify
 from onnxz.ratecontrol.search import SizingPlan
-from onnxz.ratecontrol.tensors import Point, Setting
+from onnxz.ratecontrol.tensors import LOSSLESS, Point, Setting
 from onnxz.reader import Reader
 from onnxz.report import ContainerInfo
 from onnxz.verifier import Thresholds, VerifyReport
 from onnxz.walker import Path as TensorPath
 from onnxz.walker import (
     TensorSlot,
+    element_count,
     iter_tensor_slots,
     payload_type,
     put_payload,
@@ -254,20 +255,31 @@ class _Packer:
     def __init__(self, model: onnx.ModelProto, opts: PackOptions,
                  source_bytes: int | None) -> None:
         self.model, self.opts, self.source_bytes = model, opts, source_bytes
-        self.slots = [s for s in iter_tensor_slots(model) if (etype := payload_type(s.tensor))
-                      is not None and read_payload(s.tensor, etype).nbytes
-                      >= opts.inline_max_bytes]
+        moved = [s for s in iter_tensor_slots(model) if payload_type(s.tensor) is not None]
+        self.slots = [s for s in moved if _payload_bytes(s) >= opts.inline_max_bytes]
+        self.inline = [s for s in moved if _payload_bytes(s) < opts.inline_max_bytes]
         self._cache: dict[tuple[TensorPath, Setting | None], EncodedResult] = {}
-        self._graph: bytes | None = None
+        self._graphs: dict[frozenset[tuple[TensorPath, Setting]], bytes] = {}
 
-    def graph_bytes(self) -> bytes:
-        if self._graph is None:
+    def graph_bytes(self, settings: Mapping[TensorPath, Setting]) -> bytes:
+        """The graph section under ``settings``: the model without the stored payloads,
+        the ones left in it as a decoder would give them (cached per inline change)."""
+        changed = frozenset((s.path, settings[s.path]) for s in self.inline
+                            if settings.get(s.path, LOSSLESS) != LOSSLESS)
+        if changed not in self._graphs:
             skeleton = onnx.ModelProto()
             skeleton.CopyFrom(self.model)
             for slot in self.slots:
                 take_payload(resolve(skeleton, slot.path))
-            self._graph = skeleton.SerializeToString()
-        return self._graph
+            for path, setting in changed:
+                tensor = resolve(skeleton, path)
+                etype = payload_type(tensor)
+                assert etype is not None
+                codec = setting.codec(row_length(tensor.dims))
+                put_payload(tensor, _as_decoded(read_payload(tensor, etype), etype, codec,
+                                                self.opts.chunk_elements))
+            self._graphs[changed] = skeleton.SerializeToString()
+        return self._graphs[changed]
 
     def encode(self, slot: TensorSlot, setting: Setting | None) -> EncodedResult:
         """The tensor's encoding with ``setting``, or by the pack options (cached)."""
@@ -295,8 +307,26 @@ class _Packer:
             assert etype is not None
             entries.append(_entry(slot, etype, encoded, writer, sensitivity.get(slot.path)))
         extra = {"source_bytes": self.source_bytes or 0, "rate_control": summary}
-        writer.finish(self.graph_bytes(), entries, extra)
+        writer.finish(self.graph_bytes(settings), entries, extra)
         return out.tell() + SIZE_SLACK
+
+
+def _payload_bytes(slot: TensorSlot) -> int:
+    etype = payload_type(slot.tensor)
+    assert etype is not None
+    return element_count(slot.tensor) * etype.width
+
+
+def _as_decoded(values: np.ndarray, etype: ElementType, codec: TensorCodec,
+                chunk_elements: int) -> np.ndarray:
+    """``values`` as a decoder gives them back after ``codec`` (what a payload left in the
+    graph holds: rounded where rate control or the options round the tensor)."""
+    if isinstance(codec, LosslessCodec):
+        return values
+    try:
+        return codec.encode(values, etype, chunk_elements).reconstruction
+    except NotQuantizable:
+        return values
 
 
 def _codec(setting: Setting | None, opts: PackOptions, slot: TensorSlot,
@@ -349,19 +379,23 @@ def _write_tensors(source: ModelFile, writer: ContainerWriter, opts: PackOptions
                    ) -> list[TensorEntry]:
     """Encode every stored tensor (in walk order, ``workers`` at a time) with rate control's
     settings where ``result`` has them and the options' codecs elsewhere, write its chunks,
-    and empty its slot in ``source.proto``; small external payloads move inline."""
+    and empty its slot in ``source.proto``. Payloads under ``opts.inline_max_bytes`` stay in
+    the graph as a decoder would give them (external ones move inline)."""
     stored = [t for t in source.tensors if t.nbytes >= opts.inline_max_bytes]
-    for t in source.tensors:
-        if t.nbytes < opts.inline_max_bytes and t.external is not None:
-            _make_internal(t.slot.tensor)
-            put_payload(t.slot.tensor, t.external.read())
     settings = result.settings if result is not None else {}
     sensitivity = result.sensitivities() if result is not None else {}
     # the values rate control changed: corrected biases, weights rounded with feedback
     replaced = {**result.corrections, **result.rounded} if result is not None else {}
-    for t in source.tensors:  # corrected biases left in the graph
-        if t.nbytes < opts.inline_max_bytes and t.slot.path in replaced:
-            put_payload(t.slot.tensor, replaced[t.slot.path])
+    for t in source.tensors:
+        if t.nbytes >= opts.inline_max_bytes:
+            continue
+        codec = _codec(settings.get(t.slot.path), opts, t.slot, t.etype, t.count)
+        if (t.external is not None or t.slot.path in replaced
+                or not isinstance(codec, LosslessCodec)):
+            values = replaced.get(t.slot.path)
+            values = t.payload().read() if values is None else values
+            _make_internal(t.slot.tensor)
+            put_payload(t.slot.tensor, _as_decoded(values, t.etype, codec, opts.chunk_elements))
     total_bytes = sum(t.nbytes for t in stored)
     workers = 1 if total_bytes < PARALLEL_MIN_BYTES else min(workers, len(stored))
     jobs = (EncodeJob(Payload.inline(replaced[t.slot.path], t.etype.name)

@@ -30,11 +30,24 @@ from onnxz.container import (
     crc32_combine,
 )
 from onnxz.dtypes import BY_NAME
-from onnxz.errors import CorruptDataError, FormatError, LimitExceededError, TensorNotFoundError
+from onnxz.errors import (
+    CorruptDataError,
+    FormatError,
+    InvalidModelError,
+    LimitExceededError,
+    TensorNotFoundError,
+)
 from onnxz.fileio import check_input
 from onnxz.parallel import DecodeJob, check_workers, decode_in_workers, decode_job
 from onnxz.report import ContainerInfo, TensorInfo
-from onnxz.walker import element_count, has_payload, iter_tensors, payload_type, resolve
+from onnxz.walker import (
+    element_count,
+    has_payload,
+    iter_tensors,
+    payload_type,
+    read_payload,
+    resolve,
+)
 
 TASK_ELEMENTS = 1 << 20
 """Elements per unit of work sent to a worker (small tensors are grouped up to this)."""
@@ -102,15 +115,32 @@ class Reader:
         return found[0]
 
     def tensor(self, name: str) -> np.ndarray:
-        """The decoded tensor ``name`` with its shape; only its own chunks are read.
+        """The decoded tensor ``name`` with its shape; only its own chunks are read. A
+        tensor the writer left in the graph (a small payload) is read from the graph.
 
         The array's dtype is the element type's numpy type (bfloat16 as its uint16 bit
         patterns, float8 types as uint8).
         """
+        if not any(e.name == name for e in self.entries):
+            kept = self._in_graph(name)
+            if kept is not None:
+                return kept
         entry = self.entry(name)
         self._check_budget([entry])
         ((_, values),) = self.decode([entry])
         return values.reshape(entry.shape)
+
+    def _in_graph(self, name: str) -> np.ndarray | None:
+        """The payload of the one tensor called ``name`` that the graph holds, if exactly one
+        does and its type is one onnxz stores."""
+        found = [t for _, t in iter_tensors(self.graph()) if t.name == name and has_payload(t)]
+        etype = payload_type(found[0]) if len(found) == 1 else None
+        if etype is None:
+            return None
+        try:
+            return read_payload(found[0], etype).reshape(tuple(found[0].dims))
+        except InvalidModelError as exc:
+            raise FormatError(f"graph: {exc}") from exc
 
     def graph(self) -> onnx.ModelProto:
         """The stored ModelProto, the payloads of the stored tensors still empty."""

@@ -193,7 +193,7 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
              class_outputs: Sequence[str], progress: Progress | None) -> RateResult:
     """The lossy default (:mod:`onnxz.ratecontrol.defaults`) on the given or generated
     inputs; the data-free fallback when the model cannot run on them."""
-    if not may_choose(model, options):
+    if not may_choose(model):
         return fallback("no tensor to quantize or round")
 
     def prepared(samples: InputsArg) -> tuple[Workbench, Objective]:

@@ -329,15 +329,15 @@ def find_candidates(model: onnx.ModelProto, options: PackOptions,
     (default: the near-lossless roundings of :data:`NEAR_LOSSLESS_BITS`, then
     :data:`STEP_GRID` at δ = 0.5); and, as auxiliary candidates, every other
     float tensor of at least :data:`AUXILIARY_MIN_ELEMENTS` elements, with mantissa rounding
-    to :data:`AUXILIARY_BITS` bits. Payloads under ``options.inline_max_bytes`` stay in the
-    graph and are never candidates."""
+    to :data:`AUXILIARY_BITS` bits. Payloads under ``options.inline_max_bytes`` are
+    candidates too: the writer leaves them in the graph as a decoder would give them."""
     near_lossless = () if settings is not None else tuple(
         Setting("mantissa", bits=b) for b in NEAR_LOSSLESS_BITS)
     grid = (tuple(settings) if settings is not None
             else tuple(Setting.step(s) for s in STEP_GRID))
     rounding = (Setting("mantissa", bits=AUXILIARY_BITS),)
     found = []
-    for slot, etype, values in _float_payloads(model, options):
+    for slot, etype, values in _float_payloads(model):
         x = to_float64(values, etype)
         if not np.isfinite(x).all():
             continue
@@ -391,14 +391,13 @@ def prediction_row(candidate: Candidate) -> int:
     return row if isinstance(quantized, Predicted) else 1
 
 
-def may_choose(model: onnx.ModelProto, options: PackOptions,
-               min_elements: int = WEIGHT_MIN_ELEMENTS) -> bool:
+def may_choose(model: onnx.ModelProto, min_elements: int = WEIGHT_MIN_ELEMENTS) -> bool:
     """Whether :func:`find_candidates` may find a tensor to quantize or round: a float tensor
     that is not a weight (it may be rounded), or a weight of ``min_elements`` or more whose
     elements are not all equal (one with no spread cannot be quantized). Stops at the first;
     reads no more than the payloads, so that rate control need not run a model in which it
     has nothing to choose (an all-zero weight of 256 MiB, say)."""
-    for slot, _, values in _float_payloads(model, options):
+    for slot, _, values in _float_payloads(model):
         if not (slot.is_weight and values.size >= min_elements):
             return True
         if values.min() != values.max():
@@ -406,15 +405,14 @@ def may_choose(model: onnx.ModelProto, options: PackOptions,
     return False
 
 
-def _float_payloads(model: onnx.ModelProto,
-                    options: PackOptions) -> Iterator[tuple[TensorSlot, ElementType, np.ndarray]]:
+def _float_payloads(model: onnx.ModelProto
+                    ) -> Iterator[tuple[TensorSlot, ElementType, np.ndarray]]:
     """Each float tensor rate control considers, with its element type and values (flat):
-    of at least :data:`AUXILIARY_MIN_ELEMENTS` elements, its payload not left in the graph
-    (``options.inline_max_bytes``)."""
+    of at least :data:`AUXILIARY_MIN_ELEMENTS` elements."""
     for slot in iter_tensor_slots(model):
         etype = payload_type(slot.tensor)
         if etype is None or not etype.is_quantizable:
             continue
         values = read_payload(slot.tensor, etype)
-        if values.size >= AUXILIARY_MIN_ELEMENTS and values.nbytes >= options.inline_max_bytes:
+        if values.size >= AUXILIARY_MIN_ELEMENTS:
             yield slot, etype, values
