@@ -259,6 +259,7 @@ class _Packer:
         self.slots = [s for s in moved if _payload_bytes(s) >= opts.inline_max_bytes]
         self.inline = [s for s in moved if _payload_bytes(s) < opts.inline_max_bytes]
         self._cache: dict[tuple[TensorPath, Setting | None], EncodedResult] = {}
+        self._skeleton: onnx.ModelProto | None = None  # without the stored payloads
         self._graphs: dict[frozenset[tuple[TensorPath, Setting]], bytes] = {}
 
     def graph_bytes(self, settings: Mapping[TensorPath, Setting]) -> bytes:
@@ -266,11 +267,14 @@ class _Packer:
         the ones left in it as a decoder would give them (cached per inline change)."""
         changed = frozenset((s.path, settings[s.path]) for s in self.inline
                             if settings.get(s.path, LOSSLESS) != LOSSLESS)
+        if self._skeleton is None:
+            self._skeleton = onnx.ModelProto()
+            self._skeleton.CopyFrom(self.model)
+            for slot in self.slots:
+                take_payload(resolve(self._skeleton, slot.path))
         if changed not in self._graphs:
             skeleton = onnx.ModelProto()
-            skeleton.CopyFrom(self.model)
-            for slot in self.slots:
-                take_payload(resolve(skeleton, slot.path))
+            skeleton.CopyFrom(self._skeleton)
             for path, setting in changed:
                 tensor = resolve(skeleton, path)
                 etype = payload_type(tensor)
