@@ -26,7 +26,14 @@ import onnx
 from onnxz.ctc import blank_class, harmless_alternatives
 from onnxz.errors import TargetSpecError
 from onnxz.fidelity import CLASS_METRICS, Criterion, Fidelity
-from onnxz.verifier import CTC_MAX_ROWS, PASS_THROUGH, ClassScores, OutputMetrics, ReferenceRun
+from onnxz.verifier import (
+    CTC_MAX_ROWS,
+    PASS_THROUGH,
+    ClassScores,
+    OutputMetrics,
+    ReferenceRun,
+    argmax_sources,
+)
 
 FLIP_SAFETY = 0.5
 """The predicted share of changed decisions may be at most this fraction of what the target
@@ -333,27 +340,6 @@ class Objective:
                     return False
         return all(d.allows(p) for d, p in zip(self.decisions, predicted, strict=True)) and all(
             m.distortion(reference, candidate) <= 1 for m in self.measures if m.guard)
-
-
-def argmax_sources(model: onnx.ModelProto) -> dict[str, tuple[str, ClassScores]]:
-    """Integer outputs that are an ArgMax of a float value (through Cast/Identity/Squeeze/
-    Unsqueeze/Reshape): output name -> (the value ArgMax reads, its class axis)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    found = {}
-    for output in model.graph.output:
-        value = output.name
-        for _ in range(8):
-            node = producer.get(value)
-            if node is None:
-                break
-            if node.op_type == "ArgMax":
-                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-                found[output.name] = (node.input[0], ClassScores("ArgMax input", axis=axis))
-                break
-            if node.op_type not in ("Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape"):
-                break
-            value = node.input[0]
-    return found
 
 
 def output_parts(model: onnx.ModelProto, logits: bool = False) -> dict[str, list[str]]:
