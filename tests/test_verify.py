@@ -15,6 +15,7 @@ from models import (
     constants_and_if,
     embedding_bag,
     last_token_embedding,
+    message_passing,
     mlp,
     recurrent_cell,
     unnamed_dims,
@@ -187,6 +188,23 @@ def test_default_inputs_are_those_the_default_pack_runs_the_model_on(tmp_path):
     (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
     result = run("verify", tmp_path / "m.onnx", packed)
     assert result.exit_code == 0, result.output
+
+
+def test_indices_into_a_tensor_computed_at_run_time_are_0(tmp_path):
+    """A graph network's edge list indexes its nodes (Gather, ScatterElements on features
+    computed at run time: minimol's fingerprint model): 0 is the only index every number
+    of nodes allows. Indices of 0..255 made the default fall back to data-free rounding
+    and verify fail to run the model, until the user found --int-range 0:1."""
+    from onnxz.inputs import runnable_inputs
+
+    model, packed = message_passing(), tmp_path / "g.onnxz"
+    assert runnable_inputs(model).int_ranges == {"edge_index": (0, 1)}
+    info = onnxz.save(model, packed)
+    assert "edge_index 0..0" in info.rate_control["inputs"], info.rate_control
+    assert not info.rate_control["note"]  # not the data-free fallback
+    report = onnxz.verify(model, packed)
+    assert report.passed and "edge_index 0..0" in report.inputs
+    assert not onnxz.verify(model, packed, GeneratedInputs()).passed  # 0..255: fails to run
 
 
 def test_sample_count_or_seed_alone_keeps_the_inputs_the_model_runs_on(tmp_path):
