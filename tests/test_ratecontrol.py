@@ -229,12 +229,19 @@ def test_size_target_fits_and_tighter_budgets_cost_fidelity(heads, tmp_path):
 
 
 def test_unreachable_size_is_an_error_unless_best_effort(heads, tmp_path):
+    """The error says how small the file can get (a scikit-learn random forest, whose trees
+    are node attributes, has no tensor to quantize: "even the coarsest quantization" was all
+    it said)."""
     out = tmp_path / "tiny.onnxz"
-    with pytest.raises(onnxz.TargetNotMetError, match="best_effort"):
+    with pytest.raises(onnxz.TargetNotMetError, match="best_effort") as error:
         onnxz.save(heads, out, max_size=500, inputs=x_inputs())
     assert not out.exists() and not list(tmp_path.glob(".*part"))
     info = onnxz.save(heads, out, max_size=500, inputs=x_inputs(), best_effort=True)
     assert out.exists() and info.rate_control["met"] is False
+    note = info.rate_control["note"]
+    assert note.startswith("the smallest file is about ") and f"({note})" in str(error.value)
+    size = int(note.split()[-2].replace(",", ""))  # estimated with a summary's placeholder
+    assert out.stat().st_size <= size < 1.2 * out.stat().st_size
 
 
 def test_weight_snr_floor_holds_for_every_quantized_tensor(heads, tmp_path):
