@@ -390,3 +390,30 @@ def written(folder: Path, model: onnx.ModelProto, samples: dict[str, np.ndarray]
     model_path.write_bytes(model.SerializeToString())
     np.savez(inputs_path, **samples)
     return model_path, inputs_path
+
+
+def message_passing(width: int = 32) -> onnx.ModelProto:
+    """A graph network's layer: node features feat [N, 16] -> h = feat·W; each edge of
+    edge_index int64 [2, E] carries h[source] to its target (Gather, ScatterElements with
+    reduction add) -> y [N, width]. Its indices index nodes, a size known only at run time:
+    an index of N or more makes the model fail."""
+    zero = numpy_helper.from_array(np.array(0, np.int64), "zero")
+    one = numpy_helper.from_array(np.array(1, np.int64), "one")
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["feat", "w"], ["h"]),
+         helper.make_node("Gather", ["edge_index", "zero"], ["source"], axis=0),
+         helper.make_node("Gather", ["edge_index", "one"], ["target"], axis=0),
+         helper.make_node("Gather", ["h", "source"], ["messages"], axis=0),
+         helper.make_node("Unsqueeze", ["target", "axes"], ["target_column"]),
+         helper.make_node("Shape", ["messages"], ["messages_shape"]),
+         helper.make_node("Expand", ["target_column", "messages_shape"], ["where"]),
+         helper.make_node("ScatterElements", ["h", "where", "messages"], ["y"], axis=0,
+                          reduction="add")],
+        "message_passing",
+        [helper.make_tensor_value_info("feat", TensorProto.FLOAT, ["N", 16]),
+         helper.make_tensor_value_info("edge_index", TensorProto.INT64, [2, "E"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])],
+        [numpy_helper.from_array(_weights((16, width), 80), "w"), zero, one, axes],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)

@@ -229,12 +229,19 @@ def test_size_target_fits_and_tighter_budgets_cost_fidelity(heads, tmp_path):
 
 
 def test_unreachable_size_is_an_error_unless_best_effort(heads, tmp_path):
+    """The error says how small the file can get (a scikit-learn random forest, whose trees
+    are node attributes, has no tensor to quantize: "even the coarsest quantization" was all
+    it said)."""
     out = tmp_path / "tiny.onnxz"
-    with pytest.raises(onnxz.TargetNotMetError, match="best_effort"):
+    with pytest.raises(onnxz.TargetNotMetError, match="best_effort") as error:
         onnxz.save(heads, out, max_size=500, inputs=x_inputs())
     assert not out.exists() and not list(tmp_path.glob(".*part"))
     info = onnxz.save(heads, out, max_size=500, inputs=x_inputs(), best_effort=True)
     assert out.exists() and info.rate_control["met"] is False
+    note = info.rate_control["note"]
+    assert note.startswith("the smallest file is about ") and f"({note})" in str(error.value)
+    size = int(note.split()[-2].replace(",", ""))  # estimated with a summary's placeholder
+    assert out.stat().st_size <= size < 1.2 * out.stat().st_size
 
 
 def test_weight_snr_floor_holds_for_every_quantized_tensor(heads, tmp_path):
@@ -664,3 +671,44 @@ def test_cli_warns_of_class_decisions_judged_on_generated_inputs(heads, tmp_path
         quiet = runner.invoke(main, ["pack", str(heads), "-o", str(tmp_path / "q.onnxz"),
                                      "--force", "--quiet", *args])
         assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
+
+
+def position_scores() -> onnx.ModelProto:
+    """x [S, 64] -> MatMul 64x64 -> Relu -> MatMul 64x1 -> ``score`` [S]: one score per
+    position of an input of any length (a word segmenter's boundary logits)."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32) / 8, "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((64, 1)).astype(np.float32) / 8, "w2")
+    flat = numpy_helper.from_array(np.array([-1], np.int64), "flat")
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["z"]),
+             helper.make_node("Reshape", ["z", "flat"], ["score"])]
+    return helper.make_model(helper.make_graph(nodes, "positions", [
+        helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["S", 64])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["S"])], [w1, w2, flat]),
+        opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_class_scores_whose_class_count_differs_between_samples(tmp_path):
+    """An output named as class scores whose last axis is as long as the input (samples of
+    27 and 36 positions: verify ranks each sample's row as it is) is judged by rate control
+    as verify judges it, sample by sample; it raised numpy's ValueError from concatenating
+    rows of different widths ("all the input array dimensions ... must match exactly")."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(position_scores().SerializeToString())
+    rng = np.random.default_rng(1)
+    for i in range(8):
+        folder = tmp_path / "data" / f"test_data_set_{i}"
+        folder.mkdir(parents=True)
+        x = rng.standard_normal((27 + 9 * (i % 2), 64)).astype(np.float32)
+        (folder / "input_0.pb").write_bytes(numpy_helper.from_array(x, "x").SerializeToString())
+    for target in ("top1>=0.99", "ctc>=0.99", "snr>=30,top5>=0.9"):
+        info = onnxz.save(model, tmp_path / "m.onnxz", fidelity=target, inputs=tmp_path / "data",
+                          class_outputs=["score"], force=True)
+        assert info.rate_control["met"], target
+        report = onnxz.verify(model, tmp_path / "m.onnxz", tmp_path / "data", target,
+                              class_outputs=["score"])
+        assert report.passed, (target, report.failures)

@@ -15,6 +15,7 @@ from models import (
     constants_and_if,
     embedding_bag,
     last_token_embedding,
+    message_passing,
     mlp,
     recurrent_cell,
     unnamed_dims,
@@ -187,6 +188,23 @@ def test_default_inputs_are_those_the_default_pack_runs_the_model_on(tmp_path):
     (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
     result = run("verify", tmp_path / "m.onnx", packed)
     assert result.exit_code == 0, result.output
+
+
+def test_indices_into_a_tensor_computed_at_run_time_are_0(tmp_path):
+    """A graph network's edge list indexes its nodes (Gather, ScatterElements on features
+    computed at run time: minimol's fingerprint model): 0 is the only index every number
+    of nodes allows. Indices of 0..255 made the default fall back to data-free rounding
+    and verify fail to run the model, until the user found --int-range 0:1."""
+    from onnxz.inputs import runnable_inputs
+
+    model, packed = message_passing(), tmp_path / "g.onnxz"
+    assert runnable_inputs(model).int_ranges == {"edge_index": (0, 1)}
+    info = onnxz.save(model, packed)
+    assert "edge_index 0..0" in info.rate_control["inputs"], info.rate_control
+    assert not info.rate_control["note"]  # not the data-free fallback
+    report = onnxz.verify(model, packed)
+    assert report.passed and "edge_index 0..0" in report.inputs
+    assert not onnxz.verify(model, packed, GeneratedInputs()).passed  # 0..255: fails to run
 
 
 def test_sample_count_or_seed_alone_keeps_the_inputs_the_model_runs_on(tmp_path):
@@ -548,6 +566,63 @@ def test_top1_is_judged_on_generated_inputs_only_when_asked(tmp_path):
     assert insisted.exit_code == 1 and "top-1 agreement" in insisted.output
     with pytest.raises(onnxz.InvalidArgumentError, match="top1_on_generated"):
         onnxz.Thresholds(top1_on_generated="yes")
+
+
+def labelled_classifier(w: float, lookup: bool = False) -> onnx.ModelProto:
+    """x [1, 2] -> logits [x0, 0, w·x1] -> Softmax ``probabilities`` and ArgMax ``label``
+    (int64 class ids; with ``lookup``, the classes 0, 5, 9 that ArgMax's index picks with an
+    ArrayFeatureExtractor, as scikit-learn's converters write a classifier)."""
+    weight = np.array([[1, 0, 0], [0, 0, w]], np.float32)
+    nodes = [onnx.helper.make_node("MatMul", ["x", "W"], ["z"]),
+             onnx.helper.make_node("Softmax", ["z"], ["probabilities"], axis=-1),
+             onnx.helper.make_node("ArgMax", ["z"], ["index" if lookup else "label"], axis=1,
+                                   keepdims=0)]
+    tensors = [numpy_helper.from_array(weight, "W")]
+    if lookup:
+        nodes += [onnx.helper.make_node("ArrayFeatureExtractor", ["classes", "index"],
+                                        ["picked"], domain="ai.onnx.ml"),
+                  onnx.helper.make_node("Reshape", ["picked", "flat"], ["label"])]
+        tensors += [numpy_helper.from_array(np.array([0, 5, 9], np.int64), "classes"),
+                    numpy_helper.from_array(np.array([-1], np.int64), "flat")]
+    graph = onnx.helper.make_graph(
+        nodes, "labelled", [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [onnx.helper.make_tensor_value_info("label", TensorProto.INT64, [1]),
+         onnx.helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, 3])],
+        tensors)
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17),
+                                                        onnx.helper.make_opsetid("ai.onnx.ml", 1)])
+
+
+@pytest.mark.parametrize("lookup", [False, True])
+def test_class_ids_an_argmax_makes_are_judged_by_exact_not_snr(tmp_path, lookup):
+    """One near tie of 100 samples flips (class 0 -> 2): top-1 agreement 0.99 passes the
+    default criteria, and the label output, that ArgMax's class ids, keeps 99% of its
+    samples: it passes too (exact >= min_top1), where an SNR of class numbers (13.9 dB)
+    failed it (and a cosine of 0). Two flips fail both; on generated inputs the ids are not
+    judged (as top-1). Also through the class table a scikit-learn classifier looks the
+    ArgMax's index up in."""
+    original = tmp_path / "m.onnx"
+    original.write_bytes(labelled_classifier(1.0, lookup).SerializeToString())
+    onnxz.save(labelled_classifier(1.002, lookup), tmp_path / "m.onnxz", lossless=True)
+    x = np.full((100, 1, 2), -1, np.float32)
+    x[0] = [1.0, 0.999]  # a near tie between classes 0 and 2
+    report = onnxz.verify(original, tmp_path / "m.onnxz", {"x": x})
+    label, probabilities = report.outputs
+    assert label.exact == pytest.approx(0.99) and label.snr_db < 20
+    assert probabilities.top1 == pytest.approx(0.99)
+    assert report.passed, report.failures
+    assert "exact[label]>=0.99" in [str(c) for c in report.fidelity.criteria]
+    x[1] = [1.0, 0.999]
+    twice = onnxz.verify(original, tmp_path / "m.onnxz", {"x": x})
+    assert {(f.output, f.metric) for f in twice.failures} == {("label", "exact"),
+                                                              ("probabilities", "top1")}
+    generated = onnxz.verify(original, tmp_path / "m.onnxz")
+    assert not any(c.output == "label" or c.metric == "exact"
+                   for c in generated.fidelity.criteria)
+    x[1] = -1
+    np.savez(tmp_path / "x.npz", x=x)
+    cli = run("verify", original, tmp_path / "m.onnxz", "--inputs", tmp_path / "x.npz")
+    assert cli.exit_code == 0 and "exact[label]>=0.99" in cli.output
 
 
 # --- recurrent state: carried over a stream as a streaming caller carries it -----------

@@ -606,10 +606,23 @@ def _compared_with(model: onnx.ModelProto) -> dict[str, int]:
     return found
 
 
+INDEXING = frozenset({"Gather", "GatherElements", "GatherND", "ScatterElements",
+                      "ScatterND", "Scatter"})
+"""Ops whose second input indexes their first."""
+
+
 def _gather_rows(model: onnx.ModelProto) -> dict[str, int]:
     """Graph input -> the fewest rows of a Gather table it indexes (through casts/reshapes),
-    for tables that are initializers or Constant outputs with a known first dim."""
-    shapes = {name: list(t.dims) for name, t in graph_constants(model).items()}
+    for tables that are initializers or Constant outputs with a known first dim; 1 (only
+    index 0) where it indexes a tensor computed at run time (a graph network's edge list
+    indexing its node features, whose count is known only then: 0 is the one index every
+    size allows)."""
+    constants = graph_constants(model)
+    shapes = {name: list(t.dims) for name, t in constants.items()}
+    computed = {i.name for i in model.graph.input if i.name not in constants}
+    for node in model.graph.node:  # values computed from the inputs (nodes are sorted)
+        if computed.intersection(node.input):
+            computed.update(node.output)
     uses = consumers(model)
     found: dict[str, int] = {}
     for value in (i.name for i in model.graph.input):
@@ -618,10 +631,13 @@ def _gather_rows(model: onnx.ModelProto) -> dict[str, int]:
             name = frontier.pop()
             seen.add(name)
             for node, _ in uses.get(name, ()):
-                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == name:
+                if node.op_type in INDEXING and len(node.input) > 1 and node.input[1] == name:
                     table = shapes.get(node.input[0])
                     axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-                    if table and 0 <= axis < len(table) and table[axis] > 0:
+                    if node.input[0] in computed:
+                        found[value] = 1
+                    elif (node.op_type == "Gather" and 0 <= axis < len(table)
+                          and table[axis] > 0):
                         found[value] = min(found.get(value, table[axis]), table[axis])
                 elif node.op_type in INDEX_PASS_THROUGH and node.input[0] == name:
                     frontier += [o for o in node.output if o not in seen]

@@ -133,13 +133,27 @@ class Thresholds:
                 raise InvalidArgumentError(
                     f"{name} must be in [{low}, {high}], not {getattr(self, name)}")
 
-    def fidelity(self, generated: bool = False) -> Fidelity:
-        """The criteria on the user's inputs, or on generated ones (``generated``)."""
-        criteria = [Criterion("cosine", self.min_cosine)]
-        if self.top1_on_generated or not generated:
+    def fidelity(self, generated: bool = False, class_ids: Sequence[str] = (),
+                 outputs: Sequence[str] = ()) -> Fidelity:
+        """The criteria on the user's inputs, or on generated ones (``generated``).
+
+        ``class_ids`` are outputs that are the class numbers an in-graph ArgMax makes (a
+        scikit-learn classifier's ``label``), among the model's ``outputs``: an SNR or a
+        cosine of class numbers depends on how the classes are numbered (one flip of 100,
+        class 0 to 2, is 13.9 dB and a cosine of 0), so they are judged as their decisions
+        are, by ``exact`` at ``min_top1``, and only where top-1 is judged; the other outputs
+        keep SNR and cosine, each named.
+        """
+        judge_top1 = self.top1_on_generated or not generated
+        others = [o for o in outputs if o not in class_ids]
+        plain = [Criterion("snr", self.min_snr_db)] if self.min_snr_db > -math.inf else []
+        plain.append(Criterion("cosine", self.min_cosine))
+        criteria = [Criterion(c.metric, c.bound, o) for o in others for c in plain
+                    ] if class_ids and others else plain
+        if judge_top1:
             criteria.append(Criterion("top1", self.min_top1))
-        if self.min_snr_db > -math.inf:
-            criteria.insert(0, Criterion("snr", self.min_snr_db))
+            if others:
+                criteria += [Criterion("exact", self.min_top1, o) for o in class_ids]
         return Fidelity(tuple(criteria))
 
     def to_dict(self) -> dict[str, float | bool | None]:
@@ -439,6 +453,10 @@ def verify(
         reference, model = _load_original(original)
         input_specs, output_specs = graph_specs(model)
         evidence = class_evidence(model, class_outputs)
+        if isinstance(thresholds, Thresholds | None):  # class ids: by their decisions
+            fidelity = (thresholds or Thresholds()).fidelity(
+                generated, [n for n in argmax_sources(model) if n not in evidence],
+                [s.name for s in output_specs])
         if not isinstance(thresholds, Thresholds | None):  # the defaults apply where they can
             _check_criteria(fidelity, output_specs, evidence)
         samples = (samples_for(input_specs, inputs)
@@ -632,6 +650,32 @@ def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProt
         if name not in known:
             copy.graph.output.append(onnx.ValueInfoProto(name=name))
     return copy
+
+
+def argmax_sources(model: onnx.ModelProto) -> dict[str, tuple[str, ClassScores]]:
+    """Integer outputs that are an ArgMax of a float value (through Cast/Identity/Squeeze/
+    Unsqueeze/Reshape, and the class table an ArrayFeatureExtractor looks its index up in,
+    as scikit-learn's converters write a classifier's ``label``): output name -> (the value
+    ArgMax reads, its class axis)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    found = {}
+    for output in model.graph.output:
+        value = output.name
+        for _ in range(8):
+            node = producer.get(value)
+            if node is None:
+                break
+            if node.op_type == "ArgMax":
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                found[output.name] = (node.input[0], ClassScores("ArgMax input", axis=axis))
+                break
+            if node.op_type == "ArrayFeatureExtractor" and len(node.input) == 2:
+                value = node.input[1]  # the class table, indexed by the ArgMax
+                continue
+            if node.op_type not in ("Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape"):
+                break
+            value = node.input[0]
+    return found
 
 
 def class_evidence(model: onnx.ModelProto, named: Sequence[str] = ()) -> dict[str, ClassScores]:

@@ -169,17 +169,24 @@ def analyze(model: onnx.ModelProto | str | os.PathLike, *, max_lag: int = DEFAUL
     source = open_model(model)  # external data read tensor by tensor
     path = source.path
     chosen = []
+    integers = 0  # 8-bit integer tensors (an int8 model's weights): not studied
     for tensor in source.tensors:
         slot, etype = tensor.slot, tensor.etype
-        if (not etype.is_quantizable or (weights_only and not slot.is_weight)
-                or tensor.count < min_elements):
+        if tensor.count < min_elements:
+            continue
+        if etype.name in ("int8", "uint8"):
+            integers += 1
+        if not etype.is_quantizable or (weights_only and not slot.is_weight):
             continue
         values = to_float64(tensor.payload().read(), etype)
         if np.isfinite(values).all():
             chosen.append((slot, etype, values))
     if not chosen:
-        what = "weight tensors" if weights_only else "float tensors"
-        raise UnsupportedModelError(f"no finite {what} of ≥ {min_elements} elements to analyze")
+        what = "float weight tensors" if weights_only else "float tensors"
+        why = (f" (its {integers} 8-bit integer tensors, an integer-quantized model's "
+               "weights, are not studied)" if integers else "")
+        raise UnsupportedModelError(
+            f"no finite {what} of ≥ {min_elements} elements to analyze{why}")
     tensors = []
     for done, (slot, etype, values) in enumerate(chosen, 1):
         tensors.append(TensorAnalysis(

@@ -26,7 +26,14 @@ import onnx
 from onnxz.ctc import blank_class, harmless_alternatives
 from onnxz.errors import TargetSpecError
 from onnxz.fidelity import CLASS_METRICS, Criterion, Fidelity
-from onnxz.verifier import CTC_MAX_ROWS, PASS_THROUGH, ClassScores, OutputMetrics, ReferenceRun
+from onnxz.verifier import (
+    CTC_MAX_ROWS,
+    PASS_THROUGH,
+    ClassScores,
+    OutputMetrics,
+    ReferenceRun,
+    argmax_sources,
+)
 
 FLIP_SAFETY = 0.5
 """The predicted share of changed decisions may be at most this fraction of what the target
@@ -70,15 +77,14 @@ class Margins:
         """The margins of the original's ``outputs``; with ``ctc``, over the classes that
         would change each sample's greedy CTC string (the blank found on these samples)."""
         rows = [_log_rows(scores, o) for o in outputs]
-        matrix = np.concatenate(rows)
-        top = matrix.argmax(-1)
+        paths = [r.argmax(-1) for r in rows]
         lengths = [r.shape[0] for r in rows]
+        top = np.concatenate(paths) if paths else np.zeros(0, np.int64)
         harmless = None
         if ctc:
-            paths = np.split(top, np.cumsum(lengths)[:-1])
             blank = blank_class(paths)
             harmless = np.concatenate([harmless_alternatives(p, blank) for p in paths])
-        return cls(top, _margin(matrix, top, harmless),
+        return cls(top, _sample_margins(rows, top, harmless),
                    np.repeat(np.arange(len(rows)), lengths), harmless)
 
     @property
@@ -89,15 +95,30 @@ class Margins:
     def change(self, scores: ClassScores, outputs: Sequence[np.ndarray]) -> np.ndarray:
         """How much each row's margin (for the original's top class) moved in ``outputs``,
         the candidate's outputs on the first ``len(outputs)`` samples."""
-        matrix = np.concatenate([_log_rows(scores, o) for o in outputs])
-        n = matrix.shape[0]
+        rows = [_log_rows(scores, o) for o in outputs]
+        n = sum(r.shape[0] for r in rows)
         harmless = None if self.harmless is None else self.harmless[:n]
-        return _margin(matrix, self.top[:n], harmless) - self.margin[:n]
+        return _sample_margins(rows, self.top[:n], harmless) - self.margin[:n]
 
 
 def _log_rows(scores: ClassScores, values: np.ndarray) -> np.ndarray:
     rows = scores.rows(np.asarray(values, dtype=np.float64))
     return rows if scores.log_domain else np.log(np.maximum(rows, LOG_FLOOR))
+
+
+def _sample_margins(rows: Sequence[np.ndarray], top: np.ndarray,
+                    harmless: np.ndarray | None = None) -> np.ndarray:
+    """:func:`_margin` of each sample's rows, in order (``top`` and ``harmless`` for all of
+    them): samples may differ in their number of classes (an output named as class scores
+    that is as long as its input, which verify ranks sample by sample)."""
+    if len({r.shape[1] for r in rows}) <= 1:  # one width: all rows at once
+        matrix = np.concatenate(rows) if rows else np.zeros((0, 1))
+        return _margin(matrix, top, harmless)
+    ends = np.cumsum([r.shape[0] for r in rows])
+    return np.concatenate([
+        _margin(r, top[end - r.shape[0]:end],
+                None if harmless is None else harmless[end - r.shape[0]:end])
+        for r, end in zip(rows, ends, strict=True)])
 
 
 def _margin(matrix: np.ndarray, top: np.ndarray, harmless: np.ndarray | None = None
@@ -244,8 +265,8 @@ class Measure:
             value = float(np.mean(np.square(change[np.isfinite(change)]))) if change.size else 0
         elif self.kind == "logrelmse":
             assert self.scores is not None
-            a = np.concatenate([_centered(_log_rows(self.scores, o)) for o in ref])
-            b = np.concatenate([_centered(_log_rows(self.scores, o)) for o in out])
+            a = np.concatenate([_centered(_log_rows(self.scores, o)).ravel() for o in ref])
+            b = np.concatenate([_centered(_log_rows(self.scores, o)).ravel() for o in out])
             energy = float(np.sum(np.square(a)))
             value = float(np.sum(np.square(a - b))) / energy if energy else 0.0
         elif self.kind == "cosine":
@@ -333,27 +354,6 @@ class Objective:
                     return False
         return all(d.allows(p) for d, p in zip(self.decisions, predicted, strict=True)) and all(
             m.distortion(reference, candidate) <= 1 for m in self.measures if m.guard)
-
-
-def argmax_sources(model: onnx.ModelProto) -> dict[str, tuple[str, ClassScores]]:
-    """Integer outputs that are an ArgMax of a float value (through Cast/Identity/Squeeze/
-    Unsqueeze/Reshape): output name -> (the value ArgMax reads, its class axis)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    found = {}
-    for output in model.graph.output:
-        value = output.name
-        for _ in range(8):
-            node = producer.get(value)
-            if node is None:
-                break
-            if node.op_type == "ArgMax":
-                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-                found[output.name] = (node.input[0], ClassScores("ArgMax input", axis=axis))
-                break
-            if node.op_type not in ("Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape"):
-                break
-            value = node.input[0]
-    return found
 
 
 def output_parts(model: onnx.ModelProto, logits: bool = False) -> dict[str, list[str]]:

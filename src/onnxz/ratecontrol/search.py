@@ -473,8 +473,11 @@ def choose_for_size(bench: Workbench, objective: Objective, max_bytes: int,
     settings = {path: point.setting for path, point in plan.items()}
     metrics = bench.reference.metrics(bench.run(settings))
     bench.evaluations += 1
-    return RateResult("max_size", f"size<={max_bytes}", bench.reference, candidates, plan,
-                      metrics, evaluations=bench.evaluations, met=met)
+    result = RateResult("max_size", f"size<={max_bytes}", bench.reference, candidates, plan,
+                        metrics, evaluations=bench.evaluations, met=met)
+    if not met:
+        result.note = f"the smallest file is about {sizes[lam_max]:,} bytes"
+    return result
 
 
 def summary_template(bench: Workbench, mode: str, target: str) -> dict:
