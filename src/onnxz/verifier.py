@@ -457,7 +457,7 @@ def verify(
             fidelity = (thresholds or Thresholds()).fidelity(
                 generated, [n for n in argmax_sources(model) if n not in evidence],
                 [s.name for s in output_specs])
-        if not isinstance(thresholds, Thresholds | None):  # the defaults apply where they can
+        else:  # the user's criteria name outputs that must exist and fit
             _check_criteria(fidelity, output_specs, evidence)
         samples = (samples_for(input_specs, inputs)
                    if inputs is not None and not isinstance(inputs, DefaultInputs)
