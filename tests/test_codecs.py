@@ -54,10 +54,11 @@ def test_lossless_is_bit_exact_for_every_dtype(dtype):
     assert decoded.tobytes() == raw.tobytes()
 
 
+@pytest.mark.parametrize("size", [5, 4099])  # the sign by table and by shifts
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64"])
-def test_planes_join_back_to_every_bit_pattern(dtype):
+def test_planes_join_back_to_every_bit_pattern(dtype, size):
     etype = BY_NAME[dtype]
-    raw = np.random.default_rng(2).integers(0, 256, 4099 * etype.width, dtype=np.uint8)
+    raw = np.random.default_rng(2).integers(0, 256, size * etype.width, dtype=np.uint8)
     values = raw.view(etype.numpy)
     assert join_planes(split_planes(values, etype), etype).tobytes() == raw.tobytes()
 

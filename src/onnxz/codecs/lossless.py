@@ -113,7 +113,10 @@ class PlaneLayout:
     @property
     def numpy(self) -> np.dtype:
         """The unsigned dtype that holds one symbol."""
-        return np.dtype("u1") if self.bits <= 8 else np.dtype("<u2")
+        return _U1 if self.bits <= 8 else _U2
+
+
+_U1, _U2 = np.dtype("u1"), np.dtype("<u2")
 
 
 @functools.cache
@@ -131,6 +134,7 @@ def plane_layouts(etype: ElementType) -> tuple[PlaneLayout, ...]:
     return tuple(layouts)
 
 
+@functools.cache
 def _word_type(etype: ElementType) -> np.dtype:
     return np.dtype(f"<u{etype.width}")
 
@@ -166,7 +170,9 @@ def join_planes(planes: Sequence[np.ndarray | int], etype: ElementType,
 
     Each plane is shifted into place in whole little-endian words (several times faster
     than storing bytes with a stride); a float's sign comes out of the top bit of the
-    sign-and-mantissa plane that holds it. A plane of zeros adds nothing and is skipped."""
+    sign-and-mantissa plane that holds it, split off by shifts, or for at most
+    :data:`SIGN_TABLE_MAX` elements looked up in :func:`sign_plane_words`. A plane of zeros
+    adds nothing and is skipped."""
     if out is None:
         size = next(p.size for p in planes if isinstance(p, np.ndarray))
         out = np.empty(size, dtype=etype.numpy)
@@ -180,16 +186,41 @@ def join_planes(planes: Sequence[np.ndarray | int], etype: ElementType,
         if isinstance(plane, int) and plane == 0:
             continue
         sign_at = etype.mantissa_bits - layout.shift  # the sign's bit within this plane
-        if layout.from_sign_mantissa and sign_at < layout.bits:
+        if not (layout.from_sign_mantissa and sign_at < layout.bits):
+            np.left_shift(plane, layout.shift, out=part, dtype=word)
+        elif words.size <= SIGN_TABLE_MAX:
+            sign_plane_words(etype, layout).take(plane, out=part, mode="wrap")
+        else:
             np.right_shift(plane, sign_at, out=part, dtype=word)
             part <<= sign_bit
             words |= part
             np.bitwise_and(plane, (1 << sign_at) - 1, out=part, dtype=word)
             part <<= layout.shift
-        else:
-            np.left_shift(plane, layout.shift, out=part, dtype=word)
         words |= part
     return out
+
+
+SIGN_TABLE_MAX = 4096
+""":func:`join_planes` takes the bits of a float's sign-carrying plane from a table of
+words (one call) for at most this many elements, and by shifts above (four calls, but
+``np.take`` makes its indices intp first): measured 2026-12-02, float32, the table 7.5 →
+3.8 µs on 32 elements, the shifts 4× faster on 65,536."""
+
+
+@functools.cache
+def sign_plane_words(etype: ElementType, layout: PlaneLayout) -> np.ndarray:
+    """What each symbol of the sign-carrying plane ``layout`` of a float type adds to an
+    element's word: its top bit at the sign's place, the others at their mantissa bits.
+
+    >>> from onnxz.dtypes import BY_NAME
+    >>> f32 = BY_NAME["float32"]
+    >>> [hex(w) for w in sign_plane_words(f32, plane_layouts(f32)[1])[[1, 0x80]]]
+    ['0x10000', '0x80000000']
+    """
+    symbols = np.arange(1 << layout.bits, dtype=_word_type(etype))
+    sign_at = etype.mantissa_bits - layout.shift
+    return (((symbols >> sign_at) << (8 * etype.width - 1))
+            | ((symbols & ((1 << sign_at) - 1)) << layout.shift))
 
 
 def pack_bits(symbols: np.ndarray, bits: int) -> bytes:
