@@ -54,13 +54,26 @@ def test_lossless_is_bit_exact_for_every_dtype(dtype):
     assert decoded.tobytes() == raw.tobytes()
 
 
-@pytest.mark.parametrize("size", [5, 4099])  # the sign by table and by shifts
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64"])
-def test_planes_join_back_to_every_bit_pattern(dtype, size):
+def test_planes_join_back_to_every_bit_pattern(dtype):
     etype = BY_NAME[dtype]
-    raw = np.random.default_rng(2).integers(0, 256, size * etype.width, dtype=np.uint8)
+    raw = np.random.default_rng(2).integers(0, 256, 4099 * etype.width, dtype=np.uint8)
     values = raw.view(etype.numpy)
     assert join_planes(split_planes(values, etype), etype).tobytes() == raw.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64", "int16"])
+def test_a_constant_plane_joins_as_the_array_of_its_value(dtype):
+    etype = BY_NAME[dtype]
+    raw = np.random.default_rng(3).integers(0, 256, 40 * etype.width, dtype=np.uint8)
+    planes = split_planes(raw.view(etype.numpy), etype)
+    for k, plane in enumerate(planes):
+        for value in {0, 1, int(plane[0]), int(plane.max())}:
+            as_array = [*planes[:k], np.full(plane.size, value, plane.dtype), *planes[k + 1 :]]
+            as_int = [*planes[:k], value, *planes[k + 1 :]]
+            out = np.empty(plane.size, etype.numpy)
+            assert (join_planes(as_int, etype, out).tobytes()
+                    == join_planes(as_array, etype).tobytes())
 
 
 def test_lossless_compresses_laplacian_floats_below_raw():
