@@ -231,6 +231,25 @@ def test_varints_must_be_shortest():
         decode_uvarints(b"\xff" * 9 + b"\x02", 1)
 
 
+@pytest.mark.parametrize("values", [
+    [200] * 60,                      # every value two bytes: the two-byte path
+    [200] * 59 + [5],                # one short value among them
+    [200] * 59 + [1 << 20],          # one long value
+    [1 << 40] * 60,
+])
+def test_varint_paths_agree(values):
+    """The two-byte path, the plain loop and the vectorized decoder: one result."""
+    from onnxz.codecs import varint
+
+    data = varint.encode_uvarints(np.array(values, dtype=np.uint64))
+    for count in (None, len(values)):
+        assert varint.decode_uvarints(data, count).tolist() == values
+        assert varint._decode_uvarints_scalar(data, count).tolist() == values
+    bad = data[:-2] + b"\x80\x00"  # the last value not in its shortest form
+    with pytest.raises(FormatError, match="shortest"):
+        varint.decode_uvarints(bad)
+
+
 def test_ans_bytes_are_pinned():
     """The ANS arithmetic is part of the format (SPEC.md §8): these bytes never change."""
     table = ans.FrequencyTable(-2, 8, np.array([10, 40, 150, 40, 16], dtype=np.uint32))
