@@ -504,7 +504,7 @@ class EscapedSymbolDecoder(ChunkDecoder):
             index = symbols.take_indices(batch.stop - batch.start)
             if self.out_of_range is not None and self.out_of_range[index].any():
                 raise FormatError(f"{name} chunk: symbol beyond {self._limit}")
-            where = np.flatnonzero(index == escape_index) if self.escape else none
+            where = (index == escape_index).nonzero()[0] if self.escape else none
             if used + where.size > escaped.size:
                 raise FormatError(f"{name} chunk: more escape symbols than escaped values")
             fill(out[batch], index, where, escaped[used : used + where.size], batch.start)
@@ -561,7 +561,7 @@ class DeadzoneDecoder(EscapedSymbolDecoder):
              escaped: np.ndarray, start: int) -> None:
         # positions are checked before (or in the table by construction); "wrap" spares
         # the buffered copy of ``out`` that numpy makes under the default mode "raise"
-        np.take(self.lookup, index, out=target, mode="wrap")
+        self.lookup.take(index, out=target, mode="wrap")
         if where.size:
             target[where] = from_float64(self.reconstruct(escaped, start), self.etype)
 

@@ -600,7 +600,7 @@ class PaletteDecoder(ChunkDecoder):
                 raise FormatError(
                     f"lossless palette: index {int(index.max())} beyond its table of "
                     f"{self.table.size} values")
-            np.take(self.table, index, out=words[batch], mode="wrap")
+            self.table.take(index, out=words[batch], mode="wrap")
         reader.finish()
 
 
