@@ -62,6 +62,20 @@ def test_planes_join_back_to_every_bit_pattern(dtype):
     assert join_planes(split_planes(values, etype), etype).tobytes() == raw.tobytes()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "float64", "int16"])
+def test_a_constant_plane_joins_as_the_array_of_its_value(dtype):
+    etype = BY_NAME[dtype]
+    raw = np.random.default_rng(3).integers(0, 256, 40 * etype.width, dtype=np.uint8)
+    planes = split_planes(raw.view(etype.numpy), etype)
+    for k, plane in enumerate(planes):
+        for value in {0, 1, int(plane[0]), int(plane.max())}:
+            as_array = [*planes[:k], np.full(plane.size, value, plane.dtype), *planes[k + 1 :]]
+            as_int = [*planes[:k], value, *planes[k + 1 :]]
+            out = np.empty(plane.size, etype.numpy)
+            assert (join_planes(as_int, etype, out).tobytes()
+                    == join_planes(as_array, etype).tobytes())
+
+
 def test_lossless_compresses_laplacian_floats_below_raw():
     x = np.random.default_rng(1).laplace(0, 0.02, 100_000).astype(np.float32)
     enc, _ = roundtrip(LosslessCodec(), x, "float32")
@@ -215,6 +229,25 @@ def test_varints_must_be_shortest():
         decode_uvarints(b"\x80\x00", 1)
     with pytest.raises(FormatError, match="64 bits"):
         decode_uvarints(b"\xff" * 9 + b"\x02", 1)
+
+
+@pytest.mark.parametrize("values", [
+    [200] * 60,                      # every value two bytes: the two-byte path
+    [200] * 59 + [5],                # one short value among them
+    [200] * 59 + [1 << 20],          # one long value
+    [1 << 40] * 60,
+])
+def test_varint_paths_agree(values):
+    """The two-byte path, the plain loop and the vectorized decoder: one result."""
+    from onnxz.codecs import varint
+
+    data = varint.encode_uvarints(np.array(values, dtype=np.uint64))
+    for count in (None, len(values)):
+        assert varint.decode_uvarints(data, count).tolist() == values
+        assert varint._decode_uvarints_scalar(data, count).tolist() == values
+    bad = data[:-2] + b"\x80\x00"  # the last value not in its shortest form
+    with pytest.raises(FormatError, match="shortest"):
+        varint.decode_uvarints(bad)
 
 
 def test_ans_bytes_are_pinned():

@@ -23,6 +23,11 @@ class ElementType:
     exponent_bits: int = 0
     mantissa_bits: int = 0
 
+    def __hash__(self) -> int:
+        """The ONNX type number (one per element type): the caches keyed by element type
+        look it up without hashing every field."""
+        return self.onnx_type
+
     @property
     def is_float(self) -> bool:
         return self.exponent_bits > 0

@@ -326,7 +326,7 @@ class PredictiveDecoder(EscapedSymbolDecoder):
         low, high = int(levels.min()), int(levels.max())
         if high - low < levels.size:  # a table of every level in the range, one lookup each
             table = from_float64(self.reconstruct(np.arange(low, high + 1), start), self.etype)
-            np.take(table, levels - low, out=target, mode="wrap")
+            table.take(levels - low, out=target, mode="wrap")
         else:
             target[...] = from_float64(self.reconstruct(levels, start), self.etype)
 

@@ -370,8 +370,7 @@ class TrellisDecoder(EscapedSymbolDecoder):
              escaped: np.ndarray, start: int) -> None:
         quantizers = quantizer_sequence(self.symbols_of(index, where, escaped),
                                         self.segment)  # batches start on a segment
-        np.take(self.lookup, quantizers * self.range.size + index, out=target,
-                mode="wrap")
+        self.lookup.take(quantizers * self.range.size + index, out=target, mode="wrap")
         if where.size:
             target[where] = from_float64(
                 _reconstructed(escaped, quantizers[where], self.step), self.etype)
