@@ -12,14 +12,12 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
-import hashlib
 import io
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import numpy as np
 import onnx
 from google.protobuf.message import EncodeError
@@ -351,32 +349,31 @@ class _Entries:
     (SPEC.md §6.7): one empty chunk, no bytes written. Both the writer and rate control's
     sizing add their tensors here, so ``--max-size`` measures the bytes written.
 
-    Encodings are compared by a sha256 digest of all of that, and on a match their dtype,
-    count, codec, parameters, chunk layout and decoded CRC-32 are compared again; the
-    chunks' bytes are compared by digest only, so that memory holds one tensor's chunks,
-    not the model's.
+    Encodings are looked up by dtype, count and sha256 digest (:attr:`EncodedResult.digest`),
+    and on a match their codec, parameters, chunk layout and decoded CRC-32 are compared
+    again; the chunks' bytes are compared by digest only, so that memory holds one tensor's
+    chunks, not the model's.
     """
 
     def __init__(self, writer: ContainerWriter) -> None:
         self.writer = writer
         self.entries: list[TensorEntry] = []
-        self._sources: dict[bytes, int] = {}  # digest -> index of the entry it was
+        self._sources: dict[tuple[str, int, bytes], int] = {}  # -> the first entry's index
 
     def add(self, slot: TensorSlot, etype: ElementType, encoded: EncodedResult,
             sensitivity: float | None) -> TensorEntry:
         """Write one encoded tensor's chunks (none if it is a copy) and add its entry."""
         tensor = slot.tensor
         count = element_count(tensor)
-        digest = _encoding_digest(etype, count, encoded)
-        source = self._sources.get(digest)
-        if source is not None and not _same_encoding(self.entries[source], etype, count,
-                                                     encoded):
+        key = (etype.name, count, encoded.digest)
+        source = self._sources.get(key)
+        if source is not None and not _same_encoding(self.entries[source], encoded):
             source = None
         if source is None:
             self.writer.require_minor(encoded.format_minor)
             codec, params = encoded.codec_id, encoded.params
             chunks = tuple(self.writer.add_chunk(c.parts, c.count) for c in encoded.chunks)
-            self._sources.setdefault(digest, len(self.entries))
+            self._sources.setdefault(key, len(self.entries))
         else:
             self.writer.require_minor(COPY_MINOR)
             codec, params = LosslessCodec.codec_id, {"mode": "copy", "of": source}
@@ -399,32 +396,9 @@ class _Entries:
         return entry
 
 
-def _encoding_digest(etype: ElementType, count: int, encoded: EncodedResult) -> bytes:
-    """sha256 of everything that makes an encoding: dtype, element count, codec id, the
-    parameters (msgpack, keys sorted at every depth), each chunk's count and parts."""
-    digest = hashlib.sha256(msgpack.packb(
-        [etype.name, count, encoded.codec_id, _sorted_keys(encoded.params)],
-        use_bin_type=True))
-    for chunk in encoded.chunks:
-        digest.update(msgpack.packb([chunk.count, [len(p) for p in chunk.parts]]))
-        for part in chunk.parts:
-            digest.update(part)
-    return digest.digest()
-
-
-def _sorted_keys(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _sorted_keys(value[k]) for k in sorted(value)}
-    if isinstance(value, list | tuple):
-        return [_sorted_keys(v) for v in value]
-    return value
-
-
-def _same_encoding(entry: TensorEntry, etype: ElementType, count: int,
-                   encoded: EncodedResult) -> bool:
+def _same_encoding(entry: TensorEntry, encoded: EncodedResult) -> bool:
     """Whether ``encoded`` matches the written ``entry`` in all but the chunks' bytes."""
-    return (entry.dtype == etype.name and entry.element_count == count
-            and entry.codec == encoded.codec_id and entry.params == encoded.params
+    return (entry.codec == encoded.codec_id and entry.params == encoded.params
             and entry.crc32 == encoded.crc32
             and [(c.count, c.sizes) for c in entry.chunks]
             == [(c.count, tuple(map(len, c.parts))) for c in encoded.chunks])
