@@ -5,17 +5,20 @@ and by the reference decoder, refused with typed errors naming the tensor when m
 from __future__ import annotations
 
 import itertools
+import json
 
 import container_edit
 import numpy as np
 import onnx
 import pytest
 import reference_decoder
+from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxz
 import onnxz.parallel
 import onnxz.reader
+from onnxz.cli import main
 from onnxz.codecs import LosslessCodec
 from onnxz.dtypes import BY_NAME
 from onnxz.errors import CorruptDataError, FormatError
@@ -245,3 +248,19 @@ def test_a_copy_whose_crc_differs_from_its_source_is_corrupt(tmp_path):
 def test_the_codec_alone_refuses_mode_copy():
     with pytest.raises(FormatError, match="copy"):
         LosslessCodec.decoder({"mode": "copy", "of": 0}, BY_NAME["float32"])
+
+
+def test_info_shows_copies_and_pack_counts_them_by_their_source(tmp_path):
+    model = tied_model()
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    packed = tmp_path / "m.onnxz"
+    result = CliRunner().invoke(main, ["pack", str(tmp_path / "m.onnx"), "-o", str(packed),
+                                       "--step-rel", "0.05"])
+    assert result.exit_code == 0, result.output
+    assert "3 tensors quantized" in result.output  # W, V and W_tied, a copy of W
+    text = CliRunner().invoke(main, ["info", str(packed)]).output
+    assert "lossless/copy" in text
+    data = json.loads(CliRunner().invoke(main, ["info", str(packed), "--json"]).output)
+    tensors = {t["name"]: t for t in data["tensors"]}
+    assert tensors["W_tied"]["copy_of"] == [t["name"] for t in data["tensors"]].index("W")
+    assert tensors["W_tied"]["coded_bytes"] == 0 and tensors["W"]["copy_of"] is None
