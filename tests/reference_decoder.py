@@ -1,6 +1,6 @@
 """An independent onnxz 1.x decoder (1.0, the 1.1 codecs mulaw, minifloat and trellis, the
-1.2 codec predictive, the 1.3 codec deadzone_zstd, the 1.4 codec trellis_zstd and the 1.5
-lossless mode palette), written from SPEC.md alone.
+1.2 codec predictive, the 1.3 codec deadzone_zstd, the 1.4 codec trellis_zstd, the 1.5
+lossless mode palette and the 1.6 lossless mode copy), written from SPEC.md alone.
 
 It imports nothing from onnxz: only the standard library, onnx (to parse the graph
 section's ModelProto), zstandard and msgpack (the section formats SPEC.md names). Every
@@ -154,16 +154,21 @@ def decode(data: bytes, limits: Limits = Limits()) -> Decoded:
     for t in tensors:
         if t.dtype not in DTYPES:
             raise FormatError(f"tensor {t.name!r}: dtype {t.dtype!r} is not known")
+    for i, t in enumerate(tensors):
+        if is_copy(t):
+            check_copy(tensors, i)
     total = sum(t.count * DTYPES[t.dtype].width for t in tensors)
     if total > limits.budget(len(data)):
         raise LimitExceededError(f"tensors: {total} decoded bytes exceed the budget")
     restored = {}
+    in_order: list[bytes] = []
     for t in tensors:
         slot = resolve(model, t.path)
         _check_slot(slot, t)
-        decoded = _decode_tensor(data, t)
+        decoded = _decode_tensor(data, t, in_order)
         slot.raw_data = decoded
         restored[t.path] = decoded
+        in_order.append(decoded)
     numbers = {d.number for d in DTYPES.values()}
     for slot in walk_slots(model):
         if (slot.data_type in numbers and not slot.HasField("segment")
@@ -446,8 +451,9 @@ def _check_slot(slot: onnx.TensorProto, t: TensorRef) -> None:
         raise FormatError(f"tensor {t.name!r}: graph slot already holds data")
 
 
-def _decode_tensor(data: bytes, t: TensorRef) -> bytes:
-    """§5.2 items 3.4 and 3.5."""
+def _decode_tensor(data: bytes, t: TensorRef, earlier: list[bytes]) -> bytes:
+    """§5.2 items 3.4 and 3.5; ``earlier`` holds the decoded tensors before ``t``, in the
+    order of ``tensors`` (a copy's source is one of them, §6.7)."""
     chunk_parts = []
     for c in t.chunks:
         stored = data[c.offset:c.end]
@@ -456,6 +462,11 @@ def _decode_tensor(data: bytes, t: TensorRef) -> bytes:
         starts = [c.offset + sum(c.sizes[:k]) for k in range(len(c.sizes))]
         chunk_parts.append([data[s:s + n] for s, n in zip(starts, c.sizes, strict=True)])
     dtype = DTYPES[t.dtype]
+    if is_copy(t):  # §6.7: the source's decoded elements, checked against the copy's crc32
+        out = earlier[t.params["of"]]
+        if crc32(out) != t.crc32:
+            raise CorruptDataError(f"tensor {t.name!r}: decoded tensor CRC mismatch")
+        return out
     if t.codec == "lossless":
         decode_chunk = _lossless_decoder(t.params, dtype)
     elif t.codec == "deadzone":
@@ -486,6 +497,26 @@ def _decode_tensor(data: bytes, t: TensorRef) -> bytes:
 
 
 # --- codec lossless (§6) ------------------------------------------------------------------
+
+def is_copy(t: TensorRef) -> bool:
+    """§6.7: codec `lossless` whose params' `mode` is `copy`."""
+    return t.codec == "lossless" and t.params.get("mode") == "copy"
+
+
+def check_copy(tensors: list[TensorRef], i: int) -> None:
+    """§6.7 checks 1–4 of the copy at position ``i``, before any tensor is decoded."""
+    t = tensors[i]
+    k = t.params.get("of")
+    if not _is_int(k) or not 0 <= k < i:
+        raise FormatError(f"tensor {t.name!r}: copy 'of' is not an earlier position")
+    source = tensors[k]
+    if is_copy(source):
+        raise FormatError(f"tensor {t.name!r}: copy of a copy")
+    if source.dtype != t.dtype or source.count != t.count:
+        raise FormatError(f"tensor {t.name!r}: copy of another dtype or element count")
+    if any(c.sizes or c.crc32 != 0 for c in t.chunks):
+        raise FormatError(f"tensor {t.name!r}: copy chunk with parts or a CRC-32 other than 0")
+
 
 def plane_widths(dtype: DType) -> list[int]:
     """§6.1: W planes of 8 bits, or E then SM cut into 8-bit groups from the top."""

@@ -284,8 +284,8 @@ def graph_map_closed(original):
 
 
 def bools_checked(original):
-    def decode_tensor(data, t):
-        out = original(data, t)
+    def decode_tensor(data, t, earlier):
+        out = original(data, t, earlier)
         if t.dtype == "bool" and any(b > 1 for b in out):
             raise ref.FormatError(f"tensor {t.name!r}: a bool is not 0 or 1")
         return out

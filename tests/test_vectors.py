@@ -134,6 +134,11 @@ def test_vectors_cover_every_feature():
                                                         and n > 256),
                                  ("palette size a power of two", n & (n - 1) == 0),
                                  ("palette of one value", n == 1)})
+                if p["mode"] == "copy":
+                    source = tensors[p["of"]]
+                    seen.update({("copy of", source.codec), ("copy", t.dtype),
+                                 ("copy in another shape", source.shape != t.shape),
+                                 ("copy of a chunked tensor", len(source.chunks) > 1)})
                 for k, plane in enumerate(p.get("planes", [])):
                     seen.add(("method", plane["method"]))
                     if plane["method"] == "ans":
@@ -180,6 +185,9 @@ def test_vectors_cover_every_feature():
     assert {("palette index", m) for m in ("ans", "packed", "constant", "zstd")} <= seen
     assert {("palette", d) for d in ("float32", "float16", "bfloat16", "float64", "int64",
                                      "int32", "int16", "uint8")} <= seen
+    assert {("mode", "copy"), ("copy of", "lossless"), ("copy of", "deadzone"),
+            ("copy", "float32"), ("copy", "uint8"), ("copy in another shape", True),
+            ("copy of a chunked tensor", True)} <= seen
     assert {("deadzone", 0.0), ("deadzone", 0.5), ("deadzone", 0.3), ("deadzone", 0.75)} <= seen
     assert {("escapes", True, True), ("escapes", True, False), ("escapes", False, False)} <= seen
     assert {("chunked", "lossless", True), ("chunked", "deadzone", True)} <= seen

@@ -950,6 +950,47 @@ def palette_values_short(data: bytes) -> bytes:
     return container_edit.with_index(data, fields)
 
 
+# --- vectors of format 1.6: lossless mode copy (SPEC.md §6.7) ----------------------------
+
+def copy_tensors(names: tuple[str, ...] | None = None) -> Source:
+    """Tensors of which some repeat earlier ones (only ``names`` if given): a float32 weight
+    ``w``; ``w_other``, the same but one element; ``w_again``, ``w`` in another shape;
+    ``i32``, as many int32 elements; ``q``, a weight for the dead-zone codec; ``w_tied``,
+    ``w`` again; ``q_again``, ``q`` again; ``u8`` and ``u8_again``, a uint8 tensor twice."""
+    def source(_: Path) -> onnx.ModelProto:
+        rng = np.random.default_rng(1601)
+        w = _laplace(rng, (8, 24)).astype("<f4")
+        other = w.copy()
+        other[3, 5] = -other[3, 5]
+        q = _laplace(rng, (16, 16)).astype("<f4")
+        u8 = rng.integers(0, 256, 100).astype("u1")
+        tensors = [
+            _raw("w", TensorProto.FLOAT, w),
+            _raw("w_other", TensorProto.FLOAT, other),
+            _raw("w_again", TensorProto.FLOAT, w.reshape(24, 8)),
+            _raw("i32", TensorProto.INT32, rng.integers(-1000, 1000, 192).astype("<i4")),
+            _raw("q", TensorProto.FLOAT, q),
+            _raw("w_tied", TensorProto.FLOAT, w),
+            _raw("q_again", TensorProto.FLOAT, q),
+            _raw("u8", TensorProto.UINT8, u8),
+            _raw("u8_again", TensorProto.UINT8, u8),
+        ]
+        return _constants_model([t for t in tensors if names is None or t.name in names])
+    return source
+
+
+def copy_of(name: str, source: str) -> Callable[[bytes], bytes]:
+    """The copy ``name``'s ``of`` made the position of the tensor ``source``."""
+    def edit(data: bytes) -> bytes:
+        fields = container_edit.read_index(data)
+        positions = {t["name"]: i for i, t in enumerate(fields["tensors"])}
+        params = fields["tensors"][positions[name]]["params"]
+        assert params["mode"] == "copy"
+        params["of"] = positions[source]
+        return container_edit.with_index(data, fields)
+    return edit
+
+
 def quantized(codec: TensorCodec, chunk_elements: int = 1 << 20) -> onnxz.PackOptions:
     """Pack options quantizing weights of 64 elements or more with ``codec``."""
     return onnxz.PackOptions(min_quantized_elements=64, quantizer=codec,
@@ -1248,6 +1289,24 @@ VECTORS_LIST = (
     Vector("invalid_palette_values", "palette values of float32 one byte short (4·n − 1 bytes)",
            palette_tensors(("f32_grid",)), _options(("f32_grid", crafted.ForcedPalette("ans"))),
            edit=palette_values_short, error="format", match="values"),
+    # format 1.6: lossless mode copy (SPEC.md §6.7)
+    Vector("lossless_copy", "lossless mode copy (format 1.6), the writer's own choice, in "
+           "chunks of 64: a float32 weight in 3 chunks copied twice (once in another shape) "
+           "as one empty chunk each; a dead-zone weight copied (a lossy source); a uint8 "
+           "tensor copied; not copies: the weight with one element changed, an int32 tensor "
+           "of as many elements", copy_tensors(),
+           _options(("q", DeadzoneCodec(0.1, 0.5)), ("q_again", DeadzoneCodec(0.1, 0.5)),
+                    chunk_elements=64), lambda rng: {}),
+    Vector("invalid_copy_reference", "a copy whose 'of' is its own position",
+           copy_tensors(("w", "w_again")), _options(), edit=copy_of("w_again", "w_again"),
+           error="format", match="earlier"),
+    Vector("invalid_copy_of_copy", "a copy whose source is a copy",
+           copy_tensors(("w", "w_again", "w_tied")), _options(),
+           edit=copy_of("w_tied", "w_again"),
+           error="format", match="itself a copy"),
+    Vector("invalid_copy_dtype", "a copy whose source is int32 (as many elements)",
+           copy_tensors(("w", "i32", "w_tied")), _options(), edit=copy_of("w_tied", "i32"),
+           error="format", match="int32"),
 )
 
 

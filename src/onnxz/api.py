@@ -25,6 +25,7 @@ from google.protobuf.message import EncodeError
 from onnxz import __version__, ratecontrol, verifier
 from onnxz.arguments import as_path, boolean
 from onnxz.codecs import LosslessCodec, NotQuantizable, TensorCodec
+from onnxz.codecs.lossless import COPY_MINOR
 from onnxz.container import ContainerReader, ContainerWriter, ReadLimits, TensorEntry
 from onnxz.dtypes import BY_NAME, ElementType
 from onnxz.errors import (
@@ -304,14 +305,14 @@ class _Packer:
         settings, sensitivity = sizing.settings, sizing.sensitivities()
         out = io.BytesIO()
         writer = ContainerWriter(out, writer=f"onnxz {__version__}")
-        entries = []
+        entries = _Entries(writer)
         for slot in self.slots:
             encoded = self.encode(slot, settings.get(slot.path))
             etype = payload_type(slot.tensor)
             assert etype is not None
-            entries.append(_entry(slot, etype, encoded, writer, sensitivity.get(slot.path)))
+            entries.add(slot, etype, encoded, sensitivity.get(slot.path))
         extra = {"source_bytes": self.source_bytes or 0, "rate_control": summary}
-        writer.finish(self.graph_bytes(settings), entries, extra)
+        writer.finish(self.graph_bytes(settings), entries.entries, extra)
         return out.tell() + SIZE_SLACK
 
 
@@ -341,25 +342,66 @@ def _codec(setting: Setting | None, opts: PackOptions, slot: TensorSlot,
     return opts.codec_for(slot, etype, count)
 
 
-def _entry(slot: TensorSlot, etype: ElementType, encoded: EncodedResult,
-           writer: ContainerWriter, sensitivity: float | None) -> TensorEntry:
-    """The index entry of one encoded tensor, its chunks written."""
-    tensor = slot.tensor
-    writer.require_minor(encoded.format_minor)
-    return TensorEntry(
-        name=tensor.name,
-        path=slot.path,
-        dtype=etype.name,
-        shape=tuple(tensor.dims),
-        codec=encoded.codec_id,
-        params=encoded.params,
-        chunks=tuple(writer.add_chunk(c.parts, c.count) for c in encoded.chunks),
-        crc32=encoded.crc32,
-        entropy_bits=encoded.entropy_bits,
-        table_bytes=encoded.table_bytes,
-        sensitivity=sensitivity,
-        rounded_bits=encoded.rounded_bits,
-    )
+class _Entries:
+    """The index entries of one file, in the order their tensors are added, their chunks
+    written. A tensor encoded exactly as an earlier one (the same dtype and element count,
+    codec, parameters, and chunks byte for byte) becomes a lossless ``copy`` of it
+    (SPEC.md §6.7): one empty chunk, no bytes written. Both the writer and rate control's
+    sizing add their tensors here, so ``--max-size`` measures the bytes written.
+
+    Encodings are looked up by dtype, count and sha256 digest (:attr:`EncodedResult.digest`),
+    and on a match their codec, parameters, chunk layout and decoded CRC-32 are compared
+    again; the chunks' bytes are compared by digest only, so that memory holds one tensor's
+    chunks, not the model's.
+    """
+
+    def __init__(self, writer: ContainerWriter) -> None:
+        self.writer = writer
+        self.entries: list[TensorEntry] = []
+        self._sources: dict[tuple[str, int, bytes], int] = {}  # -> the first entry's index
+
+    def add(self, slot: TensorSlot, etype: ElementType, encoded: EncodedResult,
+            sensitivity: float | None) -> TensorEntry:
+        """Write one encoded tensor's chunks (none if it is a copy) and add its entry."""
+        tensor = slot.tensor
+        count = element_count(tensor)
+        key = (etype.name, count, encoded.digest)
+        source = self._sources.get(key)
+        if source is not None and not _same_encoding(self.entries[source], encoded):
+            source = None
+        if source is None:
+            self.writer.require_minor(encoded.format_minor)
+            codec, params = encoded.codec_id, encoded.params
+            chunks = tuple(self.writer.add_chunk(c.parts, c.count) for c in encoded.chunks)
+            self._sources.setdefault(key, len(self.entries))
+        else:
+            self.writer.require_minor(COPY_MINOR)
+            codec, params = LosslessCodec.codec_id, {"mode": "copy", "of": source}
+            chunks = (self.writer.add_chunk([], count),) if count else ()
+        entry = TensorEntry(
+            name=tensor.name,
+            path=slot.path,
+            dtype=etype.name,
+            shape=tuple(tensor.dims),
+            codec=codec,
+            params=params,
+            chunks=chunks,
+            crc32=encoded.crc32,
+            entropy_bits=encoded.entropy_bits if source is None else None,
+            table_bytes=encoded.table_bytes if source is None else 0,
+            sensitivity=sensitivity,
+            rounded_bits=encoded.rounded_bits,
+        )
+        self.entries.append(entry)
+        return entry
+
+
+def _same_encoding(entry: TensorEntry, encoded: EncodedResult) -> bool:
+    """Whether ``encoded`` matches the written ``entry`` in all but the chunks' bytes."""
+    return (entry.codec == encoded.codec_id and entry.params == encoded.params
+            and entry.crc32 == encoded.crc32
+            and [(c.count, c.sizes) for c in entry.chunks]
+            == [(c.count, tuple(map(len, c.parts))) for c in encoded.chunks])
 
 
 def _check_written(path: Path, result: ratecontrol.RateResult,
@@ -407,19 +449,18 @@ def _write_tensors(source: ModelFile, writer: ContainerWriter, opts: PackOptions
                       _codec(settings.get(t.slot.path), opts, t.slot, t.etype, t.count),
                       opts.chunk_elements)
             for t in stored)
-    entries = []
+    entries = _Entries(writer)
     done_bytes = 0
     with WorkerPool(workers) as pool:
         results = pool.map(encode_tensor, jobs, in_flight=workers + 1)
         for done, (t, encoded) in enumerate(zip(stored, results, strict=True), 1):
-            entries.append(_entry(t.slot, t.etype, encoded, writer,
-                                  sensitivity.get(t.slot.path)))
+            entries.add(t.slot, t.etype, encoded, sensitivity.get(t.slot.path))
             take_payload(t.slot.tensor)
             _make_internal(t.slot.tensor)
             done_bytes += t.nbytes
             notify(progress, ProgressUpdate(done, len(stored), done_bytes, total_bytes,
                                             t.slot.tensor.name))
-    return entries
+    return entries.entries
 
 
 def _make_internal(tensor: onnx.TensorProto) -> None:

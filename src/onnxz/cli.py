@@ -175,7 +175,9 @@ def _compared(ratio: float) -> str:
 
 def _summary(info: ContainerInfo) -> str:
     ratio = f", {_compared(info.ratio)} than the original" if info.ratio else ""
-    coded = sum(t.codec != "lossless" for t in info.tensors)
+    codecs = [t.codec if t.copy_of is None else info.tensors[t.copy_of].codec  # a copy's is
+              for t in info.tensors]                                            # its source's
+    coded = sum(codec != "lossless" for codec in codecs)
     rounded = sum(t.codec == "lossless" and t.rounded_bits is not None for t in info.tensors)
     kinds = []
     if coded:

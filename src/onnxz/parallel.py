@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import hashlib
 import multiprocessing
 import os
 import platform
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from multiprocessing import shared_memory
 from typing import Any, TypeVar
 
+import msgpack
 import numpy as np
 
 from onnxz.codecs import NotQuantizable, TensorCodec, codec_class
@@ -193,6 +195,27 @@ class EncodedResult:
     table_bytes: int
     format_minor: int
     rounded_bits: int | None
+
+    @functools.cached_property
+    def digest(self) -> bytes:
+        """sha256 of the encoding: codec id, parameters (msgpack, keys sorted at every
+        depth), each chunk's count, part sizes and parts. Computed once (rate control sizes
+        the same cached encodings plan after plan)."""
+        digest = hashlib.sha256(msgpack.packb([self.codec_id, _sorted_keys(self.params)],
+                                              use_bin_type=True))
+        for chunk in self.chunks:
+            digest.update(msgpack.packb([chunk.count, [len(p) for p in chunk.parts]]))
+            for part in chunk.parts:
+                digest.update(part)
+        return digest.digest()
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_sorted_keys(v) for v in value]
+    return value
 
 
 def encode_tensor(job: EncodeJob) -> EncodedResult:

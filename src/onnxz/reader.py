@@ -6,7 +6,8 @@
 ...     w = reader.tensor("encoder.layer.0.weight")    # numpy array, only its chunks read
 
 Every decoded tensor is checked against its CRC-32 (and every chunk against its own) before
-it is returned. Decoding many chunks uses worker processes (:mod:`onnxz.parallel`).
+it is returned. A tensor stored as a ``copy`` of an earlier one (SPEC.md §6.7) is decoded
+from its source's chunks. Decoding many chunks uses worker processes (:mod:`onnxz.parallel`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from __future__ import annotations
 import functools
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
+from onnxz.codecs.lossless import LosslessCodec
 from onnxz.container import (
     ChunkEntry,
     ContainerReader,
@@ -76,6 +78,11 @@ class Reader:
             if entry.dtype not in BY_NAME:
                 self.close()
                 raise FormatError(f"tensor {entry.name!r}: unknown dtype {entry.dtype!r}")
+        try:
+            self._sources = copy_sources(self.entries)
+        except FormatError:
+            self.close()
+            raise
 
     def close(self) -> None:
         self._container.close()
@@ -115,8 +122,9 @@ class Reader:
         return found[0]
 
     def tensor(self, name: str) -> np.ndarray:
-        """The decoded tensor ``name`` with its shape; only its own chunks are read. A
-        tensor the writer left in the graph (a small payload) is read from the graph.
+        """The decoded tensor ``name`` with its shape; only its own chunks are read (for a
+        ``copy``, its source's). A tensor the writer left in the graph (a small payload) is
+        read from the graph.
 
         The array's dtype is the element type's numpy type (bfloat16 as its uint16 bit
         patterns, float8 types as uint8).
@@ -198,18 +206,57 @@ class Reader:
         entries = list(self.entries if entries is None else entries)
         if self.workers == 1 or sum(e.element_count for e in entries) < PARALLEL_MIN_ELEMENTS:
             for entry in entries:
+                coded = self._coded(entry)
                 values = np.empty(entry.element_count, dtype=BY_NAME[entry.dtype].numpy)
-                decode_job(_job(entry, entry.chunks), self._container.chunk_bytes, values)
+                decode_job(_job(entry, coded, coded.chunks), self._container.chunk_bytes,
+                           values)
                 yield entry, _checked(entry, values, crc32(values.view(np.uint8)))
             return
         owners: deque[list[tuple[_Filling, int]]] = deque()
         for crcs in decode_in_workers(self.workers, self._container.file,
-                                      _tasks(entries, owners)):
+                                      _tasks(entries, self._coded, owners)):
             for (filling, nbytes), crc in zip(owners.popleft(), crcs, strict=True):
                 filling.crc = crc32_combine(filling.crc, crc, nbytes)
                 filling.jobs_left -= 1
                 if not filling.jobs_left:
                     yield filling.entry, _checked(filling.entry, filling.values, filling.crc)
+
+    def _coded(self, entry: TensorEntry) -> TensorEntry:
+        """The entry whose codec, parameters and chunks code ``entry``'s elements: its
+        source if it is a ``copy``, else itself."""
+        return self._sources.get(entry.path, entry)
+
+
+def is_copy(entry: TensorEntry) -> bool:
+    """Whether ``entry`` is in lossless mode ``copy`` (SPEC.md §6.7)."""
+    return entry.codec == LosslessCodec.codec_id and entry.params.get("mode") == "copy"
+
+
+def copy_sources(entries: Sequence[TensorEntry]) -> dict[tuple[str | int, ...], TensorEntry]:
+    """The source of every ``copy`` entry by the copy's path, each checked (SPEC.md §6.7):
+    ``of`` is the index of an earlier entry that is not a copy, of the same dtype and
+    element count, and the copy's chunks are empty (no parts, CRC-32 0). A
+    :class:`FormatError` naming the copy otherwise."""
+    sources = {}
+    for i, entry in enumerate(entries):
+        if not is_copy(entry):
+            continue
+        where = f"tensor {entry.name!r}: lossless copy"
+        k = entry.params.get("of")
+        if type(k) is not int or not 0 <= k < i:
+            raise FormatError(f"{where}: 'of' must be the index of an earlier tensor (below "
+                              f"{i}), not {k!r}")
+        source = entries[k]
+        if is_copy(source):
+            raise FormatError(f"{where}: its source {source.name!r} is itself a copy")
+        if (source.dtype, source.element_count) != (entry.dtype, entry.element_count):
+            raise FormatError(f"{where}: its source {source.name!r} holds "
+                              f"{source.element_count} {source.dtype} elements, not "
+                              f"{entry.element_count} {entry.dtype}")
+        if any(c.sizes or c.crc32 for c in entry.chunks):
+            raise FormatError(f"{where}: a chunk holds parts (a copy's chunks are empty)")
+        sources[entry.path] = source
+    return sources
 
 
 @dataclass
@@ -223,21 +270,24 @@ class _Filling:
     crc: int = 0
 
 
-def _tasks(entries: list[TensorEntry], owners: deque[list[tuple[_Filling, int]]]
+def _tasks(entries: list[TensorEntry], coded: Callable[[TensorEntry], TensorEntry],
+           owners: deque[list[tuple[_Filling, int]]]
            ) -> Iterator[tuple[tuple[DecodeJob, np.ndarray], ...]]:
     """The entries' jobs (a tensor cut at chunk boundaries into jobs of about TASK_ELEMENTS
-    elements) with their destination in their tensor's array, grouped into tasks of about
-    TASK_ELEMENTS elements; ``owners`` gets, per task, each job's tensor and byte count."""
+    elements; a copy's jobs are its source's, ``coded``) with their destination in their
+    tensor's array, grouped into tasks of about TASK_ELEMENTS elements; ``owners`` gets, per
+    task, each job's tensor and byte count."""
     task: list[tuple[DecodeJob, np.ndarray]] = []
     owned: list[tuple[_Filling, int]] = []
     size = 0
     for entry in entries:
-        groups = _chunk_groups(entry) or [()]  # () if empty
+        source = coded(entry)
+        groups = _chunk_groups(source) or [()]  # () if empty
         filling = _Filling(entry, np.empty(entry.element_count, BY_NAME[entry.dtype].numpy),
                            len(groups))
         start = 0
         for group in groups:
-            job = _job(entry, group)
+            job = _job(entry, source, group)
             task.append((job, filling.values[start : start + job.count]))
             owned.append((filling, job.nbytes))
             start += job.count
@@ -251,8 +301,9 @@ def _tasks(entries: list[TensorEntry], owners: deque[list[tuple[_Filling, int]]]
         yield tuple(task)
 
 
-def _job(entry: TensorEntry, chunks: Iterable[ChunkEntry]) -> DecodeJob:
-    return DecodeJob(entry.name, entry.codec, entry.params, entry.dtype, tuple(chunks))
+def _job(entry: TensorEntry, coded: TensorEntry, chunks: Iterable[ChunkEntry]) -> DecodeJob:
+    """A job decoding ``chunks`` of ``coded`` (``entry`` or its source) for ``entry``."""
+    return DecodeJob(entry.name, coded.codec, coded.params, entry.dtype, tuple(chunks))
 
 
 def _chunk_groups(entry: TensorEntry) -> list[tuple[ChunkEntry, ...]]:

@@ -12,7 +12,9 @@ from onnxz.dtypes import BY_NAME
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """One stored tensor. Sizes in bytes; ``bits_per_weight`` = 8 × coded / elements."""
+    """One stored tensor. Sizes in bytes; ``bits_per_weight`` = 8 × coded / elements.
+    ``copy_of`` is, for a tensor stored as a lossless ``copy`` (SPEC.md §6.7, coded in 0
+    bytes), the position of its source among the file's tensors."""
 
     name: str
     dtype: str
@@ -29,6 +31,7 @@ class TensorInfo:
     chunks: int
     sensitivity: float | None = None
     rounded_bits: int | None = None
+    copy_of: int | None = None
 
     @property
     def elements(self) -> int:
@@ -53,12 +56,15 @@ class TensorInfo:
             v = p.get(key)
             return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
+        mode = str(p.get("mode", "" if t.codec == "lossless" else "quantized"))
+        of = p.get("of")
+
         return cls(
             name=t.name,
             dtype=t.dtype,
             shape=t.shape,
             codec=t.codec,
-            mode=str(p.get("mode", "" if t.codec == "lossless" else "quantized")),
+            mode=mode,
             step=num("step"),
             step_rel=num("step_rel"),
             deadzone=num("deadzone"),
@@ -69,6 +75,7 @@ class TensorInfo:
             chunks=len(t.chunks),
             sensitivity=t.sensitivity,
             rounded_bits=t.rounded_bits,
+            copy_of=of if t.codec == "lossless" and mode == "copy" and type(of) is int else None,
         )
 
     def to_dict(self) -> dict[str, Any]:

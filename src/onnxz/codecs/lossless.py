@@ -13,6 +13,11 @@ A tensor with few distinct values (weights on a grid such as multiples of 1/160)
 in mode ``palette`` (format 1.5) when that is smaller: its sorted table of distinct values,
 stored exactly, and one plane of indices into it, coded by the same plane methods.
 
+A tensor whose encoding equals an earlier tensor's is written in mode ``copy`` (format 1.6):
+its entry names the earlier one (``of``) and its chunks hold no bytes. Copies are resolved by
+the writer and the reader, which know the index (:mod:`onnxz.api`, :mod:`onnxz.reader`); a
+codec only sees one tensor, so :meth:`LosslessCodec.decoder` refuses the mode.
+
 >>> import numpy as np
 >>> from onnxz.dtypes import BY_NAME
 >>> x = np.linspace(-1, 1, 5000, dtype=np.float32)
@@ -80,6 +85,9 @@ PLANE_METHODS_1_1 = frozenset({"zstd"})
 
 PALETTE_MINOR = 5
 """Mode ``palette`` is defined by format 1.5."""
+
+COPY_MINOR = 6
+"""Mode ``copy`` is defined by format 1.6."""
 
 PALETTE_MAX_VALUES = 1 << 16
 """The most values a ``palette`` table may hold (SPEC.md §6.6): indices of at most 16 bits."""
@@ -654,6 +662,8 @@ class LosslessCodec(TensorCodec):
             return ZstdDecoder()
         if mode == "palette":
             return PaletteDecoder.from_params(params, etype)
+        if mode == "copy":  # the reader decodes a copy with its source's decoder
+            raise FormatError("lossless copy: decoded from its source's chunks, not its own")
         if mode != "planes":
             raise FormatError(f"lossless codec: unknown mode {mode!r}")
         layouts = plane_layouts(etype)
