@@ -97,6 +97,34 @@ def test_default_lossy_copies_tied_weights(tmp_path):
     assert reference_decoder.decode(packed.read_bytes()).model == onnxz.load(packed)
 
 
+def test_rate_control_codes_twins_alike_where_they_weigh_differently(tmp_path):
+    """Initializers of the same dims and bytes are one rate-control candidate (its twins,
+    coded at its setting): the second is a copy although it weighs ten times more on the
+    output, and the file reproduces what rate control measured with both."""
+    rng = np.random.default_rng(5)
+    w = rng.laplace(0, 0.05, (64, 64)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(w.copy(), "W_twin"),
+             numpy_helper.from_array(np.array(10, np.float32), "ten")]
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["A"]),
+             helper.make_node("MatMul", ["X", "W_twin"], ["B"]),
+             helper.make_node("Mul", ["B", "ten"], ["C"]),
+             helper.make_node("Add", ["A", "C"], ["Y"])]
+    graph = helper.make_graph(nodes, "twins", [helper.make_tensor_value_info(
+        "X", TensorProto.FLOAT, [1, 64])], [helper.make_tensor_value_info(
+            "Y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)],
+                              ir_version=9)
+    for target in ({}, {"fidelity": "snr>=30"}, {"max_size": 12_000}):
+        packed = tmp_path / "t.onnxz"
+        info = onnxz.save(model, packed, force=True, **target)
+        by_name = {t.name: t for t in info.tensors}
+        assert by_name["W"].codec != "lossless" or by_name["W"].rounded_bits, target  # lossy
+        assert (by_name["W_twin"].mode, by_name["W_twin"].copy_of) == ("copy", 0), target
+        values = initializers(onnxz.load(packed))
+        assert values["W_twin"].tobytes() == values["W"].tobytes()
+    assert info.file_bytes <= 12_000
+
+
 def test_reader_tensor_of_a_copy_reads_its_source_in_its_own_shape(tmp_path):
     model = tied_model()
     packed = tmp_path / "m.onnxz"

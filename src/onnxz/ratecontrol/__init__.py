@@ -45,7 +45,7 @@ from onnxz.ratecontrol.search import (
     choose_for_size,
     summary_template,
 )
-from onnxz.ratecontrol.tensors import Setting, may_choose, weight_bytes
+from onnxz.ratecontrol.tensors import Setting, may_choose, tied, weight_bytes
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
               "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
@@ -138,7 +138,8 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
         objective = objective_for(target.fidelity, bench.reference, bench.model)
         result = choose_for_fidelity(bench, objective)
         if target.max_bytes is not None:
-            size = size_of(result.plan, summary_template(bench, "fidelity", str(target)))
+            size = size_of(tied(result.plan, result.candidates),
+                           summary_template(bench, "fidelity", str(target)))
             if size > target.max_bytes:
                 result.met = False
                 result.note = f"the smallest file that meets it is {size:,} bytes"

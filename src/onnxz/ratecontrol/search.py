@@ -37,7 +37,7 @@ from onnxz.ratecontrol.feedback import ErrorFeedback
 from onnxz.ratecontrol.heads import find_head_layers, output_moments
 from onnxz.ratecontrol.layers import find_linear_layers, inline_taken_branches, input_moments
 from onnxz.ratecontrol.objective import Objective, extra_outputs_for
-from onnxz.ratecontrol.tensors import LOSSLESS, Candidate, Setting, find_candidates
+from onnxz.ratecontrol.tensors import LOSSLESS, Candidate, Setting, find_candidates, tied
 from onnxz.verifier import ModelFailed, OutputMetrics, ReferenceRun
 from onnxz.walker import Path, put_payload, resolve
 
@@ -125,7 +125,9 @@ class RateResult:
 
     @property
     def settings(self) -> dict[Path, Setting]:
-        return {path: point.setting for path, point in self.plan.items()}
+        """Every candidate's setting and its twins' (:func:`tied`)."""
+        return tied({path: point.setting for path, point in self.plan.items()},
+                    self.candidates)
 
     def sensitivities(self) -> dict[Path, float]:
         """Each measured tensor's relative sensitivity (what the file records)."""
@@ -215,7 +217,8 @@ class Workbench:
             setting = settings.get(c.path, LOSSLESS)
             if self._current.get(c.path, LOSSLESS) != setting:
                 values = c.reconstruction(setting)
-                put_payload(c.slot.tensor, values)
+                for slot in (c.slot, *c.twins):  # twins are coded alike
+                    put_payload(slot.tensor, values)
                 self._current[c.path] = setting
                 moved.add(c.path)
                 if self.correction and c.path in self.correction.by_weight:
@@ -327,7 +330,7 @@ def choose_for_fidelity(bench: Workbench, objective: Objective,
     plan, rounded = bench.coded(plan)
     return RateResult("fidelity", str(objective.fidelity), bench.reference, candidates, plan,
                       metrics, predictions, bench.evaluations, corrections=corrections,
-                      rounded=rounded)
+                      rounded=tied(rounded, candidates))
 
 
 def _smallest_passing(bench: Workbench, objective: Objective, verdicts: dict,
@@ -452,7 +455,7 @@ def choose_for_size(bench: Workbench, objective: Objective, max_bytes: int,
 
     def fits(lam: float) -> bool:
         if lam not in sizes:
-            sizes[lam] = size_of(allocate(candidates, lam), summary)
+            sizes[lam] = size_of(tied(allocate(candidates, lam), candidates), summary)
             if bench.progress:
                 bench.progress(len(sizes), 24, f"size search: {sizes[lam]:,} bytes")
         return sizes[lam] <= max_bytes

@@ -23,9 +23,11 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -60,6 +62,8 @@ from onnxz.walker import (
     read_payload,
     row_length,
 )
+
+T = TypeVar("T")
 
 INDEX_BYTES = {"deadzone": 48, "mantissa": 0, "trellis": 48}
 """Index bytes a tensor coded by a method adds over a lossless one (its codec parameters),
@@ -181,6 +185,7 @@ class Candidate:
     sensitivity: float | None = None
     exercised: bool = True
     feedback: ErrorFeedback | None = None
+    twins: list[TensorSlot] = field(default_factory=list)
     _rounded: dict[Setting, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -336,8 +341,15 @@ def find_candidates(model: onnx.ModelProto, options: PackOptions,
     grid = (tuple(settings) if settings is not None
             else tuple(Setting.step(s) for s in STEP_GRID))
     rounding = (Setting("mantissa", bits=AUXILIARY_BITS),)
-    found = []
+    found: list[Candidate] = []
+    alike: dict[tuple[str, tuple[int, ...], bytes], Candidate] = {}
     for slot, etype, values in _float_payloads(model):
+        key = (etype.name, tuple(slot.tensor.dims), hashlib.sha256(values.data).digest())
+        twin_of = alike.get(key)
+        if twin_of is not None and np.array_equal(twin_of.values.view(np.uint8),
+                                                  values.view(np.uint8)):
+            twin_of.twins.append(slot)
+            continue
         x = to_float64(values, etype)
         if not np.isfinite(x).all():
             continue
@@ -355,7 +367,19 @@ def find_candidates(model: onnx.ModelProto, options: PackOptions,
         candidate.points += filter(None, (candidate.price(s) for s in
                                           (grid if weight else rounding)))
         found.append(candidate)
+        alike.setdefault(key, candidate)
     return found
+
+
+def tied(by_path: Mapping[Path, T], candidates: Sequence[Candidate]) -> dict[Path, T]:
+    """``by_path`` (settings, points or values by candidate path) with each candidate's
+    entry given to its twins too: a twin is coded as the candidate is, so the writer stores
+    it as a copy (SPEC.md §6.7) and it costs no bytes of its own."""
+    out = dict(by_path)
+    for c in candidates:
+        if c.path in by_path:
+            out.update((twin.path, by_path[c.path]) for twin in c.twins)
+    return out
 
 
 def near_lossless_point(candidate: Candidate, setting: Setting) -> Point | None:
