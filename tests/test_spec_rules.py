@@ -177,6 +177,19 @@ def test_chunk_counts_summing_beyond_2_64_differ_from_the_element_count(tmp_path
     outcome(tmp_path, edit_index(vector("spec_example_lossless"), mutate), "format", "hold")
 
 
+def test_a_later_chunks_crc_comes_before_the_tensors_params(tmp_path):
+    """§10.2 checks every chunk's CRC before the codec parameters: a tensor whose table lost
+    a key and whose second chunk is damaged is corrupt data, not a format error (found by
+    fuzzing; onnxz set up the decoder after the first chunk only)."""
+    def break_both(fields):
+        t = next(t for t in fields["tensors"] if len(t["chunks"]) > 1
+                 and any(p.get("method") == "ans" for p in t["params"]["planes"]))
+        table = next(p for p in t["params"]["planes"] if p.get("method") == "ans")["table"]
+        table["nffset"] = table.pop("offset")
+        t["chunks"][1][3] ^= 1
+    outcome(tmp_path, edit_index(vector("lossless_chunked"), break_both), "corrupt", "chunk")
+
+
 def test_the_first_faulty_tensor_entry_decides_the_class(tmp_path):
     """Entries are checked in array order (§10.2): a count limit in entry 1 comes before a
     duplicate path found after all entries, and after a count mismatch in entry 0."""

@@ -265,9 +265,16 @@ def decode_job(job: DecodeJob, read: Callable[[ChunkEntry, str], bytes], out: np
     numpy type. ``read(chunk, tensor name)`` gives a chunk's stored bytes, checksum-verified;
     chunks are read one at a time.
 
-    Any failure inside a codec becomes an :class:`OnnxzError` naming the tensor.
+    Any failure inside a codec becomes an :class:`OnnxzError` naming the tensor. Invalid
+    codec parameters are reported only once the job's chunks have passed their CRC-32s
+    (SPEC.md §10.2 orders every chunk's CRC before the parameters).
     """
-    decoder = _naming(job, _decoder, job)
+    try:
+        decoder = _naming(job, _decoder, job)
+    except FormatError:
+        for chunk in job.chunks:
+            read(chunk, job.name)
+        raise
     start = 0
     for chunk in job.chunks:
         parts = split_parts(read(chunk, job.name), chunk.sizes)
