@@ -190,6 +190,21 @@ def test_a_later_chunks_crc_comes_before_the_tensors_params(tmp_path):
     outcome(tmp_path, edit_index(vector("lossless_chunked"), break_both), "corrupt", "chunk")
 
 
+def test_tensors_are_checked_in_order_path_and_all(tmp_path):
+    """§10.2 takes tensors in order, each from its path to its CRC: a damaged chunk of the
+    first tensor is corrupt data even when a later tensor's path does not resolve (onnxz
+    resolved every path before decoding the first tensor; found by fuzzing)."""
+    def break_both(fields):
+        first, last = fields["tensors"][0], fields["tensors"][-1]
+        first["chunks"][0][3] ^= 1
+        last["path"][0] = "fraph"
+    data = edit_index(vector("lossless_chunked"), break_both)
+    outcome(tmp_path, data, "corrupt", "chunk")
+    with pytest.raises(onnxz.CorruptDataError):
+        onnxz.unpack(tmp_path / "case.onnxz", tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
+
+
 def test_the_first_faulty_tensor_entry_decides_the_class(tmp_path):
     """Entries are checked in array order (§10.2): a count limit in entry 1 comes before a
     duplicate path found after all entries, and after a count mismatch in entry 0."""

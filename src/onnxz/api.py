@@ -515,7 +515,7 @@ def load(path: str | os.PathLike, *, limits: ReadLimits | None = None,
     with _about(source, "decoding"), Reader(source, limits=limits, workers=workers) as reader:
         reader.check_output_budget()
         model = reader.graph()
-        for (_, values), tensor in zip(reader.decode(), reader.slots(model), strict=True):
+        for tensor, (_, values) in zip(reader.slots(model), reader.decode(), strict=True):
             put_payload(tensor, values)
     return model
 
@@ -577,13 +577,13 @@ def unpack(
         with atomic_outputs(outputs, force, [source]) as temps:
             decoded = _with_progress(reader, progress)
             if data_file is None:
-                for (_, values), tensor in zip(decoded, slots, strict=True):
+                for tensor, (_, values) in zip(slots, decoded, strict=True):
                     put_payload(tensor, values)
             else:
                 location = data_file.relative_to(out.parent).as_posix()
                 with builtins.open(temps[1], "wb") as f:
                     data = ExternalDataWriter(f, location)
-                    for (_, values), tensor in zip(decoded, slots, strict=True):
+                    for tensor, (_, values) in zip(slots, decoded, strict=True):
                         if values.nbytes >= EXTERNAL_MIN_BYTES:
                             data.add(tensor, values)
                         else:
@@ -681,7 +681,7 @@ def inference_session(
         model = reader.graph()
         slots = reader.slots(model)
         names, arrays = [], []
-        for (entry, values), tensor in zip(reader.decode(), slots, strict=True):
+        for tensor, (entry, values) in zip(slots, reader.decode(), strict=True):
             if (len(entry.path) == 3 and tuple(entry.path[:2]) == ("graph", "initializer")
                     and entry.dtype in _ORT_NUMPY_TYPES and values.nbytes >= EXTERNAL_MIN_BYTES):
                 names.append(tensor.name)

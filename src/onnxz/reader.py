@@ -157,11 +157,13 @@ class Reader:
         except (DecodeError, RuntimeError, ValueError) as exc:
             raise FormatError(f"graph: not a valid ONNX ModelProto ({exc})") from exc
 
-    def slots(self, model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    def slots(self, model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
         """The TensorProto of each entry in ``model`` (the :meth:`graph`), checked against the
-        index, and the check that no other tensor lost its payload (SPEC.md §5.2)."""
+        index as it is asked for, and after the last one the check that no other tensor lost
+        its payload (SPEC.md §5.2). Take each before decoding its entry and after decoding
+        the ones before (SPEC.md §10.2 checks tensor by tensor: a damaged chunk of the first
+        is reported before a wrong path of the fourth)."""
         found = dict(iter_tensors(model))
-        slots = []
         for entry in self.entries:
             tensor = found.get(entry.path)
             if tensor is None:  # not a place the walk finds: resolve says why
@@ -172,14 +174,13 @@ class Reader:
                 raise FormatError(f"tensor {entry.name!r}: index does not match the graph")
             if payload_type(tensor) is None or has_payload(tensor):
                 raise FormatError(f"tensor {entry.name!r}: graph slot already holds data")
-            slots.append(tensor)
+            yield tensor
         stored = {e.path for e in self.entries}
         for tensor_path, tensor in found.items():  # most hold their payload: asked first
             if (tensor_path not in stored and not has_payload(tensor) and payload_type(tensor)
                     and element_count(tensor)):
                 raise FormatError(f"graph: tensor {tensor.name!r} at {list(tensor_path)} has "
                                   "no data and no index entry (SPEC.md §5.2)")
-        return slots
 
     def check_output_budget(self) -> None:
         """:class:`LimitExceededError` if decoding every tensor would pass the limits."""
