@@ -39,6 +39,7 @@ SEED_NAMES = (
     "spec_example_lossless", "spec_example_deadzone", "lossless_zstd", "deadzone_delta_0_3",
     "deadzone_chunked_escapes", "lossless_chunked", "lossless_float_planes",
     "deadzone_f16_bf16_f64", "paths_tensors_graphs", "subgraphs", "lossless_zstd_planes",
+    "lossless_palette", "lossless_copy",
 )
 SECTION_NAMED = re.compile(r"^(not an onnxz file|header|footer|index|graph|tensor)")
 CASE_TIME_LIMIT = 60  # seconds: far beyond any case (milliseconds); only a hang gets there
