@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
+import functools
 import io
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -256,35 +257,42 @@ class _Packer:
     def __init__(self, model: onnx.ModelProto, opts: PackOptions,
                  source_bytes: int | None) -> None:
         self.model, self.opts, self.source_bytes = model, opts, source_bytes
-        moved = [s for s in iter_tensor_slots(model) if payload_type(s.tensor) is not None]
-        self.slots = [s for s in moved if _payload_bytes(s) >= opts.inline_max_bytes]
-        self.inline = [s for s in moved if _payload_bytes(s) < opts.inline_max_bytes]
+        self.slots: list[TensorSlot] = []  # stored in chunks
+        self.inline: list[TensorSlot] = []  # left in the graph
+        for slot in iter_tensor_slots(model):
+            if (etype := payload_type(slot.tensor)) is not None:
+                stored = element_count(slot.tensor) * etype.width >= opts.inline_max_bytes
+                (self.slots if stored else self.inline).append(slot)
         self._cache: dict[tuple[TensorPath, Setting | None], EncodedResult] = {}
-        self._skeleton: onnx.ModelProto | None = None  # without the stored payloads
         self._graphs: dict[frozenset[tuple[TensorPath, Setting]], bytes] = {}
+
+    @functools.cached_property
+    def _skeleton(self) -> onnx.ModelProto:
+        """The model without the stored payloads (the inline ones as they are)."""
+        skeleton = onnx.ModelProto()
+        skeleton.CopyFrom(self.model)
+        for slot in self.slots:
+            take_payload(resolve(skeleton, slot.path))
+        return skeleton
 
     def graph_bytes(self, settings: Mapping[TensorPath, Setting]) -> bytes:
         """The graph section under ``settings``: the model without the stored payloads,
         the ones left in it as a decoder would give them (cached per inline change)."""
-        changed = frozenset((s.path, settings[s.path]) for s in self.inline
-                            if settings.get(s.path, LOSSLESS) != LOSSLESS)
-        if self._skeleton is None:
-            self._skeleton = onnx.ModelProto()
-            self._skeleton.CopyFrom(self.model)
-            for slot in self.slots:
-                take_payload(resolve(self._skeleton, slot.path))
-        if changed not in self._graphs:
+        changed = [(s, settings[s.path]) for s in self.inline
+                   if settings.get(s.path, LOSSLESS) != LOSSLESS]
+        key = frozenset((s.path, setting) for s, setting in changed)
+        if key not in self._graphs:
             skeleton = onnx.ModelProto()
             skeleton.CopyFrom(self._skeleton)
-            for path, setting in changed:
-                tensor = resolve(skeleton, path)
-                etype = payload_type(tensor)
+            for slot, setting in changed:
+                etype = payload_type(slot.tensor)
                 assert etype is not None
-                codec = setting.codec(row_length(tensor.dims))
-                put_payload(tensor, _as_decoded(read_payload(tensor, etype), etype, codec,
-                                                self.opts.chunk_elements))
-            self._graphs[changed] = skeleton.SerializeToString()
-        return self._graphs[changed]
+                values = read_payload(slot.tensor, etype)
+                codec = _codec(setting, self.opts, slot, etype, values.size)
+                put_payload(resolve(skeleton, slot.path),
+                            _as_decoded(values, etype, codec, self.opts.chunk_elements))
+            self._graphs[key] = skeleton.SerializeToString()
+        return self._graphs[key]
 
     def encode(self, slot: TensorSlot, setting: Setting | None) -> EncodedResult:
         """The tensor's encoding with ``setting``, or by the pack options (cached)."""
@@ -314,12 +322,6 @@ class _Packer:
         extra = {"source_bytes": self.source_bytes or 0, "rate_control": summary}
         writer.finish(self.graph_bytes(settings), entries.entries, extra)
         return out.tell() + SIZE_SLACK
-
-
-def _payload_bytes(slot: TensorSlot) -> int:
-    etype = payload_type(slot.tensor)
-    assert etype is not None
-    return element_count(slot.tensor) * etype.width
 
 
 def _as_decoded(values: np.ndarray, etype: ElementType, codec: TensorCodec,

@@ -74,11 +74,10 @@ class Reader:
         self.path = check_input(path)
         self._container = ContainerReader(self.path, limits)
         self.entries: tuple[TensorEntry, ...] = self._container.index.tensors
-        for entry in self.entries:
-            if entry.dtype not in BY_NAME:
-                self.close()
-                raise FormatError(f"tensor {entry.name!r}: unknown dtype {entry.dtype!r}")
         try:
+            for entry in self.entries:
+                if entry.dtype not in BY_NAME:
+                    raise FormatError(f"tensor {entry.name!r}: unknown dtype {entry.dtype!r}")
             self._sources = copy_sources(self.entries)
         except FormatError:
             self.close()
