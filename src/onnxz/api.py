@@ -17,7 +17,7 @@ import io
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import onnx
@@ -48,6 +48,7 @@ from onnxz.modelio import (
     PROTOBUF_LIMIT,
     ExternalDataWriter,
     ModelFile,
+    ModelStream,
     Payload,
     open_model,
 )
@@ -574,14 +575,14 @@ def unpack(
         reader.check_output_budget()
         data_file = _external_data_file(out, external_data, named, reader)
         model = reader.graph()
-        slots = reader.slots(model)
         outputs = [out] if data_file is None else [out, data_file]
         with atomic_outputs(outputs, force, [source]) as temps:
-            decoded = _with_progress(reader, progress)
             if data_file is None:
-                for tensor, (_, values) in zip(slots, decoded, strict=True):
-                    put_payload(tensor, values)
+                with builtins.open(temps[0], "wb") as f:
+                    _write_streamed(reader, model, f, progress)
             else:
+                slots = reader.slots(model)
+                decoded = _with_progress(reader, progress)
                 location = data_file.relative_to(out.parent).as_posix()
                 with builtins.open(temps[1], "wb") as f:
                     data = ExternalDataWriter(f, location)
@@ -590,19 +591,54 @@ def unpack(
                             data.add(tensor, values)
                         else:
                             put_payload(tensor, values)
-            temps[0].write_bytes(_serialized(model))
+                temps[0].write_bytes(_serialized(model))
     return out
 
 
-def _with_progress(reader: Reader, progress: Progress | None
+def _write_streamed(reader: Reader, model: onnx.ModelProto, file: IO[bytes],
+                    progress: Progress | None) -> None:
+    """Write the decoded model to ``file`` as :class:`ModelStream` does: payloads go from
+    the decoder to the file in the order of the fields, never into the ModelProto."""
+    entries = reader.entries
+    with _first_fault_in_index_order(reader, model):
+        for _ in reader.slots(model):
+            pass
+        stream = ModelStream.plan(model, [
+            (e.path, e.element_count * BY_NAME[e.dtype].width) for e in entries])
+    if stream.size > PROTOBUF_LIMIT:
+        raise LimitExceededError(
+            f"the decoded model is past protobuf's 2 GiB limit ({stream.size} bytes); write "
+            "its weights to an external data file (--external-data)")
+    with _first_fault_in_index_order(reader, model):
+        decoded = _with_progress(reader, progress, [entries[k] for k in stream.order])
+        stream.write(file, (values for _, values in decoded))
+
+
+@contextlib.contextmanager
+def _first_fault_in_index_order(reader: Reader, model: onnx.ModelProto) -> Iterator[None]:
+    """On an error, take the tensors again in the order of the index, each slot checked
+    before its decoding, and raise the first fault found: the one SPEC.md §10.2 names
+    first, where the block met another (it checks every slot first, or decodes in another
+    order)."""
+    try:
+        yield
+    except OnnxzError:
+        for _ in zip(reader.slots(model), reader.decode(), strict=True):
+            pass
+        raise
+
+
+def _with_progress(reader: Reader, progress: Progress | None,
+                   entries: Sequence[TensorEntry] | None = None
                    ) -> Iterator[tuple[TensorEntry, np.ndarray]]:
-    """``reader.decode()``, each tensor reported to ``progress`` (none built without one)."""
+    """``reader.decode(entries)``, each tensor reported to ``progress`` (none built without
+    one)."""
     if progress is None:
-        yield from reader.decode()
+        yield from reader.decode(entries)
         return
     total = sum(e.element_count * BY_NAME[e.dtype].width for e in reader.entries)
     done = 0
-    for count, (entry, values) in enumerate(reader.decode(), 1):
+    for count, (entry, values) in enumerate(reader.decode(entries), 1):
         done += values.nbytes
         yield entry, values
         notify(progress, ProgressUpdate(count, len(reader.entries), done, total, entry.name))

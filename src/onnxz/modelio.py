@@ -20,6 +20,7 @@ loads a whole model's weights at once:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import IO
@@ -254,3 +255,176 @@ class ExternalDataWriter:
             entry.key, entry.value = key, value
         tensor.data_location = TensorProto.EXTERNAL
         self._position += data.size
+
+
+_RAW_DATA = TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number
+
+
+@dataclass(frozen=True)
+class ModelStream:
+    """A model's serialized bytes with holes where tensor payloads go, written as the
+    payloads come: the bytes ``SerializeToString`` gives once each slot's ``raw_data`` holds
+    its payload, without the model ever holding them (memory: the skeleton plus the tensor
+    in hand, none of it copied into protobuf).
+
+    ``pieces`` are the skeleton's bytes and, for each hole, the number of the slot whose
+    payload goes there; ``order`` those numbers in the order :meth:`write` takes payloads
+    (the order of the fields in the file, which is not always the order of the slots).
+
+    >>> from onnx import helper
+    >>> w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2])   # an empty slot
+    >>> model = helper.make_model(helper.make_graph([], "g", [], [], [w]))
+    >>> stream = ModelStream.plan(model, [(("graph", "initializer", 0), 8)])
+    >>> import io; out = io.BytesIO()
+    >>> stream.write(out, [np.array([1.5, 2.0], dtype=np.float32)])
+    >>> model.graph.initializer[0].raw_data = np.array([1.5, 2.0], dtype=np.float32).tobytes()
+    >>> out.getvalue() == model.SerializeToString()
+    True
+    """
+
+    pieces: tuple[bytes | int, ...]
+    order: tuple[int, ...]
+    sizes: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        """Bytes the model takes, payloads included."""
+        return sum(len(p) if isinstance(p, bytes) else self.sizes[p] for p in self.pieces)
+
+    @classmethod
+    def plan(cls, model: onnx.ModelProto,
+             slots: Sequence[tuple[Sequence[str | int], int]]) -> ModelStream:
+        """The stream of ``model`` whose tensors at the given paths (each an empty slot, as
+        :meth:`onnxz.reader.Reader.slots` checks) get payloads of the given byte sizes.
+
+        The skeleton is serialized once; the records on the slots' paths are found by
+        reading its wire format (field numbers from the paths' field names), and get new
+        lengths; everything else is copied as protobuf wrote it."""
+        trie: dict = {}
+        for number, (path, _) in enumerate(slots):
+            node, descriptor = trie, model.DESCRIPTOR
+            for position, step in enumerate(path):
+                if isinstance(step, int):
+                    continue
+                field = descriptor.fields_by_name[step]
+                descriptor = field.message_type
+                repeated = position + 1 < len(path) and isinstance(path[position + 1], int)
+                key = path[position + 1] if repeated else None
+                below = node.setdefault(field.number, {})
+                last = position + (2 if repeated else 1) == len(path)
+                node = below.setdefault(key, number if last else {})
+        data = model.SerializeToString()
+        pieces, _ = _spliced(data, 0, len(data), trie, [size for _, size in slots])
+        order = tuple(p for p in pieces if isinstance(p, int))
+        if sorted(order) != list(range(len(slots))):
+            raise ValueError("ModelStream.plan: a path is not a tensor of the model")
+        return cls(tuple(pieces), order, tuple(size for _, size in slots))
+
+    def write(self, file: IO[bytes], payloads: Iterable[np.ndarray]) -> None:
+        """Write the model to ``file``, each hole filled by the next of ``payloads`` (flat
+        arrays of the slots' element types, in :attr:`order`)."""
+        arrays = iter(payloads)
+        for piece in self.pieces:
+            if isinstance(piece, bytes):
+                file.write(piece)
+            else:
+                file.write(np.ascontiguousarray(next(arrays)).reshape(-1).view(np.uint8).data)
+        if next(arrays, None) is not None:  # (and a generator runs to its end)
+            raise ValueError("ModelStream.write: more payloads than holes")
+
+
+def _spliced(data: bytes, start: int, end: int, trie: dict, sizes: Sequence[int]
+             ) -> tuple[list[bytes | int], int]:
+    """The pieces of the message serialized in ``data[start:end]`` with its slots' payloads
+    put in (holes), and their total length. ``trie``: field number -> {index among that
+    field's records, or None for a singular field -> the trie below, or a slot's number}."""
+    pieces: list[bytes | int] = []
+    total = 0
+    copied = start  # data[copied:here] is still to be copied as it is
+    seen: dict[int, int] = {}
+    left = sum(map(len, trie.values()))  # records with slots below them still to be found
+    for number, here, content, after in _records(data, start, end):
+        below = trie.get(number)
+        if below is None:
+            continue
+        index = seen.get(number, 0)
+        seen[number] = index + 1
+        inner = below.get(None if None in below else index)
+        if inner is None:
+            continue
+        if isinstance(inner, int):
+            inner_pieces, length = _slot(data, content, after, sizes[inner], inner)
+        else:
+            inner_pieces, length = _spliced(data, content, after, inner, sizes)
+        head = data[copied:here] + _record_head(data, here, length)
+        pieces += [head, *inner_pieces]
+        total += len(head) + length
+        copied = after
+        left -= 1
+        if not left:
+            break
+    tail = data[copied:end]
+    return [*pieces, tail], total + len(tail)
+
+
+def _slot(data: bytes, start: int, end: int, size: int, number: int
+          ) -> tuple[list[bytes | int], int]:
+    """The pieces of the slot tensor serialized in ``data[start:end]`` with a ``raw_data``
+    record of ``size`` bytes, placed as protobuf places it: before the first field of a
+    higher number."""
+    here = next((here for field, here, _, _ in _records(data, start, end) if field > _RAW_DATA),
+                end)
+    head = data[start:here] + _varint((_RAW_DATA << 3) | 2) + _varint(size)
+    tail = data[here:end]
+    return [head, number, tail], len(head) + size + len(tail)
+
+
+def _records(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """Field number, start, content start and end of each record of ``data[start:end]``
+    (content start: after a length-delimited record's length)."""
+    position = start
+    while position < end:
+        here = position
+        key = data[position]  # one-byte keys and lengths read inline: nearly all of them
+        position += 1
+        if key >= 0x80:
+            key, position = _read_varint(data, here)
+        kind = key & 7
+        if kind == 2:
+            length = data[position]
+            position += 1
+            if length >= 0x80:
+                length, position = _read_varint(data, position - 1)
+            content, position = position, position + length
+        elif kind == 0:
+            _, position = _read_varint(data, position)
+            content = position
+        else:  # 1: fixed64, 5: fixed32 (ONNX has no groups)
+            content, position = position, position + (8 if kind == 1 else 4)
+        yield key >> 3, here, content, position
+
+
+def _record_head(data: bytes, here: int, length: int) -> bytes:
+    """The key of the record at ``here`` followed by a new ``length``."""
+    _, key_end = _read_varint(data, here)
+    return data[here:key_end] + _varint(length)
+
+
+def _read_varint(data: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
