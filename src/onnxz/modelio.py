@@ -258,6 +258,7 @@ class ExternalDataWriter:
 
 
 _RAW_DATA = TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number
+_RAW_DATA_KEY = bytes([_RAW_DATA << 3 | 2])  # a length-delimited field of number 9
 
 
 @dataclass(frozen=True)
@@ -314,7 +315,15 @@ class ModelStream:
                 last = position + (2 if repeated else 1) == len(path)
                 node = below.setdefault(key, number if last else {})
         data = model.SerializeToString()
-        pieces, _ = _spliced(data, 0, len(data), trie, [size for _, size in slots])
+        pieces: list[bytes | int] = []
+        run: list[bytes] = []  # joined: one write between two holes
+        for piece in _spliced(data, 0, len(data), trie, [size for _, size in slots])[0]:
+            if isinstance(piece, bytes):
+                run.append(piece)
+            else:
+                pieces += [b"".join(run), piece]
+                run = []
+        pieces.append(b"".join(run))
         order = tuple(p for p in pieces if isinstance(p, int))
         if sorted(order) != list(range(len(slots))):
             raise ValueError("ModelStream.plan: a path is not a tensor of the model")
@@ -347,36 +356,29 @@ def _spliced(data: bytes, start: int, end: int, trie: dict, sizes: Sequence[int]
         below = trie.get(number)
         if below is None:
             continue
-        index = seen.get(number, 0)
-        seen[number] = index + 1
+        index = seen[number] = seen.get(number, -1) + 1
         inner = below.get(None if None in below else index)
         if inner is None:
             continue
-        if isinstance(inner, int):
-            inner_pieces, length = _slot(data, content, after, sizes[inner], inner)
+        if isinstance(inner, int):  # a slot: raw_data goes before its first higher field
+            higher = next((h for field, h, _, _ in _records(data, content, after)
+                           if field > _RAW_DATA), after)
+            inner_pieces: list[bytes | int] = [
+                data[content:higher] + _RAW_DATA_KEY + _varint(sizes[inner]), inner,
+                data[higher:after]]
+            length = after - content + len(inner_pieces[0]) - (higher - content) + sizes[inner]
         else:
             inner_pieces, length = _spliced(data, content, after, inner, sizes)
-        head = data[copied:here] + _record_head(data, here, length)
+        key_end = here + 1 if data[here] < 0x80 else _read_varint(data, here)[1]
+        head = data[copied:key_end] + _varint(length)
         pieces += [head, *inner_pieces]
         total += len(head) + length
         copied = after
         left -= 1
         if not left:
             break
-    tail = data[copied:end]
-    return [*pieces, tail], total + len(tail)
-
-
-def _slot(data: bytes, start: int, end: int, size: int, number: int
-          ) -> tuple[list[bytes | int], int]:
-    """The pieces of the slot tensor serialized in ``data[start:end]`` with a ``raw_data``
-    record of ``size`` bytes, placed as protobuf places it: before the first field of a
-    higher number."""
-    here = next((here for field, here, _, _ in _records(data, start, end) if field > _RAW_DATA),
-                end)
-    head = data[start:here] + _varint((_RAW_DATA << 3) | 2) + _varint(size)
-    tail = data[here:end]
-    return [head, number, tail], len(head) + size + len(tail)
+    pieces.append(data[copied:end])
+    return pieces, total + end - copied
 
 
 def _records(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
@@ -402,12 +404,6 @@ def _records(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int,
         else:  # 1: fixed64, 5: fixed32 (ONNX has no groups)
             content, position = position, position + (8 if kind == 1 else 4)
         yield key >> 3, here, content, position
-
-
-def _record_head(data: bytes, here: int, length: int) -> bytes:
-    """The key of the record at ``here`` followed by a new ``length``."""
-    _, key_end = _read_varint(data, here)
-    return data[here:key_end] + _varint(length)
 
 
 def _read_varint(data: bytes, position: int) -> tuple[int, int]:
