@@ -290,3 +290,41 @@ def test_escape_bytes_without_escape_are_corrupt_data(tmp_path):
         "w", onnx.TensorProto.FLOAT, make_vectors._dz(q, 0.1, 0.5, "float32"))])
     outcome(tmp_path, packed(tmp_path, model, **make_vectors._options(("w", codec))),
             "corrupt", "escape bytes without escape symbol")
+
+
+def test_every_chunks_crc_comes_before_a_malformed_first_chunk(tmp_path):
+    """§10.2 checks every chunk's CRC (a tensor check) before any chunk's content: a first
+    chunk with one part too many and a damaged second chunk is corrupt data (onnxz decoded
+    the first chunk before reading the second)."""
+    def break_both(fields):
+        t = next(t for t in fields["tensors"] if len(t["chunks"]) > 1)
+        t["chunks"][0][1] = [*t["chunks"][0][1], 0]
+        t["chunks"][1][3] ^= 1
+    outcome(tmp_path, edit_index(vector("lossless_chunked"), break_both), "corrupt", "chunk")
+
+    def only_the_parts(fields):
+        t = next(t for t in fields["tensors"] if len(t["chunks"]) > 1)
+        t["chunks"][0][1] = [*t["chunks"][0][1], 0]
+    outcome(tmp_path, edit_index(vector("lossless_chunked"), only_the_parts), "format",
+            "needs 4 planes")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_with_workers_too_a_later_chunks_crc_comes_before_the_tensors_params(
+        tmp_path, monkeypatch, workers):
+    """Cut into one job per chunk, decoded by two worker processes, a tensor whose
+    parameters are invalid and whose second chunk is damaged is still corrupt data: the
+    worker of the first job checked only its own chunk (onnxz reported a format error)."""
+    from onnxz import reader
+
+    monkeypatch.setattr(reader, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(reader, "TASK_ELEMENTS", 1)
+
+    def break_both(fields):
+        t = next(t for t in fields["tensors"] if len(t["chunks"]) > 1)
+        t["codec"] = "no-such-codec"
+        t["chunks"][1][3] ^= 1
+    path = tmp_path / "case.onnxz"
+    path.write_bytes(edit_index(vector("lossless_chunked"), break_both))
+    with pytest.raises(onnxz.CorruptDataError, match="chunk"):
+        onnxz.load(path, workers=workers)

@@ -265,21 +265,22 @@ def decode_job(job: DecodeJob, read: Callable[[ChunkEntry, str], bytes], out: np
     numpy type. ``read(chunk, tensor name)`` gives a chunk's stored bytes, checksum-verified;
     chunks are read one at a time.
 
-    Any failure inside a codec becomes an :class:`OnnxzError` naming the tensor. Invalid
-    codec parameters are reported only once the job's chunks have passed their CRC-32s
-    (SPEC.md §10.2 orders every chunk's CRC before the parameters).
+    Any failure inside a codec becomes an :class:`OnnxzError` naming the tensor. A format
+    error (invalid parameters, a malformed chunk) is reported only once every chunk of the
+    job has passed its CRC-32 (SPEC.md §10.2 orders every chunk's CRC before the parameters
+    and the chunks' contents); chunks are read again only then.
     """
     try:
         decoder = _naming(job, _decoder, job)
+        start = 0
+        for chunk in job.chunks:
+            parts = split_parts(read(chunk, job.name), chunk.sizes)
+            _naming(job, decoder.decode_into, parts, out[start : start + chunk.count])
+            start += chunk.count
     except FormatError:
         for chunk in job.chunks:
             read(chunk, job.name)
         raise
-    start = 0
-    for chunk in job.chunks:
-        parts = split_parts(read(chunk, job.name), chunk.sizes)
-        _naming(job, decoder.decode_into, parts, out[start : start + chunk.count])
-        start += chunk.count
 
 
 def _decoder(job: DecodeJob) -> ChunkDecoder:

@@ -206,20 +206,34 @@ class Reader:
         entries = list(self.entries if entries is None else entries)
         if self.workers == 1 or sum(e.element_count for e in entries) < PARALLEL_MIN_ELEMENTS:
             for entry in entries:
-                coded = self._coded(entry)
-                values = np.empty(entry.element_count, dtype=BY_NAME[entry.dtype].numpy)
-                decode_job(_job(entry, coded, coded.chunks), self._container.chunk_bytes,
-                           values)
-                yield entry, _checked(entry, values, crc32(values.view(np.uint8)))
+                yield entry, self._decoded_here(entry)
             return
         owners: deque[list[tuple[_Filling, int]]] = deque()
-        for crcs in decode_in_workers(self.workers, self._container.file,
-                                      _tasks(entries, self._coded, owners)):
-            for (filling, nbytes), crc in zip(owners.popleft(), crcs, strict=True):
-                filling.crc = crc32_combine(filling.crc, crc, nbytes)
-                filling.jobs_left -= 1
-                if not filling.jobs_left:
-                    yield filling.entry, _checked(filling.entry, filling.values, filling.crc)
+        handed_out = 0
+        try:
+            for crcs in decode_in_workers(self.workers, self._container.file,
+                                          _tasks(entries, self._coded, owners)):
+                for (filling, nbytes), crc in zip(owners.popleft(), crcs, strict=True):
+                    filling.crc = crc32_combine(filling.crc, crc, nbytes)
+                    filling.jobs_left -= 1
+                    if not filling.jobs_left:
+                        values = _checked(filling.entry, filling.values, filling.crc)
+                        yield filling.entry, values
+                        handed_out += 1
+        except (FormatError, CorruptDataError):
+            # A worker checks its own jobs, not the rest of their tensor, nor the CRC of the
+            # tensor before: decode the rest here, one tensor at a time, for the error
+            # SPEC.md §10.2 names first.
+            for entry in entries[handed_out:]:
+                self._decoded_here(entry)
+            raise
+
+    def _decoded_here(self, entry: TensorEntry) -> np.ndarray:
+        """``entry``'s flat values, decoded in this process, CRC-checked."""
+        coded = self._coded(entry)
+        values = np.empty(entry.element_count, dtype=BY_NAME[entry.dtype].numpy)
+        decode_job(_job(entry, coded, coded.chunks), self._container.chunk_bytes, values)
+        return _checked(entry, values, crc32(values.view(np.uint8)))
 
     def _coded(self, entry: TensorEntry) -> TensorEntry:
         """The entry whose codec, parameters and chunks code ``entry``'s elements: its
