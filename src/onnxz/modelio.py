@@ -27,6 +27,7 @@ from typing import IO
 
 import numpy as np
 import onnx
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError
 from onnx import TensorProto
 
@@ -301,19 +302,7 @@ class ModelStream:
         The skeleton is serialized once; the records on the slots' paths are found by
         reading its wire format (field numbers from the paths' field names), and get new
         lengths; everything else is copied as protobuf wrote it."""
-        trie: dict = {}
-        for number, (path, _) in enumerate(slots):
-            node, descriptor = trie, model.DESCRIPTOR
-            for position, step in enumerate(path):
-                if isinstance(step, int):
-                    continue
-                field = descriptor.fields_by_name[step]
-                descriptor = field.message_type
-                repeated = position + 1 < len(path) and isinstance(path[position + 1], int)
-                key = path[position + 1] if repeated else None
-                below = node.setdefault(field.number, {})
-                last = position + (2 if repeated else 1) == len(path)
-                node = below.setdefault(key, number if last else {})
+        trie = _trie(model.DESCRIPTOR, [path for path, _ in slots])
         data = model.SerializeToString()
         pieces: list[bytes | int] = []
         run: list[bytes] = []  # joined: one write between two holes
@@ -340,6 +329,23 @@ class ModelStream:
                 file.write(np.ascontiguousarray(next(arrays)).reshape(-1).view(np.uint8).data)
         if next(arrays, None) is not None:  # (and a generator runs to its end)
             raise ValueError("ModelStream.write: more payloads than holes")
+
+
+def _trie(descriptor: Descriptor, paths: Sequence[Sequence[str | int]]) -> dict:
+    """The paths (SPEC.md §5.1) as nested dicts: field number -> {the record's index among
+    that field's records, None for a singular field -> the dict below, or at the path's end
+    the path's number}."""
+    trie: dict = {}
+    for number, path in enumerate(paths):
+        node, message = trie, descriptor
+        steps = list(path)
+        while steps:
+            field = message.fields_by_name[steps.pop(0)]
+            index = steps.pop(0) if steps and isinstance(steps[0], int) else None
+            below = node.setdefault(field.number, {})
+            node = below.setdefault(index, {} if steps else number)
+            message = field.message_type
+    return trie
 
 
 def _spliced(data: bytes, start: int, end: int, trie: dict, sizes: Sequence[int]
