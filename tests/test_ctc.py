@@ -71,3 +71,47 @@ def test_ctc_margins_skip_the_runner_up_that_keeps_the_string():
     moved[2, 0] = 4.5  # the repeat turns blank: the string is kept, its margin unmoved
     assert strings.change(LOGITS, [moved])[2] == pytest.approx(0.0)
     assert plain.change(LOGITS, [moved])[2] == pytest.approx(-1.0)
+
+
+def argmax_recognizer(features: int = 64, classes: int = 32, seed: int = 0):
+    """A CTC recognizer whose graph ends in the ArgMax: it outputs the id path itself
+    (int64 [1, T]), as exported recognizers that decode in the graph do."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    w = np.random.default_rng(seed).normal(0, 1, (features, classes)).astype(np.float32)
+    w[:, 0] += 1.5  # the blank: most positions
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "W"], ["scores"]),
+         onnx.helper.make_node("ArgMax", ["scores"], ["ids"], axis=-1, keepdims=0)],
+        "argmax_ctc",
+        [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 40, features])],
+        [onnx.helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 40])],
+        [numpy_helper.from_array(w, "W")])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+def test_ctc_and_top1_judge_the_ids_an_in_graph_argmax_makes(tmp_path):
+    """A recognizer that outputs its ids path (an ArgMax in the graph) has no class-score
+    output: `ctc` and `top1` were refused ("no output is class scores") in verify and pack.
+    Its ids are the decisions: verify reads the strings from them, and rate control judges
+    them by the margins of the scores the ArgMax reads (as it did for `exact`)."""
+    import onnxz
+
+    original = tmp_path / "rec.onnx"
+    original.write_bytes(argmax_recognizer().SerializeToString())
+    x = np.random.default_rng(1).normal(0, 1, (40, 1, 40, 64)).astype(np.float32)
+    lossless = onnxz.save(original, tmp_path / "l.onnxz", lossless=True)
+    report = onnxz.verify(original, tmp_path / "l.onnxz", {"x": x}, "ctc>=0.99,top1>=0.99")
+    (ids,) = report.outputs
+    assert report.passed and ids.ctc == 1.0 and ids.top1 == 1.0 and ids.top5 is None
+    assert ids.class_scores == "class numbers an in-graph ArgMax makes"
+    info = onnxz.save(original, tmp_path / "c.onnxz", fidelity="ctc>=0.99", inputs={"x": x})
+    assert info.file_bytes < lossless.file_bytes
+    check = onnxz.verify(original, tmp_path / "c.onnxz", {"x": x}, "ctc>=0.99")
+    assert check.passed and check.outputs[0].ctc == info.rate_control["achieved"]["ids"]["ctc"]
+    onnxz.save(original, tmp_path / "t.onnxz", fidelity="top1>=0.99", inputs={"x": x})
+
+
+def test_the_blank_of_class_labels_may_be_any_integer():
+    assert blank_class([np.array([-1, -1, 3])]) == -1

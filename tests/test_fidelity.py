@@ -57,12 +57,14 @@ def heads(tmp_path):
 def test_class_scores_come_from_graph_and_data_evidence_not_shape(heads):
     report = onnxz.verify(*heads)
     reasons = {m.name: m.class_scores for m in report.outputs}
-    assert reasons == {"logits": "feeds ArgMax", "label": None, "probs": "Softmax output",
+    assert reasons == {"logits": "feeds ArgMax", "probs": "Softmax output",
+                       "label": "class numbers an in-graph ArgMax makes",
                        "manual": "rows sum to 1", "hidden": None}
     by_name = {m.name: m for m in report.outputs}
     assert by_name["hidden"].top1 is None and by_name["probs"].top1 == 1.0
     assert by_name["probs"].top5 == 1.0 and by_name["label"].exact == 1.0
-    assert "class scores: logits (feeds ArgMax), probs (Softmax output)" in report.table()
+    assert ("class scores: logits (feeds ArgMax), label (class numbers an in-graph ArgMax "
+            "makes), probs (Softmax output)") in report.table()
 
 
 def test_named_class_outputs_and_unknown_names(heads):

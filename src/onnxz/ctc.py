@@ -26,7 +26,10 @@ def blank_class(paths: list[np.ndarray]) -> int:
     no positions)."""
     flat = np.concatenate([np.asarray(p, dtype=np.int64).ravel() for p in paths] or
                           [np.zeros(0, np.int64)])
-    return int(np.bincount(flat).argmax()) if flat.size else 0
+    if not flat.size:
+        return 0
+    classes, counts = np.unique(flat, return_counts=True)  # any integers: class labels too
+    return int(classes[counts.argmax()])
 
 
 def greedy_string(path: np.ndarray, blank: int) -> tuple[int, ...]:

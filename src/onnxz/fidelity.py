@@ -142,7 +142,8 @@ class Fidelity:
                 where = f"output {c.output!r} is" if c.output else "no output is"
                 raise TargetSpecError(
                     f"{c}: {where} class scores (a Softmax/LogSoftmax producer, an ArgMax/"
-                    "TopK consumer, rows that sum to 1, or a name such as logits); name such "
+                    "TopK consumer, the class numbers an ArgMax makes, rows that sum to 1, "
+                    "or a name such as logits); name such "
                     "outputs with --class-output NAME, or use snr/cosine/exact")
 
     def decided(self, outputs: dict[str, bool]) -> frozenset[str]:

@@ -150,10 +150,11 @@ class Thresholds:
         plain.append(Criterion("cosine", self.min_cosine))
         criteria = [Criterion(c.metric, c.bound, o) for o in others for c in plain
                     ] if class_ids and others else plain
-        if judge_top1:
+        if judge_top1 and class_ids and others:  # the ids' decisions: exact, not top1 too
+            criteria += [Criterion("top1", self.min_top1, o) for o in others]
+            criteria += [Criterion("exact", self.min_top1, o) for o in class_ids]
+        elif judge_top1:
             criteria.append(Criterion("top1", self.min_top1))
-            if others:
-                criteria += [Criterion("exact", self.min_top1, o) for o in class_ids]
         return Fidelity(tuple(criteria))
 
     def to_dict(self) -> dict[str, float | bool | None]:
@@ -169,7 +170,9 @@ class ClassScores:
     every axis from ``axis`` on, flattened. ``log_domain`` is True when the values are
     logits or log-probabilities, False when they are probabilities. ``binary``: every value
     is the probability p of one class, a yes/no decision at 0.5 (a voice activity
-    detector's speech probability); its rows are (1 − p, p).
+    detector's speech probability); its rows are (1 − p, p). ``ids``: the output holds the
+    decisions themselves, the class numbers an in-graph ArgMax makes (one per element: a
+    recognizer's id path), so top-1 and ``ctc`` read them as they are; no rows of scores.
 
     >>> ClassScores("p", log_domain=False, binary=True).rows(np.array([[0.2], [0.9]]))
     array([[0.8, 0.2],
@@ -181,6 +184,7 @@ class ClassScores:
     coerced: bool = False
     log_domain: bool = True
     binary: bool = False
+    ids: bool = False
 
     def rows(self, values: np.ndarray) -> np.ndarray:
         """The output as a 2-D array, one prediction per row, one class per column."""
@@ -453,10 +457,11 @@ def verify(
         reference, model = _load_original(original)
         input_specs, output_specs = graph_specs(model)
         evidence = class_evidence(model, class_outputs)
+        class_ids = [n for n in argmax_sources(model) if n not in evidence]
+        evidence.update((n, IDS_EVIDENCE) for n in class_ids)
         if isinstance(thresholds, Thresholds | None):  # class ids: by their decisions
             fidelity = (thresholds or Thresholds()).fidelity(
-                generated, [n for n in argmax_sources(model) if n not in evidence],
-                [s.name for s in output_specs])
+                generated, class_ids, [s.name for s in output_specs])
         else:  # the user's criteria name outputs that must exist and fit
             _check_criteria(fidelity, output_specs, evidence)
         samples = (samples_for(input_specs, inputs)
@@ -561,6 +566,7 @@ class ReferenceRun:
                  class_outputs: Sequence[str] = (), extra_outputs: Sequence[str] = ()) -> None:
         input_specs, self.output_specs = graph_specs(model)
         evidence = class_evidence(model, class_outputs)
+        evidence.update((n, IDS_EVIDENCE) for n in argmax_sources(model) if n not in evidence)
         self.samples = samples_for(input_specs, inputs)
         self.extra_outputs = tuple(extra_outputs)
         session = _session(lambda: session_from_proto(with_outputs(model, self.extra_outputs)),
@@ -863,6 +869,9 @@ def _count(n: int, noun: str) -> str:
 DATA_EVIDENCE = ClassScores("rows sum to 1", log_domain=False)
 PROBABILITY_EVIDENCE = ClassScores("one probability per row, decided at 0.5",
                                    log_domain=False, binary=True)
+IDS_EVIDENCE = ClassScores("class numbers an in-graph ArgMax makes", ids=True)
+"""An integer output that an ArgMax makes: its elements are the decisions (top-1 per
+element, ``ctc`` over each sample's path; SNR and cosine stay, and ``exact``)."""
 
 
 @dataclass
@@ -943,25 +952,30 @@ class _Accumulator:
             self.distributions = self.distributions and _is_distribution(reference)
             self.probabilities = self.probabilities and _is_probability_column(reference)
         scores = self.scores or self._data_evidence()
-        if scores is not None and reference.size and reference.dtype.kind == "f":
+        if scores is not None and scores.ids:
+            self._add_paths(np.asarray(reference).ravel(), np.asarray(packed).ravel())
+        elif scores is not None and reference.size and reference.dtype.kind == "f":
             self._add_rankings(scores.rows(reference), scores.rows(packed))
 
     def _add_rankings(self, ref: np.ndarray, out: np.ndarray) -> None:
-        self.rows += ref.shape[0]
         self.classes = ref.shape[1]
-        ref_path, out_path = ref.argmax(-1), out.argmax(-1)
-        hits = int(np.sum(ref_path == out_path))
-        self.top1_hits += hits
-        self.top1_samples += hits == ref.shape[0]
-        if self.paths is not None and ref_path.size <= CTC_MAX_ROWS:
-            self.paths.append((ref_path.astype(np.int32), out_path.astype(np.int32)))
-        else:
-            self.paths = None
+        self._add_paths(ref.argmax(-1), out.argmax(-1))
         if ref.shape[1] > TOP_K:
             top_ref = np.argpartition(-ref, TOP_K, axis=-1)[:, :TOP_K]
             top_out = np.argpartition(-out, TOP_K, axis=-1)[:, :TOP_K]
             shared = (top_ref[:, :, None] == top_out[:, None, :]).any(-1).sum(-1)
             self.top5_sum += float(shared.sum()) / TOP_K
+
+    def _add_paths(self, ref_path: np.ndarray, out_path: np.ndarray) -> None:
+        """One sample's decisions: the original's and the packed's class per row."""
+        self.rows += ref_path.shape[0]
+        hits = int(np.sum(ref_path == out_path))
+        self.top1_hits += hits
+        self.top1_samples += hits == ref_path.shape[0]
+        if self.paths is not None and ref_path.size <= CTC_MAX_ROWS:
+            self.paths.append((ref_path.astype(np.int64), out_path.astype(np.int64)))
+        else:
+            self.paths = None
 
     def _ctc(self) -> float | None:
         if not self.paths:

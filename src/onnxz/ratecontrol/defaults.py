@@ -69,7 +69,7 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
     sources, parts = argmax_sources(model), output_parts(model, logits=True)
     measures = []
     for index, spec in enumerate(reference.output_specs):
-        if spec.name in reference.class_scores:
+        if spec.name in reference.class_scores and not reference.class_scores[spec.name].ids:
             found = [Measure("logrelmse", index, allowed, reference.class_scores[spec.name])]
         elif spec.name in sources and sources[spec.name][0] in extras:
             found = [Measure("logrelmse", reference.position(sources[spec.name][0]), allowed,

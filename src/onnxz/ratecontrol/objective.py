@@ -413,6 +413,22 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
                 measures.append(Measure("cosine", index, max(1 - c.bound, 1e-12)))
             elif c.metric == "max_abs":
                 measures.append(Measure("mse", index, max((c.bound / 3) ** 2, 1e-30)))
+            elif (c.metric in CLASS_METRICS or c.metric == "exact") and name in sources and (
+                    name not in scores or scores[name].ids):
+                # class numbers an in-graph ArgMax makes: the margins of the scores it reads
+                if c.metric == "top5" or sources[name][0] not in names + extras:
+                    continue
+                if c.metric == "ctc" and max(o.size for o in outputs) > CTC_MAX_ROWS:
+                    raise TargetSpecError(f"{c}: ctc judges samples of up to {CTC_MAX_ROWS} "
+                                          f"rows (CTC strings); output {name!r} has more")
+                value, class_scores = sources[name]
+                extra = reference.position(value)
+                per_sample = c.metric in ("exact", "top1_sample", "ctc")
+                measure = _margin_measure(class_scores, extra,
+                                          [r[extra] for r in reference.outputs], c.bound,
+                                          per_sample, ctc=c.metric == "ctc")
+                measures.append(measure)
+                decisions.append(DecisionCheck(c, name, measure, per_sample))
             elif c.metric in CLASS_METRICS or (c.metric == "exact" and name in scores):
                 if c.metric == "ctc" and max(
                         scores[name].rows(o).shape[0] for o in outputs) > CTC_MAX_ROWS:
@@ -423,13 +439,6 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
                                           ctc=c.metric == "ctc")
                 measures.append(measure)
                 decisions.append(DecisionCheck(c, name, measure, per_sample))
-            elif c.metric == "exact" and name in sources:
-                value, class_scores = sources[name]
-                extra = reference.position(value)
-                measure = _margin_measure(class_scores, extra,
-                                          [r[extra] for r in reference.outputs], c.bound, True)
-                measures.append(measure)
-                decisions.append(DecisionCheck(c, name, measure, True))
             elif c.metric == "exact":
                 measures.extend(Measure("relmse", i, 1e-6) for i, n in enumerate(names)
                                 if reference.output_specs[i].dtype.kind == "f")
@@ -438,7 +447,8 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
 
 def extra_outputs_for(fidelity: Fidelity, model: onnx.ModelProto) -> tuple[str, ...]:
     """Intermediate values the objective needs as outputs: the scores behind integer
-    outputs that an ``exact`` criterion covers, the Concat parts and the Sigmoid logits of
+    outputs (an in-graph ArgMax's) that an ``exact`` or a class-decision criterion (``top1``,
+    ``ctc``, ...) covers, the Concat parts and the Sigmoid logits of
     outputs an ``snr`` criterion covers (the logits judge an output that is ~0 on the
     samples: :data:`FLOORED_PEAK`)."""
     sources = argmax_sources(model)
@@ -447,7 +457,7 @@ def extra_outputs_for(fidelity: Fidelity, model: onnx.ModelProto) -> tuple[str, 
     outputs = {o.name for o in model.graph.output}
     wanted: list[str] = []
     for c in fidelity.criteria:
-        if c.metric == "exact":
+        if c.metric == "exact" or c.metric in CLASS_METRICS:
             wanted += [value for name, (value, _) in sources.items()
                        if c.output is None or c.output == name]
         elif c.metric == "snr":
