@@ -115,3 +115,26 @@ def test_ctc_and_top1_judge_the_ids_an_in_graph_argmax_makes(tmp_path):
 
 def test_the_blank_of_class_labels_may_be_any_integer():
     assert blank_class([np.array([-1, -1, 3])]) == -1
+
+
+def test_integer_outputs_named_as_class_outputs_are_ranked(tmp_path):
+    """--class-output on an integer output was silently ignored ("class scores: none"): the
+    accumulator ranked float outputs only. An ArgMax's ids named so are its decisions; other
+    integer scores (a quantized model's) are ranked as scores."""
+    import onnx
+    from onnx import TensorProto
+
+    import onnxz
+
+    model = argmax_recognizer()
+    model.graph.node.append(onnx.helper.make_node("Cast", ["scores"], ["q"], to=TensorProto.INT32))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("q", TensorProto.INT32, None))
+    original = tmp_path / "rec.onnx"
+    original.write_bytes(model.SerializeToString())
+    onnxz.save(original, tmp_path / "l.onnxz", lossless=True)
+    x = np.random.default_rng(1).normal(0, 1, (4, 1, 40, 64)).astype(np.float32)
+    report = onnxz.verify(original, tmp_path / "l.onnxz", {"x": x}, "ctc>=0.99",
+                          class_outputs=["ids", "q"])
+    ids, q = report.outputs
+    assert ids.class_scores == "class numbers an in-graph ArgMax makes" and ids.ctc == 1.0
+    assert q.class_scores == "named by the caller" and q.top1 == 1.0 and q.ctc == 1.0

@@ -701,7 +701,9 @@ def class_evidence(model: onnx.ModelProto, named: Sequence[str] = ()) -> dict[st
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    found = {name: ClassScores("named by the caller") for name in named}
+    ids = argmax_sources(model)  # named or not, an ArgMax's class numbers are decisions
+    found = {name: IDS_EVIDENCE if name in ids else ClassScores("named by the caller")
+             for name in named}
     for name in outputs:
         if name in found:
             continue
@@ -954,7 +956,10 @@ class _Accumulator:
         scores = self.scores or self._data_evidence()
         if scores is not None and scores.ids:
             self._add_paths(np.asarray(reference).ravel(), np.asarray(packed).ravel())
-        elif scores is not None and reference.size and reference.dtype.kind == "f":
+        elif scores is not None and reference.size and (
+                reference.dtype.kind == "f"
+                or (self.scores is not None and reference.dtype.kind in "iu")):
+            # integer scores (a quantized model's) where the graph or the caller says so
             self._add_rankings(scores.rows(reference), scores.rows(packed))
 
     def _add_rankings(self, ref: np.ndarray, out: np.ndarray) -> None:
