@@ -65,7 +65,8 @@ def test_save_does_not_modify_the_callers_model(tmp_path):
 
 
 def test_lossy_default_quantizes_weights_only(tmp_path):
-    info = onnxz.save(big_conv(channels=128), tmp_path / "c.onnxz")
+    info = onnxz.save(big_conv(channels=128), tmp_path / "c.onnxz",  # conv_b stored
+                      options=onnxz.PackOptions(inline_max_bytes=128))
     codecs = {t.name: t.codec for t in info.tensors}
     assert codecs["conv_w"] in DEADZONE_LEVELS and codecs["conv_b"] == "lossless"
     assert len(codecs) == 2
@@ -75,7 +76,7 @@ def test_lossy_default_quantizes_weights_only(tmp_path):
 
 
 def test_small_payloads_stay_in_the_graph_as_a_decoder_gives_them(tmp_path):
-    """A payload under ``inline_max_bytes`` (512 bytes by default) is not stored in a chunk:
+    """A payload under ``inline_max_bytes`` (1024 bytes by default) is not stored in a chunk:
     the chunk's alignment, its index entry and its coding's set-up would cost more than zstd
     of the graph. Where the pack rounds the tensor, the graph holds the rounded values; random
     access reads it from the graph."""
@@ -240,9 +241,9 @@ def test_info_tells_rounded_tensors_from_exact_ones(tmp_path):
     rng = np.random.default_rng(0)
     graph = h.make_graph(
         [h.make_node("MatMul", ["x", "w"], ["m"]), h.make_node("Add", ["m", "b"], ["y"])], "g",
-        [h.make_tensor_value_info("x", 1, [1, 64])], [h.make_tensor_value_info("y", 1, [1, 128])],
-        [onnx.numpy_helper.from_array(rng.standard_normal((64, 128)).astype(np.float32), "w"),
-         onnx.numpy_helper.from_array(rng.standard_normal(128).astype(np.float32), "b")])
+        [h.make_tensor_value_info("x", 1, [1, 64])], [h.make_tensor_value_info("y", 1, [1, 256])],
+        [onnx.numpy_helper.from_array(rng.standard_normal((64, 256)).astype(np.float32), "w"),
+         onnx.numpy_helper.from_array(rng.standard_normal(256).astype(np.float32), "b")])
     source = tmp_path / "m.onnx"
     source.write_bytes(h.make_model(graph).SerializeToString())
     rounded = onnxz.save(source, tmp_path / "r.onnxz", target_snr=40)

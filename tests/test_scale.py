@@ -153,7 +153,8 @@ def test_a_corrupt_chunk_is_reported_from_a_worker(ext_model, tmp_path, parallel
 @pytest.mark.parametrize("build", [mixed_dtypes, constants_and_if])
 def test_workers_decode_every_kind_of_tensor_as_one_does(tmp_path, build, parallel_always):
     """Tasks that mix element widths, empty and one-element tensors, subgraph tensors."""
-    onnxz.save(build(), tmp_path / "m.onnxz", lossless=True)
+    onnxz.save(build(), tmp_path / "m.onnxz", lossless=True,
+               options=onnxz.PackOptions(inline_max_bytes=128))
     assert onnxz.load(tmp_path / "m.onnxz", workers=2) == onnxz.load(tmp_path / "m.onnxz",
                                                                      workers=1)
 

@@ -67,7 +67,8 @@ class PackOptions:
     Payloads under ``inline_max_bytes`` stay inside the graph section, as a decoder would
     give them (rounded where rate control or the data-free rule rounds them): a stored
     tensor pays its chunk's alignment (32 bytes on average), its index entry and its
-    coding's set-up, which on 32–127 float32 elements cost more than zstd of the graph.
+    coding's set-up, which on fewer than 256 float32 elements cost more than zstd of the
+    graph (or about as much, and take more time to decode).
     ``quantizer``: the lossy codec for weight tensors instead of the dead-zone one of
     ``step_rel``/``deadzone`` (e.g. ``MulawCodec(bits=8)``, ``MinifloatCodec.of_width(8)``,
     ``DeadzoneZstdCodec.global_range(8, 0.5)``; see :func:`quantizer`).
@@ -87,7 +88,7 @@ class PackOptions:
     step_rel: float | None = None
     deadzone: float = DEFAULT_DEADZONE
     min_quantized_elements: int = 1024
-    inline_max_bytes: int = 512
+    inline_max_bytes: int = 1024
     chunk_elements: int = 1 << 20
     quantizer: TensorCodec | None = None
     target_snr_db: float | None = None

@@ -204,7 +204,8 @@ class Reader:
         out and the one being decoded, not the model.
         """
         entries = list(self.entries if entries is None else entries)
-        if self.workers == 1 or sum(e.element_count for e in entries) < PARALLEL_MIN_ELEMENTS:
+        if (self.workers == 1 or not entries
+                or sum(e.element_count for e in entries) < PARALLEL_MIN_ELEMENTS):
             for entry in entries:
                 yield entry, self._decoded_here(entry)
             return
