@@ -189,6 +189,52 @@ def test_flip_prediction_follows_changes_that_grow_with_the_margin(growth):
     assert pooled <= predicted and (growth == 0 or pooled < actual - 0.02)
 
 
+def test_flip_prediction_from_few_rows_keeps_a_normal_tail():
+    """24 calibration rows whose margin changes are 40% of their margins (changes that grow
+    with the margin, α = 1): none crosses its margin, so the empirical changes alone
+    predicted 100% — and trueocr's page-orientation classifier, packed so at `top1>=0.995`,
+    kept 95% of 80 held-out pages. Every row's limit (−margin/scale = −1) lies beyond the
+    lowest change seen (−0.4), so a normal law of the same spread gives its tail: 0.62%."""
+    from onnxz.ratecontrol.objective import Margins, _erfc, predicted_agreement
+
+    margin = np.geomspace(3.0, 12.0, 24)
+    change = 0.4 * margin * np.tile([1.0, -1.0], 12)
+    rows = Margins(np.zeros(24, int), margin, np.arange(24))
+    normal = 1 - 0.5 * float(_erfc(np.array([1 / (0.4 * np.sqrt(2))]))[0])
+    assert predicted_agreement(rows, change, per_sample=False) == pytest.approx(normal)
+    assert normal < 1 - 0.5 * 0.005  # so `top1>=0.995` (FLIP_SAFETY) rejects it
+
+
+def test_flip_prediction_from_many_rows_keeps_the_observed_changes():
+    """300 rows whose limits all lie within the observed changes: the normal law is not
+    used, the prediction is the empirical one (each row flips with the share of changes at
+    or below −margin), even though these changes are far from normal (a few large ones:
+    the normal law of their spread would predict 2.5 times the flips). Rows far beyond
+    the lowest change (10 times its margin) add their normal tail, which is nil there."""
+    from onnxz.ratecontrol.objective import Margins, _erfc, predicted_agreement
+
+    rng = np.random.default_rng(3)
+    n = 300
+    margin = np.sort(rng.uniform(0.01, 1.0, n))
+    size = np.r_[np.full(n - 15, 0.05), np.full(15, 2.0)][::-1]  # decreasing: α = 0
+    sign = np.tile([1.0, -1.0], n // 2)
+    sign[15:40] = 1.0  # the near-ties' own changes: the pooled ones predict more flips
+    change = size * sign
+    rows = Margins(np.zeros(n, int), margin, np.arange(n))
+    assert -margin.max() >= change.min()
+    flips = np.mean(change[None] <= -margin[:, None], axis=1)
+    observed = float(np.mean(change >= -margin))
+    predicted = predicted_agreement(rows, change, per_sample=False)
+    assert predicted == pytest.approx(1 - float(np.mean(flips)), abs=1e-12)
+    assert predicted < observed
+    spread = float(np.sqrt(np.mean(change ** 2)))
+    normal = 1 - float(np.mean(0.5 * _erfc(margin / (spread * np.sqrt(2)))))
+    assert 1 - normal > 2.5 * (1 - predicted)  # what an always-on normal bound would cost
+    far = Margins(np.zeros(n + 10, int), np.r_[margin, np.full(10, 20.0)], np.arange(n + 10))
+    with_far = predicted_agreement(far, change, per_sample=False)
+    assert with_far == pytest.approx((predicted * n + 10) / (n + 10), abs=1e-9)
+
+
 def test_flip_prediction_never_promises_fewer_flips_than_the_rows_show():
     """Four near-ties that flip among 100 rows: the model of the changes alone predicts
     about 2% flips; the rows themselves show 4%, and that is what is predicted."""
