@@ -12,8 +12,10 @@ is a seed vector damaged one way:
 
 The oracle: onnxz raises only :class:`onnxz.OnnxzError` (its message naming the section),
 within :data:`CASE_TIME_LIMIT`, leaves the file as it was, agrees with the independent
-reference decoder on success or on the error class, and, unless the graph itself was
-changed, a file that decodes gives exactly the seed's model.
+reference decoder on success or on the error class, ``onnxz.unpack`` gives the same class
+or exactly the bytes of the model ``onnxz.load`` gives (its writer streams payloads to the
+file in another order than the index's), and, unless the graph itself was changed, a file
+that decodes gives exactly the seed's model.
 """
 
 from __future__ import annotations
@@ -130,6 +132,24 @@ def onnxz_outcome(path: Path) -> Outcome:
         return Outcome("corrupt", message=str(exc))
 
 
+def unpack_outcome(path: Path) -> Outcome:
+    """``onnxz.unpack`` to a file beside ``path`` (its own writer: payloads streamed to the
+    file, a faulty file's tensors taken again in index order); the unpacked bytes as the
+    model."""
+    out = path.with_name(path.stem + ".unpacked.onnx")
+    try:
+        onnxz.unpack(path, out, force=True, limits=REFERENCE_LIMITS)
+        return Outcome("ok", out.read_bytes())
+    except onnxz.LimitExceededError as exc:
+        return Outcome("limit", message=str(exc))
+    except onnxz.FormatError as exc:
+        return Outcome("format", message=str(exc))
+    except onnxz.CorruptDataError as exc:
+        return Outcome("corrupt", message=str(exc))
+    finally:
+        out.unlink(missing_ok=True)
+
+
 def reference_outcome(data: bytes) -> Outcome:
     try:
         return Outcome("ok", reference_decoder.decode(data).model.SerializeToString())
@@ -162,10 +182,13 @@ def check(case: Case, workdir: Path) -> None:
     path.write_bytes(case.data)
     with time_limit(CASE_TIME_LIMIT):
         mine = onnxz_outcome(path)
+        unpacked = unpack_outcome(path)
         theirs = reference_outcome(case.data)
     assert path.read_bytes() == case.data, "reading modified the file"
     assert mine.kind == theirs.kind, (
         f"onnxz: {mine.kind} {mine.message!r}; reference: {theirs.kind} {theirs.message!r}")
+    assert (unpacked.kind, unpacked.model) == (mine.kind, mine.model), (
+        f"unpack: {unpacked.kind} {unpacked.message!r}; load: {mine.kind} {mine.message!r}")
     if mine.kind != "ok":
         assert SECTION_NAMED.match(mine.message), f"message names no section: {mine.message!r}"
         return
