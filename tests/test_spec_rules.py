@@ -328,3 +328,16 @@ def test_with_workers_too_a_later_chunks_crc_comes_before_the_tensors_params(
     path.write_bytes(edit_index(vector("lossless_chunked"), break_both))
     with pytest.raises(onnxz.CorruptDataError, match="chunk"):
         onnxz.load(path, workers=workers)
+
+
+def test_the_graph_sections_checks_come_before_the_dtypes(tmp_path):
+    """§10.2: the graph's CRC and frame (corrupt data) come before every dtype known (a
+    format error): a file with both faults is corrupt data (found by fuzzing: onnxz checked
+    the dtypes when it opened the file)."""
+    def break_both(fields):
+        fields["graph"]["raw_length"] -= 1
+        fields["tensors"][0]["dtype"] = "gloat16"
+    outcome(tmp_path, edit_index(vector("deadzone_f16_bf16_f64"), break_both), "corrupt",
+            "graph")
+    with pytest.raises(onnxz.CorruptDataError):
+        onnxz.unpack(tmp_path / "case.onnxz", tmp_path / "out.onnx")

@@ -516,8 +516,8 @@ def load(path: str | os.PathLike, *, limits: ReadLimits | None = None,
     workers = _check_workers(workers)
     source = check_input(path)
     with _about(source, "decoding"), Reader(source, limits=limits, workers=workers) as reader:
+        model = reader.graph()  # its checks come before the budget (SPEC.md §10.2)
         reader.check_output_budget()
-        model = reader.graph()
         for tensor, (_, values) in zip(reader.slots(model), reader.decode(), strict=True):
             put_payload(tensor, values)
     return model
@@ -572,9 +572,9 @@ def unpack(
         raise InvalidArgumentError("external_data_file given with external_data=False")
     check_outputs([out], force, [source])  # before the decoding work, again when writing
     with _about(source, "decoding"), Reader(source, limits=limits, workers=workers) as reader:
+        model = reader.graph()  # its checks come before the budget (SPEC.md §10.2)
         reader.check_output_budget()
         data_file = _external_data_file(out, external_data, named, reader)
-        model = reader.graph()
         outputs = [out] if data_file is None else [out, data_file]
         with atomic_outputs(outputs, force, [source]) as temps:
             if data_file is None:
@@ -715,8 +715,8 @@ def inference_session(
     source = check_input(path)
     options = sess_options if sess_options is not None else ort.SessionOptions()
     with _about(source, "decoding"), Reader(source, limits=limits, workers=workers) as reader:
+        model = reader.graph()  # its checks come before the budget (SPEC.md §10.2)
         reader.check_output_budget()
-        model = reader.graph()
         slots = reader.slots(model)
         names, arrays = [], []
         for tensor, (entry, values) in zip(slots, reader.decode(), strict=True):

@@ -75,11 +75,16 @@ class Reader:
         self._container = ContainerReader(self.path, limits)
         self.entries: tuple[TensorEntry, ...] = self._container.index.tensors
         try:
-            for entry in self.entries:
-                if entry.dtype not in BY_NAME:
-                    raise FormatError(f"tensor {entry.name!r}: unknown dtype {entry.dtype!r}")
-            self._sources = copy_sources(self.entries)
-        except FormatError:
+            try:
+                for entry in self.entries:
+                    if entry.dtype not in BY_NAME:
+                        raise FormatError(f"tensor {entry.name!r}: unknown dtype "
+                                          f"{entry.dtype!r}")
+                self._sources = copy_sources(self.entries)
+            except FormatError:
+                self._container.graph_bytes()  # SPEC.md §10.2: a damaged graph comes first
+                raise
+        except (FormatError, CorruptDataError):
             self.close()
             raise
 
