@@ -25,7 +25,7 @@ import copy
 import dataclasses
 import re
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,15 +121,10 @@ REFERENCE_LIMITS = onnxz.ReadLimits(min_output_size=1 << 30)
 
 def onnxz_outcome(path: Path) -> Outcome:
     """Decode with onnxz; anything but an OnnxzError propagates (a foreign exception)."""
-    try:
+    def decoded() -> bytes:
         onnxz.info(path, limits=REFERENCE_LIMITS)
-        return Outcome("ok", onnxz.load(path, limits=REFERENCE_LIMITS).SerializeToString())
-    except onnxz.LimitExceededError as exc:
-        return Outcome("limit", message=str(exc))
-    except onnxz.FormatError as exc:
-        return Outcome("format", message=str(exc))
-    except onnxz.CorruptDataError as exc:
-        return Outcome("corrupt", message=str(exc))
+        return onnxz.load(path, limits=REFERENCE_LIMITS).SerializeToString()
+    return _outcome(decoded)
 
 
 def unpack_outcome(path: Path) -> Outcome:
@@ -137,17 +132,25 @@ def unpack_outcome(path: Path) -> Outcome:
     file, a faulty file's tensors taken again in index order); the unpacked bytes as the
     model."""
     out = path.with_name(path.stem + ".unpacked.onnx")
+
+    def unpacked() -> bytes:
+        return onnxz.unpack(path, out, force=True, limits=REFERENCE_LIMITS).read_bytes()
     try:
-        onnxz.unpack(path, out, force=True, limits=REFERENCE_LIMITS)
-        return Outcome("ok", out.read_bytes())
+        return _outcome(unpacked)
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def _outcome(decode: Callable[[], bytes]) -> Outcome:
+    """``decode()``'s model, or the §10.2 class of the OnnxzError it raised."""
+    try:
+        return Outcome("ok", decode())
     except onnxz.LimitExceededError as exc:
         return Outcome("limit", message=str(exc))
     except onnxz.FormatError as exc:
         return Outcome("format", message=str(exc))
     except onnxz.CorruptDataError as exc:
         return Outcome("corrupt", message=str(exc))
-    finally:
-        out.unlink(missing_ok=True)
 
 
 def reference_outcome(data: bytes) -> Outcome:

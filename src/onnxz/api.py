@@ -28,7 +28,7 @@ from onnxz.arguments import as_path, boolean
 from onnxz.codecs import LosslessCodec, NotQuantizable, TensorCodec
 from onnxz.codecs.lossless import COPY_MINOR
 from onnxz.container import ContainerReader, ContainerWriter, ReadLimits, TensorEntry
-from onnxz.dtypes import BY_NAME, ElementType
+from onnxz.dtypes import ElementType
 from onnxz.errors import (
     InvalidArgumentError,
     LimitExceededError,
@@ -57,7 +57,7 @@ from onnxz.policy import DEFAULT_STEP_REL, PackOptions
 from onnxz.progress import Progress, ProgressUpdate, notify
 from onnxz.ratecontrol.search import SizingPlan
 from onnxz.ratecontrol.tensors import LOSSLESS, Point, Setting
-from onnxz.reader import Reader
+from onnxz.reader import Reader, decoded_bytes
 from onnxz.report import ContainerInfo
 from onnxz.verifier import Thresholds, VerifyReport
 from onnxz.walker import Path as TensorPath
@@ -604,7 +604,7 @@ def _write_streamed(reader: Reader, model: onnx.ModelProto, file: IO[bytes],
         for _ in reader.slots(model):
             pass
         stream = ModelStream.plan(model, [
-            (e.path, e.element_count * BY_NAME[e.dtype].width) for e in entries])
+            (e.path, decoded_bytes(e)) for e in entries])
     if stream.size > PROTOBUF_LIMIT:
         raise LimitExceededError(
             f"the decoded model is past protobuf's 2 GiB limit ({stream.size} bytes); write "
@@ -623,8 +623,7 @@ def _first_fault_in_index_order(reader: Reader, model: onnx.ModelProto) -> Itera
     try:
         yield
     except OnnxzError:
-        for _ in zip(reader.slots(model), reader.decode(), strict=True):
-            pass
+        reader.check_in_order(model)
         raise
 
 
@@ -636,7 +635,7 @@ def _with_progress(reader: Reader, progress: Progress | None,
     if progress is None:
         yield from reader.decode(entries)
         return
-    total = sum(e.element_count * BY_NAME[e.dtype].width for e in reader.entries)
+    total = sum(map(decoded_bytes, reader.entries))
     done = 0
     for count, (entry, values) in enumerate(reader.decode(entries), 1):
         done += values.nbytes
@@ -648,7 +647,7 @@ def _external_data_file(out: Path, external_data: bool | None, named: Path | Non
                         reader: Reader) -> Path | None:
     """The external data file to write, or None for one self-contained .onnx."""
     if external_data is None and named is None:
-        decoded = sum(e.element_count * BY_NAME[e.dtype].width for e in reader.entries)
+        decoded = sum(map(decoded_bytes, reader.entries))
         overhead = 64 * len(reader.entries) + (1 << 20)  # tags and lengths, generously
         external_data = reader.graph_raw_bytes + decoded + overhead >= PROTOBUF_LIMIT
     if external_data is False or (external_data is None and named is None):

@@ -369,10 +369,9 @@ def _spliced(data: bytes, start: int, end: int, trie: dict, sizes: Sequence[int]
         if isinstance(inner, int):  # a slot: raw_data goes before its first higher field
             higher = next((h for field, h, _, _ in _records(data, content, after)
                            if field > _RAW_DATA), after)
-            inner_pieces: list[bytes | int] = [
-                data[content:higher] + _RAW_DATA_KEY + _varint(sizes[inner]), inner,
-                data[higher:after]]
-            length = after - content + len(inner_pieces[0]) - (higher - content) + sizes[inner]
+            before = data[content:higher] + _RAW_DATA_KEY + _varint(sizes[inner])
+            inner_pieces: list[bytes | int] = [before, inner, data[higher:after]]
+            length = len(before) + sizes[inner] + after - higher
         else:
             inner_pieces, length = _spliced(data, content, after, inner, sizes)
         key_end = here + 1 if data[here] < 0x80 else _read_varint(data, here)[1]
@@ -424,6 +423,8 @@ def _read_varint(data: bytes, position: int) -> tuple[int, int]:
 
 
 def _varint(value: int) -> bytes:
+    """One LEB128 varint (:mod:`onnxz.codecs.varint` codes arrays with numpy, whose cost
+    per call is many times this loop's for the one value of a record's length)."""
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)

@@ -75,17 +75,12 @@ class Reader:
         self._container = ContainerReader(self.path, limits)
         self.entries: tuple[TensorEntry, ...] = self._container.index.tensors
         try:
+            self._sources = copy_sources(self.entries)
+        except FormatError:
             try:
-                for entry in self.entries:
-                    if entry.dtype not in BY_NAME:
-                        raise FormatError(f"tensor {entry.name!r}: unknown dtype "
-                                          f"{entry.dtype!r}")
-                self._sources = copy_sources(self.entries)
-            except FormatError:
                 self._container.graph_bytes()  # SPEC.md §10.2: a damaged graph comes first
-                raise
-        except (FormatError, CorruptDataError):
-            self.close()
+            finally:
+                self.close()
             raise
 
     def close(self) -> None:
@@ -186,12 +181,18 @@ class Reader:
                 raise FormatError(f"graph: tensor {tensor.name!r} at {list(tensor_path)} has "
                                   "no data and no index entry (SPEC.md §5.2)")
 
+    def check_in_order(self, model: onnx.ModelProto) -> None:
+        """Take every tensor as SPEC.md §10.2 orders the checks, its slot in ``model``
+        before its chunks, and raise the first fault (none if the file has none)."""
+        for _ in zip(self.slots(model), self.decode(), strict=True):
+            pass
+
     def check_output_budget(self) -> None:
         """:class:`LimitExceededError` if decoding every tensor would pass the limits."""
         self._check_budget(self.entries)
 
     def _check_budget(self, entries: Sequence[TensorEntry]) -> None:
-        total = sum(e.element_count * BY_NAME[e.dtype].width for e in entries)
+        total = sum(map(decoded_bytes, entries))
         budget = self.limits.output_budget(self._container.file_size)
         if total > budget:
             raise LimitExceededError(
@@ -247,6 +248,11 @@ class Reader:
         return self._sources.get(entry.path, entry)
 
 
+def decoded_bytes(entry: TensorEntry) -> int:
+    """Bytes of ``entry``'s decoded elements (its dtype known)."""
+    return entry.element_count * BY_NAME[entry.dtype].width
+
+
 def is_copy(entry: TensorEntry) -> bool:
     """Whether ``entry`` is in lossless mode ``copy`` (SPEC.md §6.7)."""
     return entry.codec == LosslessCodec.codec_id and entry.params.get("mode") == "copy"
@@ -255,8 +261,11 @@ def is_copy(entry: TensorEntry) -> bool:
 def copy_sources(entries: Sequence[TensorEntry]) -> dict[tuple[str | int, ...], TensorEntry]:
     """The source of every ``copy`` entry by the copy's path, each checked (SPEC.md §6.7):
     ``of`` is the index of an earlier entry that is not a copy, of the same dtype and
-    element count, and the copy's chunks are empty (no parts, CRC-32 0). A
-    :class:`FormatError` naming the copy otherwise."""
+    element count, and the copy's chunks are empty (no parts, CRC-32 0); every entry's
+    dtype known first. A :class:`FormatError` naming the entry otherwise."""
+    for entry in entries:
+        if entry.dtype not in BY_NAME:
+            raise FormatError(f"tensor {entry.name!r}: unknown dtype {entry.dtype!r}")
     sources = {}
     for i, entry in enumerate(entries):
         if not is_copy(entry):

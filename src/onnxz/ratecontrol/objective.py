@@ -440,29 +440,24 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
                 measures.append(Measure("cosine", index, max(1 - c.bound, 1e-12)))
             elif c.metric == "max_abs":
                 measures.append(Measure("mse", index, max((c.bound / 3) ** 2, 1e-30)))
-            elif (c.metric in CLASS_METRICS or c.metric == "exact") and name in sources and (
-                    name not in scores or scores[name].ids):
-                # class numbers an in-graph ArgMax makes: the margins of the scores it reads
-                if c.metric == "top5" or sources[name][0] not in names + extras:
-                    continue
-                if c.metric == "ctc" and max(o.size for o in outputs) > CTC_MAX_ROWS:
-                    raise TargetSpecError(f"{c}: ctc judges samples of up to {CTC_MAX_ROWS} "
-                                          f"rows (CTC strings); output {name!r} has more")
-                value, class_scores = sources[name]
-                extra = reference.position(value)
-                per_sample = c.metric in ("exact", "top1_sample", "ctc")
-                measure = _margin_measure(class_scores, extra,
-                                          [r[extra] for r in reference.outputs], c.bound,
-                                          per_sample, ctc=c.metric == "ctc")
-                measures.append(measure)
-                decisions.append(DecisionCheck(c, name, measure, per_sample))
-            elif c.metric in CLASS_METRICS or (c.metric == "exact" and name in scores):
+            elif c.metric in CLASS_METRICS or (
+                    c.metric == "exact" and (name in scores or name in sources)):
+                if name in sources and (name not in scores or scores[name].ids):
+                    # class numbers an in-graph ArgMax makes: the margins of the scores it
+                    # reads
+                    if c.metric == "top5" or sources[name][0] not in names + extras:
+                        continue
+                    value, class_scores = sources[name]
+                    position = reference.position(value)
+                    judged = [r[position] for r in reference.outputs]
+                else:
+                    class_scores, position, judged = scores[name], index, outputs
                 if c.metric == "ctc" and max(
-                        scores[name].rows(o).shape[0] for o in outputs) > CTC_MAX_ROWS:
+                        class_scores.rows(o).shape[0] for o in judged) > CTC_MAX_ROWS:
                     raise TargetSpecError(f"{c}: ctc judges samples of up to {CTC_MAX_ROWS} "
                                           f"rows (CTC strings); output {name!r} has more")
                 per_sample = c.metric in ("exact", "top1_sample", "ctc")
-                measure = _margin_measure(scores[name], index, outputs, c.bound, per_sample,
+                measure = _margin_measure(class_scores, position, judged, c.bound, per_sample,
                                           ctc=c.metric == "ctc")
                 measures.append(measure)
                 decisions.append(DecisionCheck(c, name, measure, per_sample))
