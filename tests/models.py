@@ -417,3 +417,37 @@ def message_passing(width: int = 32) -> onnx.ModelProto:
         [numpy_helper.from_array(_weights((16, width), 80), "w"), zero, one, axes],
     )
     return helper.make_model(graph, opset_imports=OPSET)
+
+
+def picking_detector(anchors: int = 400, picks: int = 300, channels: int = 16
+                     ) -> onnx.ModelProto:
+    """An NMS-free detector's head (YOLOv10/YOLO26, DETR): image x [1, 8, 20, 20] -> Conv ->
+    Relu -> Conv -> 5 values per anchor (4 box values, 1 score logit) -> Sigmoid scores ->
+    TopK picks the ``picks`` best anchors -> their boxes (Gather) = dets [1, 1, picks, 4]
+    and their scores = scores [1, picks]. Low-ranked anchors are near ties: any weight
+    change reorders them."""
+    side = int(anchors**0.5)
+    k = numpy_helper.from_array(np.array([picks], np.int64), "k")
+    split = numpy_helper.from_array(np.array([4, 1], np.int64), "split")
+    shape = numpy_helper.from_array(np.array([1, 5, side * side], np.int64), "shape")
+    reduce_axes = numpy_helper.from_array(np.array([1], np.int64), "reduce_axes")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w_features"], ["features"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["features"], ["relu"]),
+         helper.make_node("Conv", ["relu", "w_head"], ["head"]),
+         helper.make_node("Reshape", ["head", "shape"], ["anchors"]),
+         helper.make_node("Split", ["anchors", "split"], ["box_values", "logits"], axis=1),
+         helper.make_node("Sigmoid", ["logits"], ["probabilities"]),
+         helper.make_node("ReduceMax", ["probabilities", "reduce_axes"], ["best"],
+                          keepdims=0),
+         helper.make_node("TopK", ["best", "k"], ["scores", "picked"], axis=-1),
+         helper.make_node("Transpose", ["box_values"], ["boxes"], perm=[0, 2, 1]),
+         helper.make_node("Gather", ["boxes", "picked"], ["dets"], axis=1)],
+        "picking_detector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, side, side])],
+        [helper.make_tensor_value_info("dets", TensorProto.FLOAT, [1, 1, picks, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, picks])],
+        [numpy_helper.from_array(_weights((channels, 8, 3, 3), 90) * 4, "w_features"),
+         numpy_helper.from_array(_weights((5, channels, 1, 1), 91) * 4, "w_head"),
+         k, split, shape, reduce_axes])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])

@@ -18,6 +18,7 @@ from models import (
     classifier_heads,
     constants_and_if,
     mlp,
+    picking_detector,
     recurrent_cell,
     two_branches,
 )
@@ -113,6 +114,28 @@ def test_exact_on_an_in_graph_argmax_uses_its_scores(heads, tmp_path):
     assert "exact[label]>=0.99 (label)" in info.rate_control["predicted"]
     report = onnxz.verify(heads, tmp_path / "e.onnxz", inputs, "exact[label]>=0.99")
     assert report.passed
+
+
+def test_a_detector_whose_topk_picks_its_rows_is_judged_before_the_pick(tmp_path):
+    """Any weight change reorders an NMS-free detector's near-tied low-ranked anchors, so
+    the SNR of the rows its TopK picks collapses at every step: judged there, the default
+    and an ``snr`` target kept its weights near-lossless. Judged on the boxes and score
+    logits the pick reads, both quantize, and verify (which judges them too) passes."""
+    original = tmp_path / "m.onnx"
+    original.write_bytes(picking_detector().SerializeToString())
+    lossless = onnxz.save(original, tmp_path / "l.onnxz", lossless=True).file_bytes
+    default = onnxz.save(original, tmp_path / "d.onnxz")
+    achieved = default.rate_control["achieved"]
+    assert achieved["dets"]["picked_by"] == "TopK" and achieved["dets"]["snr"] < 20
+    assert achieved["logits"]["stands_for"] == ["dets"] and achieved["logits"]["snr"] >= 40
+    assert default.file_bytes < 0.7 * lossless
+    assert onnxz.verify(original, tmp_path / "d.onnxz").passed
+    rng = np.random.default_rng(5)
+    calibration = {"x": rng.standard_normal((16, 1, 8, 20, 20)).astype(np.float32)}
+    target = onnxz.save(original, tmp_path / "t.onnxz", fidelity="snr>=30",
+                        inputs=calibration)
+    assert target.rate_control["met"] and target.file_bytes < 0.7 * lossless
+    assert onnxz.verify(original, tmp_path / "t.onnxz", calibration, "snr>=30").passed
 
 
 def test_the_sensitivity_pass_runs_a_stream_from_its_start_and_budgets_by_tensors():

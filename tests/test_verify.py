@@ -17,6 +17,7 @@ from models import (
     last_token_embedding,
     message_passing,
     mlp,
+    picking_detector,
     recurrent_cell,
     unnamed_dims,
     word_bag,
@@ -26,7 +27,13 @@ from onnx import TensorProto, numpy_helper
 import onnxz
 from onnxz.cli import main
 from onnxz.inputs import GeneratedInputs, TensorSpec, graph_specs, samples_for
-from onnxz.verifier import ClassScores, ReferenceRun, _Accumulator, session_from_proto
+from onnxz.verifier import (
+    ClassScores,
+    ReferenceRun,
+    _Accumulator,
+    picked_outputs,
+    session_from_proto,
+)
 
 
 def run(*args):
@@ -623,6 +630,48 @@ def test_class_ids_an_argmax_makes_are_judged_by_exact_not_snr(tmp_path, lookup)
     np.savez(tmp_path / "x.npz", x=x)
     cli = run("verify", original, tmp_path / "m.onnxz", "--inputs", tmp_path / "x.npz")
     assert cli.exit_code == 0 and "exact[label]>=0.99" in cli.output
+
+
+# --- outputs a TopK picks: judged on what the pick reads ---------------------------------
+
+def test_rows_a_topk_picks_are_judged_on_the_values_it_reads(tmp_path):
+    """An NMS-free detector's picked boxes: quantization reorders its near-tied low-ranked
+    anchors, so their SNR collapses (a few dB) while every value the pick reads stays
+    within the criteria. The picked output is reported, not judged; the boxes and scores
+    before the pick are, as the criteria would judge the output (and fail where they do)."""
+    original = tmp_path / "m.onnx"
+    original.write_bytes(picking_detector().SerializeToString())
+    onnxz.save(original, tmp_path / "m.onnxz", step_rel=1 / 64)
+    report = onnxz.verify(original, tmp_path / "m.onnxz")
+    rows = {m.name: m for m in report.outputs}
+    assert rows["dets"].picked == "TopK" and rows["dets"].snr_db < 20
+    assert rows["head"].stands_for == ("dets",) and rows["head"].snr_db > 30
+    assert rows["probabilities"].stands_for == ("dets",)
+    assert rows["scores"].picked is None  # TopK's sorted values: no pick
+    assert report.passed, report.failures
+    assert "picked: dets's rows are picked by TopK" in report.table()
+    strict = onnxz.verify(original, tmp_path / "m.onnxz", thresholds="snr[dets]>=80")
+    assert {f.output for f in strict.failures} == {"head", "probabilities"}
+    cli = run("verify", original, tmp_path / "m.onnxz", "--json")
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.output)["outputs"][0]["picked"] == "TopK"
+
+
+def test_a_topk_of_integers_or_of_constants_picks_nothing():
+    """A converter's TopK of segment ids (integers) orders no scores; a TopK whose indices
+    reach no output picks none of them."""
+    ids = onnx.helper.make_graph(
+        [onnx.helper.make_node("Cast", ["x"], ["ids"], to=TensorProto.INT64),
+         onnx.helper.make_node("TopK", ["ids", "k"], ["top", "where"]),
+         onnx.helper.make_node("Gather", ["x", "where"], ["y"])], "ids",
+        [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
+        [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [numpy_helper.from_array(np.array([2], np.int64), "k")])
+    assert picked_outputs(onnx.helper.make_model(ids)) == {}
+    detector = picking_detector()
+    assert set(picked_outputs(detector)) == {"dets"}
+    del detector.graph.output[0]
+    assert picked_outputs(detector) == {}
 
 
 # --- recurrent state: carried over a stream as a streaming caller carries it -----------

@@ -711,8 +711,18 @@ def inference_session(
                                    f"not {providers!r}")
     limits = _check_limits(limits)
     workers = _check_workers(workers)
-    source = check_input(path)
     options = sess_options if sess_options is not None else ort.SessionOptions()
+    return _decoded_session(check_input(path), options, providers=providers, limits=limits,
+                            workers=workers)
+
+
+def _decoded_session(source: Path, options: object, extra_outputs: Sequence[str] = (), *,
+                     providers: list[str] | None = None, limits: ReadLimits | None = None,
+                     workers: int | None = None):
+    """:func:`inference_session` of checked arguments, with the intermediate values
+    ``extra_outputs`` added as outputs after the model's own (verify's)."""
+    import onnxruntime as ort
+
     with _about(source, "decoding"), Reader(source, limits=limits, workers=workers) as reader:
         model = reader.graph()  # its checks come before the budget (SPEC.md §10.2)
         reader.check_output_budget()
@@ -726,6 +736,7 @@ def inference_session(
                 _point_to_placeholder(tensor, values.nbytes)
             else:
                 put_payload(tensor, values)
+    model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in extra_outputs)
     if arrays:
         options.add_external_initializers(  # type: ignore[attr-defined]
             names, [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
@@ -737,7 +748,7 @@ def inference_session(
     except Exception as exc:  # onnxruntime's errors derive from Exception only
         error = UnsupportedModelError(f"onnxruntime cannot load the decoded model: "
                                       f"{first_line(exc)}")
-        error.path = os.fsdecode(path)
+        error.path = os.fsdecode(source)
         raise error from exc
     session._onnxz_initializers = arrays  # type: ignore[attr-defined]  # keep them alive
     return session
@@ -786,6 +797,7 @@ def verify(
     """
     packed_path = check_input(packed, "packed")
     return verifier.verify(
-        original, packed_path, lambda options: inference_session(packed_path, options),
+        original, packed_path,
+        lambda options, extra_outputs: _decoded_session(packed_path, options, extra_outputs),
         inputs, thresholds, class_outputs=class_outputs, noise_floor=noise_floor,
         progress=progress)

@@ -504,6 +504,10 @@ def _rate_summary(rate: dict[str, Any]) -> str:
     for output, figures in (rate.get("achieved") or {}).items():
         shown = ", ".join(f"{k} {v:.4g}" for k, v in figures.items()
                           if isinstance(v, int | float))
+        if "picked_by" in figures:
+            shown += f" (rows picked by {figures['picked_by']}: judged before the pick)"
+        elif "stands_for" in figures:
+            shown += f" (read by the pick of {', '.join(figures['stands_for'])})"
         lines.append(f"  {output}: {shown}")
     for check, value in (rate.get("predicted") or {}).items():
         lines.append(f"  predicted agreement for {check}: {value:.4f}")

@@ -66,8 +66,9 @@ CTC_MAX_ROWS = 4096
 sample's argmax paths until the end (the blank is decided over all of them), and a CTC
 line has tens to hundreds of rows (a minute of speech at 50 per second, 3000), a
 detector's page of anchors thousands."""
-SessionFactory = Callable[[Any], Any]
-"""``factory(session_options) -> onnxruntime.InferenceSession`` of one model."""
+SessionFactory = Callable[[Any, Sequence[str]], Any]
+"""``factory(session_options, extra_outputs) -> onnxruntime.InferenceSession`` of one
+model, with the intermediate values ``extra_outputs`` added as outputs after its own."""
 
 PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten"})
 """Ops that keep class scores class scores (last axis unchanged in practice)."""
@@ -240,10 +241,22 @@ class OutputMetrics:
     top1_sample: float | None = None
     finite: int | None = None
     ctc: float | None = None
+    picked: str | None = None
+    """The op that picks this output's rows by rank (:data:`PICKERS`): reported, not judged;
+    the values the pick reads are judged in its place."""
+    stands_for: tuple[str, ...] = ()
+    """For a value a pick reads (not an output): the picked outputs it is judged for."""
 
     def value(self, criterion: Criterion) -> float | None:
         """The value ``criterion`` reads (None if the metric does not apply here)."""
         return getattr(self, criterion.field)
+
+    def judged_by(self, criterion: Criterion) -> bool:
+        """Whether ``criterion`` applies to this row: to the output itself, or to a value
+        that stands for picked outputs as it would to them; never to a picked output."""
+        return self.picked is None and any(
+            criterion.applies_to(name, self.class_scores is not None)
+            for name in self.stands_for or (self.name,))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe: a non-finite number is null (``snr_db`` +inf: no difference beyond the
@@ -294,7 +307,7 @@ def failures(outputs: Sequence[OutputMetrics], fidelity: Fidelity) -> tuple[Fail
     found = []
     for m in outputs:
         for c in fidelity.criteria:
-            applies = c.applies_to(m.name, m.class_scores is not None)
+            applies = m.judged_by(c)
             value = m.value(c) if applies else None
             if value is not None and not c.holds(value):
                 found.append(Failure(m.name, c.field, value, c.bound))
@@ -369,13 +382,20 @@ class VerifyReport:
                          c.metric in ("top1", "top5") for c in self.fidelity.criteria) else ""))
         classes = [f"{m.name} ({m.class_scores})" for m in self.outputs if m.class_scores]
         lines.append("class scores: " + (", ".join(classes) if classes else "none"))
+        for m in self.outputs:
+            if m.picked:
+                read = [r.name for r in self.outputs if m.name in r.stands_for]
+                lines.append(f"picked: {m.name}'s rows are picked by {m.picked} (ranked by "
+                             "scores, so any change can reorder them): not judged; judged "
+                             f"instead: {', '.join(read) or 'nothing (no float value read)'}")
         if classes and self.thresholds and all(c.metric != "top1"
                                                for c in self.fidelity.criteria):
             lines.append("top-1 is reported, not judged, on generated inputs (their scores "
                          "are near ties real inputs need not have): give --inputs, or "
                          "--min-top1 to judge it anyway")
         if self.passed:
-            lines.append(f"PASSED: {_count(len(self.outputs), 'output')} within the criteria "
+            judged = [m for m in self.outputs if not m.picked]
+            lines.append(f"PASSED: {_count(len(judged), 'output')} within the criteria "
                          f"on {_count(self.samples, 'sample')}")
         else:
             reasons = [self.error] if self.error else [str(f) for f in self.failures]
@@ -454,8 +474,11 @@ def verify(
     error: str | None = None
     carried = 0
     try:
-        reference, model = _load_original(original)
+        model = _original_model(original)
         input_specs, output_specs = graph_specs(model)
+        picked, stands_for = picked_outputs(model), stand_ins(model)
+        extras = tuple(stands_for)
+        reference = _original_session(original, extras)
         evidence = class_evidence(model, class_outputs)
         class_ids = [n for n in argmax_sources(model) if n not in evidence]
         evidence.update((n, IDS_EVIDENCE) for n in class_ids)
@@ -468,16 +491,22 @@ def verify(
                    if inputs is not None and not isinstance(inputs, DefaultInputs)
                    else _runnable_samples(input_specs, model, reference, inputs))
         described = samples.description
-        candidate = _session(lambda: open_packed(quiet_options()), "packed")
+        candidate = _session(lambda: open_packed(quiet_options(), extras), "packed")
         _check_interfaces(reference, candidate)
-        accumulators = [_Accumulator(s, evidence.get(s.name), floor) for s in output_specs]
+        accumulators = [_Accumulator(s, evidence.get(s.name), floor, picked=picked[s.name].op)
+                        if s.name in picked else _Accumulator(s, evidence.get(s.name), floor)
+                        for s in output_specs]
         previous: tuple[list[np.ndarray], list[np.ndarray]] | None = None
         for i in range(samples.count):
             feed = _feed(samples, i)
             ref = run_session(reference, feed, "original", i, samples.hint)
-            links = carried_state(feed, previous[0]) if previous else {}
+            links = carried_state(feed, previous[0][:len(output_specs)]) if previous else {}
             carried += bool(links)
             out = run_session(candidate, _with_state(feed, links, previous), "packed", i)
+            if i == 0:  # the values picks read: their types are known once they ran
+                accumulators += [_Accumulator(TensorSpec(v, r.dtype, r.shape), None, floor,
+                                              stands_for=stands_for[v])
+                                 for v, r in zip(extras, ref[len(output_specs):], strict=True)]
             _accumulate(accumulators, ref, out, i)
             previous = ref, out
             if progress:
@@ -568,7 +597,12 @@ class ReferenceRun:
         evidence = class_evidence(model, class_outputs)
         evidence.update((n, IDS_EVIDENCE) for n in argmax_sources(model) if n not in evidence)
         self.samples = samples_for(input_specs, inputs)
+        self.picked = picked_outputs(model)
         self.extra_outputs = tuple(extra_outputs)
+        judged_for = stand_ins(model) | stand_ins(model, logits=True)
+        self.stands_for = {v: judged_for[v] for v in self.extra_outputs if v in judged_for}
+        """Extra outputs judged in the place of picked outputs -> the outputs they stand
+        for (:func:`stand_ins`)."""
         session = _session(lambda: session_from_proto(with_outputs(model, self.extra_outputs)),
                            "original")
         self.feeds: list[Feed] = [_feed(self.samples, i) for i in range(self.samples.count)]
@@ -635,12 +669,19 @@ class ReferenceRun:
             yield last
 
     def metrics(self, outputs: list[list[np.ndarray]]) -> tuple[OutputMetrics, ...]:
-        """The metrics of a candidate's outputs (from :meth:`run`) against the original's."""
-        accs = [_Accumulator(s, self.class_scores.get(s.name), self.noise_floor)
+        """The metrics of a candidate's outputs (from :meth:`run`) against the original's:
+        the model's own outputs, then the extra outputs that stand for picked ones."""
+        accs = [_Accumulator(s, self.class_scores.get(s.name), self.noise_floor,
+                             picked=self.picked[s.name].op if s.name in self.picked else None)
                 for s in self.output_specs]
-        n = len(accs)
+        positions = list(range(len(accs)))
+        for value, picked in self.stands_for.items():
+            positions.append(self.position(value))
+            first = self.outputs[0][positions[-1]]
+            accs.append(_Accumulator(TensorSpec(value, first.dtype, first.shape), None,
+                                     self.noise_floor, stands_for=picked))
         for i, (ref, out) in enumerate(zip(self.outputs, outputs, strict=True)):
-            _accumulate(accs, ref[:n], out[:n], i)
+            _accumulate(accs, [ref[p] for p in positions], [out[p] for p in positions], i)
         return tuple(a.result() for a in accs)
 
 
@@ -656,6 +697,166 @@ def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProt
         if name not in known:
             copy.graph.output.append(onnx.ValueInfoProto(name=name))
     return copy
+
+
+PICKERS = frozenset({"TopK", "NonMaxSuppression"})
+"""Ops that pick elements by the rank of their scores: what follows them is chosen, ordered
+and counted by those ranks, so any weight error can swap near-tied rows (an NMS-free
+detector's 300 candidates past its real detections) and an SNR of what they pick says
+nothing of the model's quality."""
+
+PICK_THROUGH = PASS_THROUGH | {"Transpose", "Split", "ReduceMax", "ReduceMin"}
+"""Ops walked back through from a value a pick reads, to the whole value it was cut from (a
+detector's candidates before they are split into boxes and scores)."""
+
+_METADATA_OPS = frozenset({"Shape", "Size"})
+
+
+@dataclass(frozen=True)
+class Picked:
+    """An output a :data:`PICKERS` op picks: ``op`` names it, ``sources`` are the float
+    values the pick reads (before it), judged in the output's place."""
+
+    op: str
+    sources: tuple[str, ...]
+
+
+def picked_outputs(model: onnx.ModelProto) -> dict[str, Picked]:
+    """Outputs computed from the indices a TopK or NonMaxSuppression picks by ranking float
+    scores (a TopK's sorted values change smoothly: they are no pick), with the values the
+    picking reads: every value computed from the inputs (not from constants or
+    shapes alone) that feeds a node after the pick, walked back through
+    :data:`PICK_THROUGH`. A TopK of integers (a converter's segment ids) picks nothing.
+
+    >>> from onnx import helper, TensorProto as T
+    >>> nodes = [helper.make_node("Sigmoid", ["x"], ["p"]),
+    ...          helper.make_node("TopK", ["p", "k"], ["v", "i"]),
+    ...          helper.make_node("Gather", ["boxes", "i"], ["picked"], axis=1)]
+    >>> graph = helper.make_graph(nodes, "g", [
+    ...     helper.make_tensor_value_info(n, T.FLOAT, None) for n in ("x", "boxes")],
+    ...     [helper.make_tensor_value_info("picked", T.FLOAT, None)],
+    ...     [helper.make_tensor("k", T.INT64, [1], [2])])
+    >>> picked_outputs(helper.make_model(graph))
+    {'picked': Picked(op='TopK', sources=('boxes', 'p'))}
+    """
+    graph = model.graph
+    pickers = [n for n in graph.node if n.op_type in PICKERS and n.input]
+    if not pickers:
+        return {}
+    types = _value_types(model)
+    pickers = [n for n in pickers if types.get(
+        n.input[1] if n.op_type == "NonMaxSuppression" and len(n.input) > 1 else n.input[0],
+        onnx.TensorProto.FLOAT) in _FLOAT_TYPES]
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    constant = {t.name for t in graph.initializer}
+    data = _downstream([i.name for i in graph.input if i.name not in constant], consumers,
+                       stop=_METADATA_OPS)
+    picked = _downstream([o for n in pickers for o in (
+        n.output[1:2] if n.op_type == "TopK" else n.output) if o], consumers)
+    found = {}
+    for output in graph.output:
+        if output.name not in picked:
+            continue
+        sources: dict[str, None] = {}
+        stack, seen = [output.name], set()
+        while stack:
+            value = stack.pop()
+            node = producer.get(value)
+            if value in seen or node is None:
+                continue
+            seen.add(value)
+            for name in node.input:
+                if name in picked:
+                    stack.append(name)
+                elif name in data and types.get(name, onnx.TensorProto.FLOAT) in _FLOAT_TYPES:
+                    sources[_cut_from(name, producer)] = None
+        op = next(n.op_type for n in pickers if set(n.output) & (seen | {output.name}))
+        found[output.name] = Picked(op, tuple(sorted(sources)))
+    return found
+
+
+def stand_ins(model: onnx.ModelProto, logits: bool = False) -> dict[str, tuple[str, ...]]:
+    """The values judged in the place of picked outputs (:func:`picked_outputs`), split
+    into the parts an SNR is measured on (:func:`value_parts`; with ``logits``, a Sigmoid's
+    input): value -> the picked outputs it stands for."""
+    picked = picked_outputs(model)
+    parts = value_parts(model, sorted({v for p in picked.values() for v in p.sources}), logits)
+    found: dict[str, tuple[str, ...]] = {}
+    for output, pick in picked.items():
+        for value in dict.fromkeys(v for s in pick.sources for v in parts[s]):
+            found[value] = (*found.get(value, ()), output)
+    return found
+
+
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
+                          onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE})
+
+
+def _value_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element types of the graph's values as ONNX's shape inference finds them (none if it
+    fails: a model past 2 GiB, an op it does not know)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # onnx raises its own errors and ValueError; none is the user's
+        return {}
+    graph = inferred.graph
+    values = [*graph.input, *graph.output, *graph.value_info]
+    types = {v.name: v.type.tensor_type.elem_type for v in values
+             if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
+    types.update((t.name, t.data_type) for t in graph.initializer)
+    return types
+
+
+def _downstream(starts: Sequence[str], consumers: dict[str, list[onnx.NodeProto]],
+                stop: frozenset[str] = frozenset()) -> set[str]:
+    """``starts`` and every value computed from them (not through ``stop`` ops)."""
+    found, stack = set(starts), list(starts)
+    while stack:
+        for node in consumers.get(stack.pop(), ()):
+            if node.op_type in stop:
+                continue
+            for name in node.output:
+                if name and name not in found:
+                    found.add(name)
+                    stack.append(name)
+    return found
+
+
+def _cut_from(value: str, producer: dict[str, onnx.NodeProto]) -> str:
+    """``value`` walked back through :data:`PICK_THROUGH` ops."""
+    for _ in range(16):
+        node = producer.get(value)
+        if node is None or node.op_type not in PICK_THROUGH or not node.input:
+            break
+        value = node.input[0]
+    return value
+
+
+def value_parts(model: onnx.ModelProto, values: Sequence[str], logits: bool = False
+                ) -> dict[str, list[str]]:
+    """Value -> the values its SNR is measured on: the value itself, or, through reshapes
+    and casts, the parts a Concat joins, each on its own (a detector's boxes and class
+    scores differ in scale by hundreds: an SNR over both is the boxes'); with ``logits``, a
+    Sigmoid's input instead of its output (a saturated probability map hides them)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def parts(value: str, depth: int) -> list[str]:
+        node = producer.get(value)
+        while node is not None and node.op_type in PASS_THROUGH and node.input:
+            node = producer.get(node.input[0])
+        if node is None or depth > 4:
+            return [value]
+        if logits and node.op_type == "Sigmoid" and node.input:
+            return [node.input[0]]
+        if node.op_type == "Concat":
+            return [p for v in node.input if v for p in parts(v, depth + 1)]
+        return [value]
+
+    return {v: parts(v, 0) for v in values}
 
 
 def argmax_sources(model: onnx.ModelProto) -> dict[str, tuple[str, ClassScores]]:
@@ -782,25 +983,33 @@ def _session(make: Callable[[], Any], which: str) -> Any:
         raise ModelFailed(f"{which} model failed to load: {first_line(exc)}") from exc
 
 
-def _load_original(original: onnx.ModelProto | Path) -> tuple[Any, onnx.ModelProto]:
-    """A session of the original and its graph (weights not loaded when it is a path)."""
-    import onnxruntime as ort
-
+def _original_model(original: onnx.ModelProto | Path) -> onnx.ModelProto:
+    """The original's graph (its weights not loaded when it is a path)."""
     if isinstance(original, onnx.ModelProto):
-        return _session(lambda: session_from_proto(original), "original"), original
+        return original
     with open(original, "rb") as f:
         if f.read(len(MAGIC)) == MAGIC:
             raise ModelFailed(f"original model failed to load: {original} is an .onnxz file "
                               "(give the .onnx first, then the .onnxz)")
     try:
-        model = onnx.load(str(original), load_external_data=False)
+        return onnx.load(str(original), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
         raise ModelFailed(f"original model failed to load: {first_line(exc)}") from exc
-    session = _session(
+
+
+def _original_session(original: onnx.ModelProto | Path, extra_outputs: Sequence[str]) -> Any:
+    """A session of the original with ``extra_outputs`` added (then the model is loaded
+    whole and must be under 2 GiB)."""
+    import onnxruntime as ort
+
+    if isinstance(original, onnx.ModelProto) or extra_outputs:
+        return _session(lambda: session_from_proto(with_outputs(
+            original if isinstance(original, onnx.ModelProto) else _whole_model(original),
+            extra_outputs)), "original")
+    return _session(
         lambda: ort.InferenceSession(_model_for_onnxruntime(original), quiet_options(),
                                      ["CPUExecutionProvider"]),
         "original")
-    return session, model
 
 
 def _model_for_onnxruntime(path: Path) -> str | bytes:
@@ -810,10 +1019,15 @@ def _model_for_onnxruntime(path: Path) -> str | bytes:
         str(path).encode("utf-8")
         return str(path)
     except UnicodeEncodeError:
-        model = onnx.load(path, load_external_data=False)
-        with utf8_spelling(path.parent) as folder:
-            load_external_data_for_model(model, folder)
-        return model.SerializeToString()
+        return _whole_model(path).SerializeToString()
+
+
+def _whole_model(path: Path) -> onnx.ModelProto:
+    """The model at ``path`` with its external data loaded."""
+    model = onnx.load(path, load_external_data=False)
+    with utf8_spelling(path.parent) as folder:
+        load_external_data_for_model(model, folder)
+    return model
 
 
 def _runnable_samples(specs: tuple[TensorSpec, ...], model: onnx.ModelProto,
@@ -844,7 +1058,7 @@ def _check_interfaces(reference: Any, candidate: Any) -> None:
 def _accumulate(accumulators: list[_Accumulator], ref: list[np.ndarray],
                 out: list[np.ndarray], index: int) -> None:
     for acc, r, o in zip(accumulators, ref, out, strict=True):
-        if r.shape != o.shape or r.dtype != o.dtype:
+        if (r.shape != o.shape and acc.picked is None) or r.dtype != o.dtype:
             raise ModelFailed(
                 f"sample {index}: output {acc.spec.name!r} of the packed model is {o.dtype} "
                 f"{o.shape}, the original's is {r.dtype} {r.shape}"
@@ -909,6 +1123,8 @@ class _Accumulator:
     top5_sum: float = 0.0
     distributions: bool = True
     probabilities: bool = True
+    picked: str | None = None
+    stands_for: tuple[str, ...] = ()
 
     def class_scores(self) -> ClassScores | None:
         """The evidence that this output is class scores, if any (after some samples)."""
@@ -924,6 +1140,9 @@ class _Accumulator:
         return PROBABILITY_EVIDENCE if self.probabilities else None
 
     def add(self, reference: np.ndarray, packed: np.ndarray) -> None:
+        if reference.shape != packed.shape:  # a picked output: another count of rows
+            self.samples += 1
+            return
         ref = reference.astype(np.float64).ravel()
         out = packed.astype(np.float64).ravel()
         same = (ref == out) | (np.isnan(ref) & np.isnan(out))
@@ -1016,6 +1235,8 @@ class _Accumulator:
             finite=self.finite,
             top1_sample=self.top1_samples / self.samples if scores else None,
             ctc=self._ctc() if scores else None,
+            picked=self.picked,
+            stands_for=self.stands_for,
         )
 
 

@@ -17,6 +17,7 @@ Pipeline (a fidelity target):
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -174,6 +175,7 @@ def _on_runnable_inputs(model: onnx.ModelProto, inputs: InputsArg,
         except (TargetNotMetError, VerificationInputError) as exc:
             if inputs is not None and isinstance(exc, VerificationInputError):
                 raise
+        gc.collect()  # the failed try's copy of the model, kept by its traceback's cycles
     return make(runnable_inputs(model, *last, changes=inputs))
 
 

@@ -30,7 +30,7 @@ from onnxz.ratecontrol.objective import (
     peak_magnitude,
 )
 from onnxz.ratecontrol.tensors import STEP_GRID, Candidate, Setting
-from onnxz.verifier import ReferenceRun
+from onnxz.verifier import ReferenceRun, stand_ins
 
 DEFAULT_SNR_DB = 40.0
 """SNR every float output keeps on the generated samples (class scores: centered logits)."""
@@ -61,15 +61,20 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
     the scores behind an in-graph ArgMax (centered logits: margins on generated inputs say
     nothing about real ones, the logits' noise does), every other float output on its
     parts (:func:`~onnxz.ratecontrol.objective.output_parts`: Concat inputs apart,
-    Sigmoids by their logits).
+    Sigmoids by their logits), and an output a TopK or NonMaxSuppression picks on the
+    values the pick reads (:func:`~onnxz.verifier.stand_ins`, the same way).
     Raises :class:`DegenerateOutputs` if every output is degenerate on the samples."""
     allowed = 10 ** (-DEFAULT_SNR_DB / 10)
     names = [s.name for s in reference.output_specs]
     extras = reference.extra_outputs
     sources, parts = argmax_sources(model), output_parts(model, logits=True)
+    picked = stand_ins(model, logits=True)
     measures = []
     for index, spec in enumerate(reference.output_specs):
-        if spec.name in reference.class_scores and not reference.class_scores[spec.name].ids:
+        if spec.name in reference.picked:
+            found = [Measure("relmse", reference.position(v), allowed)
+                     for v, outputs in picked.items() if spec.name in outputs and v in extras]
+        elif spec.name in reference.class_scores and not reference.class_scores[spec.name].ids:
             found = [Measure("logrelmse", index, allowed, reference.class_scores[spec.name])]
         elif spec.name in sources and sources[spec.name][0] in extras:
             found = [Measure("logrelmse", reference.position(sources[spec.name][0]), allowed,
@@ -92,11 +97,12 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
 
 def default_extra_outputs(model: onnx.ModelProto) -> tuple[str, ...]:
     """The values the default measures that are not outputs: the scores behind integer
-    outputs that are an in-graph ArgMax, and the parts of float outputs (see
-    :func:`~onnxz.ratecontrol.objective.output_parts`)."""
+    outputs that are an in-graph ArgMax, the parts of float outputs (see
+    :func:`~onnxz.ratecontrol.objective.output_parts`) and the values picks read."""
     outputs = {o.name for o in model.graph.output}
     values = [v for v, _ in argmax_sources(model).values()] + [
-        v for part in output_parts(model, logits=True).values() for v in part]
+        v for part in output_parts(model, logits=True).values() for v in part] + list(
+        stand_ins(model, logits=True))
     return tuple(dict.fromkeys(v for v in values if v not in outputs))
 
 

@@ -28,11 +28,12 @@ from onnxz.errors import TargetSpecError
 from onnxz.fidelity import CLASS_METRICS, Criterion, Fidelity
 from onnxz.verifier import (
     CTC_MAX_ROWS,
-    PASS_THROUGH,
     ClassScores,
     OutputMetrics,
     ReferenceRun,
     argmax_sources,
+    stand_ins,
+    value_parts,
 )
 
 FLIP_SAFETY = 0.5
@@ -268,9 +269,10 @@ def allowed_sigma(margins: Margins, target: float, per_sample: bool) -> float:
 @dataclass(frozen=True)
 class Measure:
     """One output distortion, normalized: ``kind`` is ``relmse`` (Σerr²/Σref²), ``cosine``
-    (mean over samples of 1 − cosine), ``mse`` (mean err²), ``margin`` (mean squared
-    margin change of a class-score output) or ``logrelmse`` (``relmse`` of a class-score
-    output's log-domain rows, each centered: logits up to their softmax-invariant shift);
+    (mean over samples of 1 − cosine), ``worst_cosine`` (the largest 1 − cosine), ``mse``
+    (mean err²), ``margin`` (mean squared margin change of a class-score output) or
+    ``logrelmse`` (``relmse`` of a class-score output's log-domain rows, each centered:
+    logits up to their softmax-invariant shift);
     the value is divided by ``allowed``.
     ``index`` is the output's position in a run's outputs (the model's, then extras)."""
 
@@ -296,8 +298,9 @@ class Measure:
             b = np.concatenate([_centered(_log_rows(self.scores, o)).ravel() for o in out])
             energy = float(np.sum(np.square(a)))
             value = float(np.sum(np.square(a - b))) / energy if energy else 0.0
-        elif self.kind == "cosine":
-            value = float(np.mean([1 - _cosine(a, b) for a, b in zip(ref, out, strict=True)]))
+        elif self.kind in ("cosine", "worst_cosine"):
+            gaps = [1 - _cosine(a, b) for a, b in zip(ref, out, strict=True)]
+            value = float(np.mean(gaps) if self.kind == "cosine" else max(gaps, default=0))
         else:
             err = sum(float(np.sum(np.square(_f64(a) - _f64(b)))) for a, b in zip(
                 ref, out, strict=True))
@@ -370,7 +373,7 @@ class Objective:
             return all(m.distortion(reference, candidate) <= 1 for m in self.measures)
         for m in metrics:
             for c in self.fidelity.criteria:
-                if not c.applies_to(m.name, m.class_scores is not None):
+                if not m.judged_by(c):
                     continue
                 value = m.value(c)
                 if value is None:
@@ -384,26 +387,8 @@ class Objective:
 
 
 def output_parts(model: onnx.ModelProto, logits: bool = False) -> dict[str, list[str]]:
-    """Output -> the values its SNR is measured on: the output itself, or, through
-    reshapes and casts, the parts a Concat joins, each measured on its own (a detector's
-    boxes and class scores differ in scale by hundreds: an SNR over both is the boxes');
-    with ``logits``, a Sigmoid's input instead of its output (a saturated probability map
-    hides them)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-
-    def parts(value: str, depth: int) -> list[str]:
-        node = producer.get(value)
-        while node is not None and node.op_type in PASS_THROUGH and node.input:
-            node = producer.get(node.input[0])
-        if node is None or depth > 4:
-            return [value]
-        if logits and node.op_type == "Sigmoid" and node.input:
-            return [node.input[0]]
-        if node.op_type == "Concat":
-            return [p for v in node.input if v for p in parts(v, depth + 1)]
-        return [value]
-
-    return {o.name: parts(o.name, 0) for o in model.graph.output}
+    """Output -> the values its SNR is measured on (:func:`~onnxz.verifier.value_parts`)."""
+    return value_parts(model, [o.name for o in model.graph.output], logits)
 
 
 def objective_for(fidelity: Fidelity, reference: ReferenceRun,
@@ -419,8 +404,9 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
     measures: list[Measure] = []
     decisions: list[DecisionCheck] = []
     for c in fidelity.criteria:
+        measures.extend(_stand_in_measures(c, reference, model))
         for index, name in enumerate(names):
-            if not c.applies_to(name, name in scores):
+            if not c.applies_to(name, name in scores) or name in reference.picked:
                 continue
             outputs = [r[index] for r in reference.outputs]
             if c.metric == "snr" and peak_magnitude(outputs) < FLOORED_PEAK:
@@ -467,6 +453,30 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
     return Objective(fidelity, tuple(measures), tuple(decisions), tuple(extras))
 
 
+def _stand_in_measures(criterion: Criterion, reference: ReferenceRun,
+                       model: onnx.ModelProto) -> list[Measure]:
+    """Guards of ``criterion`` on the values judged in the place of the picked outputs it
+    covers (:func:`~onnxz.verifier.stand_ins`): ``snr`` with its margin, ``cosine`` on the
+    worst sample as verify judges it; none for other metrics (a picked output has no class
+    scores, and its largest error is where the pick reorders rows)."""
+    if criterion.metric not in ("snr", "cosine"):
+        return []
+    found = []
+    for value, outputs in stand_ins(model).items():
+        if value not in reference.extra_outputs or not any(
+                criterion.applies_to(o, False) for o in outputs):
+            continue
+        position = reference.position(value)
+        judged = [r[position] for r in reference.outputs]
+        if judged[0].dtype.kind != "f" or peak_magnitude(judged) == 0:
+            continue
+        allowed = (10 ** (-(criterion.bound + SNR_MARGIN_DB) / 10) if criterion.metric == "snr"
+                   else max(1 - criterion.bound, 1e-12))
+        kind = "relmse" if criterion.metric == "snr" else "worst_cosine"
+        found.append(Measure(kind, position, allowed, guard=True))
+    return found
+
+
 def extra_outputs_for(fidelity: Fidelity, model: onnx.ModelProto) -> tuple[str, ...]:
     """Intermediate values the objective needs as outputs: the scores behind integer
     outputs (an in-graph ArgMax's) that an ``exact`` or a class-decision criterion (``top1``,
@@ -476,9 +486,13 @@ def extra_outputs_for(fidelity: Fidelity, model: onnx.ModelProto) -> tuple[str, 
     sources = argmax_sources(model)
     parts = output_parts(model)
     logit_parts = output_parts(model, logits=True)
+    picked = stand_ins(model)
     outputs = {o.name for o in model.graph.output}
     wanted: list[str] = []
     for c in fidelity.criteria:
+        if c.metric in ("snr", "cosine"):
+            wanted += [v for v, judged_for in picked.items()
+                       if c.output is None or c.output in judged_for]
         if c.metric == "exact" or c.metric in CLASS_METRICS:
             wanted += [value for name, (value, _) in sources.items()
                        if c.output is None or c.output == name]

@@ -143,6 +143,10 @@ class RateResult:
                        "max_abs": m.max_abs_error}
             achieved[m.name] = {k: v for k, v in figures.items()
                                 if v is not None and math.isfinite(v)}
+            if m.picked:
+                achieved[m.name]["picked_by"] = m.picked
+            if m.stands_for:
+                achieved[m.name]["stands_for"] = list(m.stands_for)
         changed = {"corrected_biases": len(self.corrections)} if self.corrections else {}
         if self.rounded:
             changed["calibrated_rounding"] = len(self.rounded)
