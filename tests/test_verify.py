@@ -657,6 +657,48 @@ def test_rows_a_topk_picks_are_judged_on_the_values_it_reads(tmp_path):
     assert json.loads(cli.output)["outputs"][0]["picked"] == "TopK"
 
 
+def nms_model(offset: float) -> onnx.ModelProto:
+    """Candidates' boxes [1, 8, 4] (an input) and score logits x·w + b -> Sigmoid ->
+    NonMaxSuppression (score > 0.5) -> the picked indices [K, 3], K the boxes kept."""
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["logits"]),
+         onnx.helper.make_node("Add", ["logits", "b"], ["shifted"]),
+         onnx.helper.make_node("Sigmoid", ["shifted"], ["probabilities"]),
+         onnx.helper.make_node("Transpose", ["probabilities"], ["scores"], perm=[0, 2, 1]),
+         onnx.helper.make_node("NonMaxSuppression", ["boxes", "scores", "most", "iou",
+                                                     "threshold"], ["picked"])], "nms",
+        [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4]),
+         onnx.helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 8, 4])],
+        [onnx.helper.make_tensor_value_info("picked", TensorProto.INT64, ["K", 3])],
+        [numpy_helper.from_array(np.ones((4, 1), np.float32), "w"),
+         numpy_helper.from_array(np.array([offset], np.float32), "b"),
+         numpy_helper.from_array(np.array([8], np.int64), "most"),
+         numpy_helper.from_array(np.array([0.5], np.float32), "iou"),
+         numpy_helper.from_array(np.array([0.5], np.float32), "threshold")])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+def test_a_pick_that_keeps_another_count_of_rows_is_judged_before_it(tmp_path):
+    """NonMaxSuppression keeps the boxes scoring above its threshold: a score at the
+    threshold's edge makes the packed model keep one box fewer (another output shape, which
+    failed verify as a broken model). The picked output is reported; the scores are judged,
+    and as one probability per row their decisions at 0.5 are: one of 8 flipped."""
+    original = tmp_path / "m.onnx"
+    original.write_bytes(nms_model(0.0).SerializeToString())
+    onnxz.save(nms_model(-0.02), tmp_path / "m.onnxz", lossless=True)
+    boxes = np.array([[[10 * i, 0, 10 * i + 5, 5] for i in range(8)]], np.float32)
+    x = np.full((1, 8, 4), 1.0, np.float32)
+    x[0, 0] = 0.0025  # logit 0.01: kept by the original only
+    report = onnxz.verify(original, tmp_path / "m.onnxz", {"x": x[None], "boxes": boxes[None]})
+    assert report.error is None
+    rows = {m.name: m for m in report.outputs}
+    assert rows["picked"].picked == "NonMaxSuppression" and rows["picked"].exact == 0
+    assert rows["probabilities"].stands_for == ("picked",) and rows["probabilities"].snr_db > 40
+    assert rows["boxes"].snr_db == math.inf
+    assert [(f.output, f.metric) for f in report.failures] == [("probabilities", "top1")]
+    assert rows["probabilities"].top1 == 7 / 8
+
+
 def test_a_topk_of_integers_or_of_constants_picks_nothing():
     """A converter's TopK of segment ids (integers) orders no scores; a TopK whose indices
     reach no output picks none of them."""
