@@ -699,9 +699,11 @@ def test_a_pick_that_keeps_another_count_of_rows_is_judged_before_it(tmp_path):
     assert rows["probabilities"].top1 == 7 / 8
 
 
-def test_a_topk_of_integers_or_of_constants_picks_nothing():
+def test_a_topk_of_integers_or_before_weights_picks_nothing():
     """A converter's TopK of segment ids (integers) orders no scores; a TopK whose indices
-    reach no output picks none of them."""
+    reach no output picks none of them; nor does one whose picks a layer's weights then
+    transform (a mixture of experts, a point-cloud network's neighbours): judged before
+    the pick, those weights' errors would show nowhere."""
     ids = onnx.helper.make_graph(
         [onnx.helper.make_node("Cast", ["x"], ["ids"], to=TensorProto.INT64),
          onnx.helper.make_node("TopK", ["ids", "k"], ["top", "where"]),
@@ -712,6 +714,13 @@ def test_a_topk_of_integers_or_of_constants_picks_nothing():
     assert picked_outputs(onnx.helper.make_model(ids)) == {}
     detector = picking_detector()
     assert set(picked_outputs(detector)) == {"dets"}
+    layer = onnx.helper.make_node("MatMul", ["dets", "w_after"], ["embedded"])
+    detector.graph.node.append(layer)
+    detector.graph.initializer.append(numpy_helper.from_array(
+        np.ones((4, 8), np.float32), "w_after"))
+    detector.graph.output.append(onnx.helper.make_tensor_value_info(
+        "embedded", TensorProto.FLOAT, None))
+    assert set(picked_outputs(detector)) == {"dets"}  # dets alone is still picked
     del detector.graph.output[0]
     assert picked_outputs(detector) == {}
 

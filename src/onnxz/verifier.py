@@ -757,25 +757,53 @@ def picked_outputs(model: onnx.ModelProto) -> dict[str, Picked]:
                        stop=_METADATA_OPS)
     picked = _downstream([o for n in pickers for o in (
         n.output[1:2] if n.op_type == "TopK" else n.output) if o], consumers)
+    weights = _float_constants(graph, PICK_MAX_CONSTANT)
     found = {}
     for output in graph.output:
         if output.name not in picked:
             continue
         sources: dict[str, None] = {}
-        stack, seen = [output.name], set()
+        stack, seen, weighed = [output.name], set(), False
         while stack:
             value = stack.pop()
             node = producer.get(value)
             if value in seen or node is None:
                 continue
             seen.add(value)
+            weighed |= any(a.type in _GRAPH_ATTRIBUTES for a in node.attribute)
             for name in node.input:
+                weighed |= name in weights
                 if name in picked:
                     stack.append(name)
                 elif name in data and types.get(name, onnx.TensorProto.FLOAT) in _FLOAT_TYPES:
                     sources[_cut_from(name, producer)] = None
+        if weighed:  # weights after the pick: only the output itself shows their errors
+            continue
         op = next(n.op_type for n in pickers if set(n.output) & (seen | {output.name}))
         found[output.name] = Picked(op, tuple(sorted(sources)))
+    return found
+
+
+PICK_MAX_CONSTANT = 16
+"""A float constant of more elements than this between a pick and an output (a layer's
+weights: a mixture of experts routes by TopK, a point-cloud network picks neighbours by it)
+keeps the output judged as it is: nothing before the pick would show the constant's
+errors."""
+
+_GRAPH_ATTRIBUTES = frozenset({onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS})
+
+
+def _float_constants(graph: onnx.GraphProto, most: int) -> set[str]:
+    """Initializers and Constant outputs of a float type with more than ``most`` elements."""
+    found = {t.name for t in graph.initializer
+             if t.data_type in _FLOAT_TYPES and math.prod(t.dims) > most}
+    for node in graph.node:
+        if node.op_type != "Constant":
+            continue
+        for a in node.attribute:
+            if ((a.name == "value" and a.t.data_type in _FLOAT_TYPES and math.prod(a.t.dims) > most)
+                    or (a.name == "value_floats" and len(a.floats) > most)):
+                found.add(node.output[0])
     return found
 
 
