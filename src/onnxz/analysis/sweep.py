@@ -254,13 +254,13 @@ def run_point(job: Job) -> dict[str, Any]:
                           good=loss <= job.tolerance)
         else:
             report = onnxz.verify(job.model, packed, job.fidelity.inputs)
-            snr = min((m.snr_db for m in report.outputs), default=-math.inf)
-            top1 = [m.top1 for m in report.outputs if m.top1 is not None]
+            judged = [m for m in report.outputs if m.picked is None]  # picks: their reads
+            snr = min((m.snr_db for m in judged), default=-math.inf)
+            top1 = [m.top1 for m in judged if m.top1 is not None]
             record.update(
                 scores={"snr_db": snr if math.isfinite(snr) else None,
                         "top1": min(top1) if top1 else None,
-                        "cosine_min": min((m.cosine_min for m in report.outputs),
-                                          default=None),
+                        "cosine_min": min((m.cosine_min for m in judged), default=None),
                         "verdict": report.verdict},
                 fidelity=snr if math.isfinite(snr) else (1e9 if snr > 0 else -1e9),
                 loss=None, good=report.passed)
