@@ -8,8 +8,9 @@ import pytest
 
 from onnxz.ctc import blank_class, greedy_string, harmless_alternatives
 from onnxz.fidelity import Fidelity
+from onnxz.outputs import ClassScores
 from onnxz.ratecontrol.objective import Margins
-from onnxz.verifier import ClassScores, TensorSpec, _Accumulator
+from onnxz.verifier import TensorSpec, _Accumulator
 
 LOGITS = ClassScores("named by the caller")
 

@@ -112,7 +112,7 @@ def test_cli_fidelity_excludes_the_minimums(heads):
 
 
 def test_output_names_are_evidence_too():
-    from onnxz.verifier import class_evidence
+    from onnxz.outputs import class_evidence
 
     model = mlp()
     assert class_evidence(model) == {}

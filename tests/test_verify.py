@@ -27,13 +27,8 @@ from onnx import TensorProto, numpy_helper
 import onnxz
 from onnxz.cli import main
 from onnxz.inputs import GeneratedInputs, TensorSpec, graph_specs, samples_for
-from onnxz.verifier import (
-    ClassScores,
-    ReferenceRun,
-    _Accumulator,
-    picked_outputs,
-    session_from_proto,
-)
+from onnxz.outputs import ClassScores, picked_outputs
+from onnxz.verifier import ReferenceRun, _Accumulator, session_from_proto
 
 
 def run(*args):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +39,6 @@ from onnxz.errors import (
     InvalidArgumentError,
     OutOfMemoryError,
     TargetNotMetError,
-    TargetSpecError,
     VerificationInputError,
     first_line,
 )
@@ -58,6 +56,14 @@ from onnxz.inputs import (
     runnable_inputs,
     samples_for,
 )
+from onnxz.outputs import (
+    IDS_EVIDENCE,
+    ClassScores,
+    argmax_sources,
+    class_evidence,
+    picked_outputs,
+    stand_ins,
+)
 from onnxz.progress import Progress
 
 TOP_K = 5
@@ -69,15 +75,6 @@ detector's page of anchors thousands."""
 SessionFactory = Callable[[Any, Sequence[str]], Any]
 """``factory(session_options, extra_outputs) -> onnxruntime.InferenceSession`` of one
 model, with the intermediate values ``extra_outputs`` added as outputs after its own."""
-
-PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten"})
-"""Ops that keep class scores class scores (last axis unchanged in practice)."""
-
-SCORE_PRODUCERS = frozenset({"Softmax", "LogSoftmax"})
-DECISION_CONSUMERS = frozenset({"ArgMax", "TopK"})
-
-SCORE_NAMES = frozenset({"logits", "logit", "probs", "probabilities", "softmax"})
-"""Output-name words that say "class scores" (``logits``, ``output_probs``, ...)."""
 
 DISTRIBUTION_TOLERANCE = 1e-3
 """Rows count as probability distributions when non-negative and summing to 1 ± this."""
@@ -161,43 +158,6 @@ class Thresholds:
     def to_dict(self) -> dict[str, float | bool | None]:
         return {k: v if isinstance(v, bool) else _json_number(v)
                 for k, v in asdict(self).items()}
-
-
-@dataclass(frozen=True)
-class ClassScores:
-    """Why an output counts as class scores, and where its classes are.
-
-    ``axis`` is the class axis; with ``coerced`` (a Softmax of opset < 13) the classes are
-    every axis from ``axis`` on, flattened. ``log_domain`` is True when the values are
-    logits or log-probabilities, False when they are probabilities. ``binary``: every value
-    is the probability p of one class, a yes/no decision at 0.5 (a voice activity
-    detector's speech probability); its rows are (1 − p, p). ``ids``: the output holds the
-    decisions themselves, the class numbers an in-graph ArgMax makes (one per element: a
-    recognizer's id path), so top-1 and ``ctc`` read them as they are; no rows of scores.
-
-    >>> ClassScores("p", log_domain=False, binary=True).rows(np.array([[0.2], [0.9]]))
-    array([[0.8, 0.2],
-           [0.1, 0.9]])
-    """
-
-    reason: str
-    axis: int = -1
-    coerced: bool = False
-    log_domain: bool = True
-    binary: bool = False
-    ids: bool = False
-
-    def rows(self, values: np.ndarray) -> np.ndarray:
-        """The output as a 2-D array, one prediction per row, one class per column."""
-        if self.binary:
-            p = values.reshape(-1, 1)
-            return np.concatenate([1 - p, p], axis=1)
-        if values.ndim == 0:
-            return values.reshape(1, 1)
-        axis = self.axis % values.ndim
-        if self.coerced:
-            return values.reshape(math.prod(values.shape[:axis]), -1)
-        return np.moveaxis(values, axis, -1).reshape(-1, values.shape[axis])
 
 
 @dataclass(frozen=True)
@@ -699,276 +659,6 @@ def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProt
     return copy
 
 
-PICKERS = frozenset({"TopK", "NonMaxSuppression"})
-"""Ops that pick elements by the rank of their scores: what follows them is chosen, ordered
-and counted by those ranks, so any weight error can swap near-tied rows (an NMS-free
-detector's 300 candidates past its real detections) and an SNR of what they pick says
-nothing of the model's quality."""
-
-PICK_THROUGH = PASS_THROUGH | {"Transpose", "Split", "ReduceMax", "ReduceMin"}
-"""Ops walked back through from a value a pick reads, to the whole value it was cut from (a
-detector's candidates before they are split into boxes and scores)."""
-
-_METADATA_OPS = frozenset({"Shape", "Size"})
-
-
-@dataclass(frozen=True)
-class Picked:
-    """An output a :data:`PICKERS` op picks: ``op`` names it, ``sources`` are the float
-    values the pick reads (before it), judged in the output's place."""
-
-    op: str
-    sources: tuple[str, ...]
-
-
-def picked_outputs(model: onnx.ModelProto) -> dict[str, Picked]:
-    """Outputs computed from the indices a TopK or NonMaxSuppression picks by ranking float
-    scores (a TopK's sorted values change smoothly: they are no pick), with the values the
-    picking reads: every value computed from the inputs (not from constants or
-    shapes alone) that feeds a node after the pick, walked back through
-    :data:`PICK_THROUGH`. A TopK of integers (a converter's segment ids) picks nothing.
-
-    >>> from onnx import helper, TensorProto as T
-    >>> nodes = [helper.make_node("Sigmoid", ["x"], ["p"]),
-    ...          helper.make_node("TopK", ["p", "k"], ["v", "i"]),
-    ...          helper.make_node("Gather", ["boxes", "i"], ["picked"], axis=1)]
-    >>> graph = helper.make_graph(nodes, "g", [
-    ...     helper.make_tensor_value_info(n, T.FLOAT, None) for n in ("x", "boxes")],
-    ...     [helper.make_tensor_value_info("picked", T.FLOAT, None)],
-    ...     [helper.make_tensor("k", T.INT64, [1], [2])])
-    >>> picked_outputs(helper.make_model(graph))
-    {'picked': Picked(op='TopK', sources=('boxes', 'p'))}
-    """
-    graph = model.graph
-    pickers = [n for n in graph.node if n.op_type in PICKERS and n.input]
-    if not pickers:
-        return {}
-    types = _value_types(model)
-    pickers = [n for n in pickers if types.get(
-        n.input[1] if n.op_type == "NonMaxSuppression" and len(n.input) > 1 else n.input[0],
-        onnx.TensorProto.FLOAT) in _FLOAT_TYPES]
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    constant = {t.name for t in graph.initializer}
-    data = _downstream([i.name for i in graph.input if i.name not in constant], consumers,
-                       stop=_METADATA_OPS)
-    picked = _downstream([o for n in pickers for o in (
-        n.output[1:2] if n.op_type == "TopK" else n.output) if o], consumers)
-    weights = _float_constants(graph, PICK_MAX_CONSTANT)
-    found = {}
-    for output in graph.output:
-        if output.name not in picked:
-            continue
-        sources: dict[str, None] = {}
-        stack, seen, weighed = [output.name], set(), False
-        while stack:
-            value = stack.pop()
-            node = producer.get(value)
-            if value in seen or node is None:
-                continue
-            seen.add(value)
-            weighed |= any(a.type in _GRAPH_ATTRIBUTES for a in node.attribute)
-            for name in node.input:
-                weighed |= name in weights
-                if name in picked:
-                    stack.append(name)
-                elif name in data and types.get(name, onnx.TensorProto.FLOAT) in _FLOAT_TYPES:
-                    sources[_cut_from(name, producer)] = None
-        if weighed:  # weights after the pick: only the output itself shows their errors
-            continue
-        op = next(n.op_type for n in pickers if set(n.output) & (seen | {output.name}))
-        found[output.name] = Picked(op, tuple(sorted(sources)))
-    return found
-
-
-PICK_MAX_CONSTANT = 16
-"""A float constant of more elements than this between a pick and an output (a layer's
-weights: a mixture of experts routes by TopK, a point-cloud network picks neighbours by it)
-keeps the output judged as it is: nothing before the pick would show the constant's
-errors."""
-
-_GRAPH_ATTRIBUTES = frozenset({onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS})
-
-
-def _float_constants(graph: onnx.GraphProto, most: int) -> set[str]:
-    """Initializers and Constant outputs of a float type with more than ``most`` elements."""
-    found = {t.name for t in graph.initializer
-             if t.data_type in _FLOAT_TYPES and math.prod(t.dims) > most}
-    for node in graph.node:
-        if node.op_type != "Constant":
-            continue
-        for a in node.attribute:
-            if ((a.name == "value" and a.t.data_type in _FLOAT_TYPES and math.prod(a.t.dims) > most)
-                    or (a.name == "value_floats" and len(a.floats) > most)):
-                found.add(node.output[0])
-    return found
-
-
-def stand_ins(model: onnx.ModelProto, logits: bool = False) -> dict[str, tuple[str, ...]]:
-    """The values judged in the place of picked outputs (:func:`picked_outputs`), split
-    into the parts an SNR is measured on (:func:`value_parts`; with ``logits``, a Sigmoid's
-    input): value -> the picked outputs it stands for."""
-    picked = picked_outputs(model)
-    parts = value_parts(model, sorted({v for p in picked.values() for v in p.sources}), logits)
-    found: dict[str, tuple[str, ...]] = {}
-    for output, pick in picked.items():
-        for value in dict.fromkeys(v for s in pick.sources for v in parts[s]):
-            found[value] = (*found.get(value, ()), output)
-    return found
-
-
-_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
-                          onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE})
-
-
-def _value_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element types of the graph's values as ONNX's shape inference finds them (none if it
-    fails: a model past 2 GiB, an op it does not know)."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # onnx raises its own errors and ValueError; none is the user's
-        return {}
-    graph = inferred.graph
-    values = [*graph.input, *graph.output, *graph.value_info]
-    types = {v.name: v.type.tensor_type.elem_type for v in values
-             if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
-    types.update((t.name, t.data_type) for t in graph.initializer)
-    return types
-
-
-def _downstream(starts: Sequence[str], consumers: dict[str, list[onnx.NodeProto]],
-                stop: frozenset[str] = frozenset()) -> set[str]:
-    """``starts`` and every value computed from them (not through ``stop`` ops)."""
-    found, stack = set(starts), list(starts)
-    while stack:
-        for node in consumers.get(stack.pop(), ()):
-            if node.op_type in stop:
-                continue
-            for name in node.output:
-                if name and name not in found:
-                    found.add(name)
-                    stack.append(name)
-    return found
-
-
-def _cut_from(value: str, producer: dict[str, onnx.NodeProto]) -> str:
-    """``value`` walked back through :data:`PICK_THROUGH` ops."""
-    for _ in range(16):
-        node = producer.get(value)
-        if node is None or node.op_type not in PICK_THROUGH or not node.input:
-            break
-        value = node.input[0]
-    return value
-
-
-def value_parts(model: onnx.ModelProto, values: Sequence[str], logits: bool = False
-                ) -> dict[str, list[str]]:
-    """Value -> the values its SNR is measured on: the value itself, or, through reshapes
-    and casts, the parts a Concat joins, each on its own (a detector's boxes and class
-    scores differ in scale by hundreds: an SNR over both is the boxes'); with ``logits``, a
-    Sigmoid's input instead of its output (a saturated probability map hides them)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-
-    def parts(value: str, depth: int) -> list[str]:
-        node = producer.get(value)
-        while node is not None and node.op_type in PASS_THROUGH and node.input:
-            node = producer.get(node.input[0])
-        if node is None or depth > 4:
-            return [value]
-        if logits and node.op_type == "Sigmoid" and node.input:
-            return [node.input[0]]
-        if node.op_type == "Concat":
-            return [p for v in node.input if v for p in parts(v, depth + 1)]
-        return [value]
-
-    return {v: parts(v, 0) for v in values}
-
-
-def argmax_sources(model: onnx.ModelProto) -> dict[str, tuple[str, ClassScores]]:
-    """Integer outputs that are an ArgMax of a float value (through Cast/Identity/Squeeze/
-    Unsqueeze/Reshape, and the class table an ArrayFeatureExtractor looks its index up in,
-    as scikit-learn's converters write a classifier's ``label``): output name -> (the value
-    ArgMax reads, its class axis)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    found = {}
-    for output in model.graph.output:
-        value = output.name
-        for _ in range(8):
-            node = producer.get(value)
-            if node is None:
-                break
-            if node.op_type == "ArgMax":
-                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-                found[output.name] = (node.input[0], ClassScores("ArgMax input", axis=axis))
-                break
-            if node.op_type == "ArrayFeatureExtractor" and len(node.input) == 2:
-                value = node.input[1]  # the class table, indexed by the ArgMax
-                continue
-            if node.op_type not in ("Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape"):
-                break
-            value = node.input[0]
-    return found
-
-
-def class_evidence(model: onnx.ModelProto, named: Sequence[str] = ()) -> dict[str, ClassScores]:
-    """Outputs the graph (or the caller, by name) shows to be class scores: produced by
-    Softmax/LogSoftmax or consumed by ArgMax/TopK, through Identity/Cast/Reshape/Squeeze/
-    Unsqueeze/Flatten, or named so (a word of :data:`SCORE_NAMES`, with a fixed last axis of
-    at least 2). Rows that sum to 1 are the data's evidence, added by the accumulator.
-    """
-    outputs = [o.name for o in model.graph.output]
-    unknown = [n for n in named if n not in outputs]
-    if unknown:
-        raise TargetSpecError(f"class output {unknown[0]!r}: the model has no such output "
-                              f"(its outputs: {', '.join(map(repr, outputs)) or 'none'})")
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    ids = argmax_sources(model)  # named or not, an ArgMax's class numbers are decisions
-    found = {name: IDS_EVIDENCE if name in ids else ClassScores("named by the caller")
-             for name in named}
-    for name in outputs:
-        if name in found:
-            continue
-        value, seen = name, set()
-        while value not in seen:
-            seen.add(value)
-            if any(c.op_type in DECISION_CONSUMERS for c in consumers.get(value, ())):
-                found[name] = ClassScores(f"feeds {_op_of(consumers[value])}")
-                break
-            node = producer.get(value)
-            if node is None:
-                break
-            if node.op_type in SCORE_PRODUCERS:
-                found[name] = _softmax_scores(node, opset)
-                break
-            if node.op_type not in PASS_THROUGH or not node.input:
-                break
-            value = node.input[0]
-    for spec in graph_specs(model)[1]:
-        words = set(re.split(r"[^a-z0-9]+", spec.name.lower()))
-        if (spec.name not in found and words & SCORE_NAMES and spec.dtype.kind == "f"
-                and spec.shape and isinstance(spec.shape[-1], int) and spec.shape[-1] >= 2):
-            found[spec.name] = ClassScores(f"named {spec.name!r}")
-    return found
-
-
-def _op_of(nodes: list[onnx.NodeProto]) -> str:
-    return next(n.op_type for n in nodes if n.op_type in DECISION_CONSUMERS)
-
-
-def _softmax_scores(node: onnx.NodeProto, opset: int) -> ClassScores:
-    axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
-    return ClassScores(f"{node.op_type} output", axis=axis, coerced=opset < 13,
-                       log_domain=node.op_type == "LogSoftmax")
-
-
 def _check_criteria(fidelity: Fidelity, specs: Sequence[TensorSpec],
                     evidence: dict[str, ClassScores]) -> None:
     """Criteria naming unknown outputs, or applying to none, fail before any run. Outputs
@@ -1113,11 +803,6 @@ def _count(n: int, noun: str) -> str:
 DATA_EVIDENCE = ClassScores("rows sum to 1", log_domain=False)
 PROBABILITY_EVIDENCE = ClassScores("one probability per row, decided at 0.5",
                                    log_domain=False, binary=True)
-IDS_EVIDENCE = ClassScores("class numbers an in-graph ArgMax makes", ids=True)
-"""An integer output that an ArgMax makes: its elements are the decisions (top-1 per
-element, ``ctc`` over each sample's path; SNR and cosine stay, and ``exact``)."""
-
-
 @dataclass
 class _Accumulator:
     """Running sums for one output, updated one sample at a time by :meth:`add`.

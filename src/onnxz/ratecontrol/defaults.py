@@ -22,6 +22,7 @@ from __future__ import annotations
 import onnx
 
 from onnxz.errors import TargetNotMetError
+from onnxz.outputs import stand_ins
 from onnxz.ratecontrol.objective import (
     Measure,
     Objective,
@@ -30,7 +31,7 @@ from onnxz.ratecontrol.objective import (
     peak_magnitude,
 )
 from onnxz.ratecontrol.tensors import STEP_GRID, Candidate, Setting
-from onnxz.verifier import ReferenceRun, stand_ins
+from onnxz.verifier import ReferenceRun
 
 DEFAULT_SNR_DB = 40.0
 """SNR every float output keeps on the generated samples (class scores: centered logits)."""

@@ -26,15 +26,8 @@ import onnx
 from onnxz.ctc import blank_class, harmless_alternatives
 from onnxz.errors import TargetSpecError
 from onnxz.fidelity import CLASS_METRICS, Criterion, Fidelity
-from onnxz.verifier import (
-    CTC_MAX_ROWS,
-    ClassScores,
-    OutputMetrics,
-    ReferenceRun,
-    argmax_sources,
-    stand_ins,
-    value_parts,
-)
+from onnxz.outputs import ClassScores, argmax_sources, stand_ins, value_parts
+from onnxz.verifier import CTC_MAX_ROWS, OutputMetrics, ReferenceRun
 
 FLIP_SAFETY = 0.5
 """The predicted share of changed decisions may be at most this fraction of what the target
