@@ -394,7 +394,7 @@ def parse_quantizer(params: Mapping[str, Any], etype: ElementType,
     :class:`FormatError` naming ``codec`` otherwise."""
     step = float(field(params, "step", (float, int)))
     deadzone = float(field(params, "deadzone", (float, int)))
-    if not (np.isfinite(step) and step > 0 and 0.0 <= deadzone <= 1.0):
+    if not (math.isfinite(step) and step > 0 and 0.0 <= deadzone <= 1.0):
         raise FormatError(f"{codec} codec: invalid step {step} or dead zone {deadzone}")
     reconstruction = field(params, "reconstruction", str)
     if reconstruction != RECONSTRUCTION:
@@ -458,7 +458,8 @@ class EscapedSymbolDecoder(ChunkDecoder):
     def table_symbols(self) -> np.ndarray:
         """The symbols of the range (int64), in order; those beyond ±``max_symbol`` as 0 once
         :attr:`out_of_range` is known (the values a lookup table is built from)."""
-        symbols = np.arange(self.range.size, dtype=np.int64) + self.range.offset
+        symbols = np.arange(self.range.offset, self.range.offset + self.range.size,
+                            dtype=np.int64)
         if self.out_of_range is not None:
             symbols[self.out_of_range] = 0
         return symbols
