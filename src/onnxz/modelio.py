@@ -326,7 +326,7 @@ class ModelStream:
             if isinstance(piece, bytes):
                 file.write(piece)
             else:
-                file.write(np.ascontiguousarray(next(arrays)).reshape(-1).view(np.uint8).data)
+                file.write(memoryview(np.ascontiguousarray(next(arrays))).cast("B"))
         if next(arrays, None) is not None:  # (and a generator runs to its end)
             raise ValueError("ModelStream.write: more payloads than holes")
 

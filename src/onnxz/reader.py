@@ -176,7 +176,7 @@ class Reader:
             yield tensor
         stored = {e.path for e in self.entries}
         for tensor_path, tensor in found.items():  # most hold their payload: asked first
-            if (tensor_path not in stored and not has_payload(tensor) and payload_type(tensor)
+            if (not has_payload(tensor) and tensor_path not in stored and payload_type(tensor)
                     and element_count(tensor)):
                 raise FormatError(f"graph: tensor {tensor.name!r} at {list(tensor_path)} has "
                                   "no data and no index entry (SPEC.md §5.2)")

@@ -119,7 +119,10 @@ _HOLDS_TENSORS = frozenset({AttributeProto.TENSOR, AttributeProto.TENSORS, Attri
 
 def _walk_nodes(nodes: Sequence[onnx.NodeProto], path: Path, found: list) -> None:
     for n, node in enumerate(nodes):
-        for a, attr in enumerate(node.attribute):
+        attributes = node.attribute
+        if not attributes:  # many nodes (Add, Relu): spares an iterator each
+            continue
+        for a, attr in enumerate(attributes):
             kind = attr.type
             if kind not in _HOLDS_TENSORS:  # most attributes: ints, floats, strings
                 continue
