@@ -27,7 +27,7 @@ from onnx import TensorProto, numpy_helper
 import onnxz
 from onnxz.cli import main
 from onnxz.inputs import GeneratedInputs, TensorSpec, graph_specs, samples_for
-from onnxz.outputs import ClassScores, picked_outputs
+from onnxz.outputs import ClassScores, Picked, picked_outputs
 from onnxz.verifier import ReferenceRun, _Accumulator, session_from_proto
 
 
@@ -692,6 +692,63 @@ def test_a_pick_that_keeps_another_count_of_rows_is_judged_before_it(tmp_path):
     assert rows["boxes"].snr_db == math.inf
     assert [(f.output, f.metric) for f in report.failures] == [("probabilities", "top1")]
     assert rows["probabilities"].top1 == 7 / 8
+
+
+def nms_loop_model(offset: float, weights_in_body: bool = False) -> onnx.ModelProto:
+    """:func:`nms_model` whose picked boxes a Loop gathers one by one (a TF object-detection
+    postprocessor's map_fn) into ``detections`` [K, 4]: the body reads the pick and the boxes
+    from the outer scope; with ``weights_in_body``, it also multiplies each box by a layer's
+    weights (4 x 5)."""
+    model = nms_model(offset)
+    graph = model.graph
+    body_nodes = [onnx.helper.make_node("Identity", ["cond"], ["cond_out"]),
+                  onnx.helper.make_node("Gather", ["index", "i"], ["where"]),
+                  onnx.helper.make_node("Gather", ["boxes0", "where"], ["box"])]
+    width = 4
+    if weights_in_body:
+        body_nodes.append(onnx.helper.make_node("MatMul", ["box", "layer"], ["row"]))
+        width = 5
+    else:
+        body_nodes.append(onnx.helper.make_node("Identity", ["box"], ["row"]))
+    body = onnx.helper.make_graph(
+        body_nodes, "body", [onnx.helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                             onnx.helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [onnx.helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         onnx.helper.make_tensor_value_info("row", TensorProto.FLOAT, [width])],
+        [numpy_helper.from_array(np.ones((4, 5), np.float32), "layer")] if weights_in_body else [])
+    graph.node.extend([
+        onnx.helper.make_node("Gather", ["picked", "two"], ["index"], axis=1),
+        onnx.helper.make_node("Squeeze", ["boxes", "zero"], ["boxes0"]),
+        onnx.helper.make_node("Shape", ["index"], ["count"]),
+        onnx.helper.make_node("Squeeze", ["count", "zero"], ["trips"]),
+        onnx.helper.make_node("Loop", ["trips", ""], ["detections"], body=body)])
+    graph.initializer.extend([numpy_helper.from_array(np.array(2, np.int64), "two"),
+                              numpy_helper.from_array(np.array([0], np.int64), "zero")])
+    del graph.output[:]
+    graph.output.append(onnx.helper.make_tensor_value_info("detections", TensorProto.FLOAT,
+                                                           ["K", width]))
+    return model
+
+
+def test_a_loop_that_gathers_what_a_pick_chose_is_judged_before_the_pick(tmp_path):
+    """A Loop (or If) after a NonMaxSuppression that only gathers the picked boxes holds no
+    weights: the output is picked as a Gather's would be (it was judged as it is, so the
+    default kept every tensor exact, and a box count that changed failed verify as a broken
+    model). A Loop whose body holds a layer's weights still keeps its output judged as is."""
+    assert picked_outputs(nms_loop_model(0.0)) == {
+        "detections": Picked("NonMaxSuppression", ("boxes", "probabilities"))}
+    assert picked_outputs(nms_loop_model(0.0, weights_in_body=True)) == {}
+    original = tmp_path / "m.onnx"
+    original.write_bytes(nms_loop_model(0.0).SerializeToString())
+    onnxz.save(nms_loop_model(-0.02), tmp_path / "m.onnxz", lossless=True)
+    boxes = np.array([[[10 * i, 0, 10 * i + 5, 5] for i in range(8)]], np.float32)
+    x = np.full((1, 8, 4), 1.0, np.float32)
+    x[0, 0] = 0.0025  # kept by the original only: 8 boxes against 7
+    report = onnxz.verify(original, tmp_path / "m.onnxz", {"x": x[None], "boxes": boxes[None]})
+    assert report.error is None
+    rows = {m.name: m for m in report.outputs}
+    assert rows["detections"].picked == "NonMaxSuppression"
+    assert rows["probabilities"].stands_for == ("detections",)
 
 
 def test_a_topk_of_integers_or_before_weights_picks_nothing():

@@ -224,9 +224,10 @@ def picked_outputs(model: onnx.ModelProto) -> dict[str, Picked]:
         n.input[1] if n.op_type == "NonMaxSuppression" and len(n.input) > 1 else n.input[0],
         onnx.TensorProto.FLOAT) in _FLOAT_TYPES]
     producer = {o: n for n in graph.node for o in n.output}
+    reads = {id(n): _reads(n) for n in graph.node}  # a Loop's or If's outer-scope values too
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
-        for name in node.input:
+        for name in reads[id(node)]:
             consumers.setdefault(name, []).append(node)
     constant = {t.name for t in graph.initializer}
     data = _downstream([i.name for i in graph.input if i.name not in constant], consumers,
@@ -246,8 +247,8 @@ def picked_outputs(model: onnx.ModelProto) -> dict[str, Picked]:
             if value in seen or node is None:
                 continue
             seen.add(value)
-            weighed |= any(a.type in _GRAPH_ATTRIBUTES for a in node.attribute)
-            for name in node.input:
+            weighed |= _holds_weights(node)
+            for name in reads[id(node)]:
                 weighed |= name in weights
                 if name in picked:
                     stack.append(name)
@@ -267,6 +268,32 @@ keeps the output judged as it is: nothing before the pick would show the constan
 errors."""
 
 _GRAPH_ATTRIBUTES = frozenset({onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS})
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    return [g for a in node.attribute if a.type in _GRAPH_ATTRIBUTES
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else a.graphs)]
+
+
+def _reads(node: onnx.NodeProto) -> list[str]:
+    """The values a node reads: its inputs and, for a Loop, If or Scan, the outer-scope
+    values its subgraphs name (a TF object-detection postprocessor's map_fn gathers the
+    boxes a NonMaxSuppression picked inside a Loop body)."""
+    found = dict.fromkeys(n for n in node.input if n)
+    for g in _subgraphs(node):
+        defined = {i.name for i in g.input} | {t.name for t in g.initializer}
+        for inner in g.node:
+            found.update(dict.fromkeys(n for n in _reads(inner) if n not in defined))
+            defined.update(inner.output)
+    return list(found)
+
+
+def _holds_weights(node: onnx.NodeProto) -> bool:
+    """Whether a node's subgraphs hold a layer's weights (a float constant of more than
+    :data:`PICK_MAX_CONSTANT` elements): a weightless Loop or If after a pick only moves
+    what the pick chose."""
+    return any(_float_constants(g, PICK_MAX_CONSTANT)
+               or any(_holds_weights(inner) for inner in g.node) for g in _subgraphs(node))
 
 
 def _float_constants(graph: onnx.GraphProto, most: int) -> set[str]:
