@@ -340,7 +340,8 @@ class VerifyReport:
         lines.append(f"criteria: {', '.join(map(str, self.fidelity.criteria))}"
                      + (" (top1/top5: class-score outputs)" if any(
                          c.metric in ("top1", "top5") for c in self.fidelity.criteria) else ""))
-        classes = [f"{m.name} ({m.class_scores})" for m in self.outputs if m.class_scores]
+        classes = [f"{m.name} ({m.class_scores})" for m in self.outputs
+                   if m.class_scores and not m.picked]
         lines.append("class scores: " + (", ".join(classes) if classes else "none"))
         for m in self.outputs:
             if m.picked:
