@@ -688,7 +688,9 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
     output is exactly the original's, and for class scores top-1 agreement
     and top-5 overlap. Class scores: outputs made by Softmax/LogSoftmax or fed
     to ArgMax/TopK in the graph, outputs whose rows sum to 1 on every sample,
-    and outputs named with --class-output.
+    and outputs named with --class-output. Rows a TopK or NonMaxSuppression
+    picks (an NMS-free detector's boxes) are reported, not judged: any change
+    reorders near ties; the boxes and scores the pick reads are judged instead.
 
     \b
     Inputs, without --inputs: N(0,1) floats, integers from --int-range, random
