@@ -652,6 +652,20 @@ def test_rows_a_topk_picks_are_judged_on_the_values_it_reads(tmp_path):
     assert json.loads(cli.output)["outputs"][0]["picked"] == "TopK"
 
 
+def test_picks_of_a_model_past_protobufs_limit_are_judged_as_outputs(tmp_path, monkeypatch):
+    """The values a pick reads are extra outputs, which need the original whole in one
+    protobuf: past its 2 GiB limit (here lowered) the picked output is judged as it is."""
+    import onnxz.verifier
+
+    original = tmp_path / "m.onnx"
+    original.write_bytes(picking_detector().SerializeToString())
+    onnxz.save(original, tmp_path / "m.onnxz", step_rel=1 / 64)
+    monkeypatch.setattr(onnxz.verifier, "PROTOBUF_LIMIT", original.stat().st_size)
+    report = onnxz.verify(original, tmp_path / "m.onnxz")
+    assert [m.name for m in report.outputs] == ["dets", "scores"]
+    assert ("dets", "snr_db") in {(f.output, f.metric) for f in report.failures}
+
+
 def nms_model(offset: float) -> onnx.ModelProto:
     """Candidates' boxes [1, 8, 4] (an input) and score logits x·w + b -> Sigmoid ->
     NonMaxSuppression (score > 0.5) -> the picked indices [K, 3], K the boxes kept."""
