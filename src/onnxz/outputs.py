@@ -310,11 +310,13 @@ def _float_constants(graph: onnx.GraphProto, most: int) -> set[str]:
     return found
 
 
-def stand_ins(model: onnx.ModelProto, logits: bool = False) -> dict[str, tuple[str, ...]]:
-    """The values judged in the place of picked outputs (:func:`picked_outputs`), split
+def stand_ins(model: onnx.ModelProto, logits: bool = False,
+              picked: dict[str, Picked] | None = None) -> dict[str, tuple[str, ...]]:
+    """The values judged in the place of picked outputs (``picked``, by default
+    :func:`picked_outputs`: pass them where they are known, it runs shape inference), split
     into the parts an SNR is measured on (:func:`value_parts`; with ``logits``, a Sigmoid's
     input): value -> the picked outputs it stands for."""
-    picked = picked_outputs(model)
+    picked = picked_outputs(model) if picked is None else picked
     parts = value_parts(model, sorted({v for p in picked.values() for v in p.sources}), logits)
     found: dict[str, tuple[str, ...]] = {}
     for output, pick in picked.items():

@@ -438,7 +438,8 @@ def verify(
     try:
         model = _original_model(original)
         input_specs, output_specs = graph_specs(model)
-        picked, stands_for = picked_outputs(model), stand_ins(model)
+        picked = picked_outputs(model)
+        stands_for = stand_ins(model, picked=picked)
         if stands_for and not isinstance(original, onnx.ModelProto) and (
                 _stored_bytes(original, model) >= PROTOBUF_LIMIT):
             picked, stands_for = {}, {}  # extra outputs would need it in one protobuf
@@ -458,8 +459,8 @@ def verify(
         described = samples.description
         candidate = _session(lambda: open_packed(quiet_options(), extras), "packed")
         _check_interfaces(reference, candidate)
-        accumulators = [_Accumulator(s, evidence.get(s.name), floor, picked=picked[s.name].op)
-                        if s.name in picked else _Accumulator(s, evidence.get(s.name), floor)
+        accumulators = [_Accumulator(s, evidence.get(s.name), floor,
+                                     picked=picked[s.name].op if s.name in picked else None)
                         for s in output_specs]
         previous: tuple[list[np.ndarray], list[np.ndarray]] | None = None
         for i in range(samples.count):
@@ -564,7 +565,8 @@ class ReferenceRun:
         self.samples = samples_for(input_specs, inputs)
         self.picked = picked_outputs(model)
         self.extra_outputs = tuple(extra_outputs)
-        judged_for = stand_ins(model) | stand_ins(model, logits=True)
+        judged_for = (stand_ins(model, picked=self.picked)
+                      | stand_ins(model, logits=True, picked=self.picked))
         self.stands_for = {v: judged_for[v] for v in self.extra_outputs if v in judged_for}
         """Extra outputs judged in the place of picked outputs -> the outputs they stand
         for (:func:`stand_ins`)."""

@@ -63,13 +63,13 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
     nothing about real ones, the logits' noise does), every other float output on its
     parts (:func:`~onnxz.ratecontrol.objective.output_parts`: Concat inputs apart,
     Sigmoids by their logits), and an output a TopK or NonMaxSuppression picks on the
-    values the pick reads (:func:`~onnxz.verifier.stand_ins`, the same way).
+    values the pick reads (:func:`~onnxz.outputs.stand_ins`, the same way).
     Raises :class:`DegenerateOutputs` if every output is degenerate on the samples."""
     allowed = 10 ** (-DEFAULT_SNR_DB / 10)
     names = [s.name for s in reference.output_specs]
     extras = reference.extra_outputs
     sources, parts = argmax_sources(model), output_parts(model, logits=True)
-    picked = stand_ins(model, logits=True)
+    picked = stand_ins(model, logits=True, picked=reference.picked)
     measures = []
     for index, spec in enumerate(reference.output_specs):
         if spec.name in reference.picked:

@@ -380,7 +380,7 @@ class Objective:
 
 
 def output_parts(model: onnx.ModelProto, logits: bool = False) -> dict[str, list[str]]:
-    """Output -> the values its SNR is measured on (:func:`~onnxz.verifier.value_parts`)."""
+    """Output -> the values its SNR is measured on (:func:`~onnxz.outputs.value_parts`)."""
     return value_parts(model, [o.name for o in model.graph.output], logits)
 
 
@@ -449,13 +449,13 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
 def _stand_in_measures(criterion: Criterion, reference: ReferenceRun,
                        model: onnx.ModelProto) -> list[Measure]:
     """Guards of ``criterion`` on the values judged in the place of the picked outputs it
-    covers (:func:`~onnxz.verifier.stand_ins`): ``snr`` with its margin, ``cosine`` on the
+    covers (:func:`~onnxz.outputs.stand_ins`): ``snr`` with its margin, ``cosine`` on the
     worst sample as verify judges it; none for other metrics (a picked output has no class
     scores, and its largest error is where the pick reorders rows)."""
     if criterion.metric not in ("snr", "cosine"):
         return []
     found = []
-    for value, outputs in stand_ins(model).items():
+    for value, outputs in stand_ins(model, picked=reference.picked).items():
         if value not in reference.extra_outputs or not any(
                 criterion.applies_to(o, False) for o in outputs):
             continue
