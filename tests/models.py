@@ -451,3 +451,43 @@ def picking_detector(anchors: int = 400, picks: int = 300, channels: int = 16
          numpy_helper.from_array(_weights((5, channels, 1, 1), 91) * 4, "w_head"),
          k, split, shape, reduce_axes])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def query_selecting_detector(tokens: int = 400, queries: int = 300, channels: int = 16
+                             ) -> onnx.ModelProto:
+    """A DETR-style detector's query selection (RT-DETR, D-FINE): image x [1, 8, 20, 20] ->
+    Conv -> Relu -> ``tokens`` feature vectors -> class logits per token (MatMul) -> TopK
+    of their best picks ``queries`` tokens -> a decoder layer (MatMul, Relu) runs on the
+    picked ones -> boxes (Sigmoid) [queries, 4] and logits [queries, 4]. Weights act after
+    the pick, so nothing before it shows their errors; low-ranked tokens are near ties."""
+    side = int(tokens**0.5)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w_features"], ["features"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["features"], ["relu"]),
+         helper.make_node("Reshape", ["relu", "shape"], ["flat"]),
+         helper.make_node("Transpose", ["flat"], ["tokens"], perm=[0, 2, 1]),
+         helper.make_node("MatMul", ["tokens", "w_score"], ["token_logits"]),
+         helper.make_node("ReduceMax", ["token_logits", "last_axis"], ["best"], keepdims=0),
+         helper.make_node("TopK", ["best", "k"], ["top", "picked"], axis=-1),
+         helper.make_node("Squeeze", ["tokens", "first_axis"], ["tokens0"]),
+         helper.make_node("Squeeze", ["picked", "first_axis"], ["picked0"]),
+         helper.make_node("Gather", ["tokens0", "picked0"], ["queries"], axis=0),
+         helper.make_node("MatMul", ["queries", "w_decoder"], ["decoded"]),
+         helper.make_node("Relu", ["decoded"], ["hidden"]),
+         helper.make_node("MatMul", ["hidden", "w_box"], ["box_logits"]),
+         helper.make_node("Sigmoid", ["box_logits"], ["boxes"]),
+         helper.make_node("MatMul", ["hidden", "w_class"], ["logits"])],
+        "query_selecting_detector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, side, side])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [queries, 4]),
+         helper.make_tensor_value_info("logits", TensorProto.FLOAT, [queries, 4])],
+        [numpy_helper.from_array(_weights((channels, 8, 3, 3), 92) * 4, "w_features"),
+         numpy_helper.from_array(_weights((channels, 4), 93) * 4, "w_score"),
+         numpy_helper.from_array(_weights((channels, channels), 94) * 4, "w_decoder"),
+         numpy_helper.from_array(_weights((channels, 4), 95) * 4, "w_box"),
+         numpy_helper.from_array(_weights((channels, 4), 96) * 4, "w_class"),
+         numpy_helper.from_array(np.array([1, channels, side * side], np.int64), "shape"),
+         numpy_helper.from_array(np.array([-1], np.int64), "last_axis"),
+         numpy_helper.from_array(np.array([0], np.int64), "first_axis"),
+         numpy_helper.from_array(np.array([queries], np.int64), "k")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])

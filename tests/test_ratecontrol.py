@@ -19,6 +19,7 @@ from models import (
     constants_and_if,
     mlp,
     picking_detector,
+    query_selecting_detector,
     recurrent_cell,
     two_branches,
 )
@@ -137,6 +138,33 @@ def test_a_detector_whose_topk_picks_its_rows_is_judged_before_the_pick(tmp_path
     assert target.rate_control["met"] and target.file_bytes < 0.7 * lossless
     assert onnxz.verify(original, tmp_path / "t.onnxz", calibration, "snr>=30").passed
 
+
+def test_a_detector_whose_decoder_runs_on_picked_queries_is_judged_on_the_originals_picks(
+        tmp_path):
+    """A DETR-style decoder runs on the queries a TopK picks: judged as they are, its
+    outputs' rows moved with every swap of near-tied queries and the default kept the
+    weights near-lossless (0.97× the lossless file). On runs fed the original's picks, with
+    the scores the pick ranks judged too, the default and an ``snr`` target quantize, and
+    verify (which pins the same way) passes."""
+    original = tmp_path / "m.onnx"
+    original.write_bytes(query_selecting_detector().SerializeToString())
+    lossless = onnxz.save(original, tmp_path / "l.onnxz", lossless=True).file_bytes
+    default = onnxz.save(original, tmp_path / "d.onnxz")
+    achieved = default.rate_control["achieved"]
+    assert achieved["logits"]["pinned_by"] == "TopK" and achieved["logits"]["snr"] >= 40
+    assert achieved["token_logits"]["stands_for"] == ["boxes", "logits"]
+    assert default.file_bytes < 0.7 * lossless
+    assert onnxz.verify(original, tmp_path / "d.onnxz").passed
+    rng = np.random.default_rng(6)
+    calibration = {"x": rng.standard_normal((16, 1, 8, 20, 20)).astype(np.float32)}
+    target = onnxz.save(original, tmp_path / "t.onnxz", fidelity="snr>=30",
+                        inputs=calibration)
+    assert target.rate_control["met"] and target.file_bytes < 0.7 * lossless
+    assert onnxz.verify(original, tmp_path / "t.onnxz", calibration, "snr>=30").passed
+    top1 = onnxz.save(original, tmp_path / "c.onnxz", fidelity="top1>=0.99",
+                      inputs=calibration)
+    assert top1.rate_control["met"]
+    assert top1.rate_control["achieved"]["token_logits"]["snr"] >= 40  # the pick's scores
 
 def test_the_sensitivity_pass_runs_a_stream_from_its_start_and_budgets_by_tensors():
     """A stream's first chunks are not like the rest: its sensitivities are measured from

@@ -18,6 +18,7 @@ from models import (
     message_passing,
     mlp,
     picking_detector,
+    query_selecting_detector,
     recurrent_cell,
     unnamed_dims,
     word_bag,
@@ -27,8 +28,8 @@ from onnx import TensorProto, numpy_helper
 import onnxz
 from onnxz.cli import main
 from onnxz.inputs import GeneratedInputs, TensorSpec, graph_specs, samples_for
-from onnxz.outputs import ClassScores, Picked, picked_outputs
-from onnxz.verifier import ReferenceRun, _Accumulator, session_from_proto
+from onnxz.outputs import ClassScores, Picked, Picks, Pin, find_picks
+from onnxz.verifier import Probe, ReferenceRun, _Accumulator, session_from_proto
 
 
 def run(*args):
@@ -748,10 +749,11 @@ def test_a_loop_that_gathers_what_a_pick_chose_is_judged_before_the_pick(tmp_pat
     """A Loop (or If) after a NonMaxSuppression that only gathers the picked boxes holds no
     weights: the output is picked as a Gather's would be (it was judged as it is, so the
     default kept every tensor exact, and a box count that changed failed verify as a broken
-    model). A Loop whose body holds a layer's weights still keeps its output judged as is."""
-    assert picked_outputs(nms_loop_model(0.0)) == {
-        "detections": Picked("NonMaxSuppression", ("boxes", "probabilities"))}
-    assert picked_outputs(nms_loop_model(0.0, weights_in_body=True)) == {}
+    model). A Loop whose body holds a layer's weights pins the pick instead."""
+    assert find_picks(nms_loop_model(0.0)) == Picks({
+        "detections": Picked("NonMaxSuppression", ("boxes", "probabilities"))})
+    assert find_picks(nms_loop_model(0.0, weights_in_body=True)) == Picks({}, (Pin(
+        "NonMaxSuppression", "picked", ("boxes", "probabilities"), ("detections",)),))
     original = tmp_path / "m.onnx"
     original.write_bytes(nms_loop_model(0.0).SerializeToString())
     onnxz.save(nms_loop_model(-0.02), tmp_path / "m.onnxz", lossless=True)
@@ -765,10 +767,10 @@ def test_a_loop_that_gathers_what_a_pick_chose_is_judged_before_the_pick(tmp_pat
     assert rows["probabilities"].stands_for == ("detections",)
 
 
-def test_a_topk_of_integers_or_before_weights_picks_nothing():
+def test_a_topk_of_integers_picks_nothing_and_one_before_weights_is_pinned():
     """A converter's TopK of segment ids (integers) orders no scores; a TopK whose indices
-    reach no output picks none of them; nor does one whose picks a layer's weights then
-    transform (a mixture of experts, a point-cloud network's neighbours): judged before
+    reach no output picks none of them; one whose picks a layer's weights then transform
+    (a mixture of experts, a point-cloud network's neighbours) is pinned: judged before
     the pick, those weights' errors would show nowhere."""
     ids = onnx.helper.make_graph(
         [onnx.helper.make_node("Cast", ["x"], ["ids"], to=TensorProto.INT64),
@@ -777,19 +779,46 @@ def test_a_topk_of_integers_or_before_weights_picks_nothing():
         [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
         [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
         [numpy_helper.from_array(np.array([2], np.int64), "k")])
-    assert picked_outputs(onnx.helper.make_model(ids)) == {}
+    assert find_picks(onnx.helper.make_model(ids)) == Picks({})
     detector = picking_detector()
-    assert set(picked_outputs(detector)) == {"dets"}
+    assert set(find_picks(detector).outputs) == {"dets"}
     layer = onnx.helper.make_node("MatMul", ["dets", "w_after"], ["embedded"])
     detector.graph.node.append(layer)
     detector.graph.initializer.append(numpy_helper.from_array(
         np.ones((4, 8), np.float32), "w_after"))
     detector.graph.output.append(onnx.helper.make_tensor_value_info(
         "embedded", TensorProto.FLOAT, None))
-    assert set(picked_outputs(detector)) == {"dets"}  # dets alone is still picked
-    del detector.graph.output[0]
-    assert picked_outputs(detector) == {}
+    assert find_picks(detector) == Picks({}, (Pin(
+        "TopK", "picked", ("probabilities",), ("dets", "embedded")),))
 
+
+
+def test_a_pick_that_weights_act_after_is_judged_on_the_originals_picks(tmp_path):
+    """A DETR-style detector's decoder runs on the queries its TopK picks: a weight error
+    that swaps near-tied queries moves whole rows, so the outputs' SNR collapsed (2 dB at
+    a step of 1/64) and verify failed a model that keeps every query's result. The pick is
+    pinned: the packed model runs with the original's picks fed in (a copy of the pick's
+    indices, its TopK values gathered from them), the outputs compare row for row, and the
+    scores the pick ranks are judged for them."""
+    model = query_selecting_detector()
+    picks = find_picks(model)
+    assert picks == Picks({}, (Pin("TopK", "picked", ("token_logits",), ("boxes", "logits")),))
+    x = np.random.default_rng(3).standard_normal((1, 8, 20, 20)).astype(np.float32)
+    original = session_from_proto(Probe(("top", "picked")).applied(model))
+    *wanted, picked = original.run(None, {"x": x})
+    pinned = session_from_proto(Probe(("top",), picks.pins).applied(model))
+    found = pinned.run(None, {"x": x, "picked.pinned": picked})
+    for a, b in zip(wanted, found, strict=True):  # boxes, logits, the TopK's values
+        np.testing.assert_array_equal(a, b)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    onnxz.save(path, tmp_path / "m.onnxz", step_rel=1 / 64)
+    report = onnxz.verify(path, tmp_path / "m.onnxz")
+    rows = {m.name: m for m in report.outputs}
+    assert report.passed, report.table()
+    assert rows["boxes"].pinned == rows["logits"].pinned == "TopK"
+    assert rows["logits"].snr_db > 30 and rows["token_logits"].stands_for == ("boxes", "logits")
+    assert "pinned: boxes, logits" in report.table()
 
 # --- recurrent state: carried over a stream as a streaming caller carries it -----------
 

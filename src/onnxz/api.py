@@ -59,7 +59,7 @@ from onnxz.ratecontrol.search import SizingPlan
 from onnxz.ratecontrol.tensors import LOSSLESS, Point, Setting
 from onnxz.reader import Reader, decoded_bytes
 from onnxz.report import ContainerInfo
-from onnxz.verifier import Thresholds, VerifyReport
+from onnxz.verifier import Probe, Thresholds, VerifyReport
 from onnxz.walker import Path as TensorPath
 from onnxz.walker import (
     TensorSlot,
@@ -724,11 +724,11 @@ def inference_session(
                             workers=workers)
 
 
-def _decoded_session(source: Path, options: object, extra_outputs: Sequence[str] = (), *,
+def _decoded_session(source: Path, options: object, probe: Probe | None = None, *,
                      providers: list[str] | None = None, limits: ReadLimits | None = None,
                      workers: int | None = None):
-    """:func:`inference_session` of checked arguments, with the intermediate values
-    ``extra_outputs`` added as outputs after the model's own (verify's)."""
+    """:func:`inference_session` of checked arguments, of the model as ``probe`` changes it
+    (verify's extra outputs and pins)."""
     import onnxruntime as ort
 
     with _about(source, "decoding"), Reader(source, limits=limits, workers=workers) as reader:
@@ -744,7 +744,8 @@ def _decoded_session(source: Path, options: object, extra_outputs: Sequence[str]
                 _point_to_placeholder(tensor, values.nbytes)
             else:
                 put_payload(tensor, values)
-    model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in extra_outputs)
+    if probe is not None:
+        probe.apply(model)
     if arrays:
         options.add_external_initializers(  # type: ignore[attr-defined]
             names, [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
@@ -806,6 +807,6 @@ def verify(
     packed_path = check_input(packed, "packed")
     return verifier.verify(
         original, packed_path,
-        lambda options, extra_outputs: _decoded_session(packed_path, options, extra_outputs),
+        lambda options, probe: _decoded_session(packed_path, options, probe),
         inputs, thresholds, class_outputs=class_outputs, noise_floor=noise_floor,
         progress=progress)

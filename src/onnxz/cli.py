@@ -506,6 +506,8 @@ def _rate_summary(rate: dict[str, Any]) -> str:
                           if isinstance(v, int | float))
         if "picked_by" in figures:
             shown += f" (rows picked by {figures['picked_by']}: judged before the pick)"
+        elif "pinned_by" in figures:
+            shown += f" (on the original's {figures['pinned_by']} picks)"
         elif "stands_for" in figures:
             shown += f" (read by the pick of {', '.join(figures['stands_for'])})"
         lines.append(f"  {output}: {shown}")

@@ -1,8 +1,9 @@
 """What a model's outputs are, read from its graph: class scores and why (a Softmax makes
 them, an ArgMax or TopK reads them, their name says so), the class numbers an in-graph
 ArgMax makes, outputs whose rows a TopK or NonMaxSuppression picks (and the values the pick
-reads), and the parts an output's SNR is measured on. Verification and rate control both
-judge outputs by these; nothing here runs a model.
+reads), picks that weights act after (pinned to the original's in the runs that judge the
+model: :class:`Pin` edits a graph for them), and the parts an output's SNR is measured on.
+Verification and rate control both judge outputs by these; nothing here runs a model.
 """
 
 from __future__ import annotations
@@ -197,12 +198,72 @@ class Picked:
     sources: tuple[str, ...]
 
 
-def picked_outputs(model: onnx.ModelProto) -> dict[str, Picked]:
-    """Outputs computed from the indices a TopK or NonMaxSuppression picks by ranking float
-    scores (a TopK's sorted values change smoothly: they are no pick), with the values the
-    picking reads: every value computed from the inputs (not from constants or
-    shapes alone) that feeds a node after the pick, walked back through
-    :data:`PICK_THROUGH`. A TopK of integers (a converter's segment ids) picks nothing.
+PIN_SUFFIX = ".pinned"
+"""Appended to a pin's indices to name the graph input its copy is fed from."""
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A pick that a layer's weights act after (a DETR's decoder runs on the queries a
+    TopK picked; a mixture of experts routes by one): verify and rate control run the
+    packed model with the original's picks fed in its place (:meth:`apply`), so that its
+    outputs compare row for row, and judge the values the pick reads (``reads``) for the
+    ``outputs`` computed after it. Without the pin, a weight error that swaps two near-tied
+    candidates moves whole rows: an SNR of what follows says nothing of the model.
+
+    ``indices`` is the pick's output of indices (TopK's second, NonMaxSuppression's only);
+    the copy reads them from the graph input :attr:`fed`.
+    """
+
+    op: str
+    indices: str
+    reads: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    @property
+    def fed(self) -> str:
+        """The graph input the pinned copy takes the original's indices from."""
+        return self.indices + PIN_SUFFIX
+
+    def apply(self, graph: onnx.GraphProto) -> None:
+        """Replace the pick in ``graph`` (in place) by its indices read from :attr:`fed`; a
+        TopK's values become the data at those indices (GatherElements on its axis)."""
+        at, node = next((i, n) for i, n in enumerate(graph.node) if self.indices in n.output)
+        nodes = [onnx.helper.make_node("Identity", [self.fed], [self.indices])]
+        if node.op_type == "TopK" and node.output[0]:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+            nodes.append(onnx.helper.make_node("GatherElements", [node.input[0], self.indices],
+                                               [node.output[0]], axis=axis))
+        del graph.node[at]
+        for offset, new in enumerate(nodes):
+            graph.node.insert(at + offset, new)
+        graph.input.append(onnx.helper.make_tensor_value_info(self.fed, onnx.TensorProto.INT64,
+                                                              None))
+
+
+@dataclass(frozen=True)
+class Picks:
+    """A model's picks (:func:`find_picks`): ``outputs`` picked with nothing weighty after
+    the pick, judged by the values it reads in their place, and ``pins``, picks that
+    weights act after, pinned to the original's in the packed model's runs."""
+
+    outputs: dict[str, Picked]
+    pins: tuple[Pin, ...] = ()
+
+
+NO_PICKS = Picks({})
+
+
+def find_picks(model: onnx.ModelProto) -> Picks:
+    """The model's picks: outputs computed from the indices a TopK or NonMaxSuppression
+    picks by ranking float scores (a TopK's sorted values change smoothly: they are no
+    pick), with the values the picking reads: every value computed from the inputs (not
+    from constants or shapes alone) that feeds a node after the pick, walked back through
+    :data:`PICK_THROUGH`. A TopK of integers (a converter's segment ids) picks nothing. A
+    pick of the main graph that a layer's weights act after (a float constant of more than
+    :data:`PICK_MAX_CONSTANT` elements on the way to an output) is a :class:`Pin`, read
+    as a graph input by the runs that judge the outputs after it (a pick inside a Loop or
+    If body is none of these: what follows it is judged as it is).
 
     >>> from onnx import helper, TensorProto as T
     >>> nodes = [helper.make_node("Sigmoid", ["x"], ["p"]),
@@ -212,13 +273,13 @@ def picked_outputs(model: onnx.ModelProto) -> dict[str, Picked]:
     ...     helper.make_tensor_value_info(n, T.FLOAT, None) for n in ("x", "boxes")],
     ...     [helper.make_tensor_value_info("picked", T.FLOAT, None)],
     ...     [helper.make_tensor("k", T.INT64, [1], [2])])
-    >>> picked_outputs(helper.make_model(graph))
+    >>> find_picks(helper.make_model(graph)).outputs
     {'picked': Picked(op='TopK', sources=('boxes', 'p'))}
     """
     graph = model.graph
     pickers = [n for n in graph.node if n.op_type in PICKERS and n.input]
     if not pickers:
-        return {}
+        return NO_PICKS
     types = _value_types(model)
     pickers = [n for n in pickers if types.get(
         n.input[1] if n.op_type == "NonMaxSuppression" and len(n.input) > 1 else n.input[0],
@@ -232,40 +293,56 @@ def picked_outputs(model: onnx.ModelProto) -> dict[str, Picked]:
     constant = {t.name for t in graph.initializer}
     data = _downstream([i.name for i in graph.input if i.name not in constant], consumers,
                        stop=_METADATA_OPS)
+    weights = _float_constants(graph, PICK_MAX_CONSTANT)
+    outputs = [o.name for o in graph.output]
+    pins = []
+    for node in pickers:
+        indices = _picked_indices(node)
+        after = _downstream([indices], consumers)
+        if not any(_holds_weights(c) or any(r in weights for r in reads[id(c)])
+                   for v in after for c in consumers.get(v, ())):
+            continue
+        read = node.input[:2] if node.op_type == "NonMaxSuppression" else node.input[:1]
+        pinned_outputs = tuple(o for o in outputs if o in after)
+        if pinned_outputs:
+            pins.append(Pin(node.op_type, indices,
+                            tuple(_cut_from(v, producer) for v in read if v), pinned_outputs))
+    pinned = {p.indices for p in pins}
+    pickers = [n for n in pickers if _picked_indices(n) not in pinned]
     picked = _downstream([o for n in pickers for o in (
         n.output[1:2] if n.op_type == "TopK" else n.output) if o], consumers)
-    weights = _float_constants(graph, PICK_MAX_CONSTANT)
     found = {}
-    for output in graph.output:
-        if output.name not in picked:
+    for output in outputs:
+        if output not in picked:
             continue
         sources: dict[str, None] = {}
-        stack, seen, weighed = [output.name], set(), False
-        while stack:
+        stack, seen = [output], set()
+        while stack:  # no weights on the way: they would have pinned the pick
             value = stack.pop()
             node = producer.get(value)
             if value in seen or node is None:
                 continue
             seen.add(value)
-            weighed |= _holds_weights(node)
             for name in reads[id(node)]:
-                weighed |= name in weights
                 if name in picked:
                     stack.append(name)
                 elif name in data and types.get(name, onnx.TensorProto.FLOAT) in _FLOAT_TYPES:
                     sources[_cut_from(name, producer)] = None
-        if weighed:  # weights after the pick: only the output itself shows their errors
-            continue
-        op = next(n.op_type for n in pickers if set(n.output) & (seen | {output.name}))
-        found[output.name] = Picked(op, tuple(sorted(sources)))
-    return found
+        op = next(n.op_type for n in pickers if set(n.output) & (seen | {output}))
+        found[output] = Picked(op, tuple(sorted(sources)))
+    return Picks(found, tuple(pins))
+
+
+def _picked_indices(node: onnx.NodeProto) -> str:
+    """The output of a :data:`PICKERS` node that holds the indices it picked."""
+    return node.output[1] if node.op_type == "TopK" else node.output[0]
 
 
 PICK_MAX_CONSTANT = 16
 """A float constant of more elements than this between a pick and an output (a layer's
-weights: a mixture of experts routes by TopK, a point-cloud network picks neighbours by it)
-keeps the output judged as it is: nothing before the pick would show the constant's
-errors."""
+weights: a DETR's decoder, a mixture of experts routing by TopK, a point-cloud network
+picking neighbours by it) makes the pick a :class:`Pin`: nothing before the pick would show
+the constant's errors."""
 
 _GRAPH_ATTRIBUTES = frozenset({onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS})
 
@@ -311,17 +388,20 @@ def _float_constants(graph: onnx.GraphProto, most: int) -> set[str]:
 
 
 def stand_ins(model: onnx.ModelProto, logits: bool = False,
-              picked: dict[str, Picked] | None = None) -> dict[str, tuple[str, ...]]:
-    """The values judged in the place of picked outputs (``picked``, by default
-    :func:`picked_outputs`: pass them where they are known, it runs shape inference), split
-    into the parts an SNR is measured on (:func:`value_parts`; with ``logits``, a Sigmoid's
-    input): value -> the picked outputs it stands for."""
-    picked = picked_outputs(model) if picked is None else picked
-    parts = value_parts(model, sorted({v for p in picked.values() for v in p.sources}), logits)
+              picks: Picks | None = None) -> dict[str, tuple[str, ...]]:
+    """The values judged in the place of picked outputs and for pinned ones (``picks``, by
+    default :func:`find_picks`: pass them where they are known, it runs shape inference),
+    split into the parts an SNR is measured on (:func:`value_parts`; with ``logits``, a
+    Sigmoid's input): value -> the outputs it stands for."""
+    picks = find_picks(model) if picks is None else picks
+    judged = [(output, pick.sources) for output, pick in picks.outputs.items()] + [
+        (output, pin.reads) for pin in picks.pins for output in pin.outputs]
+    parts = value_parts(model, sorted({v for _, sources in judged for v in sources}), logits)
     found: dict[str, tuple[str, ...]] = {}
-    for output, pick in picked.items():
-        for value in dict.fromkeys(v for s in pick.sources for v in parts[s]):
-            found[value] = (*found.get(value, ()), output)
+    for output, sources in judged:
+        for value in dict.fromkeys(v for s in sources for v in parts[s]):
+            if output not in found.get(value, ()):
+                found[value] = (*found.get(value, ()), output)
     return found
 
 

@@ -59,10 +59,12 @@ from onnxz.inputs import (
 from onnxz.modelio import PROTOBUF_LIMIT
 from onnxz.outputs import (
     IDS_EVIDENCE,
+    NO_PICKS,
     ClassScores,
+    Pin,
     argmax_sources,
     class_evidence,
-    picked_outputs,
+    find_picks,
     stand_ins,
 )
 from onnxz.progress import Progress
@@ -73,9 +75,46 @@ CTC_MAX_ROWS = 4096
 sample's argmax paths until the end (the blank is decided over all of them), and a CTC
 line has tens to hundreds of rows (a minute of speech at 50 per second, 3000), a
 detector's page of anchors thousands."""
-SessionFactory = Callable[[Any, Sequence[str]], Any]
-"""``factory(session_options, extra_outputs) -> onnxruntime.InferenceSession`` of one
-model, with the intermediate values ``extra_outputs`` added as outputs after its own."""
+SessionFactory = Callable[[Any, "Probe"], Any]
+"""``factory(session_options, probe) -> onnxruntime.InferenceSession`` of one model, changed
+by :meth:`Probe.apply` before the session is made."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a run that judges a model changes in it: the intermediate values
+    ``extra_outputs`` added as outputs after its own, and the ``pins``
+    (:class:`~onnxz.outputs.Pin`) fed from the original's run (:meth:`feed`)."""
+
+    extra_outputs: tuple[str, ...] = ()
+    pins: tuple[Pin, ...] = ()
+
+    def apply(self, model: onnx.ModelProto) -> None:
+        """Change ``model`` in place."""
+        known = {o.name for o in model.graph.output}
+        model.graph.output.extend(onnx.ValueInfoProto(name=name)
+                                  for name in dict.fromkeys(self.extra_outputs)
+                                  if name not in known)
+        for pin in self.pins:
+            pin.apply(model.graph)
+
+    def applied(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        """A changed copy of ``model`` (``model`` itself when nothing changes)."""
+        if not self.extra_outputs and not self.pins:
+            return model
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        self.apply(copy)
+        return copy
+
+    def feed(self, original: dict[str, np.ndarray]) -> Feed:
+        """The pinned picks' inputs, from the original's values by name."""
+        return {pin.fed: original[pin.indices] for pin in self.pins}
+
+    @property
+    def fed(self) -> frozenset[str]:
+        """The graph inputs :meth:`apply` adds."""
+        return frozenset(pin.fed for pin in self.pins)
 
 DISTRIBUTION_TOLERANCE = 1e-3
 """Rows count as probability distributions when non-negative and summing to 1 ± this."""
@@ -206,7 +245,11 @@ class OutputMetrics:
     """The op that picks this output's rows by rank (:data:`PICKERS`): reported, not judged;
     the values the pick reads are judged in its place."""
     stands_for: tuple[str, ...] = ()
-    """For a value a pick reads (not an output): the picked outputs it is judged for."""
+    """For a value a pick reads (not an output): the picked or pinned outputs it is judged
+    for."""
+    pinned: str | None = None
+    """The op whose picks weights act after (:class:`~onnxz.outputs.Pin`): this output was
+    judged on a run of the packed model with the original's picks fed in."""
 
     def value(self, criterion: Criterion) -> float | None:
         """The value ``criterion`` reads (None if the metric does not apply here)."""
@@ -350,6 +393,14 @@ class VerifyReport:
                 lines.append(f"picked: {m.name}'s rows are picked by {m.picked} (ranked by "
                              "scores, so any change can reorder them): not judged; judged "
                              f"instead: {', '.join(read) or 'nothing (no float value read)'}")
+        pinned = [m.name for m in self.outputs if m.pinned]
+        if pinned:
+            read = [r.name for r in self.outputs if set(pinned) & set(r.stands_for)]
+            ops = sorted({m.pinned for m in self.outputs if m.pinned})
+            lines.append(f"pinned: {', '.join(pinned)}: weights act on the rows "
+                         f"{' and '.join(ops)} picks: judged with the original's picks fed to "
+                         "the packed model (a swap of near ties would move whole rows); the "
+                         f"values the pick reads judged too: {', '.join(read) or 'none'}")
         if classes and self.thresholds and all(c.metric != "top1"
                                                for c in self.fidelity.criteria):
             lines.append("top-1 is reported, not judged, on generated inputs (their scores "
@@ -438,13 +489,15 @@ def verify(
     try:
         model = _original_model(original)
         input_specs, output_specs = graph_specs(model)
-        picked = picked_outputs(model)
-        stands_for = stand_ins(model, picked=picked)
-        if stands_for and not isinstance(original, onnx.ModelProto) and (
+        picks = find_picks(model)
+        if (picks.outputs or picks.pins) and not isinstance(original, onnx.ModelProto) and (
                 _stored_bytes(original, model) >= PROTOBUF_LIMIT):
-            picked, stands_for = {}, {}  # extra outputs would need it in one protobuf
-        extras = tuple(stands_for)
-        reference = _original_session(original, extras)
+            picks = NO_PICKS  # extra outputs would need it in one protobuf
+        picked, stands_for = picks.outputs, stand_ins(model, picks=picks)
+        names = [s.name for s in output_specs]
+        probe = Probe(tuple(stands_for) + tuple(dict.fromkeys(
+            p.indices for p in picks.pins if p.indices not in names)), picks.pins)
+        reference = _original_session(original, probe.extra_outputs)
         evidence = class_evidence(model, class_outputs)
         class_ids = [n for n in argmax_sources(model) if n not in evidence]
         evidence.update((n, IDS_EVIDENCE) for n in class_ids)
@@ -457,10 +510,12 @@ def verify(
                    if inputs is not None and not isinstance(inputs, DefaultInputs)
                    else _runnable_samples(input_specs, model, reference, inputs))
         described = samples.description
-        candidate = _session(lambda: open_packed(quiet_options(), extras), "packed")
-        _check_interfaces(reference, candidate)
+        candidate = _session(lambda: open_packed(quiet_options(), probe), "packed")
+        _check_interfaces(reference, candidate, probe.fed)
+        pinned = {o: pin.op for pin in picks.pins for o in pin.outputs}
         accumulators = [_Accumulator(s, evidence.get(s.name), floor,
-                                     picked=picked[s.name].op if s.name in picked else None)
+                                     picked=picked[s.name].op if s.name in picked else None,
+                                     pinned=pinned.get(s.name))
                         for s in output_specs]
         previous: tuple[list[np.ndarray], list[np.ndarray]] | None = None
         for i in range(samples.count):
@@ -468,12 +523,14 @@ def verify(
             ref = run_session(reference, feed, "original", i, samples.hint)
             links = carried_state(feed, previous[0][:len(output_specs)]) if previous else {}
             carried += bool(links)
-            out = run_session(candidate, _with_state(feed, links, previous), "packed", i)
+            out = run_session(candidate, _with_state(feed, links, previous) | probe.feed(
+                dict(zip(names + list(probe.extra_outputs), ref, strict=True))), "packed", i)
             if i == 0:  # the values picks read: their types are known once they ran
                 accumulators += [_Accumulator(TensorSpec(v, r.dtype, r.shape), None, floor,
                                               stands_for=stands_for[v])
-                                 for v, r in zip(extras, ref[len(output_specs):], strict=True)]
-            _accumulate(accumulators, ref, out, i)
+                                 for v, r in zip(stands_for, ref[len(names):], strict=False)]
+            judged = len(accumulators)  # the pins' indices come last: fed, not judged
+            _accumulate(accumulators, ref[:judged], out[:judged], i)
             previous = ref, out
             if progress:
                 progress(i + 1, samples.count, f"sample {i}")
@@ -550,8 +607,10 @@ class ReferenceRun:
     memory: meant for calibration-sized sample sets.
 
     ``extra_outputs`` are intermediate values added as outputs to the original and to
-    every candidate (e.g. the scores an in-graph ArgMax reads); :meth:`metrics` covers the
-    model's own outputs only.
+    every candidate (e.g. the scores an in-graph ArgMax reads), followed by the indices of
+    the model's pinned picks (:class:`~onnxz.outputs.Pin`: candidates run with the
+    original's); :meth:`metrics` covers the model's own outputs and the values that stand
+    for picked and pinned ones.
     """
 
     noise_floor = Thresholds.noise_floor
@@ -563,15 +622,18 @@ class ReferenceRun:
         evidence = class_evidence(model, class_outputs)
         evidence.update((n, IDS_EVIDENCE) for n in argmax_sources(model) if n not in evidence)
         self.samples = samples_for(input_specs, inputs)
-        self.picked = picked_outputs(model)
-        self.extra_outputs = tuple(extra_outputs)
-        judged_for = (stand_ins(model, picked=self.picked)
-                      | stand_ins(model, logits=True, picked=self.picked))
+        self.picks = find_picks(model)
+        self.picked = self.picks.outputs
+        names = [s.name for s in self.output_specs]
+        self.extra_outputs = tuple(dict.fromkeys((*extra_outputs, *(
+            p.indices for p in self.picks.pins if p.indices not in names))))
+        judged_for = (stand_ins(model, picks=self.picks)
+                      | stand_ins(model, logits=True, picks=self.picks))
         self.stands_for = {v: judged_for[v] for v in self.extra_outputs if v in judged_for}
-        """Extra outputs judged in the place of picked outputs -> the outputs they stand
-        for (:func:`stand_ins`)."""
-        session = _session(lambda: session_from_proto(with_outputs(model, self.extra_outputs)),
-                           "original")
+        """Extra outputs judged in the place of picked outputs or for pinned ones -> the
+        outputs they stand for (:func:`stand_ins`)."""
+        session = _session(lambda: session_from_proto(
+            Probe(self.extra_outputs).applied(model)), "original")
         self.feeds: list[Feed] = [_feed(self.samples, i) for i in range(self.samples.count)]
         self.outputs = [run_session(session, f, "original", i, self.samples.hint)
                         for i, f in enumerate(self.feeds)]
@@ -625,21 +687,25 @@ class ReferenceRun:
                extra_outputs: Sequence[str] | None = None) -> Iterator[list[np.ndarray]]:
         """:meth:`run` one sample at a time (only the previous sample's outputs are kept);
         ``extra_outputs`` in place of the run's own extra outputs (state links stay: they
-        read the model's own outputs, which come first)."""
-        extras = self.extra_outputs if extra_outputs is None else extra_outputs
-        session = _session(lambda: session_from_proto(with_outputs(model, extras)),
-                           "candidate")
+        read the model's own outputs, which come first; so do the pins)."""
+        probe = Probe(tuple(self.extra_outputs if extra_outputs is None else extra_outputs),
+                      self.picks.pins)
+        session = _session(lambda: session_from_proto(probe.applied(model)), "candidate")
+        names = [s.name for s in self.output_specs] + list(self.extra_outputs)
         last: list[np.ndarray] | None = None
         for i, (feed, links) in enumerate(zip(self.feeds[:samples], self.links, strict=False)):
             previous = (self.outputs[i - 1], last) if last is not None else None
-            last = run_session(session, _with_state(feed, links, previous), "candidate", i)
+            last = run_session(session, _with_state(feed, links, previous) | probe.feed(
+                dict(zip(names, self.outputs[i], strict=True))), "candidate", i)
             yield last
 
     def metrics(self, outputs: list[list[np.ndarray]]) -> tuple[OutputMetrics, ...]:
         """The metrics of a candidate's outputs (from :meth:`run`) against the original's:
         the model's own outputs, then the extra outputs that stand for picked ones."""
+        pinned = {o: pin.op for pin in self.picks.pins for o in pin.outputs}
         accs = [_Accumulator(s, self.class_scores.get(s.name), self.noise_floor,
-                             picked=self.picked[s.name].op if s.name in self.picked else None)
+                             picked=self.picked[s.name].op if s.name in self.picked else None,
+                             pinned=pinned.get(s.name))
                 for s in self.output_specs]
         positions = list(range(len(accs)))
         for value, picked in self.stands_for.items():
@@ -650,20 +716,6 @@ class ReferenceRun:
         for i, (ref, out) in enumerate(zip(self.outputs, outputs, strict=True)):
             _accumulate(accs, [ref[p] for p in positions], [out[p] for p in positions], i)
         return tuple(a.result() for a in accs)
-
-
-def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
-    """``model`` with intermediate values ``names`` added as graph outputs (a shallow
-    copy of the graph's output list; the weights are shared, not copied)."""
-    if not names:
-        return model
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    known = {o.name for o in copy.graph.output}
-    for name in names:
-        if name not in known:
-            copy.graph.output.append(onnx.ValueInfoProto(name=name))
-    return copy
 
 
 def _check_criteria(fidelity: Fidelity, specs: Sequence[TensorSpec],
@@ -728,9 +780,9 @@ def _original_session(original: onnx.ModelProto | Path, extra_outputs: Sequence[
     import onnxruntime as ort
 
     if isinstance(original, onnx.ModelProto) or extra_outputs:
-        return _session(lambda: session_from_proto(with_outputs(
-            original if isinstance(original, onnx.ModelProto) else _whole_model(original),
-            extra_outputs)), "original")
+        return _session(lambda: session_from_proto(Probe(tuple(extra_outputs)).applied(
+            original if isinstance(original, onnx.ModelProto) else _whole_model(original))),
+            "original")
     return _session(
         lambda: ort.InferenceSession(_model_for_onnxruntime(original), quiet_options(),
                                      ["CPUExecutionProvider"]),
@@ -782,10 +834,13 @@ def _runnable_samples(specs: tuple[TensorSpec, ...], model: onnx.ModelProto,
     return samples_for(specs, changes)
 
 
-def _check_interfaces(reference: Any, candidate: Any) -> None:
+def _check_interfaces(reference: Any, candidate: Any, fed: frozenset[str]) -> None:
+    """:class:`ModelFailed` unless both sessions have the same inputs (but the pins'
+    ``fed``) and outputs."""
     for kind, ref, cand in (("inputs", reference.get_inputs(), candidate.get_inputs()),
                             ("outputs", reference.get_outputs(), candidate.get_outputs())):
-        a, b = [(x.name, x.type) for x in ref], [(x.name, x.type) for x in cand]
+        a = [(x.name, x.type) for x in ref]
+        b = [(x.name, x.type) for x in cand if x.name not in fed]
         if a != b:
             raise ModelFailed(f"the packed model's {kind} {b} differ from the original's {a}")
 
@@ -855,6 +910,7 @@ class _Accumulator:
     probabilities: bool = True
     picked: str | None = None
     stands_for: tuple[str, ...] = ()
+    pinned: str | None = None
 
     def class_scores(self) -> ClassScores | None:
         """The evidence that this output is class scores, if any (after some samples)."""
@@ -967,6 +1023,7 @@ class _Accumulator:
             ctc=self._ctc() if scores else None,
             picked=self.picked,
             stands_for=self.stands_for,
+            pinned=self.pinned,
         )
 
 

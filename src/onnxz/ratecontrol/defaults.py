@@ -63,32 +63,28 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
     nothing about real ones, the logits' noise does), every other float output on its
     parts (:func:`~onnxz.ratecontrol.objective.output_parts`: Concat inputs apart,
     Sigmoids by their logits), and an output a TopK or NonMaxSuppression picks on the
-    values the pick reads (:func:`~onnxz.outputs.stand_ins`, the same way).
+    values the pick reads (:func:`~onnxz.outputs.stand_ins`, the same way; for a pick that
+    weights act after, those values and the outputs, on runs with the original's picks).
     Raises :class:`DegenerateOutputs` if every output is degenerate on the samples."""
     allowed = 10 ** (-DEFAULT_SNR_DB / 10)
     names = [s.name for s in reference.output_specs]
     extras = reference.extra_outputs
     sources, parts = argmax_sources(model), output_parts(model, logits=True)
-    picked = stand_ins(model, logits=True, picked=reference.picked)
-    measures = []
+    found = [Measure("relmse", reference.position(v), allowed)  # for picked and pinned outputs
+             for v in stand_ins(model, logits=True, picks=reference.picks) if v in extras]
     for index, spec in enumerate(reference.output_specs):
         if spec.name in reference.picked:
-            found = [Measure("relmse", reference.position(v), allowed)
-                     for v, outputs in picked.items() if spec.name in outputs and v in extras]
-        elif spec.name in reference.class_scores and not reference.class_scores[spec.name].ids:
-            found = [Measure("logrelmse", index, allowed, reference.class_scores[spec.name])]
+            continue
+        if spec.name in reference.class_scores and not reference.class_scores[spec.name].ids:
+            found.append(Measure("logrelmse", index, allowed, reference.class_scores[spec.name]))
         elif spec.name in sources and sources[spec.name][0] in extras:
-            found = [Measure("logrelmse", reference.position(sources[spec.name][0]), allowed,
-                             sources[spec.name][1])]
+            found.append(Measure("logrelmse", reference.position(sources[spec.name][0]),
+                                 allowed, sources[spec.name][1]))
         elif spec.dtype.kind == "f":
-            found = [Measure("relmse", reference.position(v), allowed) for v in parts[spec.name]
-                     if v in names or v in extras]
-        else:
-            found = []
-        for measure in found:
-            if peak_magnitude([r[measure.index] for r in reference.outputs]
-                              ) >= DEGENERATE_PEAK:
-                measures.append(measure)
+            found += [Measure("relmse", reference.position(v), allowed) for v in parts[spec.name]
+                      if v in names or v in extras]
+    measures = [m for m in found if peak_magnitude([r[m.index] for r in reference.outputs])
+                >= DEGENERATE_PEAK]
     if not measures:
         state = "~0 or not finite (NaN or inf)" if reference.not_finite else "~0"
         raise DegenerateOutputs(f"every output is {state} on these inputs: nothing to "

@@ -446,32 +446,45 @@ def objective_for(fidelity: Fidelity, reference: ReferenceRun,
     return Objective(fidelity, tuple(measures), tuple(decisions), tuple(extras))
 
 
+PICK_SCORES_SNR_DB = 40.0
+"""The SNR a pinned pick's scores keep under a criterion that judges the outputs after it
+by their class decisions (``top1``, ``ctc``, ...): those runs see the original's picks, so
+nothing else would hold the scores that pick the rows in real runs (the default's SNR)."""
+
+
 def _stand_in_measures(criterion: Criterion, reference: ReferenceRun,
                        model: onnx.ModelProto) -> list[Measure]:
     """Guards of ``criterion`` on the values judged in the place of the picked outputs it
-    covers (:func:`~onnxz.outputs.stand_ins`): ``snr`` with its margin, ``cosine`` on the
-    worst sample as verify judges it; none for other metrics (a picked output has no class
-    scores, and its largest error is where the pick reorders rows)."""
-    if criterion.metric not in ("snr", "cosine"):
-        return []
+    covers and for the pinned ones (:func:`~onnxz.outputs.stand_ins`): ``snr`` with its
+    margin, ``cosine`` on the worst sample as verify judges it; other metrics none for a
+    picked output (it has no class scores, and its largest error is where the pick reorders
+    rows), :data:`PICK_SCORES_SNR_DB` for a pinned one."""
+    pinned = {o for pin in reference.picks.pins for o in pin.outputs}
     found = []
-    for value, outputs in stand_ins(model, picked=reference.picked).items():
-        if value not in reference.extra_outputs or not any(
-                criterion.applies_to(o, False) for o in outputs):
+    for value, outputs in stand_ins(model, picks=reference.picks).items():
+        covered = [o for o in outputs if criterion.applies_to(
+            o, o in pinned and o in reference.class_scores)]
+        if value not in reference.extra_outputs or not covered:
             continue
         position = reference.position(value)
         judged = [r[position] for r in reference.outputs]
         if judged[0].dtype.kind != "f" or peak_magnitude(judged) == 0:
             continue
-        allowed = (10 ** (-(criterion.bound + SNR_MARGIN_DB) / 10) if criterion.metric == "snr"
-                   else max(1 - criterion.bound, 1e-12))
-        kind = "relmse" if criterion.metric == "snr" else "worst_cosine"
-        found.append(Measure(kind, position, allowed, guard=True))
+        if criterion.metric == "snr":
+            found.append(Measure("relmse", position,
+                                 10 ** (-(criterion.bound + SNR_MARGIN_DB) / 10), guard=True))
+        elif criterion.metric == "cosine":
+            found.append(Measure("worst_cosine", position, max(1 - criterion.bound, 1e-12),
+                                 guard=True))
+        elif pinned.intersection(covered):
+            found.append(Measure("relmse", position, 10 ** (-PICK_SCORES_SNR_DB / 10),
+                                 guard=True))
     return found
 
 
 def extra_outputs_for(fidelity: Fidelity, model: onnx.ModelProto) -> tuple[str, ...]:
-    """Intermediate values the objective needs as outputs: the scores behind integer
+    """Intermediate values the objective needs as outputs: the values judged for picked and
+    pinned outputs (:func:`~onnxz.outputs.stand_ins`), the scores behind integer
     outputs (an in-graph ArgMax's) that an ``exact`` or a class-decision criterion (``top1``,
     ``ctc``, ...) covers, the Concat parts and the Sigmoid logits of
     outputs an ``snr`` criterion covers (the logits judge an output that is ~0 on the
@@ -479,13 +492,12 @@ def extra_outputs_for(fidelity: Fidelity, model: onnx.ModelProto) -> tuple[str, 
     sources = argmax_sources(model)
     parts = output_parts(model)
     logit_parts = output_parts(model, logits=True)
-    picked = stand_ins(model)
+    judged_for = stand_ins(model)
     outputs = {o.name for o in model.graph.output}
     wanted: list[str] = []
     for c in fidelity.criteria:
-        if c.metric in ("snr", "cosine"):
-            wanted += [v for v, judged_for in picked.items()
-                       if c.output is None or c.output in judged_for]
+        wanted += [v for v, standing in judged_for.items()
+                   if c.output is None or c.output in standing]
         if c.metric == "exact" or c.metric in CLASS_METRICS:
             wanted += [value for name, (value, _) in sources.items()
                        if c.output is None or c.output == name]

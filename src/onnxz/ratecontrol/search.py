@@ -147,6 +147,8 @@ class RateResult:
                 achieved[m.name]["picked_by"] = m.picked
             if m.stands_for:
                 achieved[m.name]["stands_for"] = list(m.stands_for)
+            if m.pinned:
+                achieved[m.name]["pinned_by"] = m.pinned
         changed = {"corrected_biases": len(self.corrections)} if self.corrections else {}
         if self.rounded:
             changed["calibrated_rounding"] = len(self.rounded)
