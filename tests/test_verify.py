@@ -819,6 +819,13 @@ def test_a_pick_that_weights_act_after_is_judged_on_the_originals_picks(tmp_path
     assert rows["boxes"].pinned == rows["logits"].pinned == "TopK"
     assert rows["logits"].snr_db > 30 and rows["token_logits"].stands_for == ("boxes", "logits")
     assert "pinned: boxes, logits" in report.table()
+    for node in model.graph.node:  # another model: no node makes the picks to pin
+        node.output[:] = ["other" if o == "picked" else o for o in node.output]
+        node.input[:] = ["other" if i == "picked" else i for i in node.input]
+    onnxz.save(model, tmp_path / "other.onnxz", lossless=True)
+    report = onnxz.verify(path, tmp_path / "other.onnxz")
+    assert report.error == ("packed model failed to load: no node of the graph makes "
+                            "'picked', the pick to pin")
 
 # --- recurrent state: carried over a stream as a streaming caller carries it -----------
 

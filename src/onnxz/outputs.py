@@ -227,8 +227,12 @@ class Pin:
 
     def apply(self, graph: onnx.GraphProto) -> None:
         """Replace the pick in ``graph`` (in place) by its indices read from :attr:`fed`; a
-        TopK's values become the data at those indices (GatherElements on its axis)."""
-        at, node = next((i, n) for i, n in enumerate(graph.node) if self.indices in n.output)
+        TopK's values become the data at those indices (GatherElements on its axis).
+        ValueError if no node of ``graph`` makes :attr:`indices` (another model)."""
+        found = [(i, n) for i, n in enumerate(graph.node) if self.indices in n.output]
+        if not found:
+            raise ValueError(f"no node of the graph makes {self.indices!r}, the pick to pin")
+        at, node = found[0]
         nodes = [onnx.helper.make_node("Identity", [self.fed], [self.indices])]
         if node.op_type == "TopK" and node.output[0]:
             axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
