@@ -793,6 +793,40 @@ def test_a_topk_of_integers_picks_nothing_and_one_before_weights_is_pinned():
 
 
 
+@pytest.mark.parametrize("mask", ["where", "mul"])
+def test_a_pick_after_a_max_pool_suppression_reads_the_map_before_the_mask(mask):
+    """A keypoint or CenterNet-style detector zeroes all but the local maxima of its score
+    map (MaxPool, Equal, then Where or a Mul by the cast mask; a Scatter zeroes the border)
+    before its TopK: any error turns near ties on and off there, so the pick is judged on
+    the map before the mask (it was the masked map: ALIKED+LightGlue's default stayed
+    lossless on the backbone)."""
+    nodes = [onnx.helper.make_node("Sigmoid", ["x"], ["heat"]),
+             onnx.helper.make_node("MaxPool", ["heat"], ["pooled"], kernel_shape=[3, 3],
+                                   pads=[1, 1, 1, 1], strides=[1, 1]),
+             onnx.helper.make_node("Equal", ["heat", "pooled"], ["peaks"])]
+    if mask == "where":
+        nodes += [onnx.helper.make_node("ConstantOfShape", ["shape"], ["zeros"]),
+                  onnx.helper.make_node("Where", ["peaks", "heat", "zeros"], ["kept"])]
+    else:
+        nodes += [onnx.helper.make_node("Cast", ["peaks"], ["weights"], to=TensorProto.FLOAT),
+                  onnx.helper.make_node("Mul", ["weights", "heat"], ["kept"])]
+    nodes += [onnx.helper.make_node("ScatterND", ["kept", "border", "border_zeros"], ["inner"]),
+              onnx.helper.make_node("Reshape", ["inner", "flat"], ["scores"]),
+              onnx.helper.make_node("TopK", ["scores", "k"], ["top", "where"]),
+              onnx.helper.make_node("Gather", ["boxes", "where"], ["dets"], axis=1)]
+    graph = onnx.helper.make_graph(
+        nodes, "peaks",
+        [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8]),
+         onnx.helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 64, 4])],
+        [onnx.helper.make_tensor_value_info("dets", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([1, 1, 8, 8], np.int64), "shape"),
+         numpy_helper.from_array(np.array([[0, 0, 0, 0]], np.int64), "border"),
+         numpy_helper.from_array(np.zeros(1, np.float32), "border_zeros"),
+         numpy_helper.from_array(np.array([1, 64], np.int64), "flat"),
+         numpy_helper.from_array(np.array([5], np.int64), "k")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    assert find_picks(model) == Picks({"dets": Picked("TopK", ("boxes", "heat"))})
+
 def test_a_pick_that_weights_act_after_is_judged_on_the_originals_picks(tmp_path):
     """A DETR-style detector's decoder runs on the queries its TopK picks: a weight error
     that swaps near-tied queries moves whole rows, so the outputs' SNR collapsed (2 dB at

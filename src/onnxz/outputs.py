@@ -310,7 +310,8 @@ def find_picks(model: onnx.ModelProto) -> Picks:
         pinned_outputs = tuple(o for o in outputs if o in after)
         if pinned_outputs:
             pins.append(Pin(node.op_type, indices,
-                            tuple(_cut_from(v, producer) for v in read if v), pinned_outputs))
+                            tuple(_cut_from(v, producer, data) for v in read if v),
+                            pinned_outputs))
     pinned = {p.indices for p in pins}
     pickers = [n for n in pickers if _picked_indices(n) not in pinned]
     picked = _downstream([o for n in pickers for o in (
@@ -331,7 +332,7 @@ def find_picks(model: onnx.ModelProto) -> Picks:
                 if name in picked:
                     stack.append(name)
                 elif name in data and types.get(name, onnx.TensorProto.FLOAT) in _FLOAT_TYPES:
-                    sources[_cut_from(name, producer)] = None
+                    sources[_cut_from(name, producer, data)] = None
         op = next(n.op_type for n in pickers if set(n.output) & (seen | {output}))
         found[output] = Picked(op, tuple(sorted(sources)))
     return Picks(found, tuple(pins))
@@ -443,11 +444,42 @@ def _downstream(starts: Sequence[str], consumers: dict[str, list[onnx.NodeProto]
     return found
 
 
-def _cut_from(value: str, producer: dict[str, onnx.NodeProto]) -> str:
-    """``value`` walked back through :data:`PICK_THROUGH` ops."""
-    for _ in range(16):
+def _cut_from(value: str, producer: dict[str, onnx.NodeProto], data: set[str]) -> str:
+    """``value`` walked back through :data:`PICK_THROUGH` ops and masks: a Where's one
+    branch computed from the inputs (the other a constant or zeros of its shape), a Mul's
+    operand that is not a comparison's mask, a Scatter's data. A keypoint or CenterNet-style
+    detector ranks its score map after a max-pool non-maximum suppression zeroed all but
+    the local maxima (``Where(score == MaxPool(score), score, 0)``): any error turns near
+    ties on and off there, so the map before the mask is what is judged."""
+    for _ in range(32):
         node = producer.get(value)
-        if node is None or node.op_type not in PICK_THROUGH or not node.input:
+        if node is None or not node.input:
             break
-        value = node.input[0]
+        if node.op_type in PICK_THROUGH or node.op_type in _SCATTERS:
+            value = node.input[0]
+        elif node.op_type == "Where" and len(node.input) == 3:
+            branches = [v for v in node.input[1:] if v in data]
+            if len(branches) != 1:
+                break
+            value = branches[0]
+        elif node.op_type == "Mul" and len(node.input) == 2:
+            kept = [v for v in node.input if not _is_mask(v, producer)]
+            if len(kept) != 1:
+                break
+            value = kept[0]
+        else:
+            break
     return value
+
+
+_SCATTERS = frozenset({"ScatterND", "ScatterElements"})
+_COMPARISONS = frozenset({"Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And",
+                          "Or", "Not", "Xor"})
+
+
+def _is_mask(value: str, producer: dict[str, onnx.NodeProto]) -> bool:
+    """Whether ``value`` is a comparison's result (through Casts): a mask of 0s and 1s."""
+    node = producer.get(value)
+    while node is not None and node.op_type == "Cast" and node.input:
+        node = producer.get(node.input[0])
+    return node is not None and node.op_type in _COMPARISONS
