@@ -254,6 +254,11 @@ class Picks:
     outputs: dict[str, Picked]
     pins: tuple[Pin, ...] = ()
 
+    @property
+    def pinned(self) -> dict[str, str]:
+        """Output -> the op of the pin it is judged after."""
+        return {output: pin.op for pin in self.pins for output in pin.outputs}
+
 
 NO_PICKS = Picks({})
 

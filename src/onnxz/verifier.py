@@ -89,6 +89,15 @@ class Probe:
     extra_outputs: tuple[str, ...] = ()
     pins: tuple[Pin, ...] = ()
 
+    @classmethod
+    def of(cls, extra_outputs: Sequence[str], pins: Sequence[Pin], outputs: Sequence[str]
+           ) -> Probe:
+        """``extra_outputs``, then the ``pins``' indices that are not model ``outputs``
+        (the original's run gives them to feed the packed model's; last, as they are not
+        judged), and the pins."""
+        return cls(tuple(dict.fromkeys((*extra_outputs, *(
+            p.indices for p in pins if p.indices not in outputs)))), tuple(pins))
+
     def apply(self, model: onnx.ModelProto) -> None:
         """Change ``model`` in place."""
         known = {o.name for o in model.graph.output}
@@ -495,8 +504,7 @@ def verify(
             picks = NO_PICKS  # extra outputs would need it in one protobuf
         picked, stands_for = picks.outputs, stand_ins(model, picks=picks)
         names = [s.name for s in output_specs]
-        probe = Probe(tuple(stands_for) + tuple(dict.fromkeys(
-            p.indices for p in picks.pins if p.indices not in names)), picks.pins)
+        probe = Probe.of(stands_for, picks.pins, names)
         reference = _original_session(original, probe.extra_outputs)
         evidence = class_evidence(model, class_outputs)
         class_ids = [n for n in argmax_sources(model) if n not in evidence]
@@ -512,10 +520,9 @@ def verify(
         described = samples.description
         candidate = _session(lambda: open_packed(quiet_options(), probe), "packed")
         _check_interfaces(reference, candidate, probe.fed)
-        pinned = {o: pin.op for pin in picks.pins for o in pin.outputs}
         accumulators = [_Accumulator(s, evidence.get(s.name), floor,
                                      picked=picked[s.name].op if s.name in picked else None,
-                                     pinned=pinned.get(s.name))
+                                     pinned=picks.pinned.get(s.name))
                         for s in output_specs]
         previous: tuple[list[np.ndarray], list[np.ndarray]] | None = None
         for i in range(samples.count):
@@ -624,9 +631,8 @@ class ReferenceRun:
         self.samples = samples_for(input_specs, inputs)
         self.picks = find_picks(model)
         self.picked = self.picks.outputs
-        names = [s.name for s in self.output_specs]
-        self.extra_outputs = tuple(dict.fromkeys((*extra_outputs, *(
-            p.indices for p in self.picks.pins if p.indices not in names))))
+        self.extra_outputs = Probe.of(extra_outputs, self.picks.pins,
+                                      [s.name for s in self.output_specs]).extra_outputs
         judged_for = (stand_ins(model, picks=self.picks)
                       | stand_ins(model, logits=True, picks=self.picks))
         self.stands_for = {v: judged_for[v] for v in self.extra_outputs if v in judged_for}
@@ -702,10 +708,9 @@ class ReferenceRun:
     def metrics(self, outputs: list[list[np.ndarray]]) -> tuple[OutputMetrics, ...]:
         """The metrics of a candidate's outputs (from :meth:`run`) against the original's:
         the model's own outputs, then the extra outputs that stand for picked ones."""
-        pinned = {o: pin.op for pin in self.picks.pins for o in pin.outputs}
         accs = [_Accumulator(s, self.class_scores.get(s.name), self.noise_floor,
                              picked=self.picked[s.name].op if s.name in self.picked else None,
-                             pinned=pinned.get(s.name))
+                             pinned=self.picks.pinned.get(s.name))
                 for s in self.output_specs]
         positions = list(range(len(accs)))
         for value, picked in self.stands_for.items():

@@ -459,7 +459,7 @@ def _stand_in_measures(criterion: Criterion, reference: ReferenceRun,
     margin, ``cosine`` on the worst sample as verify judges it; other metrics none for a
     picked output (it has no class scores, and its largest error is where the pick reorders
     rows), :data:`PICK_SCORES_SNR_DB` for a pinned one."""
-    pinned = {o for pin in reference.picks.pins for o in pin.outputs}
+    pinned = reference.picks.pinned
     found = []
     for value, outputs in stand_ins(model, picks=reference.picks).items():
         covered = [o for o in outputs if criterion.applies_to(
@@ -476,7 +476,7 @@ def _stand_in_measures(criterion: Criterion, reference: ReferenceRun,
         elif criterion.metric == "cosine":
             found.append(Measure("worst_cosine", position, max(1 - criterion.bound, 1e-12),
                                  guard=True))
-        elif pinned.intersection(covered):
+        elif pinned.keys() & set(covered):
             found.append(Measure("relmse", position, 10 ** (-PICK_SCORES_SNR_DB / 10),
                                  guard=True))
     return found
