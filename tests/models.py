@@ -453,6 +453,45 @@ def picking_detector(anchors: int = 400, picks: int = 300, channels: int = 16
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
+def thresholding_detector(integer_scores: bool = False) -> onnx.ModelProto:
+    """A detector that keeps the anchors scoring above 0.5 in the graph: image x
+    [1, 8, 20, 20] -> Conv -> Relu -> Conv -> 5 values per anchor (4 box values, 1 score
+    logit) -> Sigmoid -> NonZero(score > 0.5) -> the kept boxes dets [4, N] and their
+    scores [N]; N changes with any score that crosses the threshold. With
+    ``integer_scores`` the threshold compares the scores cast to int32 tenths (no float
+    score is thresholded)."""
+    nodes = [helper.make_node("Conv", ["x", "w_features"], ["features"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["features"], ["relu"]),
+             helper.make_node("Conv", ["relu", "w_head"], ["head"]),
+             helper.make_node("Reshape", ["head", "shape"], ["anchors"]),
+             helper.make_node("Split", ["anchors", "split"], ["boxes", "logits"], axis=0),
+             helper.make_node("Sigmoid", ["logits"], ["probabilities"]),
+             helper.make_node("Squeeze", ["probabilities", "first_axis"], ["scores_all"])]
+    if integer_scores:
+        nodes += [helper.make_node("Mul", ["scores_all", "ten"], ["tenths"]),
+                  helper.make_node("Cast", ["tenths"], ["compared"], to=TensorProto.INT32),
+                  helper.make_node("Greater", ["compared", "five"], ["kept"])]
+    else:
+        nodes.append(helper.make_node("Greater", ["scores_all", "half"], ["kept"]))
+    nodes += [helper.make_node("NonZero", ["kept"], ["where"]),
+              helper.make_node("Squeeze", ["where", "first_axis"], ["indices"]),
+              helper.make_node("Gather", ["boxes", "indices"], ["dets"], axis=1),
+              helper.make_node("Gather", ["scores_all", "indices"], ["scores"], axis=0)]
+    graph = helper.make_graph(
+        nodes, "thresholding_detector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 20, 20])],
+        [helper.make_tensor_value_info("dets", TensorProto.FLOAT, [4, "N"]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N"])],
+        [numpy_helper.from_array(_weights((16, 8, 3, 3), 90) * 4, "w_features"),
+         numpy_helper.from_array(_weights((5, 16, 1, 1), 91) * 4, "w_head"),
+         numpy_helper.from_array(np.array([5, 400], np.int64), "shape"),
+         numpy_helper.from_array(np.array([4, 1], np.int64), "split"),
+         numpy_helper.from_array(np.array([0], np.int64), "first_axis"),
+         numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+         numpy_helper.from_array(np.array(10, np.float32), "ten"),
+         numpy_helper.from_array(np.array(5, np.int32), "five")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
 def query_selecting_detector(tokens: int = 400, queries: int = 300, channels: int = 16
                              ) -> onnx.ModelProto:
     """A DETR-style detector's query selection (RT-DETR, D-FINE): image x [1, 8, 20, 20] ->

@@ -21,6 +21,7 @@ from models import (
     picking_detector,
     query_selecting_detector,
     recurrent_cell,
+    thresholding_detector,
     two_branches,
 )
 from onnx import numpy_helper
@@ -165,6 +166,31 @@ def test_a_detector_whose_decoder_runs_on_picked_queries_is_judged_on_the_origin
                       inputs=calibration)
     assert top1.rate_control["met"]
     assert top1.rate_control["achieved"]["token_logits"]["snr"] >= 40  # the pick's scores
+
+def test_a_detector_that_thresholds_its_scores_in_the_graph_is_judged_before_the_threshold(
+        tmp_path):
+    """A NonZero of ``score > 0.5`` keeps the boxes above the threshold: any weight error
+    adds or drops a box, so the outputs' shapes change. The default ended in numpy's
+    "operands could not be broadcast together" (a traceback); now the pick is judged on the
+    boxes and score logits it reads, the default quantizes, and verify passes. Where no
+    float score is thresholded (integers compared), the outputs are judged as they are: a
+    changed shape is a candidate that fails, not a crash."""
+    original = tmp_path / "m.onnx"
+    original.write_bytes(thresholding_detector().SerializeToString())
+    lossless = onnxz.save(original, tmp_path / "l.onnxz", lossless=True).file_bytes
+    default = onnxz.save(original, tmp_path / "d.onnxz")
+    achieved = default.rate_control["achieved"]
+    assert achieved["dets"]["picked_by"] == "NonZero"
+    assert achieved["logits"]["stands_for"] == ["dets", "scores"]
+    assert default.file_bytes < 0.7 * lossless
+    assert onnxz.verify(original, tmp_path / "d.onnxz").passed
+    onnxz.save(original, tmp_path / "s.onnxz", step_rel=1 / 32)
+    assert onnxz.verify(original, tmp_path / "s.onnxz").passed
+    integer = tmp_path / "i.onnx"
+    integer.write_bytes(thresholding_detector(integer_scores=True).SerializeToString())
+    info = onnxz.save(integer, tmp_path / "i.onnxz")
+    assert info.rate_control["met"]
+    assert onnxz.verify(integer, tmp_path / "i.onnxz").passed
 
 def test_the_sensitivity_pass_runs_a_stream_from_its_start_and_budgets_by_tensors():
     """A stream's first chunks are not like the rest: its sensitivities are measured from

@@ -176,11 +176,15 @@ def value_parts(model: onnx.ModelProto, values: Sequence[str], logits: bool = Fa
     return {v: parts(v, 0) for v in values}
 
 
-PICKERS = frozenset({"TopK", "NonMaxSuppression"})
-"""Ops that pick elements by the rank of their scores: what follows them is chosen, ordered
-and counted by those ranks, so any weight error can swap near-tied rows (an NMS-free
-detector's 300 candidates past its real detections) and an SNR of what they pick says
-nothing of the model's quality."""
+PICKERS = frozenset({"TopK", "NonMaxSuppression", "NonZero"})
+"""Ops that pick elements by the rank of their scores or by a threshold on them (a NonZero
+of a comparison: a detector keeping the boxes that score above 0.5): what follows them is
+chosen, ordered and counted by those decisions, so any weight error can swap near-tied rows
+(an NMS-free detector's 300 candidates past its real detections) or add one, and an SNR of
+what they pick says nothing of the model's quality."""
+
+_THRESHOLDS = frozenset({"Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Equal"})
+_MASK_LOGIC = frozenset({"And", "Or", "Not", "Xor"})
 
 PICK_THROUGH = PASS_THROUGH | {"Transpose", "Split", "ReduceMax", "ReduceMin"}
 """Ops walked back through from a value a pick reads, to the whole value it was cut from (a
@@ -286,13 +290,9 @@ def find_picks(model: onnx.ModelProto) -> Picks:
     {'picked': Picked(op='TopK', sources=('boxes', 'p'))}
     """
     graph = model.graph
-    pickers = [n for n in graph.node if n.op_type in PICKERS and n.input]
-    if not pickers:
+    if not any(n.op_type in PICKERS for n in graph.node):
         return NO_PICKS
     types = _value_types(model)
-    pickers = [n for n in pickers if types.get(
-        n.input[1] if n.op_type == "NonMaxSuppression" and len(n.input) > 1 else n.input[0],
-        onnx.TensorProto.FLOAT) in _FLOAT_TYPES]
     producer = {o: n for n in graph.node for o in n.output}
     reads = {id(n): _reads(n) for n in graph.node}  # a Loop's or If's outer-scope values too
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -302,6 +302,9 @@ def find_picks(model: onnx.ModelProto) -> Picks:
     constant = {t.name for t in graph.initializer}
     data = _downstream([i.name for i in graph.input if i.name not in constant], consumers,
                        stop=_METADATA_OPS)
+    ranked = {id(n): [v for v in _ranked(n, producer) if v in data and types.get(
+        v, onnx.TensorProto.FLOAT) in _FLOAT_TYPES] for n in graph.node if n.op_type in PICKERS}
+    pickers = [n for n in graph.node if ranked.get(id(n))]
     weights = _float_constants(graph, PICK_MAX_CONSTANT)
     outputs = [o.name for o in graph.output]
     pins = []
@@ -311,16 +314,13 @@ def find_picks(model: onnx.ModelProto) -> Picks:
         if not any(_holds_weights(c) or any(r in weights for r in reads[id(c)])
                    for v in after for c in consumers.get(v, ())):
             continue
-        read = node.input[:2] if node.op_type == "NonMaxSuppression" else node.input[:1]
         pinned_outputs = tuple(o for o in outputs if o in after)
         if pinned_outputs:
-            pins.append(Pin(node.op_type, indices,
-                            tuple(_cut_from(v, producer, data) for v in read if v),
-                            pinned_outputs))
+            pins.append(Pin(node.op_type, indices, tuple(dict.fromkeys(
+                _cut_from(v, producer, data) for v in ranked[id(node)])), pinned_outputs))
     pinned = {p.indices for p in pins}
     pickers = [n for n in pickers if _picked_indices(n) not in pinned]
-    picked = _downstream([o for n in pickers for o in (
-        n.output[1:2] if n.op_type == "TopK" else n.output) if o], consumers)
+    picked = _downstream([i for n in pickers if (i := _picked_indices(n))], consumers)
     found = {}
     for output in outputs:
         if output not in picked:
@@ -333,6 +333,8 @@ def find_picks(model: onnx.ModelProto) -> Picks:
             if value in seen or node is None:
                 continue
             seen.add(value)
+            for name in ranked.get(id(node), ()):  # what a pick on the way ranks
+                sources[_cut_from(name, producer, data)] = None
             for name in reads[id(node)]:
                 if name in picked:
                     stack.append(name)
@@ -346,6 +348,29 @@ def find_picks(model: onnx.ModelProto) -> Picks:
 def _picked_indices(node: onnx.NodeProto) -> str:
     """The output of a :data:`PICKERS` node that holds the indices it picked."""
     return node.output[1] if node.op_type == "TopK" else node.output[0]
+
+
+def _ranked(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto]) -> list[str]:
+    """The values a :data:`PICKERS` node ranks or thresholds: a TopK's data, a
+    NonMaxSuppression's boxes and scores, the operands of the comparisons (through And, Or,
+    Not and :data:`PASS_THROUGH` ops) whose mask a NonZero reads."""
+    if node.op_type == "TopK":
+        return list(node.input[:1])
+    if node.op_type == "NonMaxSuppression":
+        return [v for v in node.input[:2] if v]
+    found: list[str] = []
+    stack, seen = list(node.input[:1]), set()
+    while stack:
+        value = stack.pop()
+        source = producer.get(value)
+        if value in seen or source is None:
+            continue
+        seen.add(value)
+        if source.op_type in _THRESHOLDS:
+            found += [v for v in source.input if v]
+        elif source.op_type in _MASK_LOGIC or source.op_type in PASS_THROUGH:
+            stack += [v for v in source.input[:2 if source.op_type in _MASK_LOGIC else 1] if v]
+    return found
 
 
 PICK_MAX_CONSTANT = 16

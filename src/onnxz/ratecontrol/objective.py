@@ -278,9 +278,13 @@ class Measure:
     """A guard must also be within its allowance for a candidate to hold."""
 
     def distortion(self, reference: RUNS, candidate: RUNS) -> float:
-        """The normalized distortion of ``candidate`` (outputs on the first samples)."""
+        """The normalized distortion of ``candidate`` (outputs on the first samples);
+        infinite where an output's shape is not the original's (a count of rows that a
+        threshold or a pick decides, where nothing before it is judged)."""
         out = [c[self.index] for c in candidate]
         ref = [r[self.index] for r in reference[:len(out)]]
+        if any(a.shape != b.shape for a, b in zip(ref, out, strict=True)):
+            return math.inf
         if self.kind == "margin":
             assert self.scores is not None and self.margins is not None
             change = self.margins.change(self.scores, out)
