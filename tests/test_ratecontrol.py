@@ -174,7 +174,7 @@ def test_a_detector_that_thresholds_its_scores_in_the_graph_is_judged_before_the
     "operands could not be broadcast together" (a traceback); now the pick is judged on the
     boxes and score logits it reads, the default quantizes, and verify passes. Where no
     float score is thresholded (integers compared), the outputs are judged as they are: a
-    changed shape is a candidate that fails, not a crash."""
+    changed shape is a candidate that fails, not a crash (a ModelFailed traceback)."""
     original = tmp_path / "m.onnx"
     original.write_bytes(thresholding_detector().SerializeToString())
     lossless = onnxz.save(original, tmp_path / "l.onnxz", lossless=True).file_bytes
@@ -191,6 +191,11 @@ def test_a_detector_that_thresholds_its_scores_in_the_graph_is_judged_before_the
     info = onnxz.save(integer, tmp_path / "i.onnxz")
     assert info.rate_control["met"]
     assert onnxz.verify(integer, tmp_path / "i.onnxz").passed
+    calibration = {"x": np.random.default_rng(1).standard_normal((16, 1, 8, 20, 20)).astype(
+        np.float32)}  # candidates whose count of boxes changed fail (was a ModelFailed)
+    info = onnxz.save(integer, tmp_path / "t.onnxz", fidelity="snr>=30", inputs=calibration)
+    assert info.rate_control["met"]
+    assert onnxz.verify(integer, tmp_path / "t.onnxz", calibration, "snr>=30").passed
 
 def test_the_sensitivity_pass_runs_a_stream_from_its_start_and_budgets_by_tensors():
     """A stream's first chunks are not like the rest: its sensitivities are measured from

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from onnxz.container import MAGIC
 from onnxz.ctc import blank_class, greedy_string
 from onnxz.errors import (
     InvalidArgumentError,
+    OnnxzError,
     OutOfMemoryError,
     TargetNotMetError,
     VerificationInputError,
@@ -719,7 +720,8 @@ class ReferenceRun:
             accs.append(_Accumulator(TensorSpec(value, first.dtype, first.shape), None,
                                      self.noise_floor, stands_for=picked))
         for i, (ref, out) in enumerate(zip(self.outputs, outputs, strict=True)):
-            _accumulate(accs, [ref[p] for p in positions], [out[p] for p in positions], i)
+            _accumulate(accs, [ref[p] for p in positions], [out[p] for p in positions], i,
+                        lost=True)
         return tuple(a.result() for a in accs)
 
 
@@ -736,8 +738,9 @@ def _may_be_distribution(spec: TensorSpec) -> bool:
     return spec.dtype.kind == "f" and bool(spec.shape)
 
 
-class ModelFailed(Exception):
-    """A model failed to load or run: the verification fails with this reason."""
+class ModelFailed(OnnxzError):
+    """A model failed to load or run: the verification fails with this reason (an
+    :class:`~onnxz.errors.OnnxzError`, so that one escaping elsewhere is still one line)."""
 
 
 def quiet_options() -> Any:
@@ -851,9 +854,12 @@ def _check_interfaces(reference: Any, candidate: Any, fed: frozenset[str]) -> No
 
 
 def _accumulate(accumulators: list[_Accumulator], ref: list[np.ndarray],
-                out: list[np.ndarray], index: int) -> None:
+                out: list[np.ndarray], index: int, lost: bool = False) -> None:
+    """Add one sample's outputs; :class:`ModelFailed` if an output's dtype differs from the
+    original's, or its shape where no pick chose its rows (unless ``lost``: then that
+    output counts as lost on the sample, as a candidate in rate control)."""
     for acc, r, o in zip(accumulators, ref, out, strict=True):
-        if (r.shape != o.shape and acc.picked is None) or r.dtype != o.dtype:
+        if (r.shape != o.shape and acc.picked is None and not lost) or r.dtype != o.dtype:
             raise ModelFailed(
                 f"sample {index}: output {acc.spec.name!r} of the packed model is {o.dtype} "
                 f"{o.shape}, the original's is {r.dtype} {r.shape}"
@@ -916,6 +922,9 @@ class _Accumulator:
     picked: str | None = None
     stands_for: tuple[str, ...] = ()
     pinned: str | None = None
+    lost: int = 0
+    """Samples where the output had another shape than the original's and no pick chose
+    its rows (a candidate in rate control): nothing of it counts as kept."""
 
     def class_scores(self) -> ClassScores | None:
         """The evidence that this output is class scores, if any (after some samples)."""
@@ -933,6 +942,7 @@ class _Accumulator:
     def add(self, reference: np.ndarray, packed: np.ndarray) -> None:
         if reference.shape != packed.shape:  # a picked output: another count of rows
             self.samples += 1
+            self.lost += self.picked is None
             return
         ref = reference.astype(np.float64).ravel()
         out = packed.astype(np.float64).ravel()
@@ -1001,6 +1011,15 @@ class _Accumulator:
         return kept / len(self.paths)
 
     def result(self) -> OutputMetrics:
+        result = self._result()
+        if not self.lost:
+            return result
+        decisions = [k for k in ("top1", "top1_sample", "ctc", "top5")
+                     if getattr(result, k) is not None]
+        return replace(result, snr_db=-math.inf, max_abs_error=math.inf, cosine_min=0.0,
+                       **dict.fromkeys(decisions, 0.0))
+
+    def _result(self) -> OutputMetrics:
         if self.noise == 0:
             snr = math.inf
         elif self.signal == 0 or math.isinf(self.noise):

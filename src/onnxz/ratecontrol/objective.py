@@ -86,6 +86,13 @@ class Margins:
         """Every sample is one row (a classifier's label, not a sequence's positions)."""
         return self.sample.size == np.unique(self.sample).size
 
+    def fits(self, scores: ClassScores, outputs: Sequence[np.ndarray]) -> bool:
+        """Whether ``outputs`` (a candidate's on the first samples) have the original's rows,
+        sample by sample (a pick or threshold in the graph may change their count)."""
+        counts = np.bincount(self.sample, minlength=len(outputs))
+        return all(scores.rows(np.asarray(o)).shape[0] == counts[i]
+                   for i, o in enumerate(outputs))
+
     def change(self, scores: ClassScores, outputs: Sequence[np.ndarray]) -> np.ndarray:
         """How much each row's margin (for the original's top class) moved in ``outputs``,
         the candidate's outputs on the first ``len(outputs)`` samples."""
@@ -278,14 +285,15 @@ class Measure:
     """A guard must also be within its allowance for a candidate to hold."""
 
     def distortion(self, reference: RUNS, candidate: RUNS) -> float:
-        """The normalized distortion of ``candidate`` (outputs on the first samples);
-        infinite where an output's shape is not the original's (a count of rows that a
-        threshold or a pick decides, where nothing before it is judged)."""
+        """The normalized distortion of ``candidate`` (outputs on the first samples). An
+        output whose shape is not the original's (a count of rows that a threshold or a pick
+        decides, where nothing before it is judged) counts as lost: 0 dB of SNR, cosine 0,
+        its energy per element as ``mse``, no margin kept."""
         out = [c[self.index] for c in candidate]
         ref = [r[self.index] for r in reference[:len(out)]]
         if any(a.shape != b.shape for a, b in zip(ref, out, strict=True)):
-            return math.inf
-        if self.kind == "margin":
+            value = _lost(self.kind, ref)
+        elif self.kind == "margin":
             assert self.scores is not None and self.margins is not None
             change = self.margins.change(self.scores, out)
             value = float(np.mean(np.square(change[np.isfinite(change)]))) if change.size else 0
@@ -307,6 +315,17 @@ class Measure:
             else:
                 value = err / max(sum(a.size for a in ref), 1)
         return value / self.allowed if self.allowed > 0 else math.inf * (value > 0)
+
+
+def _lost(kind: str, reference: Sequence[np.ndarray]) -> float:
+    """The distortion of an output that is lost (another shape than the original's) as
+    measure ``kind`` counts it, before its allowance."""
+    if kind == "margin":
+        return math.inf
+    if kind == "mse":
+        return sum(float(np.sum(np.square(_f64(a)))) for a in reference) / max(
+            sum(a.size for a in reference), 1)
+    return 1.0  # relmse and logrelmse: 0 dB; cosine: 0
 
 
 def _centered(rows: np.ndarray) -> np.ndarray:
@@ -336,8 +355,10 @@ class DecisionCheck:
 
     def predicted(self, candidate: RUNS) -> float:
         assert self.measure.scores is not None and self.measure.margins is not None
-        changes = self.measure.margins.change(
-            self.measure.scores, [c[self.measure.index] for c in candidate])
+        outputs = [c[self.measure.index] for c in candidate]
+        if not self.measure.margins.fits(self.measure.scores, outputs):
+            return 0.0  # other rows: none is known to keep its decision
+        changes = self.measure.margins.change(self.measure.scores, outputs)
         return predicted_agreement(self.measure.margins, changes, self.per_sample)
 
     def allows(self, predicted: float) -> bool:
