@@ -571,15 +571,17 @@ def test_top1_is_judged_on_generated_inputs_only_when_asked(tmp_path):
         onnxz.Thresholds(top1_on_generated="yes")
 
 
-def labelled_classifier(w: float, lookup: bool = False) -> onnx.ModelProto:
+def labelled_classifier(w: float, form: str = "plain") -> onnx.ModelProto:
     """x [1, 2] -> logits [x0, 0, w·x1] -> Softmax ``probabilities`` and ArgMax ``label``
-    (int64 class ids; with ``lookup``, the classes 0, 5, 9 that ArgMax's index picks with an
-    ArrayFeatureExtractor, as scikit-learn's converters write a classifier)."""
+    (int64 class ids; ``lookup``: the classes 0, 5, 9 that ArgMax's index picks with an
+    ArrayFeatureExtractor, as scikit-learn's converters write a classifier; ``masked``: -1
+    where the best logit is below -5, a Where as a keypoint matcher writes its matches)."""
+    lookup = form == "lookup"
     weight = np.array([[1, 0, 0], [0, 0, w]], np.float32)
     nodes = [onnx.helper.make_node("MatMul", ["x", "W"], ["z"]),
              onnx.helper.make_node("Softmax", ["z"], ["probabilities"], axis=-1),
-             onnx.helper.make_node("ArgMax", ["z"], ["index" if lookup else "label"], axis=1,
-                                   keepdims=0)]
+             onnx.helper.make_node("ArgMax", ["z"], ["label" if form == "plain" else "index"],
+                                   axis=1, keepdims=0)]
     tensors = [numpy_helper.from_array(weight, "W")]
     if lookup:
         nodes += [onnx.helper.make_node("ArrayFeatureExtractor", ["classes", "index"],
@@ -587,6 +589,12 @@ def labelled_classifier(w: float, lookup: bool = False) -> onnx.ModelProto:
                   onnx.helper.make_node("Reshape", ["picked", "flat"], ["label"])]
         tensors += [numpy_helper.from_array(np.array([0, 5, 9], np.int64), "classes"),
                     numpy_helper.from_array(np.array([-1], np.int64), "flat")]
+    elif form == "masked":
+        nodes += [onnx.helper.make_node("ReduceMax", ["z"], ["best"], axes=[1], keepdims=0),
+                  onnx.helper.make_node("Greater", ["best", "floor"], ["matched"]),
+                  onnx.helper.make_node("Where", ["matched", "index", "unmatched"], ["label"])]
+        tensors += [numpy_helper.from_array(np.array(-5, np.float32), "floor"),
+                    numpy_helper.from_array(np.array(-1, np.int64), "unmatched")]
     graph = onnx.helper.make_graph(
         nodes, "labelled", [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
         [onnx.helper.make_tensor_value_info("label", TensorProto.INT64, [1]),
@@ -596,17 +604,18 @@ def labelled_classifier(w: float, lookup: bool = False) -> onnx.ModelProto:
                                                         onnx.helper.make_opsetid("ai.onnx.ml", 1)])
 
 
-@pytest.mark.parametrize("lookup", [False, True])
-def test_class_ids_an_argmax_makes_are_judged_by_exact_not_snr(tmp_path, lookup):
+@pytest.mark.parametrize("form", ["plain", "lookup", "masked"])
+def test_class_ids_an_argmax_makes_are_judged_by_exact_not_snr(tmp_path, form):
     """One near tie of 100 samples flips (class 0 -> 2): top-1 agreement 0.99 passes the
     default criteria, and the label output, that ArgMax's class ids, keeps 99% of its
     samples: it passes too (exact >= min_top1), where an SNR of class numbers (13.9 dB)
     failed it (and a cosine of 0). Two flips fail both; on generated inputs the ids are not
     judged (as top-1). Also through the class table a scikit-learn classifier looks the
-    ArgMax's index up in."""
+    ArgMax's index up in, and through a Where that puts -1 where nothing matched (a
+    keypoint matcher's: verify judged its ids by SNR and failed what pack met)."""
     original = tmp_path / "m.onnx"
-    original.write_bytes(labelled_classifier(1.0, lookup).SerializeToString())
-    onnxz.save(labelled_classifier(1.002, lookup), tmp_path / "m.onnxz", lossless=True)
+    original.write_bytes(labelled_classifier(1.0, form).SerializeToString())
+    onnxz.save(labelled_classifier(1.002, form), tmp_path / "m.onnxz", lossless=True)
     x = np.full((100, 1, 2), -1, np.float32)
     x[0] = [1.0, 0.999]  # a near tie between classes 0 and 2
     report = onnxz.verify(original, tmp_path / "m.onnxz", {"x": x})

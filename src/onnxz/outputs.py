@@ -73,10 +73,13 @@ element, ``ctc`` over each sample's path; SNR and cosine stay, and ``exact``).""
 
 def argmax_sources(model: onnx.ModelProto) -> dict[str, tuple[str, ClassScores]]:
     """Integer outputs that are an ArgMax of a float value (through Cast/Identity/Squeeze/
-    Unsqueeze/Reshape, and the class table an ArrayFeatureExtractor looks its index up in,
-    as scikit-learn's converters write a classifier's ``label``): output name -> (the value
-    ArgMax reads, its class axis)."""
+    Unsqueeze/Reshape, the class table an ArrayFeatureExtractor looks its index up in, as
+    scikit-learn's converters write a classifier's ``label``, and a Where that puts a
+    constant in some places, as a keypoint matcher's -1 for a keypoint without a match):
+    output name -> (the value ArgMax reads, its class axis)."""
     producer = {o: n for n in model.graph.node for o in n.output}
+    constants = {t.name for t in model.graph.initializer} | {
+        o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     found = {}
     for output in model.graph.output:
         value = output.name
@@ -90,6 +93,10 @@ def argmax_sources(model: onnx.ModelProto) -> dict[str, tuple[str, ClassScores]]
                 break
             if node.op_type == "ArrayFeatureExtractor" and len(node.input) == 2:
                 value = node.input[1]  # the class table, indexed by the ArgMax
+                continue
+            computed = [v for v in node.input[1:] if v not in constants]
+            if node.op_type == "Where" and len(node.input) == 3 and len(computed) == 1:
+                value = computed[0]  # the other branch: a constant where the mask says
                 continue
             if node.op_type not in ("Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape"):
                 break
