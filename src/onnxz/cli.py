@@ -690,9 +690,11 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
     output is exactly the original's, and for class scores top-1 agreement
     and top-5 overlap. Class scores: outputs made by Softmax/LogSoftmax or fed
     to ArgMax/TopK in the graph, outputs whose rows sum to 1 on every sample,
-    and outputs named with --class-output. Rows a TopK or NonMaxSuppression
-    picks (an NMS-free detector's boxes) are reported, not judged: any change
-    reorders near ties; the boxes and scores the pick reads are judged instead.
+    and outputs named with --class-output. Rows a TopK, NonMaxSuppression or
+    thresholding NonZero picks (an NMS-free detector's boxes) are reported, not
+    judged: any change reorders near ties; the boxes and scores the pick reads
+    are judged instead. Where weights act on the picked rows (a DETR decoder's
+    queries), the packed model runs with the original's picks ("pinned").
 
     \b
     Inputs, without --inputs: N(0,1) floats, integers from --int-range, random
