@@ -83,6 +83,9 @@ def test_criteria_that_apply_to_no_output_are_errors(tmp_path):
     # y [N, 10] comes from a MatMul and its rows do not sum to 1: not class scores
     with pytest.raises(onnxz.TargetSpecError, match="--class-output"):
         onnxz.verify(path, tmp_path / "mlp.onnxz", None, "top1>=0.9")
+    # a named output that is not class scores is said to be not class scores
+    with pytest.raises(onnxz.TargetSpecError, match="output 'y' is not class scores"):
+        onnxz.verify(path, tmp_path / "mlp.onnxz", None, "top1[y]>=0.9")
     result = CliRunner().invoke(main, ["verify", str(path), str(tmp_path / "mlp.onnxz"),
                                        "--fidelity", "top1[y]>=0.9", "--class-output", "y"])
     assert result.exit_code == 0, result.output
