@@ -148,23 +148,31 @@ def test_ctc_on_samples_longer_than_its_limit_fails_plainly(heads, monkeypatch):
     assert not packed.with_name("ctc.onnxz").exists()
 
 
-def _one_logit(sigmoid: bool = False):
-    """The MLP cut to one output column: y [N, 1], a yes/no logit (or its Sigmoid)."""
+def _one_logit(sigmoid: bool = False, vector: bool = False):
+    """The MLP cut to one output column: y [N, 1], a yes/no logit (or its Sigmoid); with
+    ``vector``, the Sigmoid's probabilities squeezed to y [N]."""
     model = mlp()
     w2 = next(t for t in model.graph.initializer if t.name == "w2")
     w2.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(w2)[:, :1].copy(), "w2"))
     if sigmoid:
         model.graph.node[-1].output[0] = "z"
-        model.graph.node.append(onnx.helper.make_node("Sigmoid", ["z"], ["y"]))
-    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 1
+        model.graph.node.append(onnx.helper.make_node("Sigmoid", ["z"], ["p" if vector else "y"]))
+    if vector:
+        axes = onnx.numpy_helper.from_array(np.array([1], np.int64), "axes")
+        model.graph.initializer.append(axes)
+        model.graph.node.append(onnx.helper.make_node("Squeeze", ["p", "axes"], ["y"]))
+        del model.graph.output[0].type.tensor_type.shape.dim[1]
+    else:
+        model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 1
     return model
 
 
-@pytest.mark.parametrize("sigmoid", [False, True])
-def test_a_named_one_column_output_is_a_yes_no_per_row(tmp_path, sigmoid):
-    # flashvad's speech_logits [batch, 1]: ranked over its one column, top-1 was 1 on any
-    # file (a coarse one whose logits changed sign included) and a search's margins were NaN
-    model = _one_logit(sigmoid)
+@pytest.mark.parametrize("sigmoid, vector", [(False, False), (True, False), (True, True)])
+def test_a_named_one_column_output_is_a_yes_no_per_row(tmp_path, sigmoid, vector):
+    # flashvad's speech_logits [batch, 1], akiki's speech probability [chunks]: ranked over
+    # one column, top-1 was 1 on any file (a coarse one whose logits changed sign included)
+    # and a search's margins were NaN
+    model = _one_logit(sigmoid, vector)
     evidence = class_evidence(model, ["y"])["y"]
     assert evidence.binary and evidence.log_domain != sigmoid
     path = tmp_path / "one.onnx"

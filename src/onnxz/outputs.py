@@ -148,16 +148,18 @@ def class_evidence(model: onnx.ModelProto, named: Sequence[str] = ()) -> dict[st
 def _named(model: onnx.ModelProto, name: str, producer: dict[str, onnx.NodeProto]
            ) -> ClassScores:
     """The caller's class output ``name``: rows along its last axis, or, when that axis is
-    one element long (a speech logit ``[batch, 1]``), one yes/no per row: at 0.5 on a
-    Sigmoid's output, at 0 on anything else (a logit). Ranked over its one column, any
-    file kept every decision and a search's margins were NaN."""
+    one element long (a speech logit ``[batch, 1]``) or the output is a vector of a
+    Sigmoid's probabilities (a speech probability per chunk), one yes/no per element: at
+    0.5 on a Sigmoid's output, at 0 on anything else (a logit). Ranked over one column (or
+    over the chunks), any file kept every decision and a search's margins were NaN."""
     spec = next(s for s in graph_specs(model)[1] if s.name == name)
-    if not spec.shape or spec.shape[-1] != 1:
-        return ClassScores("named by the caller")
     node = producer.get(name)
     while node is not None and node.op_type in PASS_THROUGH and node.input:
         node = producer.get(node.input[0])
-    if node is not None and node.op_type == "Sigmoid":
+    sigmoid = node is not None and node.op_type == "Sigmoid"
+    if not spec.shape or (spec.shape[-1] != 1 and not (len(spec.shape) == 1 and sigmoid)):
+        return ClassScores("named by the caller")
+    if sigmoid:
         return ClassScores("named by the caller; one probability per row, decided at 0.5",
                            log_domain=False, binary=True)
     return ClassScores("named by the caller; one logit per row, decided at 0", binary=True)
