@@ -3,7 +3,13 @@ decides which outputs are class scores."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import onnx
+import onnx.helper
+import onnx.numpy_helper
+import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from models import classifier_heads, mlp
@@ -11,6 +17,7 @@ from models import classifier_heads, mlp
 import onnxz
 from onnxz.cli import main
 from onnxz.fidelity import Criterion, Fidelity
+from onnxz.outputs import class_evidence
 
 
 def test_parse_round_trips_and_names_outputs():
@@ -83,6 +90,9 @@ def test_criteria_that_apply_to_no_output_are_errors(tmp_path):
     # y [N, 10] comes from a MatMul and its rows do not sum to 1: not class scores
     with pytest.raises(onnxz.TargetSpecError, match="--class-output"):
         onnxz.verify(path, tmp_path / "mlp.onnxz", None, "top1>=0.9")
+    # a named output that is not class scores is said to be not class scores
+    with pytest.raises(onnxz.TargetSpecError, match="output 'y' is not class scores"):
+        onnxz.verify(path, tmp_path / "mlp.onnxz", None, "top1[y]>=0.9")
     result = CliRunner().invoke(main, ["verify", str(path), str(tmp_path / "mlp.onnxz"),
                                        "--fidelity", "top1[y]>=0.9", "--class-output", "y"])
     assert result.exit_code == 0, result.output
@@ -136,3 +146,51 @@ def test_ctc_on_samples_longer_than_its_limit_fails_plainly(heads, monkeypatch):
         onnxz.save(original, packed.with_name("ctc.onnxz"), fidelity="ctc[logits]>=0.99",
                    inputs=x)
     assert not packed.with_name("ctc.onnxz").exists()
+
+
+def _one_logit(sigmoid: bool = False, vector: bool = False):
+    """The MLP cut to one output column: y [N, 1], a yes/no logit (or its Sigmoid); with
+    ``vector``, the Sigmoid's probabilities squeezed to y [N]."""
+    model = mlp()
+    w2 = next(t for t in model.graph.initializer if t.name == "w2")
+    w2.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(w2)[:, :1].copy(), "w2"))
+    if sigmoid:
+        model.graph.node[-1].output[0] = "z"
+        model.graph.node.append(onnx.helper.make_node("Sigmoid", ["z"], ["p" if vector else "y"]))
+    if vector:
+        axes = onnx.numpy_helper.from_array(np.array([1], np.int64), "axes")
+        model.graph.initializer.append(axes)
+        model.graph.node.append(onnx.helper.make_node("Squeeze", ["p", "axes"], ["y"]))
+        del model.graph.output[0].type.tensor_type.shape.dim[1]
+    else:
+        model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 1
+    return model
+
+
+@pytest.mark.parametrize("sigmoid, vector", [(False, False), (True, False), (True, True)])
+def test_a_named_one_column_output_is_a_yes_no_per_row(tmp_path, sigmoid, vector):
+    # flashvad's speech_logits [batch, 1], akiki's speech probability [chunks]: ranked over
+    # one column, top-1 was 1 on any file (a coarse one whose logits changed sign included)
+    # and a search's margins were NaN
+    model = _one_logit(sigmoid, vector)
+    evidence = class_evidence(model, ["y"])["y"]
+    assert evidence.binary and evidence.log_domain != sigmoid
+    path = tmp_path / "one.onnx"
+    path.write_bytes(model.SerializeToString())
+    coarse = tmp_path / "coarse.onnxz"
+    onnxz.save(path, coarse, step_rel=1.0)
+    x = np.random.default_rng(0).standard_normal((200, 1, 32)).astype(np.float32)
+    original = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    packed = onnxz.inference_session(coarse)
+    threshold = 0.5 if sigmoid else 0.0
+    kept = np.mean([(original.run(None, {"x": s})[0] > threshold)
+                    == (packed.run(None, {"x": s})[0] > threshold) for s in x])
+    assert kept < 1
+    report = onnxz.verify(path, coarse, {"x": x}, class_outputs=["y"])
+    assert {m.name: m.top1 for m in report.outputs}["y"] == pytest.approx(kept)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NaN margins warned from numpy
+        onnxz.save(path, tmp_path / "y.onnxz", fidelity="top1[y]>=0.99", inputs={"x": x},
+                   class_outputs=["y"])
+    assert onnxz.verify(path, tmp_path / "y.onnxz", {"x": x}, "top1[y]>=0.99",
+                        class_outputs=["y"]).passed

@@ -139,7 +139,7 @@ class Fidelity:
                 raise TargetSpecError(f"{c}: the model has no output {c.output!r} (its "
                                       f"outputs: {', '.join(map(repr, outputs)) or 'none'})")
             if not any(c.applies_to(name, cls_) for name, cls_ in outputs.items()):
-                where = f"output {c.output!r} is" if c.output else "no output is"
+                where = f"output {c.output!r} is not" if c.output else "no output is"
                 raise TargetSpecError(
                     f"{c}: {where} class scores (a Softmax/LogSoftmax producer, an ArgMax/"
                     "TopK consumer, the class numbers an ArgMax makes, rows that sum to 1, "

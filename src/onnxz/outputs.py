@@ -37,7 +37,9 @@ class ClassScores:
     every axis from ``axis`` on, flattened. ``log_domain`` is True when the values are
     logits or log-probabilities, False when they are probabilities. ``binary``: every value
     is the probability p of one class, a yes/no decision at 0.5 (a voice activity
-    detector's speech probability); its rows are (1 − p, p). ``ids``: the output holds the
+    detector's speech probability); its rows are (1 − p, p); with ``log_domain`` every value
+    is that class's logit z, a yes/no decision at 0, and its rows are (0, z), whose softmax
+    is (1 − sigmoid(z), sigmoid(z)). ``ids``: the output holds the
     decisions themselves, the class numbers an in-graph ArgMax makes (one per element: a
     recognizer's id path), so top-1 and ``ctc`` read them as they are; no rows of scores.
 
@@ -57,7 +59,7 @@ class ClassScores:
         """The output as a 2-D array, one prediction per row, one class per column."""
         if self.binary:
             p = values.reshape(-1, 1)
-            return np.concatenate([1 - p, p], axis=1)
+            return np.concatenate([np.zeros_like(p) if self.log_domain else 1 - p, p], axis=1)
         if values.ndim == 0:
             return values.reshape(1, 1)
         axis = self.axis % values.ndim
@@ -122,7 +124,7 @@ def class_evidence(model: onnx.ModelProto, named: Sequence[str] = ()) -> dict[st
             consumers.setdefault(name, []).append(node)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     ids = argmax_sources(model)  # named or not, an ArgMax's class numbers are decisions
-    found = {name: IDS_EVIDENCE if name in ids else ClassScores("named by the caller")
+    found = {name: IDS_EVIDENCE if name in ids else _named(model, name, producer)
              for name in named}
     for name in outputs:
         if name in found:
@@ -148,6 +150,26 @@ def class_evidence(model: onnx.ModelProto, named: Sequence[str] = ()) -> dict[st
                 and spec.shape and isinstance(spec.shape[-1], int) and spec.shape[-1] >= 2):
             found[spec.name] = ClassScores(f"named {spec.name!r}")
     return found
+
+
+def _named(model: onnx.ModelProto, name: str, producer: dict[str, onnx.NodeProto]
+           ) -> ClassScores:
+    """The caller's class output ``name``: rows along its last axis, or, when that axis is
+    one element long (a speech logit ``[batch, 1]``) or the output is a vector of a
+    Sigmoid's probabilities (a speech probability per chunk), one yes/no per element: at
+    0.5 on a Sigmoid's output, at 0 on anything else (a logit). Ranked over one column (or
+    over the chunks), any file kept every decision and a search's margins were NaN."""
+    spec = next(s for s in graph_specs(model)[1] if s.name == name)
+    node = producer.get(name)
+    while node is not None and node.op_type in PASS_THROUGH and node.input:
+        node = producer.get(node.input[0])
+    sigmoid = node is not None and node.op_type == "Sigmoid"
+    if not spec.shape or (spec.shape[-1] != 1 and not (len(spec.shape) == 1 and sigmoid)):
+        return ClassScores("named by the caller")
+    if sigmoid:
+        return ClassScores("named by the caller; one probability per row, decided at 0.5",
+                           log_domain=False, binary=True)
+    return ClassScores("named by the caller; one logit per row, decided at 0", binary=True)
 
 
 def _op_of(nodes: list[onnx.NodeProto]) -> str:
