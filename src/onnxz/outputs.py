@@ -299,8 +299,9 @@ NO_PICKS = Picks({})
 def find_picks(model: onnx.ModelProto) -> Picks:
     """The model's picks: outputs computed from the indices a TopK or NonMaxSuppression
     picks by ranking float scores, or a NonZero by a threshold on them (a TopK's sorted
-    values change smoothly: they are no pick), with the values the picking reads: every value computed from the inputs (not
-    from constants or shapes alone) that feeds a node after the pick, walked back through
+    values change smoothly: they are no pick), with the values the picking reads: every
+    value computed from the inputs (not from constants or shapes alone) that feeds a node
+    after the pick, walked back through
     :data:`PICK_THROUGH`. A TopK of integers (a converter's segment ids) picks nothing. A
     pick of the main graph that a layer's weights act after (a float constant of more than
     :data:`PICK_MAX_CONSTANT` elements on the way to an output) is a :class:`Pin`, read
