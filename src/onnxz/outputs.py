@@ -301,12 +301,12 @@ def find_picks(model: onnx.ModelProto) -> Picks:
     picks by ranking float scores, or a NonZero by a threshold on them (a TopK's sorted
     values change smoothly: they are no pick), with the values the picking reads: every
     value computed from the inputs (not from constants or shapes alone) that feeds a node
-    after the pick, walked back through
-    :data:`PICK_THROUGH`. A TopK of integers (a converter's segment ids) picks nothing. A
-    pick of the main graph that a layer's weights act after (a float constant of more than
-    :data:`PICK_MAX_CONSTANT` elements on the way to an output) is a :class:`Pin`, read
-    as a graph input by the runs that judge the outputs after it (a pick inside a Loop or
-    If body is none of these: what follows it is judged as it is).
+    after the pick, walked back through :data:`PICK_THROUGH` and masks. A TopK of integers
+    (a converter's segment ids) picks nothing. A pick of the main graph that a layer's
+    weights act after (a float constant of more than :data:`PICK_MAX_CONSTANT` elements on
+    the way to an output) is a :class:`Pin`, read as a graph input by the runs that judge
+    the outputs after it (a pick inside a Loop or If body is none of these: what follows it
+    is judged as it is).
 
     >>> from onnx import helper, TensorProto as T
     >>> nodes = [helper.make_node("Sigmoid", ["x"], ["p"]),
