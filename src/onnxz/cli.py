@@ -289,7 +289,7 @@ def _generated_input_options(command: Callable) -> Callable:
         click.option("--dim", "dims", multiple=True, callback=_parse_dims,
                      metavar="NAME=SIZE",
                      help="Generated inputs: size of a dynamic dim, by its name, or INPUT:AXIS "
-                          "for an unnamed one (repeatable)."),
+                          "for one axis, named or not (repeatable)."),
         click.option("--int-range", callback=_parse_int_range, metavar="LOW:HIGH",
                      help="Generated inputs: integer inputs are drawn from LOW..HIGH-1 "
                           f"[default: {DEFAULT_INT_RANGE[0]}:{DEFAULT_INT_RANGE[1]}]."),

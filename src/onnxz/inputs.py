@@ -119,8 +119,9 @@ class GeneratedInputs:
     ``int_range`` = [low, high) clipped to the dtype (ids, tokens, bytes), bools fair coin
     flips. Sample i depends only on ``(seed, i)``.
 
-    Dynamic dims: ``dims`` maps a dim's name, or ``"INPUT:AXIS"`` for an unnamed one, to a
-    size. Otherwise a dynamic axis 0 gets 1 (batch-like), as does a named dim that is axis 0
+    Dynamic dims: ``dims`` maps a dim's name, or ``"INPUT:AXIS"`` for one axis (named or
+    not; it wins over the name there: paddle2onnx names both of an image's dims ``?``), to
+    a size. Otherwise a dynamic axis 0 gets 1 (batch-like), as does a named dim that is axis 0
     of some input; any other named dim gets 32. An unnamed dynamic dim beyond axis 0, or an
     input with no declared shape, cannot be resolved (nothing says how it relates to the
     other inputs, e.g. an RNN state's batch axis): that is an error naming it, fixed with
@@ -478,14 +479,15 @@ def _resolve_dims(
                 f"INPUT:AXIS (its dynamic dims: {', '.join(dynamic) or 'none'})"
             )
         declared = axes[int(axis)]
-        if declared is not None:
-            fix = f"set it as {declared}=SIZE" if isinstance(declared, str) else "it is fixed"
+        if isinstance(declared, int):
             raise VerificationInputError(
-                f"dim {key}: axis {axis} of input {name!r} is {declared!r}: {fix}"
-            )
-        by_axis[(name, int(axis))] = size
+                f"dim {key}: axis {axis} of input {name!r} is {declared}: it is fixed")
+        by_axis[(name, int(axis))] = size  # a named axis too: paddle2onnx names both '?'
+    used = {d for s in specs for axis, d in enumerate(s.shape or ())
+            if isinstance(d, str) and (s.name, axis) not in by_axis}
     named = {d: dims.get(d, BATCH_SIZE if d in leading else DEFAULT_DIM) for d in symbols}
-    sizes = [f"{d}={n}" + ("" if d in dims else " (default)") for d, n in sorted(named.items())]
+    sizes = [f"{d}={n}" + ("" if d in dims else " (default)") for d, n in sorted(named.items())
+             if d in used]
     shapes: dict[str, tuple[int, ...]] = {}
     unnamed: list[str] = []
     shapeless = [s.name for s in specs if s.shape is None]
@@ -494,7 +496,7 @@ def _resolve_dims(
         for axis, d in enumerate(spec.shape or ()):
             if isinstance(d, int):
                 shape.append(d)
-            elif isinstance(d, str):
+            elif isinstance(d, str) and (spec.name, axis) not in by_axis:
                 shape.append(named[d])
             elif (spec.name, axis) in by_axis or axis == 0:
                 size = by_axis.get((spec.name, axis), BATCH_SIZE)
