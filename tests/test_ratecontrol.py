@@ -118,6 +118,19 @@ def test_exact_on_an_in_graph_argmax_uses_its_scores(heads, tmp_path):
     assert report.passed
 
 
+def snr_target_quantizes(original, tmp_path, lossless: int, seed: int) -> dict:
+    """Pack ``original`` (a detector with input x [1, 8, 20, 20]) at ``snr>=30`` on 16
+    generated calibration samples: met below 0.7 of the ``lossless`` size, and verify on
+    the same samples passes. Returns the calibration."""
+    rng = np.random.default_rng(seed)
+    calibration = {"x": rng.standard_normal((16, 1, 8, 20, 20)).astype(np.float32)}
+    target = onnxz.save(original, tmp_path / "t.onnxz", fidelity="snr>=30",
+                        inputs=calibration)
+    assert target.rate_control["met"] and target.file_bytes < 0.7 * lossless
+    assert onnxz.verify(original, tmp_path / "t.onnxz", calibration, "snr>=30").passed
+    return calibration
+
+
 def test_a_detector_whose_topk_picks_its_rows_is_judged_before_the_pick(tmp_path):
     """Any weight change reorders an NMS-free detector's near-tied low-ranked anchors, so
     the SNR of the rows its TopK picks collapses at every step: judged there, the default
@@ -132,12 +145,7 @@ def test_a_detector_whose_topk_picks_its_rows_is_judged_before_the_pick(tmp_path
     assert achieved["logits"]["stands_for"] == ["dets"] and achieved["logits"]["snr"] >= 40
     assert default.file_bytes < 0.7 * lossless
     assert onnxz.verify(original, tmp_path / "d.onnxz").passed
-    rng = np.random.default_rng(5)
-    calibration = {"x": rng.standard_normal((16, 1, 8, 20, 20)).astype(np.float32)}
-    target = onnxz.save(original, tmp_path / "t.onnxz", fidelity="snr>=30",
-                        inputs=calibration)
-    assert target.rate_control["met"] and target.file_bytes < 0.7 * lossless
-    assert onnxz.verify(original, tmp_path / "t.onnxz", calibration, "snr>=30").passed
+    snr_target_quantizes(original, tmp_path, lossless, seed=5)
 
 
 def test_a_detector_whose_decoder_runs_on_picked_queries_is_judged_on_the_originals_picks(
@@ -156,16 +164,12 @@ def test_a_detector_whose_decoder_runs_on_picked_queries_is_judged_on_the_origin
     assert achieved["token_logits"]["stands_for"] == ["boxes", "logits"]
     assert default.file_bytes < 0.7 * lossless
     assert onnxz.verify(original, tmp_path / "d.onnxz").passed
-    rng = np.random.default_rng(6)
-    calibration = {"x": rng.standard_normal((16, 1, 8, 20, 20)).astype(np.float32)}
-    target = onnxz.save(original, tmp_path / "t.onnxz", fidelity="snr>=30",
-                        inputs=calibration)
-    assert target.rate_control["met"] and target.file_bytes < 0.7 * lossless
-    assert onnxz.verify(original, tmp_path / "t.onnxz", calibration, "snr>=30").passed
+    calibration = snr_target_quantizes(original, tmp_path, lossless, seed=6)
     top1 = onnxz.save(original, tmp_path / "c.onnxz", fidelity="top1>=0.99",
                       inputs=calibration)
     assert top1.rate_control["met"]
     assert top1.rate_control["achieved"]["token_logits"]["snr"] >= 40  # the pick's scores
+
 
 def test_a_detector_that_thresholds_its_scores_in_the_graph_is_judged_before_the_threshold(
         tmp_path):
