@@ -492,6 +492,42 @@ def thresholding_detector(integer_scores: bool = False) -> onnx.ModelProto:
          numpy_helper.from_array(np.array(5, np.int32), "five")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
+def mutual_matcher(points: int = 64, dims: int = 32, width: int = 64) -> onnx.ModelProto:
+    """A keypoint matcher's head (LightGlue, XFeat): descriptors a and b [1, points, dims]
+    -> a shared MatMul projection -> similarities [1, points, points] -> each point's best
+    partner both ways (ArgMax) -> a mutual check (a's partner's partner is a) -> outputs
+    the match score where the match is mutual, 0 elsewhere (``mscores``, float), and the
+    partner where it is mutual and scores above 0.5, -1 elsewhere (``matches``, int64).
+    Random descriptors leave many near-tied partners: any weight error turns matches on
+    and off."""
+    nodes = [helper.make_node("MatMul", ["a", "w_project"], ["da"]),
+             helper.make_node("MatMul", ["b", "w_project"], ["db"]),
+             helper.make_node("Transpose", ["db"], ["dbt"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["da", "dbt"], ["similarity"]),
+             helper.make_node("ArgMax", ["similarity"], ["partner"], axis=2, keepdims=0),
+             helper.make_node("ArgMax", ["similarity"], ["partner_b"], axis=1, keepdims=0),
+             helper.make_node("GatherElements", ["partner_b", "partner"], ["back"], axis=1),
+             helper.make_node("Equal", ["back", "own"], ["mutual"]),
+             helper.make_node("ReduceMax", ["similarity"], ["best"], axes=[2], keepdims=0),
+             helper.make_node("Sigmoid", ["best"], ["score"]),
+             helper.make_node("Where", ["mutual", "score", "zero"], ["mscores"]),
+             helper.make_node("Greater", ["mscores", "half"], ["confident"]),
+             helper.make_node("And", ["mutual", "confident"], ["valid"]),
+             helper.make_node("Where", ["valid", "partner", "none"], ["matches"])]
+    graph = helper.make_graph(
+        nodes, "mutual_matcher",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, points, dims])
+         for n in ("a", "b")],
+        [helper.make_tensor_value_info("mscores", TensorProto.FLOAT, [1, points]),
+         helper.make_tensor_value_info("matches", TensorProto.INT64, [1, points])],
+        [numpy_helper.from_array(_weights((dims, width), 95) * 0.4, "w_project"),
+         numpy_helper.from_array(np.arange(points, dtype=np.int64)[None], "own"),
+         numpy_helper.from_array(np.array(0, np.float32), "zero"),
+         numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+         numpy_helper.from_array(np.array(-1, np.int64), "none")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def query_selecting_detector(tokens: int = 400, queries: int = 300, channels: int = 16
                              ) -> onnx.ModelProto:
     """A DETR-style detector's query selection (RT-DETR, D-FINE): image x [1, 8, 20, 20] ->

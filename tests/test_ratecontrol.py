@@ -18,6 +18,7 @@ from models import (
     classifier_heads,
     constants_and_if,
     mlp,
+    mutual_matcher,
     picking_detector,
     query_selecting_detector,
     recurrent_cell,
@@ -169,6 +170,27 @@ def test_a_detector_whose_decoder_runs_on_picked_queries_is_judged_on_the_origin
                       inputs=calibration)
     assert top1.rate_control["met"]
     assert top1.rate_control["achieved"]["token_logits"]["snr"] >= 40  # the pick's scores
+
+
+def test_a_matcher_that_masks_its_scores_is_judged_before_the_mask(tmp_path):
+    """A keypoint matcher's scores are zeroed where its mutual-match check (ArgMax both
+    ways) fails, so any weight error turns matches on and off: judged as they are, the
+    default kept the weights at 74 dB and verify failed every file from a step of 1/32 on
+    (the masked scores at 10-22 dB). The Where is a pick: the scores are judged on the
+    similarities its check ranks and the scores before the mask; its ids stay class
+    numbers."""
+    original = tmp_path / "m.onnx"
+    original.write_bytes(mutual_matcher().SerializeToString())
+    default = onnxz.save(original, tmp_path / "d.onnxz")
+    achieved = default.rate_control["achieved"]
+    assert achieved["mscores"]["picked_by"] == "Where" and "picked_by" not in achieved["matches"]
+    assert achieved["similarity"]["stands_for"] == ["mscores"]
+    assert achieved["similarity"]["snr"] >= 40
+    assert onnxz.verify(original, tmp_path / "d.onnxz").passed
+    onnxz.save(original, tmp_path / "s.onnxz", step_rel=1 / 16)
+    report = onnxz.verify(original, tmp_path / "s.onnxz")
+    assert report.passed and report.outputs[0].picked == "Where"
+    assert report.outputs[0].snr_db < 20  # what verify judged before
 
 
 def test_a_detector_that_thresholds_its_scores_in_the_graph_is_judged_before_the_threshold(

@@ -17,6 +17,7 @@ from models import (
     last_token_embedding,
     message_passing,
     mlp,
+    mutual_matcher,
     picking_detector,
     query_selecting_detector,
     recurrent_cell,
@@ -811,6 +812,24 @@ def test_a_topk_of_integers_picks_nothing_and_one_before_weights_is_pinned():
     assert find_picks(detector) == Picks({}, (Pin(
         "TopK", "picked", ("probabilities",), ("dets", "embedded")),))
 
+
+
+def test_a_where_masking_scores_by_a_decision_is_a_pick_unless_weights_follow():
+    """A Where that zeroes scores where a decision fails (a threshold, or a matcher's
+    mutual check comparing ArgMax results) picks them: judged on the scores before the
+    mask and the similarities the ArgMax ranks. The ids it masks stay class numbers; a
+    Where that weights act after is a mask inside the network (a ReLU), no pick."""
+    assert find_picks(mutual_matcher()) == Picks({
+        "mscores": Picked("Where", ("score", "similarity"))})
+    relu = onnx.helper.make_graph(
+        [onnx.helper.make_node("Greater", ["x", "zero"], ["positive"]),
+         onnx.helper.make_node("Where", ["positive", "x", "zero"], ["rectified"]),
+         onnx.helper.make_node("MatMul", ["rectified", "w"], ["y"])], "relu",
+        [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+        [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
+        [numpy_helper.from_array(np.array(0, np.float32), "zero"),
+         numpy_helper.from_array(np.ones((32, 32), np.float32), "w")])
+    assert find_picks(onnx.helper.make_model(relu)) == Picks({})
 
 
 @pytest.mark.parametrize("mask", ["where", "mul"])

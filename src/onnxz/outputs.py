@@ -205,12 +205,16 @@ def value_parts(model: onnx.ModelProto, values: Sequence[str], logits: bool = Fa
     return {v: parts(v, 0) for v in values}
 
 
-PICKERS = frozenset({"TopK", "NonMaxSuppression", "NonZero"})
-"""Ops that pick elements by the rank of their scores or by a threshold on them (a NonZero
-of a comparison: a detector keeping the boxes that score above 0.5): what follows them is
-chosen, ordered and counted by those decisions, so any weight error can swap near-tied rows
-(an NMS-free detector's 300 candidates past its real detections) or add one, and an SNR of
-what they pick says nothing of the model's quality."""
+PICKERS = frozenset({"TopK", "NonMaxSuppression", "NonZero", "Where"})
+"""Ops that pick elements by the rank of their scores or by a decision on them (a NonZero
+of a comparison: a detector keeping the boxes that score above 0.5; a Where whose mask is
+such a decision, or compares ArgMax results: a keypoint matcher's mutual-match check
+zeroing the scores of matches it drops): what follows them is chosen, ordered, counted or
+masked by those decisions, so any weight error can swap near-tied rows (an NMS-free
+detector's 300 candidates past its real detections) or turn one on or off, and an SNR of
+what they pick says nothing of the model's quality. A Where that weights act after is a
+mask inside the network (a ReLU written as one), and one before another pick a part of
+that pick (a max-pool suppression: see :func:`_cut_from`), not a pick of its own."""
 
 _THRESHOLDS = frozenset({"Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Equal"})
 _MASK_LOGIC = frozenset({"And", "Or", "Not", "Xor"})
@@ -332,28 +336,41 @@ def find_picks(model: onnx.ModelProto) -> Picks:
     constant = {t.name for t in graph.initializer}
     data = _downstream([i.name for i in graph.input if i.name not in constant], consumers,
                        stop=_METADATA_OPS)
-    ranked = {id(n): [v for v in _ranked(n, producer) if v in data and types.get(
-        v, onnx.TensorProto.FLOAT) in _FLOAT_TYPES] for n in graph.node if n.op_type in PICKERS}
+    def floats(values: Sequence[str]) -> list[str]:
+        return [v for v in values if v in data and types.get(
+            v, onnx.TensorProto.FLOAT) in _FLOAT_TYPES]
+
+    ranked = {id(n): floats(_ranked(n, producer)) for n in graph.node if n.op_type in PICKERS
+              and (n.op_type != "Where" or floats(n.input[1:]))}  # a Where masking scores
     pickers = [n for n in graph.node if ranked.get(id(n))]
     weights = _float_constants(graph, PICK_MAX_CONSTANT)
     outputs = [o.name for o in graph.output]
+    ids = set(argmax_sources(model))  # class numbers: judged as such, masked or not
     pins = []
+    ranking = {v for n in pickers if n.op_type != "Where" for v in n.input}
+    inside = set()  # masks that are no pick: read through by the pick after them, or weights
     for node in pickers:
         indices = _picked_indices(node)
         after = _downstream([indices], consumers)
+        if node.op_type == "Where" and after & ranking:
+            inside.add(indices)
+            continue
         if not any(_holds_weights(c) or any(r in weights for r in reads[id(c)])
                    for v in after for c in consumers.get(v, ())):
+            continue
+        if node.op_type == "Where":
+            inside.add(indices)
             continue
         pinned_outputs = tuple(o for o in outputs if o in after)
         if pinned_outputs:
             pins.append(Pin(node.op_type, indices, tuple(dict.fromkeys(
                 _cut_from(v, producer, data) for v in ranked[id(node)])), pinned_outputs))
     pinned = {p.indices for p in pins}
-    pickers = [n for n in pickers if _picked_indices(n) not in pinned]
+    pickers = [n for n in pickers if _picked_indices(n) not in pinned | inside]
     picked = _downstream([i for n in pickers if (i := _picked_indices(n))], consumers)
     found = {}
     for output in outputs:
-        if output not in picked:
+        if output not in picked or output in ids:
             continue
         sources: dict[str, None] = {}
         stack, seen = [output], set()
@@ -368,7 +385,7 @@ def find_picks(model: onnx.ModelProto) -> Picks:
             for name in reads[id(node)]:
                 if name in picked:
                     stack.append(name)
-                elif name in data and types.get(name, onnx.TensorProto.FLOAT) in _FLOAT_TYPES:
+                elif floats([name]):
                     sources[_cut_from(name, producer, data)] = None
         op = next(n.op_type for n in pickers if set(n.output) & (seen | {output}))
         found[output] = Picked(op, tuple(sorted(sources)))
@@ -383,7 +400,9 @@ def _picked_indices(node: onnx.NodeProto) -> str:
 def _ranked(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto]) -> list[str]:
     """The values a :data:`PICKERS` node ranks or thresholds: a TopK's data, a
     NonMaxSuppression's boxes and scores, the operands of the comparisons (through And, Or,
-    Not and :data:`PASS_THROUGH` ops) whose mask a NonZero reads."""
+    Not and :data:`PASS_THROUGH` ops) whose mask a NonZero or a Where reads, and where an
+    operand is an ArgMax's result (through :data:`PASS_THROUGH` ops and the data a Gather
+    reads: a mutual-match check), the scores that ArgMax ranks."""
     if node.op_type == "TopK":
         return list(node.input[:1])
     if node.op_type == "NonMaxSuppression":
@@ -397,10 +416,29 @@ def _ranked(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto]) -> list[s
             continue
         seen.add(value)
         if source.op_type in _THRESHOLDS:
-            found += [v for v in source.input if v]
+            found += [_argmax_scores(v, producer) for v in source.input if v]
         elif source.op_type in _MASK_LOGIC or source.op_type in PASS_THROUGH:
             stack += [v for v in source.input[:2 if source.op_type in _MASK_LOGIC else 1] if v]
     return found
+
+
+_GATHERS = frozenset({"Gather", "GatherElements", "GatherND"})
+
+
+def _argmax_scores(value: str, producer: dict[str, onnx.NodeProto]) -> str:
+    """The scores an ArgMax ranks, if ``value`` is its result (through
+    :data:`PASS_THROUGH` ops and the data a Gather reads); else ``value``."""
+    walked = value
+    for _ in range(8):
+        node = producer.get(walked)
+        if node is None or not node.input:
+            break
+        if node.op_type in ("ArgMax", "ArgMin"):
+            return node.input[0]
+        if node.op_type not in PASS_THROUGH and node.op_type not in _GATHERS:
+            break
+        walked = node.input[0]
+    return value
 
 
 PICK_MAX_CONSTANT = 16
