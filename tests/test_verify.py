@@ -1060,5 +1060,6 @@ def test_a_model_whose_only_output_is_class_ids_is_judged_by_exact(tmp_path, for
     report = onnxz.verify(original, tmp_path / "m.onnxz", {"x": x})
     assert [str(c) for c in report.fidelity.criteria] == ["exact[label]>=0.99"]
     assert report.passed, report.failures
+    assert "not judged" not in report.table()  # judged: they are the decisions
     x[1] = [1.0, 0.999]
     assert not onnxz.verify(original, tmp_path / "m.onnxz", {"x": x}).passed

@@ -413,7 +413,7 @@ class VerifyReport:
                          f"{' and '.join(ops)} picks: judged with the original's picks fed to "
                          "the packed model (a swap of near ties would move whole rows); the "
                          f"values the pick reads judged too: {', '.join(read) or 'none'}")
-        if classes and self.thresholds and all(c.metric != "top1"
+        if classes and self.thresholds and all(c.metric not in ("top1", "exact")
                                                for c in self.fidelity.criteria):
             lines.append("top-1 is reported, not judged, on generated inputs (their scores "
                          "are near ties real inputs need not have): give --inputs, or "
