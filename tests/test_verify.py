@@ -587,7 +587,8 @@ def labelled_classifier(w: float, form: str = "plain") -> onnx.ModelProto:
     """x [1, 2] -> logits [x0, 0, w·x1] -> Softmax ``probabilities`` and ArgMax ``label``
     (int64 class ids; ``lookup``: the classes 0, 5, 9 that ArgMax's index picks with an
     ArrayFeatureExtractor, as scikit-learn's converters write a classifier; ``masked``: -1
-    where the best logit is below -5, a Where as a keypoint matcher writes its matches)."""
+    where the best logit is below -5, a Where as a keypoint matcher writes its matches;
+    ``unrolled``: the ArgMax's ids after a start token, through Concat, Slice, Transpose)."""
     lookup = form == "lookup"
     weight = np.array([[1, 0, 0], [0, 0, w]], np.float32)
     nodes = [onnx.helper.make_node("MatMul", ["x", "W"], ["z"]),
@@ -601,6 +602,15 @@ def labelled_classifier(w: float, form: str = "plain") -> onnx.ModelProto:
                   onnx.helper.make_node("Reshape", ["picked", "flat"], ["label"])]
         tensors += [numpy_helper.from_array(np.array([0, 5, 9], np.int64), "classes"),
                     numpy_helper.from_array(np.array([-1], np.int64), "flat")]
+    elif form == "unrolled":
+        # a greedy decoder unrolled step by step writes its ids as each step's ArgMax
+        # concatenated after a start token, sliced and transposed (g2p-id's tiny-pron)
+        nodes += [onnx.helper.make_node("Concat", ["start", "index"], ["steps"], axis=0),
+                  onnx.helper.make_node("Slice", ["steps", "one", "two"], ["tail"]),
+                  onnx.helper.make_node("Transpose", ["tail"], ["label"], perm=[0])]
+        tensors += [numpy_helper.from_array(np.array([0], np.int64), "start"),
+                    numpy_helper.from_array(np.array([1], np.int64), "one"),
+                    numpy_helper.from_array(np.array([2], np.int64), "two")]
     elif form == "masked":
         nodes += [onnx.helper.make_node("ReduceMax", ["z"], ["best"], axes=[1], keepdims=0),
                   onnx.helper.make_node("Greater", ["best", "floor"], ["matched"]),
@@ -616,7 +626,7 @@ def labelled_classifier(w: float, form: str = "plain") -> onnx.ModelProto:
                                                         onnx.helper.make_opsetid("ai.onnx.ml", 1)])
 
 
-@pytest.mark.parametrize("form", ["plain", "lookup", "masked"])
+@pytest.mark.parametrize("form", ["plain", "lookup", "masked", "unrolled"])
 def test_class_ids_an_argmax_makes_are_judged_by_exact_not_snr(tmp_path, form):
     """One near tie of 100 samples flips (class 0 -> 2): top-1 agreement 0.99 passes the
     default criteria, and the label output, that ArgMax's class ids, keeps 99% of its
@@ -624,7 +634,9 @@ def test_class_ids_an_argmax_makes_are_judged_by_exact_not_snr(tmp_path, form):
     failed it (and a cosine of 0). Two flips fail both; on generated inputs the ids are not
     judged (as top-1). Also through the class table a scikit-learn classifier looks the
     ArgMax's index up in, and through a Where that puts -1 where nothing matched (a
-    keypoint matcher's: verify judged its ids by SNR and failed what pack met)."""
+    keypoint matcher's: verify judged its ids by SNR and failed what pack met), and through
+    the Concat, Slice and Transpose a greedy decoder unrolled step by step writes its ids
+    with (g2p-id's tiny-pron: one word of 100 changed failed on cosine 0.91)."""
     original = tmp_path / "m.onnx"
     original.write_bytes(labelled_classifier(1.0, form).SerializeToString())
     onnxz.save(labelled_classifier(1.002, form), tmp_path / "m.onnxz", lossless=True)
@@ -1037,3 +1049,36 @@ def test_string_inputs_are_read_from_numpy_str_arrays(tmp_path):
     np.savez(tmp_path / "n.npz", words=np.zeros((3, 1, 3)))
     numbers = run("verify", model, tmp_path / "w.onnxz", "--inputs", tmp_path / "n.npz")
     assert numbers.exit_code == 2 and "the model wants string" in numbers.output
+
+
+def test_class_ids_through_concat_need_every_part_made_by_an_argmax_or_a_constant():
+    """A Concat of an ArgMax's ids with a computed or fed integer is not class numbers."""
+    from onnxz.outputs import class_id_outputs
+
+    model = labelled_classifier(1.0, "unrolled")
+    assert class_id_outputs(model) == ["label"]
+    model.graph.input.append(onnx.helper.make_tensor_value_info("fed", TensorProto.INT64, [1]))
+    model.graph.node[3].input[0] = "fed"  # the start token comes from the caller
+    assert class_id_outputs(model) == []
+
+
+@pytest.mark.parametrize("form", ["plain", "unrolled"])
+def test_a_model_whose_only_output_is_class_ids_is_judged_by_exact(tmp_path, form):
+    """With no other output, the default criteria fell back to SNR and cosine for every
+    output, the class numbers too: one flip of 100 (0 -> 2) failed at 13.9 dB and a cosine
+    of 0, where the same ids beside a float output pass by ``exact``."""
+    model = labelled_classifier(1.0, form)
+    del model.graph.output[1]  # the probabilities
+    original = tmp_path / "m.onnx"
+    original.write_bytes(model.SerializeToString())
+    packed = labelled_classifier(1.002, form)
+    del packed.graph.output[1]
+    onnxz.save(packed, tmp_path / "m.onnxz", lossless=True)
+    x = np.full((100, 1, 2), -1, np.float32)
+    x[0] = [1.0, 0.999]
+    report = onnxz.verify(original, tmp_path / "m.onnxz", {"x": x})
+    assert [str(c) for c in report.fidelity.criteria] == ["exact[label]>=0.99"]
+    assert report.passed, report.failures
+    assert "not judged" not in report.table()  # judged: they are the decisions
+    x[1] = [1.0, 0.999]
+    assert not onnxz.verify(original, tmp_path / "m.onnxz", {"x": x}).passed

@@ -106,6 +106,50 @@ def argmax_sources(model: onnx.ModelProto) -> dict[str, tuple[str, ClassScores]]
     return found
 
 
+ID_LAYOUT = frozenset({"Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Flatten",
+                       "Transpose", "Slice"})
+"""Ops that move class numbers around without changing them (their first input is the data)."""
+
+
+def class_id_outputs(model: onnx.ModelProto) -> list[str]:
+    """Integer outputs that hold the class numbers of in-graph ArgMaxes: those of
+    :func:`argmax_sources`, and those whose every element an ArgMax or a constant makes
+    through Concat, Slice, Transpose and reshapes (a greedy decoder unrolled step by step
+    concatenates each step's ArgMax after a start token). These are judged as decisions
+    (``exact``, top-1, ``ctc``), never by SNR: class numbers have no scale."""
+    found = list(argmax_sources(model))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    constants = {t.name for t in model.graph.initializer} | {
+        o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    for output in model.graph.output:
+        if output.name in found or output.type.tensor_type.elem_type not in _INTEGER_TYPES:
+            continue
+        pending, seen, argmaxes, made = [output.name], set(), 0, True
+        while pending and made:
+            value = pending.pop()
+            if value in seen or value in constants:
+                continue
+            seen.add(value)
+            node = producer.get(value)
+            if node is not None and node.op_type == "ArgMax":
+                argmaxes += 1
+            elif node is not None and node.op_type == "Concat":
+                pending.extend(node.input)
+            elif node is not None and node.op_type in ID_LAYOUT and node.input:
+                pending.append(node.input[0])
+            else:
+                made = False  # an input, or an op that computes
+        if made and argmaxes:
+            found.append(output.name)
+    return found
+
+
+_INTEGER_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32,
+                            onnx.TensorProto.INT16, onnx.TensorProto.INT8,
+                            onnx.TensorProto.UINT64, onnx.TensorProto.UINT32,
+                            onnx.TensorProto.UINT16, onnx.TensorProto.UINT8})
+
+
 def class_evidence(model: onnx.ModelProto, named: Sequence[str] = ()) -> dict[str, ClassScores]:
     """Outputs the graph (or the caller, by name) shows to be class scores: produced by
     Softmax/LogSoftmax or consumed by ArgMax/TopK, through Identity/Cast/Reshape/Squeeze/
@@ -123,7 +167,7 @@ def class_evidence(model: onnx.ModelProto, named: Sequence[str] = ()) -> dict[st
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    ids = argmax_sources(model)  # named or not, an ArgMax's class numbers are decisions
+    ids = class_id_outputs(model)  # named or not, an ArgMax's class numbers are decisions
     found = {name: IDS_EVIDENCE if name in ids else _named(model, name, producer)
              for name in named}
     for name in outputs:
@@ -345,7 +389,7 @@ def find_picks(model: onnx.ModelProto) -> Picks:
     pickers = [n for n in graph.node if ranked.get(id(n))]
     weights = _float_constants(graph, PICK_MAX_CONSTANT)
     outputs = [o.name for o in graph.output]
-    ids = set(argmax_sources(model))  # class numbers: judged as such, masked or not
+    ids = set(class_id_outputs(model))  # class numbers: judged as such, masked or not
     pins = []
     ranking = {v for n in pickers if n.op_type != "Where" for v in n.input}
     inside = set()  # masks that are no pick: read through by the pick after them, or weights

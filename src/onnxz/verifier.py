@@ -63,8 +63,8 @@ from onnxz.outputs import (
     NO_PICKS,
     ClassScores,
     Pin,
-    argmax_sources,
     class_evidence,
+    class_id_outputs,
     find_picks,
     stand_ins,
 )
@@ -189,8 +189,8 @@ class Thresholds:
         scikit-learn classifier's ``label``), among the model's ``outputs``: an SNR or a
         cosine of class numbers depends on how the classes are numbered (one flip of 100,
         class 0 to 2, is 13.9 dB and a cosine of 0), so they are judged as their decisions
-        are, by ``exact`` at ``min_top1``, and only where top-1 is judged; the other outputs
-        keep SNR and cosine, each named.
+        are, by ``exact`` at ``min_top1``, and only where top-1 is judged (also where they
+        are the only outputs); the other outputs keep SNR and cosine, each named.
         """
         judge_top1 = self.top1_on_generated or not generated
         others = [o for o in outputs if o not in class_ids]
@@ -198,6 +198,8 @@ class Thresholds:
         plain.append(Criterion("cosine", self.min_cosine))
         criteria = [Criterion(c.metric, c.bound, o) for o in others for c in plain
                     ] if class_ids and others else plain
+        if judge_top1 and class_ids and not others:  # nothing but class numbers
+            return Fidelity(tuple(Criterion("exact", self.min_top1, o) for o in class_ids))
         if judge_top1 and class_ids and others:  # the ids' decisions: exact, not top1 too
             criteria += [Criterion("top1", self.min_top1, o) for o in others]
             criteria += [Criterion("exact", self.min_top1, o) for o in class_ids]
@@ -411,7 +413,7 @@ class VerifyReport:
                          f"{' and '.join(ops)} picks: judged with the original's picks fed to "
                          "the packed model (a swap of near ties would move whole rows); the "
                          f"values the pick reads judged too: {', '.join(read) or 'none'}")
-        if classes and self.thresholds and all(c.metric != "top1"
+        if classes and self.thresholds and all(c.metric not in ("top1", "exact")
                                                for c in self.fidelity.criteria):
             lines.append("top-1 is reported, not judged, on generated inputs (their scores "
                          "are near ties real inputs need not have): give --inputs, or "
@@ -508,7 +510,7 @@ def verify(
         probe = Probe.of(stands_for, picks.pins, names)
         reference = _original_session(original, probe.extra_outputs)
         evidence = class_evidence(model, class_outputs)
-        class_ids = [n for n in argmax_sources(model) if n not in evidence]
+        class_ids = [n for n in class_id_outputs(model) if n not in evidence]
         evidence.update((n, IDS_EVIDENCE) for n in class_ids)
         if isinstance(thresholds, Thresholds | None):  # class ids: by their decisions
             fidelity = (thresholds or Thresholds()).fidelity(
@@ -628,7 +630,7 @@ class ReferenceRun:
                  class_outputs: Sequence[str] = (), extra_outputs: Sequence[str] = ()) -> None:
         input_specs, self.output_specs = graph_specs(model)
         evidence = class_evidence(model, class_outputs)
-        evidence.update((n, IDS_EVIDENCE) for n in argmax_sources(model) if n not in evidence)
+        evidence.update((n, IDS_EVIDENCE) for n in class_id_outputs(model) if n not in evidence)
         self.samples = samples_for(input_specs, inputs)
         self.picks = find_picks(model)
         self.picked = self.picks.outputs
