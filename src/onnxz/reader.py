@@ -167,7 +167,7 @@ class Reader:
             tensor = found.get(entry.path)
             if tensor is None:  # not a place the walk finds: resolve says why
                 tensor = resolve(model, entry.path)
-            if (tensor.name, tensor.data_type, tuple(tensor.dims)) != (
+            if (tensor.name, tensor.data_type, tuple(tensor.dims[:])) != (
                 entry.name, BY_NAME[entry.dtype].onnx_type, entry.shape
             ):
                 raise FormatError(f"tensor {entry.name!r}: index does not match the graph")
@@ -175,8 +175,8 @@ class Reader:
                 raise FormatError(f"tensor {entry.name!r}: graph slot already holds data")
             yield tensor
         stored = {e.path for e in self.entries}
-        for tensor_path, tensor in found.items():  # most hold their payload: asked first
-            if (not has_payload(tensor) and tensor_path not in stored and payload_type(tensor)
+        for tensor_path, tensor in found.items():  # most hold their payload
+            if (tensor_path not in stored and not has_payload(tensor) and payload_type(tensor)
                     and element_count(tensor)):
                 raise FormatError(f"graph: tensor {tensor.name!r} at {list(tensor_path)} has "
                                   "no data and no index entry (SPEC.md §5.2)")

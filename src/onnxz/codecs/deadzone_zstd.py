@@ -230,12 +230,8 @@ class ZstdSymbolDecoder(EscapedSymbolDecoder):
 
     def symbol_indexes(self, parts: Sequence[bytes], count: int) -> ZstdIndexes:
         high = decompress_exact(parts[0], count, f"{self.codec_id} chunk")
-        index = np.frombuffer(high, dtype=np.uint8).astype(np.uint16)
-        if self.low_bits:
-            index <<= np.uint16(self.low_bits)
-            index |= unpack_bits(parts[2], self.low_bits, count)
-        return ZstdIndexes(index, self.range.size if self.check_size else None,
-                           self.codec_id)
+        return ZstdIndexes(np.frombuffer(high, dtype=np.uint8), parts[2], self.low_bits,
+                           self.range.size if self.check_size else None, self.codec_id)
 
 
 class DeadzoneZstdDecoder(ZstdSymbolDecoder, DeadzoneDecoder):
@@ -246,17 +242,29 @@ class DeadzoneZstdDecoder(ZstdSymbolDecoder, DeadzoneDecoder):
 
 @dataclass
 class ZstdIndexes:
-    """A chunk's symbol positions, decoded at once, handed out in order; each batch is
-    checked against the range's ``size`` when its high bytes could reach beyond it."""
+    """A chunk's symbol positions, handed out in order: each batch joined from its high
+    bytes (``high``, the chunk's zstd frame decompressed) and its packed low bits (``low``,
+    ``low_bits`` each), so that the temporaries are a batch long, not a chunk long (a
+    large chunk's would be fresh pages, faulted in on every decode); each batch checked
+    against the range's ``size`` when its high bytes could reach beyond it. Every batch
+    but the last is a multiple of 8 symbols long (:data:`BATCH`), so the low bits split on
+    byte boundaries."""
 
-    index: np.ndarray
+    high: np.ndarray
+    low: bytes
+    low_bits: int
     size: int | None
     codec_id: str
     used: int = 0
 
     def take_indices(self, n: int) -> np.ndarray:
-        batch = self.index[self.used : self.used + n]
-        self.used += n
+        start, self.used = self.used, self.used + n
+        batch = self.high[start : self.used].astype(np.uint16)
+        if self.low_bits:
+            batch <<= np.uint16(self.low_bits)
+            batch |= unpack_bits(self.low[start * self.low_bits // 8 :
+                                          (self.used * self.low_bits + 7) // 8],
+                                 self.low_bits, n)
         if self.size is not None and batch.size and int(batch.max()) >= self.size:
             raise FormatError(f"{self.codec_id} chunk: symbol position beyond the "
                               f"{self.size} symbols")
