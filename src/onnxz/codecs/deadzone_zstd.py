@@ -259,6 +259,7 @@ class ZstdIndexes:
 
     def take_indices(self, n: int) -> np.ndarray:
         start, self.used = self.used, self.used + n
+        assert start % 8 == 0, "a batch after the first starts on a byte of low bits"
         batch = self.high[start : self.used].astype(np.uint16)
         if self.low_bits:
             batch <<= np.uint16(self.low_bits)
