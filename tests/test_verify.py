@@ -826,11 +826,12 @@ def test_a_topk_of_integers_picks_nothing_and_one_before_weights_is_pinned():
 
 
 
-def test_a_where_masking_scores_by_a_decision_is_a_pick_unless_weights_follow():
+def test_a_where_masking_scores_by_a_decision_is_a_pick_where_an_output_shows_it():
     """A Where that zeroes scores where a decision fails (a threshold, or a matcher's
     mutual check comparing ArgMax results) picks them: judged on the scores before the
     mask and the similarities the ArgMax ranks. The ids it masks stay class numbers; a
-    Where that weights act after is a mask inside the network (a ReLU), no pick."""
+    Where that weights act after (a ReLU), or whose result an output shows only computed
+    further (a Softmax of it: a classifier's scores), is part of the network, no pick."""
     assert find_picks(mutual_matcher()) == Picks({
         "mscores": Picked("Where", ("score", "similarity"))})
     relu = onnx.helper.make_graph(
@@ -841,6 +842,8 @@ def test_a_where_masking_scores_by_a_decision_is_a_pick_unless_weights_follow():
         [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
         [numpy_helper.from_array(np.array(0, np.float32), "zero"),
          numpy_helper.from_array(np.ones((32, 32), np.float32), "w")])
+    assert find_picks(onnx.helper.make_model(relu)) == Picks({})
+    relu.node[2].CopyFrom(onnx.helper.make_node("Softmax", ["rectified"], ["y"]))
     assert find_picks(onnx.helper.make_model(relu)) == Picks({})
 
 

@@ -256,9 +256,10 @@ such a decision, or compares ArgMax results: a keypoint matcher's mutual-match c
 zeroing the scores of matches it drops): what follows them is chosen, ordered, counted or
 masked by those decisions, so any weight error can swap near-tied rows (an NMS-free
 detector's 300 candidates past its real detections) or turn one on or off, and an SNR of
-what they pick says nothing of the model's quality. A Where that weights act after is a
-mask inside the network (a ReLU written as one), and one before another pick a part of
-that pick (a max-pool suppression: see :func:`_cut_from`), not a pick of its own."""
+what they pick says nothing of the model's quality. A Where picks only where an output
+shows what it masks as it is (through :data:`PICK_THROUGH` ops) and no weights act after
+it: one inside the network (a ReLU written as one, a max-pool suppression before a TopK,
+read through by :func:`_cut_from`) is judged with the rest."""
 
 _THRESHOLDS = frozenset({"Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Equal"})
 _MASK_LOGIC = frozenset({"And", "Or", "Not", "Xor"})
@@ -384,21 +385,22 @@ def find_picks(model: onnx.ModelProto) -> Picks:
         return [v for v in values if v in data and types.get(
             v, onnx.TensorProto.FLOAT) in _FLOAT_TYPES]
 
-    ranked = {id(n): floats(_ranked(n, producer)) for n in graph.node if n.op_type in PICKERS
-              and (n.op_type != "Where" or floats(n.input[1:]))}  # a Where masking scores
+    outputs = [o.name for o in graph.output]
+
+    def picks_by_rank_or_decision(node: onnx.NodeProto) -> bool:  # a Where: masking scores
+        return node.op_type in PICKERS and (node.op_type != "Where" or bool(
+            floats(node.input[1:]) and _shown(node.output[0], consumers, set(outputs))))
+
+    ranked = {id(n): floats(_ranked(n, producer)) for n in graph.node
+              if picks_by_rank_or_decision(n)}
     pickers = [n for n in graph.node if ranked.get(id(n))]
     weights = _float_constants(graph, PICK_MAX_CONSTANT)
-    outputs = [o.name for o in graph.output]
     ids = set(class_id_outputs(model))  # class numbers: judged as such, masked or not
     pins = []
-    ranking = {v for n in pickers if n.op_type != "Where" for v in n.input}
-    inside = set()  # masks that are no pick: read through by the pick after them, or weights
+    inside = set()  # a Where that weights also act after: a mask inside the network
     for node in pickers:
         indices = _picked_indices(node)
         after = _downstream([indices], consumers)
-        if node.op_type == "Where" and after & ranking:
-            inside.add(indices)
-            continue
         if not any(_holds_weights(c) or any(r in weights for r in reads[id(c)])
                    for v in after for c in consumers.get(v, ())):
             continue
@@ -434,6 +436,21 @@ def find_picks(model: onnx.ModelProto) -> Picks:
         op = next(n.op_type for n in pickers if set(n.output) & (seen | {output}))
         found[output] = Picked(op, tuple(sorted(sources)))
     return Picks(found, tuple(pins))
+
+
+def _shown(value: str, consumers: dict[str, list[onnx.NodeProto]], outputs: set[str]
+           ) -> bool:
+    """Whether an output is ``value`` as it is, or through :data:`PICK_THROUGH` ops."""
+    stack, seen = [value], set()
+    while stack:
+        value = stack.pop()
+        if value in outputs:
+            return True
+        if value not in seen:
+            seen.add(value)
+            stack += [o for n in consumers.get(value, ()) if n.op_type in PICK_THROUGH
+                      for o in n.output]
+    return False
 
 
 def _picked_indices(node: onnx.NodeProto) -> str:
