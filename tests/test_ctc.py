@@ -139,3 +139,23 @@ def test_integer_outputs_named_as_class_outputs_are_ranked(tmp_path):
     ids, q = report.outputs
     assert ids.class_scores == "class numbers an in-graph ArgMax makes" and ids.ctc == 1.0
     assert q.class_scores == "named by the caller" and q.top1 == 1.0 and q.ctc == 1.0
+
+
+def test_verify_reports_the_strings_a_per_position_verdict_hides(tmp_path):
+    """Per-position top-1 can pass while whole strings change (PP-OCRv2 rec: top-1 0.9996,
+    3 of 106 lines read differently): the report says how many samples keep their string
+    and how to judge it, unless a string criterion is judged already."""
+    import onnxz
+
+    original = tmp_path / "rec.onnx"
+    original.write_bytes(argmax_recognizer().SerializeToString())
+    x = np.random.default_rng(1).normal(0, 1, (40, 1, 40, 64)).astype(np.float32)
+    onnxz.save(original, tmp_path / "s.onnxz", step_rel=1 / 4)
+    report = onnxz.verify(original, tmp_path / "s.onnxz", {"x": x})
+    (ids,) = report.outputs
+    assert ids.ctc < ids.top1 < 1
+    line = next(line for line in report.table().splitlines()
+                if line.startswith("rows per sample:"))
+    assert f"{ids.ctc:.2%} their greedy CTC string" in line and "ask ctc>=0.99" in line
+    judged = onnxz.verify(original, tmp_path / "s.onnxz", {"x": x}, "ctc>=0.5")
+    assert "rows per sample:" not in judged.table()

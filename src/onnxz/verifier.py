@@ -399,6 +399,15 @@ class VerifyReport:
         classes = [f"{m.name} ({m.class_scores})" for m in self.outputs
                    if m.class_scores and not m.picked]
         lines.append("class scores: " + (", ".join(classes) if classes else "none"))
+        for m in self.outputs:  # rows per sample: what a string-reading task sees
+            if (m.ctc is not None and m.top1 is not None and m.top1_sample != m.top1
+                    and not any(m.judged_by(c) and c.metric in ("ctc", "top1_sample")
+                                for c in self.fidelity.criteria)):
+                lines.append(f"rows per sample: {m.name}: {m.top1:.2%} of rows keep their "
+                             f"class (top-1), {m.top1_sample:.2%} of samples every row "
+                             f"(top1_sample), {m.ctc:.2%} their greedy CTC string (ctc: a "
+                             "recognizer's reading); whole samples are not judged: ask "
+                             "ctc>=0.99 or top1_sample>=0.99 to judge them")
         for m in self.outputs:
             if m.picked:
                 read = [r.name for r in self.outputs if m.name in r.stands_for]
