@@ -80,8 +80,7 @@ def argmax_sources(model: onnx.ModelProto) -> dict[str, tuple[str, ClassScores]]
     constant in some places, as a keypoint matcher's -1 for a keypoint without a match):
     output name -> (the value ArgMax reads, its class axis)."""
     producer = {o: n for n in model.graph.node for o in n.output}
-    constants = {t.name for t in model.graph.initializer} | {
-        o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    constants = _constant_names(model.graph)
     found = {}
     for output in model.graph.output:
         value = output.name
@@ -119,8 +118,7 @@ def class_id_outputs(model: onnx.ModelProto) -> list[str]:
     (``exact``, top-1, ``ctc``), never by SNR: class numbers have no scale."""
     found = list(argmax_sources(model))
     producer = {o: n for n in model.graph.node for o in n.output}
-    constants = {t.name for t in model.graph.initializer} | {
-        o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    constants = _constant_names(model.graph)
     for output in model.graph.output:
         if output.name in found or output.type.tensor_type.elem_type not in _INTEGER_TYPES:
             continue
@@ -142,6 +140,12 @@ def class_id_outputs(model: onnx.ModelProto) -> list[str]:
         if made and argmaxes:
             found.append(output.name)
     return found
+
+
+def _constant_names(graph: onnx.GraphProto) -> set[str]:
+    """The names of ``graph``'s initializers and Constant nodes' outputs."""
+    return {t.name for t in graph.initializer} | {
+        o for n in graph.node if n.op_type == "Constant" for o in n.output}
 
 
 _INTEGER_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32,
@@ -386,10 +390,12 @@ def find_picks(model: onnx.ModelProto) -> Picks:
             v, onnx.TensorProto.FLOAT) in _FLOAT_TYPES]
 
     outputs = [o.name for o in graph.output]
+    shown = set(outputs)
 
     def picks_by_rank_or_decision(node: onnx.NodeProto) -> bool:  # a Where: masking scores
         return node.op_type in PICKERS and (node.op_type != "Where" or bool(
-            floats(node.input[1:]) and _shown(node.output[0], consumers, set(outputs))))
+            floats(node.input[1:])  # and an output shows what it masks, as it is
+            and shown & _downstream(node.output[:1], consumers, through=PICK_THROUGH)))
 
     ranked = {id(n): floats(_ranked(n, producer)) for n in graph.node
               if picks_by_rank_or_decision(n)}
@@ -436,21 +442,6 @@ def find_picks(model: onnx.ModelProto) -> Picks:
         op = next(n.op_type for n in pickers if set(n.output) & (seen | {output}))
         found[output] = Picked(op, tuple(sorted(sources)))
     return Picks(found, tuple(pins))
-
-
-def _shown(value: str, consumers: dict[str, list[onnx.NodeProto]], outputs: set[str]
-           ) -> bool:
-    """Whether an output is ``value`` as it is, or through :data:`PICK_THROUGH` ops."""
-    stack, seen = [value], set()
-    while stack:
-        value = stack.pop()
-        if value in outputs:
-            return True
-        if value not in seen:
-            seen.add(value)
-            stack += [o for n in consumers.get(value, ()) if n.op_type in PICK_THROUGH
-                      for o in n.output]
-    return False
 
 
 def _picked_indices(node: onnx.NodeProto) -> str:
@@ -589,12 +580,14 @@ def _value_types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def _downstream(starts: Sequence[str], consumers: dict[str, list[onnx.NodeProto]],
-                stop: frozenset[str] = frozenset()) -> set[str]:
-    """``starts`` and every value computed from them (not through ``stop`` ops)."""
+                stop: frozenset[str] = frozenset(), through: frozenset[str] | None = None
+                ) -> set[str]:
+    """``starts`` and every value computed from them (not through ``stop`` ops; with
+    ``through``, only through those ops)."""
     found, stack = set(starts), list(starts)
     while stack:
         for node in consumers.get(stack.pop(), ()):
-            if node.op_type in stop:
+            if node.op_type in stop or (through is not None and node.op_type not in through):
                 continue
             for name in node.output:
                 if name and name not in found:
