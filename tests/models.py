@@ -327,6 +327,26 @@ def binary_head(width: int = 64, vector: bool = False) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=OPSET)
 
 
+def saturated_map(gain: float = 1e5, width: int = 64, pixels: int = 256) -> onnx.ModelProto:
+    """x[N,32] -> MatMul -> Relu -> MatMul -> × ``gain`` -> Sigmoid -> map[N,256]: a
+    probability map whose logits are mostly far from 0 (a DB text detector's map is 0 or 1
+    but at the borders of its regions), so their SNR is the saturated pixels'."""
+    w1 = numpy_helper.from_array(_weights((32, width), 63) / 32**0.5, "w1")
+    w2 = numpy_helper.from_array(_weights((width, pixels), 64) / width**0.5, "w2")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+         helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["z"]),
+         helper.make_node("Mul", ["z", "gain"], ["logits"]),
+         helper.make_node("Sigmoid", ["logits"], ["map"])],
+        "saturated_map",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+        [helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", pixels])],
+        [w1, w2, numpy_helper.from_array(np.array(gain, np.float32), "gain")],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
 def relu_convnet(channels: int = 16, classes: int = 10) -> onnx.ModelProto:
     """x[N,3,12,12] -> Conv(+bias) -> Relu -> Conv (no bias) -> BatchNormalization -> Relu
     -> GlobalAveragePool -> Flatten -> MatMul -> Add -> Relu -> Gemm(transB, +C) -> y[N,C]:

@@ -6,10 +6,12 @@ inputs (:func:`onnxz.inputs.runnable_inputs`) and gives the bits to the tensors 
 the outputs, until every float output keeps :data:`DEFAULT_SNR_DB` of SNR on those
 inputs — class-score outputs (and the scores behind an in-graph ArgMax) measured on their
 centered logits, since the decision margins of generated inputs say nothing about real ones
-while the logits' noise does. No quantized tensor goes below :data:`WEIGHT_FLOOR_DB` of
-weight SNR. A model that cannot run on generated inputs (inputs that cannot be generated,
-values the model rejects) or is too large to run many times falls back to a data-free rule:
-:data:`FALLBACK_WEIGHT_SNR_DB` of weight SNR for every quantized tensor.
+while the logits' noise does, and a Sigmoid's probabilities on its logits, which must also
+keep :data:`PROBABILITY_SNR_DB` themselves. No quantized tensor goes below
+:data:`WEIGHT_FLOOR_DB` of weight SNR. A model that cannot run on generated inputs (inputs
+that cannot be generated, values the model rejects) or is too large to run many times falls
+back to a data-free rule: :data:`FALLBACK_WEIGHT_SNR_DB` of weight SNR for every quantized
+tensor.
 
 What it guarantees and what not (also in the README): the SNRs hold on the generated
 samples, checked in onnxruntime before the file is written. On real data it kept ≥ 99.5% of
@@ -35,10 +37,18 @@ from onnxz.ratecontrol.objective import (
     peak_magnitude,
 )
 from onnxz.ratecontrol.tensors import STEP_GRID, Candidate, Setting
-from onnxz.verifier import ReferenceRun
+from onnxz.verifier import ReferenceRun, Thresholds
 
 DEFAULT_SNR_DB = 40.0
 """SNR every float output keeps on the generated samples (class scores: centered logits)."""
+
+PROBABILITY_SNR_DB = Thresholds().min_snr_db + 5.0
+"""SNR a Sigmoid's probabilities keep on the generated samples beside their logits' (verify's
+SNR floor and 5 dB): logits are what decisions near 0 or 1 turn on, but their SNR is the
+saturated values', so a map could keep it while its pixels between 0 and 1 moved. A DB text
+detector's default kept its logits at 40 dB and its map at 20 dB on generated inputs and
+22.4 dB on 60 rendered pages, where ``verify --inputs`` failed it (worst page's cosine
+0.9888, one pixel off by 0.84); with its map held at 25 dB, 37.9 dB on those pages."""
 
 WEIGHT_FLOOR_DB = 45.0
 """No quantized tensor of the default goes below this weight SNR, whatever its measured
@@ -65,15 +75,17 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
     energy (S = :data:`DEFAULT_SNR_DB`): the log-domain scores of class-score outputs and of
     the scores behind an in-graph ArgMax (centered logits: margins on generated inputs say
     nothing about real ones, the logits' noise does), every other float output on its
-    parts (:func:`~onnxz.ratecontrol.objective.output_parts`: Concat inputs apart,
-    Sigmoids by their logits), and an output a TopK or NonMaxSuppression picks on the
-    values the pick reads (:func:`~onnxz.outputs.stand_ins`, the same way; for a pick that
-    weights act after, those values and the outputs, on runs with the original's picks).
-    Raises :class:`DegenerateOutputs` if every output is degenerate on the samples."""
+    parts (:func:`~onnxz.ratecontrol.objective.output_parts`: Concat inputs apart, Sigmoids by
+    their logits, their probabilities also at :data:`PROBABILITY_SNR_DB`), and an output a TopK
+    or NonMaxSuppression picks on the values the pick reads (:func:`~onnxz.outputs.stand_ins`,
+    the same way; for a pick that weights act after, those values and the outputs, on runs with
+    the original's picks). Raises :class:`DegenerateOutputs` if every output is degenerate on
+    the samples."""
     allowed = 10 ** (-DEFAULT_SNR_DB / 10)
     names = [s.name for s in reference.output_specs]
     extras = reference.extra_outputs
     sources, parts = argmax_sources(model), output_parts(model, logits=True)
+    probabilities = sigmoid_parts(model)
     found = [Measure("relmse", reference.position(v), allowed)  # for picked and pinned outputs
              for v in stand_ins(model, logits=True, picks=reference.picks) if v in extras]
     for index, spec in enumerate(reference.output_specs):
@@ -87,6 +99,8 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
         elif spec.dtype.kind == "f":
             found += [Measure("relmse", reference.position(v), allowed) for v in parts[spec.name]
                       if v in names or v in extras]
+            found += [Measure("relmse", reference.position(v), 10 ** (-PROBABILITY_SNR_DB / 10))
+                      for v in probabilities[spec.name] if v in names or v in extras]
     measures = [m for m in found if peak_magnitude([r[m.index] for r in reference.outputs])
                 >= DEGENERATE_PEAK]
     if not measures:
@@ -102,9 +116,16 @@ def default_extra_outputs(model: onnx.ModelProto) -> tuple[str, ...]:
     :func:`~onnxz.ratecontrol.objective.output_parts`) and the values picks read."""
     outputs = {o.name for o in model.graph.output}
     values = [v for v, _ in argmax_sources(model).values()] + [
-        v for part in output_parts(model, logits=True).values() for v in part] + list(
-        stand_ins(model, logits=True))
+        v for parts in (output_parts(model, logits=True), sigmoid_parts(model))
+        for part in parts.values() for v in part] + list(stand_ins(model, logits=True))
     return tuple(dict.fromkeys(v for v in values if v not in outputs))
+
+
+def sigmoid_parts(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """Output -> its parts that are a Sigmoid's probabilities (measured by their logits too)."""
+    logits = output_parts(model, logits=True)
+    return {name: [v for v in part if v not in logits[name]]
+            for name, part in output_parts(model).items()}
 
 
 def apply_floor(candidates: list[Candidate], floor_db: float) -> None:
