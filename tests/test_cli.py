@@ -62,6 +62,20 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path, args, monkeypatch):
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_step_rel_takes_a_ratio_as_the_docs_write_it(model_file, tmp_path):
+    """`--step-rel 1/32` (the README's notation) is the step 0.03125; what is not a positive
+    finite number is a one-line error."""
+    ratio, decimal = tmp_path / "r.onnxz", tmp_path / "d.onnxz"
+    assert run("pack", model_file, "-o", ratio, "--step-rel", "1/32").exit_code == 0
+    assert run("pack", model_file, "-o", decimal, "--step-rel", "0.03125").exit_code == 0
+    assert ratio.read_bytes() == decimal.read_bytes()
+    for wrong in ("0", "-1/32", "1/0", "nan", "inf", "1/x", "1/2/3"):
+        result = run("pack", model_file, "-o", tmp_path / "w.onnxz", "--step-rel", wrong)
+        assert result.exit_code == 2 and result.output.count("\n") == 1, wrong
+        assert "not a positive finite number" in result.output, wrong
+    assert not (tmp_path / "w.onnxz").exists()
+
+
 def test_existing_output_without_force(model_file, tmp_path):
     out = tmp_path / "m.onnxz"
     assert run("pack", model_file, "-o", out).exit_code == 0

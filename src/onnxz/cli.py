@@ -205,6 +205,27 @@ class _ByteSize(click.ParamType):
         return int(match.group(1)) << self._UNITS[match.group(2).upper()]
 
 
+class _PositiveNumber(click.ParamType):
+    """A positive finite number, as a decimal or a fraction: 0.03125 or 1/32."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            number = value
+        else:
+            numerator, _, denominator = str(value).strip().partition("/")
+            try:
+                number = float(numerator) / float(denominator or 1)
+            except (ValueError, ZeroDivisionError):
+                number = math.nan
+        if not (math.isfinite(number) and number > 0):
+            self.fail(f"{value!r} is not a positive finite number (e.g. 0.05 or 1/32)",
+                      param, ctx)
+        return number
+
+
 def _not_nan(ctx: click.Context, param: click.Parameter, value: float | None
              ) -> float | None:
     if value is not None and math.isnan(value):
@@ -319,9 +340,9 @@ def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
 @click.option("--lossless", is_flag=True,
               help="Bit-exact: every tensor keeps its exact bits (float bit planes + ANS, "
                    "or zstd).")
-@click.option("--step-rel", type=click.FloatRange(min=0, min_open=True), default=None,
-              callback=_finite,
-              help="Quantization step Δ as a fraction of each weight tensor's spread: "
+@click.option("--step-rel", type=_PositiveNumber(), default=None,
+              help="Quantization step Δ as a fraction of each weight tensor's spread, a "
+                   "decimal or a ratio (0.05, 1/32): "
                    "1.4826 × its median absolute deviation (the standard deviation of normal "
                    "data, unaffected by a few outliers) [default: "
                    f"{onnxz.DEFAULT_STEP_REL:.4g} = 1/{1 / onnxz.DEFAULT_STEP_REL:.0f}]. "
