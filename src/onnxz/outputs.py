@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -556,6 +556,21 @@ def stand_ins(model: onnx.ModelProto, logits: bool = False,
     for output, sources in judged:
         for value in dict.fromkeys(v for s in sources for v in parts[s]):
             if output not in found.get(value, ()):
+                found[value] = (*found.get(value, ()), output)
+    return found
+
+
+def concat_parts(model: onnx.ModelProto, skip: Collection[str] = ()
+                 ) -> dict[str, tuple[str, ...]]:
+    """The parts of outputs that join values by a Concat (:func:`value_parts`, probabilities
+    as they are), outputs in ``skip`` (picked ones) left out: value -> the outputs it is a
+    part of. Their scales may differ by hundreds (a detector's boxes in pixels and its class
+    probabilities), so an SNR over the whole output is its largest part's."""
+    outputs = [o.name for o in model.graph.output]
+    found: dict[str, tuple[str, ...]] = {}
+    for output, parts in value_parts(model, [o for o in outputs if o not in skip]).items():
+        for value in parts if len(parts) > 1 else ():
+            if value not in outputs and output not in found.get(value, ()):
                 found[value] = (*found.get(value, ()), output)
     return found
 

@@ -65,6 +65,7 @@ from onnxz.outputs import (
     Pin,
     class_evidence,
     class_id_outputs,
+    concat_parts,
     find_picks,
     stand_ins,
 )
@@ -262,6 +263,10 @@ class OutputMetrics:
     pinned: str | None = None
     """The op whose picks weights act after (:class:`~onnxz.outputs.Pin`): this output was
     judged on a run of the packed model with the original's picks fed in."""
+    part_of: tuple[str, ...] = ()
+    """For a value a Concat joins into outputs (:func:`~onnxz.outputs.concat_parts`: a
+    detector's class probabilities beside its boxes): those outputs, whose ``snr``
+    criteria it is judged by too (alone, the whole output's SNR is its largest part's)."""
 
     def value(self, criterion: Criterion) -> float | None:
         """The value ``criterion`` reads (None if the metric does not apply here)."""
@@ -269,7 +274,11 @@ class OutputMetrics:
 
     def judged_by(self, criterion: Criterion) -> bool:
         """Whether ``criterion`` applies to this row: to the output itself, or to a value
-        that stands for picked outputs as it would to them; never to a picked output."""
+        that stands for picked outputs as it would to them, or ``snr`` to a part of an
+        output as to the output; never to a picked output."""
+        if self.part_of:
+            return criterion.metric == "snr" and any(
+                criterion.applies_to(name, False) for name in self.part_of)
         return self.picked is None and any(
             criterion.applies_to(name, self.class_scores is not None)
             for name in self.stands_for or (self.name,))
@@ -422,6 +431,14 @@ class VerifyReport:
                          f"{' and '.join(ops)} picks: judged with the original's picks fed to "
                          "the packed model (a swap of near ties would move whole rows); the "
                          f"values the pick reads judged too: {', '.join(read) or 'none'}")
+        joined: dict[str, list[str]] = {}
+        for m in self.outputs:
+            for output in m.part_of:
+                joined.setdefault(output, []).append(m.name)
+        for output, parts in joined.items():
+            lines.append(f"parts: {output} joins {', '.join(parts)} (a Concat; their scales "
+                         "may differ by hundreds, so the whole output's SNR is its largest "
+                         f"part's): each part is judged by {output}'s SNR criterion too")
         if classes and self.thresholds and all(c.metric not in ("top1", "exact")
                                                for c in self.fidelity.criteria):
             lines.append("top-1 is reported, not judged, on generated inputs (their scores "
@@ -511,12 +528,13 @@ def verify(
         model = _original_model(original)
         input_specs, output_specs = graph_specs(model)
         picks = find_picks(model)
-        if (picks.outputs or picks.pins) and not isinstance(original, onnx.ModelProto) and (
-                _stored_bytes(original, model) >= PROTOBUF_LIMIT):
-            picks = NO_PICKS  # extra outputs would need it in one protobuf
+        parts = concat_parts(model, skip=picks.outputs)
+        if (picks.outputs or picks.pins or parts) and not isinstance(
+                original, onnx.ModelProto) and _stored_bytes(original, model) >= PROTOBUF_LIMIT:
+            picks, parts = NO_PICKS, {}  # extra outputs would need it in one protobuf
         picked, stands_for = picks.outputs, stand_ins(model, picks=picks)
         names = [s.name for s in output_specs]
-        probe = Probe.of(stands_for, picks.pins, names)
+        probe = Probe.of([*stands_for, *parts], picks.pins, names)
         reference = _original_session(original, probe.extra_outputs)
         evidence = class_evidence(model, class_outputs)
         class_ids = [n for n in class_id_outputs(model) if n not in evidence]
@@ -544,10 +562,12 @@ def verify(
             carried += bool(links)
             out = run_session(candidate, _with_state(feed, links, previous) | probe.feed(
                 dict(zip(names + list(probe.extra_outputs), ref, strict=True))), "packed", i)
-            if i == 0:  # the values picks read: their types are known once they ran
-                accumulators += [_Accumulator(TensorSpec(v, r.dtype, r.shape), None, floor,
-                                              stands_for=stands_for[v])
-                                 for v, r in zip(stands_for, ref[len(names):], strict=False)]
+            if i == 0:  # the values picks read and the parts: their types are known now
+                accumulators += [
+                    _Accumulator(TensorSpec(v, r.dtype, r.shape), None, floor,
+                                 stands_for=stands_for.get(v, ()), part_of=parts.get(v, ()))
+                    for v, r in zip(probe.extra_outputs, ref[len(names):], strict=False)
+                    if v in stands_for or v in parts]
             judged = len(accumulators)  # the pins' indices come last: fed, not judged
             _accumulate(accumulators, ref[:judged], out[:judged], i)
             previous = ref, out
@@ -933,6 +953,7 @@ class _Accumulator:
     picked: str | None = None
     stands_for: tuple[str, ...] = ()
     pinned: str | None = None
+    part_of: tuple[str, ...] = ()
     lost: int = 0
     """Samples where the output had another shape than the original's and no pick chose
     its rows (a candidate in rate control): nothing of it counts as kept."""
@@ -1059,6 +1080,7 @@ class _Accumulator:
             picked=self.picked,
             stands_for=self.stands_for,
             pinned=self.pinned,
+            part_of=self.part_of,
         )
 
 
