@@ -190,8 +190,10 @@ class Thresholds:
         scikit-learn classifier's ``label``), among the model's ``outputs``: an SNR or a
         cosine of class numbers depends on how the classes are numbered (one flip of 100,
         class 0 to 2, is 13.9 dB and a cosine of 0), so they are judged as their decisions
-        are, by ``exact`` at ``min_top1``, and only where top-1 is judged (also where they
-        are the only outputs); the other outputs keep SNR and cosine, each named.
+        are, by ``top1`` at ``min_top1`` (each class number a decision, as each row of class
+        scores: a matcher's 1,000 matches per image pair, a segmenter's pixels; whole
+        samples are reported), and only where top-1 is judged (also where they are the
+        only outputs); the other outputs keep SNR and cosine, each named.
         """
         judge_top1 = self.top1_on_generated or not generated
         others = [o for o in outputs if o not in class_ids]
@@ -200,10 +202,9 @@ class Thresholds:
         criteria = [Criterion(c.metric, c.bound, o) for o in others for c in plain
                     ] if class_ids and others else plain
         if judge_top1 and class_ids and not others:  # nothing but class numbers
-            return Fidelity(tuple(Criterion("exact", self.min_top1, o) for o in class_ids))
-        if judge_top1 and class_ids and others:  # the ids' decisions: exact, not top1 too
-            criteria += [Criterion("top1", self.min_top1, o) for o in others]
-            criteria += [Criterion("exact", self.min_top1, o) for o in class_ids]
+            return Fidelity(tuple(Criterion("top1", self.min_top1, o) for o in class_ids))
+        if judge_top1 and class_ids and others:  # the ids' decisions, each named
+            criteria += [Criterion("top1", self.min_top1, o) for o in (*others, *class_ids)]
         elif judge_top1:
             criteria.append(Criterion("top1", self.min_top1))
         return Fidelity(tuple(criteria))
