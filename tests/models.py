@@ -614,3 +614,35 @@ def query_selecting_detector(tokens: int = 400, queries: int = 300, channels: in
          numpy_helper.from_array(np.array([0], np.int64), "first_axis"),
          numpy_helper.from_array(np.array([queries], np.int64), "k")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def qdq_mlp(width: int = 64) -> onnx.ModelProto:
+    """A QDQ-quantized two-layer MLP: int8 weights with per-channel float scales
+    ("w1_scale", "w2_scale") behind DequantizeLinear, activations requantized to uint8 on a
+    fixed grid (QuantizeLinear then DequantizeLinear), a float bias "b1" and output "y"."""
+    rng = np.random.default_rng(5)
+    tensors = [
+        numpy_helper.from_array(rng.integers(-127, 128, (32, width)).astype(np.int8), "w1_q"),
+        numpy_helper.from_array(rng.uniform(1e-3, 3e-3, width).astype(np.float32), "w1_scale"),
+        numpy_helper.from_array(np.zeros(width, np.int8), "w1_zero"),
+        numpy_helper.from_array(_weights((width,), 2), "b1"),
+        numpy_helper.from_array(rng.integers(-127, 128, (width, 10)).astype(np.int8), "w2_q"),
+        numpy_helper.from_array(rng.uniform(1e-3, 3e-3, 10).astype(np.float32), "w2_scale"),
+        numpy_helper.from_array(np.zeros(10, np.int8), "w2_zero"),
+        numpy_helper.from_array(np.array(0.02, np.float32), "a_scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "a_zero"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w1_q", "w1_scale", "w1_zero"], ["w1"], axis=1),
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["r"]),
+        helper.make_node("QuantizeLinear", ["r", "a_scale", "a_zero"], ["r_q"]),
+        helper.make_node("DequantizeLinear", ["r_q", "a_scale", "a_zero"], ["r_dq"]),
+        helper.make_node("DequantizeLinear", ["w2_q", "w2_scale", "w2_zero"], ["w2"], axis=1),
+        helper.make_node("MatMul", ["r_dq", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "qdq_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], tensors)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

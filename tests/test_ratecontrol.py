@@ -20,6 +20,7 @@ from models import (
     mlp,
     mutual_matcher,
     picking_detector,
+    qdq_mlp,
     query_selecting_detector,
     recurrent_cell,
     saturated_map,
@@ -882,3 +883,16 @@ def test_class_scores_whose_class_count_differs_between_samples(tmp_path):
         report = onnxz.verify(model, tmp_path / "m.onnxz", tmp_path / "data", target,
                               class_outputs=["score"])
         assert report.passed, (target, report.failures)
+
+
+@pytest.mark.parametrize("target", [{}, {"target_snr": 40}, {"fidelity": "snr>=20"}])
+def test_quantization_scales_stay_exact(tmp_path, target):
+    """A QDQ model's per-channel weight scales define its integer grid: the default, the
+    data-free rule and a target keep them bit-exact (the float bias may still be rounded)."""
+    model = qdq_mlp()
+    onnxz.save(model, tmp_path / "q.onnxz", **target)
+    scales = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
+              if t.name.endswith("_scale")}
+    with onnxz.open(tmp_path / "q.onnxz") as reader:
+        for name, values in scales.items():
+            assert reader.tensor(name).tobytes() == values.tobytes(), name

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from models import constants_and_if, mixed_dtypes
+from models import constants_and_if, mixed_dtypes, mlp
 
 import onnxz
 import onnxz.api
@@ -374,6 +374,24 @@ def test_inference_session_matches_onnxruntime_on_every_kind_of_tensor(tmp_path,
     names = [o.name for o in reference.get_outputs() if "bfloat16" not in o.type]
     for a, b in zip(session.run(names, feeds), reference.run(names, feeds), strict=True):
         assert np.array_equal(a, b)
+
+
+def test_an_initializer_no_node_reads_stays_in_the_model_for_onnxruntime(tmp_path):
+    """onnxruntime drops an initializer that no node reads before it takes the OrtValues,
+    then refuses the OrtValue for it (a torch export's leftover constant, in silero-vad's
+    op18 model): the session and verify must still load the file."""
+    model = mlp()
+    unused = np.arange(1024, dtype=np.float32)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(unused, "unused"))
+    onnxz.save(model, tmp_path / "m.onnxz", lossless=True)
+    x = np.random.default_rng(0).standard_normal((3, 32)).astype(np.float32)
+    reference = ort.InferenceSession(model.SerializeToString(),
+                                     providers=["CPUExecutionProvider"])
+    session = onnxz.inference_session(tmp_path / "m.onnxz")
+    assert np.array_equal(session.run(None, {"x": x})[0], reference.run(None, {"x": x})[0])
+    assert onnxz.verify(model, tmp_path / "m.onnxz").passed
+    with onnxz.open(tmp_path / "m.onnxz") as reader:
+        assert np.array_equal(reader.tensor("unused"), unused)
 
 
 class Recorder(ProgressListener):

@@ -63,6 +63,7 @@ from onnxz.verifier import Probe, Thresholds, VerifyReport
 from onnxz.walker import Path as TensorPath
 from onnxz.walker import (
     TensorSlot,
+    consumers,
     element_count,
     iter_tensor_slots,
     payload_type,
@@ -701,11 +702,12 @@ def inference_session(
     """An ``onnxruntime.InferenceSession`` of the decoded model, built in memory (nothing is
     written to disk), for models of any size.
 
-    The main graph's initializers of 1 KiB or more reach onnxruntime as OrtValues
-    (``SessionOptions.add_external_initializers``) instead of inside the serialized model,
-    so a model past protobuf's 2 GiB limit works too; the session keeps their arrays
-    alive. The given ``sess_options`` receives those initializers, so pass a fresh one per
-    session.
+    The main graph's initializers of 1 KiB or more that a node reads reach onnxruntime as
+    OrtValues (``SessionOptions.add_external_initializers``) instead of inside the
+    serialized model, so a model past protobuf's 2 GiB limit works too; the session keeps
+    their arrays alive. (onnxruntime drops an initializer no node reads before it takes
+    the OrtValues, and then refuses an OrtValue for it: those stay in the model.) The
+    given ``sess_options`` receives those initializers, so pass a fresh one per session.
     """
     import onnxruntime as ort
 
@@ -735,10 +737,12 @@ def _decoded_session(source: Path, options: object, probe: Probe | None = None, 
         model = reader.graph()  # its checks come before the budget (SPEC.md §10.2)
         reader.check_output_budget()
         slots = reader.slots(model)
+        read = consumers(model)
         names, arrays = [], []
         for tensor, (entry, values) in zip(slots, reader.decode(), strict=True):
             if (len(entry.path) == 3 and tuple(entry.path[:2]) == ("graph", "initializer")
-                    and entry.dtype in _ORT_NUMPY_TYPES and values.nbytes >= EXTERNAL_MIN_BYTES):
+                    and entry.dtype in _ORT_NUMPY_TYPES and values.nbytes >= EXTERNAL_MIN_BYTES
+                    and tensor.name in read):
                 names.append(tensor.name)
                 arrays.append(values.reshape(entry.shape))
                 _point_to_placeholder(tensor, values.nbytes)

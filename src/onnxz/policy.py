@@ -126,8 +126,9 @@ class PackOptions:
         the coarsest step that keeps ``target_snr_db`` (default
         :data:`FALLBACK_WEIGHT_SNR_DB`) of weight SNR, other float tensors of at least
         :data:`AUXILIARY_MIN_ELEMENTS` are rounded to :data:`AUXILIARY_BITS` mantissa bits.
+        Quantization parameters (scales, zero points) stay exact in every mode.
         """
-        if self.lossless or not etype.is_quantizable:
+        if self.lossless or not etype.is_quantizable or slot.is_quantization_parameter:
             return LosslessCodec()
         if self.uniform:
             if not slot.is_weight or count < self.min_quantized_elements:

@@ -432,8 +432,11 @@ def may_choose(model: onnx.ModelProto, min_elements: int = WEIGHT_MIN_ELEMENTS) 
 def _float_payloads(model: onnx.ModelProto
                     ) -> Iterator[tuple[TensorSlot, ElementType, np.ndarray]]:
     """Each float tensor rate control considers, with its element type and values (flat):
-    of at least :data:`AUXILIARY_MIN_ELEMENTS` elements."""
+    of at least :data:`AUXILIARY_MIN_ELEMENTS` elements, not a quantization parameter (those
+    stay exact: :data:`onnxz.walker.QUANTIZATION_PARAMETERS`)."""
     for slot in iter_tensor_slots(model):
+        if slot.is_quantization_parameter:
+            continue
         etype = payload_type(slot.tensor)
         if etype is None or not etype.is_quantizable:
             continue
