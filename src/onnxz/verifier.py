@@ -277,9 +277,11 @@ class OutputMetrics:
         """Whether ``criterion`` applies to this row: to the output itself, or to a value
         that stands for picked outputs as it would to them, or ``snr`` to a part of an
         output as to the output; never to a picked output."""
-        if self.part_of:
-            return criterion.metric == "snr" and any(
-                criterion.applies_to(name, False) for name in self.part_of)
+        if criterion.metric == "snr" and any(
+                criterion.applies_to(name, False) for name in self.part_of):
+            return True
+        if self.part_of and not self.stands_for:
+            return False
         return self.picked is None and any(
             criterion.applies_to(name, self.class_scores is not None)
             for name in self.stands_for or (self.name,))
