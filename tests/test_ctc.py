@@ -3,6 +3,8 @@ control's margins make of them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -159,3 +161,23 @@ def test_verify_reports_the_strings_a_per_position_verdict_hides(tmp_path):
     assert f"{ids.ctc:.2%} their greedy CTC string" in line and "ask ctc>=0.99" in line
     judged = onnxz.verify(original, tmp_path / "s.onnxz", {"x": x}, "ctc>=0.5")
     assert "rows per sample:" not in judged.table()
+
+
+def test_verify_says_a_recognizers_cosine_failure_may_be_timing():
+    """English PP-OCRv4 rec's default kept 100 of 100 strings and failed verify on a
+    sample's cosine (0.9718: a confident character one frame earlier): the report says a
+    CTC string does not see that timing and how to judge the strings instead."""
+    from onnxz.verifier import OutputMetrics, Thresholds, VerifyReport
+
+    row = OutputMetrics(
+        name="probs", dtype="float32", samples=100, elements=100 * 40 * 97,
+        original_max_abs=1.0, max_abs_error=0.9, mean_abs_error=1e-4, snr_db=30.0,
+        cosine_mean=0.999, cosine_min=0.9718, exact=0.0, top1=0.9966, top5=None,
+        class_scores="Softmax output", top1_sample=0.77, ctc=1.0)
+    report = VerifyReport("o.onnx", "p.onnxz", "held.npz", 100, Thresholds().fidelity(),
+                          (row,), thresholds=Thresholds())
+    assert [f.metric for f in report.failures] == ["cosine_min"]
+    assert 'judge it by its strings: --fidelity "ctc>=0.99"' in report.table()
+    kept = VerifyReport("o.onnx", "p.onnxz", "held.npz", 100, Thresholds().fidelity(),
+                        (replace(row, cosine_min=0.995),), thresholds=Thresholds())
+    assert kept.passed and "judge it by its strings" not in kept.table()

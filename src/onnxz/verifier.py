@@ -420,6 +420,11 @@ class VerifyReport:
                              f"(top1_sample), {m.ctc:.2%} their greedy CTC string (ctc: a "
                              "recognizer's reading); whole samples are not judged: ask "
                              "ctc>=0.99 or top1_sample>=0.99 to judge them")
+                if any(f.output == m.name and f.metric == "cosine_min" for f in self.failures):
+                    lines.append(f"  ({m.name}'s worst-sample cosine moves with the timing of "
+                                 "a sequence's confident rows, which a CTC string does not "
+                                 "see: if it is a recognizer's, judge it by its strings: "
+                                 '--fidelity "ctc>=0.99")')
         for m in self.outputs:
             if m.picked:
                 read = [r.name for r in self.outputs if m.name in r.stands_for]
