@@ -715,7 +715,10 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
     thresholding NonZero picks (an NMS-free detector's boxes) are reported, not
     judged: any change reorders near ties; the boxes and scores the pick reads
     are judged instead. Where weights act on the picked rows (a DETR decoder's
-    queries), the packed model runs with the original's picks ("pinned").
+    queries), the packed model runs with the original's picks ("pinned"). An
+    output a Concat joins (a detector's boxes and class probabilities) has each
+    part judged by its SNR too; an in-graph ArgMax's class numbers are judged by
+    top-1 (each one a decision), not by SNR or cosine.
 
     \b
     Inputs, without --inputs: N(0,1) floats, integers from --int-range, random
