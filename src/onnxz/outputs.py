@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -552,12 +552,8 @@ def stand_ins(model: onnx.ModelProto, logits: bool = False,
     judged = [(output, pick.sources) for output, pick in picks.outputs.items()] + [
         (output, pin.reads) for pin in picks.pins for output in pin.outputs]
     parts = value_parts(model, sorted({v for _, sources in judged for v in sources}), logits)
-    found: dict[str, tuple[str, ...]] = {}
-    for output, sources in judged:
-        for value in dict.fromkeys(v for s in sources for v in parts[s]):
-            if output not in found.get(value, ()):
-                found[value] = (*found.get(value, ()), output)
-    return found
+    return _by_value((output, [v for s in sources for v in parts[s]])
+                     for output, sources in judged)
 
 
 def concat_parts(model: onnx.ModelProto, skip: Collection[str] = ()
@@ -567,10 +563,18 @@ def concat_parts(model: onnx.ModelProto, skip: Collection[str] = ()
     part of. Their scales may differ by hundreds (a detector's boxes in pixels and its class
     probabilities), so an SNR over the whole output is its largest part's."""
     outputs = [o.name for o in model.graph.output]
+    joined = value_parts(model, [o for o in outputs if o not in skip])
+    return _by_value((output, [v for v in parts if v not in outputs])
+                     for output, parts in joined.items() if len(parts) > 1)
+
+
+def _by_value(pairs: Iterable[tuple[str, Sequence[str]]]) -> dict[str, tuple[str, ...]]:
+    """(output, its values) pairs turned round: value -> the outputs it belongs to, each
+    once, in the order met."""
     found: dict[str, tuple[str, ...]] = {}
-    for output, parts in value_parts(model, [o for o in outputs if o not in skip]).items():
-        for value in parts if len(parts) > 1 else ():
-            if value not in outputs and output not in found.get(value, ()):
+    for output, values in pairs:
+        for value in values:
+            if output not in found.get(value, ()):
                 found[value] = (*found.get(value, ()), output)
     return found
 

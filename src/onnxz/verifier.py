@@ -454,7 +454,7 @@ class VerifyReport:
                          "--min-top1 to judge it anyway")
         if self.passed:
             judged = [m for m in self.outputs if not (m.picked or m.stands_for or m.part_of)]
-            values = len(self.outputs) - len(judged) - sum(bool(m.picked) for m in self.outputs)
+            values = sum(bool(m.stands_for or m.part_of) for m in self.outputs)
             also = f" (and {_count(values, 'value')} judged for them)" if values else ""
             lines.append(f"PASSED: {_count(len(judged), 'output')}{also} within the criteria "
                          f"on {_count(self.samples, 'sample')}")

@@ -92,9 +92,10 @@ def iter_tensor_slots(model: onnx.ModelProto) -> list[TensorSlot]:
     uses = consumers(model)
     known: dict[tuple[str, int], bool] = {}
     return [
-        TensorSlot(path, tensor, _is_weight(_value_name(source), uses, known),
-                   _is_quantization_parameter(_value_name(source), uses))
+        TensorSlot(path, tensor, _is_weight(name, uses, known),
+                   _is_quantization_parameter(name, uses))
         for path, tensor, source in _find_tensors(model)
+        for name in (_value_name(source),)
     ]
 
 

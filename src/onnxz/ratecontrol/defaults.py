@@ -85,7 +85,7 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
     names = [s.name for s in reference.output_specs]
     extras = reference.extra_outputs
     sources, parts = argmax_sources(model), output_parts(model, logits=True)
-    probabilities = sigmoid_parts(model)
+    probabilities = sigmoid_parts(model, parts)
     found = [Measure("relmse", reference.position(v), allowed)  # for picked and pinned outputs
              for v in stand_ins(model, logits=True, picks=reference.picks) if v in extras]
     for index, spec in enumerate(reference.output_specs):
@@ -115,15 +115,17 @@ def default_extra_outputs(model: onnx.ModelProto) -> tuple[str, ...]:
     outputs that are an in-graph ArgMax, the parts of float outputs (see
     :func:`~onnxz.ratecontrol.objective.output_parts`) and the values picks read."""
     outputs = {o.name for o in model.graph.output}
+    logits = output_parts(model, logits=True)
     values = [v for v, _ in argmax_sources(model).values()] + [
-        v for parts in (output_parts(model, logits=True), sigmoid_parts(model))
+        v for parts in (logits, sigmoid_parts(model, logits))
         for part in parts.values() for v in part] + list(stand_ins(model, logits=True))
     return tuple(dict.fromkeys(v for v in values if v not in outputs))
 
 
-def sigmoid_parts(model: onnx.ModelProto) -> dict[str, list[str]]:
-    """Output -> its parts that are a Sigmoid's probabilities (measured by their logits too)."""
-    logits = output_parts(model, logits=True)
+def sigmoid_parts(model: onnx.ModelProto, logits: dict[str, list[str]]
+                  ) -> dict[str, list[str]]:
+    """Output -> its parts that are a Sigmoid's probabilities, given its parts with
+    ``logits`` (:func:`~onnxz.ratecontrol.objective.output_parts` with ``logits=True``)."""
     return {name: [v for v in part if v not in logits[name]]
             for name, part in output_parts(model).items()}
 
