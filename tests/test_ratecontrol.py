@@ -800,6 +800,75 @@ def test_targets_on_generated_inputs_try_the_sizes_the_default_tries(tmp_path, t
                    **target)
 
 
+def frames_model(bins: int, kernel: int = 1, maps: int = 4) -> onnx.ModelProto:
+    """x[T, F] (every dim dynamic, as madmom's exports) -> ``maps`` ``kernel``²
+    convolutions over (T, F) -> each frame's maps × (F - kernel + 1) features -> a dense
+    layer that fixes them: runs only where F = ``bins`` and T >= ``kernel``."""
+    from onnx import helper
+
+    rng = np.random.default_rng(5)
+    width = maps * (bins - kernel + 1)
+    tensors = [
+        numpy_helper.from_array(
+            rng.standard_normal((maps, 1, kernel, kernel)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal((width, 8)).astype(np.float32), "dense"),
+        numpy_helper.from_array(np.array([0, 1], np.int64), "axes"),
+        numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape")]
+    nodes = [helper.make_node("Unsqueeze", ["x", "axes"], ["image"]),
+             helper.make_node("Conv", ["image", "w"], ["maps"]),
+             helper.make_node("Transpose", ["maps"], ["frames"], perm=[0, 2, 1, 3]),
+             helper.make_node("Reshape", ["frames", "shape"], ["features"]),
+             helper.make_node("MatMul", ["features", "dense"], ["y"])]
+    return helper.make_model(helper.make_graph(
+        nodes, "frames", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT,
+                                                        ["T", "F"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], tensors),
+        opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(("bins", "kernel", "maps", "sizes"), [
+    (138, 1, 4, "F=138, T=1"),  # a recurrent layer's width: the scan's sizes
+    (1575, 1, 1, "F=1575, T=1"),  # a dense layer's: a size the weights hold
+    (66, 3, 4, "F=66, T=32"),  # a convolution over [time, bins]: more than one frame
+])
+def test_the_default_finds_sizes_an_all_dynamic_model_runs_on(tmp_path, bins, kernel, maps,
+                                                               sizes):
+    """A model that runs on none of the usual generated sizes gets the sizes it runs on
+    (one dim at a time), so the default measures it instead of falling back to the
+    data-free rule, and verify judges it on the same inputs; before, 88 of 89 madmom
+    models fell back."""
+    model = tmp_path / "f.onnx"
+    model.write_bytes(frames_model(bins, kernel, maps).SerializeToString())
+    info = onnxz.save(model, tmp_path / "f.onnxz")
+    assert not info.rate_control["note"].startswith("fallback"), info.rate_control["note"]
+    assert sizes in info.rate_control["inputs"]
+    report = onnxz.verify(model, tmp_path / "f.onnxz")
+    assert report.passed and sizes in report.inputs
+
+
+def test_the_size_search_keeps_the_callers_sizes_and_its_budget():
+    """Sizes the caller set are never searched; a model that runs on nothing costs at most
+    ``SEARCH_MAX_TRIES`` runs and gives None."""
+    from onnxz.inputs import SEARCH_MAX_TRIES, searched_inputs
+
+    model = frames_model(1000)  # 1000 is neither scanned, held (4000 is) nor a power of two
+    asked = []
+
+    def runs(generated):
+        asked.append(dict(generated.dims))
+        return False
+
+    assert searched_inputs(model, runs) is None
+    assert 0 < len(asked) <= SEARCH_MAX_TRIES
+    assert {d["T"] for d in asked} == {1, 32}  # axis 0 is a batch, then time
+    asked.clear()
+    assert searched_inputs(model, runs, DefaultInputs(dims={"F": 7})) is None
+    assert asked == []  # T is axis 0 (a batch or time, not searched), F the caller's
+    assert not any(d["F"] == 1000 for d in asked)  # not scanned, held nor a power of two
+    found = searched_inputs(model, lambda g: g.dims.get("F") == 4000)
+    assert found is not None and found.dims["F"] == 4000  # 4000 = the dense layer's rows
+
+
 def test_generated_channels_last_images_are_224_px_square():
     """An image input laid out N×H×W×C (a TensorFlow export: MTCNN's P-Net) gets 224 px on
     its spatial axes 1 and 2, as N×C×H×W gets them on 2 and 3 (it got 32 × 224)."""

@@ -22,7 +22,7 @@ import re
 import stat
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -580,6 +580,93 @@ def runnable_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0][0],
                        and "mask" in s.name.lower() and s.name not in int_ranges})
     runnable = GeneratedInputs(samples=DEFAULT_SAMPLES, dims=dims, int_ranges=int_ranges)
     return runnable if changes is None else changes.applied_to(runnable)
+
+
+SEARCH_LINEAR_SIZES = 256
+"""The search (:func:`searched_inputs`) tries every size up to this one for a dim."""
+SEARCH_MAX_SIZE = 1 << 16
+SEARCH_MAX_TRIES = 2048
+"""Runs the search may spend in all before it gives up (deterministic, machine-independent)."""
+SEARCH_MAX_ELEMENTS = 1 << 22
+"""Elements of one sample's inputs above which the search skips a size."""
+
+
+def runnable_generated(model: onnx.ModelProto, runs: Callable[[GeneratedInputs], bool],
+                       changes: DefaultInputs | None = None) -> GeneratedInputs | None:
+    """The generated inputs pack's default and verify run the model on: the first of
+    :func:`runnable_inputs` at each size of :data:`GENERATED_SIZES` on which ``runs`` says
+    the model runs, else :func:`searched_inputs`'s; None if the model runs on none."""
+    for sizes in GENERATED_SIZES:
+        generated = runnable_inputs(model, *sizes, changes=changes)
+        if runs(generated):
+            return generated
+    return searched_inputs(model, runs, changes)
+
+
+def searched_inputs(model: onnx.ModelProto, runs: Callable[[GeneratedInputs], bool],
+                    changes: DefaultInputs | None = None) -> GeneratedInputs | None:
+    """Generated inputs found by trying sizes for one dynamic dim at a time, where the usual
+    sizes do not run: exports that leave every dim dynamic (madmom's [time, bins] inputs
+    whose bins a recurrent layer's weights fix at 138, 266 or 482, or a dense layer at
+    1575), or raw audio that must be longer than a frame.
+
+    Starting from :func:`runnable_inputs` (dims 32, axis 0 1), each dynamic dim beyond
+    axis 0 that the caller did not set gets, in turn, every size to
+    :data:`SEARCH_LINEAR_SIZES`, the larger sizes the model's constants hold (their dims
+    and small integer values: a recurrent or dense layer's input width, a reshape's
+    target), then the larger powers of two to :data:`SEARCH_MAX_SIZE` (16,384 samples of
+    audio for a keyword spotter's frames). If nothing runs, again with every axis 0 at
+    :data:`DEFAULT_DIM` (an axis 0 that is time, not a batch: convolutions over [time,
+    bins] need more than one frame). The first inputs on which ``runs`` says the model
+    runs are returned; at most :data:`SEARCH_MAX_TRIES` runs in all, sizes whose sample
+    would hold more than :data:`SEARCH_MAX_ELEMENTS` elements skipped. None if nothing
+    runs.
+    """
+    specs = graph_specs(model)[0]
+    base = runnable_inputs(model, changes=changes)
+    fixed = set(changes.dims) if changes is not None else set()
+    leading = {(d if isinstance(d, str) else f"{s.name}:0") for s in specs
+               if s.shape and not isinstance(d := s.shape[0], int)} - fixed
+    searched = [key for key in dict.fromkeys(
+        d if isinstance(d, str) else f"{s.name}:{axis}" for s in specs
+        for axis, d in enumerate(s.shape or ()) if not isinstance(d, int))
+        if key not in leading and key not in fixed]
+    sizes = _search_sizes(model)
+    tries = 0
+    for first in (BATCH_SIZE, DEFAULT_DIM) if leading else (BATCH_SIZE,):
+        start = {**base.dims, **dict.fromkeys(leading, first)}
+        for key in searched:
+            for size in sizes:
+                candidate = replace(base, dims={**start, key: size})
+                try:
+                    shapes, _ = _resolve_dims(specs, candidate.dims)
+                except VerificationInputError:
+                    return None
+                if sum(map(math.prod, shapes.values())) > SEARCH_MAX_ELEMENTS:
+                    continue
+                if runs(candidate):
+                    return candidate
+                tries += 1
+                if tries >= SEARCH_MAX_TRIES:
+                    return None
+    return None
+
+
+def _search_sizes(model: onnx.ModelProto) -> list[int]:
+    """The sizes :func:`searched_inputs` tries for a dim, in order: every size to
+    :data:`SEARCH_LINEAR_SIZES` (the smallest a convolution stack runs on is about what it
+    was trained on: 80 for a beat tracker's 81 bins, 105 for a key classifier's), then the
+    larger sizes the model's constants hold, then the larger powers of two."""
+    held: set[int] = set()
+    for tensor in graph_constants(model).values():
+        held.update(tensor.dims)
+        if tensor.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) and (
+                math.prod(tensor.dims) <= 8):
+            held.update(int(v) for v in numpy_helper.to_array(tensor).reshape(-1))
+    powers = (1 << k for k in range(SEARCH_MAX_SIZE.bit_length()))
+    larger = sorted(n for n in held if SEARCH_LINEAR_SIZES < n <= SEARCH_MAX_SIZE)
+    return [*range(1, SEARCH_LINEAR_SIZES + 1), *larger,
+            *(n for n in powers if n > SEARCH_LINEAR_SIZES and n not in held)]
 
 
 def _channels_last(shape: Sequence[int | str | None] | None) -> bool:

@@ -46,7 +46,6 @@ from onnxz.errors import (
 from onnxz.fidelity import Criterion, Fidelity
 from onnxz.fileio import check_input, utf8_spelling
 from onnxz.inputs import (
-    GENERATED_SIZES,
     DefaultInputs,
     Feed,
     GeneratedInputs,
@@ -54,7 +53,7 @@ from onnxz.inputs import (
     Samples,
     TensorSpec,
     graph_specs,
-    runnable_inputs,
+    runnable_generated,
     samples_for,
 )
 from onnxz.modelio import PROTOBUF_LIMIT
@@ -784,6 +783,10 @@ class ModelFailed(OnnxzError):
     :class:`~onnxz.errors.OnnxzError`, so that one escaping elsewhere is still one line)."""
 
 
+class SampleFailed(ModelFailed):
+    """A model loaded but failed to run on a sample (e.g. sizes that do not fit it)."""
+
+
 def quiet_options() -> Any:
     """Session options that keep onnxruntime's own error log off stderr (we report)."""
     import onnxruntime as ort
@@ -869,18 +872,24 @@ def _whole_model(path: Path) -> onnx.ModelProto:
 def _runnable_samples(specs: tuple[TensorSpec, ...], model: onnx.ModelProto,
                       reference: Any, changes: DefaultInputs | None = None) -> Samples:
     """Verify's default samples: the generated inputs ``pack``'s default runs the model on
-    (:func:`~onnxz.inputs.runnable_inputs`, each size of
-    :data:`~onnxz.inputs.GENERATED_SIZES` in turn, with the settings ``changes`` gives), the
-    first whose sample 0 the original runs; if none does, the plain generated inputs (whose
-    run then reports why)."""
-    for sizes in GENERATED_SIZES:
+    (:func:`~onnxz.inputs.runnable_generated`, with the settings ``changes`` gives); if none
+    runs, the plain generated inputs (whose run then reports why)."""
+    found = runnable_generated(model, original_runs(reference, specs), changes)
+    return samples_for(specs, found if found is not None else changes)
+
+
+def original_runs(session: Any, specs: tuple[TensorSpec, ...]
+                  ) -> Callable[[GeneratedInputs], bool]:
+    """Whether the model of ``session`` runs on sample 0 of some generated inputs: the test
+    :func:`~onnxz.inputs.runnable_generated` asks."""
+    def runs(generated: GeneratedInputs) -> bool:
         try:
-            samples = samples_for(specs, runnable_inputs(model, *sizes, changes=changes))
-            run_session(reference, _feed(samples, 0), "original", 0, samples.hint)
+            samples = samples_for(specs, generated)
+            run_session(session, _feed(samples, 0), "original", 0)
         except (ModelFailed, VerificationInputError):
-            continue
-        return samples
-    return samples_for(specs, changes)
+            return False
+        return True
+    return runs
 
 
 def _check_interfaces(reference: Any, candidate: Any, fed: frozenset[str]) -> None:
@@ -916,7 +925,7 @@ def run_session(session: Any, feed: Feed, which: str, index: int,
     try:
         return [np.asarray(o) for o in session.run(None, feed)]
     except Exception as exc:
-        raise ModelFailed(f"{which} model failed to run on sample {index}: {first_line(exc)}"
+        raise SampleFailed(f"{which} model failed to run on sample {index}: {first_line(exc)}"
                           + (f" ({hint})" if hint else "")) from exc
 
 

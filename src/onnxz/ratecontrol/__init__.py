@@ -32,6 +32,8 @@ from onnxz.inputs import (
     DefaultInputs,
     GeneratedInputs,
     InputsArg,
+    graph_specs,
+    runnable_generated,
     runnable_inputs,
 )
 from onnxz.policy import DEFAULT_MAX_WEIGHT_BYTES, FALLBACK_WEIGHT_SNR_DB, PackOptions
@@ -47,6 +49,7 @@ from onnxz.ratecontrol.search import (
     summary_template,
 )
 from onnxz.ratecontrol.tensors import Setting, may_choose, tied, weight_bytes
+from onnxz.verifier import SampleFailed, original_runs, session_from_proto
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
               "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
@@ -163,20 +166,44 @@ T = TypeVar("T")
 def _on_runnable_inputs(model: onnx.ModelProto, inputs: InputsArg,
                         make: Callable[[InputsArg], T]) -> T:
     """``make(inputs)``; on generated inputs (None, or :class:`DefaultInputs`), on the sizes
-    of :data:`GENERATED_SIZES` in turn until the model runs on them, as verify chooses them
-    (openWakeWord's melspectrogram runs on 512 samples, not 32), raising the last size's
-    failure if it runs on none. Sizes the caller set that fit no input fail at once."""
+    of :data:`GENERATED_SIZES` in turn until the model runs on them, then on the sizes
+    :func:`~onnxz.inputs.searched_inputs` finds, as verify chooses them (openWakeWord's
+    melspectrogram runs on 512 samples, not 32; madmom's [time, bins] on 138 bins), raising
+    the last size's failure if it runs on none. Sizes the caller set that fit no input fail
+    at once."""
     if inputs is not None and not isinstance(inputs, DefaultInputs):
         return make(inputs)
-    *earlier, last = GENERATED_SIZES
-    for sizes in earlier:
+    tried = []
+    for sizes in GENERATED_SIZES:
+        tried.append(runnable_inputs(model, *sizes, changes=inputs))
         try:
-            return make(runnable_inputs(model, *sizes, changes=inputs))
+            return make(tried[-1])
         except (TargetNotMetError, VerificationInputError) as exc:
             if inputs is not None and isinstance(exc, VerificationInputError):
                 raise
+            failure = _without_frames(exc)
         gc.collect()  # the failed try's copy of the model, kept by its traceback's cycles
-    return make(runnable_inputs(model, *last, changes=inputs))
+    if not isinstance(failure.__cause__, SampleFailed):
+        raise failure  # the model does not load, or no size explains its failure
+    try:
+        session = session_from_proto(model)
+    except Exception:  # onnxruntime's errors derive from Exception only
+        raise failure from None
+    found = runnable_generated(model, original_runs(session, graph_specs(model)[0]), inputs)
+    del session
+    if found is None or found in tried:
+        raise failure
+    return make(found)
+
+
+def _without_frames(exc: BaseException) -> BaseException:
+    """``exc`` with its chain's tracebacks dropped: their frames hold what the failed call
+    built (a copy of the model) while the next one runs."""
+    link: BaseException | None = exc
+    while link is not None:
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return exc
 
 
 def runs_default(model: onnx.ModelProto) -> bool:
