@@ -839,9 +839,12 @@ def test_the_default_finds_sizes_an_all_dynamic_model_runs_on(tmp_path, bins, ke
     models fell back."""
     model = tmp_path / "f.onnx"
     model.write_bytes(frames_model(bins, kernel, maps).SerializeToString())
-    info = onnxz.save(model, tmp_path / "f.onnxz")
+    names = []
+    info = onnxz.save(model, tmp_path / "f.onnxz",
+                      progress=lambda done, total, name: names.append(name))
     assert not info.rate_control["note"].startswith("fallback"), info.rate_control["note"]
     assert sizes in info.rate_control["inputs"]
+    assert any(name.startswith("input sizes: ") for name in names)  # the search shows
     report = onnxz.verify(model, tmp_path / "f.onnxz")
     assert report.passed and sizes in report.inputs
 

@@ -18,6 +18,7 @@ Pipeline (a fidelity target):
 from __future__ import annotations
 
 import gc
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from onnxz.errors import TargetNotMetError, TargetSpecError, VerificationInputEr
 from onnxz.fidelity import Criterion, Fidelity
 from onnxz.inputs import (
     GENERATED_SIZES,
+    SEARCH_MAX_TRIES,
     DefaultInputs,
     GeneratedInputs,
     InputsArg,
@@ -138,7 +140,7 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
         bench = _on_runnable_inputs(model, inputs, lambda samples: Workbench(
             model, samples, options, target.fidelity, class_outputs, progress,
             correct_biases=correct_biases,
-            calibrated_rounding=calibrated_rounding and target.max_bytes is None))
+            calibrated_rounding=calibrated_rounding and target.max_bytes is None), progress)
         objective = objective_for(target.fidelity, bench.reference, bench.model)
         result = choose_for_fidelity(bench, objective)
         if target.max_bytes is not None:
@@ -151,7 +153,7 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
         return result
     assert target.max_bytes is not None
     bench = _on_runnable_inputs(model, inputs, lambda samples: Workbench(
-        model, samples, options, None, class_outputs, progress))
+        model, samples, options, None, class_outputs, progress), progress)
     bench.reference.check_finite(str(target))
     weighting = _budget_weighting(bench)
     objective = objective_for(weighting, bench.reference, bench.model)
@@ -164,7 +166,7 @@ T = TypeVar("T")
 
 
 def _on_runnable_inputs(model: onnx.ModelProto, inputs: InputsArg,
-                        make: Callable[[InputsArg], T]) -> T:
+                        make: Callable[[InputsArg], T], progress: Progress | None = None) -> T:
     """``make(inputs)``; on generated inputs (None, or :class:`DefaultInputs`), on the sizes
     of :data:`GENERATED_SIZES` in turn until the model runs on them, then on the sizes
     :func:`~onnxz.inputs.searched_inputs` finds, as verify chooses them (openWakeWord's
@@ -189,7 +191,15 @@ def _on_runnable_inputs(model: onnx.ModelProto, inputs: InputsArg,
         session = session_from_proto(model)
     except Exception:  # onnxruntime's errors derive from Exception only
         raise failure from None
-    found = runnable_generated(model, original_runs(session, graph_specs(model)[0]), inputs)
+    runs, tries = original_runs(session, graph_specs(model)[0]), itertools.count(1)
+
+    def reported(generated: GeneratedInputs) -> bool:
+        if progress:
+            progress(next(tries), SEARCH_MAX_TRIES, "input sizes: " + ", ".join(
+                f"{k}={n}" for k, n in sorted(generated.dims.items())))
+        return runs(generated)
+
+    found = runnable_generated(model, reported, inputs)
     del session
     if found is None or found in tried:
         raise failure
@@ -232,7 +242,7 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
         return bench, defaults.default_objective(bench.reference, bench.model)
 
     try:
-        bench, objective = _on_runnable_inputs(model, inputs, prepared)
+        bench, objective = _on_runnable_inputs(model, inputs, prepared, progress)
     except (TargetNotMetError, VerificationInputError) as exc:
         if inputs is not None and (not isinstance(inputs, DefaultInputs)
                                    or isinstance(exc, VerificationInputError)):
