@@ -722,9 +722,12 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
 
     \b
     Inputs, without --inputs: N(0,1) floats, integers from --int-range, random
-    bools, seeded. Dynamic dims: --dim NAME=SIZE, else 1 for axis 0 and for a
-    named dim that is axis 0 of some input, 32 for other named dims; an
-    unnamed dim beyond axis 0 must be given as --dim INPUT:AXIS=SIZE.
+    bools, seeded. Dynamic dims: --dim NAME=SIZE (or INPUT:AXIS=SIZE), else
+    the sizes pack's default ran the model on: 1 for axis 0 (and a named dim
+    that is axis 0 of some input), 224 for an image's height and width, 32
+    for the others; then 32-px images, then 512; where none of these runs,
+    the first sizes found one dim at a time that do (every size to 256, the
+    model's weights' sizes, powers of two; then with axis 0 at 32).
 
     \b
     --inputs FILE.npz: one array per model input, keyed by input name, holding
