@@ -849,6 +849,32 @@ def test_the_default_finds_sizes_an_all_dynamic_model_runs_on(tmp_path, bins, ke
     assert report.passed and sizes in report.inputs
 
 
+def test_the_size_search_starts_from_what_a_normalization_fixes(tmp_path):
+    """x[T, F, C] scaled by a [80, 3] constant, then a 3×3 convolution over (T, F) with C
+    channels: no single dim's size runs it (F and C must change together), the constant
+    says both (madmom's onset CNN fell back to the data-free rule)."""
+    from onnx import helper
+
+    rng = np.random.default_rng(6)
+    tensors = [numpy_helper.from_array(rng.random((80, 3)).astype(np.float32), "scale"),
+               numpy_helper.from_array(
+                   rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+               numpy_helper.from_array(np.array([0], np.int64), "axes")]
+    nodes = [helper.make_node("Mul", ["x", "scale"], ["scaled"]),
+             helper.make_node("Unsqueeze", ["scaled", "axes"], ["image"]),
+             helper.make_node("Transpose", ["image"], ["channels"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["channels", "w"], ["y"])]
+    model = tmp_path / "n.onnx"
+    model.write_bytes(helper.make_model(helper.make_graph(
+        nodes, "normalized", [helper.make_tensor_value_info(
+            "x", onnx.TensorProto.FLOAT, ["T", "F", "C"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], tensors),
+        opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    info = onnxz.save(model, tmp_path / "n.onnxz")
+    assert "C=3, F=80, T=32" in info.rate_control["inputs"], info.rate_control["note"]
+    assert onnxz.verify(model, tmp_path / "n.onnxz").passed
+
+
 def test_the_size_search_keeps_the_callers_sizes_and_its_budget():
     """Sizes the caller set are never searched; a model that runs on nothing costs at most
     ``SEARCH_MAX_TRIES`` runs and gives None."""
@@ -866,7 +892,8 @@ def test_the_size_search_keeps_the_callers_sizes_and_its_budget():
     assert {d["T"] for d in asked} == {1, 32}  # axis 0 is a batch, then time
     asked.clear()
     assert searched_inputs(model, runs, DefaultInputs(dims={"F": 7})) is None
-    assert asked == []  # T is axis 0 (a batch or time, not searched), F the caller's
+    # F is the caller's, T axis 0 (a batch, then time): only the two starts are tried
+    assert asked == [{"F": 7, "T": 1}, {"F": 7, "T": 32}]
     assert not any(d["F"] == 1000 for d in asked)  # not scanned, held nor a power of two
     found = searched_inputs(model, lambda g: g.dims.get("F") == 4000)
     assert found is not None and found.dims["F"] == 4000  # 4000 = the dense layer's rows

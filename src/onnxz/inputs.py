@@ -15,6 +15,7 @@ The inputs contract (also in the README and ``onnxz verify --help``):
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import os
@@ -610,8 +611,10 @@ def searched_inputs(model: onnx.ModelProto, runs: Callable[[GeneratedInputs], bo
     whose bins a recurrent layer's weights fix at 138, 266 or 482, or a dense layer at
     1575), or raw audio that must be longer than a frame.
 
-    Starting from :func:`runnable_inputs` (dims 32, axis 0 1), each dynamic dim beyond
-    axis 0 that the caller did not set gets, in turn, every size to
+    Starting from :func:`runnable_inputs` (dims 32, axis 0 1) with the sizes an
+    elementwise op with a constant fixes on an input (a per-bin normalization), that start
+    first, then each dynamic dim beyond axis 0 that the caller did not set gets, in turn,
+    every size to
     :data:`SEARCH_LINEAR_SIZES`, the larger sizes the model's constants hold (their dims
     and small integer values: a recurrent or dense layer's input width, a reshape's
     target), then the larger powers of two to :data:`SEARCH_MAX_SIZE` (16,384 samples of
@@ -632,24 +635,51 @@ def searched_inputs(model: onnx.ModelProto, runs: Callable[[GeneratedInputs], bo
         for axis, d in enumerate(s.shape or ()) if not isinstance(d, int))
         if key not in leading and key not in fixed]
     sizes = _search_sizes(model)
+    broadcast = {k: n for k, n in _broadcast_sizes(model, specs).items() if k not in fixed}
     tries = 0
     for first in (BATCH_SIZE, DEFAULT_DIM) if leading else (BATCH_SIZE,):
-        start = {**base.dims, **dict.fromkeys(leading, first)}
-        for key in searched:
-            for size in sizes:
-                candidate = replace(base, dims={**start, key: size})
-                try:
-                    shapes, _ = _resolve_dims(specs, candidate.dims)
-                except VerificationInputError:
-                    return None
-                if sum(map(math.prod, shapes.values())) > SEARCH_MAX_ELEMENTS:
-                    continue
-                if runs(candidate):
-                    return candidate
-                tries += 1
-                if tries >= SEARCH_MAX_TRIES:
-                    return None
+        start = {**base.dims, **broadcast, **dict.fromkeys(leading, first)}
+        for dims in itertools.chain([start], ({**start, key: size}
+                                              for key in searched for size in sizes)):
+            candidate = replace(base, dims=dims)
+            try:
+                shapes, _ = _resolve_dims(specs, dims)
+            except VerificationInputError:
+                return None
+            if sum(map(math.prod, shapes.values())) > SEARCH_MAX_ELEMENTS:
+                continue
+            if runs(candidate):
+                return candidate
+            tries += 1
+            if tries >= SEARCH_MAX_TRIES:
+                return None
     return None
+
+
+ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div"})
+
+
+def _broadcast_sizes(model: onnx.ModelProto, specs: tuple[TensorSpec, ...]) -> dict[str, int]:
+    """Dynamic dim -> the size an elementwise op with a constant fixes on a graph input:
+    the constant's trailing axes of more than one element (madmom's onset CNN scales its
+    [time, 80, 3] input by a [80, 3] constant)."""
+    constants = graph_constants(model)
+    by_name = {s.name: s for s in specs}
+    found: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type not in ELEMENTWISE or len(node.input) != 2:
+            continue
+        for mine, other in (node.input, reversed(node.input)):
+            spec, tensor = by_name.get(mine), constants.get(other)
+            if (spec is None or tensor is None or spec.shape is None
+                    or len(tensor.dims) > len(spec.shape)):
+                continue
+            offset = len(spec.shape) - len(tensor.dims)
+            for axis, size in enumerate(tensor.dims, offset):
+                d = spec.shape[axis]
+                if size > 1 and not isinstance(d, int):
+                    found.setdefault(d if isinstance(d, str) else f"{spec.name}:{axis}", size)
+    return found
 
 
 def _search_sizes(model: onnx.ModelProto) -> list[int]:
