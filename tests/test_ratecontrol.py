@@ -875,6 +875,29 @@ def test_the_size_search_starts_from_what_a_normalization_fixes(tmp_path):
     assert onnxz.verify(model, tmp_path / "n.onnxz").passed
 
 
+def test_the_size_search_gives_a_recurrent_layer_more_than_one_frame(tmp_path):
+    """x[T, F] -> an RNN over T (madmom's piano-note RNN): one frame runs it but never runs
+    its recurrence, whose sensitivity then goes unmeasured (real features kept 12.6 dB of
+    activation SNR, 18.0 dB with 32 frames): the search tries 32 frames first."""
+    from onnx import helper
+
+    rng = np.random.default_rng(7)
+    tensors = [numpy_helper.from_array(rng.standard_normal((1, 8, 138)).astype(np.float32),
+                                       "w"),
+               numpy_helper.from_array(rng.standard_normal((1, 8, 8)).astype(np.float32), "r"),
+               numpy_helper.from_array(np.array([1], np.int64), "axes")]
+    nodes = [helper.make_node("Unsqueeze", ["x", "axes"], ["sequence"]),
+             helper.make_node("RNN", ["sequence", "w", "r"], ["y"], hidden_size=8)]
+    model = tmp_path / "r.onnx"
+    model.write_bytes(helper.make_model(helper.make_graph(
+        nodes, "recurrent", [helper.make_tensor_value_info(
+            "x", onnx.TensorProto.FLOAT, ["T", "F"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], tensors),
+        opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    info = onnxz.save(model, tmp_path / "r.onnxz")
+    assert "F=138, T=32" in info.rate_control["inputs"], info.rate_control["note"]
+
+
 def test_the_size_search_keeps_the_callers_sizes_and_its_budget():
     """Sizes the caller set are never searched; a model that runs on nothing costs at most
     ``SEARCH_MAX_TRIES`` runs and gives None."""

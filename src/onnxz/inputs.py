@@ -590,6 +590,9 @@ SEARCH_MAX_TRIES = 2048
 """Runs the search may spend in all before it gives up (deterministic, machine-independent)."""
 SEARCH_MAX_ELEMENTS = 1 << 22
 """Elements of one sample's inputs above which the search skips a size."""
+ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div"})
+"""Ops whose constant operand fixes, by broadcasting, the trailing dims of the other."""
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
 
 
 def runnable_generated(model: onnx.ModelProto, runs: Callable[[GeneratedInputs], bool],
@@ -620,7 +623,10 @@ def searched_inputs(model: onnx.ModelProto, runs: Callable[[GeneratedInputs], bo
     target), then the larger powers of two to :data:`SEARCH_MAX_SIZE` (16,384 samples of
     audio for a keyword spotter's frames). If nothing runs, again with every axis 0 at
     :data:`DEFAULT_DIM` (an axis 0 that is time, not a batch: convolutions over [time,
-    bins] need more than one frame). The first inputs on which ``runs`` says the model
+    bins] need more than one frame); that first in a model with recurrent layers, whose
+    sensitivity one frame does not show (the recurrence never runs: madmom's piano-note
+    RNN kept 12.6 dB of activation SNR on real features with sizes found at one frame,
+    18.0 dB at 32). The first inputs on which ``runs`` says the model
     runs are returned; at most :data:`SEARCH_MAX_TRIES` runs in all, sizes whose sample
     would hold more than :data:`SEARCH_MAX_ELEMENTS` elements skipped. None if nothing
     runs.
@@ -636,8 +642,10 @@ def searched_inputs(model: onnx.ModelProto, runs: Callable[[GeneratedInputs], bo
         if key not in leading and key not in fixed]
     sizes = _search_sizes(model)
     broadcast = {k: n for k, n in _broadcast_sizes(model, specs).items() if k not in fixed}
+    recurrent = any(node.op_type in RECURRENT_OPS for node in model.graph.node)
+    firsts = (DEFAULT_DIM, BATCH_SIZE) if recurrent else (BATCH_SIZE, DEFAULT_DIM)
     tries = 0
-    for first in (BATCH_SIZE, DEFAULT_DIM) if leading else (BATCH_SIZE,):
+    for first in firsts if leading else (BATCH_SIZE,):
         start = {**base.dims, **broadcast, **dict.fromkeys(leading, first)}
         for dims in itertools.chain([start], ({**start, key: size}
                                               for key in searched for size in sizes)):
@@ -654,9 +662,6 @@ def searched_inputs(model: onnx.ModelProto, runs: Callable[[GeneratedInputs], bo
             if tries >= SEARCH_MAX_TRIES:
                 return None
     return None
-
-
-ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div"})
 
 
 def _broadcast_sizes(model: onnx.ModelProto, specs: tuple[TensorSpec, ...]) -> dict[str, int]:

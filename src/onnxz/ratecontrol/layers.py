@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from onnxz.inputs import RECURRENT_OPS
 from onnxz.verifier import ModelFailed, ReferenceRun
 from onnxz.walker import (
     Path,
@@ -189,8 +190,6 @@ def find_linear_layers(model: onnx.ModelProto, inlined: InlinedModel | None = No
     found += _recurrent_weights(model, graphs, paths, uses)
     return [layer for layer in found if layer.columns <= MAX_COLUMNS]
 
-
-RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
 
 LINEAR_OPS = frozenset({"Conv", "Gemm", "MatMul"}) | RECURRENT_OPS
 
