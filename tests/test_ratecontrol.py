@@ -1041,6 +1041,11 @@ def test_generated_ids_stay_in_a_table_dequantized_in_the_graph(tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "seq", 4])], [q, scale, w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert runnable_inputs(model).int_ranges == {"ids": (0, 300)}
+    transposed = onnx.ModelProto()  # a table whose shape the walk does not give
+    transposed.CopyFrom(model)
+    transposed.graph.node[1].op_type = "Transpose"
+    del transposed.graph.node[1].input[1]
+    assert runnable_inputs(transposed).int_ranges == {}  # bounds nothing, and no TypeError
     info = onnxz.save(model, tmp_path / "m.onnxz")
     assert info.rate_control["mode"] == "default"
     assert not info.rate_control["note"].startswith("fallback"), info.rate_control["note"]
