@@ -847,6 +847,8 @@ def test_the_default_finds_sizes_an_all_dynamic_model_runs_on(tmp_path, bins, ke
     assert any(name.startswith("input sizes: ") for name in names)  # the search shows
     report = onnxz.verify(model, tmp_path / "f.onnxz")
     assert report.passed and sizes in report.inputs
+    info = onnxz.save(model, tmp_path / "t.onnxz", fidelity="snr>=30")  # targets search too
+    assert info.rate_control["met"] and sizes in info.rate_control["inputs"]
 
 
 def test_the_size_search_starts_from_what_a_normalization_fixes(tmp_path):
