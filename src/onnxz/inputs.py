@@ -615,22 +615,21 @@ def searched_inputs(model: onnx.ModelProto, runs: Callable[[GeneratedInputs], bo
     whose bins a recurrent layer's weights fix at 138, 266 or 482, or a dense layer at
     1575), or raw audio that must be longer than a frame.
 
-    Starting from :func:`runnable_inputs` (dims 32, axis 0 1) with the sizes an
-    elementwise op with a constant fixes on an input (a per-bin normalization), that start
-    first, then each dynamic dim beyond axis 0 that the caller did not set gets, in turn,
-    every size to
-    :data:`SEARCH_LINEAR_SIZES`, the larger sizes the model's constants hold (their dims
-    and small integer values: a recurrent or dense layer's input width, a reshape's
-    target), then the larger powers of two to :data:`SEARCH_MAX_SIZE` (16,384 samples of
-    audio for a keyword spotter's frames). If nothing runs, again with every axis 0 at
-    :data:`DEFAULT_DIM` (an axis 0 that is time, not a batch: convolutions over [time,
-    bins] need more than one frame); that first in a model with recurrent layers, whose
-    sensitivity one frame does not show (the recurrence never runs: madmom's piano-note
-    RNN kept 12.6 dB of activation SNR on real features with sizes found at one frame,
-    18.0 dB at 32). The first inputs on which ``runs`` says the model
-    runs are returned; at most :data:`SEARCH_MAX_TRIES` runs in all, sizes whose sample
-    would hold more than :data:`SEARCH_MAX_ELEMENTS` elements skipped. None if nothing
-    runs.
+    Starting from :func:`runnable_inputs` (dims 32, axis 0 1) and the sizes an elementwise
+    op with a constant fixes on an input (a per-bin normalization), that start is tried
+    first; then each dynamic dim beyond axis 0 that the caller did not set gets, in turn,
+    every size to :data:`SEARCH_LINEAR_SIZES`, the larger sizes the model's constants hold
+    (their dims and small integer values: a recurrent or dense layer's input width, a
+    reshape's target), then the larger powers of two to :data:`SEARCH_MAX_SIZE` (16,384
+    samples of audio for a keyword spotter's frames). If nothing runs, all of it again with
+    every axis 0 at :data:`DEFAULT_DIM` (an axis 0 that is time, not a batch: convolutions
+    over [time, bins] need more than one frame) — that pass first in a model with
+    recurrent layers, whose sensitivity one frame does not show (the recurrence never
+    runs: madmom's piano-note RNN kept 12.6 dB of activation SNR on real features with
+    sizes found at one frame, 18.0 dB at 32). The first inputs on which ``runs`` says the
+    model runs are returned; at most :data:`SEARCH_MAX_TRIES` runs in all, sizes whose
+    sample would hold more than :data:`SEARCH_MAX_ELEMENTS` elements skipped. None if
+    nothing runs.
     """
     specs = graph_specs(model)[0]
     base = runnable_inputs(model, changes=changes)
