@@ -244,12 +244,6 @@ def _output_path(ctx: click.Context, param: click.Parameter, value: str | None
     return None if value is None else Path(value)
 
 
-def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a finite number", ctx, param)
-    return value
-
-
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(onnxz.__version__, prog_name="onnxz")
 def main() -> None:

@@ -926,7 +926,7 @@ def run_session(session: Any, feed: Feed, which: str, index: int,
         return [np.asarray(o) for o in session.run(None, feed)]
     except Exception as exc:
         raise SampleFailed(f"{which} model failed to run on sample {index}: {first_line(exc)}"
-                          + (f" ({hint})" if hint else "")) from exc
+                           + (f" ({hint})" if hint else "")) from exc
 
 
 def _count(n: int, noun: str) -> str:

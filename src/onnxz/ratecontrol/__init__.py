@@ -192,10 +192,11 @@ def _on_runnable_inputs(model: onnx.ModelProto, inputs: InputsArg,
     except Exception:  # onnxruntime's errors derive from Exception only
         raise failure from None
     runs, tries = original_runs(session, graph_specs(model)[0]), itertools.count(1)
+    most = len(GENERATED_SIZES) + SEARCH_MAX_TRIES  # the usual sizes again, then the search
 
     def reported(generated: GeneratedInputs) -> bool:
         if progress:
-            progress(next(tries), SEARCH_MAX_TRIES, "input sizes: " + ", ".join(
+            progress(next(tries), most, "input sizes: " + ", ".join(
                 f"{k}={n}" for k, n in sorted(generated.dims.items())))
         return runs(generated)
 
