@@ -347,30 +347,33 @@ def saturated_map(gain: float = 1e5, width: int = 64, pixels: int = 256) -> onnx
     return helper.make_model(graph, opset_imports=OPSET)
 
 
-def concat_detector(anchors: int = 256, classes: int = 4, width: int = 32) -> onnx.ModelProto:
+def concat_detector(anchors: int = 256, classes: int = 4, width: int = 32,
+                    score_gain: float = 1.0) -> onnx.ModelProto:
     """x[N,256,32] -> boxes (MatMul × 100, in pixels) and scores (Sigmoid(MatMul − 10), mostly
-    near 0), each transposed to [N, values, anchors] and joined by a Concat: output0
-    [N, 4 + classes, anchors], as YOLOv8 exports give them (NMS outside the graph)."""
+    near 0; their logits × ``score_gain``), each transposed to [N, values, anchors] and
+    joined by a Concat that takes the Sigmoid's output as it is: output0 [N, 4 + classes,
+    anchors], as YOLOv8 exports give them (NMS outside the graph)."""
     rng = np.random.default_rng(7)
     boxes = numpy_helper.from_array(
         (rng.standard_normal((width, 4)) / width**0.5).astype(np.float32), "wb")
     scores = numpy_helper.from_array(
-        (4 * rng.standard_normal((width, classes)) / width**0.5).astype(np.float32), "ws")
+        (4 * score_gain * rng.standard_normal((width, classes)) / width**0.5).astype(np.float32),
+        "ws")
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "wb"], ["b0"]),
          helper.make_node("Mul", ["b0", "pixels"], ["b1"]),
          helper.make_node("Transpose", ["b1"], ["boxes"], perm=[0, 2, 1]),
          helper.make_node("MatMul", ["x", "ws"], ["s0"]),
-         helper.make_node("Add", ["s0", "shift"], ["logits"]),
-         helper.make_node("Sigmoid", ["logits"], ["p"]),
-         helper.make_node("Transpose", ["p"], ["scores"], perm=[0, 2, 1]),
+         helper.make_node("Add", ["s0", "shift"], ["l0"]),
+         helper.make_node("Transpose", ["l0"], ["logits"], perm=[0, 2, 1]),
+         helper.make_node("Sigmoid", ["logits"], ["scores"]),
          helper.make_node("Concat", ["boxes", "scores"], ["output0"], axis=1)],
         "concat_detector",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", anchors, width])],
         [helper.make_tensor_value_info("output0", TensorProto.FLOAT,
                                        ["N", 4 + classes, anchors])],
         [boxes, scores, numpy_helper.from_array(np.array(100, np.float32), "pixels"),
-         numpy_helper.from_array(np.array(-10, np.float32), "shift")],
+         numpy_helper.from_array(np.array(-10 * score_gain, np.float32), "shift")],
     )
     return helper.make_model(graph, opset_imports=OPSET)
 
