@@ -1143,3 +1143,33 @@ def test_a_model_whose_only_output_is_class_ids_is_judged_by_their_decisions(tmp
     assert "not judged" not in report.table()  # judged: they are the decisions
     x[1] = [1.0, 0.999]
     assert not onnxz.verify(original, tmp_path / "m.onnxz", {"x": x}).passed
+
+
+def test_a_session_of_a_model_in_memory_borrows_its_large_initializers(monkeypatch):
+    """Rate control opens a session per plan: the main graph's initializers of 1 KiB or more
+    that a node reads reach onnxruntime as OrtValues, not serialized (the model it parses
+    holds none of their bytes); one that is also a graph input, a small one and one no node
+    reads stay in it. The outputs are the model's own, and the model is as it was, byte for
+    byte."""
+    import onnxruntime as ort
+
+    model = mlp(hidden=64)  # w1 8 KiB, w2 2.5 KiB, b1 256 B
+    model.graph.initializer.append(numpy_helper.from_array(np.ones(512, np.float32), "unread"))
+    model.graph.initializer.append(numpy_helper.from_array(np.ones((4, 64), np.float32), "x0"))
+    model.graph.input.append(onnx.helper.make_tensor_value_info("x0", TensorProto.FLOAT, [4, 64]))
+    before = model.SerializeToString()
+    parsed: list[int] = []
+    plain = ort.InferenceSession(before, providers=["CPUExecutionProvider"])
+    real = ort.InferenceSession
+
+    def recording(data, *args, **kwargs):
+        parsed.append(len(data))
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    session = session_from_proto(model)
+    assert model.SerializeToString() == before
+    assert parsed[0] < len(before) - 10000  # w1 and w2 (10,752 bytes) lent, not parsed
+    assert parsed[0] > 2048 + 1024  # "unread" and "x0" still in it
+    x = {"x": np.random.default_rng(0).standard_normal((3, 32)).astype(np.float32)}
+    assert np.array_equal(session.run(None, x)[0], plain.run(None, x)[0])

@@ -59,7 +59,14 @@ from onnxz.ratecontrol.search import SizingPlan
 from onnxz.ratecontrol.tensors import LOSSLESS, Point, Setting
 from onnxz.reader import Reader, decoded_bytes
 from onnxz.report import ContainerInfo
-from onnxz.verifier import Probe, Thresholds, VerifyReport
+from onnxz.verifier import (
+    Probe,
+    Thresholds,
+    VerifyReport,
+    goes_outside,
+    point_to_placeholder,
+    session_with_initializers,
+)
 from onnxz.walker import Path as TensorPath
 from onnxz.walker import (
     TensorSlot,
@@ -91,11 +98,6 @@ writing the decoded models (the stream's writes, closing and renaming the file; 
 60), Python's 8 KiB buffer -> this one: PP-OCR cls 0.54 -> 0.29, silero_vad 0.92 -> 0.78,
 PP-OCR det 1.92 -> 1.57, magika 0.90 -> 0.92 (its 438 KB payload copied into the buffer);
 256 KiB came between (measured 2026-12-03). Larger payloads are written as they come."""
-
-SESSION_PLACEHOLDER = "onnxz-decoded-in-memory"
-"""The external-data location given to initializers that :func:`inference_session` hands
-to onnxruntime as in-memory OrtValues (no such file is ever read)."""
-
 
 def save(
     model: ModelSource,
@@ -731,8 +733,6 @@ def _decoded_session(source: Path, options: object, probe: Probe | None = None, 
                      workers: int | None = None):
     """:func:`inference_session` of checked arguments, of the model as ``probe`` changes it
     (verify's extra outputs and pins)."""
-    import onnxruntime as ort
-
     with _about(source, "decoding"), Reader(source, limits=limits, workers=workers) as reader:
         model = reader.graph()  # its checks come before the budget (SPEC.md §10.2)
         reader.check_output_budget()
@@ -741,21 +741,17 @@ def _decoded_session(source: Path, options: object, probe: Probe | None = None, 
         names, arrays = [], []
         for tensor, (entry, values) in zip(slots, reader.decode(), strict=True):
             if (len(entry.path) == 3 and tuple(entry.path[:2]) == ("graph", "initializer")
-                    and entry.dtype in _ORT_NUMPY_TYPES and values.nbytes >= EXTERNAL_MIN_BYTES
-                    and tensor.name in read):
+                    and goes_outside(tensor, values.nbytes, read)):
                 names.append(tensor.name)
                 arrays.append(values.reshape(entry.shape))
-                _point_to_placeholder(tensor, values.nbytes)
+                point_to_placeholder(tensor, values.nbytes)
             else:
                 put_payload(tensor, values)
     if probe is not None:
         probe.apply(model)
-    if arrays:
-        options.add_external_initializers(  # type: ignore[attr-defined]
-            names, [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])
     try:
-        session = ort.InferenceSession(_serialized(model), options,
-                                       providers=list(providers or ["CPUExecutionProvider"]))
+        session = session_with_initializers(_serialized(model), options, names, arrays,
+                                            providers or ["CPUExecutionProvider"])
     except OnnxzError:
         raise
     except Exception as exc:  # onnxruntime's errors derive from Exception only
@@ -763,24 +759,7 @@ def _decoded_session(source: Path, options: object, probe: Probe | None = None, 
                                       f"{first_line(exc)}")
         error.path = os.fsdecode(source)
         raise error from exc
-    session._onnxz_initializers = arrays  # type: ignore[attr-defined]  # keep them alive
     return session
-
-
-_ORT_NUMPY_TYPES = frozenset({"float32", "float16", "float64", "int8", "uint8", "int16", "uint16",
-                              "int32", "uint32", "int64", "uint64", "bool"})
-"""Element types whose numpy arrays onnxruntime reads as that same ONNX type (not bfloat16
-or float8, which numpy holds as unsigned integers)."""
-
-
-def _point_to_placeholder(tensor: onnx.TensorProto, nbytes: int) -> None:
-    take_payload(tensor)
-    del tensor.external_data[:]
-    for key, value in (("location", SESSION_PLACEHOLDER), ("offset", "0"),
-                       ("length", str(nbytes))):
-        entry = tensor.external_data.add()
-        entry.key, entry.value = key, value
-    tensor.data_location = onnx.TensorProto.EXTERNAL
 
 
 def verify(
