@@ -851,9 +851,9 @@ def session_from_proto(model: onnx.ModelProto, probe: Probe | None = None) -> An
     left as it is). Its main graph's initializers that :func:`goes_outside` are lent to
     onnxruntime as OrtValues instead of being serialized, copied and parsed again: a 90 MB
     sentence encoder's session takes 0.37 s instead of 0.58, and rate control opens one
-    per plan it tries. (The copy it serializes is a copy, not ``model`` changed and
-    restored: protobuf's arena would keep every payload set back until ``model`` is freed,
-    90 MB a session.)"""
+    per plan it tries. (It serializes a copy made without the lent payloads, not ``model``
+    changed and restored: protobuf's arena would keep every payload set back until
+    ``model`` is freed, 90 MB a session.)"""
     read = consumers(model)
     inputs = {v.name for v in model.graph.input}
     lent = {t.name: t for t in model.graph.initializer
@@ -862,17 +862,38 @@ def session_from_proto(model: onnx.ModelProto, probe: Probe | None = None) -> An
     arrays = [np.frombuffer(t.raw_data, dtype=onnx.helper.tensor_dtype_to_np_dtype(
         t.data_type)).reshape(tuple(t.dims)) for t in lent.values()]
     if lent:
-        changed = onnx.ModelProto()
-        changed.CopyFrom(model)
-        for tensor in changed.graph.initializer:
+        changed = _copied(model, "graph")
+        changed.graph.CopyFrom(_copied(model.graph, "initializer"))
+        for tensor in model.graph.initializer:
             if tensor.name in lent:
-                point_to_placeholder(tensor, len(tensor.raw_data))
+                point_to_placeholder(_copied(tensor, "raw_data", changed.graph.initializer.add()),
+                                     len(tensor.raw_data))
+            else:
+                changed.graph.initializer.add().CopyFrom(tensor)
         if probe is not None:
             probe.apply(changed)
     else:
         changed = model if probe is None else probe.applied(model)
     return session_with_initializers(changed.SerializeToString(), quiet_options(),
                                      list(lent), arrays)
+
+
+def _copied(message: Any, leave: str, into: Any = None) -> Any:
+    """A copy of a protobuf ``message`` without its field ``leave`` (into ``into``, a new
+    message of its type if None): the lent payloads are never copied (protobuf crashes,
+    not raises, when it cannot allocate a copy under a memory limit)."""
+    out = type(message)() if into is None else into
+    for descriptor, value in message.ListFields():
+        if descriptor.name == leave:
+            continue
+        if getattr(descriptor, "is_repeated", None) or (  # protobuf < 6 has label only
+                getattr(descriptor, "label", None) == descriptor.LABEL_REPEATED):
+            getattr(out, descriptor.name).extend(value)
+        elif descriptor.type == descriptor.TYPE_MESSAGE:
+            getattr(out, descriptor.name).CopyFrom(value)
+        else:
+            setattr(out, descriptor.name, value)
+    return out
 
 
 def _session(make: Callable[[], Any], which: str) -> Any:
