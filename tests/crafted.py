@@ -27,9 +27,11 @@ from onnxz.codecs import ans
 from onnxz.codecs.base import Chunk, EncodedTensor, TensorCodec, split_counts
 from onnxz.codecs.deadzone import DeadzoneCodec, dequantize, from_float64
 from onnxz.codecs.lossless import (
+    MAGNITUDE_MINOR,
     PALETTE_MINOR,
     LosslessCodec,
     PlaneCoding,
+    magnitude_layouts,
     palette_layout,
     plane_layouts,
     split_planes,
@@ -110,15 +112,19 @@ class ExplicitDeadzone(DeadzoneCodec):
 
 
 class ForcedPlanes(LosslessCodec):
-    """Lossless ``planes`` mode with plane p coded by ``methods[p]`` (``ans``, ``packed`` or
-    ``constant``) instead of the cheapest; ``ans`` tables at ``precision`` if given, over
-    ``table_ranges[p]`` = (offset, size) if given; chunks of ``counts`` elements."""
+    """Lossless ``planes`` mode (or ``magnitude``, format 1.7, if ``mode`` says so) with plane
+    p coded by ``methods[p]`` (``ans``, ``packed``, ``zstd`` or ``constant``) instead of the
+    cheapest; ``ans`` tables at ``precision`` if given, over ``table_ranges[p]`` =
+    (offset, size) if given; chunks of ``counts`` elements; ``edit`` rewrites the planes'
+    symbols before they are coded (for invalid vectors)."""
 
     def __init__(self, methods: Sequence[str], precision: int | None = None,
                  table_ranges: dict[int, tuple[int, int]] | None = None,
-                 counts: Sequence[int] | None = None) -> None:
+                 counts: Sequence[int] | None = None, mode: str = "planes",
+                 edit: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None) -> None:
         self.methods, self.precision = tuple(methods), precision
         self.table_ranges, self.counts = dict(table_ranges or {}), counts
+        self.mode, self.edit = mode, edit
 
     def _coding(self, p: int, plane: np.ndarray) -> PlaneCoding:
         method = self.methods[p]
@@ -133,8 +139,10 @@ class ForcedPlanes(LosslessCodec):
 
     def encode(self, values: np.ndarray, etype: ElementType, chunk_elements: int
                ) -> EncodedTensor:
-        planes = split_planes(values, etype)
-        layouts = plane_layouts(etype)
+        layouts = magnitude_layouts(etype) if self.mode == "magnitude" else plane_layouts(etype)
+        planes = split_planes(values, etype, layouts)
+        if self.edit is not None:
+            planes = self.edit(planes)
         codings = [self._coding(p, plane) for p, plane in enumerate(planes)]
         chunks = tuple(
             Chunk(part.stop - part.start,
@@ -142,9 +150,10 @@ class ForcedPlanes(LosslessCodec):
                         for c, plane, lay in zip(codings, planes, layouts, strict=True)))
             for part in chunk_slices(self.counts or split_counts(values.size, chunk_elements)))
         return EncodedTensor(
-            self.codec_id, {"mode": "planes", "planes": [c.to_fields() for c in codings]},
+            self.codec_id, {"mode": self.mode, "planes": [c.to_fields() for c in codings]},
             chunks, values,
-            table_bytes=sum(c.table.stored_size for c in codings if c.table is not None))
+            table_bytes=sum(c.table.stored_size for c in codings if c.table is not None),
+            format_minor=MAGNITUDE_MINOR if self.mode == "magnitude" else 0)
 
 
 class ForcedPalette(LosslessCodec):

@@ -41,7 +41,7 @@ SEED_NAMES = (
     "spec_example_lossless", "spec_example_deadzone", "lossless_zstd", "deadzone_delta_0_3",
     "deadzone_chunked_escapes", "lossless_chunked", "lossless_float_planes",
     "deadzone_f16_bf16_f64", "paths_tensors_graphs", "subgraphs", "lossless_zstd_planes",
-    "lossless_palette", "lossless_copy",
+    "lossless_palette", "lossless_copy", "lossless_magnitude",
 )
 SECTION_NAMED = re.compile(r"^(not an onnxz file|header|footer|index|graph|tensor)")
 CASE_TIME_LIMIT = 60  # seconds: far beyond any case (milliseconds); only a hang gets there
@@ -51,9 +51,9 @@ INTERESTING_INTS = (0, 1, 2, 3, 4, 7, 8, 16, 24, 25, 63, 64, 65, 127, 128, 255, 
                     2**63, 2**64 - 1, -1, -2, -(2**31), -(2**53) - 1, -(2**63))
 INTERESTING = (*INTERESTING_INTS, True, False, None, 0.0, -0.0, 0.5, 1.0, 1e-300, 1e308,
                float("inf"), float("nan"), "", "x", "lossless", "deadzone", "zstd", "planes",
-               "ans", "packed", "constant", "midpoint", "float32", "float16", "bfloat16",
-               "int8", "graph", "initializer", "node", "functions", b"", b"\x00", b"\xff" * 9,
-               [], [0], {}, {"x": 1})
+               "ans", "packed", "constant", "magnitude", "midpoint", "float32", "float16",
+               "bfloat16", "int8", "graph", "initializer", "node", "functions", b"", b"\x00",
+               b"\xff" * 9, [], [0], {}, {"x": 1})
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """An independent onnxz 1.x decoder (1.0, the 1.1 codecs mulaw, minifloat and trellis, the
 1.2 codec predictive, the 1.3 codec deadzone_zstd, the 1.4 codec trellis_zstd, the 1.5
-lossless mode palette and the 1.6 lossless mode copy), written from SPEC.md alone.
+lossless mode palette, the 1.6 lossless mode copy and the 1.7 lossless mode magnitude),
+written from SPEC.md alone.
 
 It imports nothing from onnxz: only the standard library, onnx (to parse the graph
 section's ModelProto), zstandard and msgpack (the section formats SPEC.md names). Every
@@ -157,6 +158,10 @@ def decode(data: bytes, limits: Limits = Limits()) -> Decoded:
     for i, t in enumerate(tensors):
         if is_copy(t):
             check_copy(tensors, i)
+    minor = struct.unpack_from("<H", data, 10)[0]
+    for t in tensors:  # §6.8: mode magnitude needs a file of 1.7 or later
+        if t.codec == "lossless" and t.params.get("mode") == "magnitude" and minor < 7:
+            raise FormatError(f"tensor {t.name!r}: mode magnitude in a 1.{minor} file")
     total = sum(t.count * DTYPES[t.dtype].width for t in tensors)
     if total > limits.budget(len(data)):
         raise LimitExceededError(f"tensors: {total} decoded bytes exceed the budget")
@@ -549,9 +554,16 @@ def _lossless_decoder(params: dict, dtype: DType) -> ChunkDecode:
         return decode_zstd
     if mode == "palette":
         return _palette_decoder(params, dtype)
-    if mode != "planes":
+    if mode == "magnitude":
+        if not dtype.e:
+            raise FormatError(f"lossless magnitude: {dtype.name} is not a float type")
+        widths = magnitude_widths(dtype)
+        join = _join_magnitude
+    elif mode == "planes":
+        widths = plane_widths(dtype)
+        join = _join
+    else:
         raise FormatError(f"lossless: mode {mode!r} is not known to this reader")
-    widths = plane_widths(dtype)
     entries = _typed(params, "planes", list)
     if len(entries) != len(widths):
         raise FormatError(f"lossless: {dtype.name} has {len(widths)} planes")
@@ -566,7 +578,7 @@ def _lossless_decoder(params: dict, dtype: DType) -> ChunkDecode:
                                for plane, part in zip(planes, parts, strict=True)), strict=True)
         if not all(ended):  # §10.2: after every plane's symbols were range-checked
             raise CorruptDataError("lossless: ANS stream does not end in the initial state")
-        return b"".join(_join(dtype, widths, [s[j] for s in symbols]) for j in range(count))
+        return b"".join(join(dtype, widths, [s[j] for s in symbols]) for j in range(count))
     return decode_planes
 
 
@@ -672,6 +684,19 @@ def _join(dtype: DType, widths: list[int], planes: list[int]) -> bytes:
             sm |= p << rest
         w = ((planes[0] << dtype.m) | ((sm >> dtype.m) << (8 * dtype.width - 1))
              | (sm & ((1 << dtype.m) - 1)))
+    return w.to_bytes(dtype.width, "little")
+
+
+def magnitude_widths(dtype: DType) -> list[int]:
+    """§6.8: the magnitude's top 7 bits, its other W − 1 bytes, the sign bit."""
+    return [7] + [8] * (dtype.width - 1) + [1]
+
+
+def _join_magnitude(dtype: DType, widths: list[int], planes: list[int]) -> bytes:
+    """§6.8 reassembly: w = S << (8·W − 1) | Σ plane_i << 8·(W − 1 − i), i < W."""
+    w = planes[-1] << (8 * dtype.width - 1)
+    for i, p in enumerate(planes[:-1]):
+        w |= p << (8 * (dtype.width - 1 - i))
     return w.to_bytes(dtype.width, "little")
 
 

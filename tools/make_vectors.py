@@ -991,6 +991,47 @@ def copy_of(name: str, source: str) -> Callable[[bytes], bytes]:
     return edit
 
 
+# --- vectors of format 1.7: lossless mode magnitude (SPEC.md §6.8) -----------------------
+
+F16_SPECIALS = (0x0000, 0x8000, 0x7C00, 0xFC00, 0x7E01, 0xFE00, 0x7C01, 0x0001, 0x8001, 0x03FF,
+                0x83FF, 0x7BFF, 0xFBFF)
+"""float16 words: ±0.0, ±inf, NaNs (a payload, negative, signalling), the smallest and largest
+subnormals of both signs, ±65504."""
+
+
+def magnitude_tensors(names: tuple[str, ...] | None = None) -> Source:
+    """Floats for mode magnitude (only ``names`` if given): ``f16_specials``, Laplacian
+    float16 with the float16 specials; ``bf16_pos``, positive bfloat16 (a
+    constant sign plane); ``f32``, Laplacian float32 with ±0.0, ±inf and a NaN payload;
+    ``f64_neg``, negative float64 (sign plane constant 1); ``i16``, int16."""
+    def source(_: Path) -> onnx.ModelProto:
+        rng = np.random.default_rng(1701)
+        specials = _laplace(rng, (150,), 2.0).astype("<f2")
+        specials.view("<u2")[: len(F16_SPECIALS)] = F16_SPECIALS
+        f32 = _laplace(rng, (120,)).astype("<f4")
+        f32.view("<u4")[[0, 1, 2, 3, 119]] = [0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00123]
+        tensors = [
+            _raw("f16_specials", TensorProto.FLOAT16, specials),
+            _raw("bf16_pos", TensorProto.BFLOAT16, _bf16(np.abs(_laplace(rng, (100,))))),
+            _raw("f32", TensorProto.FLOAT, f32),
+            _raw("f64_neg", TensorProto.DOUBLE, -np.abs(_laplace(rng, (40,))).astype("<f8")),
+            _raw("i16", TensorProto.INT16, rng.integers(-500, 500, 60).astype("<i2")),
+        ]
+        return _constants_model([t for t in tensors if names is None or t.name in names])
+    return source
+
+
+def magnitude_top_200(planes: list[np.ndarray]) -> list[np.ndarray]:
+    """Plane 0 (7 bits) given one symbol of 200."""
+    top = planes[0].copy()
+    top[17] = 200
+    return [top, *planes[1:]]
+
+
+def declared_1_6(data: bytes) -> bytes:
+    return container_edit.with_version(data, 1, 6)
+
+
 def quantized(codec: TensorCodec, chunk_elements: int = 1 << 20) -> onnxz.PackOptions:
     """Pack options quantizing weights of 64 elements or more with ``codec``."""
     return onnxz.PackOptions(min_quantized_elements=64, quantizer=codec,
@@ -1307,6 +1348,36 @@ VECTORS_LIST = (
     Vector("invalid_copy_dtype", "a copy whose source is int32 (as many elements)",
            copy_tensors(("w", "i32", "w_tied")), _options(), edit=copy_of("w_tied", "i32"),
            error="format", match="int32"),
+    # format 1.7: lossless mode magnitude (SPEC.md §6.8)
+    Vector("lossless_magnitude", "lossless mode magnitude (format 1.7) in chunks of 128: "
+           "planes packed in chunks of 0, 100 and 50 (float16 with ±0.0, ±inf, NaN payloads "
+           "and subnormals), ans, zstd and constant 0 (bfloat16), zstd, ans, packed, packed, "
+           "ans (float32 with ±0.0, ±inf, a NaN payload), packed and constant 1 (float64)",
+           magnitude_tensors(("f16_specials", "bf16_pos", "f32", "f64_neg")),
+           _options(("f16_specials", crafted.ForcedPlanes(["packed"] * 3, mode="magnitude",
+                                                           counts=(0, 100, 50))),
+                    ("bf16_pos", crafted.ForcedPlanes(["ans", "zstd", "constant"],
+                                                      mode="magnitude")),
+                    ("f32", crafted.ForcedPlanes(["zstd", "ans", "packed", "packed", "ans"],
+                                                 mode="magnitude")),
+                    ("f64_neg", crafted.ForcedPlanes(["packed"] * 8 + ["constant"],
+                                                     mode="magnitude")),
+                    chunk_elements=128), lambda rng: {}),
+    Vector("invalid_magnitude_version", "a float16 tensor in mode magnitude in a file "
+           "declaring format 1.6", magnitude_tensors(("f16_specials",)),
+           _options(("f16_specials", crafted.ForcedPlanes(["zstd", "packed", "packed"],
+                                                          mode="magnitude"))),
+           edit=declared_1_6, error="format", match="magnitude"),
+    Vector("invalid_magnitude_symbol", "a magnitude plane 0 (7 bits) in zstd holding 200",
+           magnitude_tensors(("f16_specials",)),
+           _options(("f16_specials", crafted.ForcedPlanes(["zstd", "packed", "packed"],
+                                                          mode="magnitude",
+                                                          edit=magnitude_top_200))),
+           error="format", match="7-bit"),
+    Vector("invalid_magnitude_dtype", "an int16 tensor in mode magnitude (3 packed planes)",
+           magnitude_tensors(("i16",)),
+           _options(("i16", crafted.ForcedPlanes(["packed"] * 3, mode="magnitude"))),
+           error="format", match="float"),
 )
 
 

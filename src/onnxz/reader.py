@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
-from onnxz.codecs.lossless import LosslessCodec
+from onnxz.codecs.lossless import MAGNITUDE_MINOR, LosslessCodec
 from onnxz.container import (
     ChunkEntry,
     ContainerReader,
@@ -76,6 +76,7 @@ class Reader:
         self.entries: tuple[TensorEntry, ...] = self._container.index.tensors
         try:
             self._sources = copy_sources(self.entries)
+            check_modes_declared(self.entries, self._container.index.version)
         except FormatError:
             try:
                 self._container.graph_bytes()  # SPEC.md §10.2: a damaged graph comes first
@@ -286,6 +287,19 @@ def copy_sources(entries: Sequence[TensorEntry]) -> dict[tuple[str | int, ...], 
             raise FormatError(f"{where}: a chunk holds parts (a copy's chunks are empty)")
         sources[entry.path] = source
     return sources
+
+
+def check_modes_declared(entries: Sequence[TensorEntry], version: tuple[int, int]) -> None:
+    """Lossless mode ``magnitude`` (SPEC.md §6.8) only in a file declaring format 1.7 or
+    later: a :class:`FormatError` naming the first entry using it in an older file (a reader
+    of that version would not know the mode)."""
+    if version[1] >= MAGNITUDE_MINOR:
+        return
+    for entry in entries:
+        if entry.codec == LosslessCodec.codec_id and entry.params.get("mode") == "magnitude":
+            raise FormatError(
+                f"tensor {entry.name!r}: lossless mode 'magnitude' needs format "
+                f"1.{MAGNITUDE_MINOR}; the file declares {version[0]}.{version[1]}")
 
 
 @dataclass
