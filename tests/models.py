@@ -347,6 +347,33 @@ def saturated_map(gain: float = 1e5, width: int = 64, pixels: int = 256) -> onnx
     return helper.make_model(graph, opset_imports=OPSET)
 
 
+def faint_map(pixels: int = 1024, width: int = 64) -> onnx.ModelProto:
+    """x[N,32] -> MatMul -> Relu -> MatMul (z) -> 140·z + 400·Relu(z − 0.012) − 15 -> Sigmoid
+    -> map[N,1024]: a text detector's map on noise (PP-OCRv5 det on generated inputs): most
+    logits near −15 (probabilities ~3e-7), a few pixels up to ~3e-5 (between the default's
+    degenerate 1e-5 and 1e-3)."""
+    w1 = numpy_helper.from_array(_weights((32, width), 63) / 32**0.5, "w1")
+    w2 = numpy_helper.from_array(_weights((width, pixels), 64) / width**0.5, "w2")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+         helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["z"]),
+         helper.make_node("Mul", ["z", "slope"], ["low"]),
+         helper.make_node("Sub", ["z", "knee"], ["above"]),
+         helper.make_node("Relu", ["above"], ["hot"]),
+         helper.make_node("Mul", ["hot", "gain"], ["high"]),
+         helper.make_node("Add", ["low", "high"], ["raised"]),
+         helper.make_node("Add", ["raised", "shift"], ["logits"]),
+         helper.make_node("Sigmoid", ["logits"], ["map"])],
+        "faint_map",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+        [helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", pixels])],
+        [w1, w2] + [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (
+            ("slope", 140.0), ("knee", 0.012), ("gain", 400.0), ("shift", -15.0))],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
 def concat_detector(anchors: int = 256, classes: int = 4, width: int = 32) -> onnx.ModelProto:
     """x[N,256,32] -> boxes (MatMul × 100, in pixels) and scores (Sigmoid(MatMul − 10), mostly
     near 0), each transposed to [N, values, anchors] and joined by a Concat: output0
