@@ -88,6 +88,40 @@ def constants_and_if(out: int = 8) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=OPSET)
 
 
+def carried_weights_loop(width: int = 32, steps: int = 3) -> onnx.ModelProto:
+    """x[1,W] -> Loop (3 steps) carrying h and the weights: h = Tanh(h·w + b); the body
+    passes w on unchanged (its output is its input, as tf2onnx exports a Keras LSTM's
+    kernels) and b through an Identity; the Loop's final w and b are unused."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("MatMul", ["h_in", "w_in"], ["hw"]),
+         helper.make_node("Add", ["hw", "b_in"], ["pre"]),
+         helper.make_node("Tanh", ["pre"], ["h_out"]),
+         helper.make_node("Identity", ["b_in"], ["b_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_in", TensorProto.FLOAT, [1, width]),
+         helper.make_tensor_value_info("w_in", TensorProto.FLOAT, [width, width]),
+         helper.make_tensor_value_info("b_in", TensorProto.FLOAT, [width])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [1, width]),
+         helper.make_tensor_value_info("w_in", TensorProto.FLOAT, [width, width]),
+         helper.make_tensor_value_info("b_out", TensorProto.FLOAT, [width])])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["steps", "cond", "x", "w", "b"], ["y", "w_final", "b_final"],
+                          body=body)],
+        "carried",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])],
+        [numpy_helper.from_array(np.array(steps, np.int64), "steps"),
+         numpy_helper.from_array(np.array(True), "cond"),
+         numpy_helper.from_array(_weights((width, width), 21) * 8, "w"),
+         numpy_helper.from_array(_weights((width,), 22), "b")],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
 def big_conv(channels: int = 64) -> onnx.ModelProto:
     """A conv layer big enough for the lossy default to quantize its weight."""
     w = numpy_helper.from_array(_weights((channels, 16, 3, 3), 5), "conv_w")
@@ -343,6 +377,33 @@ def saturated_map(gain: float = 1e5, width: int = 64, pixels: int = 256) -> onnx
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
         [helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", pixels])],
         [w1, w2, numpy_helper.from_array(np.array(gain, np.float32), "gain")],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
+def faint_map(pixels: int = 1024, width: int = 64) -> onnx.ModelProto:
+    """x[N,32] -> MatMul -> Relu -> MatMul (z) -> 140·z + 400·Relu(z − 0.012) − 15 -> Sigmoid
+    -> map[N,1024]: a text detector's map on noise (PP-OCRv5 det on generated inputs): most
+    logits near −15 (probabilities ~3e-7), a few pixels up to ~3e-5 (between the default's
+    degenerate 1e-5 and 1e-3)."""
+    w1 = numpy_helper.from_array(_weights((32, width), 63) / 32**0.5, "w1")
+    w2 = numpy_helper.from_array(_weights((width, pixels), 64) / width**0.5, "w2")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+         helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["z"]),
+         helper.make_node("Mul", ["z", "slope"], ["low"]),
+         helper.make_node("Sub", ["z", "knee"], ["above"]),
+         helper.make_node("Relu", ["above"], ["hot"]),
+         helper.make_node("Mul", ["hot", "gain"], ["high"]),
+         helper.make_node("Add", ["low", "high"], ["raised"]),
+         helper.make_node("Add", ["raised", "shift"], ["logits"]),
+         helper.make_node("Sigmoid", ["logits"], ["map"])],
+        "faint_map",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+        [helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", pixels])],
+        [w1, w2] + [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (
+            ("slope", 140.0), ("knee", 0.012), ("gain", 400.0), ("shift", -15.0))],
     )
     return helper.make_model(graph, opset_imports=OPSET)
 

@@ -233,13 +233,18 @@ def _is_weight(name: str, uses: dict, known: dict[tuple[str, int], bool], depth:
     return known[name, depth]
 
 
-def _uses_are_weights(name: str, uses: dict, known: dict[tuple[str, int], bool], depth: int
-                      ) -> bool:
+def _uses_are_weights(name: str, uses: dict, known: dict[tuple[str, int], bool], depth: int,
+                      skip: frozenset[int] = frozenset()) -> bool:
     if not name or depth > 8 or not uses.get(name):
         return False
     any_weight = False
     for node, index in uses[name]:
-        if node.op_type in SHAPE_ONLY:
+        if node.op_type in SHAPE_ONLY or id(node) in skip:
+            continue
+        if node.op_type == "Loop" and index >= 2:  # a loop-carried value
+            if not _carried_weight(node, index, uses, known, depth):
+                return False
+            any_weight = True
             continue
         if node.op_type in PASS_THROUGH and _takes(PASS_THROUGH[node.op_type], index):
             if not all(_is_weight(out, uses, known, depth + 1) for out in node.output):
@@ -250,6 +255,29 @@ def _uses_are_weights(name: str, uses: dict, known: dict[tuple[str, int], bool],
             return False
         any_weight = True
     return any_weight
+
+
+def _carried_weight(loop: onnx.NodeProto, index: int, uses: dict,
+                    known: dict[tuple[str, int], bool], depth: int) -> bool:
+    """True if the value a Loop carries at input ``index`` is a weight: the body passes it on
+    unchanged (its output is the body input, or an Identity of it), every other use in the
+    body is a weight input, and the Loop's final value of it is unused or a weight. tf2onnx
+    carries a Keras LSTM's kernels so (chars2vec's two LSTMs: 1.3M weights that were
+    rounded to 10 mantissa bits as non-weights, never quantized)."""
+    body = next((a.g for a in loop.attribute if a.name == "body"), None)
+    if body is None or index >= len(body.input) or index - 1 >= len(body.output):
+        return False
+    inner, passed = body.input[index].name, body.output[index - 1].name
+    skip = {id(n) for n in body.node
+            if n.op_type == "Identity" and list(n.input) == [inner] and n.output[0] == passed}
+    if passed == inner:
+        skip |= {id(n) for n, _ in uses.get(inner, ()) if n.op_type == "<graph output>"}
+    elif not skip:
+        return False  # changed in the loop: state, not a weight
+    final = loop.output[index - 2] if index - 2 < len(loop.output) else ""
+    if final and uses.get(final) and not _is_weight(final, uses, known, depth + 1):
+        return False
+    return _uses_are_weights(inner, uses, known, depth + 1, frozenset(skip))
 
 
 def _is_quantization_parameter(name: str, uses: dict) -> bool:

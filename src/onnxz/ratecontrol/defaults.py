@@ -31,6 +31,7 @@ import onnx
 from onnxz.errors import TargetNotMetError
 from onnxz.outputs import stand_ins
 from onnxz.ratecontrol.objective import (
+    FLOORED_PEAK,
     Measure,
     Objective,
     argmax_sources,
@@ -53,7 +54,15 @@ detector's default kept its logits at 40 dB and its map at 20 dB on generated in
 where a Concat joins the probabilities with other values (YOLOv8's boxes and each anchor's
 class probabilities, each candidate kept or dropped at a threshold on its own): those keep
 :data:`DEFAULT_SNR_DB`, as every part does (at 25 dB NudeNet's default lost 2 of 86 held-out
-boxes, at 40 dB none, +5% bytes)."""
+boxes, at 40 dB none, +5% bytes).
+
+Where the probabilities peak below :data:`~onnxz.ratecontrol.objective.FLOORED_PEAK` on the
+samples (a text detector's map on noise), they are judged as verify judges them, differences
+up to its noise floor (1e-5) counting as none: onnxruntime's Sigmoid gives values near 0 in
+steps of 2^-25 (3e-8), ~10% of a 3e-7 pixel, so any change of the logits moves them by whole
+steps and their SNR held only with every tensor exact (PP-OCRv5 det, peaking at 3e-5: 25.4
+dB at a step of 1/512 with its logits at 67 dB; its default was 1.16×, the lossless file's
+size)."""
 
 WEIGHT_FLOOR_DB = 45.0
 """No quantized tensor of the default goes below this weight SNR, whatever its measured
@@ -107,7 +116,8 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
                       if v in names or v in extras]
             probability_db = (DEFAULT_SNR_DB if len(parts[spec.name]) > 1
                               else PROBABILITY_SNR_DB)
-            found += [Measure("relmse", reference.position(v), 10 ** (-probability_db / 10))
+            found += [Measure("relmse", reference.position(v), 10 ** (-probability_db / 10),
+                              floor=_probability_floor(reference, v))
                       for v in probabilities[spec.name] if v in names or v in extras]
     measures = [m for m in found if peak_magnitude([r[m.index] for r in reference.outputs])
                 >= DEGENERATE_PEAK]
@@ -116,6 +126,14 @@ def default_objective(reference: ReferenceRun, model: onnx.ModelProto) -> Object
         raise DegenerateOutputs(f"every output is {state} on these inputs: nothing to "
                                 "measure on (give real ones with --inputs)")
     return Objective(None, tuple(measures), (), reference.extra_outputs)
+
+
+def _probability_floor(reference: ReferenceRun, value: str) -> float:
+    """The noise floor a Sigmoid's probabilities are judged with: verify's where they peak
+    below :data:`~onnxz.ratecontrol.objective.FLOORED_PEAK` on the samples (see
+    :data:`PROBABILITY_SNR_DB`), else none."""
+    peak = peak_magnitude([r[reference.position(value)] for r in reference.outputs])
+    return Thresholds().noise_floor if peak < FLOORED_PEAK else 0.0
 
 
 def default_extra_outputs(model: onnx.ModelProto) -> tuple[str, ...]:

@@ -283,6 +283,9 @@ class Measure:
     margins: Margins | None = None
     guard: bool = False
     """A guard must also be within its allowance for a candidate to hold."""
+    floor: float = 0.0
+    """``relmse`` only: differences of at most floor × max(1, the sample's peak) count as
+    none, as verify's noise floor counts them."""
 
     def distortion(self, reference: RUNS, candidate: RUNS) -> float:
         """The normalized distortion of ``candidate`` (outputs on the first samples). An
@@ -307,14 +310,22 @@ class Measure:
             gaps = [1 - _cosine(a, b) for a, b in zip(ref, out, strict=True)]
             value = float(np.mean(gaps) if self.kind == "cosine" else max(gaps, default=0))
         else:
-            err = sum(float(np.sum(np.square(_f64(a) - _f64(b)))) for a, b in zip(
-                ref, out, strict=True))
+            err = sum(float(np.sum(np.square(_floored(_f64(a) - _f64(b), a, self.floor))))
+                      for a, b in zip(ref, out, strict=True))
             if self.kind == "relmse":
                 energy = sum(float(np.sum(np.square(_f64(a)))) for a in ref)
                 value = err / energy if energy else err
             else:
                 value = err / max(sum(a.size for a in ref), 1)
         return value / self.allowed if self.allowed > 0 else math.inf * (value > 0)
+
+
+def _floored(err: np.ndarray, reference: np.ndarray, floor: float) -> np.ndarray:
+    """``err`` with the differences of at most floor × max(1, |reference|'s peak) as 0."""
+    if not floor or not err.size:
+        return err
+    peak = float(np.abs(np.nan_to_num(reference)).max())
+    return np.where(np.abs(err) <= floor * max(1.0, peak), 0.0, err)
 
 
 def _lost(kind: str, reference: Sequence[np.ndarray]) -> float:
