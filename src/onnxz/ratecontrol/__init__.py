@@ -41,7 +41,7 @@ from onnxz.inputs import (
 from onnxz.policy import DEFAULT_MAX_WEIGHT_BYTES, FALLBACK_WEIGHT_SNR_DB, PackOptions
 from onnxz.progress import Progress
 from onnxz.ratecontrol import defaults
-from onnxz.ratecontrol.objective import Objective, objective_for
+from onnxz.ratecontrol.objective import Objective, extra_outputs_for, objective_for
 from onnxz.ratecontrol.search import (
     RateResult,
     SizeOf,
@@ -153,7 +153,8 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
         return result
     assert target.max_bytes is not None
     bench = _on_runnable_inputs(model, inputs, lambda samples: Workbench(
-        model, samples, options, None, class_outputs, progress), progress)
+        model, samples, options, None, class_outputs, progress,
+        extra_outputs_for(BUDGET_WEIGHTING, model)), progress)
     bench.reference.check_finite(str(target))
     weighting = _budget_weighting(bench)
     objective = objective_for(weighting, bench.reference, bench.model)
@@ -256,11 +257,18 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
     return result
 
 
+BUDGET_WEIGHTING = Fidelity((Criterion("snr", 30.0), Criterion("top1", 0.99)))
+"""What ``--max-size`` weighs the outputs' errors by: their SNR (each part of a Concat
+too: YOLOv8's class probabilities beside its boxes in pixels, whose SNR alone the output's
+is; without them its files kept 68 dB on the output and 0 dB on the probabilities, and
+detected nothing) and, for class scores, their top-1 margins."""
+
+
 def _budget_weighting(bench: Workbench) -> Fidelity:
-    criteria = [Criterion("snr", 30.0)]
+    """:data:`BUDGET_WEIGHTING`, without ``top1`` for a model without class scores."""
     if any(not s.ids for s in bench.reference.class_scores.values()):
-        criteria.append(Criterion("top1", 0.99))
-    return Fidelity(tuple(criteria))
+        return BUDGET_WEIGHTING
+    return Fidelity(BUDGET_WEIGHTING.criteria[:1])
 
 
 __all__ = ["DEFAULT_MAX_WEIGHT_BYTES", "RateResult", "RateTarget", "Setting", "choose",
