@@ -361,22 +361,28 @@ def binary_head(width: int = 64, vector: bool = False) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=OPSET)
 
 
+def _map_trunk(width: int, pixels: int) -> tuple[list[onnx.TensorProto], list[onnx.NodeProto]]:
+    """The weights and nodes of x[N,32] -> MatMul -> Relu -> MatMul -> z[N, pixels]."""
+    w1 = numpy_helper.from_array(_weights((32, width), 63) / 32**0.5, "w1")
+    w2 = numpy_helper.from_array(_weights((width, pixels), 64) / width**0.5, "w2")
+    return [w1, w2], [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+                      helper.make_node("Relu", ["h"], ["r"]),
+                      helper.make_node("MatMul", ["r", "w2"], ["z"])]
+
+
 def saturated_map(gain: float = 1e5, width: int = 64, pixels: int = 256) -> onnx.ModelProto:
     """x[N,32] -> MatMul -> Relu -> MatMul -> × ``gain`` -> Sigmoid -> map[N,256]: a
     probability map whose logits are mostly far from 0 (a DB text detector's map is 0 or 1
     but at the borders of its regions), so their SNR is the saturated pixels'."""
-    w1 = numpy_helper.from_array(_weights((32, width), 63) / 32**0.5, "w1")
-    w2 = numpy_helper.from_array(_weights((width, pixels), 64) / width**0.5, "w2")
+    weights, trunk = _map_trunk(width, pixels)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w1"], ["h"]),
-         helper.make_node("Relu", ["h"], ["r"]),
-         helper.make_node("MatMul", ["r", "w2"], ["z"]),
+        [*trunk,
          helper.make_node("Mul", ["z", "gain"], ["logits"]),
          helper.make_node("Sigmoid", ["logits"], ["map"])],
         "saturated_map",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
         [helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", pixels])],
-        [w1, w2, numpy_helper.from_array(np.array(gain, np.float32), "gain")],
+        [*weights, numpy_helper.from_array(np.array(gain, np.float32), "gain")],
     )
     return helper.make_model(graph, opset_imports=OPSET)
 
@@ -386,12 +392,9 @@ def faint_map(pixels: int = 1024, width: int = 64) -> onnx.ModelProto:
     -> map[N,1024]: a text detector's map on noise (PP-OCRv5 det on generated inputs): most
     logits near −15 (probabilities ~3e-7), a few pixels up to ~3e-5 (between the default's
     degenerate 1e-5 and 1e-3)."""
-    w1 = numpy_helper.from_array(_weights((32, width), 63) / 32**0.5, "w1")
-    w2 = numpy_helper.from_array(_weights((width, pixels), 64) / width**0.5, "w2")
+    weights, trunk = _map_trunk(width, pixels)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w1"], ["h"]),
-         helper.make_node("Relu", ["h"], ["r"]),
-         helper.make_node("MatMul", ["r", "w2"], ["z"]),
+        [*trunk,
          helper.make_node("Mul", ["z", "slope"], ["low"]),
          helper.make_node("Sub", ["z", "knee"], ["above"]),
          helper.make_node("Relu", ["above"], ["hot"]),
@@ -402,7 +405,7 @@ def faint_map(pixels: int = 1024, width: int = 64) -> onnx.ModelProto:
         "faint_map",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
         [helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", pixels])],
-        [w1, w2] + [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (
+        [*weights] + [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (
             ("slope", 140.0), ("knee", 0.012), ("gain", 400.0), ("shift", -15.0))],
     )
     return helper.make_model(graph, opset_imports=OPSET)
