@@ -856,18 +856,20 @@ def session_from_proto(model: onnx.ModelProto, probe: Probe | None = None) -> An
     ``model`` is freed, 90 MB a session.)"""
     read = consumers(model)
     inputs = {v.name for v in model.graph.input}
-    lent = {t.name: t for t in model.graph.initializer
-            if t.HasField("raw_data") and t.name not in inputs
-            and goes_outside(t, len(t.raw_data), read)}
-    arrays = [np.frombuffer(t.raw_data, dtype=onnx.helper.tensor_dtype_to_np_dtype(
-        t.data_type)).reshape(tuple(t.dims)) for t in lent.values()]
+    lent: dict[str, np.ndarray] = {}  # each payload read once: every read is a copy
+    for t in model.graph.initializer:
+        if t.HasField("raw_data") and t.name not in inputs and t.data_type in ORT_NUMPY_TYPES:
+            raw = t.raw_data
+            if goes_outside(t, len(raw), read):
+                lent[t.name] = np.frombuffer(raw, dtype=onnx.helper.tensor_dtype_to_np_dtype(
+                    t.data_type)).reshape(tuple(t.dims))
     if lent:
         changed = _copied(model, "graph")
-        changed.graph.CopyFrom(_copied(model.graph, "initializer"))
+        _copied(model.graph, "initializer", changed.graph)
         for tensor in model.graph.initializer:
             if tensor.name in lent:
                 point_to_placeholder(_copied(tensor, "raw_data", changed.graph.initializer.add()),
-                                     len(tensor.raw_data))
+                                     lent[tensor.name].nbytes)
             else:
                 changed.graph.initializer.add().CopyFrom(tensor)
         if probe is not None:
@@ -875,7 +877,7 @@ def session_from_proto(model: onnx.ModelProto, probe: Probe | None = None) -> An
     else:
         changed = model if probe is None else probe.applied(model)
     return session_with_initializers(changed.SerializeToString(), quiet_options(),
-                                     list(lent), arrays)
+                                     list(lent), list(lent.values()))
 
 
 def _copied(message: Any, leave: str, into: Any = None) -> Any:
