@@ -185,6 +185,30 @@ def test_ans_table_validation():
         ans.FrequencyTable(0, 8, np.array([256], dtype=np.uint32))  # one symbol
 
 
+def test_ans_table_fit_stops_early_yet_picks_the_table_of_least_total_bits():
+    def every_precision(counts, offset):  # the whole walk, each total computed
+        least = max(ans.MIN_TABLE_PRECISION, int(np.ceil(np.log2(counts.size))) + 1)
+        tables = [ans.FrequencyTable(offset, p, ans._quantize_counts(counts, p))
+                  for p in range(least, ans.CODER_PRECISION + 1)]
+        totals = [t.cost_bits(counts) + 8 * t.stored_size for t in tables]
+        return tables[int(np.argmin(totals))]  # the lowest precision on a tie
+
+    rng = np.random.default_rng(11)
+    histograms = [np.bincount(np.clip(np.round(rng.laplace(0, scale, n)), -999, 999)
+                              .astype(np.int64) + 999)
+                  for scale in (0.4, 3, 40, 400) for n in (50, 5_000, 500_000)]
+    histograms += [rng.integers(0, 5, 300), rng.integers(0, 10**6, 1000),
+                   np.eye(1, 700, 350, dtype=np.int64)[0] * 10**6, np.zeros(40, np.int64)]
+    chosen = set()
+    for counts in histograms:
+        fitted = ans.FrequencyTable.fit_counts(counts, -7)
+        expected = every_precision(counts, -7)
+        assert (fitted.offset, fitted.precision) == (-7, expected.precision)
+        assert fitted.freqs.tolist() == expected.freqs.tolist()
+        chosen.add(fitted.precision)
+    assert len(chosen) > 3  # the histograms reach several precisions
+
+
 def test_ans_stream_damage_is_an_onnxz_error():
     symbols = np.random.default_rng(7).integers(-5, 5, 1000)
     table = ans.FrequencyTable.fit(symbols)

@@ -85,20 +85,34 @@ class FrequencyTable:
 
     @classmethod
     def fit_counts(cls, counts: np.ndarray, offset: int) -> FrequencyTable:
-        """Best table for a histogram (``counts[i]`` = occurrences of ``offset + i``)."""
+        """Best table for a histogram (``counts[i]`` = occurrences of ``offset + i``): of
+        the precisions from the least that fits the alphabet to 24, the one of least
+        coded bits + stored table bits (the lowest such precision).
+
+        The walk stops early where no higher precision can win: the coded bits are never
+        below the histogram's entropy (Gibbs), and the stored table never shrinks as the
+        precision grows (each frequency at least keeps its size), so once the entropy plus
+        this precision's table reaches the best total, every later total does too. The
+        table chosen is the one the whole walk would choose.
+        """
         counts = np.asarray(counts, dtype=np.int64)
         if counts.size < 2:
             counts = np.concatenate((counts, np.zeros(2 - counts.size, dtype=np.int64)))
         least = max(MIN_TABLE_PRECISION, int(np.ceil(np.log2(counts.size))) + 1)
-        best: FrequencyTable | None = None
+        used = counts > 0
+        floor_bits = _entropy_bits(counts[used]) * (1 - BOUND_SLACK)
+        best: tuple[int, np.ndarray] | None = None
         best_bits = np.inf
         for precision in range(least, CODER_PRECISION + 1):
-            table = cls(offset, precision, _quantize_counts(counts, precision))
-            bits = table.cost_bits(counts) + 8 * table.stored_size
+            freqs = _quantize_counts(counts, precision)
+            table_bits = 8 * _stored_size(freqs)
+            if floor_bits + table_bits >= best_bits:
+                break
+            bits = _cost_bits(counts, used, freqs, precision) + table_bits
             if bits < best_bits:
-                best, best_bits = table, bits
+                best, best_bits = (precision, freqs), bits
         assert best is not None
-        return best
+        return cls(offset, *best)
 
     def within(self, low: int, high: int) -> bool:
         """Whether every symbol of the table lies in ``low`` … ``high − 1``."""
@@ -106,14 +120,12 @@ class FrequencyTable:
 
     def cost_bits(self, counts: np.ndarray) -> float:
         """Ideal coded size in bits of a histogram under this table (excluding the table)."""
-        nz = counts > 0
-        return float(-(counts[nz] * np.log2(self.freqs[nz] / 2.0**self.precision)).sum())
+        return _cost_bits(counts, counts > 0, self.freqs, self.precision)
 
     @property
     def stored_size(self) -> int:
         """Bytes of :meth:`to_bytes` (computed without encoding)."""
-        f = self.freqs
-        return int(f.size + (f >= 1 << 7).sum() + (f >= 1 << 14).sum() + (f >= 1 << 21).sum())
+        return _stored_size(self.freqs)
 
     def to_bytes(self) -> bytes:
         """The frequencies as unsigned LEB128 varints (the table's stored form)."""
@@ -250,6 +262,31 @@ def decode(data: bytes | memoryview, table: FrequencyTable, count: int) -> np.nd
     symbols = decoder.take(count) if count else np.zeros(0, dtype=np.int64)
     decoder.finish()
     return symbols
+
+
+BOUND_SLACK = 1e-9
+"""Relative slack on the entropy bound of :meth:`FrequencyTable.fit_counts`: far above the
+rounding of a float64 sum of up to 2**16 terms, far below a bit."""
+
+
+def _entropy_bits(used: np.ndarray) -> float:
+    """Σ c·log2(mass / c) over a histogram's nonzero counts ``used``: no table codes the
+    histogram in fewer bits."""
+    mass = int(used.sum())
+    return float((used * np.log2(mass / used)).sum()) if mass else 0.0
+
+
+def _cost_bits(counts: np.ndarray, used: np.ndarray, freqs: np.ndarray,
+               precision: int) -> float:
+    """Ideal coded bits of ``counts`` under ``freqs`` at ``precision``; ``used`` marks the
+    nonzero counts."""
+    return float(-(counts[used] * np.log2(freqs[used] / 2.0**precision)).sum())
+
+
+def _stored_size(freqs: np.ndarray) -> int:
+    """Bytes of the frequencies as LEB128 varints."""
+    return int(freqs.size + (freqs >= 1 << 7).sum() + (freqs >= 1 << 14).sum()
+               + (freqs >= 1 << 21).sum())
 
 
 def _quantize_counts(counts: np.ndarray, precision: int) -> np.ndarray:
