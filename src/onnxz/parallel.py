@@ -26,7 +26,6 @@ import platform
 import secrets
 import signal
 import sys
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -229,7 +228,7 @@ def encode_tensor(job: EncodeJob) -> EncodedResult:
     reconstruction = np.ascontiguousarray(encoded.reconstruction).reshape(-1)
     return EncodedResult(
         encoded.codec_id, encoded.params, encoded.chunks,
-        zlib.crc32(reconstruction.view(np.uint8)) & 0xFFFFFFFF,
+        crc32(reconstruction.view(np.uint8)),
         encoded.entropy_bits, encoded.table_bytes, encoded.format_minor, encoded.rounded_bits)
 
 
