@@ -1012,6 +1012,43 @@ def test_cli_warns_of_class_decisions_judged_on_generated_inputs(heads, tmp_path
         assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
 
 
+def test_a_class_the_chosen_file_never_keeps_is_recorded_and_warned(heads, tmp_path,
+                                                                    monkeypatch):
+    """A yes/no target counts decisions alike: with 2 positives in 1,079 windows a keyword
+    spotter's `top1>=0.995` was met by a file that never says yes (openWakeWord's
+    namaste_deepa, sweep 11). The search's metrics name such a class, the record keeps it,
+    and pack warns."""
+    from dataclasses import replace
+
+    from onnxz.ratecontrol.search import RateResult
+
+    np.savez(tmp_path / "calib.npz", **x_inputs(16))
+    real_save = onnxz.save
+    found = {}
+
+    def losing_a_class(*args, **kwargs):
+        info = real_save(*args, **kwargs)
+        found["achieved"] = info.rate_control["achieved"]
+        record = dict(info.rate_control)
+        record["achieved"] = {"hN": {"top1": 0.998, "lost_classes": [[1, 2]]}}
+        return replace(info, rate_control=record)
+
+    monkeypatch.setattr(onnxz, "save", losing_a_class)
+    done = CliRunner().invoke(main, ["pack", str(heads), "-o", str(tmp_path / "k.onnxz"),
+                                     "--fidelity", "top1>=0.99", "--inputs",
+                                     str(tmp_path / "calib.npz"), "--quiet"])
+    assert done.exit_code == 0, done.output
+    assert done.stderr == ("onnxz: warning: hN: the file decides class 1 on none of the 2 "
+                           "sample rows where the original does (top1>=0.99 counts every row "
+                           "alike); to keep a rare class, ask snr of its scores\n")
+    assert all("lost_classes" not in figures for figures in found["achieved"].values())
+    never_yes = onnxz.verifier.OutputMetrics(
+        "p", "float32", 1, 10, 1.0, 0.5, 0.1, 3.0, 0.9, 0.9, 0.0, 0.8, None, "rows sum to 1",
+        lost_classes=((1, 2),))
+    chosen = RateResult("fidelity", "top1>=0.99", None, [], {}, (never_yes,))
+    assert chosen.summary()["achieved"]["p"]["lost_classes"] == [[1, 2]]
+
+
 def position_scores() -> onnx.ModelProto:
     """x [S, 64] -> MatMul 64x64 -> Relu -> MatMul 64x1 -> ``score`` [S]: one score per
     position of an input of any length (a word segmenter's boundary logits)."""

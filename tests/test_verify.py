@@ -31,7 +31,7 @@ import onnxz
 from onnxz.cli import main
 from onnxz.inputs import GeneratedInputs, TensorSpec, graph_specs, samples_for
 from onnxz.outputs import ClassScores, Picked, Picks, Pin, find_picks
-from onnxz.verifier import Probe, ReferenceRun, _Accumulator, session_from_proto
+from onnxz.verifier import Probe, ReferenceRun, _Accumulator, as_fidelity, session_from_proto
 
 
 def run(*args):
@@ -482,6 +482,31 @@ def test_top1_top5_and_cosine():
     m = acc.result()
     assert m.top1 == 0.5 and m.top5 == pytest.approx((5 + 4) / 10)
     assert m.cosine_min < 1
+
+
+def test_a_class_the_packed_model_never_keeps_is_reported_not_judged():
+    """A keyword spotter's rare 'yes' rows all lost: top-1 still 99.8%, so the criteria
+    pass, and the report names the class (a class lost on one row is one flip, not named)."""
+    acc = _Accumulator(spec(("N", 2)), NAMED)
+    ref = np.zeros((1000, 2), np.float32)
+    ref[:, 0] = 1
+    ref[[10, 500], 1] = 2  # the original says yes twice
+    ref[700, 2 - 1] = 2  # and once more, on a row the packed keeps
+    out = ref.copy()
+    out[[10, 500], 1] = 0
+    acc.add(ref[:600], out[:600])
+    acc.add(ref[600:], out[600:])
+    m = acc.result()
+    assert m.top1 == pytest.approx(0.998)
+    assert m.lost_classes == ()  # class 1 kept on row 700
+    once = _Accumulator(spec(("N", 2)), NAMED)
+    once.add(ref[:600], out[:600])
+    assert once.result().lost_classes == ((1, 2),)
+    report = onnxz.verifier.VerifyReport("a.onnx", "b.onnxz", "given", 1,
+                                         as_fidelity("top1>=0.99"), (once.result(),))
+    assert report.passed
+    assert "lost classes: out: class 1 (the original's decision on 2 rows)" in report.table()
+    assert json.loads(json.dumps(report.to_dict()))["outputs"][0]["lost_classes"] == [[1, 2]]
 
 
 def test_outputs_that_are_not_class_scores_get_no_top1():

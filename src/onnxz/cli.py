@@ -494,6 +494,12 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
     if rate is not None and not rate.get("met", True):
         click.echo(f"onnxz: warning: {rate.get('target')} not met; wrote the closest file "
                    "(--best-effort)", err=True)
+    for output, figures in ((rate or {}).get("achieved") or {}).items():
+        for c, rows in figures.get("lost_classes", ()):
+            click.echo(f"onnxz: warning: {output}: the file decides class {c} on none of the "
+                       f"{rows} sample rows where the original does ({rate.get('target')} "
+                       "counts every row alike); to keep a rare class, ask snr of its scores",
+                       err=True)
     decided = sorted({c.metric for c in Fidelity.parse(fidelity).criteria
                       if c.metric in CLASS_METRICS}) if fidelity and inputs is None else []
     if decided:

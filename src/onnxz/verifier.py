@@ -268,6 +268,11 @@ class OutputMetrics:
     """For a value a Concat joins into outputs (:func:`~onnxz.outputs.concat_parts`: a
     detector's class probabilities beside its boxes): those outputs, whose ``snr``
     criteria it is judged by too (alone, the whole output's SNR is its largest part's)."""
+    lost_classes: tuple[tuple[int, int], ...] = ()
+    """Classes the original decides on at least :data:`LOST_CLASS_MIN_ROWS` rows of which
+    the packed keeps none, each with that count of rows: reported, not judged (``top1``
+    counts every row alike, so a keyword spotter that never says yes keeps 99.8% of the
+    decisions of 1,079 windows holding 2 positives)."""
 
     def value(self, criterion: Criterion) -> float | None:
         """The value ``criterion`` reads (None if the metric does not apply here)."""
@@ -425,6 +430,13 @@ class VerifyReport:
                                  "a sequence's confident rows, which a CTC string does not "
                                  "see: if it is a recognizer's, judge it by its strings: "
                                  '--fidelity "ctc>=0.99")')
+        for m in self.outputs:
+            if m.lost_classes:
+                lost = ", ".join(f"class {c} (the original's decision on {_count(n, 'row')})"
+                                 for c, n in m.lost_classes)
+                lines.append(f"lost classes: {m.name}: {lost}: the packed model decides it on "
+                             "none of them; top-1 counts every row alike, so a rare class "
+                             "can go without failing it (judge the scores by snr)")
         for m in self.outputs:
             if m.picked:
                 read = [r.name for r in self.outputs if m.name in r.stands_for]
@@ -1068,6 +1080,10 @@ class _Accumulator:
     paths: list[tuple[np.ndarray, np.ndarray]] | None = field(default_factory=list)
     """Per sample, the original's and the packed's argmax paths (int32; None once a
     sample has more than :data:`CTC_MAX_ROWS` rows)."""
+    class_rows: dict[int, int] = field(default_factory=dict)
+    """Rows per class the original decides (every sample so far)."""
+    class_kept: dict[int, int] = field(default_factory=dict)
+    """Of those, the rows where the packed decides the same."""
     top5_sum: float = 0.0
     distributions: bool = True
     probabilities: bool = True
@@ -1147,7 +1163,10 @@ class _Accumulator:
     def _add_paths(self, ref_path: np.ndarray, out_path: np.ndarray) -> None:
         """One sample's decisions: the original's and the packed's class per row."""
         self.rows += ref_path.shape[0]
-        hits = int(np.sum(ref_path == out_path))
+        kept = ref_path == out_path
+        _count_classes(self.class_rows, ref_path)
+        _count_classes(self.class_kept, ref_path[kept])
+        hits = int(np.sum(kept))
         self.top1_hits += hits
         self.top1_samples += hits == ref_path.shape[0]
         if self.paths is not None and ref_path.size <= CTC_MAX_ROWS:
@@ -1202,6 +1221,9 @@ class _Accumulator:
             stands_for=self.stands_for,
             pinned=self.pinned,
             part_of=self.part_of,
+            lost_classes=tuple(
+                (c, n) for c, n in sorted(self.class_rows.items())
+                if n >= LOST_CLASS_MIN_ROWS and not self.class_kept.get(c)) if scores else (),
         )
 
 
@@ -1223,6 +1245,28 @@ def _is_probability_column(values: np.ndarray) -> bool:
             or (values.ndim > 1 and values.shape[-1] != 1)):
         return False
     return bool(((values >= 0) & (values <= 1)).all())
+
+
+LOST_CLASS_MIN_ROWS = 2
+"""Rows of the original's decisions a class needs before losing all of them is reported
+(:attr:`OutputMetrics.lost_classes`; one row lost is one flip, which ``top1`` counts)."""
+
+
+BINCOUNT_CLASSES = 1 << 16
+"""Class numbers below this are counted by a histogram instead of a sort."""
+
+
+def _count_classes(counts: dict[int, int], path: np.ndarray) -> None:
+    """Add each class's rows in ``path`` (class numbers, any integers) to ``counts``."""
+    if (path.dtype.kind in "iu" and path.size and path.min() >= 0
+            and path.max() < BINCOUNT_CLASSES):  # no sort
+        rows = np.bincount(path)
+        classes = rows.nonzero()[0]
+        rows = rows[classes]
+    else:
+        classes, rows = np.unique(path, return_counts=True)
+    for c, n in zip(classes.tolist(), rows.tolist(), strict=True):
+        counts[c] = counts.get(c, 0) + n
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -149,6 +149,8 @@ class RateResult:
                 achieved[m.name]["stands_for"] = list(m.stands_for)
             if m.pinned:
                 achieved[m.name]["pinned_by"] = m.pinned
+            if m.lost_classes:
+                achieved[m.name]["lost_classes"] = [list(lost) for lost in m.lost_classes]
         changed = {"corrected_biases": len(self.corrections)} if self.corrections else {}
         if self.rounded:
             changed["calibrated_rounding"] = len(self.rounded)
