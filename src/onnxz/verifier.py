@@ -570,7 +570,7 @@ def verify(
                    if inputs is not None and not isinstance(inputs, DefaultInputs)
                    else _runnable_samples(input_specs, model, reference, inputs))
         described = samples.description
-        candidate = _session(lambda: open_packed(own_session_options(), probe), "packed")
+        candidate = _session(lambda: open_packed(quiet_options(), probe), "packed")
         _check_interfaces(reference, candidate, probe.fed)
         accumulators = [_Accumulator(s, evidence.get(s.name), floor,
                                      picked=picked[s.name].op if s.name in picked else None,
@@ -800,19 +800,12 @@ class SampleFailed(ModelFailed):
     """A model loaded but failed to run on a sample (e.g. sizes that do not fit it)."""
 
 
-def own_session_options() -> Any:
-    """Options of the sessions onnxz runs itself (verify, rate control; not a user's
-    :func:`onnxz.inference_session`): onnxruntime's error log kept off stderr (we report),
-    and its worker threads asleep between parallel sections instead of spinning. Rate
-    control alternates short runs with work in Python, which spinning threads kept from a
-    core: without them the default pack of ppocr_det took 16.6 → 11.7 s of CPU (17.0 → 11.9
-    s wall, two cores shared with another job), ppocr_cls 5.4 → 3.7 s, all-MiniLM-L6 29.3
-    → 27.7 s; the same files."""
+def quiet_options() -> Any:
+    """Session options that keep onnxruntime's own error log off stderr (we report)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
@@ -895,7 +888,7 @@ def session_from_proto(model: onnx.ModelProto, probe: Probe | None = None) -> An
             probe.apply(changed)
     else:
         changed = model if probe is None else probe.applied(model)
-    return session_with_initializers(changed.SerializeToString(), own_session_options(),
+    return session_with_initializers(changed.SerializeToString(), quiet_options(),
                                      list(lent), list(lent.values()))
 
 
@@ -950,7 +943,7 @@ def _original_session(original: onnx.ModelProto | Path, extra_outputs: Sequence[
             original if isinstance(original, onnx.ModelProto) else _whole_model(original),
             Probe(tuple(extra_outputs))), "original")
     return _session(
-        lambda: ort.InferenceSession(_model_for_onnxruntime(original), own_session_options(),
+        lambda: ort.InferenceSession(_model_for_onnxruntime(original), quiet_options(),
                                      ["CPUExecutionProvider"]),
         "original")
 
