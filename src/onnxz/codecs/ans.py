@@ -100,7 +100,8 @@ class FrequencyTable:
             counts = np.concatenate((counts, np.zeros(2 - counts.size, dtype=np.int64)))
         least = max(MIN_TABLE_PRECISION, int(np.ceil(np.log2(counts.size))) + 1)
         used = counts > 0
-        floor_bits = _entropy_bits(counts[used]) * (1 - BOUND_SLACK)
+        used_counts = counts[used]
+        floor_bits = _entropy_bits(used_counts) * (1 - BOUND_SLACK)
         best: tuple[int, np.ndarray] | None = None
         best_bits = np.inf
         for precision in range(least, CODER_PRECISION + 1):
@@ -108,7 +109,7 @@ class FrequencyTable:
             table_bits = 8 * _stored_size(freqs)
             if floor_bits + table_bits >= best_bits:
                 break
-            bits = _cost_bits(counts, used, freqs, precision) + table_bits
+            bits = _cost_bits(used_counts, freqs[used], precision) + table_bits
             if bits < best_bits:
                 best, best_bits = (precision, freqs), bits
         assert best is not None
@@ -120,7 +121,8 @@ class FrequencyTable:
 
     def cost_bits(self, counts: np.ndarray) -> float:
         """Ideal coded size in bits of a histogram under this table (excluding the table)."""
-        return _cost_bits(counts, counts > 0, self.freqs, self.precision)
+        used = counts > 0
+        return _cost_bits(counts[used], self.freqs[used], self.precision)
 
     @property
     def stored_size(self) -> int:
@@ -276,11 +278,10 @@ def _entropy_bits(used: np.ndarray) -> float:
     return float((used * np.log2(mass / used)).sum()) if mass else 0.0
 
 
-def _cost_bits(counts: np.ndarray, used: np.ndarray, freqs: np.ndarray,
-               precision: int) -> float:
-    """Ideal coded bits of ``counts`` under ``freqs`` at ``precision``; ``used`` marks the
-    nonzero counts."""
-    return float(-(counts[used] * np.log2(freqs[used] / 2.0**precision)).sum())
+def _cost_bits(used_counts: np.ndarray, used_freqs: np.ndarray, precision: int) -> float:
+    """Ideal coded bits of a histogram's nonzero counts under their frequencies at
+    ``precision``."""
+    return float(-(used_counts * np.log2(used_freqs / 2.0**precision)).sum())
 
 
 def _stored_size(freqs: np.ndarray) -> int:
