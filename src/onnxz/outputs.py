@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,6 +197,37 @@ def class_evidence(model: onnx.ModelProto, named: Sequence[str] = ()) -> dict[st
         if (spec.name not in found and words & SCORE_NAMES and spec.dtype.kind == "f"
                 and spec.shape and isinstance(spec.shape[-1], int) and spec.shape[-1] >= 2):
             found[spec.name] = ClassScores(f"named {spec.name!r}")
+    return found
+
+
+def sequence_outputs(model: onnx.ModelProto, evidence: Mapping[str, ClassScores]
+                     ) -> list[str]:
+    """The outputs of ``evidence`` (class scores, as :func:`class_evidence` finds them) whose
+    declared shape gives a sample several rows: an axis besides the batch (axis 0) and the
+    classes that is dynamic or longer than 1, as a recognizer's positions ``[N, T, C]``.
+    Not a yes/no per element, not class numbers, and not an output of unknown rank.
+
+    >>> from onnx import TensorProto, helper
+    >>> graph = helper.make_graph([], "g", [], [
+    ...     helper.make_tensor_value_info("rec", TensorProto.FLOAT, ["N", "T", 97]),
+    ...     helper.make_tensor_value_info("cls", TensorProto.FLOAT, ["N", 1, 2])])
+    >>> scores = ClassScores("Softmax output")
+    >>> sequence_outputs(helper.make_model(graph), {"rec": scores, "cls": scores})
+    ['rec']
+    """
+    found = []
+    for spec in graph_specs(model)[1]:
+        scores = evidence.get(spec.name)
+        if scores is None or scores.binary or scores.ids or not spec.shape:
+            continue
+        rank = len(spec.shape)
+        classes = scores.axis % rank if -rank <= scores.axis < rank else None
+        if classes is None:
+            continue
+        rows = spec.shape[1:classes] if scores.coerced else [
+            d for k, d in enumerate(spec.shape) if k not in (0, classes)]
+        if any(not isinstance(d, int) or d > 1 for d in rows):
+            found.append(spec.name)
     return found
 
 

@@ -66,6 +66,7 @@ from onnxz.outputs import (
     class_id_outputs,
     concat_parts,
     find_picks,
+    sequence_outputs,
     stand_ins,
 )
 from onnxz.progress import Progress
@@ -183,7 +184,7 @@ class Thresholds:
                     f"{name} must be in [{low}, {high}], not {getattr(self, name)}")
 
     def fidelity(self, generated: bool = False, class_ids: Sequence[str] = (),
-                 outputs: Sequence[str] = ()) -> Fidelity:
+                 outputs: Sequence[str] = (), sequences: Sequence[str] = ()) -> Fidelity:
         """The criteria on the user's inputs, or on generated ones (``generated``).
 
         ``class_ids`` are outputs that are the class numbers an in-graph ArgMax makes (a
@@ -194,13 +195,20 @@ class Thresholds:
         scores: a matcher's 1,000 matches per image pair, a segmenter's pixels; whole
         samples are reported), and only where top-1 is judged (also where they are the
         only outputs); the other outputs keep SNR and cosine, each named.
+
+        ``sequences`` are class-score outputs with several rows per sample (a recognizer's
+        positions, :func:`onnxz.outputs.sequence_outputs`). Where top-1 is judged, their
+        rows are, and a sample's cosine is not: over a sequence of confident rows it moves
+        with their timing (a character read one frame earlier: 0.97 for the same string).
         """
         judge_top1 = self.top1_on_generated or not generated
         others = [o for o in outputs if o not in class_ids]
         plain = [Criterion("snr", self.min_snr_db)] if self.min_snr_db > -math.inf else []
         plain.append(Criterion("cosine", self.min_cosine))
+        rows_judged = set(sequences) if judge_top1 else set()
         criteria = [Criterion(c.metric, c.bound, o) for o in others for c in plain
-                    ] if class_ids and others else plain
+                    if c.metric != "cosine" or o not in rows_judged
+                    ] if (class_ids or rows_judged) and others else plain
         if judge_top1 and class_ids and not others:  # nothing but class numbers
             return Fidelity(tuple(Criterion("top1", self.min_top1, o) for o in class_ids))
         if judge_top1 and class_ids and others:  # the ids' decisions, each named
@@ -563,7 +571,8 @@ def verify(
         evidence.update((n, IDS_EVIDENCE) for n in class_ids)
         if isinstance(thresholds, Thresholds | None):  # class ids: by their decisions
             fidelity = (thresholds or Thresholds()).fidelity(
-                generated, class_ids, [s.name for s in output_specs])
+                generated, class_ids, [s.name for s in output_specs],
+                sequence_outputs(model, evidence))
         else:  # the user's criteria name outputs that must exist and fit
             _check_criteria(fidelity, output_specs, evidence)
         samples = (samples_for(input_specs, inputs)
