@@ -718,7 +718,10 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
     queries), the packed model runs with the original's picks ("pinned"). An
     output a Concat joins (a detector's boxes and class probabilities) has each
     part judged by its SNR too; an in-graph ArgMax's class numbers are judged by
-    top-1 (each one a decision), not by SNR or cosine.
+    top-1 (each one a decision), not by SNR or cosine. Class scores with several
+    rows per sample (a recognizer's positions [N, T, C]) are judged on --inputs
+    by their rows' top-1 and SNR, not by a sample's cosine (it moves with the
+    timing of confident rows); --fidelity "ctc>=0.99" judges their strings.
 
     \b
     Inputs, without --inputs: N(0,1) floats, integers from --int-range, random
