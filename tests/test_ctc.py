@@ -210,8 +210,10 @@ def test_a_sequence_of_class_scores_is_judged_by_its_rows_not_a_samples_cosine(t
     x = np.random.default_rng(1).normal(0, 1, (4, 1, 40, 64)).astype(np.float32)
     real = onnxz.verify(original, tmp_path / "l.onnxz", {"x": x})
     assert [str(c) for c in real.fidelity.criteria] == ["snr[probs]>=20", "top1>=0.99"]
+    assert "sequences: probs: several rows per sample" in real.table()
     generated = onnxz.verify(original, tmp_path / "l.onnxz")
     assert "cosine>=0.99" in [str(c) for c in generated.fidelity.criteria]
+    assert "sequences:" not in generated.table()
     row = OutputMetrics(
         name="probs", dtype="float32", samples=24, elements=24 * 40 * 32,
         original_max_abs=1.0, max_abs_error=0.7, mean_abs_error=3e-7, snr_db=28.6,

@@ -408,6 +408,9 @@ class VerifyReport:
             "passed": self.passed,
         }
 
+    def _judged(self, m: OutputMetrics, metric: str) -> bool:
+        return any(c.metric == metric and m.judged_by(c) for c in self.fidelity.criteria)
+
     def table(self) -> str:
         """The report for people: a line per output, the criteria, the verdict."""
         lines = [f"original  {self.original}", f"packed    {self.packed}",
@@ -424,6 +427,13 @@ class VerifyReport:
         classes = [f"{m.name} ({m.class_scores})" for m in self.outputs
                    if m.class_scores and not m.picked]
         lines.append("class scores: " + (", ".join(classes) if classes else "none"))
+        sequences = [m.name for m in self.outputs if self.thresholds is not None
+                     and m.class_scores and m.class_scores != IDS_EVIDENCE.reason
+                     and self._judged(m, "top1") and not self._judged(m, "cosine")]
+        if sequences:
+            lines.append(f"sequences: {', '.join(sequences)}: several rows per sample, judged "
+                         "row by row (top-1) and by SNR; a sample's cosine moves with the "
+                         "timing of its confident rows: reported, not judged")
         for m in self.outputs:  # rows per sample: what a string-reading task sees
             if (m.ctc is not None and m.top1 is not None and m.top1_sample != m.top1
                     and not any(m.judged_by(c) and c.metric in ("ctc", "top1_sample")
