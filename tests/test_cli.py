@@ -39,6 +39,25 @@ def test_pack_unpack_info(model_file, tmp_path):
     assert result.exit_code == 0 and (tmp_path / "back.onnx").exists()
 
 
+def test_unpack_json_says_what_was_written_and_not_a_stale_data_file(model_file, tmp_path):
+    """`unpack --json` gives the output, its bytes and the external data file it wrote. A
+    data file of an earlier run beside the output (seconds old) was once reported as
+    written; now only one this run moved into place is."""
+    packed = tmp_path / "m.onnxz"
+    assert run("pack", model_file, "-o", packed, "--lossless").exit_code == 0
+    back = tmp_path / "back.onnx"
+    result = run("unpack", packed, "-o", back, "--json", "--external-data")
+    split = json.loads(result.output)
+    assert result.exit_code == 0 and split["output"] == str(back)
+    assert split["external_data"] == str(back) + ".data"
+    assert split["external_data_bytes"] == (tmp_path / "back.onnx.data").stat().st_size > 0
+    assert split["bytes"] == back.stat().st_size and split["seconds"] >= 0
+    whole = json.loads(run("unpack", packed, "-o", back, "--force", "--json").output)
+    assert whole["external_data"] is None and whole["external_data_bytes"] is None
+    assert whole["bytes"] == back.stat().st_size > split["bytes"]
+    assert ".data" not in run("unpack", packed, "-o", back, "--force").output
+
+
 def test_pack_json_output(model_file, tmp_path):
     result = run("pack", model_file, "-o", tmp_path / "m.onnxz", "--json")
     assert json.loads(result.output)["file_bytes"] > 0

@@ -561,9 +561,13 @@ def _rate_summary(rate: dict[str, Any]) -> str:
                    "the file's size]. A guard against tiny files that claim huge tensors.")
 @click.option("-q", "--quiet", is_flag=True,
               help="Print nothing on success (and no progress line).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print what was written as one JSON object: output, bytes, external_data "
+                   "(its path, or null), external_data_bytes, seconds.")
 @_WORKERS
 def unpack(packed: Path, output: Path | None, force: bool, external_data: str | None,
-           max_output_size: int | None, quiet: bool, workers: int | None) -> None:
+           max_output_size: int | None, quiet: bool, as_json: bool,
+           workers: int | None) -> None:
     """Decode the .onnxz file PACKED back into a runnable ONNX model.
 
     Tensors are decoded and written one at a time, so memory holds about one tensor per
@@ -574,19 +578,34 @@ def unpack(packed: Path, output: Path | None, force: bool, external_data: str | 
     limits = None if max_output_size is None else onnxz.ReadLimits(
         max_output_size=max_output_size)
     named = external_data or None  # "" when --external-data has no FILE
+    data = output.parent / named if named else output.with_name(output.name + ".data")
+    before = _identity(data)
     started = time.time()
     with _errors_as_one_line(), _progress(not quiet, "unpacking") as progress:
         out = onnxz.unpack(packed, output, force=force,
                            external_data=True if external_data is not None else None,
                            external_data_file=named, limits=limits, workers=workers,
                            progress=progress)
-    if not quiet:
-        data = out.parent / named if named else out.with_name(out.name + ".data")
-        extra = ""
-        with contextlib.suppress(OSError):  # e.g. OUTPUT.data would be a name too long
-            if data.stat().st_mtime >= started - 1:  # written now, not a stale one
-                extra = f" + {data}: {_human(data.stat().st_size)}"
+    seconds = time.time() - started
+    written = (after := _identity(data)) is not None and after != before
+    data_bytes = data.stat().st_size if written else None  # not a stale one of another run
+    if as_json:
+        _echo(_json({"output": str(out), "bytes": out.stat().st_size,
+                     "external_data": str(data) if written else None,
+                     "external_data_bytes": data_bytes, "seconds": round(seconds, 3)}))
+    elif not quiet:
+        extra = f" + {data}: {_human(data_bytes)}" if data_bytes is not None else ""
         _echo(f"{out}: {_human(out.stat().st_size)}{extra}")
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """``path``'s device, inode and modification time (ns), None if it is not there (or
+    cannot be): an output moved into place is a new file, a file left alone keeps these."""
+    try:
+        st = path.stat()
+    except (OSError, ValueError):  # e.g. a name too long
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns
 
 
 @main.command()
