@@ -47,6 +47,31 @@ def test_non_onnx_input(tmp_path):
     assert list(tmp_path.iterdir()) == [bad]
 
 
+@pytest.mark.parametrize("name", [b"w1", b"hb", b"onnxz-tests", b"purpose"])
+def test_a_name_that_is_not_utf8_is_an_invalid_model(tmp_path, name):
+    """Protobuf hands a string field that is not UTF-8 to Python as bytes: a weight's name
+    so made pack fail with an AttributeError traceback (sweep 12's pack fuzzer). Every
+    name, op type and key is checked when the model is read: a one-line error, no output,
+    verify's failure to load (exit 1)."""
+    from click.testing import CliRunner
+
+    from onnxz.cli import main
+
+    data = bytearray(mlp().SerializeToString())
+    data[data.index(name)] = 0xFF
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(onnxz.InvalidModelError, match="is not valid UTF-8"):
+        onnxz.save(bad, tmp_path / "out.onnxz", lossless=True)
+    with pytest.raises(onnxz.InvalidModelError, match="is not valid UTF-8"):
+        onnxz.save(onnx.load(bad), tmp_path / "out.onnxz", lossless=True)
+    assert list(tmp_path.iterdir()) == [bad]
+    onnxz.save(mlp(), tmp_path / "good.onnxz", lossless=True)
+    result = CliRunner().invoke(main, ["verify", str(bad), str(tmp_path / "good.onnxz")])
+    assert result.exit_code == 1 and "not valid UTF-8" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_onnxz_given_to_pack(packed, tmp_path):
     with pytest.raises(onnxz.InvalidModelError, match="onnxz file"):
         onnxz.save(packed, tmp_path / "again.onnxz")

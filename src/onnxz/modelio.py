@@ -42,6 +42,7 @@ from onnxz.errors import (
 from onnxz.fileio import check_input
 from onnxz.walker import (
     TensorSlot,
+    check_text,
     element_count,
     iter_tensor_slots,
     read_payload,
@@ -142,6 +143,7 @@ def open_model(model: onnx.ModelProto | str | os.PathLike) -> ModelFile:
     if isinstance(model, onnx.ModelProto):
         proto = onnx.ModelProto()
         proto.CopyFrom(model)
+        check_text(proto)
         if any(s.tensor.data_location == TensorProto.EXTERNAL for s in iter_tensor_slots(proto)):
             raise UnsupportedModelError(
                 "the ModelProto refers to external data files: pass its path instead")
@@ -163,6 +165,10 @@ def open_model(model: onnx.ModelProto | str | os.PathLike) -> ModelFile:
         ("opset_import", not proto.opset_import)) if absent]
     if missing:
         raise InvalidModelError(f"{path}: not an ONNX model (no {' and no '.join(missing)})")
+    try:
+        check_text(proto)
+    except InvalidModelError as exc:
+        raise InvalidModelError(f"{path}: {exc}") from exc
     tensors = _tensors(proto, path.parent)
     data_files = sorted({Path(t.external.file) for t in tensors if t.external and t.external.file})
     return ModelFile(proto, path, tensors, [path, *data_files])

@@ -37,6 +37,7 @@ from onnxz.container import MAGIC
 from onnxz.ctc import blank_class, greedy_string
 from onnxz.errors import (
     InvalidArgumentError,
+    InvalidModelError,
     OnnxzError,
     OutOfMemoryError,
     TargetNotMetError,
@@ -70,7 +71,7 @@ from onnxz.outputs import (
     stand_ins,
 )
 from onnxz.progress import Progress
-from onnxz.walker import consumers, take_payload
+from onnxz.walker import check_text, consumers, take_payload
 
 TOP_K = 5
 CTC_MAX_ROWS = 4096
@@ -940,16 +941,20 @@ def _session(make: Callable[[], Any], which: str) -> Any:
 
 def _original_model(original: onnx.ModelProto | Path) -> onnx.ModelProto:
     """The original's graph (its weights not loaded when it is a path)."""
-    if isinstance(original, onnx.ModelProto):
-        return original
-    with open(original, "rb") as f:
-        if f.read(len(MAGIC)) == MAGIC:
-            raise ModelFailed(f"original model failed to load: {original} is an .onnxz file "
-                              "(give the .onnx first, then the .onnxz)")
+    if not isinstance(original, onnx.ModelProto):
+        with open(original, "rb") as f:
+            if f.read(len(MAGIC)) == MAGIC:
+                raise ModelFailed(f"original model failed to load: {original} is an .onnxz "
+                                  "file (give the .onnx first, then the .onnxz)")
+        try:
+            original = onnx.load(str(original), load_external_data=False)
+        except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+            raise ModelFailed(f"original model failed to load: {first_line(exc)}") from exc
     try:
-        return onnx.load(str(original), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise ModelFailed(f"original model failed to load: {first_line(exc)}") from exc
+        check_text(original)
+    except InvalidModelError as exc:
+        raise ModelFailed(f"original model failed to load: {exc}") from exc
+    return original
 
 
 def _original_session(original: onnx.ModelProto | Path, extra_outputs: Sequence[str]) -> Any:

@@ -404,3 +404,82 @@ def put_payload(tensor: TensorProto, values: np.ndarray) -> None:
     take_payload(tensor)
     tensor.raw_data = np.ascontiguousarray(values).tobytes()
 
+
+
+def check_text(model: onnx.ModelProto) -> None:
+    """:class:`InvalidModelError` naming the first name, type or key of ``model`` (its
+    graphs, subgraphs, functions, tensors and metadata) that is not valid UTF-8. ONNX's
+    strings must be; protobuf reads a string field that is not as ``bytes``, which no
+    ``str`` operation expects (doc strings are copied as they are, never read).
+
+    >>> from onnx import helper
+    >>> model = helper.make_model(helper.make_graph([], "g", [], []))
+    >>> check_text(model)
+    >>> bad = bytearray(model.SerializeToString())
+    >>> bad[bad.index(b"g")] = 0xFF
+    >>> check_text(onnx.ModelProto.FromString(bytes(bad)))
+    Traceback (most recent call last):
+    ...
+    onnxz.errors.InvalidModelError: graph name b'\\xff' is not valid UTF-8 (ONNX strings must be)
+    """
+    for what, value in _texts(model):
+        if not isinstance(value, str):
+            raise InvalidModelError(f"{what} {value!r} is not valid UTF-8 (ONNX strings must be)")
+
+
+def _texts(model: onnx.ModelProto):
+    yield "the producer's name", model.producer_name
+    yield "the producer's version", model.producer_version
+    yield "the model's domain", model.domain
+    for entry in model.metadata_props:
+        yield "a metadata key", entry.key
+        yield "a metadata value", entry.value
+    for opset in model.opset_import:
+        yield "an opset domain", opset.domain
+    yield from _graph_texts(model.graph)
+    for function in model.functions:
+        yield "a function name", function.name
+        yield "a function domain", function.domain
+        for name in (*function.input, *function.output, *function.attribute):
+            yield f"a name in function {function.name!r}", name
+        yield from _node_texts(function.node)
+
+
+def _graph_texts(graph: onnx.GraphProto):
+    yield "graph name", graph.name
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        yield "a value name", value.name
+    for tensor in graph.initializer:
+        yield from _tensor_texts(tensor)
+    for sparse in graph.sparse_initializer:
+        yield from _tensor_texts(sparse.values)
+        yield from _tensor_texts(sparse.indices)
+    yield from _node_texts(graph.node)
+
+
+def _node_texts(nodes: Sequence[onnx.NodeProto]):
+    for node in nodes:  # a name is checked before a later message shows it
+        yield "a node name", node.name
+        yield "an op type", node.op_type
+        yield f"the domain of a {node.op_type} node", node.domain
+        label = f"{node.op_type} node {node.name!r}" if node.name else f"a {node.op_type} node"
+        for name in (*node.input, *node.output):
+            yield f"a value name of {label}", name
+        for attr in node.attribute:
+            yield f"an attribute name of {label}", attr.name
+            yield f"an attribute reference of {label}", attr.ref_attr_name
+            if attr.type == AttributeProto.TENSOR:
+                yield from _tensor_texts(attr.t)
+            for tensor in attr.tensors:
+                yield from _tensor_texts(tensor)
+            if attr.type == AttributeProto.GRAPH:
+                yield from _graph_texts(attr.g)
+            for sub in attr.graphs:
+                yield from _graph_texts(sub)
+
+
+def _tensor_texts(tensor: TensorProto):
+    yield "a tensor name", tensor.name
+    for entry in tensor.external_data:
+        yield f"an external data key of tensor {tensor.name!r}", entry.key
+        yield f"an external data value of tensor {tensor.name!r}", entry.value
