@@ -820,3 +820,49 @@ def test_outputs_are_flushed_before_they_get_their_name(model_file, tmp_path, mo
     monkeypatch.setattr(fileio.os, "link", link)
     onnxz.save(model_file, tmp_path / "m.onnxz")
     assert events == ["file", "link", "dir"]
+
+
+WORKER_STOPPED_WHILE_STARTING = textwrap.dedent("""
+    import os, signal, threading, time
+    from onnxz import parallel
+
+    class Stopped(Exception):
+        pass
+
+    def stop(signum, frame):  # as the CLI's handler does
+        raise Stopped(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    start = parallel._start_worker
+
+    def slow_start():  # a worker still starting when the pool is stopped
+        time.sleep(1.0)
+        start()
+
+    parallel._start_worker = slow_start
+    with parallel.WorkerPool(2) as pool:
+        def stop_workers():
+            time.sleep(0.3)
+            for process in list(pool._executor._processes.values()):
+                os.kill(process.pid, signal.SIGTERM)
+
+        threading.Thread(target=stop_workers).start()
+        try:
+            next(iter(pool.map(abs, [-1, -2, -3])))
+        except Exception as exc:
+            print(type(exc).__name__)
+""")
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask") or sys.platform != "linux",
+                    reason="forked workers and signal masks: Linux")
+def test_a_worker_stopped_while_starting_prints_no_traceback():
+    """`pack --lossless` of a model with a bad tensor stopped its pool while a worker was
+    still starting (sweep 12's pack fuzzer): the worker took the SIGTERM with the main
+    process's handler, inherited by the fork, and printed a traceback ("_Stopped:
+    SIGTERM"). Workers now fork with the stop signals blocked and unblock them once their
+    own handlers are set."""
+    proc = subprocess.run([sys.executable, "-c", WORKER_STOPPED_WHILE_STARTING],
+                          capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.strip() == "WorkerError" and proc.returncode == 0

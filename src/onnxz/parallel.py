@@ -77,6 +77,7 @@ class WorkerPool:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._executor: ProcessPoolExecutor | None = None
+        self._launched = False
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -111,7 +112,7 @@ class WorkerPool:
         pending: deque[Future[R]] = deque()
         try:
             for task in tasks:
-                pending.append(executor.submit(fn, task))
+                pending.append(self._submit(executor, fn, task))
                 if len(pending) >= limit:
                     yield _result(pending.popleft())
             while pending:
@@ -119,6 +120,39 @@ class WorkerPool:
         finally:
             for future in pending:
                 future.cancel()
+
+
+    def _submit(self, executor: ProcessPoolExecutor, fn: Callable[[T], R], task: T
+                ) -> Future[R]:
+        """``executor.submit(fn, task)``; the first with the stop signals blocked: a forked
+        pool starts its workers in that call, and a worker must not take a SIGTERM (the
+        pool stopped early) with the main process's handler it inherits, which raised in
+        the worker's start-up and printed a traceback. :func:`_start_worker` unblocks them
+        once its own handlers are in place."""
+        if self._launched:
+            return executor.submit(fn, task)
+        with _stop_signals_blocked():
+            future = executor.submit(fn, task)
+        self._launched = True
+        return future
+
+
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
+                     if s is not None)
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """:data:`STOP_SIGNALS` held back in this thread (where the platform can), delivered
+    when the block ends."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -136,9 +170,10 @@ def _start_worker() -> None:
     whatever handler it inherited from the main process by the fork. Then the allocator
     (:func:`_keep_heap`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for stop in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if stop is not None:
-            signal.signal(stop, signal.SIG_DFL)
+    for stop in STOP_SIGNALS[1:]:
+        signal.signal(stop, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):  # blocked while it forked (WorkerPool._submit)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _keep_heap()
 
 
