@@ -72,6 +72,42 @@ def test_a_name_that_is_not_utf8_is_an_invalid_model(tmp_path, name):
     assert "Traceback" not in result.output
 
 
+CYCLIC_PACK = """
+import sys
+sys.path.insert(0, sys.argv[2])
+import onnx
+import onnxz
+from models import mlp
+model = mlp()
+model.graph.node.append(onnx.helper.make_node("Identity", ["z"], ["z"]))
+model.graph.output.append(onnx.helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, None))
+try:
+    onnxz.save(model, sys.argv[1])
+except onnxz.InvalidModelError as exc:
+    print(exc)
+"""
+
+
+def test_a_cyclic_graph_is_an_invalid_model_not_a_hang(tmp_path):
+    """An output an Identity makes of itself made pack's default loop for ever (following
+    pass-through ops back to the op that makes an output: sweep 12's pack fuzzer): every
+    graph and subgraph is checked to be acyclic when a model is read. (In a subprocess
+    with a timeout: a regression is a hang.)"""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", CYCLIC_PACK, str(tmp_path / "out.onnxz"),
+                           str(Path(__file__).parent)], capture_output=True, text=True,
+                          timeout=120)
+    assert "graph 'mlp': value 'z' depends on itself (a cycle of 1 nodes)" in proc.stdout, (
+        proc.stdout + proc.stderr)
+    assert not (tmp_path / "out.onnxz").exists()
+    model = mlp()
+    model.graph.node[0].input[0] = "y"  # the first MatMul reads the last one's output
+    with pytest.raises(onnxz.InvalidModelError, match=r"'h' depends on itself \(a cycle of 4"):
+        onnxz.save(model, tmp_path / "out.onnxz", lossless=True)
+
+
 def test_onnxz_given_to_pack(packed, tmp_path):
     with pytest.raises(onnxz.InvalidModelError, match="onnxz file"):
         onnxz.save(packed, tmp_path / "again.onnxz")

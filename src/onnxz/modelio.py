@@ -42,7 +42,7 @@ from onnxz.errors import (
 from onnxz.fileio import check_input
 from onnxz.walker import (
     TensorSlot,
-    check_text,
+    check_model,
     element_count,
     iter_tensor_slots,
     read_payload,
@@ -143,7 +143,7 @@ def open_model(model: onnx.ModelProto | str | os.PathLike) -> ModelFile:
     if isinstance(model, onnx.ModelProto):
         proto = onnx.ModelProto()
         proto.CopyFrom(model)
-        check_text(proto)
+        check_model(proto)
         if any(s.tensor.data_location == TensorProto.EXTERNAL for s in iter_tensor_slots(proto)):
             raise UnsupportedModelError(
                 "the ModelProto refers to external data files: pass its path instead")
@@ -166,7 +166,7 @@ def open_model(model: onnx.ModelProto | str | os.PathLike) -> ModelFile:
     if missing:
         raise InvalidModelError(f"{path}: not an ONNX model (no {' and no '.join(missing)})")
     try:
-        check_text(proto)
+        check_model(proto)
     except InvalidModelError as exc:
         raise InvalidModelError(f"{path}: {exc}") from exc
     tensors = _tensors(proto, path.parent)

@@ -71,7 +71,7 @@ from onnxz.outputs import (
     stand_ins,
 )
 from onnxz.progress import Progress
-from onnxz.walker import check_text, consumers, take_payload
+from onnxz.walker import check_model, consumers, take_payload
 
 TOP_K = 5
 CTC_MAX_ROWS = 4096
@@ -951,7 +951,7 @@ def _original_model(original: onnx.ModelProto | Path) -> onnx.ModelProto:
         except (DecodeError, ValueError, RuntimeError, OSError) as exc:
             raise ModelFailed(f"original model failed to load: {first_line(exc)}") from exc
     try:
-        check_text(original)
+        check_model(original)
     except InvalidModelError as exc:
         raise ModelFailed(f"original model failed to load: {exc}") from exc
     return original

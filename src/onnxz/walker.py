@@ -483,3 +483,68 @@ def _tensor_texts(tensor: TensorProto):
     for entry in tensor.external_data:
         yield f"an external data key of tensor {tensor.name!r}", entry.key
         yield f"an external data value of tensor {tensor.name!r}", entry.value
+
+
+def check_acyclic(model: onnx.ModelProto) -> None:
+    """:class:`InvalidModelError` if a graph of ``model`` (or a subgraph) has a cycle: a
+    value that, through the nodes making it (the last node naming it as an output), is an
+    input of its own making. An ONNX graph is acyclic; walks that follow values back to
+    their makers (through reshapes, to a Softmax) would not end on one that is not.
+
+    >>> from onnx import helper
+    >>> loop = [helper.make_node("Relu", ["b"], ["a"]), helper.make_node("Relu", ["a"], ["b"])]
+    >>> check_acyclic(helper.make_model(helper.make_graph(loop, "g", [], [])))
+    Traceback (most recent call last):
+    ...
+    onnxz.errors.InvalidModelError: graph 'g': value 'a' depends on itself (a cycle of 2 nodes)
+    """
+    graphs = [model.graph, *(sub for f in model.functions for sub in _subgraphs(f.node))]
+    while graphs:
+        graph = graphs.pop()
+        graphs += _subgraphs(graph.node)
+        _check_graph_acyclic(graph.name, graph.node)
+    for function in model.functions:
+        _check_graph_acyclic(f"function {function.name}", function.node)
+
+
+def _subgraphs(nodes: Sequence[onnx.NodeProto]) -> list[onnx.GraphProto]:
+    found = []
+    for node in nodes:
+        for attr in node.attribute:
+            if attr.type == AttributeProto.GRAPH:
+                found.append(attr.g)
+            found += attr.graphs
+    return found
+
+
+def _check_graph_acyclic(name: str, nodes: Sequence[onnx.NodeProto]) -> None:
+    """Depth-first from every value, iteratively: a value met again while still open is a
+    cycle."""
+    producer = {o: n for n in nodes for o in n.output if o}
+    done: set[str] = set()
+    for root in producer:
+        if root in done:
+            continue
+        open_values = {root}
+        stack = [(root, iter(producer[root].input))]
+        while stack:
+            value, inputs = stack[-1]
+            following = next((v for v in inputs if v in producer and v not in done), None)
+            if following is None:
+                stack.pop()
+                open_values.discard(value)
+                done.add(value)
+            elif following in open_values:
+                raise InvalidModelError(
+                    f"graph {name!r}: value {following!r} depends on itself (a cycle of "
+                    f"{len(stack) - [v for v, _ in stack].index(following)} nodes)")
+            else:
+                open_values.add(following)
+                stack.append((following, iter(producer[following].input)))
+
+
+def check_model(model: onnx.ModelProto) -> None:
+    """What every walk over ``model`` relies on, checked once when a model is read: its
+    strings are UTF-8 (:func:`check_text`) and its graphs acyclic (:func:`check_acyclic`)."""
+    check_text(model)
+    check_acyclic(model)
