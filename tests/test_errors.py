@@ -409,3 +409,30 @@ def test_no_code_runs_from_data():
                 assert node.func.id not in forbidden_calls, (path, node.lineno)
             elif isinstance(node, ast.keyword) and node.arg == "allow_pickle":
                 assert isinstance(node.value, ast.Constant) and node.value.value is False, path
+
+
+def test_constants_the_walks_cannot_read_are_unknown_not_a_value_error():
+    """A small integer constant with a `segment` (or external data, or a payload of another
+    size than its shape) ended pack's default in onnx's "ValueError: Currently not
+    supporting loading segments." while it looked for the sizes a model runs on (sweep
+    12's pack fuzzer). The walks that read constants take such a one as unknown."""
+    from onnx import TensorProto, helper
+
+    from onnxz.inputs import _compared_with, _search_sizes
+
+    rate = helper.make_tensor("rate", TensorProto.INT64, [1], [16000])
+    rate.segment.begin = 0
+    sizes = helper.make_tensor("sizes", TensorProto.INT64, [2], [300, 400])
+    sizes.dims[0] = 3  # two values for a shape of three
+    graph = helper.make_graph(
+        [helper.make_node("Equal", ["sr", "rate"], ["is_rate"]),
+         helper.make_node("Reshape", ["x", "sizes"], ["y"])], "g",
+        [helper.make_tensor_value_info("sr", TensorProto.INT64, [1]),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [rate, sizes])
+    model = helper.make_model(graph)
+    assert _compared_with(model) == {}
+    assert 300 not in _search_sizes(model) and 3 in _search_sizes(model)
+    rate.ClearField("segment")
+    model.graph.initializer[0].CopyFrom(rate)
+    assert _compared_with(model) == {"sr": 16000}

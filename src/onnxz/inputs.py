@@ -41,7 +41,7 @@ from onnxz.errors import (
     first_line,
 )
 from onnxz.fileio import utf8_spelling
-from onnxz.walker import consumers, graph_constants
+from onnxz.walker import constant_values, consumers, graph_constants
 
 Dim = int | str | None
 """A declared dimension: a fixed size, a symbolic name, or None (dynamic and unnamed)."""
@@ -696,8 +696,8 @@ def _search_sizes(model: onnx.ModelProto) -> list[int]:
     for tensor in graph_constants(model).values():
         held.update(tensor.dims)
         if tensor.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) and (
-                math.prod(tensor.dims) <= 8):
-            held.update(int(v) for v in numpy_helper.to_array(tensor).reshape(-1))
+                math.prod(tensor.dims) <= 8) and (values := constant_values(tensor)) is not None:
+            held.update(int(v) for v in values.reshape(-1))
     powers = (1 << k for k in range(SEARCH_MAX_SIZE.bit_length()))
     larger = sorted(n for n in held if SEARCH_LINEAR_SIZES < n <= SEARCH_MAX_SIZE)
     return [*range(1, SEARCH_LINEAR_SIZES + 1), *larger,
@@ -723,8 +723,9 @@ def _compared_with(model: onnx.ModelProto) -> dict[str, int]:
             continue
         for mine, other in (node.input, reversed(node.input)):
             tensor = constants.get(other)
-            if mine in inputs and tensor is not None and math.prod(tensor.dims) == 1:
-                value = numpy_helper.to_array(tensor).reshape(-1)[0]
+            values = constant_values(tensor) if tensor is not None else None
+            if mine in inputs and values is not None and values.size == 1:
+                value = values.reshape(-1)[0]
                 if np.issubdtype(value.dtype, np.integer):
                     found.setdefault(mine, int(value))
     return found

@@ -180,6 +180,27 @@ def float_tensor_paths(model: onnx.ModelProto, graph: Path = ("graph",)) -> dict
             and etype.name != "bfloat16"}
 
 
+def constant_values(tensor: TensorProto) -> np.ndarray | None:
+    """A constant's values (a shape, an axis, a bias: what a walk reads to understand the
+    graph) as onnx's numpy_helper gives them, or None where they cannot be read: a segment,
+    external data, a payload of another size than its shape's, an unknown element type.
+    Such a constant is taken as unknown (onnxruntime will say what is wrong with it).
+
+    >>> constant_values(onnx.helper.make_tensor("axes", TensorProto.INT64, [2], [0, 1]))
+    array([0, 1])
+    >>> bad = onnx.helper.make_tensor("axes", TensorProto.INT64, [2], [0, 1])
+    >>> bad.dims[0] = 3
+    >>> constant_values(bad) is None
+    True
+    """
+    if tensor.HasField("segment") or tensor.data_location == TensorProto.EXTERNAL:
+        return None
+    try:
+        return onnx.numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+        return None
+
+
 def graph_constants(model: onnx.ModelProto, graph: Path = ("graph",)
                     ) -> dict[str, TensorProto]:
     """The initializers and Constant node values of the graph at ``graph`` (the top-level

@@ -55,6 +55,7 @@ from onnxz.verifier import ModelFailed, ReferenceRun
 from onnxz.walker import (
     SHAPE_ONLY,
     Path,
+    constant_values,
     consumers,
     float_tensor_paths,
     graph_constants,
@@ -236,9 +237,11 @@ def _follow(value: str, uses: dict, constants: dict, outputs: set[str]):
             attributes.append(dict(attrs))
         elif classifier is None and node.op_type == "Add" and len(other) == 1 and (
                 other[0] in constants):
+            bias = constant_values(constants[other[0]])
+            if bias is None or bias.dtype.kind not in "biuf":
+                return None
             ops.append("Add")
-            attributes.append({"bias": onnx.numpy_helper.to_array(constants[other[0]])
-                               .astype(np.float64).reshape(-1)})
+            attributes.append({"bias": bias.astype(np.float64).reshape(-1)})
         elif classifier is None and node.op_type in SCALAR_OPS and len(other) == 1:
             scale = _scalar(constants.get(other[0]))
             if scale is None or scale == 0:
@@ -247,9 +250,10 @@ def _follow(value: str, uses: dict, constants: dict, outputs: set[str]):
             attributes.append({"scale": 1 / scale if node.op_type == "Div" else scale})
         elif classifier is None and node.op_type in ("MatMul", "Gemm"):
             b = constants.get(node.input[1]) if len(node.input) > 1 else None
-            if b is None or len(b.dims) != 2 or attrs.get("transA", 0):
+            values = None if b is None or len(b.dims) != 2 else constant_values(b)
+            if values is None or values.dtype.kind not in "biuf" or attrs.get("transA", 0):
                 return None
-            n = onnx.numpy_helper.to_array(b).astype(np.float64) * float(attrs.get("alpha", 1.0))
+            n = values.astype(np.float64) * float(attrs.get("alpha", 1.0))
             classifier = n.T if node.op_type == "Gemm" and attrs.get("transB", 0) else n
         elif classifier is not None and node.op_type in TAIL_OPS:
             centred = centred or node.op_type in ("Softmax", "LogSoftmax")
@@ -283,10 +287,8 @@ def _margin(head: HeadLayer, scores: np.ndarray) -> float:
 
 
 def _scalar(tensor: onnx.TensorProto | None) -> float | None:
-    if tensor is None:
-        return None
-    values = onnx.numpy_helper.to_array(tensor)
-    return float(values.reshape(-1)[0]) if values.size == 1 else None
+    values = None if tensor is None else constant_values(tensor)
+    return float(values.reshape(-1)[0]) if values is not None and values.size == 1 else None
 
 
 @dataclass

@@ -36,6 +36,7 @@ from onnxz.inputs import RECURRENT_OPS
 from onnxz.verifier import ModelFailed, ReferenceRun
 from onnxz.walker import (
     Path,
+    constant_values,
     consumers,
     float_tensor_paths,
     graph_at,
@@ -267,8 +268,8 @@ def _row_op_rank(node: onnx.NodeProto, rank: int, constants: dict) -> int | None
             return [int(v) for v in attrs[attribute]]
         if len(node.input) > index and node.input[index]:
             tensor = constants.get(node.input[index])
-            return None if tensor is None else [
-                int(v) for v in onnx.numpy_helper.to_array(tensor).reshape(-1)]
+            values = None if tensor is None else constant_values(tensor)
+            return None if values is None else [int(v) for v in values.reshape(-1)]
         return []
 
     if node.op_type == "Identity":
