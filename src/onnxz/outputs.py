@@ -95,6 +95,9 @@ def argmax_sources(model: onnx.ModelProto) -> dict[str, tuple[str, ClassScores]]
             if node.op_type == "ArrayFeatureExtractor" and len(node.input) == 2:
                 value = node.input[1]  # the class table, indexed by the ArgMax
                 continue
+            if node.op_type == "Gather" and len(node.input) == 2 and node.input[0] in constants:
+                value = node.input[1]  # a table of labels (strings), indexed by the ArgMax
+                continue
             computed = [v for v in node.input[1:] if v not in constants]
             if node.op_type == "Where" and len(node.input) == 3 and len(computed) == 1:
                 value = computed[0]  # the other branch: a constant where the mask says
@@ -117,6 +120,8 @@ def class_id_outputs(model: onnx.ModelProto) -> list[str]:
     concatenates each step's ArgMax after a start token). These are judged as decisions
     (``exact``, top-1, ``ctc``), never by SNR: class numbers have no scale."""
     found = list(argmax_sources(model))
+    found += [o.name for o in model.graph.output  # strings (labels, tokens) have no scale
+              if o.type.tensor_type.elem_type == onnx.TensorProto.STRING and o.name not in found]
     producer = {o: n for n in model.graph.node for o in n.output}
     constants = _constant_names(model.graph)
     for output in model.graph.output:

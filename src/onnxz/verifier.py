@@ -1111,6 +1111,8 @@ class _Accumulator:
     lost: int = 0
     """Samples where the output had another shape than the original's and no pick chose
     its rows (a candidate in rate control): nothing of it counts as kept."""
+    vocabulary: dict[object, int] = field(default_factory=dict)
+    """A string output's distinct values, numbered (:meth:`_numbered`)."""
 
     def class_scores(self) -> ClassScores | None:
         """The evidence that this output is class scores, if any (after some samples)."""
@@ -1130,6 +1132,8 @@ class _Accumulator:
             self.samples += 1
             self.lost += self.picked is None
             return
+        if reference.dtype.kind in "OSU":  # strings (labels, tokens): numbered as decisions
+            reference, packed = self._numbered(reference), self._numbered(packed)
         ref = reference.astype(np.float64).ravel()
         out = packed.astype(np.float64).ravel()
         same = (ref == out) | (np.isnan(ref) & np.isnan(out))
@@ -1167,6 +1171,13 @@ class _Accumulator:
                 or (self.scores is not None and reference.dtype.kind in "iu")):
             # integer scores (a quantized model's) where the graph or the caller says so
             self._add_rankings(scores.rows(reference), scores.rows(packed))
+
+    def _numbered(self, values: np.ndarray) -> np.ndarray:
+        """A string output's values as numbers: each distinct string its own, the same on
+        every sample (in the order first seen), so they are compared as class numbers are."""
+        names = self.vocabulary
+        flat = [names.setdefault(v, len(names)) for v in values.ravel().tolist()]
+        return np.array(flat, np.int64).reshape(values.shape)
 
     def _add_rankings(self, ref: np.ndarray, out: np.ndarray) -> None:
         self.classes = ref.shape[1]
