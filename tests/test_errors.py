@@ -436,3 +436,22 @@ def test_constants_the_walks_cannot_read_are_unknown_not_a_value_error():
     rate.ClearField("segment")
     model.graph.initializer[0].CopyFrom(rate)
     assert _compared_with(model) == {"sr": 16000}
+
+
+@pytest.mark.parametrize(("data_type", "name"), [(onnx.TensorProto.STRING, "STRING"), (99, "99")])
+def test_external_data_of_a_type_that_cannot_be_packed_is_named(tmp_path, data_type, name):
+    """An external tensor of an element type ONNX does not define (99) ended pack in
+    protobuf's "ValueError: Enum DataType has no name defined for value 99" (sweep 12's
+    pack fuzzer); it is refused naming the number, as a known type is by its name."""
+    model = mlp()
+    tensor = model.graph.initializer[0]
+    tensor.data_type = data_type
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "w.bin"
+    (tmp_path / "w.bin").write_bytes(b"\0" * 4096)
+    onnx.save(model, tmp_path / "m.onnx")
+    with pytest.raises(onnxz.UnsupportedModelError, match=f"external data of type {name} "):
+        onnxz.save(tmp_path / "m.onnx", tmp_path / "out.onnxz")
+    assert not (tmp_path / "out.onnxz").exists()

@@ -182,9 +182,10 @@ def _tensors(proto: onnx.ModelProto, base: Path | None) -> list[ModelTensor]:
         external = tensor.data_location == TensorProto.EXTERNAL
         if etype is None or tensor.HasField("segment"):
             if external:
+                kind = ("a segment" if tensor.HasField("segment") else
+                        f"type {_type_name(tensor.data_type)}")
                 raise UnsupportedModelError(
-                    f"tensor {tensor.name!r}: external data of type "
-                    f"{TensorProto.DataType.Name(tensor.data_type)} cannot be packed")
+                    f"tensor {tensor.name!r}: external data of {kind} cannot be packed")
             continue
         if external:
             assert base is not None
@@ -192,6 +193,12 @@ def _tensors(proto: onnx.ModelProto, base: Path | None) -> list[ModelTensor]:
         else:
             found.append(ModelTensor(slot, etype))
     return found
+
+
+def _type_name(data_type: int) -> str:
+    """ONNX's name of an element type, or its number if ONNX has none (a damaged file)."""
+    known = TensorProto.DataType.DESCRIPTOR.values_by_number.get(data_type)
+    return known.name if known is not None else str(data_type)
 
 
 def _external_payload(tensor: TensorProto, etype: ElementType, base: Path) -> Payload:
