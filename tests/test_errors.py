@@ -455,3 +455,26 @@ def test_external_data_of_a_type_that_cannot_be_packed_is_named(tmp_path, data_t
     with pytest.raises(onnxz.UnsupportedModelError, match=f"external data of type {name} "):
         onnxz.save(tmp_path / "m.onnx", tmp_path / "out.onnxz")
     assert not (tmp_path / "out.onnxz").exists()
+
+
+def test_onnxruntime_log_stays_off_the_cli_error(tmp_path):
+    """A constant claiming 2^62 elements made onnxruntime log "[E:onnxruntime:Default,
+    allocator.cc:99] ... Integer overflow" (in colour, three times) above pack's one-line
+    error (sweep 12's pack fuzzer): its default logger is off in commands that run models."""
+    import subprocess
+    import sys
+
+    from onnx import TensorProto, helper
+
+    model = mlp()
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 10])
+    shape.dims[0] = 2**62
+    model.graph.initializer.append(shape)
+    model.graph.node.append(helper.make_node("Reshape", ["y", "shape"], ["y2"]))
+    model.graph.output.append(helper.make_tensor_value_info("y2", TensorProto.FLOAT, None))
+    onnx.save(model, tmp_path / "m.onnx")
+    proc = subprocess.run([sys.executable, "-m", "onnxz", "pack", str(tmp_path / "m.onnx"),
+                           "-o", str(tmp_path / "m.onnxz")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("onnxz: error: ") and "E:onnxruntime" not in proc.stderr
