@@ -803,9 +803,13 @@ def _packed_for(packed: Path) -> str | None:
 def _quiet_onnxruntime() -> None:
     """onnxruntime's own log off stderr (its default logger: "[E:onnxruntime:Default,
     allocator.cc:99] ... Integer overflow" before it refuses a tensor of 2^62 elements),
-    for a command that runs models: the CLI reports every error itself, in one line."""
-    import onnxruntime
-
+    for a command that runs models: the CLI reports every error itself, in one line. Where
+    onnxruntime cannot be imported (out of memory under a limit), the command says so when
+    it needs it, as any error."""
+    try:
+        import onnxruntime
+    except Exception:  # reported by the command, in one line, when it needs onnxruntime
+        return
     onnxruntime.set_default_logger_severity(4)
 
 
