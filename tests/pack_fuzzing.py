@@ -12,8 +12,8 @@ number alone.
 
 The oracle (:func:`check`): onnxz raises only :class:`onnxz.OnnxzError`, within
 :data:`CASE_TIME_LIMIT`; a failed pack leaves no output; the model file is left as it was;
-nothing reaches the process's stderr but Python's own warnings (onnxruntime's log is off:
-the CLI reports every error in one line).
+nothing reaches the process's stderr but Python's own warnings, with onnxruntime's log off
+as the CLI turns it off (the CLI reports every error in one line).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from onnx import AttributeProto, TensorProto, numpy_helper
 
 import onnxz
 from onnxz.analysis.analyze import analyze
+from onnxz.cli import _quiet_onnxruntime
 
 CASE_TIME_LIMIT = 60  # seconds: far beyond any case (these models pack in a second or two)
 
@@ -242,6 +243,7 @@ def check(case: Case, folder: Path) -> list[str]:
     (folder / "w.bin").write_bytes(bytes(range(256)) * 64)  # an external data file to find
     packed = folder / "m.onnxz"
     problems: list[str] = []
+    _quiet_onnxruntime()  # as the CLI's pack and verify do
     with _stderr_of_process() as stderr, _time_limit(CASE_TIME_LIMIT):
         done = _runs(problems, lambda: _act(case.action, source, packed))
         if done and packed.exists() and _runs(
