@@ -121,7 +121,6 @@ class WorkerPool:
             for future in pending:
                 future.cancel()
 
-
     def _submit(self, executor: ProcessPoolExecutor, fn: Callable[[T], R], task: T
                 ) -> Future[R]:
         """``executor.submit(fn, task)``; the first with the stop signals blocked: a forked
