@@ -37,7 +37,7 @@ from onnx import AttributeProto, TensorProto, numpy_helper
 
 import onnxz
 from onnxz.analysis.analyze import analyze
-from onnxz.cli import _quiet_onnxruntime
+from onnxz.verifier import turn_runtime_log_off
 
 CASE_TIME_LIMIT = 60  # seconds: far beyond any case (these models pack in a second or two)
 
@@ -243,7 +243,7 @@ def check(case: Case, folder: Path) -> list[str]:
     (folder / "w.bin").write_bytes(bytes(range(256)) * 64)  # an external data file to find
     packed = folder / "m.onnxz"
     problems: list[str] = []
-    _quiet_onnxruntime()  # as the CLI's pack and verify do
+    turn_runtime_log_off()  # as the CLI's pack and verify do
     with _stderr_of_process() as stderr, _time_limit(CASE_TIME_LIMIT):
         done = _runs(problems, lambda: _act(case.action, source, packed))
         if done and packed.exists() and _runs(

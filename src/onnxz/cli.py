@@ -35,7 +35,7 @@ from onnxz.parallel import available_cores
 from onnxz.policy import QUANTIZERS, quantizer
 from onnxz.progress import ProgressListener, TerminalProgress
 from onnxz.report import ContainerInfo, TensorInfo
-from onnxz.verifier import Thresholds
+from onnxz.verifier import Thresholds, turn_runtime_log_off
 
 EXIT_ERROR = 2
 EXIT_FAILED = 1
@@ -481,7 +481,7 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
     output = output or model.with_suffix(".onnxz")
     source = _inputs_source(inputs, samples, seed, dims, int_range)
     if not fixed:  # rate control runs the model
-        _quiet_onnxruntime()
+        turn_runtime_log_off()
     with _errors_as_one_line(), _progress(not (quiet or as_json), "packing") as progress:
         options = onnxz.PackOptions(quantizer=quantizer(
             codec or "deadzone", step_rel=step_rel, deadzone=deadzone,
@@ -775,7 +775,7 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
                 if ctx.get_parameter_source(p) is not click.core.ParameterSource.DEFAULT]
     if fidelity is not None and minimums:
         _fail(f"--fidelity replaces {', '.join(minimums)}: give the criteria in one of them")
-    _quiet_onnxruntime()
+    turn_runtime_log_off()
     with _errors_as_one_line(), _progress(True, "verifying", "samples") as progress:
         criteria = onnxz.Fidelity.parse(fidelity) if fidelity is not None else Thresholds(
             min_snr_db=min_snr, min_cosine=min_cosine, min_top1=min_top1,
@@ -798,19 +798,6 @@ def _packed_for(packed: Path) -> str | None:
         if summary.get("mode") == "fidelity" and isinstance(summary.get("target"), str):
             return summary["target"]
     return None
-
-
-def _quiet_onnxruntime() -> None:
-    """onnxruntime's own log off stderr (its default logger: "[E:onnxruntime:Default,
-    allocator.cc:99] ... Integer overflow" before it refuses a tensor of 2^62 elements),
-    for a command that runs models: the CLI reports every error itself, in one line. Where
-    onnxruntime cannot be imported (out of memory under a limit), the command says so when
-    it needs it, as any error."""
-    try:
-        import onnxruntime
-    except Exception:  # reported by the command, in one line, when it needs onnxruntime
-        return
-    onnxruntime.set_default_logger_severity(4)
 
 
 def _require(module: str, extra: str, what: str) -> None:

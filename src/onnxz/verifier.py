@@ -820,10 +820,27 @@ class SampleFailed(ModelFailed):
     """A model loaded but failed to run on a sample (e.g. sizes that do not fit it)."""
 
 
+_RUNTIME_LOG = {"off": False}
+"""Whether :func:`quiet_options` turns onnxruntime's default logger off too (the CLI's
+choice: :func:`turn_runtime_log_off`)."""
+
+
+def turn_runtime_log_off() -> None:
+    """Turn onnxruntime's default logger off when onnxz next opens a session: the CLI
+    reports every error in one line, and that logger printed its own ("[E:onnxruntime:
+    Default, allocator.cc:99] ... Integer overflow" before refusing a tensor of 2^62
+    elements). Process-wide, so the API leaves it to the caller. onnxruntime is imported
+    only when a session is needed: under a memory limit the import itself fails, and
+    prints."""
+    _RUNTIME_LOG["off"] = True
+
+
 def quiet_options() -> Any:
     """Session options that keep onnxruntime's own error log off stderr (we report)."""
     import onnxruntime as ort
 
+    if _RUNTIME_LOG["off"]:
+        ort.set_default_logger_severity(4)
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
     return opts
