@@ -5,8 +5,10 @@ CI runs cases 0–1999 (``tests/test_fuzz_pack.py``); this runs as many as asked
 ``--start``, or replays cases by number. A case that breaks the oracle is printed with
 what broke it, and its model saved under ``--out`` as ``case-<number>-<sha256 prefix>.onnx``.
 The number of the case running is kept in ``--out``/running: the time limit interrupts
-Python only, so a model that onnxruntime runs for ever stops the run there (seen twice in
-runs of 30 minutes: inside ``Session.run`` of the reference run, not yet looked into).
+Python only, so a model that onnxruntime runs for ever stops the run there. Cases 9844 and
+511484 (``--actions default``) are such models: the Loop of ``carried_weights_loop`` reads
+its trip count from an external file whose first 8 bytes make it about 5 × 10^17, and the
+default's first run of the original never ends (nor would it anywhere else).
 
 Usage::
 
