@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import os
 import random
-import signal
 import sys
 import tempfile
 import traceback
@@ -33,11 +32,13 @@ from pathlib import Path
 import models
 import numpy as np
 import onnx
+from fuzzing import time_limit
 from onnx import AttributeProto, TensorProto, numpy_helper
 
 import onnxz
 from onnxz.analysis.analyze import analyze
 from onnxz.verifier import turn_runtime_log_off
+from onnxz.walker import iter_tensors
 
 CASE_TIME_LIMIT = 60  # seconds: far beyond any case (these models pack in a second or two)
 
@@ -55,24 +56,6 @@ MODELS: dict[str, Callable[[], onnx.ModelProto]] = {
 }
 """Small models of ``tests/models.py`` that pack in a second: weights in initializers, in
 Constant nodes and If branches, carried by a Loop, float16/bfloat16/int8, strings, QDQ."""
-
-
-def tensors(model: onnx.ModelProto) -> list[TensorProto]:
-    """Every tensor of ``model``: initializers and tensor attributes, subgraphs included."""
-    found: list[TensorProto] = []
-    graphs = [model.graph]
-    while graphs:
-        graph = graphs.pop()
-        found += graph.initializer
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == AttributeProto.TENSOR:
-                    found.append(attr.t)
-                found += attr.tensors
-                if attr.type == AttributeProto.GRAPH:
-                    graphs.append(attr.g)
-                graphs += attr.graphs
-    return found
 
 
 def _dims(t: TensorProto, rng: random.Random) -> None:
@@ -216,7 +199,7 @@ class Case:
         rng = random.Random(f"{self.number}:{self.mutations}")
         model = MODELS[self.model]()
         for mutation in self.mutations:
-            if mutation in TENSOR_MUTATIONS and (found := tensors(model)):
+            if mutation in TENSOR_MUTATIONS and (found := [t for _, t in iter_tensors(model)]):
                 TENSOR_MUTATIONS[mutation](rng.choice(found), rng)
             elif mutation in MODEL_MUTATIONS:
                 MODEL_MUTATIONS[mutation](model, rng)
@@ -244,7 +227,7 @@ def check(case: Case, folder: Path) -> list[str]:
     packed = folder / "m.onnxz"
     problems: list[str] = []
     turn_runtime_log_off()  # as the CLI's pack and verify do
-    with _stderr_of_process() as stderr, _time_limit(CASE_TIME_LIMIT):
+    with _stderr_of_process() as stderr, time_limit(CASE_TIME_LIMIT):
         done = _runs(problems, lambda: _act(case.action, source, packed))
         if done and packed.exists() and _runs(
                 problems, lambda: onnxz.unpack(packed, folder / "back.onnx", workers=1)):
@@ -305,22 +288,6 @@ def _stderr_of_process() -> Iterator[list[str]]:
             os.close(saved)
             sink.seek(0)
             lines += sink.read().decode(errors="replace").splitlines()
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: int) -> Iterator[None]:
-    """A case that runs longer than ``seconds`` raises TimeoutError (a hang is a finding)."""
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"the case ran over {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def digest(case: Case) -> str:

@@ -723,8 +723,10 @@ def _compared_with(model: onnx.ModelProto) -> dict[str, int]:
             continue
         for mine, other in (node.input, reversed(node.input)):
             tensor = constants.get(other)
-            values = constant_values(tensor) if tensor is not None else None
-            if mine in inputs and values is not None and values.size == 1:
+            if mine not in inputs or tensor is None or math.prod(tensor.dims) != 1:
+                continue  # read only the one-value constants an input is compared with
+            values = constant_values(tensor)
+            if values is not None and values.size == 1:
                 value = values.reshape(-1)[0]
                 if np.issubdtype(value.dtype, np.integer):
                     found.setdefault(mine, int(value))

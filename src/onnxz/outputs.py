@@ -18,6 +18,7 @@ import onnx
 
 from onnxz.errors import TargetSpecError
 from onnxz.inputs import graph_specs
+from onnxz.walker import subgraphs
 
 PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten"})
 """Ops that keep class scores class scores (last axis unchanged in practice)."""
@@ -535,20 +536,12 @@ weights: a DETR's decoder, a mixture of experts routing by TopK, a point-cloud n
 picking neighbours by it) makes the pick a :class:`Pin`: nothing before the pick would show
 the constant's errors."""
 
-_GRAPH_ATTRIBUTES = frozenset({onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS})
-
-
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    return [g for a in node.attribute if a.type in _GRAPH_ATTRIBUTES
-            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else a.graphs)]
-
-
 def _reads(node: onnx.NodeProto) -> list[str]:
     """The values a node reads: its inputs and, for a Loop, If or Scan, the outer-scope
     values its subgraphs name (a TF object-detection postprocessor's map_fn gathers the
     boxes a NonMaxSuppression picked inside a Loop body)."""
     found = dict.fromkeys(n for n in node.input if n)
-    for g in _subgraphs(node):
+    for g in subgraphs(node):
         defined = {i.name for i in g.input} | {t.name for t in g.initializer}
         for inner in g.node:
             found.update(dict.fromkeys(n for n in _reads(inner) if n not in defined))
@@ -561,7 +554,7 @@ def _holds_weights(node: onnx.NodeProto) -> bool:
     :data:`PICK_MAX_CONSTANT` elements): a weightless Loop or If after a pick only moves
     what the pick chose."""
     return any(_float_constants(g, PICK_MAX_CONSTANT)
-               or any(_holds_weights(inner) for inner in g.node) for g in _subgraphs(node))
+               or any(_holds_weights(inner) for inner in g.node) for g in subgraphs(node))
 
 
 def _float_constants(graph: onnx.GraphProto, most: int) -> set[str]:

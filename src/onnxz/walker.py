@@ -493,10 +493,8 @@ def _node_texts(nodes: Sequence[onnx.NodeProto]):
                 yield from _tensor_texts(attr.t)
             for tensor in attr.tensors:
                 yield from _tensor_texts(tensor)
-            if attr.type == AttributeProto.GRAPH:
-                yield from _graph_texts(attr.g)
-            for sub in attr.graphs:
-                yield from _graph_texts(sub)
+        for graph in subgraphs(node):
+            yield from _graph_texts(graph)
 
 
 def _tensor_texts(tensor: TensorProto):
@@ -519,23 +517,22 @@ def check_acyclic(model: onnx.ModelProto) -> None:
     ...
     onnxz.errors.InvalidModelError: graph 'g': value 'a' depends on itself (a cycle of 2 nodes)
     """
-    graphs = [model.graph, *(sub for f in model.functions for sub in _subgraphs(f.node))]
+    graphs = [model.graph, *(g for f in model.functions for n in f.node for g in subgraphs(n))]
     while graphs:
         graph = graphs.pop()
-        graphs += _subgraphs(graph.node)
+        graphs += [g for node in graph.node for g in subgraphs(node)]
         _check_graph_acyclic(graph.name, graph.node)
     for function in model.functions:
         _check_graph_acyclic(f"function {function.name}", function.node)
 
 
-def _subgraphs(nodes: Sequence[onnx.NodeProto]) -> list[onnx.GraphProto]:
-    found = []
-    for node in nodes:
-        for attr in node.attribute:
-            if attr.type == AttributeProto.GRAPH:
-                found.append(attr.g)
-            found += attr.graphs
-    return found
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The graphs ``node``'s attributes hold (an If's branches, a Loop's body)."""
+    return [g for a in node.attribute if a.type in _HOLDS_GRAPHS
+            for g in ([a.g] if a.type == AttributeProto.GRAPH else a.graphs)]
+
+
+_HOLDS_GRAPHS = frozenset({AttributeProto.GRAPH, AttributeProto.GRAPHS})
 
 
 def _check_graph_acyclic(name: str, nodes: Sequence[onnx.NodeProto]) -> None:
