@@ -742,7 +742,9 @@ def verify(original: Path, packed: Path, inputs: Path | None, samples: int | Non
     top-1 (each one a decision), not by SNR or cosine. Class scores with several
     rows per sample (a recognizer's positions [N, T, C]) are judged on --inputs
     by their rows' top-1 and SNR, not by a sample's cosine (it moves with the
-    timing of confident rows); --fidelity "ctc>=0.99" judges their strings.
+    timing of confident rows); a text recognizer's (an image in, that its only
+    output) also by each sample's greedy CTC string (ctc, at --min-top1);
+    --fidelity "ctc>=0.99" judges any output's strings.
 
     \b
     Inputs, without --inputs: N(0,1) floats, integers from --int-range, random

@@ -237,6 +237,43 @@ def sequence_outputs(model: onnx.ModelProto, evidence: Mapping[str, ClassScores]
     return found
 
 
+def string_outputs(model: onnx.ModelProto, evidence: Mapping[str, ClassScores]) -> list[str]:
+    """The output a text recognizer's greedy CTC strings are read from: the model's only
+    output, with an image among its inputs (a float input of rank 4), and either one of
+    :func:`sequence_outputs` with one axis of rows and the classes last (``[N, T, C]``) or
+    the id paths an in-graph ArgMax makes (``[N, T]``, ``ids`` evidence). Other rows are
+    not read as strings: a detector's anchors (beside its boxes: more outputs), an audio
+    frame tagger's frames (no image), a segmenter's pixels (two axes of rows); there a row
+    flip that no task sees would change the "string".
+
+    >>> from onnx import TensorProto, helper
+    >>> def model(x, y):
+    ...     return helper.make_model(helper.make_graph([], "g", [
+    ...         helper.make_tensor_value_info("x", TensorProto.FLOAT, x)], [
+    ...         helper.make_tensor_value_info("probs", TensorProto.FLOAT, y)]))
+    >>> scores = {"probs": ClassScores("Softmax output")}
+    >>> string_outputs(model(["N", 3, 48, "W"], ["N", "T", 97]), scores)   # a recognizer
+    ['probs']
+    >>> string_outputs(model([1, "T", 400], [1, "T", 248]), scores)        # a frame tagger
+    []
+    """
+    inputs, outputs = graph_specs(model)
+    image = any(s.dtype.kind == "f" and s.shape is not None and len(s.shape) == 4
+                for s in inputs)
+    if not image or len(outputs) != 1 or outputs[0].shape is None:
+        return []
+    name, shape = outputs[0].name, outputs[0].shape
+    scores = evidence.get(name)
+    if scores is None:
+        return []
+    if scores.ids:
+        path = len(shape) == 2 and (not isinstance(shape[1], int) or shape[1] > 1)
+    else:
+        path = (len(shape) == 3 and scores.axis in (2, -1)
+                and name in sequence_outputs(model, evidence))
+    return [name] if path else []
+
+
 def _named(model: onnx.ModelProto, name: str, producer: dict[str, onnx.NodeProto]
            ) -> ClassScores:
     """The caller's class output ``name``: rows along its last axis, or, when that axis is

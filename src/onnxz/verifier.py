@@ -69,6 +69,7 @@ from onnxz.outputs import (
     find_picks,
     sequence_outputs,
     stand_ins,
+    string_outputs,
 )
 from onnxz.progress import Progress
 from onnxz.walker import check_model, consumers, take_payload
@@ -153,7 +154,8 @@ class Thresholds:
       (openWakeWord's timer model, 7 classes at most 0.19 on noise: one of 8 generated
       samples flipped at 62 dB of SNR), and 8 samples cannot measure 0.99 (one flip is
       0.875). pack's default judges class scores by their logits' SNR for the same reason.
-      SNR and cosine still catch damage there, and top-1 is still reported.
+      SNR and cosine still catch damage there, and top-1 is still reported. A text
+      recognizer's greedy CTC strings (``ctc``) are judged at it too, where top-1 is.
 
     - ``noise_floor`` (default 1e-5): differences of at most ε = noise_floor × max(1, the
       sample's largest |original|) count as no difference (SNR, cosine, top-k), so an output
@@ -185,7 +187,8 @@ class Thresholds:
                     f"{name} must be in [{low}, {high}], not {getattr(self, name)}")
 
     def fidelity(self, generated: bool = False, class_ids: Sequence[str] = (),
-                 outputs: Sequence[str] = (), sequences: Sequence[str] = ()) -> Fidelity:
+                 outputs: Sequence[str] = (), sequences: Sequence[str] = (),
+                 strings: Sequence[str] = ()) -> Fidelity:
         """The criteria on the user's inputs, or on generated ones (``generated``).
 
         ``class_ids`` are outputs that are the class numbers an in-graph ArgMax makes (a
@@ -201,6 +204,10 @@ class Thresholds:
         positions, :func:`onnxz.outputs.sequence_outputs`). Where top-1 is judged, their
         rows are, and a sample's cosine is not: over a sequence of confident rows it moves
         with their timing (a character read one frame earlier: 0.97 for the same string).
+        ``strings``, among them, are a text recognizer's (:func:`onnxz.outputs.string_outputs`):
+        where top-1 is judged, so are their samples' greedy CTC strings, by ``ctc`` at
+        ``min_top1`` (each string a decision). Rows alone passed a plate recognizer's file
+        that changed 17 of 100 plates (per-row top-1 0.9966).
         """
         judge_top1 = self.top1_on_generated or not generated
         others = [o for o in outputs if o not in class_ids]
@@ -210,13 +217,14 @@ class Thresholds:
         criteria = [Criterion(c.metric, c.bound, o) for o in others for c in plain
                     if c.metric != "cosine" or o not in rows_judged
                     ] if (class_ids or rows_judged) and others else plain
+        read = [Criterion("ctc", self.min_top1, o) for o in strings] if judge_top1 else []
         if judge_top1 and class_ids and not others:  # nothing but class numbers
-            return Fidelity(tuple(Criterion("top1", self.min_top1, o) for o in class_ids))
+            return Fidelity((*(Criterion("top1", self.min_top1, o) for o in class_ids), *read))
         if judge_top1 and class_ids and others:  # the ids' decisions, each named
             criteria += [Criterion("top1", self.min_top1, o) for o in (*others, *class_ids)]
         elif judge_top1:
             criteria.append(Criterion("top1", self.min_top1))
-        return Fidelity(tuple(criteria))
+        return Fidelity((*criteria, *read))
 
     def to_dict(self) -> dict[str, float | bool | None]:
         return {k: v if isinstance(v, bool) else _json_number(v)
@@ -428,13 +436,17 @@ class VerifyReport:
         classes = [f"{m.name} ({m.class_scores})" for m in self.outputs
                    if m.class_scores and not m.picked]
         lines.append("class scores: " + (", ".join(classes) if classes else "none"))
-        sequences = [m.name for m in self.outputs if self.thresholds is not None
+        sequences = [m for m in self.outputs if self.thresholds is not None
                      and m.class_scores and m.class_scores != IDS_EVIDENCE.reason
                      and self._judged(m, "top1") and not self._judged(m, "cosine")]
-        if sequences:
-            lines.append(f"sequences: {', '.join(sequences)}: several rows per sample, judged "
-                         "row by row (top-1) and by SNR; a sample's cosine moves with the "
-                         "timing of its confident rows: reported, not judged")
+        for judged, how in ((False, "row by row (top-1) and by SNR"),
+                            (True, "row by row (top-1), by SNR and by each sample's greedy "
+                                   "CTC string (ctc: a text recognizer's reading)")):
+            named = [m.name for m in sequences if self._judged(m, "ctc") is judged]
+            if named:
+                lines.append(f"sequences: {', '.join(named)}: several rows per sample, "
+                             f"judged {how}; a sample's cosine moves with the timing of its "
+                             "confident rows: reported, not judged")
         for m in self.outputs:  # rows per sample: what a string-reading task sees
             if (m.ctc is not None and m.top1 is not None and m.top1_sample != m.top1
                     and not any(m.judged_by(c) and c.metric in ("ctc", "top1_sample")
@@ -583,7 +595,7 @@ def verify(
         if isinstance(thresholds, Thresholds | None):  # class ids: by their decisions
             fidelity = (thresholds or Thresholds()).fidelity(
                 generated, class_ids, [s.name for s in output_specs],
-                sequence_outputs(model, evidence))
+                sequence_outputs(model, evidence), string_outputs(model, evidence))
         else:  # the user's criteria name outputs that must exist and fit
             _check_criteria(fidelity, output_specs, evidence)
         samples = (samples_for(input_specs, inputs)
