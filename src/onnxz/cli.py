@@ -31,6 +31,7 @@ from onnxz.codecs.minifloat import LAYOUTS
 from onnxz.errors import OnnxzError, first_line
 from onnxz.fidelity import CLASS_METRICS, Fidelity
 from onnxz.inputs import DEFAULT_INT_RANGE, DEFAULT_SAMPLES, DefaultInputs
+from onnxz.interrupts import stopping_runs
 from onnxz.parallel import available_cores
 from onnxz.policy import QUANTIZERS, quantizer
 from onnxz.progress import ProgressListener, TerminalProgress
@@ -90,14 +91,16 @@ def _raise_stopped(signum: int, frame: object) -> None:
 @contextmanager
 def _signals_as_exceptions() -> Iterator[None]:
     """SIGTERM and SIGHUP raise :class:`_Stopped` during the block (main thread only: the
-    only place Python runs signal handlers)."""
+    only place Python runs signal handlers), and every stop signal ends the model run in
+    progress (:func:`~onnxz.interrupts.stopping_runs`), so that the handler runs."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM,
                                                                     signal.SIGHUP)}
     try:
-        yield
+        with stopping_runs():  # and end a model run in progress
+            yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -43,6 +43,7 @@ from onnxz.codecs.lossless import LosslessCodec
 from onnxz.container import ChunkEntry, ChunkFile, crc32, read_chunk, split_parts
 from onnxz.dtypes import BY_NAME
 from onnxz.errors import FormatError, OnnxzError, OutOfMemoryError, WorkerError
+from onnxz.interrupts import STOP_SIGNALS, forget_wakeup
 from onnxz.modelio import Payload
 
 T = TypeVar("T")
@@ -136,10 +137,6 @@ class WorkerPool:
         return future
 
 
-STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
-                     if s is not None)
-
-
 @contextlib.contextmanager
 def _stop_signals_blocked() -> Iterator[None]:
     """:data:`STOP_SIGNALS` held back in this thread (where the platform can), delivered
@@ -166,11 +163,13 @@ def _context() -> multiprocessing.context.BaseContext:
 def _start_worker() -> None:
     """In a new worker: Ctrl-C is for the main process, which stops the workers itself; a
     SIGTERM or SIGHUP (the main process's way of stopping them) ends a worker at once,
-    whatever handler it inherited from the main process by the fork. Then the allocator
+    whatever handler it inherited from the main process by the fork, and no signal of the
+    worker's wakes the main process's watch over its model runs. Then the allocator
     (:func:`_keep_heap`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for stop in STOP_SIGNALS[1:]:
         signal.signal(stop, signal.SIG_DFL)
+    forget_wakeup()
     if hasattr(signal, "pthread_sigmask"):  # blocked while it forked (WorkerPool._submit)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _keep_heap()

@@ -32,6 +32,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import load_external_data_for_model
 
+from onnxz import interrupts
 from onnxz.arguments import real_number
 from onnxz.container import MAGIC
 from onnxz.ctc import blank_class, greedy_string
@@ -1083,7 +1084,7 @@ def run_session(session: Any, feed: Feed, which: str, index: int,
     """The session's outputs on one sample; ``hint`` is added to a failure's reason."""
     # onnxruntime's exceptions derive from Exception only.
     try:
-        return [np.asarray(o) for o in session.run(None, feed)]
+        return [np.asarray(o) for o in interrupts.run(session, feed)]
     except Exception as exc:
         raise SampleFailed(f"{which} model failed to run on sample {index}: {first_line(exc)}"
                            + (f" ({hint})" if hint else "")) from exc
