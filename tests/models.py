@@ -713,3 +713,49 @@ def qdq_mlp(width: int = 64) -> onnx.ModelProto:
         nodes, "qdq_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], tensors)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def padded_recognizer(sequence: bool = True, gain: float = 50.0) -> onnx.ModelProto:
+    """A text recognizer in miniature whose 1×1 mixing weight ``mix`` [16, 16] matters only
+    where the input is zero-padded: x[N,3,4,W] -> 1×1 Conv (bias 0.5) -> mean over the
+    height -> MatMul ``mix`` with the bias that cancels the padded columns' constant ->
+    × ``gain`` -> Clip(−1, 1) (on N(0,1) columns saturated, so ``mix``'s error hardly shows;
+    on padded ones 0, where it passes at ``gain``) -> plus its mean over the width (a
+    sequence layer's view of the whole line) -> MatMul -> Softmax: y[N,W,10]. With
+    ``sequence`` False the width is averaged away before the classes: y[N,10]."""
+    rng = np.random.default_rng(5)
+    conv = rng.standard_normal((16, 3, 1, 1)).astype(np.float32)
+    conv_bias = np.full(16, 0.5, np.float32)
+    mix = rng.standard_normal((16, 16)).astype(np.float32)
+    classes = rng.standard_normal((16, 10)).astype(np.float32)
+    inits = [numpy_helper.from_array(conv, "conv"), numpy_helper.from_array(conv_bias, "conv_b"),
+             numpy_helper.from_array(mix, "mix"),
+             numpy_helper.from_array(-(conv_bias @ mix).astype(np.float32), "mix_b"),
+             numpy_helper.from_array(np.array(gain, np.float32), "gain"),
+             numpy_helper.from_array(np.array(-1, np.float32), "low"),
+             numpy_helper.from_array(np.array(1, np.float32), "high"),
+             numpy_helper.from_array(classes, "classes"),
+             numpy_helper.from_array(np.array([2], np.int64), "height"),
+             numpy_helper.from_array(np.array([1], np.int64), "width")]
+    nodes = [helper.make_node("Conv", ["x", "conv", "conv_b"], ["c"]),
+             helper.make_node("ReduceMean", ["c", "height"], ["h"], keepdims=0),
+             helper.make_node("Transpose", ["h"], ["t"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["t", "mix"], ["m"]),
+             helper.make_node("Add", ["m", "mix_b"], ["mb"]),
+             helper.make_node("Mul", ["mb", "gain"], ["g"]),
+             helper.make_node("Clip", ["g", "low", "high"], ["s"]),
+             helper.make_node("ReduceMean", ["s", "width"], ["line"], keepdims=1),
+             helper.make_node("Add", ["s", "line"], ["seen"]),
+             helper.make_node("MatMul", ["seen", "classes"], ["logits"])]
+    if sequence:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["y"], axis=-1))
+        shape: list = ["N", "T", 10]
+    else:
+        nodes += [helper.make_node("ReduceMean", ["logits", "width"], ["pooled"], keepdims=0),
+                  helper.make_node("Softmax", ["pooled"], ["y"], axis=-1)]
+        shape = ["N", 10]
+    graph = helper.make_graph(
+        nodes, "padded_recognizer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])

@@ -21,6 +21,7 @@ from models import (
     faint_map,
     mlp,
     mutual_matcher,
+    padded_recognizer,
     picking_detector,
     qdq_mlp,
     query_selecting_detector,
@@ -966,6 +967,40 @@ def test_the_size_search_keeps_the_callers_sizes_and_its_budget():
     assert not any(d["F"] == 1000 for d in asked)  # not scanned, held nor a power of two
     found = searched_inputs(model, lambda g: g.dims.get("F") == 4000)
     assert found is not None and found.dims["F"] == 4000  # 4000 = the dense layer's rows
+
+
+def test_default_keeps_exact_what_zero_padding_shows_on_a_recognizer(tmp_path):
+    """A text recognizer's lines are zero-padded to a batch's width; generated N(0,1) inputs
+    never are. ``padded_recognizer``'s mixing weight moves the outputs only where columns are
+    0 (elsewhere its layer saturates): the default quantized it at its finest step, and
+    inputs with half their width zeroed kept 27 dB of centered log-probabilities. Probed on
+    padded copies of its samples, it is kept exact. Its twin without a sequence of class
+    scores is no recognizer: not probed, quantized as before."""
+    import onnxruntime as ort
+
+    model = padded_recognizer()
+    onnxz.save(model, tmp_path / "r.onnxz")
+    assert {t.name: t.codec for t in onnxz.info(tmp_path / "r.onnxz").tensors} == {
+        "mix": "lossless"}
+    original = ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+    packed = onnxz.inference_session(tmp_path / "r.onnxz")
+    x = np.random.default_rng(3).standard_normal((1, 3, 4, 224)).astype(np.float32)
+    x[..., 112:] = 0
+
+    def centered(p: np.ndarray) -> np.ndarray:
+        logs = np.log(np.maximum(p, 1e-30))
+        return logs - logs.mean(-1, keepdims=True)
+
+    a, b = (centered(s.run(None, {"x": x})[0]) for s in (original, packed))
+    assert 10 * np.log10(np.sum(a**2) / max(np.sum((a - b) ** 2), 1e-30)) > 40
+
+    twin = padded_recognizer(sequence=False)
+    onnxz.save(twin, tmp_path / "c.onnxz")
+    assert {t.codec for t in onnxz.info(tmp_path / "c.onnxz").tensors} <= DEADZONE_LEVELS
+    from onnxz.ratecontrol import defaults
+
+    assert defaults.padded_axes(model) == (("x", 3),) and defaults.padded_axes(twin) == ()
 
 
 def test_generated_channels_last_images_are_224_px_square():

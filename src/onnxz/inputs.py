@@ -564,7 +564,7 @@ def runnable_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0][0],
     dims: dict[str, int] = {}
     for spec in specs:
         rank = len(spec.shape or ())
-        spatial = (1, 2) if _channels_last(spec.shape) else (2, 3)
+        spatial = (1, 2) if channels_last(spec.shape) else (2, 3)
         for axis, d in enumerate(spec.shape or ()):
             if axis == 0 or isinstance(d, int):
                 continue
@@ -704,7 +704,7 @@ def _search_sizes(model: onnx.ModelProto) -> list[int]:
             *(n for n in powers if n > SEARCH_LINEAR_SIZES and n not in held)]
 
 
-def _channels_last(shape: Sequence[int | str | None] | None) -> bool:
+def channels_last(shape: Sequence[int | str | None] | None) -> bool:
     """An image batch laid out N×H×W×C (TensorFlow's, kept by its converters: MTCNN's
     P-Net is [N, H, W, 3]): rank 4, a fixed last axis of 1, 3 or 4 channels, a dynamic
     axis 1 (N×C×H×W has the fixed channels there)."""

@@ -238,7 +238,10 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
     if not may_choose(model):
         return fallback("no tensor to quantize or round")
 
+    generated: list[bool] = []  # whether the samples prepared were generated
+
     def prepared(samples: InputsArg) -> tuple[Workbench, Objective]:
+        generated[:] = [isinstance(samples, GeneratedInputs)]
         bench = Workbench(model, samples, options, None, class_outputs, progress,
                           defaults.default_extra_outputs(model), defaults.GRID)
         return bench, defaults.default_objective(bench.reference, bench.model)
@@ -251,6 +254,8 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
             raise  # the caller's inputs, or the sizes the caller asked for, do not fit
         return fallback(first_line(exc))
     defaults.apply_floor(bench.candidates, defaults.WEIGHT_FLOOR_DB)
+    if generated[0] and (padded := defaults.padded_axes(model)):  # a text recognizer
+        defaults.keep_exact(defaults.padding_sensitive(bench, objective, padded))
     result = choose_for_fidelity(bench, objective, defaults.SENSITIVITY_SPREAD_DB)
     bench.restore()
     result.mode, result.target = "default", f"default (snr>={defaults.DEFAULT_SNR_DB:g})"

