@@ -38,7 +38,7 @@ import onnx
 
 from onnxz.errors import TargetNotMetError, VerificationInputError
 from onnxz.inputs import Feed, channels_last, graph_specs
-from onnxz.outputs import class_evidence, sequence_outputs, stand_ins
+from onnxz.outputs import class_evidence, stand_ins, string_outputs
 from onnxz.ratecontrol.objective import (
     FLOORED_PEAK,
     Measure,
@@ -234,14 +234,12 @@ PADDING_FRACTIONS = (0.5, 0.75)
 
 
 def padded_axes(model: onnx.ModelProto) -> tuple[tuple[str, int], ...]:
-    """(input, axis) pairs of a text recognizer that its pipeline pads with zeros: the width
-    of each float image input (rank 4; axis 3, or 2 where the channels come last) that is
-    dynamic, in a model with a sequence of class scores over at least 3 classes on its last
-    axis (``[N, T, C]``, :func:`~onnxz.outputs.sequence_outputs`: a CTC head's blank and
-    characters, not a detector's yes/no per anchor). Empty for any other model."""
-    outputs = {s.name: s for s in graph_specs(model)[1]}
-    if not any(isinstance(d := (outputs[name].shape or (None,))[-1], int) and d >= 3
-               for name in sequence_outputs(model, class_evidence(model))):
+    """(input, axis) pairs of a text recognizer (:func:`~onnxz.outputs.string_outputs`: an
+    image in, its only output a CTC head's rows or id path; not a detector's yes/no per
+    anchor beside its boxes) that its pipeline pads with zeros: the width of each float
+    image input (rank 4; axis 3, or 2 where the channels come last) that is dynamic. Empty
+    for any other model."""
+    if not string_outputs(model, class_evidence(model)):
         return ()
     found = []
     for spec in graph_specs(model)[0]:
