@@ -293,7 +293,9 @@ def padding_gaps(bench: Workbench, objective: Objective, axes: Sequence[tuple[st
     sides = [[replace(m, samples=subset) for m in objective.measures]
              for subset in (tuple(range(count)), tuple(range(count, 2 * count)))]
     gaps = {}
-    for c in bench.candidates:
+    for done, c in enumerate(bench.candidates):
+        if bench.progress:
+            bench.progress(done, len(bench.candidates), f"padding probe: {c.name}")
         bench.apply({c.path: PADDING_PROBE})
         try:
             outputs = run.run(bench.model)
