@@ -979,9 +979,10 @@ def test_default_keeps_exact_what_zero_padding_shows_on_a_recognizer(tmp_path):
     import onnxruntime as ort
 
     model = padded_recognizer()
-    onnxz.save(model, tmp_path / "r.onnxz")
+    info = onnxz.save(model, tmp_path / "r.onnxz")
     assert {t.name: t.codec for t in onnxz.info(tmp_path / "r.onnxz").tensors} == {
         "mix": "lossless"}
+    assert "2 tensors kept exact: on zero-padded lines" in info.rate_control["note"]
     original = ort.InferenceSession(model.SerializeToString(),
                                     providers=["CPUExecutionProvider"])
     packed = onnxz.inference_session(tmp_path / "r.onnxz")

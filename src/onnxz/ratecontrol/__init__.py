@@ -254,11 +254,18 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
             raise  # the caller's inputs, or the sizes the caller asked for, do not fit
         return fallback(first_line(exc))
     defaults.apply_floor(bench.candidates, defaults.WEIGHT_FLOOR_DB)
+    padding = []
     if generated[0] and (padded := defaults.padded_axes(model)):  # a text recognizer
-        defaults.keep_exact(defaults.padding_sensitive(bench, objective, padded))
+        padding = defaults.padding_sensitive(bench, objective, padded)
+        defaults.keep_exact(padding)
     result = choose_for_fidelity(bench, objective, defaults.SENSITIVITY_SPREAD_DB)
     bench.restore()
     result.mode, result.target = "default", f"default (snr>={defaults.DEFAULT_SNR_DB:g})"
+    if padding:
+        result.note = "; ".join(filter(None, [result.note, (
+            f"{len(padding)} tensor{'s' * (len(padding) != 1)} kept exact: on zero-padded "
+            f"lines their error moves the outputs {defaults.PADDING_GAP_DB:g} dB more or "
+            "beyond")]))
     return result
 
 
