@@ -713,6 +713,13 @@ def _search_sizes(model: onnx.ModelProto) -> list[int]:
             *(n for n in powers if n > SEARCH_LINEAR_SIZES and n not in held)]
 
 
+def image_inputs(specs: Sequence[TensorSpec]) -> list[TensorSpec]:
+    """The float inputs of rank 4 among ``specs``: image batches (N×C×H×W, or N×H×W×C as
+    :func:`channels_last` tells)."""
+    return [s for s in specs if s.dtype.kind == "f" and s.shape is not None
+            and len(s.shape) == 4]
+
+
 def channels_last(shape: Sequence[int | str | None] | None) -> bool:
     """An image batch laid out N×H×W×C (TensorFlow's, kept by its converters: MTCNN's
     P-Net is [N, H, W, 3]): rank 4, a fixed last axis of 1, 3 or 4 channels, a dynamic

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from onnxz.errors import TargetSpecError
-from onnxz.inputs import graph_specs
+from onnxz.inputs import graph_specs, image_inputs
 from onnxz.walker import subgraphs
 
 PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten"})
@@ -258,9 +258,7 @@ def string_outputs(model: onnx.ModelProto, evidence: Mapping[str, ClassScores]) 
     []
     """
     inputs, outputs = graph_specs(model)
-    image = any(s.dtype.kind == "f" and s.shape is not None and len(s.shape) == 4
-                for s in inputs)
-    if not image or len(outputs) != 1 or outputs[0].shape is None:
+    if not image_inputs(inputs) or len(outputs) != 1 or outputs[0].shape is None:
         return []
     name, shape = outputs[0].name, outputs[0].shape
     scores = evidence.get(name)

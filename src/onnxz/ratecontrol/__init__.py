@@ -132,8 +132,7 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
     """
     if target is None:
         return _default(model, inputs, options, class_outputs, progress)
-    users_inputs = inputs is not None and not isinstance(inputs, GeneratedInputs
-                                                          | DefaultInputs)
+    users_inputs = not _generated(inputs)
     correct_biases = options.correct_biases and users_inputs  # not generated inputs' means
     calibrated_rounding = options.calibrated_rounding and users_inputs
     if target.fidelity is not None:
@@ -164,6 +163,12 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
 
 
 T = TypeVar("T")
+
+
+def _generated(inputs: InputsArg) -> bool:
+    """Whether rate control runs on generated samples (None, :class:`DefaultInputs` or
+    :class:`GeneratedInputs`), not the user's."""
+    return inputs is None or isinstance(inputs, GeneratedInputs | DefaultInputs)
 
 
 def _on_runnable_inputs(model: onnx.ModelProto, inputs: InputsArg,
@@ -238,10 +243,7 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
     if not may_choose(model):
         return fallback("no tensor to quantize or round")
 
-    generated: list[bool] = []  # whether the samples prepared were generated
-
     def prepared(samples: InputsArg) -> tuple[Workbench, Objective]:
-        generated[:] = [isinstance(samples, GeneratedInputs)]
         bench = Workbench(model, samples, options, None, class_outputs, progress,
                           defaults.default_extra_outputs(model), defaults.GRID)
         return bench, defaults.default_objective(bench.reference, bench.model)
@@ -255,7 +257,7 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
         return fallback(first_line(exc))
     defaults.apply_floor(bench.candidates, defaults.WEIGHT_FLOOR_DB)
     padding = []
-    if generated[0] and (padded := defaults.padded_axes(model)):  # a text recognizer
+    if _generated(inputs) and (padded := defaults.padded_axes(model)):  # a text recognizer
         padding = defaults.padding_sensitive(bench, objective, padded)
         defaults.keep_exact(padding)
     result = choose_for_fidelity(bench, objective, defaults.SENSITIVITY_SPREAD_DB)

@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 
 from onnxz.errors import TargetNotMetError, VerificationInputError
-from onnxz.inputs import Feed, channels_last, graph_specs
+from onnxz.inputs import Feed, channels_last, graph_specs, image_inputs
 from onnxz.outputs import class_evidence, stand_ins, string_outputs
 from onnxz.ratecontrol.objective import (
     FLOORED_PEAK,
@@ -241,15 +241,10 @@ def padded_axes(model: onnx.ModelProto) -> tuple[tuple[str, int], ...]:
     for any other model."""
     if not string_outputs(model, class_evidence(model)):
         return ()
-    found = []
-    for spec in graph_specs(model)[0]:
-        shape = spec.shape
-        if spec.dtype.kind != "f" or shape is None or len(shape) != 4:
-            continue
-        axis = 2 if channels_last(shape) else 3
-        if not isinstance(shape[axis], int):
-            found.append((spec.name, axis))
-    return tuple(found)
+    widths = ((s.name, s.shape, 2 if channels_last(s.shape) else 3)
+              for s in image_inputs(graph_specs(model)[0]))
+    return tuple((name, axis) for name, shape, axis in widths
+                 if not isinstance(shape[axis], int))
 
 
 def zero_padded(feed: Feed, axes: Sequence[tuple[str, int]], fraction: float) -> Feed:
