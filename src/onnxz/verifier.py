@@ -232,6 +232,26 @@ class Thresholds:
                 for k, v in asdict(self).items()}
 
 
+def judged_evidence(model: onnx.ModelProto, class_outputs: Sequence[str] = ()
+                    ) -> dict[str, ClassScores]:
+    """Output -> why its values are class scores (:func:`~onnxz.outputs.class_evidence`,
+    ``class_outputs`` named by the user), and the class numbers an in-graph ArgMax makes
+    (:data:`~onnxz.outputs.IDS_EVIDENCE`): the outputs verify judges by their decisions."""
+    evidence = class_evidence(model, class_outputs)
+    evidence.update((n, IDS_EVIDENCE) for n in class_id_outputs(model) if n not in evidence)
+    return evidence
+
+
+def thresholds_fidelity(thresholds: Thresholds, model: onnx.ModelProto,
+                        evidence: dict[str, ClassScores], generated: bool) -> Fidelity:
+    """The criteria ``thresholds`` give this model's outputs (:meth:`Thresholds.fidelity`),
+    ``evidence`` from :func:`judged_evidence`: what verify judges without ``--fidelity``."""
+    class_ids = [n for n, e in evidence.items() if e is IDS_EVIDENCE]
+    return thresholds.fidelity(generated, class_ids, [o.name for o in model.graph.output],
+                               sequence_outputs(model, evidence),
+                               string_outputs(model, evidence))
+
+
 @dataclass(frozen=True)
 class OutputMetrics:
     """How one output of the packed model differs from the original's, over all samples.
@@ -590,13 +610,10 @@ def verify(
         names = [s.name for s in output_specs]
         probe = Probe.of([*stands_for, *parts], picks.pins, names)
         reference = _original_session(original, probe.extra_outputs)
-        evidence = class_evidence(model, class_outputs)
-        class_ids = [n for n in class_id_outputs(model) if n not in evidence]
-        evidence.update((n, IDS_EVIDENCE) for n in class_ids)
+        evidence = judged_evidence(model, class_outputs)
         if isinstance(thresholds, Thresholds | None):  # class ids: by their decisions
-            fidelity = (thresholds or Thresholds()).fidelity(
-                generated, class_ids, [s.name for s in output_specs],
-                sequence_outputs(model, evidence), string_outputs(model, evidence))
+            fidelity = thresholds_fidelity(thresholds or Thresholds(), model, evidence,
+                                           generated)
         else:  # the user's criteria name outputs that must exist and fit
             _check_criteria(fidelity, output_specs, evidence)
         samples = (samples_for(input_specs, inputs)
@@ -713,8 +730,8 @@ class ReferenceRun:
     def __init__(self, model: onnx.ModelProto, inputs: InputsArg,
                  class_outputs: Sequence[str] = (), extra_outputs: Sequence[str] = ()) -> None:
         input_specs, self.output_specs = graph_specs(model)
-        evidence = class_evidence(model, class_outputs)
-        evidence.update((n, IDS_EVIDENCE) for n in class_id_outputs(model) if n not in evidence)
+        self.evidence = evidence = judged_evidence(model, class_outputs)
+        """Output -> why it is judged by its decisions (:func:`judged_evidence`)."""
         self.samples = samples_for(input_specs, inputs)
         self.picks = find_picks(model)
         self.picked = self.picks.outputs
