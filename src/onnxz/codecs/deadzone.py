@@ -195,15 +195,6 @@ SNR_SAMPLE = 1 << 18
 """Elements a weight-SNR target's step is searched on (then checked on the whole tensor)."""
 
 
-def choose_range(q: np.ndarray) -> tuple[int, int]:
-    """Symbol range [lo, hi] coded directly; values outside are escaped.
-
-    Tries trimming the t smallest and t largest symbols for t = 0, 1, 2, 4, ... and keeps
-    the range of least estimated cost (coded bits + table + escapes).
-    """
-    return choose_range_of_histogram(*ans.histogram(q))
-
-
 def coded_counts(present: np.ndarray, present_counts: np.ndarray, lo: int,
                  hi: int) -> np.ndarray:
     """The histogram a table over [lo, hi] codes, from the distinct symbols ``present`` and
@@ -220,8 +211,11 @@ def coded_counts(present: np.ndarray, present_counts: np.ndarray, lo: int,
 
 
 def choose_range_of_histogram(values: np.ndarray, counts: np.ndarray) -> tuple[int, int]:
-    """:func:`choose_range` given the distinct symbols (ascending) and their counts;
-    :class:`NotQuantizable` if no trimmed range fits a table (:data:`ans.MAX_ALPHABET`)."""
+    """The symbol range [lo, hi] coded directly (values outside are escaped), given the
+    distinct symbols (ascending) and their counts: of the ranges that trim the t smallest
+    and t largest symbols for t = 0, 1, 2, 4, ..., the one of least estimated cost (coded
+    bits + table + escapes); :class:`NotQuantizable` if no trimmed range fits a table
+    (:data:`ans.MAX_ALPHABET`)."""
     n = int(counts.sum())
     cum = np.cumsum(counts)
     best: tuple[float, int, int] | None = None
