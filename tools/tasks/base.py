@@ -314,8 +314,3 @@ def _file_sha256(path: Path) -> str:
                 h.update(block)
         _SHA_CACHE[k] = h.hexdigest()
     return _SHA_CACHE[k]
-
-
-def stack_feeds(feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Per-sample feeds -> the ``.npz`` layout (each input's samples on a new leading axis)."""
-    return {name: np.stack([f[name] for f in feeds]) for name in feeds[0]}
