@@ -371,7 +371,7 @@ def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
               help="With --fidelity and --inputs: each layer's bias (or the BatchNormalization "
                    "mean after it) absorbs the mean shift its quantized weights cause on the "
                    "inputs. Smaller files on convolutional detectors, mixed on classifiers "
-                   "(README: Bias correction).")
+                   "(docs/measurements.md: Bias correction).")
 @click.option("--calibrated-rounding", is_flag=True,
               help="With --fidelity and --inputs (no --max-size): round the weights of "
                    "Conv, Gemm, MatMul and LSTM/GRU/RNN layers (also inside an If branch "
@@ -379,7 +379,7 @@ def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
                    "samples (GPTQ-style), and a classifier head (a layer read through "
                    "elementwise ops by one linear classifier) through its outputs: the same "
                    "bytes per step, a smaller output error, "
-                   "so coarser steps meet the target; packing takes longer (README: "
+                   "so coarser steps meet the target; packing takes longer (docs/measurements.md: "
                    "Calibrated rounding).")
 @click.option("--codec", type=click.Choice(QUANTIZERS), default=None,
               help="Quantizer of the weight tensors [default: deadzone]: deadzone (uniform, "

@@ -76,7 +76,7 @@ class PackOptions:
     this weight SNR (see :meth:`codec_for`).
     ``correct_biases``: with a fidelity target and the user's inputs, rate control moves
     each layer's bias by the mean shift its quantized weights cause on those inputs (see
-    :mod:`onnxz.ratecontrol.correction`); off by default (README: "Bias correction").
+    :mod:`onnxz.ratecontrol.correction`); off by default (docs/measurements.md: "Bias correction").
     ``calibrated_rounding``: with a fidelity target (no size target) and the user's inputs,
     rate control rounds the weights of linear layers (Conv, Gemm, MatMul, LSTM/GRU/RNN; see
     :mod:`onnxz.ratecontrol.layers`) with error feedback through their inputs on those

@@ -18,9 +18,9 @@ for every quantized tensor.
 
 What it guarantees and what not (also in the README): the SNRs hold on the generated
 samples, checked in onnxruntime before the file is written. On real data it kept ≥ 99.5% of
-the held-out task decisions on most models measured (tools/bench_rate.py and the README's
-unseen-model sweeps), not on all: decisions dense near a threshold or tied between classes
-(basic-pitch 97.2% of note events) and text recognizers' strings
+the held-out task decisions on most models measured (tools/bench_rate.py and the
+unseen-model sweeps of docs/measurements.md), not on all: decisions dense near a threshold
+or tied between classes (basic-pitch 97.2% of note events) and text recognizers' strings
 (PP-OCRv2 rec 97.2%, trueocr's 97.9%: on real lines their decisions move 2–10× more than
 on generated inputs). Generated inputs are not the user's data — pass ``--fidelity`` with
 ``--inputs`` for a guarantee on yours.
