@@ -360,7 +360,8 @@ def _inputs_source(inputs: Path | None, samples: int | None, seed: int | None,
               help="Rate control: every quantized tensor keeps at least DB dB of weight SNR.")
 @click.option("--inputs", type=click.Path(path_type=Path), metavar="NPZ|DIR",
               help="Rate control's samples (the verify layouts: an .npz of N stacked samples "
-                   "per input, or an ONNX test-data folder) [default: generated].")
+                   "per input, or an ONNX test-data folder) [default: generated]. Without "
+                   "--fidelity the default also meets on them what verify judges there.")
 @_generated_input_options
 @click.option("--class-output", "class_outputs", multiple=True, metavar="NAME",
               help="Treat output NAME as class scores (repeatable; see verify --help).")
@@ -434,8 +435,9 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
     the inputs (--inputs, or generated ones), gives the bits to the tensors
     that matter, searches the smallest file that keeps the target, and runs
     the packed model on the inputs before writing it. The default target keeps
-    40 dB of SNR on every output (class scores: their logits) on the inputs;
-    --fidelity, --max-size and --target-snr set others. An unreachable target
+    40 dB of SNR on every output (class scores: their logits) on the inputs,
+    and on your --inputs also what onnxz verify judges on them (top-1, a text
+    recognizer's strings); --fidelity, --max-size and --target-snr set others. An unreachable target
     is an error (exit 2, nothing written) unless --best-effort.
 
     \b
