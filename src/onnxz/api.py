@@ -122,10 +122,11 @@ def save(
     """Pack an ONNX model (a ModelProto or a path) into an onnxz file at ``path``.
 
     The default is lossy and rate-controlled: every weight tensor's step is chosen so that
-    the outputs keep the default target on generated inputs (or on ``inputs``), checked in
-    onnxruntime before the file appears (see :mod:`onnxz.ratecontrol.defaults` for what it
-    guarantees). ``lossless=True`` is bit-exact; ``step_rel`` (× each tensor's spread) and
-    ``deadzone`` give every weight tensor one uniform quantizer. ``options`` sets the rest;
+    the outputs keep the default target on generated inputs (or on ``inputs``, where they
+    also keep what :func:`verify` judges by default on them), checked in onnxruntime before
+    the file appears (see :mod:`onnxz.ratecontrol.defaults` for what it guarantees).
+    ``lossless=True`` is bit-exact; ``step_rel`` (× each tensor's spread) and ``deadzone``
+    give every weight tensor one uniform quantizer. ``options`` sets the rest;
     the keyword arguments override it.
 
     Rate control chooses every weight tensor's step for a target instead: ``fidelity``
