@@ -475,3 +475,16 @@ def test_zstd_plane_with_bytes_after_its_frame_is_corrupt():
     assert out.tobytes() == bytes(range(200))
     with pytest.raises(CorruptDataError, match="after the zstd frame"):
         decoder.decode_into([frame + b"\0"], out)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"target_snr_db": 50.0, "channel_snr_db": 45.0},  # no channel length
+    {"target_snr_db": 50.0, "channel": 9},  # no channel SNR
+    {"step": 0.1, "channel_snr_db": 45.0, "channel": 9},  # a floor without an SNR target
+    {"target_snr_db": 50.0, "channel_snr_db": float("nan"), "channel": 9},
+    {"target_snr_db": 50.0, "channel_snr_db": 45.0, "channel": 0},
+])
+def test_a_channel_floor_needs_its_length_and_an_snr_target(kwargs):
+    step_rel = None
+    with pytest.raises(ValueError):
+        DeadzoneCodec(step_rel, 0.5, **kwargs)

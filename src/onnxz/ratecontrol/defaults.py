@@ -14,7 +14,8 @@ with other values: a detector's candidate scores). No quantized tensor goes belo
 samples do are kept exact (:data:`PADDING_GAP_DB`). A model that cannot run on generated
 inputs (inputs that cannot be generated, values the model rejects) or is too large to run
 many times falls back to a data-free rule: :data:`FALLBACK_WEIGHT_SNR_DB` of weight SNR
-for every quantized tensor.
+for every quantized tensor (:data:`~onnxz.policy.FALLBACK_CHANNEL_SNR_DB` for each output
+channel of a convolution).
 
 What it guarantees and what not (also in the README): the SNRs hold on the generated
 samples, checked in onnxruntime before the file is written. On real data it kept ≥ 99.5% of
