@@ -485,6 +485,5 @@ def test_zstd_plane_with_bytes_after_its_frame_is_corrupt():
     {"target_snr_db": 50.0, "channel_snr_db": 45.0, "channel": 0},
 ])
 def test_a_channel_floor_needs_its_length_and_an_snr_target(kwargs):
-    step_rel = None
     with pytest.raises(ValueError):
-        DeadzoneCodec(step_rel, 0.5, **kwargs)
+        DeadzoneCodec(None, 0.5, **kwargs)

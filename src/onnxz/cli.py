@@ -437,8 +437,9 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
     the packed model on the inputs before writing it. The default target keeps
     40 dB of SNR on every output (class scores: their logits) on the inputs,
     and on your --inputs also what onnxz verify judges on them (top-1, a text
-    recognizer's strings); --fidelity, --max-size and --target-snr set others. An unreachable target
-    is an error (exit 2, nothing written) unless --best-effort.
+    recognizer's strings); --fidelity, --max-size and --target-snr set others.
+    An unreachable target is an error (exit 2, nothing written) unless
+    --best-effort.
 
     \b
     Examples:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -243,7 +243,7 @@ def judged_evidence(model: onnx.ModelProto, class_outputs: Sequence[str] = ()
 
 
 def thresholds_fidelity(thresholds: Thresholds, model: onnx.ModelProto,
-                        evidence: dict[str, ClassScores], generated: bool) -> Fidelity:
+                        evidence: Mapping[str, ClassScores], generated: bool) -> Fidelity:
     """The criteria ``thresholds`` give this model's outputs (:meth:`Thresholds.fidelity`),
     ``evidence`` from :func:`judged_evidence`: what verify judges without ``--fidelity``."""
     class_ids = [n for n, e in evidence.items() if e is IDS_EVIDENCE]

@@ -255,19 +255,18 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
                                    or isinstance(exc, VerificationInputError)):
             raise  # the caller's inputs, or the sizes the caller asked for, do not fit
         return fallback(first_line(exc))
-    target = f"default (snr>={defaults.DEFAULT_SNR_DB:g})"
-    if not _generated(inputs) and (criteria := defaults.verify_criteria(bench.reference,
-                                                                        bench.model)):
-        objective = defaults.on_users_inputs(objective, criteria)
-        target = f"default (snr>={defaults.DEFAULT_SNR_DB:g}; verify's {criteria})"
     defaults.apply_floor(bench.candidates, defaults.WEIGHT_FLOOR_DB)
-    padding = []
-    if _generated(inputs) and (padded := defaults.padded_axes(model)):  # a text recognizer
+    target, padding = f"snr>={defaults.DEFAULT_SNR_DB:g}", []
+    if not _generated(inputs):  # the user's samples: also what verify judges on them
+        if criteria := defaults.verify_criteria(bench.reference, bench.model):
+            objective = defaults.on_users_inputs(objective, criteria)
+            target += f"; verify's {criteria}"
+    elif padded := defaults.padded_axes(model):  # a text recognizer on generated samples
         padding = defaults.padding_sensitive(bench, objective, padded)
         defaults.keep_exact(padding)
     result = choose_for_fidelity(bench, objective, defaults.SENSITIVITY_SPREAD_DB)
     bench.restore()
-    result.mode, result.target = "default", target
+    result.mode, result.target = "default", f"default ({target})"
     if padding:
         result.note = "; ".join(filter(None, [result.note, (
             f"{len(padding)} tensor{'s' * (len(padding) != 1)} kept exact: on zero-padded "
