@@ -11,7 +11,7 @@ from test_codecs import decode
 
 import onnxz
 from onnxz.codecs import DeadzoneCodec, DeadzoneZstdCodec, PredictiveCodec, codec_class
-from onnxz.codecs.deadzone_zstd import fewest_low_bits, split_index
+from onnxz.codecs.deadzone_zstd import fewest_low_bits, split_index, zstd_symbols
 from onnxz.dtypes import BY_NAME
 from onnxz.errors import CorruptDataError, FormatError
 from onnxz.policy import quantizer
@@ -144,3 +144,20 @@ def test_an_empty_chunk_is_one_empty_frame():
     assert np.array_equal(out, enc.reconstruction)
     with pytest.raises(CorruptDataError):
         decode(DeadzoneZstdCodec, params, [((b"", b"", b""), 0)], "float32")
+
+
+def test_the_writer_widens_the_range_where_escapes_cost_more_than_low_bits():
+    # A small tensor at a fine step: an ANS table's range (§7.4) leaves a third of the
+    # symbols to 2-byte escapes, as it would pay a table entry per symbol; zstd stores no
+    # table, so a wider range that costs a low bit more is smaller.
+    x = laplace(1408)
+    codec = DeadzoneZstdCodec(1 / 256, 0.5)
+    quantized = codec.quantize(x, BY_NAME["float32"])
+    table_range = zstd_symbols(quantized.q, quantized.lo, quantized.hi, 1 << 20)
+    assert quantized.escaped > 1408 // 4
+    enc = codec.encode(x, BY_NAME["float32"], 1 << 20)
+    assert enc.codec_id == "deadzone_zstd"
+    assert enc.params["size"] > quantized.counts.size
+    assert enc.coded_bytes < 0.9 * table_range.stored
+    assert decoded(enc).tobytes() == enc.reconstruction.tobytes()
+    assert enc.reconstruction.tobytes() == quantized.reconstruction(BY_NAME["float32"]).tobytes()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 from abc import abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -210,20 +210,30 @@ def coded_counts(present: np.ndarray, present_counts: np.ndarray, lo: int,
     return counts
 
 
-def choose_range_of_histogram(values: np.ndarray, counts: np.ndarray) -> tuple[int, int]:
-    """The symbol range [lo, hi] coded directly (values outside are escaped), given the
-    distinct symbols (ascending) and their counts: of the ranges that trim the t smallest
-    and t largest symbols for t = 0, 1, 2, 4, ..., the one of least estimated cost (coded
-    bits + table + escapes); :class:`NotQuantizable` if no trimmed range fits a table
-    (:data:`ans.MAX_ALPHABET`)."""
+def trimmed_ranges(values: np.ndarray, counts: np.ndarray) -> Iterator[tuple[int, int]]:
+    """The symbol ranges [lo, hi] that leave out the t smallest and the t largest symbols,
+    for t = 0, 1, 2, 4, ... up to half of them, given the distinct symbols (ascending) and
+    their counts: the candidates a writer chooses its coded range among."""
     n = int(counts.sum())
     cum = np.cumsum(counts)
-    best: tuple[float, int, int] | None = None
     t = 0
     while t <= n // 2:
         lo = int(values[np.searchsorted(cum, t + 1)])
         hi = int(values[np.searchsorted(cum, n - t)])
-        if lo <= hi and hi - lo + 2 <= ans.MAX_ALPHABET:
+        if lo <= hi:
+            yield lo, hi
+        t = 1 if t == 0 else 2 * t
+
+
+def choose_range_of_histogram(values: np.ndarray, counts: np.ndarray) -> tuple[int, int]:
+    """The symbol range [lo, hi] coded directly (values outside are escaped), given the
+    distinct symbols (ascending) and their counts: of the :func:`trimmed_ranges`, the one of
+    least estimated cost (coded bits + table + escapes); :class:`NotQuantizable` if no
+    trimmed range fits a table (:data:`ans.MAX_ALPHABET`)."""
+    n = int(counts.sum())
+    best: tuple[float, int, int] | None = None
+    for lo, hi in trimmed_ranges(values, counts):
+        if hi - lo + 2 <= ans.MAX_ALPHABET:
             inside = (values >= lo) & (values <= hi)
             escaped = n - int(counts[inside].sum())
             p = counts[inside] / n
@@ -233,7 +243,6 @@ def choose_range_of_histogram(values: np.ndarray, counts: np.ndarray) -> tuple[i
             bits += 8 * 1.5 * (hi - lo + 1)
             if best is None or bits < best[0]:
                 best = (bits, lo, hi)
-        t = 1 if t == 0 else 2 * t
     if best is None:
         raise NotQuantizable(f"its symbols span more than {ans.MAX_ALPHABET - 1} levels even "
                              "with half of them escaped (a step too fine for its values)")

@@ -29,9 +29,7 @@ def encode_uvarints(values: np.ndarray) -> bytes:
     v = np.asarray(values, dtype=np.uint64).ravel()
     if v.size == 0:
         return b""
-    nbytes = np.ones(v.size, dtype=np.int64)
-    for k in range(1, MAX_VARINT_BYTES):
-        nbytes += v >= np.uint64(1) << np.uint64(7 * k)
+    nbytes = uvarint_lengths(v)
     starts = np.cumsum(nbytes) - nbytes
     out = np.zeros(int(nbytes.sum()), dtype=np.uint8)
     for k in range(int(nbytes.max())):
@@ -40,6 +38,19 @@ def encode_uvarints(values: np.ndarray) -> bytes:
         more = np.where(nbytes[sel] - 1 > k, 0x80, 0).astype(np.uint64)
         out[starts[sel] + k] = (group | more).astype(np.uint8)
     return out.tobytes()
+
+
+def uvarint_lengths(values: np.ndarray) -> np.ndarray:
+    """Bytes of each value's varint (int64), what :func:`encode_uvarints` writes for it.
+
+    >>> uvarint_lengths(np.array([0, 127, 128, 16383, 16384], dtype=np.uint64)).tolist()
+    [1, 1, 2, 2, 3]
+    """
+    v = np.asarray(values, dtype=np.uint64)
+    nbytes = np.ones(v.shape, dtype=np.int64)
+    for k in range(1, MAX_VARINT_BYTES):
+        nbytes += v >= np.uint64(1) << np.uint64(7 * k)
+    return nbytes
 
 
 def decode_uvarints(data: bytes | memoryview, count: int | None = None) -> np.ndarray:
