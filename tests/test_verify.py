@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
+import zipfile
 
 import numpy as np
 import onnx
@@ -383,6 +385,39 @@ def test_npz_file_errors_are_one_line(mlp_files):
                      "--inputs", mlp_files / name)
         assert result.exit_code == 2 and message in result.output, result.output
         assert result.output.count("\n") == 1
+
+
+def npy_header(shape, descr: str = "<f4") -> bytes:
+    """A version 1.0 .npy header declaring ``shape`` and ``descr``, as numpy writes one."""
+    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape!r}, }}"
+    text = text.ljust(117) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode()
+
+
+CRAFTED_MEMBERS = {
+    "not a .npy": (pickle.dumps(x_samples(3)), "member 'x.npy' is not a .npy array"),
+    "malformed header": (b"\x93NUMPY\x01\x00\x10\x00{'descr': __import__",
+                         "member 'x.npy' has a malformed .npy header"),
+    "declares more than it holds": (npy_header((10**12, 1, 32)) + bytes(16),
+                                    r"declares shape (1000000000000, 1, 32) float32"),
+    "object header": (npy_header((3, 1, 32), "|O") + bytes(16), "holds Python objects"),
+}
+"""An .npz's member x.npy crafted by hand: case -> (its bytes, expected message)."""
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED_MEMBERS))
+def test_crafted_npz_members_are_input_errors(mlp_files, case):
+    content, message = CRAFTED_MEMBERS[case]
+    with zipfile.ZipFile(mlp_files / "crafted.npz", "w") as archive:
+        archive.writestr("x.npy", content)
+    result = run("verify", mlp_files / "mlp.onnx", mlp_files / "lossy.onnxz",
+                 "--inputs", mlp_files / "crafted.npz")
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert result.output.count("\n") == 1
+    with pytest.raises(onnxz.VerificationInputError, match=r"not a readable \.npz archive"):
+        onnxz.save(mlp_files / "mlp.onnx", mlp_files / "p.onnxz",
+                   inputs=mlp_files / "crafted.npz")
+    assert not (mlp_files / "p.onnxz").exists()
 
 
 # --- ONNX test-data folders ------------------------------------------------------------

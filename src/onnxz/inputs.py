@@ -22,6 +22,7 @@ import numbers
 import os
 import re
 import stat
+import tokenize
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -249,11 +250,42 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         data = np.load(path, allow_pickle=False)
         if isinstance(data, np.lib.npyio.NpzFile):
             with data:
+                for key in data.files:
+                    _check_npy_member(data.zip, key)
                 return {k: data[k] for k in data.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError,
+            tokenize.TokenError) as exc:  # numpy parses a member's header with tokenize
         raise VerificationInputError(f"{path}: not a readable .npz archive ({exc})") from exc
     raise VerificationInputError(f"{path}: one .npy array, not an .npz archive "
                                  "(save one array per input name with np.savez)")
+
+
+def _check_npy_member(archive: zipfile.ZipFile, key: str) -> None:
+    """A member of an .npz is a .npy array whose header declares no more bytes than the
+    member holds (numpy would allocate what a crafted header declares, and returns a member
+    that is not a .npy as its raw bytes)."""
+    name = key if key in archive.namelist() else f"{key}.npy"
+    with archive.open(name) as member:
+        if member.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+            raise ValueError(f"member {name!r} is not a .npy array")
+        member.seek(0)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(
+                           np.lib.format.read_magic(member))
+        if read_header is None:  # a version numpy reads itself
+            return
+        try:
+            shape, _, dtype = read_header(member)
+        except (SyntaxError, tokenize.TokenError) as exc:
+            raise ValueError(f"member {name!r} has a malformed .npy header") from exc
+        if dtype.hasobject:
+            raise ValueError(f"member {name!r} holds Python objects (pickled), which are "
+                             "not read")
+        declared = math.prod(shape) * dtype.itemsize
+        held = archive.getinfo(name).file_size - member.tell()
+    if declared > held:
+        raise ValueError(f"member {name!r} declares shape {shape} {dtype} ({declared:,} bytes) "
+                         f"but holds {max(held, 0):,}")
 
 
 def _stacked(specs: tuple[TensorSpec, ...], arrays: Feed, where: str) -> Samples:
