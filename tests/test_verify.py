@@ -361,6 +361,7 @@ def test_scalar_input_is_an_array_of_n(tmp_path):
     ({"x": np.zeros((3, 1, 31), np.float32)}, r"has shape \(1, 31\)"),
     ({"x": np.zeros((0, 1, 32), np.float32)}, "0 samples"),
     ({"x": np.float32(1)}, "0-d array"),
+    ({"x": [[1.0, 2.0], [3.0]]}, "input 'x' is not an array"),
 ])
 def test_array_input_errors(mlp_files, arrays, message):
     with pytest.raises(onnxz.VerificationInputError, match=message):

@@ -230,7 +230,7 @@ def samples_for(specs: tuple[TensorSpec, ...], inputs: InputsArg) -> Samples:
     if inputs is None or isinstance(inputs, GeneratedInputs):
         return _generated(specs, inputs or GeneratedInputs())
     if isinstance(inputs, Mapping):
-        return _stacked(specs, {str(k): np.asarray(v) for k, v in inputs.items()}, "arrays")
+        return _stacked(specs, {str(k): _array(k, v) for k, v in inputs.items()}, "arrays")
     path = as_path(inputs, "inputs")
     try:
         mode = path.stat().st_mode
@@ -243,6 +243,14 @@ def samples_for(specs: tuple[TensorSpec, ...], inputs: InputsArg) -> Samples:
                                      "or socket cannot be read twice): give an .npz or a "
                                      "test-data folder")
     return _stacked(specs, _read_npz(path), str(path))
+
+
+def _array(name: object, value: object) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:  # a ragged list, an object numpy cannot convert
+        raise VerificationInputError(f"arrays: input {str(name)!r} is not an array "
+                                     f"({first_line(exc)})") from exc
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
