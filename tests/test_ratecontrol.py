@@ -786,6 +786,20 @@ def test_a_target_is_not_met_on_outputs_with_no_finite_value(tmp_path):
     assert "no finite value" in result.output and not (tmp_path / "c.onnxz").exists()
 
 
+def test_a_target_is_not_met_on_samples_where_every_output_is_empty(tmp_path):
+    """Samples of batch 0 make every output empty: nothing is compared, so a target cannot
+    hold (it "held" with the coarsest file) and verify fails (it passed at SNR inf)."""
+    empty = {"x": np.zeros((4, 0, 32), np.float32)}
+    for target in ({"fidelity": "snr>=30"}, {"max_size": "1MB"}):
+        with pytest.raises(onnxz.TargetNotMetError, match="every output of the original is "
+                                                          "empty on these inputs"):
+            onnxz.save(mlp(), tmp_path / "t.onnxz", inputs=empty, **target)
+        assert not (tmp_path / "t.onnxz").exists()
+    onnxz.save(mlp(), tmp_path / "m.onnxz", lossless=True)
+    report = onnxz.verify(mlp(), tmp_path / "m.onnxz", empty)
+    assert not report.passed and "empty on these inputs" in str(report.failures[0])
+
+
 def test_generated_attention_masks_hold_a_masks_values(tmp_path):
     from onnx import TensorProto, helper
 

@@ -348,6 +348,9 @@ class Failure:
         if self.metric == "finite":
             return (f"output {self.output!r}: the original has no finite value on these "
                     "inputs (nothing to compare)")
+        if self.metric == "elements":
+            return (f"output {self.output!r}: empty on these inputs, as is every output "
+                    "(nothing to compare)")
         if self.metric == "ctc_rows":
             return (f"output {self.output!r}: ctc judges samples of up to {CTC_MAX_ROWS} "
                     "rows (CTC strings); this output has more")
@@ -374,8 +377,10 @@ def _json_number(value: Any) -> Any:
 
 def failures(outputs: Sequence[OutputMetrics], fidelity: Fidelity) -> tuple[Failure, ...]:
     """Every (output, criterion) pair where the criterion applies and does not hold, and
-    every output whose original had no finite value (nothing was compared)."""
+    every output whose original had no finite value (nothing was compared), and every
+    output if none has an element (a batch of 0: nothing at all was compared)."""
     found = []
+    empty = not any(m.elements for m in outputs)
     for m in outputs:
         for c in fidelity.criteria:
             applies = m.judged_by(c)
@@ -386,6 +391,8 @@ def failures(outputs: Sequence[OutputMetrics], fidelity: Fidelity) -> tuple[Fail
                 found.append(Failure(m.name, "ctc_rows", CTC_MAX_ROWS, c.bound))
         if m.finite == 0 and m.elements:
             found.append(Failure(m.name, "finite", 0, 1))
+        elif empty:
+            found.append(Failure(m.name, "elements", 0, 1))
     return tuple(found)
 
 
@@ -762,6 +769,8 @@ class ReferenceRun:
         self.not_finite = tuple(a.spec.name for a in probes if a.elements and not a.finite)
         """Outputs with no finite value on any sample: verify fails them (nothing to
         compare), so no target can be judged on them."""
+        self.empty = not any(a.elements for a in probes)
+        """No output has an element on any sample (a batch of 0): verify fails them all."""
 
     def position(self, value: str) -> int:
         """Where ``value`` (an output or an extra output) is in the outputs of a run."""
@@ -780,8 +789,11 @@ class ReferenceRun:
         """:class:`TargetNotMetError` if an output has no finite value on the samples:
         verify fails it whatever the packed model computes, so ``target`` cannot be judged
         on them."""
+        hint = f" ({self.samples.hint})" if self.samples.hint else ""
+        if self.empty:
+            raise TargetNotMetError(f"{target}: cannot be judged: every output of the "
+                                    f"original is empty on these inputs{hint}")
         if self.not_finite:
-            hint = f" ({self.samples.hint})" if self.samples.hint else ""
             raise TargetNotMetError(
                 f"{target}: cannot be judged: output {self.not_finite[0]!r} of the original "
                 f"has no finite value (NaN or inf) on these inputs{hint}")
