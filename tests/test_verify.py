@@ -459,6 +459,13 @@ def garbage(d):
     (d / "test_data_set_0" / "input_0.pb").write_bytes(b"\xff\xff\xff garbage")
 
 
+def unknown_type(d):
+    write_set(d, 0, {"x": X})
+    tensor = numpy_helper.from_array(X, "x")
+    tensor.data_type = 9999
+    (d / "test_data_set_0" / "input_0.pb").write_bytes(tensor.SerializeToString())
+
+
 def misnamed(d):
     write_set(d, 0, {"x": X})
     (d / "test_data_set_0" / "input_0.pb").rename(d / "test_data_set_0" / "input_a.pb")
@@ -476,6 +483,7 @@ BAD_FOLDERS = {
     "wrong dtype": (lambda d: write_set(d, 0, {"x": X.astype(np.float16)}),
                     "input 'x' is float16, the model wants float32"),
     "misnamed": (misnamed, "input_a.pb is not named input_K.pb"),
+    "unknown data type": (unknown_type, "not a readable TensorProto (unknown element type 9999)"),
 }
 """Broken test-data folders: case -> (builder of the folder, expected message)."""
 

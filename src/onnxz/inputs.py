@@ -367,10 +367,12 @@ def _read_test_data_set(
             tensor = onnx.load_tensor(str(path))
             if tensor.data_type == onnx.TensorProto.UNDEFINED:
                 raise ValueError("no element type")
+            if tensor.data_type not in onnx.TensorProto.DataType.values():
+                raise ValueError(f"unknown element type {tensor.data_type}")
             # External data lives beside the tensor file, whatever the current directory.
             with utf8_spelling(folder) as base_dir:
                 array = numpy_helper.to_array(tensor, base_dir=base_dir)
-        except (DecodeError, ValueError, TypeError, OSError,
+        except (DecodeError, ValueError, TypeError, OSError, KeyError,
                 onnx.checker.ValidationError) as exc:
             raise VerificationInputError(f"{path}: not a readable TensorProto "
                                          f"({first_line(exc)})") from exc
