@@ -519,6 +519,9 @@ def test_sizes_parse_with_decimal_and_binary_units():
     assert parse_size("3KiB") == 3072
     with pytest.raises(onnxz.TargetSpecError):
         RateTarget()
+    for text in ("1e400", "1e400MB", "1e308GiB"):  # an OverflowError traceback before
+        with pytest.raises(onnxz.TargetSpecError, match="too large"):
+            parse_size(text)
 
 
 def test_cli_pack_with_a_target_prints_what_it_achieved(heads, tmp_path):

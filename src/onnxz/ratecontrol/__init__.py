@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -113,7 +114,10 @@ def parse_size(text: str | int) -> int:
                          str(text))
         if m is None or m[2].upper() not in SIZE_UNITS:
             raise TargetSpecError(f"{text!r} is not a size (e.g. 2000000, 500KB, 2MB, 1.5GiB)")
-        value = int(float(m[1]) * SIZE_UNITS[m[2].upper()])
+        number = float(m[1]) * SIZE_UNITS[m[2].upper()]
+        if not math.isfinite(number):
+            raise TargetSpecError(f"{text!r} is not a size: too large for a number")
+        value = int(number)
     if value <= 0:
         raise TargetSpecError(f"{text!r}: a size must be positive")
     return value
