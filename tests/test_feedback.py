@@ -299,6 +299,26 @@ def test_cli_rounds_with_feedback_only_when_asked_and_says_so(tmp_path):
     assert wrong.exit_code == 2 and "--calibrated-rounding" in wrong.output
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--calibrated-rounding"], "need --fidelity and --inputs"),
+    (["--bias-correction", "--inputs", "{calib}"], "need --fidelity and --inputs"),
+    (["--calibrated-rounding", "--fidelity", "snr>=25"], "need --fidelity and --inputs"),
+    (["--calibrated-rounding", "--fidelity", "snr>=25", "--inputs", "{calib}",
+      "--max-size", "40KB"], "does not apply with --max-size"),
+    (["--target-snr", "30", "--inputs", "{calib}"], "--target-snr runs no model"),
+    (["--target-snr", "30", "--class-output", "y"], "--target-snr runs no model"),
+])
+def test_cli_refuses_rate_options_its_mode_would_ignore(tmp_path, args, message):
+    """The CLI's rate-control options that the mode asked for does not use were ignored in
+    silence (the default with --calibrated-rounding --inputs wrote the default's bytes)."""
+    model, calib = written(tmp_path, relu_convnet(), correlated_images())
+    args = [a.format(calib=calib) for a in args]
+    result = CliRunner().invoke(main, ["pack", str(model), "-o", str(tmp_path / "o.onnxz"),
+                                       *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "o.onnxz").exists()
+
+
 def test_generated_inputs_and_size_targets_never_round_with_feedback(tmp_path):
     info = onnxz.save(relu_convnet(), tmp_path / "g.onnxz", fidelity="snr>=20",
                       calibrated_rounding=True)

@@ -484,6 +484,16 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
         _fail("--inputs, --samples, --seed, --dim, --int-range, --class-output, "
               "--best-effort, --bias-correction and --calibrated-rounding apply to rate "
               "control, not with --lossless, --step-rel, --deadzone or --codec options")
+    if target_snr is not None and (inputs is not None or samples is not None or seed
+                                   is not None or dims or int_range or class_outputs
+                                   or bias_correction or calibrated_rounding):
+        _fail("--target-snr runs no model: --inputs, --samples, --seed, --dim, --int-range, "
+              "--class-output, --bias-correction and --calibrated-rounding do not apply")
+    if (bias_correction or calibrated_rounding) and (fidelity is None or inputs is None):
+        _fail("--bias-correction and --calibrated-rounding need --fidelity and --inputs "
+              "(they are measured on your samples)")
+    if calibrated_rounding and max_size is not None:
+        _fail("--calibrated-rounding does not apply with --max-size")
     output = output or model.with_suffix(".onnxz")
     source = _inputs_source(inputs, samples, seed, dims, int_range)
     if not fixed:  # rate control runs the model
