@@ -88,7 +88,7 @@ def test_step_rel_takes_a_ratio_as_the_docs_write_it(model_file, tmp_path):
     assert run("pack", model_file, "-o", ratio, "--step-rel", "1/32").exit_code == 0
     assert run("pack", model_file, "-o", decimal, "--step-rel", "0.03125").exit_code == 0
     assert ratio.read_bytes() == decimal.read_bytes()
-    for wrong in ("0", "-1/32", "1/0", "nan", "inf", "1/x", "1/2/3"):
+    for wrong in ("0", "-1/32", "1/0", "nan", "inf", "1/x", "1/2/3", "1/", "/32"):
         result = run("pack", model_file, "-o", tmp_path / "w.onnxz", "--step-rel", wrong)
         assert result.exit_code == 2 and result.output.count("\n") == 1, wrong
         assert "not a positive finite number" in result.output, wrong

@@ -218,9 +218,9 @@ class _PositiveNumber(click.ParamType):
         if isinstance(value, float):
             number = value
         else:
-            numerator, _, denominator = str(value).strip().partition("/")
+            numerator, slash, denominator = str(value).strip().partition("/")
             try:
-                number = float(numerator) / float(denominator or 1)
+                number = float(numerator) / (float(denominator) if slash else 1.0)
             except (ValueError, ZeroDivisionError):
                 number = math.nan
         if not (math.isfinite(number) and number > 0):
