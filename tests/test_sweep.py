@@ -128,6 +128,32 @@ def test_verify_judges_when_there_is_no_evaluation(tmp_path):
     assert result.best["settings"]["step_rel"] == 1 / 16 and result.best["loss"] is None
 
 
+def test_inputs_the_original_does_not_run_on_are_an_error_before_the_points(tmp_path):
+    """Inputs that fit the declared shape ([N, K]) but not the weights (K = 31, not 32):
+    every point's verify failed on the original, and the sweep reported 'none good enough:
+    try smaller steps' with exit 0; a packed model that fails is a failed point."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).laplace(0, 0.05, (32, 64)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "dynamic",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "K"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])],
+        [numpy_helper.from_array(weight, "w")])
+    model = tmp_path / "m.onnx"
+    model.write_bytes(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    np.savez(tmp_path / "bad.npz", x=np.ones((3, 1, 31), np.float32))
+    with pytest.raises(SweepError, match="original model failed to run on sample 0"):
+        sweep(model, inputs=tmp_path / "bad.npz", methods=SMALL[:1], workers=1)
+    result = CliRunner().invoke(main, ["sweep", str(model), "--inputs", str(tmp_path / "bad.npz"),
+                                       "--methods", "midtread", "--results",
+                                       str(tmp_path / "r.json"), "-q"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_bad_evaluation_files_are_clear_errors(tmp_path):
     for source, message in (("x = 1\n", "defines no function evaluate"),
                             ("import no_such_module_here\n", "failed to load"),

@@ -254,6 +254,8 @@ def run_point(job: Job) -> dict[str, Any]:
                           good=loss <= job.tolerance)
         else:
             report = onnxz.verify(job.model, packed, job.fidelity.inputs)
+            if report.error is not None:  # the packed model did not load or run
+                return {**record, "error": f"verify: {report.error}"}
             judged = [m for m in report.outputs if m.picked is None]  # picks: their reads
             snr = min((m.snr_db for m in judged), default=-math.inf)
             top1 = [m.top1 for m in judged if m.top1 is not None]
@@ -415,6 +417,8 @@ def sweep(
     if fidelity.evaluate:
         reference = score_of(fidelity.evaluate, ort.InferenceSession(
             str(model_path), _session_options(1), providers=["CPUExecutionProvider"]))
+    else:
+        _check_original_runs(model_path, fidelity.inputs)
     result = SweepResult(str(model_path), file_sha256(model_path),
                          model_path.stat().st_size, fidelity, reference, tolerance)
     results_path = Path(results) if results is not None else None
@@ -436,6 +440,17 @@ def sweep(
     if results_path:
         _write_json(results_path, result.to_dict())
     return result
+
+
+def _check_original_runs(model: Path, inputs: str | None) -> None:
+    """:class:`SweepError` if verify cannot judge any point: the original does not run on
+    the inputs (a lossless file of it is verified once; every point would fail alike)."""
+    with tempfile.TemporaryDirectory(prefix="onnxz-sweep-") as tmp:
+        exact = Path(tmp, "lossless.onnxz")
+        onnxz.save(model, exact, lossless=True)
+        report = onnxz.verify(model, exact, inputs)
+    if report.error is not None:
+        raise SweepError(f"{model}: verify cannot judge the points: {report.error}")
 
 
 def _resume(path: Path, result: SweepResult) -> dict[str, dict[str, Any]]:
