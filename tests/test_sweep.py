@@ -158,7 +158,10 @@ def test_bad_evaluation_files_are_clear_errors(tmp_path):
     for source, message in (("x = 1\n", "defines no function evaluate"),
                             ("import no_such_module_here\n", "failed to load"),
                             ("def evaluate(session):\n    return float('nan')\n", "finite"),
-                            ("def evaluate(session):\n    raise KeyError('boom')\n", "boom")):
+                            ("def evaluate(session):\n    raise KeyError('boom')\n", "boom"),
+                            ("import sys\nsys.exit(0)\n", r"failed to load \(it called sys"),
+                            ("import sys\ndef evaluate(session):\n    sys.exit(3)\n",
+                             r"evaluate\(\) failed \(it called sys.exit\(3\)\)")):
         path = tmp_path / "e.py"
         path.write_text(source)
         load_evaluate.cache_clear()

@@ -191,6 +191,8 @@ def load_evaluate(path: str) -> Callable[[ort.InferenceSession], float]:
         raise
     except Exception as exc:  # the user's code may raise anything while importing
         raise SweepError(f"{path}: failed to load ({first_line(exc)})") from exc
+    except SystemExit as exc:  # sys.exit() (an argparse error) would end the sweep silently
+        raise SweepError(f"{path}: failed to load (it called sys.exit({exc.code!r}))") from exc
     function = getattr(module, "evaluate", None)
     if not callable(function):
         raise SweepError(f"{path}: defines no function evaluate(session) -> float")
@@ -213,6 +215,9 @@ def score_of(evaluate_path: str, session: ort.InferenceSession) -> float:
         raise
     except Exception as exc:
         raise SweepError(f"{evaluate_path}: evaluate() failed ({first_line(exc)})") from exc
+    except SystemExit as exc:
+        raise SweepError(f"{evaluate_path}: evaluate() failed (it called "
+                         f"sys.exit({exc.code!r}))") from exc
     if not math.isfinite(value):
         raise SweepError(f"{evaluate_path}: evaluate() returned {value}, not a finite number")
     return value
