@@ -97,14 +97,19 @@ def test_forcing_one_protobuf_past_the_limit_is_a_typed_error(ext_model, tmp_pat
     assert not (tmp_path / "u.onnx").exists()
 
 
-def test_external_data_outside_the_model_folder_is_refused(ext_model, tmp_path):
+@pytest.mark.parametrize("location, message", [
+    ("../elsewhere.bin", "outside the model's folder"),
+    ("m.onnx.data\0junk", "holds a NUL byte"),  # os.stat's ValueError before
+])
+def test_external_data_outside_the_model_folder_is_refused(ext_model, tmp_path, location,
+                                                            message):
     model = onnx.load(str(ext_model), load_external_data=False)
     for entry in model.graph.initializer[1].external_data:
         if entry.key == "location":
-            entry.value = "../elsewhere.bin"
+            entry.value = location
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(model.SerializeToString())
-    with pytest.raises(onnxz.InvalidModelError, match="outside the model's folder"):
+    with pytest.raises(onnxz.InvalidModelError, match=message):
         onnxz.save(bad, tmp_path / "bad.onnxz")
 
 

@@ -209,6 +209,8 @@ def _external_payload(tensor: TensorProto, etype: ElementType, base: Path) -> Pa
     location = info.get("location", "")
     if not location:
         raise InvalidModelError(f"{where} has no location")
+    if "\0" in location:  # no file name holds one (os.stat would raise a ValueError)
+        raise InvalidModelError(f"{where} location {location!r} holds a NUL byte")
     relative = PureWindowsPath(location) if "\\" in location else PurePosixPath(location)
     if relative.is_absolute() or relative.anchor or ".." in relative.parts:
         raise InvalidModelError(f"{where} location {location!r} is outside the model's folder")
