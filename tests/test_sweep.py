@@ -154,6 +154,23 @@ def test_inputs_the_original_does_not_run_on_are_an_error_before_the_points(tmp_
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--plot", "{tmp}/rd.txt"], "rd.txt: not a figure format"),
+    (["--plot", "{tmp}/file/rd.png"], "no folder"),
+    (["--results", "{tmp}/file/r.json"], "no folder"),
+])
+def test_plot_and_results_paths_are_checked_before_the_points(tmp_path, args, message):
+    """A --plot of an unknown format failed only after every point had run (matplotlib's
+    ValueError), a --results in no folder after the first (naming the temporary file)."""
+    pytest.importorskip("matplotlib")
+    (tmp_path / "file").write_text("a file, not a folder")
+    results = ["--results", str(tmp_path / "r.json")] if "--results" not in args else []
+    result = CliRunner().invoke(main, ["sweep", str(DIGITS), "--methods", "midtread", "-q",
+                                       *[a.format(tmp=tmp_path) for a in args], *results])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "r.json").exists()
+
+
 def test_bad_evaluation_files_are_clear_errors(tmp_path):
     for source, message in (("x = 1\n", "defines no function evaluate"),
                             ("import no_such_module_here\n", "failed to load"),

@@ -949,9 +949,18 @@ def sweep(model: Path, evaluate: Path | None, inputs: Path | None, tolerance: fl
         _fail("--tolerance applies to --eval scores only")
     if plot_path is not None:
         _require("matplotlib", "plot", "--plot")
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if plot_path.suffix[1:].lower() not in formats:
+            _fail(f"--plot {plot_path}: not a figure format (.png, .svg, .pdf; "
+                  f"matplotlib writes {', '.join(sorted(formats))})")
     from onnxz.analysis import sweep as sweeping
 
     results = results or Path(model.name).with_suffix(".sweep.json")
+    for option, path in (("--plot", plot_path), ("--results", results)):
+        if path is not None and not path.absolute().parent.is_dir():
+            _fail(f"{option} {path}: no folder {path.absolute().parent}")
     with _errors_as_one_line():
         chosen = (sweeping.methods_named([m.strip() for m in methods.split(",") if m.strip()])
                   if methods else sweeping.DEFAULT_METHODS)
