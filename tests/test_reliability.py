@@ -163,6 +163,8 @@ def wait_for_hook(proc: subprocess.Popen) -> list[str]:
     lambda m, o: onnxz.Thresholds(min_snr_db="30"),
     lambda m, o: onnxz.Thresholds(min_cosine=1.5),
     lambda m, o: onnxz.Thresholds(noise_floor=-1),
+    lambda m, o: onnxz.save(m, o, fidelity=123),  # AttributeError: no 'criteria'
+    lambda m, o: onnxz.save(m, o, fidelity=["snr>=30"]),
 ])
 def test_api_misuse_raises_typed_errors(model_file, tmp_path, call):
     """Item 2: ValueError/TypeError/AttributeError from inside became OnnxzError subclasses,

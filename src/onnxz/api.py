@@ -216,6 +216,9 @@ def _rate_target(fidelity: Fidelity | str | None, max_size: int | str | None,
                  target_snr: float | None) -> ratecontrol.RateTarget | None:
     if fidelity is None and max_size is None and target_snr is None:
         return None
+    if fidelity is not None and not isinstance(fidelity, Fidelity | str):
+        raise InvalidArgumentError(f"fidelity must be a Fidelity or a string like 'snr>=30', "
+                                   f"not {type(fidelity).__name__}")
     return ratecontrol.RateTarget(
         fidelity=Fidelity.parse(fidelity) if isinstance(fidelity, str) else fidelity,
         max_bytes=None if max_size is None else ratecontrol.parse_size(max_size),
