@@ -45,11 +45,13 @@ from onnxz.codecs.varint import decode_uvarints, encode_uvarints, zigzag_decode,
 from onnxz.dtypes import ElementType
 from onnxz.errors import CorruptDataError, FormatError
 
-DIRECT_MAX = 4096
+DIRECT_MAX = 8192
 """Batches of at most this many elements are reconstructed element by element instead of
 through a lookup table of the range's symbols (which costs ~7 µs to build whatever its size:
-PP-OCR cls's 1,936-element tensors with 971 symbols decode in 10 µs instead of 14.5;
-beyond ~5,000 elements the table is faster, measured 2026-12-03)."""
+PP-OCR cls's 1,936-element tensors with 971 symbols decode in 10 µs instead of 14.5). Since
+:func:`dequantize` takes two passes at the default dead zone, direct is 1-5 µs faster up to
+~8,000 elements (PP-OCR cls and det: 2,200 to 8,064), as fast at 9,216 to 10,000, and the
+table faster from ~18,000 (measured 2026-12-04)."""
 
 MAX_SYMBOL = 1 << 53
 """Largest |q| (exact in float64); a tensor needing more is coded losslessly instead."""
