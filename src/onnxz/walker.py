@@ -149,10 +149,11 @@ def _walk_nodes(nodes: Sequence[onnx.NodeProto], path: Path, found: list) -> Non
             kind = attr.type
             if kind not in _HOLDS_TENSORS:  # most attributes: ints, floats, strings
                 continue
+            if kind == AttributeProto.TENSOR:  # the path in one tuple: most payloads are these
+                found.append(((*path, "node", n, "attribute", a, "t"), attr.t, node))
+                continue
             here = (*path, "node", n, "attribute", a)
-            if kind == AttributeProto.TENSOR:
-                found.append(((*here, "t"), attr.t, node))
-            elif kind == AttributeProto.TENSORS:
+            if kind == AttributeProto.TENSORS:
                 for k, tensor in enumerate(attr.tensors[:]):
                     found.append(((*here, "tensors", k), tensor, ""))
             elif kind == AttributeProto.GRAPH:
