@@ -163,9 +163,9 @@ class Reader:
         its payload (SPEC.md §5.2). Take each before decoding its entry and after decoding
         the ones before (SPEC.md §10.2 checks tensor by tensor: a damaged chunk of the first
         is reported before a wrong path of the fourth)."""
-        found = dict(iter_tensors(model))
+        found = dict(iter_tensors(model))  # each entry takes its slot out: the rest have none
         for entry in self.entries:
-            tensor = found.get(entry.path)
+            tensor = found.pop(entry.path, None)
             if tensor is None:  # not a place the walk finds: resolve says why
                 tensor = resolve(model, entry.path)
             if (tensor.name, tensor.data_type, tuple(tensor.dims[:])) != (
@@ -175,10 +175,8 @@ class Reader:
             if payload_type(tensor) is None or has_payload(tensor):
                 raise FormatError(f"tensor {entry.name!r}: graph slot already holds data")
             yield tensor
-        stored = {e.path for e in self.entries}
         for tensor_path, tensor in found.items():  # most hold their payload
-            if (tensor_path not in stored and not has_payload(tensor) and payload_type(tensor)
-                    and element_count(tensor)):
+            if not has_payload(tensor) and payload_type(tensor) and element_count(tensor):
                 raise FormatError(f"graph: tensor {tensor.name!r} at {list(tensor_path)} has "
                                   "no data and no index entry (SPEC.md §5.2)")
 
