@@ -251,6 +251,29 @@ def test_ans_leftover_words_are_corruption():
         ans.decode(b"\x07\0\0\0" + stream, table, symbols.size)
 
 
+def test_two_byte_zigzag_is_the_general_decoding():
+    """Every 16-bit word, and sequences of them: the table's values where the general path
+    decodes one two-byte value each, None wherever it does not."""
+    from onnxz.codecs import varint
+
+    for word in range(1 << 16):
+        data = word.to_bytes(2, "little")
+        try:
+            general = varint.zigzag_decode(varint._decode_uvarints_scalar(data, 1)).tolist()
+        except FormatError:  # not one value, not in its shortest form
+            general = None
+        fast = varint.two_byte_zigzag(data)
+        assert (fast.tolist() if fast is not None else None) == general
+    values = np.random.default_rng(0).integers(-8192, 8192, 300)
+    data = varint.encode_uvarints(varint.zigzag_encode(values))
+    assert len(data) < 2 * values.size  # some one-byte values: no two-byte sequence
+    two_byte = values[np.abs(values) >= 64]
+    data = varint.encode_uvarints(varint.zigzag_encode(two_byte))
+    assert varint.two_byte_zigzag(data).tolist() == two_byte.tolist()
+    assert varint.two_byte_zigzag(data + b"\x01\x02") is None
+    assert varint.two_byte_zigzag(b"") is None and varint.two_byte_zigzag(data[:-1]) is None
+
+
 def test_varints_must_be_shortest():
     from onnxz.codecs.varint import decode_uvarints
 

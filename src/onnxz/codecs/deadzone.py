@@ -41,7 +41,13 @@ from onnxz.codecs.base import (
     field,
     split_counts,
 )
-from onnxz.codecs.varint import decode_uvarints, encode_uvarints, zigzag_decode, zigzag_encode
+from onnxz.codecs.varint import (
+    decode_uvarints,
+    encode_uvarints,
+    two_byte_zigzag,
+    zigzag_decode,
+    zigzag_encode,
+)
 from onnxz.dtypes import ElementType
 from onnxz.errors import CorruptDataError, FormatError
 
@@ -593,6 +599,9 @@ class EscapedSymbolDecoder(ChunkDecoder):
                 raise CorruptDataError(f"{self.codec_id} chunk: escape bytes without escape "
                                        "symbol")
             return np.zeros(0, dtype=np.int64)
+        fast = two_byte_zigzag(data)  # the usual case, |values| < 2^13: within every limit
+        if fast is not None:
+            return fast
         values = decode_uvarints(data)
         if values.max(initial=0) > 2 * self.max_symbol:
             raise FormatError(f"{self.codec_id} chunk: escaped symbol beyond {self._limit}")

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from onnxz.errors import FormatError
@@ -136,6 +138,33 @@ def _decode_uvarints_scalar(data: bytes, count: int | None) -> np.ndarray:
             f"found {len(values)} terminators"
         )
     return np.array(values, dtype=np.uint64)
+
+
+def two_byte_zigzag(data: bytes | memoryview) -> np.ndarray | None:
+    """``zigzag_decode(decode_uvarints(data))`` when every value of ``data`` is two bytes long
+    (a dead-zone codec's escaped symbols nearly always are), else None: one lookup per value
+    in a table of every 16-bit word's (:func:`_two_byte_zigzag_table`), where three dozen
+    numpy calls took 4 (256 values: 8.1 -> 1.9 µs). The values lie in [-8192, 8191]."""
+    if len(data) % 2 or not data:
+        return None
+    values = _two_byte_zigzag_table().take(np.frombuffer(data, dtype="<u2"))
+    if values.min() == _NOT_TWO_BYTES:
+        return None
+    return values.astype(np.int64)
+
+
+_NOT_TWO_BYTES = -(1 << 15)
+
+
+@functools.cache
+def _two_byte_zigzag_table() -> np.ndarray:
+    """Per little-endian 16-bit word, the zigzag-decoded value of the two-byte varint it
+    holds (its first byte continues the value, its second ends it and is not 0: values 128
+    to 16,383, in order), or :data:`_NOT_TWO_BYTES` (built once, ~25 µs)."""
+    table = np.full((256, 256), _NOT_TWO_BYTES, dtype=np.int16)  # [second byte, first byte]
+    values = np.arange(128, 1 << 14, dtype=np.uint64)
+    table[1:128, 128:] = zigzag_decode(values).reshape(127, 128)
+    return table.reshape(-1)
 
 
 def zigzag_encode(values: np.ndarray) -> np.ndarray:
