@@ -599,7 +599,7 @@ class EscapedSymbolDecoder(ChunkDecoder):
                 raise CorruptDataError(f"{self.codec_id} chunk: escape bytes without escape "
                                        "symbol")
             return np.zeros(0, dtype=np.int64)
-        fast = two_byte_zigzag(data)  # the usual case, |values| < 2^13: within every limit
+        fast = two_byte_zigzag(data)  # the usual case; |values| ≤ 2^13, within any max_symbol
         if fast is not None:
             return fast
         values = decode_uvarints(data)

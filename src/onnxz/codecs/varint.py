@@ -143,8 +143,9 @@ def _decode_uvarints_scalar(data: bytes, count: int | None) -> np.ndarray:
 def two_byte_zigzag(data: bytes | memoryview) -> np.ndarray | None:
     """``zigzag_decode(decode_uvarints(data))`` when every value of ``data`` is two bytes long
     (a dead-zone codec's escaped symbols nearly always are), else None: one lookup per value
-    in a table of every 16-bit word's (:func:`_two_byte_zigzag_table`), where three dozen
-    numpy calls took 4 (256 values: 8.1 -> 1.9 µs). The values lie in [-8192, 8191]."""
+    in a table of every 16-bit word (:func:`_two_byte_zigzag_table`), 4 numpy calls where
+    the general path and its checks take 18 (256 values: 8.1 -> 1.9 µs). The values lie in
+    [-8192, 8191]."""
     if len(data) % 2 or not data:
         return None
     values = _two_byte_zigzag_table().take(np.frombuffer(data, dtype="<u2"))
