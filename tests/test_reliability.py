@@ -165,6 +165,8 @@ def wait_for_hook(proc: subprocess.Popen) -> list[str]:
     lambda m, o: onnxz.Thresholds(noise_floor=-1),
     lambda m, o: onnxz.save(m, o, fidelity=123),  # AttributeError: no 'criteria'
     lambda m, o: onnxz.save(m, o, fidelity=["snr>=30"]),
+    lambda m, o: onnxz.save(m, o, class_outputs="y"),  # was "class output 'y'" by letter
+    lambda m, o: onnxz.save(m, o, class_outputs=[3]),
 ])
 def test_api_misuse_raises_typed_errors(model_file, tmp_path, call):
     """Item 2: ValueError/TypeError/AttributeError from inside became OnnxzError subclasses,
@@ -192,6 +194,8 @@ def test_verify_checks_thresholds_and_inputs_arguments(model_file, packed_file):
         onnxz.verify(model_file, packed_file, thresholds=5)
     with pytest.raises(onnxz.InvalidArgumentError, match="inputs must be a path"):
         onnxz.verify(model_file, packed_file, inputs=5)
+    with pytest.raises(onnxz.InvalidArgumentError, match="class_outputs must be a list"):
+        onnxz.verify(model_file, packed_file, class_outputs="logits")
 
 
 def test_bytes_paths_work_everywhere(model_file, tmp_path):

@@ -24,7 +24,7 @@ import onnx
 from google.protobuf.message import EncodeError
 
 from onnxz import __version__, ratecontrol, verifier
-from onnxz.arguments import as_path, boolean
+from onnxz.arguments import as_path, boolean, names
 from onnxz.codecs import LosslessCodec, NotQuantizable, TensorCodec
 from onnxz.codecs.lossless import COPY_MINOR
 from onnxz.container import ContainerReader, ContainerWriter, ReadLimits, TensorEntry
@@ -158,6 +158,7 @@ def save(
     boolean(lossless, "lossless")
     boolean(force, "force")
     boolean(best_effort, "best_effort")
+    class_outputs = names(class_outputs, "class_outputs")
     _check_callable(progress, "progress")
     workers = _check_workers(workers)
     opts = dataclasses.replace(
@@ -795,5 +796,6 @@ def verify(
     return verifier.verify(
         original, packed_path,
         lambda options, probe: _decoded_session(packed_path, options, probe),
-        inputs, thresholds, class_outputs=class_outputs, noise_floor=noise_floor,
+        inputs, thresholds, class_outputs=names(class_outputs, "class_outputs"),
+        noise_floor=noise_floor,
         progress=progress)

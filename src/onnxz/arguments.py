@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from onnxz.errors import InvalidArgumentError
@@ -52,3 +53,21 @@ def as_path(value: object, name: str) -> Path:
     if not text or "\0" in text:
         raise InvalidArgumentError(f"{name} must be a file name, not {text!r}")
     return Path(text)
+
+
+def names(value: object, name: str) -> tuple[str, ...]:
+    """``value`` as a tuple of strings if it is a sequence of them; a string alone is not
+    one (it would be read a character at a time).
+
+    >>> names(["logits"], "class_outputs")
+    ('logits',)
+    >>> names("logits", "class_outputs")
+    Traceback (most recent call last):
+    onnxz.errors.InvalidArgumentError: class_outputs must be a list of names, not 'logits'
+    """
+    if isinstance(value, str | bytes):
+        raise InvalidArgumentError(f"{name} must be a list of names, not {value!r}")
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgumentError(f"{name} must be a list of names, not {value!r}")
+    return tuple(value)
+
