@@ -154,6 +154,29 @@ def test_inputs_the_original_does_not_run_on_are_an_error_before_the_points(tmp_
     assert not (tmp_path / "r.json").exists()
 
 
+def test_a_model_with_nothing_to_quantize_is_an_error_before_the_points(tmp_path):
+    """Its weights all below the quantizers' 1024 elements (or integers): every point was
+    the lossless file, and the sweep reported them as 19 points."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).laplace(0, 0.05, (16, 16)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "small",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+        [numpy_helper.from_array(weight, "w")])
+    model = tmp_path / "m.onnx"
+    model.write_bytes(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    with pytest.raises(SweepError, match="no float weight tensor of ≥ 1024 elements"):
+        sweep(model, methods=SMALL[:1], workers=1)
+    result = CliRunner().invoke(main, ["sweep", str(model), "--methods", "midtread", "-q",
+                                       "--results", str(tmp_path / "r.json")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert not (tmp_path / "r.json").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--plot", "{tmp}/rd.txt"], "rd.txt: not a figure format"),
     (["--plot", "{tmp}/file/rd.png"], "no folder"),

@@ -42,6 +42,7 @@ import onnxruntime as ort
 import onnxz
 from onnxz.errors import InputNotFoundError, OnnxzError, first_line
 from onnxz.fileio import check_input
+from onnxz.modelio import open_model
 from onnxz.policy import PackOptions, quantizer
 
 STEPS_REL = tuple(2.0 ** (k / 2) for k in range(-16, 3))
@@ -424,6 +425,7 @@ def sweep(
             str(model_path), _session_options(1), providers=["CPUExecutionProvider"]))
     else:
         _check_original_runs(model_path, fidelity.inputs)
+    _check_something_to_quantize(model_path)
     result = SweepResult(str(model_path), file_sha256(model_path),
                          model_path.stat().st_size, fidelity, reference, tolerance)
     results_path = Path(results) if results is not None else None
@@ -445,6 +447,17 @@ def sweep(
     if results_path:
         _write_json(results_path, result.to_dict())
     return result
+
+
+def _check_something_to_quantize(model: Path) -> None:
+    """:class:`SweepError` if the points' quantizers would touch no tensor (no float weight
+    of PackOptions' ``min_quantized_elements``): every point would be the lossless file
+    (an integer-quantized model reported 19 identical points)."""
+    least = PackOptions().min_quantized_elements
+    if not any(t.slot.is_weight and t.etype.is_quantizable and t.count >= least
+               for t in open_model(model).tensors):
+        raise SweepError(f"{model}: no float weight tensor of ≥ {least} elements to "
+                         "quantize: every point would be the lossless file")
 
 
 def _check_original_runs(model: Path, inputs: str | None) -> None:
