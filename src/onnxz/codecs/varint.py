@@ -95,16 +95,12 @@ def decode_uvarints(data: bytes | memoryview, count: int | None = None) -> np.nd
 
 
 def _two_byte_values(data: bytes | memoryview, count: int | None) -> np.ndarray | None:
-    """:func:`decode_uvarints` when every value is two bytes long (escaped symbols of a
-    dead-zone codec nearly always are: 128 ≤ value < 16,384), else None: read as
-    little-endian 16-bit pairs, each pair's first byte continues (top bit set), its second
-    ends the value (top bit clear) and is not 0 (shortest form)."""
-    if len(data) % 2 or (count is not None and 2 * count != len(data)):
+    """:func:`decode_uvarints` when every value is two bytes long (128 ≤ value < 16,384),
+    else None: the values :func:`two_byte_zigzag` reads, zigzag-encoded back."""
+    if count is not None and 2 * count != len(data):
         return None
-    pairs = np.frombuffer(data, dtype="<u2") ^ 0x0080  # the first byte's top bit cleared
-    if (pairs & 0x8080).any() or pairs.min() < 0x0100:
-        return None
-    return ((pairs & 0x007F) | ((pairs >> 1) & 0x3F80)).astype(np.uint64)
+    values = two_byte_zigzag(data)
+    return None if values is None else zigzag_encode(values)
 
 
 def _decode_uvarints_scalar(data: bytes, count: int | None) -> np.ndarray:
