@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from models import matmul
 
 import onnxz
 from onnxz.analysis.sweep import (
@@ -158,17 +159,10 @@ def test_a_model_with_nothing_to_quantize_is_an_error_before_the_points(tmp_path
     """Its weights all below the quantizers' 1024 elements (or integers): every point was
     the lossless file, and the sweep reported them as 19 points."""
     import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
 
-    weight = np.random.default_rng(0).laplace(0, 0.05, (16, 16)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "small",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
-        [numpy_helper.from_array(weight, "w")])
     model = tmp_path / "m.onnx"
-    model.write_bytes(helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    model.write_bytes(matmul(np.random.default_rng(0).laplace(0, 0.05, (16, 16)).astype(
+        np.float32)).SerializeToString())
     with pytest.raises(SweepError, match="no float weight tensor of ≥ 1024 elements"):
         sweep(model, methods=SMALL[:1], workers=1)
     result = CliRunner().invoke(main, ["sweep", str(model), "--methods", "midtread", "-q",

@@ -65,9 +65,7 @@ def names(value: object, name: str) -> tuple[str, ...]:
     Traceback (most recent call last):
     onnxz.errors.InvalidArgumentError: class_outputs must be a list of names, not 'logits'
     """
-    if isinstance(value, str | bytes):
-        raise InvalidArgumentError(f"{name} must be a list of names, not {value!r}")
-    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+    if (isinstance(value, str | bytes) or not isinstance(value, Sequence)
+            or not all(isinstance(v, str) for v in value)):
         raise InvalidArgumentError(f"{name} must be a list of names, not {value!r}")
     return tuple(value)
-

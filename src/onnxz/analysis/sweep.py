@@ -40,6 +40,7 @@ from typing import Any
 import onnxruntime as ort
 
 import onnxz
+from onnxz.codecs import LosslessCodec
 from onnxz.errors import InputNotFoundError, OnnxzError, first_line
 from onnxz.fileio import check_input
 from onnxz.modelio import open_model
@@ -420,12 +421,12 @@ def sweep(
     fidelity = Fidelity(str(check_input(evaluate)) if evaluate is not None else None,
                         None if inputs is None else str(inputs))
     reference = None
+    _check_something_to_quantize(model_path)
     if fidelity.evaluate:
         reference = score_of(fidelity.evaluate, ort.InferenceSession(
             str(model_path), _session_options(1), providers=["CPUExecutionProvider"]))
     else:
         _check_original_runs(model_path, fidelity.inputs)
-    _check_something_to_quantize(model_path)
     result = SweepResult(str(model_path), file_sha256(model_path),
                          model_path.stat().st_size, fidelity, reference, tolerance)
     results_path = Path(results) if results is not None else None
@@ -450,14 +451,16 @@ def sweep(
 
 
 def _check_something_to_quantize(model: Path) -> None:
-    """:class:`SweepError` if the points' quantizers would touch no tensor (no float weight
-    of PackOptions' ``min_quantized_elements``): every point would be the lossless file
-    (an integer-quantized model reported 19 identical points)."""
-    least = PackOptions().min_quantized_elements
-    if not any(t.slot.is_weight and t.etype.is_quantizable and t.count >= least
-               for t in open_model(model).tensors):
-        raise SweepError(f"{model}: no float weight tensor of ≥ {least} elements to "
-                         "quantize: every point would be the lossless file")
+    """:class:`SweepError` if the points' quantizers would touch no tensor (by
+    :meth:`PackOptions.codec_for`'s rule for one step: none a float weight of
+    ``min_quantized_elements``): every point would be the lossless file (an
+    integer-quantized model reported 19 identical points)."""
+    one_step = PackOptions(step_rel=1.0)
+    if all(isinstance(one_step.codec_for(t.slot, t.etype, t.count), LosslessCodec)
+           for t in open_model(model).tensors):
+        raise SweepError(f"{model}: no float weight tensor of ≥ "
+                         f"{one_step.min_quantized_elements} elements to quantize: every "
+                         "point would be the lossless file")
 
 
 def _check_original_runs(model: Path, inputs: str | None) -> None:
