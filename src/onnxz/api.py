@@ -449,8 +449,10 @@ def _write_tensors(source: ModelFile, writer: ContainerWriter, opts: PackOptions
     stored = [t for t in source.tensors if t.nbytes >= opts.inline_max_bytes]
     settings = result.settings if result is not None else {}
     sensitivity = result.sensitivities() if result is not None else {}
-    # the values rate control changed: corrected biases, weights rounded with feedback
-    replaced = {**result.corrections, **result.rounded} if result is not None else {}
+    # the values rate control changed: normalizations without their statistics, corrected
+    # biases (from those), weights rounded with feedback
+    replaced = ({**result.folded, **result.corrections, **result.rounded}
+                if result is not None else {})
     for t in source.tensors:
         if t.nbytes >= opts.inline_max_bytes:
             continue

@@ -558,6 +558,9 @@ def _rate_summary(rate: dict[str, Any]) -> str:
     if rate.get("calibrated_rounding"):
         lines.append(f"  weights rounded with error feedback through their inputs (a "
                      f"classifier head: its outputs): {rate['calibrated_rounding']}")
+    if rate.get("folded_normalizations"):
+        lines.append(f"  batch normalizations stored without their statistics: "
+                     f"{rate['folded_normalizations']}")
     return "\n".join(lines)
 
 

@@ -143,7 +143,8 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
         bench = _on_runnable_inputs(model, inputs, lambda samples: Workbench(
             model, samples, options, target.fidelity, class_outputs, progress,
             correct_biases=correct_biases,
-            calibrated_rounding=calibrated_rounding and target.max_bytes is None), progress)
+            calibrated_rounding=calibrated_rounding and target.max_bytes is None,
+            fold_statistics=target.max_bytes is None), progress)
         objective = objective_for(target.fidelity, bench.reference, bench.model)
         result = choose_for_fidelity(bench, objective)
         if target.max_bytes is not None:
@@ -249,7 +250,8 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
 
     def prepared(samples: InputsArg) -> tuple[Workbench, Objective]:
         bench = Workbench(model, samples, options, None, class_outputs, progress,
-                          defaults.default_extra_outputs(model), defaults.GRID)
+                          defaults.default_extra_outputs(model), defaults.GRID,
+                          fold_statistics=True)
         return bench, defaults.default_objective(bench.reference, bench.model)
 
     try:

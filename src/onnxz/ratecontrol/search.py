@@ -22,6 +22,7 @@ from onnxz.fidelity import Fidelity
 from onnxz.inputs import InputsArg
 from onnxz.policy import PackOptions
 from onnxz.progress import Progress
+from onnxz.ratecontrol import statistics
 from onnxz.ratecontrol.allocation import (
     Plan,
     allocate,
@@ -107,7 +108,8 @@ class RateResult:
     their layer's quantization shift (:mod:`onnxz.ratecontrol.correction`), by path;
     ``rounded`` the values of the weights rounded with error feedback
     (:mod:`onnxz.ratecontrol.feedback`), which the writer codes at their settings' absolute
-    steps.
+    steps; ``folded`` the new values of the batch normalizations' tensors re-expressed
+    without their statistics (:mod:`onnxz.ratecontrol.statistics`).
     """
 
     mode: str
@@ -122,6 +124,7 @@ class RateResult:
     note: str = ""
     corrections: dict[Path, np.ndarray] = field(default_factory=dict)
     rounded: dict[Path, np.ndarray] = field(default_factory=dict)
+    folded: dict[Path, np.ndarray] = field(default_factory=dict)
 
     @property
     def settings(self) -> dict[Path, Setting]:
@@ -154,6 +157,8 @@ class RateResult:
         changed = {"corrected_biases": len(self.corrections)} if self.corrections else {}
         if self.rounded:
             changed["calibrated_rounding"] = len(self.rounded)
+        if self.folded:
+            changed["folded_normalizations"] = len(self.folded) // 4  # four tensors each
         return {"mode": self.mode, "target": self.target,
                 "inputs": self.reference.samples.description if self.reference else None,
                 "note": self.note,
@@ -189,14 +194,17 @@ class Workbench:
     (default: :func:`~onnxz.ratecontrol.tensors.find_candidates`'s). With
     ``correct_biases``, every plan runs with the biases that absorb their layer's
     quantization shift corrected (:mod:`onnxz.ratecontrol.correction`, means measured on
-    these inputs).
+    these inputs). With ``fold_statistics``, the batch normalizations are re-expressed
+    without their statistics (:mod:`onnxz.ratecontrol.statistics`) after the original's
+    run: :attr:`folded` holds their new values, which the candidates start from.
     """
 
     def __init__(self, model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
                  fidelity: Fidelity | None, class_outputs: Sequence[str] = (),
                  progress: Progress | None = None, extra_outputs: Sequence[str] = (),
                  settings: Sequence[Setting] | None = None,
-                 correct_biases: bool = False, calibrated_rounding: bool = False) -> None:
+                 correct_biases: bool = False, calibrated_rounding: bool = False,
+                 fold_statistics: bool = False) -> None:
         self.model = onnx.ModelProto()
         self.model.CopyFrom(model)
         self.fidelity = fidelity
@@ -207,6 +215,9 @@ class Workbench:
             raise TargetNotMetError(f"rate control needs the model to run: {exc}") from exc
         if fidelity is not None:
             self.reference.check(fidelity)
+        self.folded = statistics.fold_statistics(self.model) if fold_statistics else {}
+        for path, values in self.folded.items():
+            put_payload(resolve(self.model, path), values)
         self.candidates = find_candidates(self.model, options, settings)
         self.correction = (BiasCorrection.measure(self.model, self.reference)
                            if correct_biases else None)
@@ -338,7 +349,7 @@ def choose_for_fidelity(bench: Workbench, objective: Objective,
     plan, rounded = bench.coded(plan)
     return RateResult("fidelity", str(objective.fidelity), bench.reference, candidates, plan,
                       metrics, predictions, bench.evaluations, corrections=corrections,
-                      rounded=tied(rounded, candidates))
+                      rounded=tied(rounded, candidates), folded=bench.folded)
 
 
 def _smallest_passing(bench: Workbench, objective: Objective, verdicts: dict,

@@ -1,0 +1,114 @@
+"""Batch normalizations re-expressed without their statistics: which ones, the values, the
+unchanged outputs, and where packing does it (a lossy default or fidelity target) or not."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from models import relu_convnet
+from onnx import helper
+
+import onnxz
+from onnxz.ratecontrol.statistics import fold_statistics
+from onnxz.verifier import session_from_proto
+from onnxz.walker import put_payload, resolve
+
+BN_TENSORS = ("bn_scale", "bn_bias", "bn_mean", "bn_var")
+
+
+def images(n: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"x": (np.abs(rng.standard_normal((n, 1, 3, 12, 12))) + 0.5).astype(np.float32)}
+
+
+def folded_names(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {resolve(model, path).name: values
+            for path, values in fold_statistics(model).items()}
+
+
+def outputs(model: onnx.ModelProto, samples: dict[str, np.ndarray]) -> np.ndarray:
+    session = session_from_proto(model)
+    return np.concatenate([session.run(None, {"x": x})[0] for x in samples["x"]])
+
+
+def test_the_statistics_become_constants_and_the_outputs_stay():
+    model = relu_convnet()
+    folded = fold_statistics(model)
+    named = folded_names(model)
+    assert sorted(named) == sorted(BN_TENSORS)
+    assert not named["bn_mean"].any()
+    assert (named["bn_var"] == np.float32(1 - 1e-5)).all()
+    assert all(v.dtype == np.float32 and v.shape == (16,) for v in named.values())
+    changed = onnx.ModelProto()
+    changed.CopyFrom(model)
+    for path, values in folded.items():
+        put_payload(resolve(changed, path), values)
+    before, after = outputs(model, images()), outputs(changed, images())
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5 * np.abs(before).max())
+
+
+def shared_mean(model):
+    model.graph.node.append(helper.make_node("Neg", ["bn_mean"], ["negated"]))
+    model.graph.output.append(onnx.ValueInfoProto(name="negated"))
+
+
+def training_mode(model):
+    bn = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+    bn.attribute.append(helper.make_attribute("training_mode", 1))
+
+
+def running_mean_output(model):
+    bn = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+    bn.output.append("running_mean")
+
+
+def scale_from_input(model):
+    scale = next(t for t in model.graph.initializer if t.name == "bn_scale")
+    model.graph.initializer.remove(scale)
+    model.graph.input.append(helper.make_tensor_value_info("bn_scale", onnx.TensorProto.FLOAT,
+                                                           [16]))
+
+
+def zero_variance(model):
+    var = next(t for t in model.graph.initializer if t.name == "bn_var")
+    put_payload(var, np.zeros(16, np.float32))
+    bn = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+    bn.attribute.append(helper.make_attribute("epsilon", 0.0))
+
+
+@pytest.mark.parametrize("change", [shared_mean, training_mode, running_mean_output,
+                                    scale_from_input, zero_variance])
+def test_a_normalization_that_cannot_be_re_expressed_is_left_alone(change):
+    model = relu_convnet()
+    change(model)
+    assert fold_statistics(model) == {}
+
+
+def bn_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer
+            if t.name in BN_TENSORS}
+
+
+def test_the_lossy_default_and_a_fidelity_target_store_them_as_constants(tmp_path):
+    model, samples = relu_convnet(), images()
+    for name, kwargs in (("default", {}), ("fidelity", {"fidelity": "snr>=20"})):
+        out = tmp_path / f"{name}.onnxz"
+        written = onnxz.save(model, out, inputs=samples, **kwargs)
+        assert written.rate_control["folded_normalizations"] == 1
+        values = bn_values(onnxz.load(out))
+        assert not values["bn_mean"].any()
+        assert np.ptp(values["bn_var"]) == 0
+        assert onnxz.verify(model, out, samples, "snr>=20").passed
+
+
+def test_lossless_and_a_size_target_keep_the_statistics(tmp_path):
+    model, samples = relu_convnet(), images()
+    original = bn_values(model)
+    onnxz.save(model, tmp_path / "exact.onnxz", lossless=True)
+    exact = bn_values(onnxz.load(tmp_path / "exact.onnxz"))
+    assert all((exact[k] == v).all() for k, v in original.items())
+    written = onnxz.save(model, tmp_path / "sized.onnxz", inputs=samples, max_size="40KB")
+    assert "folded_normalizations" not in written.rate_control
+    sized = bn_values(onnxz.load(tmp_path / "sized.onnxz"))
+    assert sized["bn_mean"].any()
