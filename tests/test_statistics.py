@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from models import relu_convnet
+from click.testing import CliRunner
+from models import relu_convnet, written
 from onnx import helper
 
 import onnxz
+from onnxz.cli import main
 from onnxz.ratecontrol.statistics import fold_statistics
 from onnxz.verifier import session_from_proto
 from onnxz.walker import put_payload, resolve
@@ -112,3 +114,26 @@ def test_lossless_and_a_size_target_keep_the_statistics(tmp_path):
     assert "folded_normalizations" not in written.rate_control
     sized = bn_values(onnxz.load(tmp_path / "sized.onnxz"))
     assert sized["bn_mean"].any()
+
+
+def test_float16_statistics_fold_in_float16():
+    model = relu_convnet()
+    for t in model.graph.initializer:
+        if t.name in BN_TENSORS:
+            t.CopyFrom(onnx.numpy_helper.from_array(
+                onnx.numpy_helper.to_array(t).astype(np.float16), t.name))
+    original = {k: v.astype(np.float64) for k, v in bn_values(model).items()}
+    named = folded_names(model)
+    assert all(v.dtype == np.float16 for v in named.values())
+    scale = original["bn_scale"] / np.sqrt(original["bn_var"] + 1e-5)
+    np.testing.assert_allclose(named["bn_scale"], scale, rtol=2**-11)
+    np.testing.assert_allclose(named["bn_bias"], original["bn_bias"] - original["bn_mean"] * scale,
+                               rtol=2**-11, atol=2**-14)
+
+
+def test_pack_says_how_many_it_stored_without_statistics(tmp_path):
+    model_path, inputs_path = written(tmp_path, relu_convnet(), images())
+    result = CliRunner().invoke(main, ["pack", str(model_path), "-o", str(tmp_path / "m.onnxz"),
+                                       "--fidelity", "snr>=20", "--inputs", str(inputs_path)])
+    assert result.exit_code == 0, result.output
+    assert "batch normalizations stored without their statistics: 1" in result.output
