@@ -218,3 +218,23 @@ def test_an_integer_quantized_model_is_named_as_such(tmp_path):
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "no finite float weight tensors" in result.output
     assert "its 1 8-bit integer tensors" in result.output
+
+
+def test_a_figure_that_fails_half_written_leaves_the_one_before(tmp_path):
+    """Figures are written like every output: a failure (or Ctrl-C) while matplotlib writes
+    leaves no partial file, and the figure already there as it was."""
+    from onnxz.analysis import plots
+
+    class Failing:
+        def savefig(self, path, format, dpi):
+            Path(path).write_bytes(b"\x89PNG half")
+            raise RuntimeError("renderer died")
+
+    old = tmp_path / "rd.png"
+    old.write_bytes(b"the earlier figure")
+    with pytest.raises(RuntimeError):
+        plots._write(Failing(), old, "png", dpi=100)
+    with pytest.raises(RuntimeError):
+        plots._write(Failing(), tmp_path / "new.png", "png", dpi=100)
+    assert old.read_bytes() == b"the earlier figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rd.png"]

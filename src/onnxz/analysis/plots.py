@@ -14,6 +14,7 @@ import numpy as np
 
 from onnxz.analysis.fits import FitResult
 from onnxz.analysis.stats import STRONG
+from onnxz.fileio import atomic_outputs
 
 if TYPE_CHECKING:
     from onnxz.analysis.analyze import ModelAnalysis
@@ -33,10 +34,17 @@ def _save(fig: Any, stem: Path, formats: Sequence[str]) -> list[Path]:
     paths = []
     for fmt in formats:
         path = stem.parent / f"{stem.name}.{fmt}"
-        fig.savefig(path, format=fmt, dpi=100)
+        _write(fig, path, fmt, dpi=100)
         paths.append(path)
     _pyplot().close(fig)
     return paths
+
+
+def _write(fig: Any, path: Path, fmt: str, dpi: int) -> None:
+    """``fig`` as ``path``, which appears only complete (an interrupted figure leaves the
+    one before it, or none)."""
+    with atomic_outputs([path], force=True) as (temporary,):
+        fig.savefig(temporary, format=fmt, dpi=dpi)
 
 
 def _safe(name: str) -> str:
@@ -143,6 +151,6 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
                  fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.savefig(path, dpi=110)
+    _write(fig, path, path.suffix[1:].lower(), dpi=110)
     plt.close(fig)
     return path
