@@ -30,12 +30,16 @@ def names(model: onnx.ModelProto, path) -> str:
     return resolve(model, path).name
 
 
-def test_each_kind_of_bias_is_found_with_its_sign():
+def test_each_kind_of_bias_is_found_with_its_scale():
     model = relu_convnet()
-    found = {(names(model, layer.weight), names(model, layer.target), layer.sign, layer.form)
+    found = {(names(model, layer.weight), names(model, layer.target), layer.form): layer.scale
              for layer in find_layers(model)}
-    assert found == {("conv1_w", "conv1_b", -1.0, "conv"), ("conv2_w", "bn_mean", 1.0, "conv"),
-                     ("fc_w", "fc_b", -1.0, "matmul"), ("out_w", "out_c", -1.0, "gemm_t")}
+    assert set(found) == {("conv1_w", "conv1_b", "conv"), ("conv2_w", "bn_bias", "conv"),
+                          ("fc_w", "fc_b", "matmul"), ("out_w", "out_c", "gemm_t")}
+    values = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    np.testing.assert_allclose(found["conv2_w", "bn_bias", "conv"],
+                               values["bn_scale"] / np.sqrt(values["bn_var"] + 1e-5))
+    assert found["conv1_w", "conv1_b", "conv"] == 1.0
 
 
 def test_a_bias_or_weight_with_another_user_is_left_alone():
@@ -46,7 +50,7 @@ def test_a_bias_or_weight_with_another_user_is_left_alone():
     graph.output.extend([onnx.ValueInfoProto(name="b_squared"),
                          onnx.ValueInfoProto(name="fc_w_copy")])
     targets = {names(model, layer.target) for layer in find_layers(model)}
-    assert targets == {"bn_mean", "out_c"}
+    assert targets == {"bn_bias", "out_c"}
 
 
 def test_input_means_are_each_layers_input_averaged_per_channel():
@@ -95,8 +99,9 @@ def test_the_file_stores_the_corrected_biases_and_reproduces_what_was_measured(t
         assert onnxz.verify(model, out, samples, "snr>=20").passed  # as rate control measured
         unpacked = {t.name: numpy_helper.to_array(t) for t in onnxz.load(out).graph.initializer}
         moved = max(np.abs(unpacked[n] - original[n]).max()
-                    for n in ("conv1_b", "fc_b", "out_c"))  # bn_mean: folded (statistics.py)
+                    for n in ("conv1_b", "fc_b", "out_c"))  # bn_bias: also folded
         assert (moved > 1e-3) == correct  # rounding alone moves them by far less
+        assert not unpacked["bn_mean"].any()  # folded, and the correction leaves it so
         sizes[correct] = info.file_bytes
     assert sizes[True] < sizes[False]
 

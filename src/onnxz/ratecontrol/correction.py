@@ -12,8 +12,10 @@ measured once on the original model over the calibration samples.
 Three places can absorb the shift (the tensor must be used by that layer alone):
 
 * a Conv's or Gemm's own bias input (``b − shift``; Gemm: ``C − α·shift/β``);
-* the mean of a BatchNormalization that alone reads a bias-less Conv's output
-  (``mean + shift``);
+* the bias of a BatchNormalization that alone reads a bias-less Conv's output
+  (``bias − shift·scale/√(var + ε)``, which leaves the mean and variance as they are: the
+  constants 0 and 1 − ε once rate control has folded them, see
+  :mod:`onnxz.ratecontrol.statistics`);
 * the constant of an Add that alone reads a MatMul's output (``c − shift``).
 
 Layers in subgraphs, or whose weight or bias has other users, are left as they are. For a
@@ -21,10 +23,10 @@ Conv the shift ignores the border (zero padding): it is the mean over full windo
 
 >>> import numpy as np
 >>> delta_w = np.array([[[[0.5]], [[-1.0]]]])           # one output, two inputs, 1×1 kernel
->>> conv = Layer(("w",), ("b",), -1.0, "conv", "x", delta_w.shape)
+>>> conv = Layer(("w",), ("b",), "conv", "x", delta_w.shape)
 >>> conv.channels, conv.shift(delta_w, np.array([2.0, 1.0])).tolist()
 (2, [0.0])
->>> Layer(("w",), ("b",), -1.0, "matmul", "x", (2, 1)).shift(np.array([[1.0], [2.0]]),
+>>> Layer(("w",), ("b",), "matmul", "x", (2, 1)).shift(np.array([[1.0], [2.0]]),
 ...                                                          np.array([3.0, -1.0])).tolist()
 [1.0]
 """
@@ -40,6 +42,7 @@ from onnx import helper, numpy_helper
 
 from onnxz.codecs.deadzone import to_float64
 from onnxz.dtypes import ElementType
+from onnxz.ratecontrol.statistics import DEFAULT_EPSILON
 from onnxz.verifier import ModelFailed, ReferenceRun
 from onnxz.walker import (
     Path,
@@ -59,21 +62,20 @@ MEAN_SUFFIX = "__onnxz_input_mean"
 
 @dataclass(frozen=True)
 class Layer:
-    """A layer whose output shift ``target`` absorbs: ``shift`` × ``sign`` is added to the
-    target (−1 for a bias, +1 for a BatchNormalization mean), times ``scale`` (a Gemm's
-    α/β). ``form`` says how the weight meets its input's channels: ``conv`` (weight
+    """A layer whose output shift ``target`` absorbs: ``shift`` times ``scale`` (a Gemm's
+    α/β; per channel, a BatchNormalization's scale/√(var + ε)) is taken from the target.
+    ``form`` says how the weight meets its input's channels: ``conv`` (weight
     (O, C/groups, k…), input channel axis 1), ``gemm_t`` (weight (N, K)) or ``matmul``
     (weight (K, N), input channels last); ``source`` is the input value, ``weight_shape``
     the weight's dims."""
 
     weight: Path
     target: Path
-    sign: float
     form: str
     source: str
     weight_shape: tuple[int, ...]
     groups: int = 1
-    scale: float = 1.0
+    scale: float | np.ndarray = 1.0
 
     def shift(self, delta_w: np.ndarray, mean: np.ndarray) -> np.ndarray:
         """ΔW·E[x] per output channel, from the weight change ``delta_w`` (the weight's
@@ -127,18 +129,19 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
                 continue
             if len(node.input) > 2 and node.input[2]:
                 if alone(node.input[2], shape[0]):
-                    found.append(Layer(target=paths[node.input[2]], sign=-1.0, **layer))
+                    found.append(Layer(target=paths[node.input[2]], **layer))
             elif (after := sole(node.output[0])) is not None and (
                     after.op_type == "BatchNormalization" and after.input[0] == node.output[0]
                     and len(after.input) == 5 and not _training(after)
-                    and alone(after.input[3], shape[0])):
-                found.append(Layer(target=paths[after.input[3]], sign=1.0, **layer))
+                    and alone(after.input[2], shape[0])
+                    and (gain := _normalization_gain(model, after, paths)) is not None):
+                found.append(Layer(target=paths[after.input[2]], scale=gain, **layer))
         elif node.op_type == "Gemm" and len(shape) == 2 and not attrs.get("transA", 0):
             transposed = bool(attrs.get("transB", 0))
             width = shape[0] if transposed else shape[1]
             alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
             if len(node.input) > 2 and beta != 0 and alone(node.input[2], width):
-                found.append(Layer(paths[weight], paths[node.input[2]], -1.0,
+                found.append(Layer(paths[weight], paths[node.input[2]],
                                    "gemm_t" if transposed else "matmul", node.input[0], shape,
                                    scale=alpha / beta))
         elif node.op_type == "MatMul" and len(shape) == 2:
@@ -146,13 +149,31 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
             if after is not None and after.op_type == "Add" and len(after.input) == 2:
                 other = after.input[1] if after.input[0] == node.output[0] else after.input[0]
                 if alone(other, shape[1]):
-                    found.append(Layer(paths[weight], paths[other], -1.0, "matmul",
+                    found.append(Layer(paths[weight], paths[other], "matmul",
                                        node.input[0], shape))
     return found
 
 
 def _training(node: onnx.NodeProto) -> bool:
     return any(a.name == "training_mode" and a.i for a in node.attribute)
+
+
+def _normalization_gain(model: onnx.ModelProto, node: onnx.NodeProto,
+                        paths: Mapping[str, Path]) -> np.ndarray | None:
+    """A BatchNormalization's scale/√(var + ε) per channel (float64), or None where its
+    scale or variance is not a float constant or the gain is not finite."""
+    if node.input[1] not in paths or node.input[4] not in paths:
+        return None
+    epsilon = node_attributes(node).get("epsilon", DEFAULT_EPSILON)
+    if not isinstance(epsilon, float | int):
+        return None
+    (scale, scale_type), (var, var_type) = (_payload(model, paths[name])
+                                            for name in (node.input[1], node.input[4]))
+    if scale.shape != var.shape:
+        return None
+    with np.errstate(all="ignore"):
+        gain = to_float64(scale, scale_type) / np.sqrt(to_float64(var, var_type) + epsilon)
+    return gain if np.isfinite(gain).all() else None
 
 
 def input_means(model: onnx.ModelProto, layers: Sequence[Layer], reference: ReferenceRun
@@ -202,7 +223,6 @@ class BiasCorrection:
     def __init__(self, layers: Sequence[Layer], means: Mapping[str, np.ndarray],
                  originals: Mapping[Path, tuple[np.ndarray, ElementType]]) -> None:
         self.by_weight = {layer.weight: layer for layer in layers}
-        self.by_target = {layer.target: layer for layer in layers}
         self.means = dict(means)
         self.originals = dict(originals)  # target -> its original values and element type
 
@@ -235,9 +255,8 @@ class BiasCorrection:
 
     def corrected(self, target: Path, shift: np.ndarray) -> np.ndarray:
         """The target's values (its element type, flat) once it absorbs ``shift``."""
-        layer = self.by_target[target]
         values, etype = self.originals[target]
-        moved = to_float64(values, etype) + layer.sign * shift
+        moved = to_float64(values, etype) - shift
         return moved.astype(etype.numpy)
 
 
