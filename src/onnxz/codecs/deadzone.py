@@ -72,7 +72,8 @@ RECONSTRUCTION = "midpoint"
 class Quantized(QuantizedTensor):
     """One tensor through the quantizer: step Δ, dead zone δ, the symbols ``q`` (int32 when
     they fit, else int64), the range [lo, hi] coded directly (others are escaped), the
-    histogram ``counts`` of the coded symbols (the escape symbol last) and the table."""
+    histogram ``counts`` of the coded symbols (the escape symbol last), the table and the
+    ``histogram`` of ``q`` (its distinct symbols, ascending, and their counts)."""
 
     step: float
     deadzone: float
@@ -81,6 +82,7 @@ class Quantized(QuantizedTensor):
     hi: int
     counts: np.ndarray
     table: ans.FrequencyTable
+    histogram: tuple[np.ndarray, np.ndarray]
 
     @classmethod
     def of_symbols(cls, step: float, deadzone: float, q: np.ndarray) -> Quantized:
@@ -88,7 +90,8 @@ class Quantized(QuantizedTensor):
         present, present_counts = ans.histogram(q)
         lo, hi = choose_range_of_histogram(present, present_counts)
         counts = coded_counts(present, present_counts, lo, hi)
-        return cls(step, deadzone, q, lo, hi, counts, ans.FrequencyTable.fit_counts(counts, lo))
+        return cls(step, deadzone, q, lo, hi, counts, ans.FrequencyTable.fit_counts(counts, lo),
+                   (present, present_counts))
 
     @property
     def escaped(self) -> int:

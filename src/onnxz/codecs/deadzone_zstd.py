@@ -139,7 +139,7 @@ def zstd_symbols(q: np.ndarray, lo: int, hi: int, chunk_elements: int,
                                                                     strict=False)]
     escaped_bytes = sum(len(escaped) for _, escaped in pieces)  # > 0 iff a value is escaped
     escape = escaped_bytes > 0
-    size = max(hi - lo + 1 + escape, 2)
+    size = range_size(lo, hi, escape)
     fewest = fewest_low_bits(size)
     if fewest > MAX_LOW_BITS:
         return None
@@ -157,6 +157,12 @@ def zstd_symbols(q: np.ndarray, lo: int, hi: int, chunk_elements: int,
     return best
 
 
+def range_size(lo: int, hi: int, escape: bool) -> int:
+    """Positions of the range [lo, hi] as §17.2 stores it: one more for the escape symbol,
+    and at least two."""
+    return max(hi - lo + 1 + escape, 2)
+
+
 def estimated_bits(values: np.ndarray, counts: np.ndarray, lo: int, hi: int) -> float | None:
     """Estimated bits of the symbols coded with the range [lo, hi], given the distinct
     symbols ``values`` (ascending) and their ``counts`` (None if the range needs k >
@@ -166,7 +172,7 @@ def estimated_bits(values: np.ndarray, counts: np.ndarray, lo: int, hi: int) -> 
     n = int(counts.sum())
     inside = (values >= lo) & (values <= hi)
     escaped = n - int(counts[inside].sum())
-    size = max(hi - lo + 1 + (escaped > 0), 2)
+    size = range_size(lo, hi, escaped > 0)
     fewest = fewest_low_bits(size)
     if fewest > MAX_LOW_BITS:
         return None
@@ -207,15 +213,16 @@ def zstd_range(values: np.ndarray, counts: np.ndarray, lo: int, hi: int) -> tupl
     return best[1], best[2]
 
 
-def zstd_coding(q: np.ndarray, lo: int, hi: int, ans_bytes: float, chunk_elements: int,
+def zstd_coding(q: np.ndarray, histogram: tuple[np.ndarray, np.ndarray], lo: int, hi: int,
+                ans_bytes: float, chunk_elements: int,
                 low_bits: int | None = None) -> ZstdSymbols | None:
-    """The writer's choice (§17.4, §18.4) for the symbols ``q`` (int64) that the ANS-coded
+    """The writer's choice (§17.4, §18.4) for the symbols ``q`` (int64; their distinct
+    values, ascending, and counts: ``histogram``) that the ANS-coded
     codec codes with the range [lo, hi] in ``ans_bytes`` (estimated symbols and table, its
     escapes aside): :func:`zstd_symbols` with that range or :func:`zstd_range`'s, whichever
     is smaller, if the symbols are to be written that way — with ``low_bits`` given,
     whenever a range allows it, else when all their parts are at most :data:`MAX_GROWTH`
     of the ANS-coded codec's (its escapes included); None: write the ANS-coded codec."""
-    histogram = ans.histogram(q)
     own = zstd_range(*histogram, lo, hi)
     ranges = [(lo, hi)] if own == (lo, hi) else [(lo, hi), own]
     coded = min((c for r in ranges if (c := zstd_symbols(q, *r, chunk_elements, low_bits))),
@@ -262,8 +269,8 @@ class DeadzoneZstdCodec(DeadzoneCodec):
         assert isinstance(quantized, Quantized)
         ans_bytes = (quantized.table.cost_bits(quantized.counts) / 8
                      + quantized.table.stored_size)
-        coded = zstd_coding(quantized.q, quantized.lo, quantized.hi, ans_bytes, chunk_elements,
-                            self.low_bits)
+        coded = zstd_coding(quantized.q, quantized.histogram, quantized.lo, quantized.hi,
+                            ans_bytes, chunk_elements, self.low_bits)
         if coded is None:
             return super().encode_quantized(quantized, etype, chunk_elements)
         params = {k: v for k, v in self.stored_params(quantized).items() if k != "table"}

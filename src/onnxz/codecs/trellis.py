@@ -186,8 +186,9 @@ def magnitude_code_lengths(levels: np.ndarray, largest: int) -> np.ndarray:
 class TrellisQuantized(QuantizedTensor):
     """One tensor through the trellis quantizer: step Δ, the state-reset ``segment``, the
     levels (int64), the range [lo, hi] coded directly (others are escaped), the histogram
-    ``counts`` of the coded symbols (the escape symbol hi + 1 last), the coder's table and,
-    if the table is stored as buckets, that."""
+    ``counts`` of the coded symbols (the escape symbol hi + 1 last), the coder's table,
+    if the table is stored as buckets, that, and the ``histogram`` of the levels (their
+    distinct values, ascending, and their counts)."""
 
     step: float
     segment: int
@@ -197,6 +198,7 @@ class TrellisQuantized(QuantizedTensor):
     counts: np.ndarray
     table: ans.FrequencyTable
     buckets: BucketTable | None
+    histogram: tuple[np.ndarray, np.ndarray]
 
     @property
     def table_bytes(self) -> int:
@@ -216,18 +218,18 @@ class TrellisQuantized(QuantizedTensor):
                 + ESCAPE_BYTES * self.escaped)
 
 
-def choose_table(levels: np.ndarray) -> tuple[int, int, np.ndarray, ans.FrequencyTable,
-                                                BucketTable | None]:
+def choose_table(present: np.ndarray, present_counts: np.ndarray
+                 ) -> tuple[int, int, np.ndarray, ans.FrequencyTable, BucketTable | None]:
     """(lo, hi, counts, table, buckets) of least estimated size (``counts``: the histogram
-    the table codes, see :func:`~onnxz.codecs.deadzone.coded_counts`): an explicit table
-    over a trimmed range (as the dead-zone codec), or a bucket table over −M … M with the
-    levels beyond M escaped (M tried from the largest magnitude down, escaping 1, 2, 4, …
-    levels). Works on the levels' histogram (no full-size temporaries)."""
-    present, present_counts = ans.histogram(levels)
+    the table codes, see :func:`~onnxz.codecs.deadzone.coded_counts`) for the levels whose
+    distinct values (ascending) and counts are given: an explicit table over a trimmed
+    range (as the dead-zone codec), or a bucket table over −M … M with the levels beyond M
+    escaped (M tried from the largest magnitude down, escaping 1, 2, 4, … levels)."""
+    total = int(present_counts.sum())
     lo, hi = choose_range_of_histogram(present, present_counts)
     counts = coded_counts(present, present_counts, lo, hi)
     table = ans.FrequencyTable.fit_counts(counts, lo)
-    escaped = levels.size - int(counts[: hi - lo + 1].sum())
+    escaped = total - int(counts[: hi - lo + 1].sum())
     best = (table.cost_bits(counts) / 8 + table.stored_size + ESCAPE_BYTES * escaped,
             lo, hi, None)
     mags = np.abs(present)
@@ -237,7 +239,7 @@ def choose_table(levels: np.ndarray) -> tuple[int, int, np.ndarray, ans.Frequenc
     above = np.cumsum(dense[::-1])[::-1] - dense  # levels with a larger magnitude
     tried = 2 * cap + 2
     t = 0
-    while t <= levels.size // 64:
+    while t <= total // 64:
         magnitude = max(1, min(int(np.argmax(above <= t)), cap))
         if magnitude < 0.75 * tried:  # escaping pays only if it shrinks the table
             tried = magnitude
@@ -266,7 +268,8 @@ def quantize_tensor(x: np.ndarray, step: float, segment: int = SEGMENT) -> Trell
     block = max(segment, VITERBI_BLOCK - VITERBI_BLOCK % segment)  # whole segments
     levels = np.concatenate([viterbi_levels(x[i:i + block], step, segment, 4 * LAMBDA, bits)
                              for i in range(0, x.size, block)])
-    return TrellisQuantized(step, segment, levels, *choose_table(levels))
+    histogram = ans.histogram(levels)
+    return TrellisQuantized(step, segment, levels, *choose_table(*histogram), histogram)
 
 
 class TrellisCodec(LossyCodec):

@@ -65,7 +65,8 @@ class TrellisZstdCodec(TrellisCodec):
         q = quantized
         chunk_elements = max(q.segment, chunk_elements - chunk_elements % q.segment)
         ans_bytes = q.table.cost_bits(q.counts) / 8 + q.table_bytes
-        coded = zstd_coding(q.levels, q.lo, q.hi, ans_bytes, chunk_elements, self.low_bits)
+        coded = zstd_coding(q.levels, q.histogram, q.lo, q.hi, ans_bytes, chunk_elements,
+                            self.low_bits)
         if coded is None:
             return super().encode_quantized(quantized, etype, chunk_elements)
         params = {"step": q.step, "segment": q.segment, "escape": coded.escape,
