@@ -42,7 +42,7 @@ from onnx import helper, numpy_helper
 
 from onnxz.codecs.deadzone import to_float64
 from onnxz.dtypes import ElementType
-from onnxz.ratecontrol.statistics import DEFAULT_EPSILON
+from onnxz.ratecontrol.statistics import inference_epsilon, normalization_gain
 from onnxz.verifier import ModelFailed, ReferenceRun
 from onnxz.walker import (
     Path,
@@ -132,7 +132,7 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
                     found.append(Layer(target=paths[node.input[2]], **layer))
             elif (after := sole(node.output[0])) is not None and (
                     after.op_type == "BatchNormalization" and after.input[0] == node.output[0]
-                    and len(after.input) == 5 and not _training(after)
+                    and len(after.input) == 5
                     and alone(after.input[2], shape[0])
                     and (gain := _normalization_gain(model, after, paths)) is not None):
                 found.append(Layer(target=paths[after.input[2]], scale=gain, **layer))
@@ -154,26 +154,16 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
     return found
 
 
-def _training(node: onnx.NodeProto) -> bool:
-    return any(a.name == "training_mode" and a.i for a in node.attribute)
-
-
 def _normalization_gain(model: onnx.ModelProto, node: onnx.NodeProto,
                         paths: Mapping[str, Path]) -> np.ndarray | None:
-    """A BatchNormalization's scale/√(var + ε) per channel (float64), or None where its
-    scale or variance is not a float constant or the gain is not finite."""
-    if node.input[1] not in paths or node.input[4] not in paths:
+    """A BatchNormalization's :func:`~onnxz.ratecontrol.statistics.normalization_gain`, or
+    None where it is in training mode, or its scale or variance is not a float constant."""
+    epsilon = inference_epsilon(node)
+    names = (node.input[1], node.input[4])  # scale, variance
+    if epsilon is None or any(name not in paths for name in names):
         return None
-    epsilon = node_attributes(node).get("epsilon", DEFAULT_EPSILON)
-    if not isinstance(epsilon, float | int):
-        return None
-    (scale, scale_type), (var, var_type) = (_payload(model, paths[name])
-                                            for name in (node.input[1], node.input[4]))
-    if scale.shape != var.shape:
-        return None
-    with np.errstate(all="ignore"):
-        gain = to_float64(scale, scale_type) / np.sqrt(to_float64(var, var_type) + epsilon)
-    return gain if np.isfinite(gain).all() else None
+    scale, var = (to_float64(*_payload(model, paths[name])) for name in names)
+    return normalization_gain(scale, var, epsilon) if scale.shape == var.shape else None
 
 
 def input_means(model: onnx.ModelProto, layers: Sequence[Layer], reference: ReferenceRun

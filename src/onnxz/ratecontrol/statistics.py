@@ -68,10 +68,8 @@ def fold_statistics(model: onnx.ModelProto) -> dict[Path, np.ndarray]:
         names = node.input[1:]
         if any(name not in paths or len(uses.get(name, [])) != 1 for name in names):
             continue
-        attributes = node_attributes(node)
-        epsilon = attributes.get("epsilon", DEFAULT_EPSILON)
-        if (attributes.get("training_mode", 0) or not isinstance(epsilon, float | int)
-                or not 0 <= epsilon < 1):
+        epsilon = inference_epsilon(node)
+        if epsilon is None or not 0 <= epsilon < 1:
             continue
         tensors = [resolve(model, paths[name]) for name in names]
         etypes = {payload_type(t) for t in tensors}
@@ -80,11 +78,32 @@ def fold_statistics(model: onnx.ModelProto) -> dict[Path, np.ndarray]:
         etype = etypes.pop()
         assert etype is not None  # float_tensor_paths holds payloads onnxz can read
         scale, bias, mean, var = (to_float64(read_payload(t, etype), etype) for t in tensors)
+        new_scale = normalization_gain(scale, var, epsilon)
+        if new_scale is None:
+            continue
         with np.errstate(all="ignore"):
-            new_scale = scale / np.sqrt(var + epsilon)
             new_bias = bias - mean * new_scale
         values = [from_float64(v, etype) for v in (new_scale, new_bias, np.zeros_like(mean),
                                                     np.full_like(var, 1 - epsilon))]
         if all(np.isfinite(to_float64(v, etype)).all() for v in values):
             folded.update(zip((paths[name] for name in names), values, strict=True))
     return folded
+
+
+def inference_epsilon(node: onnx.NodeProto) -> float | None:
+    """The ε of a BatchNormalization that normalizes by its stored statistics, or None: in
+    training mode, or an ε that is not a number."""
+    attributes = node_attributes(node)
+    epsilon = attributes.get("epsilon", DEFAULT_EPSILON)
+    if attributes.get("training_mode", 0) or not isinstance(epsilon, float | int):
+        return None
+    return float(epsilon)
+
+
+def normalization_gain(scale: np.ndarray, var: np.ndarray, epsilon: float
+                       ) -> np.ndarray | None:
+    """A BatchNormalization's factor per channel, scale/√(var + ε) (float64, from float64
+    values), or None where it is not finite."""
+    with np.errstate(all="ignore"):
+        gain = scale / np.sqrt(var + epsilon)
+    return gain if np.isfinite(gain).all() else None
