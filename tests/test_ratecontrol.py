@@ -1303,3 +1303,56 @@ def test_the_data_free_rule_keeps_each_convolution_channel(tmp_path, monkeypatch
     assert snr[:4].min() >= 43 and snr[5:].min() >= 43, snr
     onnxz.save(model, tmp_path / "t.onnxz", target_snr=50)
     assert channel_snr(tmp_path / "t.onnxz")[:4].max() < 38
+
+
+def _two_point_candidates(sensitivities: list[float]) -> list:
+    """Stand-ins for candidates: each lossless (100 bytes, no error) or at one step (50
+    bytes, squared error 1), with the given sensitivities."""
+    from types import SimpleNamespace
+
+    from onnxz.ratecontrol.tensors import LOSSLESS, Point, Setting
+
+    return [SimpleNamespace(path=(f"t{i}",), sensitivity=s,
+                            points=[Point(LOSSLESS, 100.0, 0.0),
+                                    Point(Setting.step(0.125), 50.0, 1.0)])
+            for i, s in enumerate(sensitivities)]
+
+
+def test_switch_order_takes_the_least_distortion_per_byte_first():
+    from onnxz.ratecontrol.allocation import allocate
+    from onnxz.ratecontrol.search import switch_order, switched
+
+    candidates = _two_point_candidates([3.0, 1.0, 2.0])
+    fine, coarse = allocate(candidates, 1e-9), allocate(candidates, 1e9)
+    order = switch_order(candidates, fine, coarse)
+    assert [path for path, _ in order] == [("t1",), ("t2",), ("t0",)]
+    plan = switched(fine, order[:1])
+    assert plan[("t1",)] is coarse[("t1",)] and plan[("t0",)] is fine[("t0",)]
+    assert switch_order(candidates, fine, fine) == []
+
+
+def test_the_fidelity_search_splits_tensors_that_switch_at_one_slope(monkeypatch):
+    """Six tensors of one sensitivity change step at the same slope, so no slope gives a
+    plan between all fine and all coarse; the target allows two coarse ones: the
+    refinement finds a plan with two, where the bisection on the slope kept all six fine."""
+    from types import SimpleNamespace
+
+    from onnxz.ratecontrol import search
+    from onnxz.ratecontrol.allocation import plan_bytes
+
+    candidates = _two_point_candidates([1.0] * 6)
+    judged = []
+
+    def evaluate(bench, objective, plan):
+        judged.append(plan)
+        return sum(p.sse for p in plan.values()) <= 2.0, (), {}
+
+    monkeypatch.setattr(search, "_evaluate", evaluate)
+    bench = SimpleNamespace(candidates=candidates, evaluations=0, progress=None)
+    plan = search._smallest_passing(bench, None, {}, 1, math.inf)
+    assert plan is not None and plan_bytes(plan) == 500.0  # two of six at 50 bytes
+    assert len(judged) <= search.MAX_EVALUATIONS
+
+    monkeypatch.setattr(search, "REFINEMENT_RUNS", 0)
+    judged.clear()
+    assert plan_bytes(search._smallest_passing(bench, None, {}, 1, math.inf)) == 600.0
