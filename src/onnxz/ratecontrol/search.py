@@ -369,10 +369,12 @@ def choose_for_fidelity(bench: Workbench, objective: Objective,
 
 def _smallest_passing(bench: Workbench, objective: Objective, verdicts: dict,
                       searches: int, ceiling: float) -> Plan | None:
-    """The equal-slope plan at the largest slope found to meet ``objective`` (bisection on
-    the slope, up to :data:`MAX_EVALUATIONS` model runs), or None if it is not smaller than
-    ``ceiling`` bytes: plans that are not are taken to pass without a run (a finer one is
-    no better)."""
+    """The smallest plan found to meet ``objective``: the equal-slope plan at the largest
+    slope found to meet it (bisection on the slope), then, if a larger slope's plan missed,
+    that plan with the tensors that differ from the failing one switched a share at a time
+    (:data:`REFINEMENT_RUNS`); up to :data:`MAX_EVALUATIONS` model runs in all. None if it
+    is not smaller than ``ceiling`` bytes: plans that are not are taken to pass without a
+    run (a finer one is no better)."""
     candidates = bench.candidates
     predicted = slope_for(candidates,
                           lambda plan: predicted_distortion(candidates, plan) <= 1.0)
