@@ -31,3 +31,27 @@ def test_the_oracle_sees_a_foreign_exception(tmp_path, monkeypatch):
     problems = [p for n in (491, 1045, 1416) for p in pack_fuzzing.check(
         pack_fuzzing.Case.of(n), tmp_path)]
     assert problems and all("AttributeError" in p for p in problems)
+
+
+def test_the_time_limit_ends_a_model_run_that_never_returns():
+    """Case 92787 (a Loop whose trip count the mutation read from an external file:
+    5.06e17 steps) held the pack fuzzer in onnxruntime for an hour: the limit's alarm waits
+    for the run to return, so its watchdog ends the run."""
+    import time
+
+    import models
+    import numpy as np
+    import onnxruntime
+    from fuzzing import WATCHDOG_GRACE, Hang, time_limit
+
+    from onnxz import interrupts
+
+    model = models.carried_weights_loop(steps=2**62)
+    session = onnxruntime.InferenceSession(model.SerializeToString())
+    feed = {"x": np.ones((1, 32), np.float32)}
+    start = time.monotonic()
+    with pytest.raises(Hang), time_limit(1):
+        interrupts.run(session, feed)
+    assert time.monotonic() - start < 1 + WATCHDOG_GRACE + 5
+    short = onnxruntime.InferenceSession(models.carried_weights_loop().SerializeToString())
+    assert interrupts.run(short, feed)[0].shape == (1, 32)  # later runs are not stopped

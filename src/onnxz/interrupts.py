@@ -91,15 +91,22 @@ def stopping_runs() -> Iterator[None]:
         _stopping.clear()
 
 
+def stop_runs() -> None:
+    """End every run in progress, and make the later ones end at once until the block of
+    :func:`stopping_runs` ends (call it within one): what a stop signal does there, for a
+    watchdog thread to do too."""
+    with _lock:
+        _stopping.set()
+        for options in _running:
+            options.terminate = True
+
+
 def _watch(read_end: int) -> None:
     """Until the :data:`_QUIT` byte: on each stop signal's byte, stop every run."""
     while True:
         numbers = os.read(read_end, 512)  # the numbers of the signals caught, a byte each
         if not set(STOP_SIGNALS).isdisjoint(numbers):
-            with _lock:
-                _stopping.set()
-                for options in _running:
-                    options.terminate = True
+            stop_runs()
         if _QUIT in numbers or not numbers:
             return
 
