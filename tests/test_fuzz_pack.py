@@ -5,8 +5,16 @@ leaves nothing, the model file is untouched, nothing else reaches stderr.
 
 from __future__ import annotations
 
+import time
+
+import models
+import numpy as np
+import onnxruntime
 import pack_fuzzing
 import pytest
+from fuzzing import WATCHDOG_GRACE, Hang, time_limit
+
+from onnxz import interrupts
 
 pytestmark = pytest.mark.fuzz
 
@@ -37,15 +45,6 @@ def test_the_time_limit_ends_a_model_run_that_never_returns():
     """Case 92787 (a Loop whose trip count the mutation read from an external file:
     5.06e17 steps) held the pack fuzzer in onnxruntime for an hour: the limit's alarm waits
     for the run to return, so its watchdog ends the run."""
-    import time
-
-    import models
-    import numpy as np
-    import onnxruntime
-    from fuzzing import WATCHDOG_GRACE, Hang, time_limit
-
-    from onnxz import interrupts
-
     model = models.carried_weights_loop(steps=2**62)
     session = onnxruntime.InferenceSession(model.SerializeToString())
     feed = {"x": np.ones((1, 32), np.float32)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -35,7 +36,10 @@ from onnx import numpy_helper
 import onnxz
 from onnxz.cli import main
 from onnxz.inputs import DefaultInputs
-from onnxz.ratecontrol import RateTarget, parse_size
+from onnxz.ratecontrol import RateTarget, parse_size, search
+from onnxz.ratecontrol.allocation import allocate, plan_bytes
+from onnxz.ratecontrol.search import switch_order, switched
+from onnxz.ratecontrol.tensors import LOSSLESS, Point, Setting
 from onnxz.walker import iter_tensor_slots
 
 
@@ -1308,10 +1312,6 @@ def test_the_data_free_rule_keeps_each_convolution_channel(tmp_path, monkeypatch
 def _two_point_candidates(sensitivities: list[float]) -> list:
     """Stand-ins for candidates: each lossless (100 bytes, no error) or at one step (50
     bytes, squared error 1), with the given sensitivities."""
-    from types import SimpleNamespace
-
-    from onnxz.ratecontrol.tensors import LOSSLESS, Point, Setting
-
     return [SimpleNamespace(path=(f"t{i}",), sensitivity=s,
                             points=[Point(LOSSLESS, 100.0, 0.0),
                                     Point(Setting.step(0.125), 50.0, 1.0)])
@@ -1319,9 +1319,6 @@ def _two_point_candidates(sensitivities: list[float]) -> list:
 
 
 def test_switch_order_takes_the_least_distortion_per_byte_first():
-    from onnxz.ratecontrol.allocation import allocate
-    from onnxz.ratecontrol.search import switch_order, switched
-
     candidates = _two_point_candidates([3.0, 1.0, 2.0])
     fine, coarse = allocate(candidates, 1e-9), allocate(candidates, 1e9)
     order = switch_order(candidates, fine, coarse)
@@ -1335,11 +1332,6 @@ def test_the_fidelity_search_splits_tensors_that_switch_at_one_slope(monkeypatch
     """Six tensors of one sensitivity change step at the same slope, so no slope gives a
     plan between all fine and all coarse; the target allows two coarse ones: the
     refinement finds a plan with two, where the bisection on the slope kept all six fine."""
-    from types import SimpleNamespace
-
-    from onnxz.ratecontrol import search
-    from onnxz.ratecontrol.allocation import plan_bytes
-
     candidates = _two_point_candidates([1.0] * 6)
     judged = []
 
