@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-lossless corpus clean bench-rate nncodec-venv
+.PHONY: demo test lint bench bench-lossless corpus clean bench-rate bench-ablation nncodec-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ nncodec-venv: $(NNCODEC_STAMP)
 bench-rate: $(RATE_STAMP) $(NNCODEC_STAMP)
 	$(PY) tools/fetch_models.py --unseen
 	$(PY) tools/bench_rate.py --json bench-rate.json
+
+bench-ablation: $(RATE_STAMP) $(NNCODEC_STAMP)
+	$(PY) tools/bench_rate.py magika silero_vad silero_vad_half ppocr_det ppocr_cls \
+		--ablation --json bench-ablation.json
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) $(NNCODEC_VENV) .pytest_cache

@@ -122,6 +122,27 @@ def test_table_shows_sizes_ratios_and_misses():
     assert row.startswith("| m * | 1,000 | n/a | 500 (2.00×) 99.70% | never: best 98.00%")
 
 
+def test_ablation_table_compares_the_smallest_column_with_nncodecs_best():
+    def method(name: str, *trials: bench_rate.Trial) -> bench_rate.MethodResult:
+        return bench_rate._finish(bench_rate.MethodResult(name, trials=list(trials)), 0.995)
+
+    def trial(size: int, agreement: float, decode_mbps: float | None = 100.0
+              ) -> bench_rate.Trial:
+        return bench_rate.Trial("s", size, agreement, 0, 0, 3.0, decode_mbps)
+
+    methods = {"step": method("step", trial(900, 0.999), trial(800, 0.99)),
+               "fidelity-sweep": method("fidelity-sweep", trial(600, 0.996)),
+               "calibrated": method("calibrated", trial(500, 0.997, 80.0)),
+               "bias": method("bias", trial(450, 0.98)),  # misses: never
+               "nncodec": method("nncodec", trial(700, 1.0, None)),
+               "nncodec-nodq": method("nncodec-nodq", trial(650, 0.996, None))}
+    result = bench_rate.ModelResult("m", "corpus", "classifier", 4000, 300, methods)
+    lines = bench_rate.ablation_table([result], 0.995).splitlines()
+    assert lines[2] == "| m | 900 | 600 | 500 | never | 650 | 0.77 | 8.00× |"
+    assert "Mean .onnx ÷ file: 8.00×" in lines[4]
+    assert lines[-1] == "| m | 3 s, 100 MB/s | 3 s, 100 MB/s | 3 s, 80 MB/s | — |"
+
+
 @pytest.mark.slow
 def test_efficientnet_weights_read_without_torch_build_an_imagenet_classifier():
     import onnxruntime as ort

@@ -35,7 +35,9 @@ nncodec-venv``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import sys
 import tempfile
 import time
@@ -51,6 +53,7 @@ from onnxz.fidelity import Criterion, Fidelity
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comparators
 import tasks
+from bench_speed import weight_elements
 
 TARGET = 0.995
 METHODS = ("fidelity", "fidelity-sweep", "default", "step", "nncodec", "nncodec-nodq", "int8")
@@ -80,6 +83,11 @@ class Trial:
     agreement: float
     agreeing: float
     total: float
+    encode_seconds: float | None = None
+    """Wall time of the pack (onnxz files only)."""
+    decode_mbps: float | None = None
+    """``onnxz.load`` of the file: float32 MB of weights (4 bytes × the elements of every
+    stored tensor) per CPU-second, best of :data:`DECODE_REPEAT` (onnxz files only)."""
 
 
 @dataclass
@@ -123,6 +131,33 @@ def _trial(task: tasks.Task, setting: str, path: Path, size: int | None = None) 
                   result.agreeing, result.total)
     log(f"  {task.name} {setting}: {trial.bytes:,} B, agreement {result}")
     return trial
+
+
+def _packed(task: tasks.Task, setting: str, path: Path, pack: Callable[[], object]) -> Trial:
+    """:func:`_trial` of the onnxz file ``pack()`` writes at ``path``, with its encode time
+    and decode speed."""
+    start = time.perf_counter()
+    pack()
+    encode_seconds = time.perf_counter() - start
+    megabytes = 4 * _weight_elements(task.model_path()) / 1e6
+    return replace(_trial(task, setting, path), encode_seconds=round(encode_seconds, 2),
+                   decode_mbps=round(megabytes / decode_seconds(path), 1))
+
+
+DECODE_REPEAT = 3
+
+
+def decode_seconds(path: Path) -> float:
+    """CPU seconds of ``onnxz.load(path)``, best of :data:`DECODE_REPEAT`."""
+    best = math.inf
+    for _ in range(DECODE_REPEAT):
+        start = time.process_time()
+        onnxz.load(path)
+        best = min(best, time.process_time() - start)
+    return best
+
+
+_weight_elements = functools.cache(weight_elements)
 
 
 def _finish(res: MethodResult, target: float) -> MethodResult:
@@ -179,6 +214,22 @@ def step_label(k: int) -> str:
     return f"{value:.3g}" if value >= 1 else f"1/{1 / value:.3g}"
 
 
+ABLATION = (
+    ("step", "one step for all tensors", {}),
+    ("fidelity-sweep", "+ per-tensor steps (rate control)", {}),
+    ("calibrated", "+ calibrated rounding", {"fidelity": "sweep", "calibrated_rounding": True}),
+    ("bias", "+ bias correction", {"fidelity": "sweep", "calibrated_rounding": True,
+                                   "correct_biases": True}),
+)
+"""``--ablation``: the columns of issue 10's ablation, each technique added to the previous
+column's (name, title, the variant's ``onnxz.save`` arguments; none for built-in methods).
+Rate control's own coding tools (rows predicted by the ``predictive`` codec, ``deadzone_zstd``,
+batch normalizations without their statistics, sensitivities on the whole stream, flips
+scaled by the margin, the search between its last two plans) are in the second column: they
+have no switch."""
+ABLATION_METHODS = ("nncodec", "nncodec-nodq")
+"""Also run by ``--ablation``: NNCodec's smallest file is the reference of every column."""
+
 VARIANTS: dict[str, dict] = {}
 """Extra columns (``--variant NAME=JSON``): name -> onnxz.save keyword arguments."""
 FIDELITY_SPECS: dict[str, str] = {}
@@ -215,28 +266,28 @@ def _run_method(method: str, task: tasks.Task, source: Path, model: onnx.ModelPr
     kwargs = dict(VARIANTS.get(method, {}))
     rate_control = kwargs.pop("fidelity", False)
     if method == "fidelity" or rate_control is True:
-        fidelity_pack(spec, source, out, calibration, **kwargs)
-        res.trials.append(_trial(task, spec, out))
+        res.trials.append(_packed(task, spec, out, lambda: fidelity_pack(
+            spec, source, out, calibration, **kwargs)))
     elif method == "fidelity-sweep" or rate_control == "sweep":
         def make(k: int) -> Trial:
-            fidelity_pack(loosened(spec, k), source, out, calibration, **kwargs)
-            return _trial(task, loosened(spec, k), out)
+            return _packed(task, loosened(spec, k), out, lambda: fidelity_pack(
+                loosened(spec, k), source, out, calibration, **kwargs))
 
         res.trials = sweep(make, 0, *SPEC_GRID, 1, target)
         res.note = "the spec's bounds swept like the step grid (judged on held-out data)"
     elif method in VARIANTS:
         def make(k: int) -> Trial:
-            onnxz.save(source, out, step_rel=2 ** (k / 2), force=True, **kwargs)
-            return _trial(task, f"step {step_label(k)}", out)
+            return _packed(task, f"step {step_label(k)}", out, lambda: onnxz.save(
+                source, out, step_rel=2 ** (k / 2), force=True, **kwargs))
 
         res.trials = sweep(make, STEP_GRID_START, *STEP_GRID, 1, target)
     elif method == "default":
-        onnxz.save(source, out, force=True)
-        res.trials.append(_trial(task, "default", out))
+        res.trials.append(_packed(task, "default", out,
+                                  lambda: onnxz.save(source, out, force=True)))
     elif method == "step":
         def make(k: int) -> Trial:
-            onnxz.save(source, out, step_rel=2 ** (k / 2), force=True)
-            return _trial(task, f"step {step_label(k)}", out)
+            return _packed(task, f"step {step_label(k)}", out, lambda: onnxz.save(
+                source, out, step_rel=2 ** (k / 2), force=True))
 
         res.trials = sweep(make, STEP_GRID_START, *STEP_GRID, 1, target)
     elif method in ("nncodec", "nncodec-nodq"):
@@ -318,6 +369,47 @@ def markdown(results: list[ModelResult], methods: tuple[str, ...], target: float
     return "\n".join(rows + legend + settings)
 
 
+def ablation_table(results: list[ModelResult], target: float) -> str:
+    """Issue 10's ablation: per model the smallest file at ≥ ``target`` of each column of
+    :data:`ABLATION` (bytes), NNCodec's smallest (with or without dependent quantization),
+    the last column's ratio to it and the .onnx's ratio to the last column, then the encode
+    time and decode speed of each column's file."""
+    def best(r: ModelResult, method: str) -> Trial | None:
+        res = r.methods.get(method)
+        return res.best if res else None
+
+    def size(t: Trial | None) -> str:
+        return f"{t.bytes:,}" if t else "never"
+
+    titles = [title for _, title, _ in ABLATION]
+    rows = ["| model | " + " | ".join(titles) + " | NNCodec best | ÷ NNCodec | .onnx ÷ file |",
+            "|:---|" + "---:|" * (len(titles) + 3)]
+    speeds = ["| model | " + " | ".join(titles) + " |", "|:---|" + "---:|" * len(titles)]
+    ratios = []
+    for r in results:
+        trials = [best(r, name) for name, _, _ in ABLATION]
+        nncodec = min(filter(None, (best(r, m) for m in ABLATION_METHODS)),
+                      key=lambda t: t.bytes, default=None)
+        passing = [t for t in trials if t]
+        smallest = min(passing, key=lambda t: t.bytes) if passing else None
+        share = f"{smallest.bytes / nncodec.bytes:.2f}" if smallest and nncodec else "—"
+        ratio = f"{r.original_bytes / smallest.bytes:.2f}×" if smallest else "—"
+        if smallest:
+            ratios.append(r.original_bytes / smallest.bytes)
+        rows.append(f"| {r.model} | " + " | ".join(size(t) for t in trials)
+                    + f" | {size(nncodec)} | {share} | {ratio} |")
+        speeds.append(f"| {r.model} | " + " | ".join(
+            f"{t.encode_seconds:.0f} s, {t.decode_mbps:.0f} MB/s" if t and t.decode_mbps
+            else "—" for t in trials) + " |")
+    mean = sum(ratios) / len(ratios) if ratios else math.nan
+    legend = [f"Smallest file at ≥ {target:.1%} held-out agreement (bytes), each column "
+              "adding one technique; ÷ NNCodec and .onnx ÷ file are of the smallest column. "
+              f"Mean .onnx ÷ file: {mean:.2f}×.", "",
+              "Encode time (wall) and decode speed (float32 MB of weights per CPU-second, "
+              "`onnxz.load`) of each column's file:"]
+    return "\n".join([*rows, "", *legend, "", *speeds])
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -333,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the --fidelity spec for MODEL (default: the task's own)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                         help="an extra column: onnxz.save keyword arguments (JSON object)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="issue 10's ablation: each technique added in turn, next to "
+                             "NNCodec (sets the methods and variants; table at the end)")
     parser.add_argument("--workdir", type=Path, help="keep the packed files here")
     parser.add_argument("--table", type=Path, metavar="JSON",
                         help="print the table of an earlier --json file; run nothing")
@@ -344,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         results = [load_result(r) for r in json.loads(args.table.read_text())]
         shown = tuple(m for m in results[0].methods) if results else METHODS
         print(markdown(results, shown, args.target))
+        if args.ablation:
+            print("\n" + ablation_table(results, args.target))
         return 0
     for item in args.fidelity_spec:
         name, _, spec = item.partition("=")
@@ -359,7 +456,11 @@ def main(argv: list[str] | None = None) -> int:
         if not name or not isinstance(kwargs, dict):
             parser.error(f"--variant {item!r}: expected NAME=JSON object")
         VARIANTS[name] = kwargs
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) + tuple(VARIANTS)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.ablation:
+        VARIANTS.update({name: kwargs for name, _, kwargs in ABLATION if kwargs})
+        methods = tuple(name for name, _, kwargs in ABLATION if not kwargs) + ABLATION_METHODS
+    methods += tuple(VARIANTS)
     unknown = [m for m in methods if m not in METHODS and m not in VARIANTS] + [
         n for n in args.models if n not in tasks.TASKS]
     if unknown:
@@ -383,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
     print(markdown(results, methods, args.target))
+    if args.ablation:
+        print("\n" + ablation_table(results, args.target))
     return 0
 
 

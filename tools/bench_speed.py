@@ -252,7 +252,7 @@ def _run_child(method: str, step: str, src: Path, dst: Path, repeat: int
     return timing["seconds"], timing["cpu_seconds"], done.peak_rss
 
 
-def _weight_elements(src: Path) -> int:
+def weight_elements(src: Path) -> int:
     """Elements of every tensor payload onnxz would store (read from the graph only)."""
     from onnxz.modelio import open_model
 
@@ -264,7 +264,7 @@ def bench_model(name: str, src: Path, work: Path, repeat: int, skip: set[str],
     files = model_files(src)
     original = sum(f.stat().st_size for f in files)
     reps = repeat if original < REPEAT_BELOW else 1
-    result = ModelRuns(name, original, 4 * _weight_elements(src) / 1e6)
+    result = ModelRuns(name, original, 4 * weight_elements(src) / 1e6)
     for method in METHODS:
         run = result.runs[method] = Run()
         if method in skip:
