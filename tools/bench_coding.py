@@ -59,6 +59,7 @@ from onnxz.ratecontrol import search, tensors
 from onnxz.walker import iter_tensor_slots, payload_type, read_payload
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_speed import decode_cpu_seconds
 from fetch_models import CORPUS, fetch_all
 
 SNR_TARGETS = (20.0, 25.0, 30.0, 35.0, 40.0)
@@ -434,16 +435,6 @@ def bytes_at_output_snr(sweep: list[tuple[int, float]], snr: float) -> float | N
         return None
     slope, intercept = np.polyfit([d for _, d in points], [b for b, _ in points], 1)
     return float(intercept + slope * snr)
-
-
-def decode_cpu_seconds(path: Path, repeat: int = 3) -> float:
-    """Least CPU time of ``onnxz.load`` over ``repeat`` runs (one core)."""
-    best = math.inf
-    for _ in range(repeat):
-        start = time.process_time()
-        onnxz.load(path)
-        best = min(best, time.process_time() - start)
-    return best
 
 
 def task_ablation(task, workdir: Path, nncodec: dict[str, int]) -> TaskResult:

@@ -53,7 +53,7 @@ from onnxz.fidelity import Criterion, Fidelity
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comparators
 import tasks
-from bench_speed import weight_elements
+from bench_speed import decode_cpu_seconds, weight_elements
 
 TARGET = 0.995
 METHODS = ("fidelity", "fidelity-sweep", "default", "step", "nncodec", "nncodec-nodq", "int8")
@@ -87,7 +87,7 @@ class Trial:
     """Wall time of the pack (onnxz files only)."""
     decode_mbps: float | None = None
     """``onnxz.load`` of the file: float32 MB of weights (4 bytes × the elements of every
-    stored tensor) per CPU-second, best of :data:`DECODE_REPEAT` (onnxz files only)."""
+    stored tensor) per CPU-second, best of 3 (onnxz files only)."""
 
 
 @dataclass
@@ -141,20 +141,7 @@ def _packed(task: tasks.Task, setting: str, path: Path, pack: Callable[[], objec
     encode_seconds = time.perf_counter() - start
     megabytes = 4 * _weight_elements(task.model_path()) / 1e6
     return replace(_trial(task, setting, path), encode_seconds=round(encode_seconds, 2),
-                   decode_mbps=round(megabytes / decode_seconds(path), 1))
-
-
-DECODE_REPEAT = 3
-
-
-def decode_seconds(path: Path) -> float:
-    """CPU seconds of ``onnxz.load(path)``, best of :data:`DECODE_REPEAT`."""
-    best = math.inf
-    for _ in range(DECODE_REPEAT):
-        start = time.process_time()
-        onnxz.load(path)
-        best = min(best, time.process_time() - start)
-    return best
+                   decode_mbps=round(megabytes / decode_cpu_seconds(path), 1))
 
 
 _weight_elements = functools.cache(weight_elements)

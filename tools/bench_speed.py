@@ -252,6 +252,19 @@ def _run_child(method: str, step: str, src: Path, dst: Path, repeat: int
     return timing["seconds"], timing["cpu_seconds"], done.peak_rss
 
 
+def decode_cpu_seconds(path: Path, repeat: int = 3) -> float:
+    """Least CPU time of ``onnxz.load(path, workers=1)`` over ``repeat`` runs: decoding on
+    one core, in this process."""
+    import onnxz
+
+    best = math.inf
+    for _ in range(repeat):
+        start = time.process_time()
+        onnxz.load(path, workers=1)
+        best = min(best, time.process_time() - start)
+    return best
+
+
 def weight_elements(src: Path) -> int:
     """Elements of every tensor payload onnxz would store (read from the graph only)."""
     from onnxz.modelio import open_model
