@@ -167,6 +167,11 @@ def wait_for_hook(proc: subprocess.Popen) -> list[str]:
     lambda m, o: onnxz.save(m, o, fidelity=["snr>=30"]),
     lambda m, o: onnxz.save(m, o, class_outputs="y"),  # was "class output 'y'" by letter
     lambda m, o: onnxz.save(m, o, class_outputs=[3]),
+    lambda m, o: onnxz.Reader(m, workers=0),  # was a plain ValueError
+    lambda m, o: onnxz.Reader(m, limits=5),  # was an AttributeError
+    # arguments are checked before the input file (o does not exist)
+    lambda m, o: onnxz.unpack(o, o.with_suffix(".onnx"), workers=0),
+    lambda m, o: onnxz.verify(m, o, progress="bar"),
 ])
 def test_api_misuse_raises_typed_errors(model_file, tmp_path, call):
     """Item 2: ValueError/TypeError/AttributeError from inside became OnnxzError subclasses,

@@ -9,7 +9,7 @@ from test_codecs import decode, roundtrip
 
 import onnxz
 from onnxz.codecs import DeadzoneCodec, TrellisCodec
-from onnxz.codecs.buckets import BucketTable, bucket_of, bucket_widths
+from onnxz.codecs.buckets import BucketTable, bucket_of
 from onnxz.codecs.trellis import (
     TRANSITIONS,
     dequantize,
@@ -158,6 +158,13 @@ def test_a_chunk_needs_two_parts():
 
 
 # --- bucket tables -----------------------------------------------------------------------
+
+def bucket_widths(magnitude: int, resolution: int) -> np.ndarray:
+    """Number of magnitudes 1 … ``magnitude`` in each bucket 1 … B (B = bucket of the
+    largest magnitude; the last bucket may be cut short)."""
+    buckets = bucket_of(np.arange(1, magnitude + 1), resolution)
+    return np.bincount(buckets, minlength=int(buckets[-1]) + 1)[1:]
+
 
 def test_buckets_are_exact_below_two_to_the_resolution_plus_one_then_log_spaced():
     assert bucket_of(np.arange(1, 8), 2).tolist() == [1, 2, 3, 4, 5, 6, 7]

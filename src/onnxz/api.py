@@ -1,5 +1,5 @@
-"""The Python API: save, load, unpack, info, open, inference_session. The CLI calls only
-these.
+"""The Python API: save, load, unpack, info, open, inference_session, verify. The CLI's
+verbs call these (and the analysis package for analyze and sweep).
 
 Models move tensor by tensor in both directions: :func:`save` reads each payload when it is
 encoded (from external data files by offset), and :func:`unpack` writes each decoded tensor
@@ -27,7 +27,13 @@ from onnxz import __version__, ratecontrol, verifier
 from onnxz.arguments import as_path, boolean, names
 from onnxz.codecs import LosslessCodec, NotQuantizable, TensorCodec
 from onnxz.codecs.lossless import COPY_MINOR
-from onnxz.container import ContainerReader, ContainerWriter, ReadLimits, TensorEntry
+from onnxz.container import (
+    ContainerReader,
+    ContainerWriter,
+    ReadLimits,
+    TensorEntry,
+    check_limits,
+)
 from onnxz.dtypes import ElementType
 from onnxz.errors import (
     InvalidArgumentError,
@@ -160,7 +166,7 @@ def save(
     boolean(best_effort, "best_effort")
     class_outputs = names(class_outputs, "class_outputs")
     _check_callable(progress, "progress")
-    workers = _check_workers(workers)
+    workers = check_workers(workers)
     opts = dataclasses.replace(
         base,
         lossless=lossless or base.lossless,
@@ -504,19 +510,6 @@ def _check_callable(value: object, name: str) -> None:
         raise InvalidArgumentError(f"{name} must be callable or None, not {value!r}")
 
 
-def _check_limits(limits: object) -> ReadLimits | None:
-    if limits is not None and not isinstance(limits, ReadLimits):
-        raise InvalidArgumentError(f"limits must be a ReadLimits, not {type(limits).__name__}")
-    return limits
-
-
-def _check_workers(workers: object) -> int:
-    try:
-        return check_workers(workers)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise InvalidArgumentError(str(exc)) from None
-
-
 @contextlib.contextmanager
 def _about(path: Path | None, work: str) -> Iterator[None]:
     """Errors raised inside name ``path`` as the file they are about (``OnnxzError.path``);
@@ -539,9 +532,9 @@ def load(path: str | os.PathLike, *, limits: ReadLimits | None = None,
 
     ``workers`` processes decode chunks in parallel (None: the available cores).
     """
-    limits = _check_limits(limits)
-    workers = _check_workers(workers)
-    source = check_input(path)
+    limits = check_limits(limits)
+    workers = check_workers(workers)
+    source = check_input(path, "path")
     with _about(source, "decoding"), Reader(source, limits=limits, workers=workers) as reader:
         model = reader.graph()  # its checks come before the budget (SPEC.md §10.2)
         reader.check_output_budget()
@@ -558,9 +551,9 @@ def open(path: str | os.PathLike, *, limits: ReadLimits | None = None,
     >>> with onnxz.open("model.onnxz") as reader:          # doctest: +SKIP
     ...     w = reader.tensor("fc.weight")
     """
-    limits = _check_limits(limits)
-    workers = _check_workers(workers)
-    source = check_input(path)
+    limits = check_limits(limits)
+    workers = check_workers(workers)
+    source = check_input(path, "path")
     with _about(source, "reading the index"):
         return Reader(source, limits=limits, workers=workers)
 
@@ -585,18 +578,18 @@ def unpack(
     ``<output>.data``. Tensors are decoded (``workers`` processes) and written one at a
     time. Returns the output path.
     """
-    source = check_input(path)
     out = as_path(output, "output")
     boolean(force, "force")
     if external_data is not None:
         boolean(external_data, "external_data")
-    limits = _check_limits(limits)
-    workers = _check_workers(workers)
+    limits = check_limits(limits)
+    workers = check_workers(workers)
     _check_callable(progress, "progress")
     named = None if external_data_file is None else as_path(external_data_file,
                                                             "external_data_file")
     if named is not None and external_data is False:
         raise InvalidArgumentError("external_data_file given with external_data=False")
+    source = check_input(path, "path")
     check_outputs([out], force, [source])  # before the decoding work, again when writing
     with _about(source, "decoding"), Reader(source, limits=limits, workers=workers) as reader:
         model = reader.graph()  # its checks come before the budget (SPEC.md §10.2)
@@ -703,8 +696,8 @@ def _serialized(model: onnx.ModelProto) -> bytes:
 
 def info(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> ContainerInfo:
     """Per-tensor codec, step, sizes and totals of an onnxz file (reads the index only)."""
-    limits = _check_limits(limits)
-    source = check_input(path)
+    limits = check_limits(limits)
+    source = check_input(path, "path")
     with _about(source, "reading the index"), ContainerReader(source, limits) as reader:
         return ContainerInfo.from_index(str(source), reader.file_size, reader.index)
 
@@ -737,10 +730,10 @@ def inference_session(
                                       and all(p in available for p in providers)):
         raise InvalidArgumentError(f"providers must be a list of names among {available}, "
                                    f"not {providers!r}")
-    limits = _check_limits(limits)
-    workers = _check_workers(workers)
+    limits = check_limits(limits)
+    workers = check_workers(workers)
     options = sess_options if sess_options is not None else ort.SessionOptions()
-    return _decoded_session(check_input(path), options, providers=providers, limits=limits,
+    return _decoded_session(check_input(path, "path"), options, providers=providers, limits=limits,
                             workers=workers)
 
 
@@ -803,6 +796,7 @@ def verify(
     naming why. ``noise_floor`` overrides the thresholds' (see :class:`Thresholds`).
     ``progress(done, total, name)`` is called after each sample.
     """
+    _check_callable(progress, "progress")
     packed_path = check_input(packed, "packed")
     return verifier.verify(
         original, packed_path,

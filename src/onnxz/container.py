@@ -87,6 +87,13 @@ class ReadLimits:
         return max(self.min_output_size, int(self.max_expansion * file_size))
 
 
+def check_limits(limits: object) -> ReadLimits | None:
+    """``limits`` if it is a :class:`ReadLimits` or None, else :class:`InvalidArgumentError`."""
+    if limits is not None and not isinstance(limits, ReadLimits):
+        raise InvalidArgumentError(f"limits must be a ReadLimits, not {type(limits).__name__}")
+    return limits
+
+
 @dataclass(frozen=True)
 class ChunkEntry:
     """Where one chunk is: ``offset`` in the file, byte ``sizes`` of its parts in order."""

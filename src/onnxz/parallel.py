@@ -42,7 +42,13 @@ from onnxz.codecs.base import Chunk, ChunkDecoder
 from onnxz.codecs.lossless import LosslessCodec
 from onnxz.container import ChunkEntry, ChunkFile, crc32, read_chunk, split_parts
 from onnxz.dtypes import BY_NAME
-from onnxz.errors import FormatError, OnnxzError, OutOfMemoryError, WorkerError
+from onnxz.errors import (
+    FormatError,
+    InvalidArgumentError,
+    OnnxzError,
+    OutOfMemoryError,
+    WorkerError,
+)
 from onnxz.interrupts import STOP_SIGNALS, forget_wakeup
 from onnxz.modelio import Payload
 
@@ -59,11 +65,12 @@ def available_cores() -> int:
 
 
 def check_workers(workers: int | None) -> int:
-    """``workers`` validated (None: :func:`available_cores`)."""
+    """``workers`` validated (None: :func:`available_cores`); :class:`InvalidArgumentError`
+    otherwise."""
     if workers is None:
         return available_cores()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
+        raise InvalidArgumentError(f"workers must be a whole number >= 1, got {workers!r}")
     return workers
 
 

@@ -75,8 +75,9 @@ class PackOptions:
     normal data, robust to outliers). None (the default): rate control chooses each
     tensor's step (see :func:`onnxz.save`).
     ``deadzone``: δ of the dead-zone quantizer (0 = midrise, 0.5 = midtread).
-    Tensors smaller than ``min_quantized_elements``, non-float tensors and tensors that do
-    not feed a weight input (Conv/Gemm/MatMul/RNN weights, Gather tables) stay lossless.
+    With a uniform setting (one step or a codec), tensors smaller than
+    ``min_quantized_elements``, non-float tensors and tensors that do not feed a weight input
+    (Conv/Gemm/MatMul/RNN weights, Gather tables) stay lossless (see :meth:`codec_for`).
     Payloads under ``inline_max_bytes`` stay inside the graph section, as a decoder would
     give them (rounded where rate control or the data-free rule rounds them): a stored
     tensor pays its chunk's alignment (32 bytes on average), its index entry and its
@@ -147,9 +148,8 @@ class PackOptions:
         if self.uniform:
             if not slot.is_weight or count < self.min_quantized_elements:
                 return LosslessCodec()
-            return self.quantizer or PredictiveCodec(
-                DEFAULT_STEP_REL if self.step_rel is None else self.step_rel, self.deadzone,
-                row=row_length(slot.tensor.dims))
+            return self.quantizer or PredictiveCodec(  # uniform: a step if not a quantizer
+                self.step_rel, self.deadzone, row=row_length(slot.tensor.dims))
         if slot.is_weight and count >= WEIGHT_MIN_ELEMENTS:
             row = row_length(slot.tensor.dims)
             if self.target_snr_db is not None:  # the user's weight-SNR target: as asked

@@ -1,7 +1,8 @@
-"""Progress of long work (pack, unpack): what is reported, and a terminal display of it.
+"""Progress of long work (pack, unpack, verify): what is reported, and a terminal display.
 
 A ``progress`` argument of the API is either a plain function, called as
-``progress(done, total, name)`` after each tensor (tensor counts, as in onnxz 0.1), or a
+``progress(done, total, name)`` after each tensor (tensor counts, as in onnxz 0.1; verify
+calls it after each sample), or a
 :class:`ProgressListener`, whose :meth:`~ProgressListener.update` gets the full
 :class:`ProgressUpdate` (tensors and bytes).
 """
@@ -29,7 +30,7 @@ class ProgressListener:
     """Receives every :class:`ProgressUpdate`; subclass and override :meth:`update`."""
 
     def update(self, update: ProgressUpdate) -> None:
-        """Called after each tensor."""
+        """Called after each tensor (each sample for verify)."""
 
     def __call__(self, done: int, total: int, name: str) -> None:
         """The plain-function form (tensor counts only): forwarded without bytes."""

@@ -28,6 +28,7 @@ from onnxz.container import (
     ContainerReader,
     ReadLimits,
     TensorEntry,
+    check_limits,
     crc32,
     crc32_combine,
 )
@@ -71,8 +72,8 @@ class Reader:
     def __init__(self, path: str | os.PathLike, *, limits: ReadLimits | None = None,
                  workers: int | None = None) -> None:
         self.workers = check_workers(workers)
-        self.path = check_input(path)
-        self._container = ContainerReader(self.path, limits)
+        self.path = check_input(path, "path")
+        self._container = ContainerReader(self.path, check_limits(limits))
         self.entries: tuple[TensorEntry, ...] = self._container.index.tensors
         try:
             self._sources = copy_sources(self.entries)

@@ -138,9 +138,9 @@ DISTRIBUTION_TOLERANCE = 1e-3
 @dataclass(frozen=True)
 class Thresholds:
     """``onnxz verify``'s default pass criteria, applied to every output; all must hold.
-    Measured on real inputs (examples/), the lossy default (step 1/64) gives 45–59 dB and
-    changes ≤ 0.5% of decisions; step 1 (about 2 bits/weight) gives 10–25 dB and changes
-    1.6–15%.
+    Measured on real inputs (examples/), one step of 1/64 for every weight (v0.1's default)
+    gives 45–59 dB and changes ≤ 0.5% of decisions; step 1 (about 2 bits/weight) gives
+    10–25 dB and changes 1.6–15%.
 
     - ``min_snr_db`` (dB, default 20): output SNR = 10·log10(Σref² / Σ(ref − packed)²) over
       all samples: at 20 dB the error carries 1% of the output's energy, the region where
@@ -587,7 +587,7 @@ def verify(
     progress: Progress | None = None,
 ) -> VerifyReport:
     """Run ``original`` (.onnx path or ModelProto) and the packed model (``packed`` names
-    it in the report; ``open_packed(session_options)`` opens its session) on the same
+    it in the report; ``open_packed(session_options, probe)`` opens its session) on the same
     samples and compare their outputs against ``thresholds``.
 
     See :func:`onnxz.verify` for ``inputs``. ``class_outputs`` names outputs to treat as

@@ -53,13 +53,6 @@ def bucket_of(m: np.ndarray, resolution: int) -> np.ndarray:
     return np.where(shift == 0, m, (shift << resolution) + (m >> shift))
 
 
-def bucket_widths(magnitude: int, resolution: int) -> np.ndarray:
-    """Number of magnitudes 1 … ``magnitude`` in each bucket 1 … B (B = bucket of the
-    largest magnitude; the last bucket may be cut short)."""
-    buckets = bucket_of(np.arange(1, magnitude + 1), resolution)
-    return np.bincount(buckets, minlength=int(buckets[-1]) + 1)[1:]
-
-
 @dataclass(frozen=True)
 class BucketTable:
     """Frequencies of the symbols −M … M (M = ``magnitude``), and of an escape symbol

@@ -60,10 +60,6 @@ from onnxz.walker import Path
 SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
               "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
 
-BUDGET_WEIGHTING = "snr>=30"
-"""How a byte budget weighs the outputs' distortions (only the weighting matters there)."""
-
-
 @dataclass(frozen=True)
 class RateTarget:
     """What the packed model must keep. ``fidelity``: criteria on the outputs (see
