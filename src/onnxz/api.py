@@ -17,7 +17,7 @@ import io
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -86,6 +86,9 @@ from onnxz.walker import (
     row_length,
     take_payload,
 )
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 ModelSource = onnx.ModelProto | str | os.PathLike
 
@@ -705,11 +708,11 @@ def info(path: str | os.PathLike, *, limits: ReadLimits | None = None) -> Contai
 def inference_session(
     path: str | os.PathLike,
     sess_options: object | None = None,
-    providers: list[str] | None = None,
+    providers: Sequence[str] | None = None,
     *,
     limits: ReadLimits | None = None,
     workers: int | None = None,
-):
+) -> onnxruntime.InferenceSession:
     """An ``onnxruntime.InferenceSession`` of the decoded model, built in memory (nothing is
     written to disk), for models of any size.
 
