@@ -72,8 +72,9 @@ class Reader:
     def __init__(self, path: str | os.PathLike, *, limits: ReadLimits | None = None,
                  workers: int | None = None) -> None:
         self.workers = check_workers(workers)
+        limits = check_limits(limits)  # arguments before the file, as in onnxz.open
         self.path = check_input(path, "path")
-        self._container = ContainerReader(self.path, check_limits(limits))
+        self._container = ContainerReader(self.path, limits)
         self.entries: tuple[TensorEntry, ...] = self._container.index.tensors
         try:
             self._sources = copy_sources(self.entries)
