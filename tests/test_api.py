@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -278,3 +281,23 @@ def test_info_tells_rounded_tensors_from_exact_ones(tmp_path):
     (bias_row,) = [line for line in shown.output.splitlines() if line.startswith("b ")]
     assert f"m{AUXILIARY_BITS}" in bias_row.split()
     assert "step mN: the values rounded to N mantissa bits" in shown.output
+
+
+def test_import_onnxz_loads_its_names_on_first_use():
+    """``import onnxz`` imports neither onnx nor numpy (the CLI's entry point must be quick
+    to load, see onnxz.console); every public name loads from its module when used, and
+    submodules stay reachable as attributes."""
+    code = ("import sys, onnxz\n"
+            "print(sorted(m for m in ('numpy', 'onnx', 'onnxruntime') if m in sys.modules))\n"
+            "onnxz.save\n"
+            "print('onnx' in sys.modules, onnxz.codecs.__name__)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.split("\n")[:2] == ["[]", "True onnxz.codecs"], proc.stderr
+    from onnxz import _HOMES
+    assert set(onnxz.__all__) == {*_HOMES, "__version__"}
+    for name in onnxz.__all__:
+        assert getattr(onnxz, name) is not None
+    assert set(onnxz.__all__) <= set(dir(onnxz))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        onnxz.nope  # noqa: B018

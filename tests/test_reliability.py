@@ -328,6 +328,31 @@ def test_ctrl_c_exits_130_in_every_command(model_file, packed_file, command):
     assert (code, err) == (130, "onnxz: stopped by SIGINT\n")
 
 
+CTRL_C_WHILE_LOADING = textwrap.dedent("""
+    import sys
+
+    class CtrlC:  # the key pressed while the CLI's libraries load
+        def find_spec(self, name, path=None, target=None):
+            if name == "onnxz.cli":
+                raise KeyboardInterrupt
+            return None
+
+    sys.meta_path.insert(0, CtrlC())
+    from onnxz.console import main
+    main()
+""")
+
+
+def test_ctrl_c_while_the_cli_loads_exits_130_without_a_traceback(tmp_path):
+    """Ctrl-C in the second or more that loading onnx, onnxruntime and numpy takes ended in
+    a traceback from inside ml_dtypes' import (``timeout -s INT 0.8 onnxz pack ...``)."""
+    proc = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_LOADING, "pack", "m.onnx"],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          timeout=SUBPROCESS_TIMEOUT)
+    assert (proc.returncode, proc.stderr) == (130, "onnxz: stopped by SIGINT\n")
+    assert names(tmp_path) == []
+
+
 @pytest.mark.parametrize("command", ["pack", "verify"])
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_a_stop_signal_ends_the_model_run_in_progress(tmp_path, command, stop):

@@ -1,5 +1,5 @@
 """``python -m onnxz`` runs the CLI."""
 
-from onnxz.cli import main
+from onnxz.console import main
 
 main()

@@ -28,6 +28,7 @@ import click
 
 import onnxz
 from onnxz.codecs.minifloat import LAYOUTS
+from onnxz.console import EXIT_SIGNAL_BASE, exit_stopped
 from onnxz.errors import OnnxzError, first_line
 from onnxz.fidelity import CLASS_METRICS, Fidelity
 from onnxz.inputs import DEFAULT_INT_RANGE, DEFAULT_SAMPLES, DefaultInputs
@@ -40,8 +41,6 @@ from onnxz.verifier import Thresholds, turn_runtime_log_off
 
 EXIT_ERROR = 2
 EXIT_FAILED = 1
-EXIT_SIGNAL_BASE = 128
-"""A command stopped by signal N exits with 128 + N, as a shell reports a killed command."""
 
 
 def _fail(message: str) -> None:
@@ -106,12 +105,6 @@ def _signals_as_exceptions() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _exit_stopped(signum: int) -> None:
-    with contextlib.suppress(OSError):
-        click.echo(f"onnxz: stopped by {signal.Signals(signum).name}", err=True)
-    sys.exit(EXIT_SIGNAL_BASE + signum)
-
-
 class _Main(click.Group):
     """The command group: Ctrl-C, SIGTERM and SIGHUP end a command with 128 + N; a usage
     error (an unknown option, a bad value) is one line on stderr like every other error."""
@@ -128,7 +121,9 @@ class _Main(click.Group):
             context = getattr(exc, "ctx", None)
             where = f" (see '{context.command_path} --help')" if context else ""
             _fail(f"{exc.format_message()}{where}")
-        except click.exceptions.Abort:
+        except click.exceptions.Abort as exc:
+            if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C while parsing
+                exit_stopped(signal.SIGINT)
             _fail("aborted")
         sys.exit(status if isinstance(status, int) else 0)
 
@@ -137,9 +132,9 @@ class _Main(click.Group):
             try:
                 return super().invoke(ctx)
             except KeyboardInterrupt:
-                _exit_stopped(signal.SIGINT)
+                exit_stopped(signal.SIGINT)
             except _Stopped as stopped:
-                _exit_stopped(stopped.signum)
+                exit_stopped(stopped.signum)
 
 
 @contextmanager
