@@ -82,6 +82,8 @@ class ReadLimits:
         integer(self.min_output_size, "min_output_size", 0)
 
     def output_budget(self, file_size: int) -> int:
+        """Decoded bytes a file of ``file_size`` bytes may produce: ``max_output_size`` if
+        set, else the larger of ``min_output_size`` and ``max_expansion`` × its size."""
         if self.max_output_size is not None:
             return self.max_output_size
         return max(self.min_output_size, int(self.max_expansion * file_size))
@@ -363,7 +365,7 @@ class ContainerReader:
         (header_crc,) = _CRC.unpack_from(header_bytes, _HEADER_BODY.size)
         if crc32(header) != header_crc:
             raise CorruptDataError("header: checksum mismatch")
-        _check_version(major, minor, "header")
+        _check_version(major, minor)
         footer = self.read_at(self.file_size - FOOTER_SIZE, FOOTER_SIZE, "footer")
         body = footer[: _FOOTER_BODY.size]
         (index_offset, index_length, index_raw_length, index_crc, f_major,
@@ -535,10 +537,10 @@ def _check_magic(magic: bytes) -> None:
                              if magic[:1] == ONNX_FIRST_BYTE else ")"))
 
 
-def _check_version(major: int, minor: int, where: str) -> None:
+def _check_version(major: int, minor: int) -> None:
     if major != MAJOR:
         raise FormatError(
-            f"{where}: onnxz format {major}.{minor} is not supported by this reader "
+            f"header: onnxz format {major}.{minor} is not supported by this reader "
             f"(reads {MAJOR}.x)"
         )
 

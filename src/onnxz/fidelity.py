@@ -90,6 +90,7 @@ class Criterion:
 
     @property
     def op(self) -> str:
+        """``>=`` or ``<=``: the direction of the metric's bound."""
         return METRICS[self.metric][1]
 
     def holds(self, value: float) -> bool:
@@ -99,6 +100,8 @@ class Criterion:
         return value <= self.bound if self.op == "<=" else value >= self.bound
 
     def applies_to(self, output: str, class_scores: bool) -> bool:
+        """Whether the criterion judges ``output``: named by it (or by none), and a class
+        metric only where ``class_scores`` (the output holds class scores)."""
         if self.output is not None and self.output != output:
             return False
         return class_scores or self.metric not in CLASS_METRICS

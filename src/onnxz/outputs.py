@@ -472,7 +472,7 @@ def find_picks(model: onnx.ModelProto) -> Picks:
     ranked = {id(n): floats(_ranked(n, producer)) for n in graph.node
               if picks_by_rank_or_decision(n)}
     pickers = [n for n in graph.node if ranked.get(id(n))]
-    weights = _float_constants(graph, PICK_MAX_CONSTANT)
+    weights = _float_constants(graph)
     ids = set(class_id_outputs(model))  # class numbers: judged as such, masked or not
     pins = []
     inside = set()  # a Where that weights also act after: a mask inside the network
@@ -588,12 +588,14 @@ def _holds_weights(node: onnx.NodeProto) -> bool:
     """Whether a node's subgraphs hold a layer's weights (a float constant of more than
     :data:`PICK_MAX_CONSTANT` elements): a weightless Loop or If after a pick only moves
     what the pick chose."""
-    return any(_float_constants(g, PICK_MAX_CONSTANT)
+    return any(_float_constants(g)
                or any(_holds_weights(inner) for inner in g.node) for g in subgraphs(node))
 
 
-def _float_constants(graph: onnx.GraphProto, most: int) -> set[str]:
-    """Initializers and Constant outputs of a float type with more than ``most`` elements."""
+def _float_constants(graph: onnx.GraphProto) -> set[str]:
+    """Initializers and Constant outputs of a float type with more than
+    :data:`PICK_MAX_CONSTANT` elements."""
+    most = PICK_MAX_CONSTANT
     found = {t.name for t in graph.initializer
              if t.data_type in _FLOAT_TYPES and math.prod(t.dims) > most}
     for node in graph.node:

@@ -87,6 +87,7 @@ class Reader:
             raise
 
     def close(self) -> None:
+        """Close the file (``with onnxz.open(...)`` does it on leaving the block)."""
         self._container.close()
 
     def __enter__(self) -> Reader:
@@ -113,6 +114,7 @@ class Reader:
 
     @property
     def limits(self) -> ReadLimits:
+        """The limits this reader checks (given, or the defaults)."""
         return self._container.limits
 
     def entry(self, name: str) -> TensorEntry:

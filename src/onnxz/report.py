@@ -35,10 +35,12 @@ class TensorInfo:
 
     @property
     def elements(self) -> int:
+        """Elements of the tensor (the product of its shape)."""
         return math.prod(self.shape)
 
     @property
     def bits_per_weight(self) -> float:
+        """Coded bits per element (chunks and parameters); 0.0 for an empty tensor."""
         return 8 * self.coded_bytes / self.elements if self.elements else 0.0
 
     @property
@@ -48,6 +50,7 @@ class TensorInfo:
 
     @classmethod
     def from_entry(cls, t: TensorEntry) -> TensorInfo:
+        """The summary of one index entry (SPEC.md §4.3)."""
         p = t.params
         etype = BY_NAME.get(t.dtype)
         width = etype.width if etype else 0
@@ -79,6 +82,7 @@ class TensorInfo:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields and derived figures as strict JSON values (``info --json``)."""
         d = asdict(self)
         d.update(shape=list(self.shape), elements=self.elements,
                  bits_per_weight=self.bits_per_weight,
@@ -102,10 +106,12 @@ class ContainerInfo:
 
     @property
     def raw_tensor_bytes(self) -> int:
+        """Bytes of the stored tensors' decoded payloads."""
         return sum(t.raw_bytes for t in self.tensors)
 
     @property
     def coded_tensor_bytes(self) -> int:
+        """Bytes the stored tensors take in the file."""
         return sum(t.coded_bytes for t in self.tensors)
 
     @property
@@ -123,6 +129,7 @@ class ContainerInfo:
 
     @classmethod
     def from_index(cls, path: str, file_bytes: int, index: Index) -> ContainerInfo:
+        """The summary of a file ``file_bytes`` long whose index is ``index``."""
         source = index.extra.get("source_bytes")
         rate = index.extra.get("rate_control")
         return cls(
@@ -138,6 +145,7 @@ class ContainerInfo:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The summary as strict JSON values, tensors included (``info --json``)."""
         return {
             "path": self.path,
             "file_bytes": self.file_bytes,

@@ -228,6 +228,7 @@ class Thresholds:
         return Fidelity((*criteria, *read))
 
     def to_dict(self) -> dict[str, float | bool | None]:
+        """JSON-safe: a non-finite threshold is null."""
         return {k: v if isinstance(v, bool) else _json_number(v)
                 for k, v in asdict(self).items()}
 
@@ -418,10 +419,12 @@ class VerifyReport:
 
     @property
     def failures(self) -> tuple[Failure, ...]:
+        """Every (output, criterion) that does not hold (see :func:`failures`)."""
         return failures(self.outputs, self.fidelity)
 
     @property
     def passed(self) -> bool:
+        """No error, at least one sample, and no failure."""
         return self.error is None and self.samples > 0 and not self.failures
 
     @property
@@ -431,6 +434,7 @@ class VerifyReport:
             f.metric for f in self.failures)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as strict JSON values (``verify --json``)."""
         return {
             "original": self.original,
             "packed": self.packed,

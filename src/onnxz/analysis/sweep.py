@@ -201,9 +201,10 @@ def load_evaluate(path: str) -> Callable[[ort.InferenceSession], float]:
     return function
 
 
-def _session_options(threads: int) -> ort.SessionOptions:
+def _session_options() -> ort.SessionOptions:
+    """One thread a session: the sweep runs its points on several processes at once."""
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     return opts
@@ -251,7 +252,7 @@ def run_point(job: Job) -> dict[str, Any]:
         )
         if job.fidelity.evaluate:
             try:
-                session = onnxz.inference_session(packed, _session_options(1))
+                session = onnxz.inference_session(packed, _session_options())
                 score = score_of(job.fidelity.evaluate, session)
             except SweepError as exc:
                 return {**record, "error": str(exc)}
@@ -424,7 +425,7 @@ def sweep(
     _check_something_to_quantize(model_path)
     if fidelity.evaluate:
         reference = score_of(fidelity.evaluate, ort.InferenceSession(
-            str(model_path), _session_options(1), providers=["CPUExecutionProvider"]))
+            str(model_path), _session_options(), providers=["CPUExecutionProvider"]))
     else:
         _check_original_runs(model_path, fidelity.inputs)
     result = SweepResult(str(model_path), file_sha256(model_path),
