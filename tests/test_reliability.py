@@ -328,6 +328,15 @@ def test_ctrl_c_exits_130_in_every_command(model_file, packed_file, command):
     assert (code, err) == (130, "onnxz: stopped by SIGINT\n")
 
 
+@pytest.mark.parametrize("action, status", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_while_the_command_sets_its_handlers_is_one_line(packed_file, action, status):
+    """A SIGTERM while the stop-signal watcher thread started (randomly timed signals on
+    every command) escaped the command's handler: a traceback ending in ``_Stopped: SIGTERM``
+    and status 1."""
+    code, _, err = hooked_cli("onnxz.cli:stopping_runs", 1, action, "info", packed_file)
+    assert (code, err) == (status, f"onnxz: stopped by {action}\n")
+
+
 CTRL_C_WHILE_LOADING = textwrap.dedent("""
     import sys
 

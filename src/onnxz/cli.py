@@ -128,13 +128,13 @@ class _Main(click.Group):
         sys.exit(status if isinstance(status, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
-        with _signals_as_exceptions():
-            try:
+        try:  # around the handlers' set-up too: a signal can arrive while they are set
+            with _signals_as_exceptions():
                 return super().invoke(ctx)
-            except KeyboardInterrupt:
-                exit_stopped(signal.SIGINT)
-            except _Stopped as stopped:
-                exit_stopped(stopped.signum)
+        except KeyboardInterrupt:
+            exit_stopped(signal.SIGINT)
+        except _Stopped as stopped:
+            exit_stopped(stopped.signum)
 
 
 @contextmanager
