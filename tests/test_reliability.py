@@ -337,6 +337,33 @@ def test_a_signal_while_the_command_sets_its_handlers_is_one_line(packed_file, a
     assert (code, err) == (status, f"onnxz: stopped by {action}\n")
 
 
+INTERRUPT_TURNED_INTO_IMPORT_ERROR = textwrap.dedent("""
+    import os, signal, sys
+    import onnxz
+    from onnxz.cli import main
+
+    def info(path):  # as numpy's and onnxruntime's imports do with a KeyboardInterrupt
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from None
+
+    onnxz.info = info
+    main(sys.argv[1:], prog_name="onnxz")
+""")
+
+
+def test_ctrl_c_that_a_library_turns_into_its_own_error_still_exits_130(packed_file):
+    """Ctrl-C while verify imported onnxruntime (randomly timed signals): its C extension's
+    import failed with ImportError("initialization failed"), which ended in a traceback
+    and status 1. A stop signal that arrived decides the outcome, whatever error follows."""
+    proc = subprocess.run([sys.executable, "-c", INTERRUPT_TURNED_INTO_IMPORT_ERROR, "info",
+                           str(packed_file)], capture_output=True, text=True,
+                          timeout=SUBPROCESS_TIMEOUT,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert (proc.returncode, proc.stderr) == (130, "onnxz: stopped by SIGINT\n")
+
+
 CTRL_C_WHILE_LOADING = textwrap.dedent("""
     import sys
 

@@ -83,20 +83,34 @@ class _Stopped(BaseException):
         self.signum = signum
 
 
-def _raise_stopped(signum: int, frame: object) -> None:
-    raise _Stopped(signum)
+class _Arrived:
+    """The first stop signal that arrived during a command (None: none did)."""
+
+    signum: int | None = None
 
 
 @contextmanager
-def _signals_as_exceptions() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise :class:`_Stopped` during the block (main thread only: the
-    only place Python runs signal handlers), and every stop signal ends the model run in
-    progress (:func:`~onnxz.interrupts.stopping_runs`), so that the handler runs."""
+def _signals_as_exceptions(arrived: _Arrived) -> Iterator[None]:
+    """During the block SIGTERM and SIGHUP raise :class:`_Stopped` and Ctrl-C
+    KeyboardInterrupt (unless it is ignored, as in a background job), each noted in
+    ``arrived`` (main thread only: the only place Python runs signal handlers); and every
+    stop signal ends the model run in progress (:func:`~onnxz.interrupts.stopping_runs`),
+    so that the handler runs."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM,
-                                                                    signal.SIGHUP)}
+
+    def stop(signum: int, frame: object) -> None:
+        if arrived.signum is None:
+            arrived.signum = signum
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise _Stopped(signum)
+
+    stopping = [signal.SIGTERM, signal.SIGHUP]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        stopping.append(signal.SIGINT)
+    previous = {sig: signal.signal(sig, stop) for sig in stopping}
     try:
         with stopping_runs():  # and end a model run in progress
             yield
@@ -128,13 +142,20 @@ class _Main(click.Group):
         sys.exit(status if isinstance(status, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
+        arrived = _Arrived()
         try:  # around the handlers' set-up too: a signal can arrive while they are set
-            with _signals_as_exceptions():
+            with _signals_as_exceptions(arrived):
                 return super().invoke(ctx)
         except KeyboardInterrupt:
             exit_stopped(signal.SIGINT)
         except _Stopped as stopped:
             exit_stopped(stopped.signum)
+        except BaseException:
+            # A library turned the interrupt into an error of its own (numpy's and
+            # onnxruntime's imports: an ImportError, the KeyboardInterrupt lost).
+            if arrived.signum is not None:
+                exit_stopped(arrived.signum)
+            raise
 
 
 @contextmanager
