@@ -4,7 +4,9 @@
 Each case runs one command (``pack``, ``pack --lossless``, ``unpack``, ``info``, ``verify``)
 on ``--model`` in a fresh folder, as a terminal starts it (SIGINT at its default), sends it
 SIGINT, SIGTERM or SIGHUP after a random delay within the command's own duration (timed
-once at the start), and checks what it left:
+once at the start; not before onnxz's entry point is loaded: in the interpreter's own
+start-up, site's ``.pth`` files and runpy, Ctrl-C is Python's, a traceback onnxz cannot
+catch), and checks what it left:
 
 * no traceback on stderr;
 * status 0 (it finished first: the output complete), 130/143/129 with exactly
@@ -70,6 +72,13 @@ def _run(args: list[str], folder: Path, signum: int | None = None, delay: float 
     return proc.returncode, err
 
 
+def _seconds(argv: list[str], folder: Path) -> float:
+    """Wall time of one run of ``argv`` in ``folder``."""
+    start = time.monotonic()
+    subprocess.run(argv, cwd=folder, capture_output=True, timeout=TIMEOUT)
+    return time.monotonic() - start
+
+
 @dataclass
 class Case:
     command: str
@@ -105,20 +114,20 @@ def fuzz(model: Path, cases: int, seed: int, work: Path,
     if status != 0:
         raise SystemExit(f"fuzz_signals: cannot pack {model}: {err.strip()}")
     plan = commands(model, packed)
+    loaded = min(_seconds([sys.executable, "-c", "import onnxz.console"], work)
+                 for _ in range(3))
     durations = {}
     for name, make in plan.items():  # how long each takes here: the delays' range
         folder = work / "timing"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
-        start = time.monotonic()
-        _run(make(folder)[0], folder)
-        durations[name] = time.monotonic() - start
+        durations[name] = _seconds([sys.executable, "-m", "onnxz", *make(folder)[0]], folder)
     rng = random.Random(seed)
     done = []
     for number in range(cases):
         name = rng.choice(sorted(plan))
         signum = rng.choice(SIGNALS)
-        delay = rng.uniform(0.0, 1.1 * durations[name])
+        delay = rng.uniform(1.5 * loaded, 1.1 * durations[name])  # margin: a slower start
         folder = work / f"case-{number}"
         folder.mkdir()
         args, output = plan[name](folder)
