@@ -1062,7 +1062,8 @@ def test_cli_warns_of_class_decisions_judged_on_generated_inputs(heads, tmp_path
     assert generated.stderr.count("\n") == 1
     assert generated.stderr.startswith("onnxz: warning: top1 judged on generated inputs")
     np.savez(tmp_path / "calib.npz", **x_inputs(32))
-    for args in (["--fidelity", "top1>=0.99", "--inputs", str(tmp_path / "calib.npz")],
+    for args in (["--fidelity", "top1>=0.99,snr[hidden]>=10", "--inputs",
+                  str(tmp_path / "calib.npz")],
                  ["--fidelity", "snr>=20"]):
         quiet = runner.invoke(main, ["pack", str(heads), "-o", str(tmp_path / "q.onnxz"),
                                      "--force", "--quiet", *args])
@@ -1095,15 +1096,40 @@ def test_a_class_the_chosen_file_never_keeps_is_recorded_and_warned(heads, tmp_p
                                      "--fidelity", "top1>=0.99", "--inputs",
                                      str(tmp_path / "calib.npz"), "--quiet"])
     assert done.exit_code == 0, done.output
-    assert done.stderr == ("onnxz: warning: hN: the file decides class 1 on none of the 2 "
-                           "sample rows where the original does (top1>=0.99 counts every row "
-                           "alike); to keep a rare class, ask snr of its scores\n")
+    assert ("onnxz: warning: hN: the file decides class 1 on none of the 2 sample rows where "
+            "the original does (top1>=0.99 counts every row alike); to keep a rare class, ask "
+            "snr of its scores\n") in done.stderr
     assert all("lost_classes" not in figures for figures in found["achieved"].values())
     never_yes = onnxz.verifier.OutputMetrics(
         "p", "float32", 1, 10, 1.0, 0.5, 0.1, 3.0, 0.9, 0.9, 0.0, 0.8, None, "rows sum to 1",
         lost_classes=((1, 2),))
     chosen = RateResult("fidelity", "top1>=0.99", None, [], {}, (never_yes,))
     assert chosen.summary()["achieved"]["p"]["lost_classes"] == [[1, 2]]
+
+
+def test_outputs_that_no_criterion_judges_are_recorded_and_warned(heads, tmp_path):
+    """A class-decision target judges class scores only: SLANet's `top1>=0.995` on its
+    structure tokens left its cell boxes free, and every box moved (mean IoU 0.19, 12.8 dB),
+    without a word. The record names such outputs and pack warns; a criterion on them
+    holds them."""
+    np.savez(tmp_path / "calib.npz", **x_inputs(16))
+
+    def pack(spec: str, name: str) -> tuple[str, dict]:
+        done = CliRunner().invoke(main, ["pack", str(heads), "-o", str(tmp_path / name),
+                                         "--fidelity", spec, "--inputs",
+                                         str(tmp_path / "calib.npz"), "--quiet"])
+        assert done.exit_code == 0, done.output
+        return done.stderr, onnxz.info(tmp_path / name).rate_control
+
+    stderr, record = pack("top1>=0.99", "free.onnxz")
+    assert record["unjudged"] == ["hidden"]
+    snr = record["achieved"]["hidden"]["snr"]
+    assert [line for line in stderr.splitlines() if "judges" in line] == [
+        f"onnxz: warning: no criterion of top1>=0.99 judges hidden ({snr:.1f} dB): the file "
+        "may change it freely; to hold one, add a criterion such as snr[hidden]>=30"]
+    stderr, record = pack("top1>=0.99,snr[hidden]>=20", "held.onnxz")
+    assert "unjudged" not in record and "judges" not in stderr
+    assert record["achieved"]["hidden"]["snr"] >= 20
 
 
 def position_scores() -> onnx.ModelProto:

@@ -534,6 +534,13 @@ def pack(model: Path, output: Path | None, lossless: bool, step_rel: float | Non
                        f"{rows} sample rows where the original does ({rate.get('target')} "
                        "counts every row alike); to keep a rare class, ask snr of its scores",
                        err=True)
+    if unjudged := (rate or {}).get("unjudged"):
+        achieved = rate.get("achieved") or {}
+        shown = ", ".join(f"{name} ({achieved[name]['snr']:.1f} dB)"
+                          if "snr" in achieved.get(name, {}) else name for name in unjudged)
+        click.echo(f"onnxz: warning: no criterion of {rate.get('target')} judges {shown}: the "
+                   f"file may change {'it' if len(unjudged) == 1 else 'them'} freely; to hold "
+                   f"one, add a criterion such as snr[{unjudged[0]}]>=30", err=True)
     decided = sorted({c.metric for c in Fidelity.parse(fidelity).criteria
                       if c.metric in CLASS_METRICS}) if fidelity and inputs is None else []
     if decided:
@@ -565,6 +572,8 @@ def _rate_summary(rate: dict[str, Any]) -> str:
             shown += f" (on the original's {figures['pinned_by']} picks)"
         elif "stands_for" in figures:
             shown += f" (read by the pick of {', '.join(figures['stands_for'])})"
+        if output in (rate.get("unjudged") or ()):
+            shown += " (no criterion judges it: reported only)"
         lines.append(f"  {output}: {shown}")
     for check, value in (rate.get("predicted") or {}).items():
         lines.append(f"  predicted agreement for {check}: {value:.4f}")

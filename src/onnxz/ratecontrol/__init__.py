@@ -151,7 +151,8 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
         result = choose_for_fidelity(bench, objective)
         if target.max_bytes is not None:
             size = size_of(tied(result.plan, result.candidates),
-                           summary_template(bench, "fidelity", str(target)))
+                           summary_template(bench, "fidelity", str(target),
+                                            objective.fidelity))
             if size > target.max_bytes:
                 result.met = False
                 result.note = f"the smallest file that meets it is {size:,} bytes"

@@ -124,7 +124,8 @@ class RateResult:
     ``rounded`` the values of the weights rounded with error feedback
     (:mod:`onnxz.ratecontrol.feedback`), which the writer codes at their settings' absolute
     steps; ``folded`` the new values of the batch normalizations' tensors re-expressed
-    without their statistics (:mod:`onnxz.ratecontrol.statistics`).
+    without their statistics (:mod:`onnxz.ratecontrol.statistics`); ``fidelity`` the
+    criteria a ``fidelity`` search judged (None in the other modes).
     """
 
     mode: str
@@ -140,6 +141,7 @@ class RateResult:
     corrections: dict[Path, np.ndarray] = field(default_factory=dict)
     rounded: dict[Path, np.ndarray] = field(default_factory=dict)
     folded: dict[Path, np.ndarray] = field(default_factory=dict)
+    fidelity: Fidelity | None = None
 
     @property
     def settings(self) -> dict[Path, Setting]:
@@ -151,6 +153,20 @@ class RateResult:
         """Each measured tensor's relative sensitivity (what the file records)."""
         return {c.path: c.relative_sensitivity for c in self.candidates
                 if c.exercised and c.relative_sensitivity is not None}
+
+    def unjudged(self) -> list[str]:
+        """The outputs no criterion of the ``fidelity`` target judges, neither themselves nor
+        through a value that stands for them or a part of them: the search was free to
+        change them as much as it liked (a table recognizer's cell boxes under ``top1`` of
+        its tokens: every box moved)."""
+        if self.fidelity is None:
+            return []
+        judged: set[str] = set()
+        for m in self.metrics:
+            if any(m.judged_by(c) for c in self.fidelity.criteria):
+                judged.update((m.name, *m.stands_for, *m.part_of))
+        return [m.name for m in self.metrics
+                if not (m.stands_for or m.part_of) and m.name not in judged]
 
     def summary(self) -> dict:
         """What the index records of this search (JSON-safe)."""
@@ -174,6 +190,8 @@ class RateResult:
             changed["calibrated_rounding"] = len(self.rounded)
         if self.folded:
             changed["folded_normalizations"] = len(self.folded) // 4  # four tensors each
+        if unjudged := self.unjudged():
+            changed["unjudged"] = unjudged
         return {"mode": self.mode, "target": self.target,
                 "inputs": self.reference.samples.description if self.reference else None,
                 "note": self.note,
@@ -364,7 +382,8 @@ def choose_for_fidelity(bench: Workbench, objective: Objective,
     plan, rounded = bench.coded(plan)
     return RateResult("fidelity", str(objective.fidelity), bench.reference, candidates, plan,
                       metrics, predictions, bench.evaluations, corrections=corrections,
-                      rounded=tied(rounded, candidates), folded=bench.folded)
+                      rounded=tied(rounded, candidates), folded=bench.folded,
+                      fidelity=objective.fidelity)
 
 
 def _smallest_passing(bench: Workbench, objective: Objective, verdicts: dict,
@@ -551,7 +570,8 @@ def choose_for_size(bench: Workbench, objective: Objective, max_bytes: int,
     return result
 
 
-def summary_template(bench: Workbench, mode: str, target: str) -> dict:
+def summary_template(bench: Workbench, mode: str, target: str,
+                     fidelity: Fidelity | None = None) -> dict:
     """A summary as large as any the search's result can record (every figure present), to
     size files before the achieved figures are known."""
     metrics = bench.reference.metrics(bench.reference.outputs)
@@ -566,7 +586,7 @@ def summary_template(bench: Workbench, mode: str, target: str) -> dict:
                        top5=None if m.top5 is None else rng.random())
 
     result = RateResult(mode, target, bench.reference, [], {}, tuple(map(figures, metrics)),
-                        evaluations=MAX_EVALUATIONS)
+                        evaluations=MAX_EVALUATIONS, fidelity=fidelity)
     return result.summary()
 
 
