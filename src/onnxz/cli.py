@@ -75,12 +75,9 @@ def _echo(text: str) -> None:
 
 
 class _Stopped(BaseException):
-    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C (``finally`` blocks remove unfinished
-    outputs) but, not being an Exception, is caught by nothing on the way."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+    """SIGTERM or SIGHUP arrived (its name the message; :class:`_Arrived` keeps its number):
+    unwinds like Ctrl-C (``finally`` blocks remove unfinished outputs) but, not being an
+    Exception, is caught by nothing on the way."""
 
 
 class _Arrived:
@@ -105,7 +102,7 @@ def _signals_as_exceptions(arrived: _Arrived) -> Iterator[None]:
             arrived.signum = signum
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
-        raise _Stopped(signum)
+        raise _Stopped(signal.Signals(signum).name)
 
     stopping = [signal.SIGTERM, signal.SIGHUP]
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -146,12 +143,10 @@ class _Main(click.Group):
         try:  # around the handlers' set-up too: a signal can arrive while they are set
             with _signals_as_exceptions(arrived):
                 return super().invoke(ctx)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # ours, or Python's before the handlers were set
             exit_stopped(signal.SIGINT)
-        except _Stopped as stopped:
-            exit_stopped(stopped.signum)
         except BaseException:
-            # A library turned the interrupt into an error of its own (numpy's and
+            # _Stopped, or an error a library made of the interrupt (numpy's and
             # onnxruntime's imports: an ImportError, the KeyboardInterrupt lost).
             if arrived.signum is not None:
                 exit_stopped(arrived.signum)

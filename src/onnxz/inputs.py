@@ -653,11 +653,17 @@ def runnable_generated(model: onnx.ModelProto, runs: Callable[[GeneratedInputs],
                        changes: DefaultInputs | None = None) -> GeneratedInputs | None:
     """The generated inputs pack's default and verify run the model on: the first of
     :func:`runnable_inputs` at each size of :data:`GENERATED_SIZES` on which ``runs`` says
-    the model runs, else :func:`searched_inputs`'s; None if the model runs on none."""
+    the model runs, else :func:`searched_inputs`'s; None if the model runs on none. Sizes
+    that give the same inputs as one tried already (the image sizes of a model without
+    images) are not run again."""
+    tried: list[GeneratedInputs] = []
     for sizes in GENERATED_SIZES:
         generated = runnable_inputs(model, *sizes, changes=changes)
+        if generated in tried:
+            continue
         if runs(generated):
             return generated
+        tried.append(generated)
     return searched_inputs(model, runs, changes)
 
 
