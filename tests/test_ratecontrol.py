@@ -717,6 +717,34 @@ def test_a_strict_target_rounds_mantissas_rather_than_storing_a_weight_exactly()
     assert chosen.setting.method == "mantissa"
 
 
+def test_tensors_are_priced_in_worker_processes_as_in_this_one(monkeypatch, tmp_path):
+    """Two worker processes price every candidate as this process does (the same row and
+    points, to the bit), so the default's file is the same for any number of workers (the
+    threshold lowered so that this small model starts them)."""
+    from onnxz.ratecontrol import tensors
+
+    started = []
+
+    class Recorded(tensors.WorkerPool):
+        def __init__(self, workers: int) -> None:
+            super().__init__(workers)
+            started.append(workers)
+
+    monkeypatch.setattr(tensors, "WorkerPool", Recorded)
+    monkeypatch.setattr(tensors, "PARALLEL_PRICING_MIN_ELEMENTS", 0)
+    here = tensors.find_candidates(mlp(), onnxz.PackOptions())
+    there = tensors.find_candidates(mlp(), onnxz.PackOptions(), workers=2)
+    assert started == [1, 2]
+    assert [(c.path, c.row, c.points) for c in there] == [
+        (c.path, c.row, c.points) for c in here]
+    assert any(not c.auxiliary for c in here) and any(c.auxiliary for c in here)
+    one, two = tmp_path / "one.onnxz", tmp_path / "two.onnxz"
+    onnxz.save(mlp(), one, workers=1)
+    onnxz.save(mlp(), two, workers=2)
+    assert started[-2:] == [1, 2]
+    assert one.read_bytes() == two.read_bytes()
+
+
 def test_the_default_keeps_its_grid_without_the_strict_targets_points():
     """The near-lossless roundings and the steps below 2^-9 serve strict targets judged on
     the user's data; the data-free default is offered neither (its points: lossless, then

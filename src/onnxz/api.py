@@ -199,7 +199,8 @@ def save(
         result = None
         if not opts.uniform and opts.target_snr_db is None:
             with _about(about, "choosing the steps"):
-                result = _rate_control(source, opts, target, inputs, class_outputs, progress)
+                result = _rate_control(source, opts, target, inputs, class_outputs, progress,
+                                       workers)
             if not result.met and not best_effort:
                 why = result.note or "even the coarsest quantization misses it"
                 raise TargetNotMetError(f"{target}: cannot be met ({why}); best_effort=True "
@@ -237,8 +238,9 @@ def _rate_target(fidelity: Fidelity | str | None, max_size: int | str | None,
 
 def _rate_control(source: ModelFile, opts: PackOptions, target: ratecontrol.RateTarget | None,
                   inputs: InputsArg, class_outputs: Sequence[str],
-                  progress: Progress | None) -> ratecontrol.RateResult:
-    """Rate control's choice for ``target`` (None: the default) on the model in memory."""
+                  progress: Progress | None, workers: int) -> ratecontrol.RateResult:
+    """Rate control's choice for ``target`` (None: the default) on the model in memory,
+    ``workers`` processes pricing its tensors."""
     if target is None and not ratecontrol.runs_default(source.proto):
         return ratecontrol.fallback(f"weights larger than "
                                     f"{ratecontrol.DEFAULT_MAX_WEIGHT_BYTES >> 20} MiB are not run")
@@ -246,7 +248,8 @@ def _rate_control(source: ModelFile, opts: PackOptions, target: ratecontrol.Rate
     folded = ratecontrol.fold_statistics(model)
     packer = _Packer(model, opts, source.source_bytes, folded)
     return ratecontrol.choose(model, target, inputs, size_of=packer.size_of, options=opts,
-                              class_outputs=class_outputs, progress=progress, folded=folded)
+                              class_outputs=class_outputs, progress=progress, folded=folded,
+                              workers=workers)
 
 
 def _summary(result: ratecontrol.RateResult | None,

@@ -170,8 +170,9 @@ def _progress(enabled: bool, label: str, unit: str = "tensors"
 
 _WORKERS = click.option(
     "--workers", type=click.IntRange(min=1), default=None, metavar="N",
-    help="Worker processes coding tensors in parallel [default: the available cores, "
-         f"here {available_cores()}]; the output is the same for any N.")
+    help="Worker processes coding tensors (pack: and pricing them for rate control) in "
+         f"parallel [default: the available cores, here {available_cores()}]; the output is "
+         "the same for any N.")
 
 
 def _human(n: float) -> str:

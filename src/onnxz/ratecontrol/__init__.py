@@ -125,7 +125,7 @@ def parse_size(text: str | int) -> int:
 def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg, *,
            size_of: SizeOf, options: PackOptions, class_outputs: Sequence[str] = (),
            progress: Progress | None = None,
-           folded: Mapping[Path, np.ndarray] | None = None) -> RateResult:
+           folded: Mapping[Path, np.ndarray] | None = None, workers: int = 1) -> RateResult:
     """The settings that meet ``target`` at the least size (see the module docstring);
     ``target`` None is the lossy default (:mod:`onnxz.ratecontrol.defaults`).
 
@@ -135,9 +135,11 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
     batch normalizations without their statistics, :func:`fold_statistics`): the search
     judges the model with them. Raises :class:`onnxz.TargetSpecError` for criteria that
     fit no output; returns a result with ``met`` False when the target cannot be met.
+    ``workers`` processes price the tensors' settings; the result is the same for any
+    number.
     """
     if target is None:
-        return _default(model, inputs, options, class_outputs, progress, folded)
+        return _default(model, inputs, options, class_outputs, progress, folded, workers)
     users_inputs = not _generated(inputs)
     correct_biases = options.correct_biases and users_inputs  # not generated inputs' means
     calibrated_rounding = options.calibrated_rounding and users_inputs
@@ -146,7 +148,7 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
             model, samples, options, target.fidelity, class_outputs, progress,
             correct_biases=correct_biases,
             calibrated_rounding=calibrated_rounding and target.max_bytes is None,
-            folded=folded), progress)
+            folded=folded, workers=workers), progress)
         objective = objective_for(target.fidelity, bench.reference, bench.model)
         result = choose_for_fidelity(bench, objective)
         if target.max_bytes is not None:
@@ -161,7 +163,7 @@ def choose(model: onnx.ModelProto, target: RateTarget | None, inputs: InputsArg,
     assert target.max_bytes is not None
     bench = _on_runnable_inputs(model, inputs, lambda samples: Workbench(
         model, samples, options, None, class_outputs, progress,
-        extra_outputs_for(BUDGET_WEIGHTING, model), folded=folded), progress)
+        extra_outputs_for(BUDGET_WEIGHTING, model), folded=folded, workers=workers), progress)
     bench.reference.check_finite(str(target))
     weighting = _budget_weighting(bench)
     objective = objective_for(weighting, bench.reference, bench.model)
@@ -246,7 +248,7 @@ def fallback(why: str) -> RateResult:
 
 def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
              class_outputs: Sequence[str], progress: Progress | None,
-             folded: Mapping[Path, np.ndarray] | None) -> RateResult:
+             folded: Mapping[Path, np.ndarray] | None, workers: int) -> RateResult:
     """The lossy default (:mod:`onnxz.ratecontrol.defaults`) on the given or generated
     inputs; the data-free fallback when the model cannot run on them."""
     if not may_choose(model):
@@ -255,7 +257,7 @@ def _default(model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
     def prepared(samples: InputsArg) -> tuple[Workbench, Objective]:
         bench = Workbench(model, samples, options, None, class_outputs, progress,
                           defaults.default_extra_outputs(model), defaults.GRID,
-                          folded=folded)
+                          folded=folded, workers=workers)
         return bench, defaults.default_objective(bench.reference, bench.model)
 
     try:

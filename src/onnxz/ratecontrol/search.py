@@ -230,6 +230,7 @@ class Workbench:
     these inputs). ``folded`` are new values of the model's tensors, by path, that the
     candidates start from, put in after the original's run: the batch normalizations
     without their statistics (:func:`onnxz.ratecontrol.statistics.fold_statistics`).
+    ``workers`` processes price the candidates (the result is the same for any number).
     """
 
     def __init__(self, model: onnx.ModelProto, inputs: InputsArg, options: PackOptions,
@@ -237,7 +238,7 @@ class Workbench:
                  progress: Progress | None = None, extra_outputs: Sequence[str] = (),
                  settings: Sequence[Setting] | None = None,
                  correct_biases: bool = False, calibrated_rounding: bool = False,
-                 folded: Mapping[Path, np.ndarray] | None = None) -> None:
+                 folded: Mapping[Path, np.ndarray] | None = None, workers: int = 1) -> None:
         self.model = onnx.ModelProto()
         self.model.CopyFrom(model)
         self.fidelity = fidelity
@@ -251,7 +252,7 @@ class Workbench:
         self.folded = dict(folded or {})
         for path, values in self.folded.items():
             put_payload(resolve(self.model, path), values)
-        self.candidates = find_candidates(self.model, options, settings)
+        self.candidates = find_candidates(self.model, options, settings, workers=workers)
         self.correction = (BiasCorrection.measure(self.model, self.reference)
                            if correct_biases else None)
         self._by_path = {c.path: c for c in self.candidates}
