@@ -24,6 +24,7 @@ TERM = signal.SIGTERM
     (1, "Traceback (most recent call last):\n  ...\nonnxz.cli._Stopped: SIGTERM\n", [],
      "traceback: onnxz.cli._Stopped: SIGTERM"),
     (2, "onnxz: error: aborted\n", [], "status 2"),
+    (None, "", [], "no end within"),
 ])
 def test_a_command_ends_as_the_guarantees_say_or_is_reported(status, stderr, left, problem):
     found = fuzz_signals.judge(status, stderr, left, "o.onnxz", TERM)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import signal
@@ -60,15 +61,23 @@ def commands(model: Path, packed: Path) -> dict[str, Callable[[Path], tuple[list
 
 
 def _run(args: list[str], folder: Path, signum: int | None = None, delay: float = 0.0
-         ) -> tuple[int, str]:
+         ) -> tuple[int | None, str]:
+    """The command's status (None: it or a process it started still held its stderr after
+    :data:`TIMEOUT` seconds, and all were killed) and stderr. It runs in a session of its
+    own, so that what it leaves behind can be found and killed."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "onnxz", *args], cwd=folder, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     if signum is not None:
         time.sleep(delay)
         proc.send_signal(signum)
-    _, err = proc.communicate(timeout=TIMEOUT)
+    try:
+        _, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return None, ""
     return proc.returncode, err
 
 
@@ -84,13 +93,17 @@ class Case:
     command: str
     signal: str
     delay: float
-    status: int
+    status: int | None  # None: it did not end
     problem: str  # "" when the command ended as it must
 
 
-def judge(status: int, stderr: str, left: list[str], output: str, signum: int) -> str:
-    """What is wrong with how a command ended ("" if nothing)."""
+def judge(status: int | None, stderr: str, left: list[str], output: str, signum: int
+          ) -> str:
+    """What is wrong with how a command ended ("" if nothing); ``status`` None: it did not
+    end (see :func:`_run`)."""
     name = signal.Signals(signum).name
+    if status is None:
+        return f"no end within {TIMEOUT} s (the command, or a process it left, held stderr)"
     if "Traceback" in stderr:
         return "traceback: " + stderr.strip().splitlines()[-1]
     if status == 0:
@@ -157,13 +170,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def report(case: Case) -> None:
         verdict = f"BAD {case.problem}" if case.problem else "ok"
+        status = "none" if case.status is None else case.status
         print(f"{case.command:16} {case.signal:8} after {case.delay:6.3f} s: status "
-              f"{case.status:4}  {verdict}", flush=True)
+              f"{status:>4}  {verdict}", flush=True)
 
     with tempfile.TemporaryDirectory() as work:
         done = fuzz(model.resolve(), args.cases, args.seed, Path(work), report)
     bad = [c for c in done if c.problem]
-    stopped = sum(c.status != 0 for c in done)
+    stopped = sum(c.status not in (0, None) for c in done)
     print(f"{len(done)} cases, {stopped} stopped by their signal, {len(bad)} bad")
     if args.json:
         args.json.write_text(json.dumps([asdict(c) for c in done], indent=1) + "\n")

@@ -23,13 +23,39 @@ def exit_stopped(signum: int) -> NoReturn:
     with contextlib.suppress(OSError, ValueError):  # stderr gone: the status says it
         sys.stderr.write(f"onnxz: stopped by {signal.Signals(signum).name}\n")
         sys.stderr.flush()
+    _forget_caught_interrupt()
     sys.exit(EXIT_SIGNAL_BASE + signum)
 
 
+def _forget_caught_interrupt() -> None:
+    """Clear CPython's mark of a KeyboardInterrupt that ended an ``exec`` of a string.
+
+    CPython (3.11 here) marks such an interrupt as unhandled even when a caller catches it,
+    and ``python -m onnxz`` then ends by killing itself with SIGINT, after the command's
+    own line, instead of exiting with its status (one Ctrl-C in six while the CLI loaded,
+    before :func:`main` noted it instead; a library imported during a command can still
+    take it there: dataclasses get their methods from ``exec``). Each ``exec`` of a string
+    clears the mark as it starts; this one runs a constant."""
+    exec("None", {})
+
+
 def main() -> None:
-    """Load the CLI (:mod:`onnxz.cli`) and run it on ``sys.argv``."""
+    """Load the CLI (:mod:`onnxz.cli`) and run it on ``sys.argv``. Ctrl-C while it loads is
+    noted, not raised: raised inside a library's import, an extension module made it an
+    ImportError that some library took for a missing module and went on (the command then
+    finished, status 0). The command stops once the CLI has loaded."""
+    arrived: list[int] = []
+    handled = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not ignored
+    if handled:
+        signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
     try:
-        from onnxz.cli import main as command
-    except KeyboardInterrupt:
+        try:
+            from onnxz.cli import main as command
+        finally:
+            if handled:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+        if arrived:
+            exit_stopped(signal.SIGINT)
+    except KeyboardInterrupt:  # after the handler's restore, or raised by an import itself
         exit_stopped(signal.SIGINT)
     command()

@@ -104,7 +104,8 @@ class WorkerPool:
     def _start(self) -> ProcessPoolExecutor:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(self.workers, mp_context=_context(),
-                                                 initializer=_start_worker)
+                                                 initializer=_start_worker,
+                                                 initargs=(os.getpid(),))
         return self._executor
 
     def map(self, fn: Callable[[T], R], tasks: Iterable[T], in_flight: int | None = None
@@ -167,12 +168,14 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _start_worker() -> None:
-    """In a new worker: Ctrl-C is for the main process, which stops the workers itself; a
-    SIGTERM or SIGHUP (the main process's way of stopping them) ends a worker at once,
-    whatever handler it inherited from the main process by the fork, and no signal of the
-    worker's wakes the main process's watch over its model runs. Then the allocator
-    (:func:`_keep_heap`)."""
+def _start_worker(main_process: int) -> None:
+    """In a new worker of ``main_process``: it ends with that process
+    (:func:`_end_with_main_process`); Ctrl-C is for the main process, which stops the
+    workers itself; a SIGTERM or SIGHUP (the main process's way of stopping them) ends a
+    worker at once, whatever handler it inherited from the main process by the fork, and no
+    signal of the worker's wakes the main process's watch over its model runs. Then the
+    allocator (:func:`_keep_heap`)."""
+    _end_with_main_process(main_process)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for stop in STOP_SIGNALS[1:]:
         signal.signal(stop, signal.SIG_DFL)
@@ -180,6 +183,24 @@ def _start_worker() -> None:
     if hasattr(signal, "pthread_sigmask"):  # blocked while it forked (WorkerPool._submit)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _keep_heap()
+
+
+PR_SET_PDEATHSIG = 1
+"""Linux's prctl option: the signal this process gets when its parent ends."""
+
+
+def _end_with_main_process(main_process: int) -> None:
+    """Where Linux can, have the kernel kill this worker when ``main_process`` (its parent)
+    ends, and end now if it already has. A stop signal that reached the main process while
+    the pool forked its workers could end it before the pool knew of a worker: that worker
+    waited for tasks for ever, holding the main process's stderr (tools/fuzz_signals.py:
+    a case of ``pack`` never ended for its caller)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != main_process:
+        os._exit(0)
 
 
 WORKER_MMAP_THRESHOLD = 32 << 20
