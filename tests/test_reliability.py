@@ -404,6 +404,42 @@ def test_ctrl_c_that_a_library_swallows_while_the_cli_loads_still_exits_130(tmp_
     assert (proc.returncode, proc.stderr) == (130, "onnxz: stopped by SIGINT\n")
 
 
+CTRL_C_SWALLOWED_BY_A_LAZY_IMPORT = textwrap.dedent("""
+    import signal, sys
+
+    class SwallowingImport:  # onnxruntime, imported once pack runs the model
+        def find_spec(self, name, path=None, target=None):
+            if name == "onnxruntime":
+                sys.meta_path.remove(self)
+                try:
+                    signal.raise_signal(signal.%s)
+                except BaseException:  # a library taking it for a failed import
+                    pass
+            return None
+
+    sys.meta_path.insert(0, SwallowingImport())
+    from onnxz.console import main
+    main()
+""")
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_during_a_librarys_import_in_a_command_still_stops_it(model_file,
+                                                                            tmp_path, stop):
+    """A stop signal that reached a command while a library it loads lazily was being
+    imported (onnxruntime in `pack`): the import took the exception for an error of its
+    own and went on, and the command finished, status 0 (tools/fuzz_signals.py: 2 cases
+    in 60). The handler now sends the signal again after the import."""
+    script = CTRL_C_SWALLOWED_BY_A_LAZY_IMPORT % stop
+    proc = subprocess.run([sys.executable, "-c", script, "pack", str(model_file), "-o",
+                           "m.onnxz"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=SUBPROCESS_TIMEOUT,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    code = 128 + getattr(signal, stop)
+    assert (proc.returncode, proc.stderr) == (code, f"onnxz: stopped by {stop}\n")
+    assert names(tmp_path) == ["m.onnx"]
+
+
 def test_ctrl_c_inside_a_librarys_exec_still_exits_130_under_python_m(tmp_path):
     """Ctrl-C while a library's import ran an ``exec`` of a string (a dataclass's methods
     are made so): CPython marks the interrupt unhandled even though the command catches

@@ -86,20 +86,48 @@ class _Arrived:
     signum: int | None = None
 
 
+IMPORT_RETRY_SECONDS = 0.05
+"""A stop signal that arrives while a module is being imported is sent again this much
+later (see :func:`_signals_as_exceptions`)."""
+
+
+def _importing(frame: Any) -> bool:
+    """Whether ``frame`` (where a signal handler interrupted the main thread) or a frame
+    below it is the import system's."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib."):
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextmanager
 def _signals_as_exceptions(arrived: _Arrived) -> Iterator[None]:
     """During the block SIGTERM and SIGHUP raise :class:`_Stopped` and Ctrl-C
     KeyboardInterrupt (unless it is ignored, as in a background job), each noted in
     ``arrived`` (main thread only: the only place Python runs signal handlers); and every
     stop signal ends the model run in progress (:func:`~onnxz.interrupts.stopping_runs`),
-    so that the handler runs."""
+    so that the handler runs.
+
+    Not inside an import (a library loaded during the command): an extension module's
+    import turns the exception into an ImportError, which some libraries take for a
+    missing optional module and go on, the signal lost (the command then finished, status
+    0). There the signal is sent again :data:`IMPORT_RETRY_SECONDS` later, until it
+    arrives outside one."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    retries: list[threading.Timer] = []
 
-    def stop(signum: int, frame: object) -> None:
+    def stop(signum: int, frame: Any) -> None:
         if arrived.signum is None:
             arrived.signum = signum
+        if _importing(frame):
+            retry = threading.Timer(IMPORT_RETRY_SECONDS, os.kill, (os.getpid(), signum))
+            retry.daemon = True
+            retries.append(retry)
+            retry.start()
+            return
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise _Stopped(signal.Signals(signum).name)
@@ -112,6 +140,8 @@ def _signals_as_exceptions(arrived: _Arrived) -> Iterator[None]:
         with stopping_runs():  # and end a model run in progress
             yield
     finally:
+        for retry in retries:
+            retry.cancel()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
