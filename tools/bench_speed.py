@@ -9,14 +9,16 @@ model files on disk. Reported per method:
 * size of the encoded file(s), and original / size;
 * encode and decode speed in MB/s of *float32 weights*: 4 bytes × the number of elements
   of the tensors onnxz stores, whatever their type (the same figure for every method of a
-  model, so speeds compare as times do); decode also as a ratio to ``zstd -3`` decode;
+  model, so speeds compare as times do); decode also as a ratio to ``zstd -3`` decode,
+  and to ``zstd -3`` decode whose outputs are then flushed to disk as onnxz flushes its
+  own (``fsync`` of the files and their folder: "durable");
 * peak RSS of the encode and of the decode: the largest sum over the process and its
   worker processes (sampled, see ``peak_rss.py``), imports included.
 
 Methods: onnxz lossless and lossy default with 1 and 2 workers; zstd -19 and -3 of the
-model files (single-threaded, streamed); ZipNN 0.5.4 of the model files (if importable;
-its own threads); onnxruntime ``quantize_dynamic`` to int8 (decode = loading the int8
-model back from disk; it is lossy and larger, shown for scale).
+model files (single-threaded, streamed; -3 also decoded durably); ZipNN 0.5.4 of the model
+files (if importable; its own threads); onnxruntime ``quantize_dynamic`` to int8 (decode =
+loading the int8 model back from disk; it is lossy and larger, shown for scale).
 
 Every method runs in its own subprocess (so its peak RSS is its own); times are measured
 inside it around the operation only (best of ``--repeat`` runs for models under 64 MB).
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -48,7 +51,7 @@ from fetch_models import CORPUS, FetchError, fetch_all  # noqa: E402
 from peak_rss import measure  # noqa: E402
 
 METHODS = ("onnxz_lossless_1", "onnxz_lossless_2", "onnxz_lossy_1", "onnxz_lossy_2",
-           "zstd19", "zstd3", "zipnn", "ort_int8")
+           "zstd19", "zstd3", "zstd3_durable", "zipnn", "ort_int8")
 LABELS = {
     "onnxz_lossless_1": "onnxz --lossless, 1 worker",
     "onnxz_lossless_2": "onnxz --lossless, 2 workers",
@@ -56,6 +59,7 @@ LABELS = {
     "onnxz_lossy_2": "onnxz lossy, 2 workers",
     "zstd19": "zstd -19",
     "zstd3": "zstd -3",
+    "zstd3_durable": "zstd -3, durable",
     "zipnn": "ZipNN 0.5.4",
     "ort_int8": "onnxruntime int8",
 }
@@ -110,19 +114,34 @@ def _zstd_encode(level: int, src: Path, dst: Path) -> None:
                     writer.write(block)
 
 
-def _zstd_decode(src: Path, dst: Path) -> None:
+def _zstd_decode(src: Path, dst: Path) -> list[Path]:
+    """The model files back from :func:`_zstd_encode`'s stream; returns their paths."""
     import zstandard
 
+    written = []
     with open(src, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader:
         while header := reader.read(2):
             name = reader.read(int.from_bytes(header, "little")).decode()
             size = int.from_bytes(reader.read(8), "little")
             target = dst if name.endswith(".onnx") else dst.parent / name
+            written.append(target)
             with open(target, "wb") as out:
                 while size:
                     block = reader.read(min(size, STREAM))
                     out.write(block)
                     size -= len(block)
+    return written
+
+
+def _sync(paths: list[Path]) -> None:
+    """Flush ``paths`` and their folders to disk (``fsync``): the guarantee onnxz gives its
+    outputs ("Durability" in the README), so that a decode can be timed with it."""
+    for path in [*paths, *{p.parent for p in paths}]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _zipnn():
@@ -187,9 +206,11 @@ def child(method: str, step: str, src: Path, dst: Path, repeat: int) -> dict[str
                            workers=int(workers))
             else:
                 onnxz.unpack(src, dst, force=True, workers=int(workers))
-        elif method in ("zstd19", "zstd3"):
+        elif method.startswith("zstd"):
             if step == "encode":
                 _zstd_encode(19 if method == "zstd19" else 3, src, dst)
+            elif method == "zstd3_durable":
+                _sync(_zstd_decode(src, dst))
             else:
                 _zstd_decode(src, dst)
         elif method == "zipnn":
@@ -337,22 +358,21 @@ def _mbps(mb: float, seconds: float | None) -> str:
 
 def table(results: list[ModelRuns], markdown: bool) -> str:
     header = ["model", "method", "size (×)", "encode MB/s", "decode MB/s", "decode ÷ zstd -3",
-              "decode MB/CPU-s", "2 workers ÷ 1 (enc / dec)", "enc peak RSS MB",
-              "dec peak RSS MB"]
+              "÷ zstd -3 durable", "decode MB/CPU-s", "2 workers ÷ 1 (enc / dec)",
+              "enc peak RSS MB", "dec peak RSS MB"]
     rows = []
     for r in results:
-        base = r.runs["zstd3"].decode_s
         for method in METHODS:
             run = r.runs[method]
             if run.size is None:
-                rows.append([r.name, LABELS[method], run.note or "n/a", *[""] * 7])
+                rows.append([r.name, LABELS[method], run.note or "n/a", *[""] * 8])
                 continue
-            ratio = (f"{base / run.decode_s:.3f}×" if base and run.decode_s else "n/a")
             rows.append([
                 r.name, LABELS[method], f"{run.size:,} ({r.original / run.size:.2f}×)",
                 _mbps(r.weight_mb, run.encode_s),
                 _mbps(r.weight_mb, run.decode_s) if run.decode_s else run.note or "n/a",
-                ratio, _mbps(r.weight_mb, run.decode_cpu_s), _speedup(r, method),
+                _decode_ratio(r, "zstd3", run), _decode_ratio(r, "zstd3_durable", run),
+                _mbps(r.weight_mb, run.decode_cpu_s), _speedup(r, method),
                 f"{run.encode_rss / 2**20:.0f}" if run.encode_rss else "n/a",
                 f"{run.decode_rss / 2**20:.0f}" if run.decode_rss else "n/a",
             ])
@@ -364,6 +384,12 @@ def table(results: list[ModelRuns], markdown: bool) -> str:
     return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
                                for i, (c, w) in enumerate(zip(row, widths, strict=True)))
                      for row in [header, *rows])
+
+
+def _decode_ratio(runs: ModelRuns, base: str, run: Run) -> str:
+    """``run``'s decode speed over method ``base``'s (wall clock)."""
+    base_s = runs.runs[base].decode_s
+    return f"{base_s / run.decode_s:.3f}×" if base_s and run.decode_s else "n/a"
 
 
 def _speedup(runs: ModelRuns, method: str) -> str:
@@ -442,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results, args.markdown))
     print("\nDecode = encoded file back to model files on disk (onnxruntime int8: reading the "
           "int8 model, which needs no decoding); MB/s count 4 bytes per stored tensor element "
-          "for every method. MB/CPU-s divides by the CPU time of the process and its workers "
+          "for every method; 'durable' flushes the outputs to disk (fsync of the files and "
+          "their folder), as onnxz does before it gives the output its name. MB/CPU-s divides "
+          "by the CPU time of the process and its workers "
           "(user + system): the speed per core, little affected by other load. Peak RSS is "
           "the largest sum over the process and its workers, sampled every 10 ms, imports "
           "included. Small models (< 16 MB of tensors) are coded by onnxz in one process "

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Where lossy decoding spends its time, stage by stage, on the corpus (one process).
 
-For each corpus model packed with the lossy default (``onnxz.save``, one worker), times
+For each corpus model packed with the lossy default (``onnxz.save``, one worker; with
+``--lossless``, packed ``--lossless``: every tensor then counts under ``lossless``), times
 (CPU time of this process, best of ``--repeat``; milliseconds):
 
 * ``load``: ``onnxz.load`` with one worker, the whole file to a ModelProto;
@@ -24,7 +25,7 @@ each codec has. MB/s are float32 MB of weights (4 bytes per stored element) per 
 
 Usage::
 
-    python tools/decode_profile.py [NAME ...] [--repeat N]
+    python tools/decode_profile.py [NAME ...] [--repeat N] [--lossless]
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--lossless", action="store_true",
+                        help="profile the --lossless files instead of the lossy default's")
     args = parser.parse_args(argv)
     paths = fetch_all(args.names or None)
     stages = ("load", "quant", "symbols", "lookup", "crc", "lossless", "rest")
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, src in paths.items():
             packed = Path(tmp) / f"{name}.onnxz"
-            onnxz.save(src, packed, workers=1)
+            onnxz.save(src, packed, workers=1, lossless=args.lossless)
             r = profile(packed, args.repeat)
             with ContainerReader(packed) as reader:
                 codecs = collections.Counter(e.codec for e in reader.index.tensors)
