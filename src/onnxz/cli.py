@@ -86,19 +86,33 @@ class _Arrived:
     signum: int | None = None
 
 
-IMPORT_RETRY_SECONDS = 0.05
-"""A stop signal that arrives while a module is being imported is sent again this much
-later (see :func:`_signals_as_exceptions`)."""
-
-
-def _importing(frame: Any) -> bool:
-    """Whether ``frame`` (where a signal handler interrupted the main thread) or a frame
-    below it is the import system's."""
+def _import_frames(frame: Any) -> list[Any]:
+    """The frames of the import system among ``frame`` (where a signal handler interrupted
+    the main thread) and the frames below it, innermost first."""
+    found = []
     while frame is not None:
         if frame.f_code.co_filename.startswith("<frozen importlib."):
-            return True
+            found.append(frame)
         frame = frame.f_back
-    return False
+    return found
+
+
+def _send_after_import(signum: int, outermost: Any) -> None:
+    """Send ``signum`` to this process again as soon as the import whose outermost frame
+    is ``outermost`` has ended: at the first call or return after that frame returned (a
+    profile function on the main thread, in place of any other until then; it costs the
+    rest of the import some speed, and the command is stopping)."""
+    ended = False
+
+    def watch(frame: Any, event: str, arg: Any) -> None:
+        nonlocal ended
+        if frame is outermost and event == "return":
+            ended = True
+        elif ended:
+            sys.setprofile(None)
+            signal.raise_signal(signum)
+
+    sys.setprofile(watch)
 
 
 @contextmanager
@@ -112,21 +126,18 @@ def _signals_as_exceptions(arrived: _Arrived) -> Iterator[None]:
     Not inside an import (a library loaded during the command): an extension module's
     import turns the exception into an ImportError, which some libraries take for a
     missing optional module and go on, the signal lost (the command then finished, status
-    0). There the signal is sent again :data:`IMPORT_RETRY_SECONDS` later, until it
-    arrives outside one."""
+    0). There the signal is sent again as soon as the import has ended
+    (:func:`_send_after_import`; a timer 50 ms later lost it when the command ended
+    sooner)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    retries: list[threading.Timer] = []
 
     def stop(signum: int, frame: Any) -> None:
         if arrived.signum is None:
             arrived.signum = signum
-        if _importing(frame):
-            retry = threading.Timer(IMPORT_RETRY_SECONDS, os.kill, (os.getpid(), signum))
-            retry.daemon = True
-            retries.append(retry)
-            retry.start()
+        if imports := _import_frames(frame):
+            _send_after_import(signum, imports[-1])
             return
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
@@ -140,8 +151,6 @@ def _signals_as_exceptions(arrived: _Arrived) -> Iterator[None]:
         with stopping_runs():  # and end a model run in progress
             yield
     finally:
-        for retry in retries:
-            retry.cancel()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
