@@ -86,15 +86,15 @@ class _Arrived:
     signum: int | None = None
 
 
-def _import_frames(frame: Any) -> list[Any]:
-    """The frames of the import system among ``frame`` (where a signal handler interrupted
-    the main thread) and the frames below it, innermost first."""
-    found = []
+def _outermost_import_frame(frame: Any) -> Any:
+    """The outermost frame of the import system among ``frame`` (where a signal handler
+    interrupted the main thread) and the frames below it; None if none is."""
+    outermost = None
     while frame is not None:
         if frame.f_code.co_filename.startswith("<frozen importlib."):
-            found.append(frame)
+            outermost = frame
         frame = frame.f_back
-    return found
+    return outermost
 
 
 def _send_after_import(signum: int, outermost: Any) -> None:
@@ -136,8 +136,8 @@ def _signals_as_exceptions(arrived: _Arrived) -> Iterator[None]:
     def stop(signum: int, frame: Any) -> None:
         if arrived.signum is None:
             arrived.signum = signum
-        if imports := _import_frames(frame):
-            _send_after_import(signum, imports[-1])
+        if (importing := _outermost_import_frame(frame)) is not None:
+            _send_after_import(signum, importing)
             return
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
